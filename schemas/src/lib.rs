@@ -1,0 +1,13 @@
+//! The roar event contract. This crate owns the Avro schemas (`schemas/avro/*.avsc`), the Rust
+//! types for every event, the wire format (Avro single-object encoding, see [`wire`]), the topic
+//! registry and the id derivations. It depends on little, so downstream analytics consumers can
+//! decode roar's topics with this crate alone.
+
+mod avro;
+pub mod events;
+pub mod ids;
+pub mod topics;
+pub mod wire;
+
+pub use events::*;
+pub use wire::{decode, encode, DecodeError};

@@ -1,0 +1,51 @@
+//! The topic registry: every topic roar uses, its key, and how long it keeps data.
+
+/// Uploaded files' life: FileRegistered, FileUploaded, FileProbed, FileProbeFailed, FileDeleted.
+pub const FILES: &str = "roar.files.v1";
+/// Job events from every model: queued, started, progress, completed, failed, ...
+pub const JOB_EVENTS: &str = "roar.job-events.v1";
+/// Cancel requests; every processor instance reads all of it.
+pub const CONTROL: &str = "roar.control.v1";
+/// Messages a consumer could not handle.
+pub const DLQ: &str = "roar.dlq.v1";
+
+/// The models roar knows, each with its own job topic and consumer group.
+pub const MODELS: [&str; 5] = ["demucs", "whisper", "musicgen", "pitch", "gemma3n"];
+
+/// `roar.jobs.<model>.v1`.
+pub fn jobs_topic(model: &str) -> String {
+    format!("roar.jobs.{model}.v1")
+}
+
+/// The consumer group of a processor role, e.g. `roar-probe`, `roar-demucs`.
+pub fn consumer_group(role: &str) -> String {
+    format!("roar-{role}")
+}
+
+/// How a topic is created at bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    /// What the message key holds.
+    pub key: &'static str,
+    pub partitions: i32,
+    /// `retention.ms`; -1 keeps forever (event-sourced topics are the system of record).
+    pub retention_ms: i64,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Every topic roar needs, with `partitions` partitions each (DLQ and control get one: they are
+/// low-volume and their order is easiest to read whole).
+pub fn all(partitions: i32) -> Vec<TopicSpec> {
+    let mut out = vec![
+        TopicSpec { name: FILES.into(), key: "file_id", partitions, retention_ms: -1 },
+        TopicSpec { name: JOB_EVENTS.into(), key: "file_id", partitions, retention_ms: -1 },
+        TopicSpec { name: CONTROL.into(), key: "job_id", partitions: 1, retention_ms: 7 * DAY_MS },
+        TopicSpec { name: DLQ.into(), key: "original key", partitions: 1, retention_ms: 30 * DAY_MS },
+    ];
+    for m in MODELS {
+        out.push(TopicSpec { name: jobs_topic(m), key: "file_id", partitions, retention_ms: 30 * DAY_MS });
+    }
+    out
+}

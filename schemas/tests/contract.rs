@@ -1,0 +1,271 @@
+//! The event contract: every event round-trips, the bytes on the wire are pinned by committed
+//! golden files, and every committed earlier schema version stays readable.
+//!
+//! After an intended format change, regenerate the golden files with
+//! `ROAR_BLESS=1 cargo test -p roar-schemas --test contract` and commit them with the schema.
+
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use chrono::{TimeZone, Utc};
+use roar_schemas::wire::fingerprint;
+use roar_schemas::*;
+
+fn meta() -> EventMeta {
+    EventMeta {
+        event_id: "00000000-0000-4000-8000-000000000001".into(),
+        occurred_at: Utc.timestamp_micros(1_790_000_000_123_456).unwrap(),
+        request_id: "req-1".into(),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        actor: "user:alice".into(),
+    }
+}
+
+fn info() -> FileInfo {
+    FileInfo {
+        owner: "alice".into(),
+        filename: "song.flac".into(),
+        mime: "audio/flac".into(),
+        size: 1234,
+        sha256: "ab".repeat(32),
+        storage_key: "uploads/f0/original".into(),
+    }
+}
+
+fn output() -> Output {
+    Output {
+        path: "outputs/f1/demucs/htdemucs/vocals.wav".into(),
+        kind: "vocals".into(),
+        content_type: "audio/wav".into(),
+        size: 99,
+        sha256: "cd".repeat(32),
+    }
+}
+
+fn file_events() -> Vec<(&'static str, FileEvent)> {
+    let ev = |body| FileEvent { meta: meta(), file_id: "f1".into(), body };
+    vec![
+        (
+            "file_registered",
+            ev(FileBody::Registered { info: info(), upload_expires_at: Utc.timestamp_micros(1_790_000_900_000_000).unwrap() }),
+        ),
+        ("file_uploaded", ev(FileBody::Uploaded(info()))),
+        (
+            "file_probed",
+            ev(FileBody::Probed(ProbeSummary {
+                metadata_key: "outputs/f1/metadata.json".into(),
+                codec: "flac".into(),
+                duration_seconds: 3.5,
+                sample_rate: 44100,
+                channels: 2,
+                frames: 154350,
+                peak_dbfs: -0.5,
+                rms_dbfs: -18.25,
+            })),
+        ),
+        ("file_probe_failed", ev(FileBody::ProbeFailed { code: "undecodable".into(), message: "no audio track".into() })),
+        ("file_deleted", ev(FileBody::Deleted { reason: None })),
+    ]
+}
+
+fn job_events() -> Vec<(&'static str, JobEvent)> {
+    let ev = |body| JobEvent {
+        meta: meta(),
+        job_id: "j1".into(),
+        file_id: "f1".into(),
+        model: "demucs".into(),
+        variation: "htdemucs".into(),
+        body,
+    };
+    vec![
+        ("job_queued", ev(JobBody::Queued { owner: "alice".into(), model_version: "4".into(), params_json: "{}".into() })),
+        ("job_started", ev(JobBody::Started { worker: "w1".into(), attempt: 1 })),
+        ("job_progress", ev(JobBody::Progress { percent: 42.5, message: "segment 3/7".into() })),
+        ("job_completed", ev(JobBody::Completed { outputs: vec![output()], duration_seconds: 12.0 })),
+        ("job_failed", ev(JobBody::Failed { code: "oom".into(), message: "out of memory".into(), retryable: true })),
+        (
+            "job_retry_scheduled",
+            ev(JobBody::RetryScheduled {
+                attempt: 2,
+                not_before: Utc.timestamp_micros(1_790_000_060_000_000).unwrap(),
+                reason: "oom".into(),
+            }),
+        ),
+        ("job_canceled", ev(JobBody::Canceled { reason: "user".into() })),
+        ("job_skipped", ev(JobBody::Skipped { outputs: vec![output(), output()] })),
+    ]
+}
+
+fn job_request() -> JobRequested {
+    JobRequested {
+        meta: meta(),
+        job_id: "j1".into(),
+        file_id: "f1".into(),
+        owner: "alice".into(),
+        model: "pitch".into(),
+        variation: "tiny".into(),
+        model_version: "1".into(),
+        params_json: r#"{"viterbi":true}"#.into(),
+        attempt: 1,
+        not_before: None,
+    }
+}
+
+fn control() -> ControlEvent {
+    ControlEvent {
+        meta: meta(),
+        job_id: "j1".into(),
+        body: ControlBody::CancelRequested { file_id: "f1".into(), reason: "user".into() },
+    }
+}
+
+fn dead_letter() -> DeadLetter {
+    DeadLetter {
+        meta: meta(),
+        source_topic: "roar.files.v1".into(),
+        source_partition: 2,
+        source_offset: 77,
+        consumer_group: "roar-probe".into(),
+        key: Some(b"f1".to_vec()),
+        payload: Some(vec![0xde, 0xad]),
+        error_kind: "undecodable".into(),
+        error: "not an avro single-object message".into(),
+    }
+}
+
+/// Encodes, checks the bytes against the committed golden file, decodes and compares.
+fn check<E: Event>(name: &str, event: &E) {
+    let bytes = encode(event);
+    let back: E = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(&back, event, "{name}: round trip");
+
+    let path = format!("{}/tests/golden/{name}.bin", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("ROAR_BLESS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (run with ROAR_BLESS=1 once)"));
+    assert_eq!(bytes, golden, "{name}: wire bytes changed; if intended, bless and add a history schema");
+    let from_golden: E = decode(&golden).unwrap();
+    assert_eq!(&from_golden, event, "{name}: golden decodes");
+}
+
+#[test]
+fn every_event_round_trips_and_matches_golden_bytes() {
+    for (name, e) in file_events() {
+        check(name, &e);
+    }
+    for (name, e) in job_events() {
+        check(name, &e);
+    }
+    check("job_requested", &job_request());
+    check("control_cancel_requested", &control());
+    check("dead_letter", &dead_letter());
+}
+
+fn compatible<E: Event>() {
+    let set = E::schemas();
+    for old in set.readable() {
+        if let Err(e) = SchemaCompatibility::can_read(old, &set.current) {
+            panic!("{}: current schema cannot read data written by a committed version: {e}", E::NAME);
+        }
+    }
+}
+
+#[test]
+fn current_schemas_read_every_committed_version() {
+    compatible::<FileEvent>();
+    compatible::<JobRequested>();
+    compatible::<JobEvent>();
+    compatible::<ControlEvent>();
+    compatible::<DeadLetter>();
+}
+
+#[test]
+fn history_holds_the_current_version() {
+    // A schema change must be committed together with a copy of the new version in history/,
+    // otherwise data written by this build would be unreadable to the next one's history check.
+    fn has_current<E: Event>() {
+        let set = E::schemas();
+        let n = set.readable().filter(|s| fingerprint(s) == set.current_fingerprint).count();
+        assert!(n >= 1, "{}", E::NAME);
+        let dir = format!("{}/avro/history", env!("CARGO_MANIFEST_DIR"));
+        let found = std::fs::read_dir(&dir).unwrap().any(|f| {
+            let f = f.unwrap();
+            let name = f.file_name().into_string().unwrap();
+            name.starts_with(E::NAME)
+                && apache_avro::Schema::parse_str(&std::fs::read_to_string(f.path()).unwrap())
+                    .map(|s| fingerprint(&s) == set.current_fingerprint)
+                    .unwrap_or(false)
+        });
+        assert!(found, "{}: copy avro/{}.avsc to avro/history/{}.vN.avsc", E::NAME, E::NAME, E::NAME);
+    }
+    has_current::<FileEvent>();
+    has_current::<JobRequested>();
+    has_current::<JobEvent>();
+    has_current::<ControlEvent>();
+    has_current::<DeadLetter>();
+}
+
+#[test]
+fn an_incompatible_change_is_detected() {
+    // Proves the compatibility check can fail: a reader that adds a field without a default
+    // cannot read the committed version.
+    let old = &FileEvent::schemas().current;
+    let text = include_str!("../avro/file_event.avsc")
+        .replace(r#"{"name": "file_id", "type": "string"},"#, r#"{"name": "file_id", "type": "string"}, {"name": "tenant", "type": "string"},"#);
+    let new = apache_avro::Schema::parse_str(&text).unwrap();
+    assert!(SchemaCompatibility::can_read(old, &new).is_err());
+}
+
+#[test]
+fn malformed_messages_are_clear_errors() {
+    assert!(matches!(decode::<FileEvent>(b""), Err(DecodeError::NotSingleObject)));
+    assert!(matches!(decode::<FileEvent>(b"{\"json\":1}"), Err(DecodeError::NotSingleObject)));
+    // A job event is not a file event: the fingerprint is unknown for this type.
+    let job = encode(&job_events()[0].1);
+    let err = decode::<FileEvent>(&job).unwrap_err();
+    assert!(matches!(err, DecodeError::UnknownSchema { .. }), "{err}");
+    assert!(err.to_string().contains("file_event"));
+    // Truncated datum.
+    let mut bytes = encode(&file_events()[0].1);
+    bytes.truncate(bytes.len() - 5);
+    assert!(matches!(decode::<FileEvent>(&bytes), Err(DecodeError::Avro(_))));
+    // Trailing garbage.
+    let mut bytes = encode(&file_events()[0].1);
+    bytes.push(0);
+    assert!(decode::<FileEvent>(&bytes).is_err());
+    // Every error is permanent.
+    assert!(!decode::<FileEvent>(b"").unwrap_err().is_retryable());
+}
+
+#[test]
+fn header_is_marker_and_little_endian_rabin_fingerprint() {
+    let bytes = encode(&control());
+    assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+    assert_eq!(&bytes[2..10], &ControlEvent::schemas().current_fingerprint);
+}
+
+#[test]
+fn no_two_union_branches_look_alike() {
+    // Avro schema resolution picks union branches by shape, so two branches with the same field
+    // names would be confused when reading data written by an older schema version.
+    fn distinct<E: Event>() {
+        let apache_avro::Schema::Record(rec) = &E::schemas().current else { return };
+        for f in &rec.fields {
+            let apache_avro::Schema::Union(u) = &f.schema else { continue };
+            let mut shapes: Vec<Vec<String>> = u
+                .variants()
+                .iter()
+                .filter_map(|v| match v {
+                    apache_avro::Schema::Record(r) => Some(r.fields.iter().map(|f| f.name.clone()).collect()),
+                    _ => None,
+                })
+                .collect();
+            let n = shapes.len();
+            shapes.sort();
+            shapes.dedup();
+            assert_eq!(shapes.len(), n, "{}.{}: two union branches have the same fields", E::NAME, f.name);
+        }
+    }
+    distinct::<FileEvent>();
+    distinct::<JobEvent>();
+    distinct::<ControlEvent>();
+}
