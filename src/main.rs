@@ -1,1 +1,7 @@
-fn main() {}
+//! `roar`: one binary, one subcommand per role.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

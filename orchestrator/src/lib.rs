@@ -1,0 +1,34 @@
+//! The orchestrator: the one HTTP door of the Lion's Roar Studio frontend. It authenticates
+//! callers (JWT), turns commands (upload, process, cancel) into events on Kafka, and answers
+//! queries (`/status`, `/songs`) from the projection's read model in Postgres. It never runs
+//! models and never fetches a user-supplied URL.
+
+mod error;
+mod middleware;
+mod routes;
+mod state;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The full router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.cfg.http.max_body_bytes;
+    let cors = middleware::cors(&state.cfg.http.cors_origins);
+    routes::routes(state.cfg.http.max_upload_bytes)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(middleware::track))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Serves until `cancel` fires, then finishes in-flight requests.
+pub async fn serve(state: AppState, listener: TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "orchestrator listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+}

@@ -1,0 +1,376 @@
+//! One typed configuration for every role: compiled-in defaults, then an optional TOML file
+//! (`--config` or `ROAR_CONFIG`), then `ROAR_` environment variables with `__` between levels
+//! (`ROAR_KAFKA__BROKERS=host:9092`). Unknown keys are rejected and values are validated at
+//! start-up; secrets print as `***`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// A value that must never reach a log line.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub kafka: KafkaConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub processor: ProcessorConfig,
+    pub projector: ProjectorConfig,
+    pub telemetry: TelemetryConfig,
+    pub dev: DevConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the orchestrator listens on.
+    pub addr: SocketAddr,
+    /// Base URL clients use to reach the orchestrator (for signed upload/download links).
+    pub public_url: String,
+    /// Largest JSON body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Origins allowed by CORS; empty allows any origin.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    /// Partitions of each event topic created at bootstrap.
+    pub partitions: i32,
+    /// Replication factor of topics created at bootstrap.
+    pub replication: i32,
+    /// Create missing topics at start-up.
+    pub create_topics: bool,
+    /// librdkafka `session.timeout.ms` for consumer groups.
+    pub session_timeout_ms: u32,
+    /// librdkafka `max.poll.interval.ms`. Long jobs do not need it raised: the worker keeps
+    /// polling while a job runs.
+    pub max_poll_interval_ms: u32,
+    /// How often stored offsets are committed, in ms.
+    pub commit_interval_ms: u32,
+    /// Attempts at a message whose handler reports a retryable error before it goes to the DLQ.
+    pub max_handler_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Postgres URL of the read model.
+    pub url: Secret,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `file:///abs/dir` for a local directory, `s3://bucket/prefix` for S3-compatible stores,
+    /// `memory://` for tests.
+    pub url: String,
+    /// S3 endpoint (MinIO etc.); empty uses AWS's.
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    pub s3_access_key_id: Secret,
+    pub s3_secret_access_key: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret for development tokens. Empty disables HS256.
+    pub jwt_secret: Secret,
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+    /// Lifetime of tokens minted by `roar token`, in seconds.
+    pub token_ttl_seconds: u64,
+    /// Key used to sign upload/download links of the local store. Defaults to jwt_secret.
+    pub link_secret: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    /// Jobs run at once by one worker process (one GPU job at a time by default).
+    pub concurrency: usize,
+    /// How long a running job may finish after SIGTERM before it is abandoned to another worker.
+    pub shutdown_grace_seconds: u64,
+    /// Retries of a retryable job failure before it is failed for good.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt.
+    pub retry_base_seconds: u64,
+    /// Largest input the probe decodes, in seconds of audio.
+    pub max_audio_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// Most events applied in one transaction.
+    pub batch_size: usize,
+    /// Longest an event waits for its batch to fill, in ms.
+    pub batch_linger_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `pretty` for terminals, `json` for production.
+    pub log_format: String,
+    /// tracing filter, e.g. `info,roar=debug`. `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevConfig {
+    /// Where `roar dev` keeps its state (Postgres cluster, broker data, object store).
+    pub dir: PathBuf,
+    /// The tansu broker binary; found on PATH or in `~/.cargo/bin` when empty.
+    pub tansu_bin: String,
+    pub kafka_port: u16,
+    pub postgres_port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            kafka: KafkaConfig::default(),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            processor: ProcessorConfig::default(),
+            projector: ProjectorConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            dev: DevConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".parse().expect("static address"),
+            public_url: "http://127.0.0.1:8080".into(),
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 1 << 30,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            partitions: 3,
+            replication: 1,
+            create_topics: true,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            commit_interval_ms: 1_000,
+            max_handler_attempts: 8,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: Secret::new("postgres://roar@127.0.0.1:5432/roar"), max_connections: 10 }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "file:///var/lib/roar/store".into(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: Secret::default(),
+            s3_secret_access_key: Secret::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: Secret::default(),
+            issuer: "roar".into(),
+            audience: "roar".into(),
+            token_ttl_seconds: 3600,
+            link_secret: Secret::default(),
+        }
+    }
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            shutdown_grace_seconds: 30,
+            max_attempts: 3,
+            retry_base_seconds: 5,
+            max_audio_seconds: 3.0 * 3600.0,
+        }
+    }
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self { batch_size: 500, batch_linger_ms: 5 }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: "pretty".into(), log_level: "info".into() }
+    }
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from(".roar"), tansu_bin: String::new(), kafka_port: 9092, postgres_port: 5433 }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `ROAR_*` environment variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("ROAR_CONFIG").map(PathBuf::from));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", f.display())));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        // ROAR_CONFIG names the file; it is not a setting.
+        fig = fig.merge(Env::prefixed("ROAR_").split("__").ignore(&["CONFIG"]));
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: ranges, formats, combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("kafka.brokers is empty".into());
+        }
+        if self.kafka.partitions < 1 {
+            return bad(format!("kafka.partitions must be ≥ 1, got {}", self.kafka.partitions));
+        }
+        if self.processor.concurrency < 1 {
+            return bad("processor.concurrency must be ≥ 1".into());
+        }
+        if self.projector.batch_size < 1 {
+            return bad("projector.batch_size must be ≥ 1".into());
+        }
+        if !["pretty", "json"].contains(&self.telemetry.log_format.as_str()) {
+            return bad(format!("telemetry.log_format must be pretty or json, got {:?}", self.telemetry.log_format));
+        }
+        let scheme = self.storage.url.split("://").next().unwrap_or_default();
+        if !["file", "s3", "memory"].contains(&scheme) || !self.storage.url.contains("://") {
+            return bad(format!("storage.url must start with file://, s3:// or memory://, got {:?}", self.storage.url));
+        }
+        if url::Url::parse(&self.http.public_url).is_err() {
+            return bad(format!("http.public_url is not a URL: {:?}", self.http.public_url));
+        }
+        if !self.auth.jwt_secret.expose().is_empty() && self.auth.jwt_secret.expose().len() < 16 {
+            return bad("auth.jwt_secret must be at least 16 characters".into());
+        }
+        Ok(())
+    }
+
+    /// The key that signs local upload/download links.
+    pub fn link_secret(&self) -> &str {
+        if self.auth.link_secret.expose().is_empty() {
+            self.auth.jwt_secret.expose()
+        } else {
+            self.auth.link_secret.expose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let mut c = Config::default();
+        c.database.url = Secret::new("postgres://u:hunter2@h/db");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn file_then_env_override_defaults_and_unknown_keys_fail() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("roar.toml", "[kafka]\nbrokers = \"b:1\"\npartitions = 7\n")?;
+            jail.set_env("ROAR_KAFKA__PARTITIONS", "9");
+            let c = Config::load(Some(Path::new("roar.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.kafka.brokers, "b:1");
+            assert_eq!(c.kafka.partitions, 9);
+            assert_eq!(c.http.max_body_bytes, 1 << 20);
+
+            jail.set_env("ROAR_KAFKA__PARTITONS", "9");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("partitons"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let mut c = Config::default();
+        c.storage.url = "ftp://x".into();
+        assert!(c.validate().unwrap_err().to_string().contains("storage.url"));
+        let mut c = Config::default();
+        c.kafka.partitions = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.auth.jwt_secret = Secret::new("short");
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! The at-least-once consumer loop shared by every roar consumer group.
+//!
+//! For each message: decode → act → make durable → store offset. The offset of a message is
+//! stored only after its handler returned `Ok` (its side effect is durable) or after the message
+//! is safely in the dead-letter topic, so a crash redelivers rather than loses. While a handler
+//! runs, the assigned partitions are paused and the loop keeps polling, so a job that runs for
+//! an hour never trips `max.poll.interval.ms` and the member keeps its partitions.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use roar_schemas::{DeadLetter, Event, EventMeta};
+use tokio_util::sync::CancellationToken;
+
+use super::{client_config, EventProducer, KafkaError};
+use crate::config::KafkaConfig;
+use crate::metrics::{DLQ_MESSAGES, HANDLER_RETRIES, MESSAGES_CONSUMED};
+
+/// A message taken off a topic, owned so that it can outlive the poll that returned it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// Broker or producer timestamp, ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Delivery {
+    pub fn from_message<M: Message>(m: &M) -> Self {
+        Self {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+
+    /// Decodes the payload; an undecodable payload is poison.
+    pub fn decode<E: Event>(&self) -> Result<E, HandleError> {
+        let bytes = self.payload.as_deref().ok_or_else(|| HandleError::poison("undecodable", "empty payload"))?;
+        roar_schemas::decode(bytes).map_err(|e| HandleError::poison("undecodable", e.to_string()))
+    }
+
+    pub fn key_str(&self) -> String {
+        self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default()
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandleError {
+    /// Can never succeed (undecodable, breaks a rule): the message goes to the DLQ and the
+    /// partition moves on.
+    #[error("{kind}: {reason}")]
+    Poison { kind: &'static str, reason: String },
+    /// May succeed later (storage or broker hiccup): the same message is tried again.
+    #[error("retryable: {0}")]
+    Retry(String),
+    /// The handler stopped because the process is shutting down: the offset is not stored, so
+    /// another member redoes the message.
+    #[error("abandoned at shutdown")]
+    Abandoned,
+}
+
+impl HandleError {
+    pub fn poison(kind: &'static str, reason: impl Into<String>) -> Self {
+        HandleError::Poison { kind, reason: reason.into() }
+    }
+}
+
+/// Acts on one message. `Ok` promises the side effect is durable.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, delivery: &Delivery, cancel: &CancellationToken) -> Result<(), HandleError>;
+}
+
+/// What to consume and as whom.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub group: String,
+    pub topics: Vec<String>,
+    pub kafka: KafkaConfig,
+}
+
+/// Runs the loop until `cancel` fires, then waits for the running handler, commits the stored
+/// offsets and returns.
+pub async fn run_consumer(
+    spec: ConsumerSpec,
+    handler: Arc<dyn Handler>,
+    producer: EventProducer,
+    cancel: CancellationToken,
+) -> Result<(), KafkaError> {
+    let consumer: StreamConsumer = client_config(&spec.kafka)
+        .set("group.id", &spec.group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", spec.kafka.commit_interval_ms.to_string())
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", spec.kafka.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", spec.kafka.max_poll_interval_ms.to_string())
+        .create()?;
+    let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(group = %spec.group, topics = ?spec.topics, "consumer started");
+
+    let mut buffered: VecDeque<Delivery> = VecDeque::new();
+    let mut stored: HashMap<(String, i32), i64> = HashMap::new();
+    loop {
+        let delivery = match buffered.pop_front() {
+            Some(d) => d,
+            None => tokio::select! {
+                _ = cancel.cancelled() => break,
+                m = consumer.recv() => match m {
+                    Ok(m) => Delivery::from_message(&m),
+                    Err(e) => {
+                        tracing::warn!(group = %spec.group, error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            },
+        };
+
+        let outcome = handle_with_retries(&spec, &consumer, &*handler, &delivery, &mut buffered, &cancel).await;
+        let store = match outcome {
+            Ok(()) => {
+                metrics::counter!(MESSAGES_CONSUMED, "topic" => delivery.topic.clone(), "group" => spec.group.clone(), "outcome" => "ok").increment(1);
+                true
+            }
+            Err(HandleError::Poison { kind, reason }) => {
+                send_to_dlq(&spec.group, &producer, &delivery, kind, &reason, &cancel).await
+            }
+            Err(HandleError::Retry(reason)) => {
+                send_to_dlq(&spec.group, &producer, &delivery, "failed", &reason, &cancel).await
+            }
+            Err(HandleError::Abandoned) => false,
+        };
+        if !store {
+            // Shutting down mid-message: leave its offset (and everything after it) for the
+            // next owner of the partition.
+            break;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&delivery.topic, delivery.partition, Offset::Offset(delivery.offset + 1))?;
+        match consumer.store_offsets(&tpl) {
+            Ok(()) => {
+                stored.insert((delivery.topic.clone(), delivery.partition), delivery.offset + 1);
+            }
+            // The partition was revoked while we worked; its new owner redoes the message.
+            Err(e) => tracing::debug!(error = %e, topic = %delivery.topic, partition = delivery.partition, "offset not stored"),
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+
+    // Final, synchronous commit of exactly what was stored.
+    if !stored.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &stored {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(group = %spec.group, error = %e, "final commit failed; messages may be redelivered");
+        }
+    }
+    tracing::info!(group = %spec.group, "consumer stopped");
+    Ok(())
+}
+
+/// Runs the handler with the assignment paused, polling all the while; retries retryable
+/// failures with exponential backoff up to `max_handler_attempts`.
+async fn handle_with_retries(
+    spec: &ConsumerSpec,
+    consumer: &StreamConsumer,
+    handler: &dyn Handler,
+    delivery: &Delivery,
+    buffered: &mut VecDeque<Delivery>,
+    cancel: &CancellationToken,
+) -> Result<(), HandleError> {
+    if let Ok(assignment) = consumer.assignment() {
+        let _ = consumer.pause(&assignment);
+    }
+    let mut attempt = 0u32;
+    let result = loop {
+        attempt += 1;
+        let result = poll_while(consumer, buffered, handler.handle(delivery, cancel)).await;
+        match result {
+            Err(HandleError::Retry(reason)) if attempt < spec.kafka.max_handler_attempts && !cancel.is_cancelled() => {
+                metrics::counter!(HANDLER_RETRIES, "group" => spec.group.clone()).increment(1);
+                let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
+                tracing::warn!(group = %spec.group, topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, attempt, %reason, "handler failed; retrying");
+                let sleep = async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                    Ok::<(), HandleError>(())
+                };
+                let _ = poll_while(consumer, buffered, sleep).await;
+                if cancel.is_cancelled() {
+                    break Err(HandleError::Abandoned);
+                }
+            }
+            other => break other,
+        }
+    };
+    if let Ok(assignment) = consumer.assignment() {
+        let _ = consumer.resume(&assignment);
+    }
+    result
+}
+
+/// Drives `work` to completion while polling the consumer. Paused partitions deliver nothing
+/// new; anything already fetched is kept, in order, for after the current message.
+async fn poll_while<F>(consumer: &StreamConsumer, buffered: &mut VecDeque<Delivery>, work: F) -> Result<(), HandleError>
+where
+    F: std::future::Future<Output = Result<(), HandleError>>,
+{
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            m = consumer.recv() => {
+                if let Ok(m) = m {
+                    buffered.push_back(Delivery::from_message(&m));
+                }
+            }
+        }
+    }
+}
+
+/// Returns whether the message is safely in the DLQ (and its offset may be stored).
+async fn send_to_dlq(
+    group: &str,
+    producer: &EventProducer,
+    d: &Delivery,
+    kind: &'static str,
+    reason: &str,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match send_dead_letter(producer, group, d, kind, reason).await {
+            Ok(_) => {
+                metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind).increment(1);
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write to the dead-letter topic; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Writes one message to the dead-letter topic with where it came from and why (one attempt).
+pub async fn send_dead_letter(
+    producer: &EventProducer,
+    group: &str,
+    d: &Delivery,
+    kind: &str,
+    reason: &str,
+) -> Result<(), KafkaError> {
+    tracing::warn!(%group, topic = %d.topic, partition = d.partition, offset = d.offset, kind, %reason, "sending message to the dead-letter topic");
+    let letter = DeadLetter {
+        meta: EventMeta::new(format!("dlq-{}-{}-{}", d.topic, d.partition, d.offset), format!("service:{group}")),
+        source_topic: d.topic.clone(),
+        source_partition: d.partition,
+        source_offset: d.offset,
+        consumer_group: group.to_string(),
+        key: d.key.clone(),
+        payload: d.payload.clone(),
+        error_kind: kind.to_string(),
+        error: reason.to_string(),
+    };
+    producer.send(roar_schemas::topics::DLQ, &d.key_str(), &letter).await.map(|_| ())
+}

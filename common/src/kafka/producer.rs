@@ -1,0 +1,50 @@
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use roar_schemas::Event;
+
+use super::{client_config, KafkaError};
+use crate::config::KafkaConfig;
+use crate::metrics::EVENTS_PRODUCED;
+
+/// An idempotent (`enable.idempotence=true`, `acks=all`) producer of roar events. `send`
+/// returns only once the broker has acknowledged the event, so callers can treat it as durable.
+#[derive(Clone)]
+pub struct EventProducer {
+    inner: FutureProducer,
+}
+
+impl EventProducer {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
+        let inner: FutureProducer = client_config(cfg)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Self { inner })
+    }
+
+    /// Encodes `event` (Avro single-object) and sends it; resolves to (partition, offset).
+    pub async fn send<E: Event>(&self, topic: &str, key: &str, event: &E) -> Result<(i32, i64), KafkaError> {
+        let payload = roar_schemas::encode(event);
+        self.send_raw(topic, key.as_bytes(), &payload).await
+    }
+
+    /// Sends bytes as they are (the DLQ forwards undecodable payloads unchanged).
+    pub async fn send_raw(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(i32, i64), KafkaError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match self.inner.send(record, Duration::from_secs(30)).await {
+            Ok(delivery) => {
+                metrics::counter!(EVENTS_PRODUCED, "topic" => topic.to_string()).increment(1);
+                Ok(delivery)
+            }
+            Err((e, _)) => Err(KafkaError::Delivery { topic: topic.to_string(), reason: e.to_string() }),
+        }
+    }
+
+    /// Waits for in-flight messages (shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.inner.flush(timeout);
+    }
+}

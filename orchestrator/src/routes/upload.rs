@@ -1,0 +1,132 @@
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::Json;
+use roar_schemas::topics::FILES;
+use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::middleware::{current_request_id, User};
+use crate::{ApiError, AppState};
+
+/// `uploads/{file_id}/original`: where an upload's bytes live.
+pub fn upload_key(file_id: &str) -> String {
+    format!("uploads/{file_id}/original")
+}
+
+/// Keeps only the last path segment of a client-supplied name, without control characters.
+pub(crate) fn clean_filename(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(255).collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_string();
+    if cleaned.is_empty() {
+        "upload".into()
+    } else {
+        cleaned
+    }
+}
+
+/// The consistency token of an acknowledged event: `?after=` waits until it is projected.
+pub(crate) fn consistency_token(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{topic}:{partition}:{offset}")
+}
+
+/// `POST /upload` (multipart, field `file`): stores the bytes, then emits `FileUploaded`.
+pub async fn multipart_upload(
+    State(s): State<AppState>,
+    user: User,
+    mut mp: Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let max = s.cfg.http.max_upload_bytes;
+    let field = loop {
+        match mp.next_field().await.map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))? {
+            Some(f) if f.name() == Some("file") => break f,
+            Some(_) => continue,
+            None => return Err(ApiError::BadRequest("multipart body has no `file` field".into())),
+        }
+    };
+    let filename = clean_filename(field.file_name().unwrap_or("upload"));
+    let mime = field.content_type().unwrap_or("application/octet-stream").to_string();
+
+    let tmp_key = format!("uploads/tmp/{}", uuid::Uuid::new_v4());
+    let mut writer = s.storage.writer(&tmp_key).map_err(ApiError::internal)?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut field = field;
+    let copied: Result<(), ApiError> = async {
+        while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))? {
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(ApiError::PayloadTooLarge(format!("upload exceeds {max} bytes")));
+            }
+            hasher.update(&chunk);
+            writer.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        writer.shutdown().await.map_err(ApiError::internal)
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = writer.abort().await;
+        let _ = s.storage.delete(&tmp_key).await;
+        return Err(e);
+    }
+    if size == 0 {
+        let _ = s.storage.delete(&tmp_key).await;
+        return Err(ApiError::BadRequest("the uploaded file is empty".into()));
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    let file_id = roar_schemas::ids::file_id(user.id(), &sha256);
+
+    if let Some(existing) = s.read.file(&file_id).await? {
+        if existing.status != "deleted" {
+            let _ = s.storage.delete(&tmp_key).await;
+            return Err(ApiError::Duplicate { file_id });
+        }
+    }
+    let key = upload_key(&file_id);
+    s.storage.rename(&tmp_key, &key).await.map_err(ApiError::internal)?;
+
+    let event = FileEvent {
+        meta: EventMeta::new(current_request_id(), format!("user:{}", user.id())),
+        file_id: file_id.clone(),
+        body: FileBody::Uploaded(FileInfo {
+            owner: user.id().to_string(),
+            filename,
+            mime,
+            size: size as i64,
+            sha256: sha256.clone(),
+            storage_key: key,
+        }),
+    };
+    let (partition, offset) = s
+        .producer
+        .send(FILES, &file_id, &event)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    tracing::info!(%file_id, size, "file uploaded");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "file_id": file_id,
+            "status": "uploaded",
+            "size": size,
+            "sha256": sha256,
+            "consistency_token": consistency_token(FILES, partition, offset),
+        })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_lose_paths_and_control_characters() {
+        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
+        assert_eq!(clean_filename("C:\\music\\song.mp3"), "song.mp3");
+        assert_eq!(clean_filename("a\u{0}b\n.wav"), "ab.wav");
+        assert_eq!(clean_filename(".."), "upload");
+        assert_eq!(clean_filename(""), "upload");
+    }
+}

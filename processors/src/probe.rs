@@ -1,0 +1,150 @@
+//! The probe (consumer group `roar-probe`): for every `FileUploaded`, decode the audio, write
+//! `outputs/{file_id}/metadata.json`, and emit `FileProbed`, or `FileProbeFailed` with a clear
+//! code when the upload is not decodable audio. A bad upload therefore ends in a failed state
+//! rather than a stuck one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use roar_common::kafka::{Delivery, EventProducer, HandleError, Handler};
+use roar_common::storage::{Storage, StorageError};
+use roar_schemas::topics::FILES;
+use roar_schemas::{FileBody, FileEvent, FileInfo, ProbeSummary};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::audio::{self, AudioError};
+
+/// The consumer group of the probe.
+pub const GROUP: &str = "roar-probe";
+
+/// `outputs/{file_id}/metadata.json`.
+pub fn metadata_key(file_id: &str) -> String {
+    format!("outputs/{file_id}/metadata.json")
+}
+
+/// The contents of `metadata.json`.
+#[derive(Debug, Serialize)]
+pub struct Metadata<'a> {
+    pub file_id: &'a str,
+    pub original_filename: &'a str,
+    pub uploaded_by: &'a str,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub mime_type: &'a str,
+    pub size: i64,
+    pub sha256: &'a str,
+    pub codec: &'a str,
+    pub duration_seconds: f64,
+    pub sample_rate: u32,
+    pub channels: usize,
+    pub frames: usize,
+    pub peak_dbfs: f64,
+    pub rms_dbfs: f64,
+    pub request_ids: Vec<&'a str>,
+    pub processing_steps: Vec<&'a str>,
+}
+
+pub struct Probe {
+    storage: Storage,
+    producer: EventProducer,
+    max_audio_seconds: f64,
+}
+
+impl Probe {
+    pub fn new(storage: Storage, producer: EventProducer, max_audio_seconds: f64) -> Arc<Self> {
+        Arc::new(Self { storage, producer, max_audio_seconds })
+    }
+
+    async fn probe(&self, ev: &FileEvent, info: &FileInfo) -> Result<FileBody, HandleError> {
+        let bytes = match self.storage.get(&info.storage_key).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound(k)) => {
+                return Ok(FileBody::ProbeFailed { code: "missing_upload".into(), message: format!("uploaded object {k} is missing") });
+            }
+            Err(e) if e.is_retryable() => return Err(HandleError::Retry(e.to_string())),
+            Err(e) => return Err(HandleError::poison("invalid", e.to_string())),
+        };
+        let hint = extension(&info.filename).or_else(|| Some(info.mime.clone()));
+        let max = self.max_audio_seconds;
+        // Decoding a long song takes seconds of CPU: never on the async executor.
+        let decoded = tokio::task::spawn_blocking(move || audio::decode(bytes.to_vec(), hint.as_deref(), max))
+            .await
+            .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
+        let d = match decoded {
+            Ok(d) => d,
+            Err(e) => return Ok(failed(&e)),
+        };
+        let key = metadata_key(&ev.file_id);
+        let meta = Metadata {
+            file_id: &ev.file_id,
+            original_filename: &info.filename,
+            uploaded_by: &info.owner,
+            created_at: ev.meta.occurred_at,
+            mime_type: &info.mime,
+            size: info.size,
+            sha256: &info.sha256,
+            codec: &d.codec,
+            duration_seconds: d.duration_seconds(),
+            sample_rate: d.sample_rate,
+            channels: d.channels,
+            frames: d.frames(),
+            peak_dbfs: finite(d.peak_dbfs()),
+            rms_dbfs: finite(d.rms_dbfs()),
+            request_ids: vec![&ev.meta.request_id],
+            processing_steps: vec!["probe"],
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| HandleError::Retry(e.to_string()))?;
+        self.storage.put(&key, Bytes::from(json)).await.map_err(|e| HandleError::Retry(e.to_string()))?;
+        Ok(FileBody::Probed(ProbeSummary {
+            metadata_key: key,
+            codec: d.codec.clone(),
+            duration_seconds: d.duration_seconds(),
+            sample_rate: d.sample_rate as i32,
+            channels: d.channels as i32,
+            frames: d.frames() as i64,
+            peak_dbfs: meta.peak_dbfs,
+            rms_dbfs: meta.rms_dbfs,
+        }))
+    }
+}
+
+/// JSON has no infinity: digital silence is reported at the format's floor.
+fn finite(db: f64) -> f64 {
+    if db.is_finite() {
+        db
+    } else {
+        -200.0
+    }
+}
+
+fn failed(e: &AudioError) -> FileBody {
+    FileBody::ProbeFailed { code: e.code().into(), message: e.to_string() }
+}
+
+fn extension(filename: &str) -> Option<String> {
+    let (_, ext) = filename.rsplit_once('.')?;
+    (!ext.is_empty() && ext.len() <= 5).then(|| ext.to_ascii_lowercase())
+}
+
+#[async_trait]
+impl Handler for Probe {
+    async fn handle(&self, d: &Delivery, _cancel: &CancellationToken) -> Result<(), HandleError> {
+        let ev: FileEvent = d.decode()?;
+        let FileBody::Uploaded(info) = &ev.body else {
+            return Ok(());
+        };
+        let span = tracing::info_span!("probe", file_id = %ev.file_id, request_id = %ev.meta.request_id);
+        let body = self.probe(&ev, info).instrument(span).await?;
+        if let FileBody::ProbeFailed { code, message } = &body {
+            tracing::info!(%code, %message, "upload is not usable audio");
+        }
+        let out = FileEvent { meta: ev.meta.follow(format!("service:{GROUP}")), file_id: ev.file_id.clone(), body };
+        self.producer
+            .send(FILES, &ev.file_id, &out)
+            .await
+            .map(|_| ())
+            .map_err(|e| HandleError::Retry(e.to_string()))
+    }
+}

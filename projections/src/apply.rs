@@ -1,0 +1,334 @@
+//! The read model's state machine, as pure functions over rows, so it can be tested without a
+//! database. Rules: a job never leaves a terminal state (completed, failed, canceled) because of
+//! a late event, except that an explicit re-queue newer than the failure reopens a failed or
+//! canceled job; progress never goes backwards; duplicates change nothing.
+
+use chrono::{DateTime, Utc};
+use roar_schemas::{FileBody, FileEvent, JobBody, JobEvent};
+use serde_json::Value;
+
+/// A file as the read model shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct FileRow {
+    pub file_id: String,
+    pub owner: String,
+    pub filename: String,
+    pub mime: String,
+    pub size: i64,
+    pub sha256: String,
+    pub storage_key: String,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub probe: Option<Value>,
+    pub request_ids: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A job as the read model shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct JobRow {
+    pub job_id: String,
+    pub file_id: String,
+    pub owner: String,
+    pub model: String,
+    pub variation: String,
+    pub model_version: String,
+    pub params: Value,
+    pub status: String,
+    pub skipped: bool,
+    pub progress: f32,
+    pub message: Option<String>,
+    pub attempt: i32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub retryable: Option<bool>,
+    pub outputs: Value,
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An event that decodes but cannot be applied; it goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid event: {0}")]
+pub struct Invalid(pub String);
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "canceled")
+}
+
+fn check_id(prefix: char, id: &str, what: &str) -> Result<(), Invalid> {
+    if roar_schemas::ids::is_valid_id(prefix, id) {
+        Ok(())
+    } else {
+        Err(Invalid(format!("{what} {id:?} is not a roar id")))
+    }
+}
+
+/// Applies a file event to the current row (if any).
+pub fn apply_file(row: Option<FileRow>, ev: &FileEvent) -> Result<FileRow, Invalid> {
+    check_id('f', &ev.file_id, "file_id")?;
+    let at = ev.meta.occurred_at;
+    let mut r = row.unwrap_or_else(|| FileRow {
+        file_id: ev.file_id.clone(),
+        owner: String::new(),
+        filename: String::new(),
+        mime: String::new(),
+        size: 0,
+        sha256: String::new(),
+        storage_key: String::new(),
+        status: "pending_upload".into(),
+        error_code: None,
+        error_message: None,
+        probe: None,
+        request_ids: Vec::new(),
+        created_at: at,
+        updated_at: at,
+    });
+    if !ev.meta.request_id.is_empty() && !r.request_ids.contains(&ev.meta.request_id) {
+        r.request_ids.push(ev.meta.request_id.clone());
+    }
+    r.created_at = r.created_at.min(at);
+    r.updated_at = r.updated_at.max(at);
+    let settled = matches!(r.status.as_str(), "ready" | "failed" | "deleted");
+    match &ev.body {
+        FileBody::Registered { info, .. } | FileBody::Uploaded(info) => {
+            if !r.owner.is_empty() && r.owner != info.owner {
+                return Err(Invalid(format!("file {} changes owner", ev.file_id)));
+            }
+            r.owner = info.owner.clone();
+            r.filename = info.filename.clone();
+            r.mime = info.mime.clone();
+            r.size = info.size;
+            r.sha256 = info.sha256.clone();
+            r.storage_key = info.storage_key.clone();
+            if matches!(ev.body, FileBody::Uploaded(_)) && !settled {
+                r.status = "uploaded".into();
+            }
+        }
+        FileBody::Probed(p) => {
+            if r.status != "deleted" {
+                r.status = "ready".into();
+                r.error_code = None;
+                r.error_message = None;
+            }
+            r.probe = Some(serde_json::to_value(p).unwrap_or(Value::Null));
+        }
+        FileBody::ProbeFailed { code, message } => {
+            if r.status != "deleted" && r.status != "ready" {
+                r.status = "failed".into();
+                r.error_code = Some(code.clone());
+                r.error_message = Some(message.clone());
+            }
+        }
+        FileBody::Deleted { .. } => r.status = "deleted".into(),
+    }
+    Ok(r)
+}
+
+/// Applies a job event to the current row (if any).
+pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> {
+    check_id('j', &ev.job_id, "job_id")?;
+    check_id('f', &ev.file_id, "file_id")?;
+    if ev.model.is_empty() {
+        return Err(Invalid("empty model".into()));
+    }
+    let at = ev.meta.occurred_at;
+    let mut r = row.unwrap_or_else(|| JobRow {
+        job_id: ev.job_id.clone(),
+        file_id: ev.file_id.clone(),
+        owner: String::new(),
+        model: ev.model.clone(),
+        variation: ev.variation.clone(),
+        model_version: String::new(),
+        params: Value::Object(Default::default()),
+        status: "queued".into(),
+        skipped: false,
+        progress: 0.0,
+        message: None,
+        attempt: 0,
+        error_code: None,
+        error_message: None,
+        retryable: None,
+        outputs: Value::Array(Vec::new()),
+        request_id: Some(ev.meta.request_id.clone()),
+        created_at: at,
+        updated_at: at,
+        started_at: None,
+        finished_at: None,
+    });
+    if r.file_id != ev.file_id || r.model != ev.model {
+        return Err(Invalid(format!("job {} changes file or model", ev.job_id)));
+    }
+    r.created_at = r.created_at.min(at);
+    r.updated_at = r.updated_at.max(at);
+    let terminal = is_terminal(&r.status);
+    match &ev.body {
+        JobBody::Queued { owner, model_version, params_json } => {
+            r.owner = owner.clone();
+            r.model_version = model_version.clone();
+            r.params = serde_json::from_str(params_json)
+                .map_err(|e| Invalid(format!("params_json is not JSON: {e}")))?;
+            let reopens = matches!(r.status.as_str(), "failed" | "canceled") && r.finished_at.is_some_and(|f| at > f);
+            if reopens {
+                r.status = "queued".into();
+                r.progress = 0.0;
+                r.error_code = None;
+                r.error_message = None;
+                r.retryable = None;
+                r.finished_at = None;
+                r.request_id = Some(ev.meta.request_id.clone());
+            }
+        }
+        JobBody::Started { attempt, .. } => {
+            r.attempt = r.attempt.max(*attempt);
+            r.started_at = Some(r.started_at.map_or(at, |s| s.min(at)));
+            if !terminal {
+                r.status = "running".into();
+            }
+        }
+        JobBody::Progress { percent, message } => {
+            if !(0.0..=100.0).contains(percent) || percent.is_nan() {
+                return Err(Invalid(format!("progress {percent} outside 0..=100")));
+            }
+            if !terminal {
+                r.status = "running".into();
+                if *percent >= r.progress {
+                    r.progress = *percent;
+                    r.message = Some(message.clone());
+                }
+            }
+        }
+        JobBody::RetryScheduled { attempt, reason, .. } => {
+            if !terminal {
+                r.status = "queued".into();
+                r.attempt = r.attempt.max(*attempt);
+                r.message = Some(format!("retry scheduled: {reason}"));
+            }
+        }
+        JobBody::Completed { outputs, .. } | JobBody::Skipped { outputs } => {
+            if !terminal {
+                r.status = "completed".into();
+                r.skipped = matches!(ev.body, JobBody::Skipped { .. });
+                r.progress = 100.0;
+                r.outputs = serde_json::to_value(outputs).unwrap_or(Value::Null);
+                r.finished_at = Some(at);
+            }
+        }
+        JobBody::Failed { code, message, retryable } => {
+            if !terminal {
+                r.status = "failed".into();
+                r.error_code = Some(code.clone());
+                r.error_message = Some(message.clone());
+                r.retryable = Some(*retryable);
+                r.finished_at = Some(at);
+            }
+        }
+        JobBody::Canceled { reason } => {
+            if !terminal {
+                r.status = "canceled".into();
+                r.message = Some(reason.clone());
+                r.finished_at = Some(at);
+            }
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roar_schemas::{EventMeta, Output};
+
+    const F: &str = "f0123456789abcdef0123456789abcdef";
+    const J: &str = "j0123456789abcdef0123456789abcdef";
+
+    fn ev(secs: i64, body: JobBody) -> JobEvent {
+        let mut meta = EventMeta::new("r", "t");
+        meta.occurred_at = DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+        JobEvent { meta, job_id: J.into(), file_id: F.into(), model: "pitch".into(), variation: "tiny".into(), body }
+    }
+
+    fn run(events: &[JobEvent]) -> JobRow {
+        events.iter().fold(None, |row, e| Some(apply_job(row, e).unwrap())).unwrap()
+    }
+
+    fn lifecycle() -> Vec<JobEvent> {
+        let out = Output { path: "p".into(), kind: "f0".into(), content_type: "application/json".into(), size: 1, sha256: "x".into() };
+        vec![
+            ev(0, JobBody::Queued { owner: "a".into(), model_version: "1".into(), params_json: "{}".into() }),
+            ev(1, JobBody::Started { worker: "w".into(), attempt: 1 }),
+            ev(2, JobBody::Progress { percent: 30.0, message: "a".into() }),
+            ev(3, JobBody::Progress { percent: 60.0, message: "b".into() }),
+            ev(4, JobBody::Completed { outputs: vec![out], duration_seconds: 1.0 }),
+        ]
+    }
+
+    #[test]
+    fn every_order_ends_in_the_same_terminal_state() {
+        let events = lifecycle();
+        let expected = run(&events);
+        assert_eq!(expected.status, "completed");
+        assert_eq!(expected.progress, 100.0);
+        // All 120 permutations of the five events, each also with every event duplicated.
+        let mut idx: Vec<usize> = (0..events.len()).collect();
+        let mut count = 0;
+        permute(&mut idx, 0, &mut |order| {
+            let seq: Vec<JobEvent> = order.iter().map(|&i| events[i].clone()).collect();
+            let doubled: Vec<JobEvent> = seq.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+            for s in [&seq, &doubled] {
+                let r = run(s);
+                assert_eq!(r.status, "completed", "{order:?}");
+                assert_eq!(r.progress, 100.0);
+                assert_eq!(r.owner, "a");
+                assert_eq!(r.outputs, expected.outputs);
+            }
+            count += 1;
+        });
+        assert_eq!(count, 120);
+    }
+
+    fn permute(v: &mut Vec<usize>, k: usize, f: &mut dyn FnMut(&[usize])) {
+        if k == v.len() {
+            f(v);
+            return;
+        }
+        for i in k..v.len() {
+            v.swap(k, i);
+            permute(v, k + 1, f);
+            v.swap(k, i);
+        }
+    }
+
+    #[test]
+    fn progress_never_goes_backwards_and_terminal_is_final() {
+        let mut e = lifecycle();
+        e.swap(2, 3);
+        let r = run(&e[..4]);
+        assert_eq!(r.progress, 60.0);
+        assert_eq!(r.message.as_deref(), Some("b"));
+        let failed = run(&[e[0].clone(), ev(5, JobBody::Failed { code: "x".into(), message: "m".into(), retryable: false }), ev(6, JobBody::Completed { outputs: vec![], duration_seconds: 0.0 })]);
+        assert_eq!(failed.status, "failed");
+    }
+
+    #[test]
+    fn a_newer_requeue_reopens_a_failed_job_but_a_stale_one_does_not() {
+        let q = |s| ev(s, JobBody::Queued { owner: "a".into(), model_version: "1".into(), params_json: "{}".into() });
+        let fail = ev(5, JobBody::Failed { code: "x".into(), message: "m".into(), retryable: true });
+        assert_eq!(run(&[q(0), fail.clone(), q(1)]).status, "failed");
+        assert_eq!(run(&[q(0), fail, q(9)]).status, "queued");
+    }
+
+    #[test]
+    fn invalid_events_are_refused() {
+        let mut e = ev(0, JobBody::Progress { percent: 300.0, message: String::new() });
+        assert!(apply_job(None, &e).is_err());
+        e.body = JobBody::Started { worker: "w".into(), attempt: 1 };
+        e.job_id = "../x".into();
+        assert!(apply_job(None, &e).is_err());
+    }
+}

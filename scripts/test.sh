@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need on a fresh machine, then runs
+# every test of the workspace (unit, contract and end-to-end against a real broker and a real
+# PostgreSQL).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# PostgreSQL server binaries (initdb, pg_ctl) for the throw-away clusters the tests start.
+if ! command -v initdb >/dev/null 2>&1 || ! command -v pg_ctl >/dev/null 2>&1; then
+  if [ -x /usr/lib/postgresql/15/bin/initdb ]; then
+    export PATH="/usr/lib/postgresql/15/bin:$PATH"
+  else
+    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    export PATH="$(ls -d /usr/lib/postgresql/*/bin | tail -n1):$PATH"
+  fi
+fi
+# As root, initdb must run as the `postgres` user.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --no-create-home postgres
+fi
+
+scripts/install-tansu.sh
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+cargo nextest run --workspace --no-fail-fast "$@"

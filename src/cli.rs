@@ -1,0 +1,129 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use roar::{dev, services};
+use roar_common::auth::Authenticator;
+use roar_common::{shutdown, telemetry, Config};
+
+/// roar: turns songs into stems, transcripts, pitch curves, lyrics and generated music.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (also ROAR_CONFIG); `ROAR_*` variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The REST + SSE API.
+    Orchestrator,
+    /// A worker for one model's jobs (`probe` decodes uploads).
+    Processor {
+        /// probe | pitch | demucs | whisper | musicgen | gemma3n
+        model: String,
+    },
+    /// The read-model projection.
+    Projector {
+        #[command(subcommand)]
+        action: Option<ProjectorCmd>,
+    },
+    /// The whole system locally: broker, Postgres, storage and every service.
+    Dev {
+        /// Fail instead of installing the broker when it is missing.
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// Create the Kafka topics (services also do it at start-up).
+    Topics,
+    /// Print a signed development token (HS256, auth.jwt_secret).
+    Token {
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Roles to grant, e.g. --role admin.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime in seconds (default auth.token_ttl_seconds).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProjectorCmd {
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    telemetry::init_tracing(&cfg.telemetry);
+    let _ = telemetry::metrics_handle();
+    match cli.command {
+        Cmd::Token { sub, roles, ttl } => {
+            let auth = Authenticator::new(&cfg.auth);
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            let token = auth.mint(&sub, &roles, ttl).context("set auth.jwt_secret (ROAR_AUTH__JWT_SECRET)")?;
+            println!("{token}");
+            Ok(())
+        }
+        Cmd::Topics => services::bootstrap_topics(&cfg).await,
+        Cmd::Dev { no_install } => {
+            let cancel = shutdown::install();
+            dev::run(cfg, dev::DevOptions { no_install }, cancel).await
+        }
+        Cmd::Orchestrator => {
+            let cancel = shutdown::install();
+            services::bootstrap_topics(&cfg).await?;
+            let listener = tokio::net::TcpListener::bind(cfg.http.addr)
+                .await
+                .with_context(|| format!("binding {}", cfg.http.addr))?;
+            services::orchestrator(Arc::new(cfg), listener, cancel).await
+        }
+        Cmd::Projector { action: Some(ProjectorCmd::Migrate) } => {
+            let pool = roar_projections::connect(cfg.database.url.expose(), 2, std::time::Duration::from_secs(30)).await?;
+            roar_projections::migrate(&pool).await?;
+            println!("read model migrated");
+            Ok(())
+        }
+        Cmd::Projector { action: None } => {
+            let cancel = shutdown::install();
+            services::bootstrap_topics(&cfg).await?;
+            services::projector(Arc::new(cfg), cancel).await
+        }
+        Cmd::Processor { model } => {
+            let cancel = shutdown::install();
+            services::bootstrap_topics(&cfg).await?;
+            match model.as_str() {
+                "probe" => services::probe(Arc::new(cfg), cancel).await,
+                m if roar_schemas::topics::MODELS.contains(&m) => {
+                    bail!("model {m} is not built into this binary yet")
+                }
+                m => bail!("unknown model {m:?}: expected probe or one of {:?}", roar_schemas::topics::MODELS),
+            }
+        }
+    }
+}

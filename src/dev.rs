@@ -1,0 +1,126 @@
+//! `roar dev`: the whole system on one machine with no Docker. A tansu broker (state in
+//! `.roar/broker/`), a PostgreSQL cluster (`.roar/pg/`, or `DATABASE_URL`), a local object store
+//! (`.roar/store/`) and every service in this process. State survives a restart; Ctrl-C stops
+//! everything cleanly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use roar_common::auth::Authenticator;
+use roar_common::config::Secret;
+use roar_common::Config;
+use tokio_util::sync::CancellationToken;
+
+use crate::stack::{self, Broker, Postgres};
+
+/// Options of `roar dev`.
+#[derive(Debug, Clone, Default)]
+pub struct DevOptions {
+    /// Do not install the broker when it is missing; fail with the command instead.
+    pub no_install: bool,
+}
+
+fn port_free(port: u16, what: &str, knob: &str) -> Result<()> {
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        bail!("port {port} for {what} is in use: stop what holds it or set {knob}");
+    }
+    Ok(())
+}
+
+fn tansu_binary(cfg: &Config, opts: &DevOptions) -> Result<std::path::PathBuf> {
+    if let Some(p) = stack::find_tansu(&cfg.dev.tansu_bin) {
+        return Ok(p);
+    }
+    if opts.no_install {
+        bail!("the tansu broker is not installed: run `{}` (or set ROAR_DEV__TANSU_BIN)", stack::TANSU_INSTALL);
+    }
+    eprintln!("roar dev: the tansu broker is missing; installing it once with `{}` (about 15 minutes on 2 cores)…", stack::TANSU_INSTALL);
+    let mut args: Vec<&str> = stack::TANSU_INSTALL.split(' ').collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| args.remove(0).to_string());
+    if args.first() == Some(&"cargo") {
+        args.remove(0);
+    }
+    let status = std::process::Command::new(&cargo)
+        .args(&args)
+        .status()
+        .with_context(|| format!("running {cargo}: is the Rust toolchain installed?"))?;
+    if !status.success() {
+        bail!("installing tansu failed ({status}); run `{}` by hand to see why", stack::TANSU_INSTALL);
+    }
+    stack::find_tansu(&cfg.dev.tansu_bin).context("tansu was installed but is not on PATH or in ~/.cargo/bin")
+}
+
+fn dev_secret(dir: &Path) -> Result<String> {
+    let path = dir.join("dev-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if s.trim().len() >= 16 {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let s = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    std::fs::write(&path, &s)?;
+    Ok(s)
+}
+
+/// Runs the development stack until `cancel` fires.
+pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -> Result<()> {
+    let dir = std::path::absolute(&cfg.dev.dir)?;
+    std::fs::create_dir_all(dir.join("broker"))?;
+    let tansu = tansu_binary(&cfg, &opts)?;
+
+    let external_db = std::env::var("DATABASE_URL").ok().or_else(|| std::env::var("ROAR_DATABASE__URL").ok());
+    let _pg = match external_db {
+        Some(url) => {
+            cfg.database.url = Secret::new(url);
+            None
+        }
+        None => {
+            port_free(cfg.dev.postgres_port, "PostgreSQL", "ROAR_DEV__POSTGRES_PORT")?;
+            let pg = Postgres::start(&dir.join("pg"), cfg.dev.postgres_port)?;
+            pg.ensure_database("roar").await?;
+            cfg.database.url = Secret::new(pg.url("roar"));
+            Some(pg)
+        }
+    };
+
+    port_free(cfg.dev.kafka_port, "the Kafka broker", "ROAR_DEV__KAFKA_PORT")?;
+    let storage = format!("sqlite://{}", dir.join("broker/tansu.db").display());
+    let broker = Broker::start(&tansu, cfg.dev.kafka_port, &storage, &dir.join("broker/tansu.log"))?;
+    cfg.kafka.brokers = broker.bootstrap();
+
+    if cfg.storage.url == roar_common::config::StorageConfig::default().url {
+        cfg.storage.url = format!("file://{}", dir.join("store").display());
+    }
+    if cfg.auth.jwt_secret.expose().is_empty() {
+        cfg.auth.jwt_secret = Secret::new(dev_secret(&dir)?);
+    }
+    cfg.validate()?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.http.addr)
+        .await
+        .with_context(|| format!("binding {} (set ROAR_HTTP__ADDR)", cfg.http.addr))?;
+    let addr = listener.local_addr()?;
+    let token = Authenticator::new(&cfg.auth).mint("dev-user", &[], Some(7 * 24 * 3600))?;
+    eprintln!(
+        "\nroar dev is up\n  API        http://{addr}  (try: curl http://{addr}/health)\n  metrics    http://{addr}/metrics\n  Kafka      {}\n  Postgres   {}\n  storage    {}\n  dev token  {token}\n\nCtrl-C stops everything; state is kept in {}\n",
+        cfg.kafka.brokers,
+        redact(cfg.database.url.expose()),
+        cfg.storage.url,
+        dir.display()
+    );
+    let cfg = Arc::new(cfg);
+    let result = crate::services::all(cfg, listener, cancel).await;
+    drop(broker);
+    result
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((creds, rest)) if creds.contains(':') && creds.matches(':').count() > 1 => {
+            let scheme = creds.split("://").next().unwrap_or("postgres");
+            format!("{scheme}://***@{rest}")
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,96 @@
+//! Starting each role from a configuration: topic bootstrap, the orchestrator, the projector and
+//! the processors. Each runs until its cancellation token fires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use roar_common::auth::Authenticator;
+use roar_common::kafka::{ensure_topics, run_consumer, ConsumerSpec, EventProducer};
+use roar_common::storage::Storage;
+use roar_common::{telemetry, Config};
+use roar_orchestrator::AppState;
+use roar_projections::ReadModel;
+use roar_schemas::topics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Creates missing topics and waits for the broker (up to 60 s).
+pub async fn bootstrap_topics(cfg: &Config) -> Result<()> {
+    if cfg.kafka.create_topics {
+        ensure_topics(&cfg.kafka, &topics::all(cfg.kafka.partitions), Duration::from_secs(60))
+            .await
+            .context("creating topics")?;
+    }
+    Ok(())
+}
+
+async fn database(cfg: &Config) -> Result<sqlx::PgPool> {
+    let pool = roar_projections::connect(cfg.database.url.expose(), cfg.database.max_connections, Duration::from_secs(30))
+        .await
+        .context("connecting to the read-model database (database.url)")?;
+    roar_projections::migrate(&pool).await.context("migrating the read model")?;
+    Ok(pool)
+}
+
+/// Serves the orchestrator on `listener` until `cancel` fires.
+pub async fn orchestrator(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
+    let pool = database(&cfg).await?;
+    let state = AppState {
+        producer: EventProducer::new(&cfg.kafka)?,
+        storage: Storage::from_config(&cfg.storage)?,
+        read: ReadModel::new(pool),
+        auth: Authenticator::new(&cfg.auth),
+        metrics: telemetry::metrics_handle(),
+        cfg: cfg.clone(),
+    };
+    roar_orchestrator::serve(state, listener, cancel).await?;
+    Ok(())
+}
+
+/// Runs the projector until `cancel` fires.
+pub async fn projector(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
+    let pool = database(&cfg).await?;
+    let producer = EventProducer::new(&cfg.kafka)?;
+    roar_projections::run(&cfg, pool, producer, cancel).await?;
+    Ok(())
+}
+
+/// Runs the probe processor (consumer group `roar-probe`) until `cancel` fires.
+pub async fn probe(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
+    let producer = EventProducer::new(&cfg.kafka)?;
+    let storage = Storage::from_config(&cfg.storage)?;
+    let handler = roar_processors::probe::Probe::new(storage, producer.clone(), cfg.processor.max_audio_seconds);
+    let spec = ConsumerSpec {
+        group: roar_processors::probe::GROUP.into(),
+        topics: vec![topics::FILES.into()],
+        kafka: cfg.kafka.clone(),
+    };
+    run_consumer(spec, handler, producer.clone(), cancel).await?;
+    producer.flush(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Runs every service in this process (what `roar dev` and the end-to-end tests do). Returns
+/// when `cancel` fires and all have stopped, or as soon as one fails (the others are then
+/// cancelled too).
+pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
+    bootstrap_topics(&cfg).await?;
+    // Migrate once before the roles start so they don't race on the migration lock.
+    database(&cfg).await?;
+    let mut set = tokio::task::JoinSet::new();
+    let guard = cancel.child_token();
+    set.spawn(orchestrator(cfg.clone(), listener, guard.clone()));
+    set.spawn(projector(cfg.clone(), guard.clone()));
+    set.spawn(probe(cfg.clone(), guard.clone()));
+    let mut first_error = None;
+    while let Some(res) = set.join_next().await {
+        let res = res.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = res {
+            tracing::error!(error = %format!("{e:#}"), "a service failed; stopping the others");
+            guard.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

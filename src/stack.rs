@@ -1,0 +1,210 @@
+//! Local infrastructure without Docker: a tansu broker (Kafka API) as a child process and a
+//! PostgreSQL cluster driven with `initdb`/`pg_ctl` from PATH. `roar dev` keeps both under
+//! `.roar/`; the end-to-end tests start throw-away ones on random ports.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// Runs a Postgres tool, as the `postgres` user when we are root (initdb refuses root).
+fn pg_tool(tool: &str) -> Result<Command> {
+    let bin = on_path(tool).with_context(|| {
+        format!("`{tool}` not found on PATH: install the PostgreSQL server binaries (e.g. apt-get install postgresql) or set ROAR_DATABASE__URL / DATABASE_URL to an existing server")
+    })?;
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        Ok(c)
+    } else {
+        Ok(Command::new(bin))
+    }
+}
+
+/// A PostgreSQL cluster in a directory, stopped when dropped.
+pub struct Postgres {
+    dir: PathBuf,
+    pub port: u16,
+    keep_running: bool,
+}
+
+impl Postgres {
+    /// Initialises `dir` if needed and starts the server on 127.0.0.1:`port` (user `roar`,
+    /// trust auth on loopback only).
+    pub fn start(dir: &Path, port: u16) -> Result<Self> {
+        let dir = std::path::absolute(dir)?;
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir)?;
+        let root = is_root();
+        if root {
+            // The postgres user must reach and own the cluster directory.
+            let _ = Command::new("chmod").arg("755").arg(&dir).status();
+            let _ = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status();
+        }
+        if !data.join("PG_VERSION").exists() {
+            let out = pg_tool("initdb")?
+                .args(["-A", "trust", "-U", "roar", "-E", "UTF8", "--no-sync", "-D"])
+                .arg(&data)
+                .output()
+                .context("running initdb")?;
+            if !out.status.success() {
+                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let log = dir.join("postgres.log");
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=on -c max_connections=200"
+        );
+        let out = pg_tool("pg_ctl")?
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .args(["-l"])
+            .arg(&log)
+            .args(["-o", &opts, "start"])
+            .stdout(Stdio::null())
+            .output()
+            .context("running pg_ctl start")?;
+        if !out.status.success() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            bail!("postgres did not start on port {port}: {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        Ok(Self { dir, port, keep_running: false })
+    }
+
+    /// `postgres://roar@127.0.0.1:port/<db>`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://roar@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates `db` unless it exists.
+    pub async fn ensure_database(&self, db: &str) -> Result<()> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url("postgres")).await?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(db)
+            .fetch_optional(&mut conn)
+            .await?;
+        if exists.is_none() {
+            sqlx::query(&format!("CREATE DATABASE \"{}\"", db.replace('"', ""))).execute(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Leaves the server running when dropped.
+    pub fn detach(mut self) {
+        self.keep_running = true;
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.keep_running {
+            return;
+        }
+        if let Ok(mut c) = pg_tool("pg_ctl") {
+            let _ = c
+                .args(["-w", "-m", "fast", "-D"])
+                .arg(self.dir.join("data"))
+                .arg("stop")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Where the tansu broker binary is: the configured path, PATH, or cargo's bin directory.
+pub fn find_tansu(configured: &str) -> Option<PathBuf> {
+    if !configured.is_empty() {
+        return Some(PathBuf::from(configured)).filter(|p| p.is_file());
+    }
+    if let Some(p) = on_path("tansu") {
+        return Some(p);
+    }
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    Some(home.join("bin/tansu")).filter(|p| p.is_file())
+}
+
+/// The exact command that installs the broker this project is tested with.
+pub const TANSU_INSTALL: &str = "cargo install tansu --locked --version 0.6.0 --features dynostore,libsql";
+
+/// A tansu broker child process, killed when dropped.
+pub struct Broker {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Broker {
+    /// Starts tansu on 127.0.0.1:`port` with `storage` (`memory://tansu/` or
+    /// `sqlite://path.db`), waiting until it accepts connections.
+    pub fn start(bin: &Path, port: u16, storage: &str, log: &Path) -> Result<Self> {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut broker = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(broker);
+            }
+            if let Some(status) = broker.child.try_wait()? {
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
+                bail!("tansu exited ({status}) before listening: {}", tail.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+            }
+            if Instant::now() > deadline {
+                bail!("tansu did not listen on port {port} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // SIGTERM first so tansu can close its storage cleanly, then make sure.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

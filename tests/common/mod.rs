@@ -1,0 +1,158 @@
+//! The end-to-end harness: every test gets its own tansu broker (in memory, random port), its
+//! own PostgreSQL cluster (temp dir, random port), its own object store directory, and the roar
+//! services running in-process on port 0, so tests run in parallel and leave nothing behind.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roar::stack::{find_tansu, free_port, Broker, Postgres};
+use roar_common::auth::Authenticator;
+use roar_common::config::Secret;
+use roar_common::Config;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+pub struct Infra {
+    pub pg: Postgres,
+    pub broker: Broker,
+    pub dir: tempfile::TempDir,
+}
+
+impl Infra {
+    pub async fn start() -> Infra {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tansu = find_tansu(&std::env::var("ROAR_DEV__TANSU_BIN").unwrap_or_default())
+            .unwrap_or_else(|| panic!("tansu not found: run `{}` (the README's test command does)", roar::stack::TANSU_INSTALL));
+        let broker = start_with_retry(|| Broker::start(&tansu, free_port()?, "memory://tansu/", &dir.path().join("tansu.log")));
+        let pg = start_with_retry(|| Postgres::start(&dir.path().join("pg"), free_port()?));
+        pg.ensure_database("roar").await.expect("create database");
+        Infra { pg, broker, dir }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.kafka.brokers = self.broker.bootstrap();
+        cfg.kafka.partitions = 2;
+        cfg.kafka.session_timeout_ms = 6000;
+        cfg.database.url = Secret::new(self.pg.url("roar"));
+        cfg.database.max_connections = 5;
+        cfg.storage.url = format!("file://{}", self.store_dir().display());
+        cfg.auth.jwt_secret = Secret::new(SECRET);
+        cfg.http.addr = "127.0.0.1:0".parse().unwrap();
+        cfg.telemetry.log_level = "warn".into();
+        cfg.validate().expect("test config is valid");
+        cfg
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+}
+
+/// Free ports can be taken between probing and binding; try a few times.
+fn start_with_retry<T>(mut f: impl FnMut() -> anyhow::Result<T>) -> T {
+    let mut last = None;
+    for _ in 0..3 {
+        match f() {
+            Ok(t) => return t,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("could not start test infrastructure: {:#}", last.unwrap());
+}
+
+/// The roar services running in this process against some infrastructure.
+pub struct Services {
+    pub base: String,
+    pub cfg: Arc<Config>,
+    cancel: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Services {
+    pub async fn start(cfg: Config) -> Services {
+        roar_common::telemetry::init_tracing(&cfg.telemetry);
+        let listener = tokio::net::TcpListener::bind(cfg.http.addr).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let cfg = Arc::new(cfg);
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(roar::services::all(cfg.clone(), listener, cancel.clone()));
+        let s = Services { base, cfg, cancel, handle: Some(handle) };
+        s.wait_healthy().await;
+        s
+    }
+
+    async fn wait_healthy(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/ready", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("services did not become ready");
+    }
+
+    /// Cancels every service and waits for a clean stop.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(h) = self.handle.take() {
+            let r = tokio::time::timeout(Duration::from_secs(30), h).await.expect("services stop within 30 s");
+            r.expect("services task").expect("services stopped cleanly");
+        }
+    }
+
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        Authenticator::new(&self.cfg.auth).mint(sub, roles, None).unwrap()
+    }
+
+    pub async fn upload(&self, token: &str, filename: &str, bytes: Vec<u8>) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        reqwest::Client::new()
+            .post(format!("{}/upload", self.base))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn status(&self, token: &str, file_id: &str) -> reqwest::Response {
+        reqwest::Client::new().get(format!("{}/status/{file_id}", self.base)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Polls `/status/{file_id}` until `done` holds for the body (30 s at most).
+    pub async fn wait_for(&self, token: &str, file_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            let r = self.status(token, file_id).await;
+            if r.status().is_success() {
+                last = r.json().await.unwrap();
+                if done(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("condition not met for {file_id}; last status: {last:#}");
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/audio/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
