@@ -11,7 +11,7 @@ use roar_crepe::{Capacity, TrackOptions, PITCH_BINS, WINDOW_SIZE};
 
 const TOLERANCE: f32 = 1e-4;
 const HOP: usize = 256;
-const REPEAT: usize = 8;
+const REPEAT: usize = 16;
 
 #[test]
 fn framing_matches_torchcrepe_preprocess() {

@@ -10,8 +10,8 @@ Writes into pitch/tests/fixtures/ (or the directory given as argv[1]):
   dec_<cap>_<decoder>.npy float32 [2, frames]    pitch (Hz) and periodicity from
                                                  torchcrepe.postprocess with the
                                                  random dither switched off
-  dec_<cap>_<decoder>_rep8.npy                   the same for the activations
-                                                 with each frame repeated 8 times
+  dec_<cap>_<decoder>_rep16.npy                  the same for the activations
+                                                 with each frame repeated 16 times
   meta.json               parameters and versions
 
 The signal (fixed seed) is a 440 Hz sine, a 110 -> 880 Hz chirp, white noise
@@ -42,7 +42,7 @@ SR = 16000
 HOP = 256
 FMIN, FMAX = 50.0, 2006.0
 SEED = 1234
-REPEAT = 8
+REPEAT = 16
 
 
 def make_audio():
