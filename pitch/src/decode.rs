@@ -4,7 +4,8 @@
 //! `[fmin, fmax]` are masked first; `Argmax` takes the best bin,
 //! `WeightedArgmax` averages the cents of the nine bins around it, and
 //! `Viterbi` finds the smoothest likely bin path through the whole sequence
-//! with torchcrepe's triangular transition matrix. The confidence
+//! with torchcrepe's triangular transition matrix; `NormalizedViterbi` does
+//! the same with sharper emissions (see [`Decoder`]). The confidence
 //! ("periodicity") is the activation at the decoded bin.
 
 use serde::{Deserialize, Serialize};
@@ -20,9 +21,25 @@ pub enum Decoder {
     Argmax,
     /// Weighted average of the cents of the bins within 4 of the argmax.
     WeightedArgmax,
-    /// Viterbi path over the whole track (torchcrepe's default).
-    #[default]
+    /// Viterbi path over the whole track, exactly as torchcrepe does it
+    /// (torchcrepe's default). Its emissions are a softmax over the
+    /// activations, which are already in [0, 1], so they are nearly flat;
+    /// the transition matrix then favours the edge bins, and short notes
+    /// next to silence can be lost (decoded at ~2 kHz with low confidence).
     Viterbi,
+    /// Viterbi with the same transitions but emissions proportional to the
+    /// activations (the original CREPE's normalisation), which follows
+    /// short notes. Not in torchcrepe.
+    #[default]
+    NormalizedViterbi,
+}
+
+/// How the Viterbi decoder turns a row of activations into emission
+/// probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emission {
+    Softmax,
+    Normalized,
 }
 
 /// Decoded pitch of a sequence of frames.
@@ -47,7 +64,8 @@ pub fn decode(activations: &[f32], range: (usize, usize), decoder: Decoder) -> D
     let rows = activations.chunks_exact(PITCH_BINS);
     let bins: Vec<usize> = match decoder {
         Decoder::Argmax | Decoder::WeightedArgmax => rows.map(|r| argmax(r, lo, hi)).collect(),
-        Decoder::Viterbi => viterbi(activations, lo, hi),
+        Decoder::Viterbi => viterbi(activations, lo, hi, Emission::Softmax),
+        Decoder::NormalizedViterbi => viterbi(activations, lo, hi, Emission::Normalized),
     };
     let f0_hz = match decoder {
         Decoder::WeightedArgmax => activations
@@ -135,7 +153,8 @@ const TINY: f32 = f32::MIN_POSITIVE;
 /// frame, then librosa's Viterbi with a uniform prior and a triangular
 /// transition matrix. Zero transitions and masked bins are not impossible
 /// there but cost `ln(f32::MIN_POSITIVE)`, and so they do here.
-fn viterbi(activations: &[f32], lo: usize, hi: usize) -> Vec<usize> {
+/// With [`Emission::Normalized`] the softmax is replaced by `a / sum(a)`.
+fn viterbi(activations: &[f32], lo: usize, hi: usize, emission: Emission) -> Vec<usize> {
     let n = activations.len() / PITCH_BINS;
     if n == 0 {
         return Vec::new();
@@ -143,13 +162,21 @@ fn viterbi(activations: &[f32], lo: usize, hi: usize) -> Vec<usize> {
     let log_eps = (TINY as f64).ln();
     let trans = transition_logs();
     let log_prob = |row: &[f32], out: &mut [f64]| {
-        let max = row[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row[lo..hi].iter().map(|&a| (a - max).exp()).sum();
+        let allowed = &row[lo..hi];
+        let (shift, sum) = match emission {
+            Emission::Softmax => {
+                let max = allowed.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                (max, allowed.iter().map(|&a| (a - max).exp()).sum::<f32>())
+            }
+            Emission::Normalized => (0.0, allowed.iter().map(|&a| a.max(0.0)).sum::<f32>()),
+        };
         for (j, o) in out.iter_mut().enumerate() {
-            let p = if (lo..hi).contains(&j) {
-                (row[j] - max).exp() / sum
-            } else {
+            let p = if !(lo..hi).contains(&j) || sum <= 0.0 {
                 0.0
+            } else if emission == Emission::Softmax {
+                (row[j] - shift).exp() / sum
+            } else {
+                row[j].max(0.0) / sum
             };
             *o = (p + TINY).ln() as f64;
         }
@@ -239,5 +266,7 @@ mod tests {
         assert_eq!(d.bins, vec![150; 5]);
         let d = decode(&peaked(&[10; 3]), (39, 360), Decoder::Viterbi);
         assert!(d.bins.iter().all(|&b| b >= 39));
+        let d = decode(&peaked(&[150, 150, 151, 152]), (0, 360), Decoder::NormalizedViterbi);
+        assert_eq!(d.bins, vec![150, 150, 151, 152]);
     }
 }

@@ -14,8 +14,9 @@ use crate::resample::SAMPLE_RATE;
 use crate::weights::{weights_dir_from_env, weights_file, Capacity, MODELS_DIR_ENV};
 
 /// Settings for [`Crepe::track`]. `Default` matches torchcrepe's
-/// `predict` defaults (10 ms hop, 50-2006 Hz, Viterbi) plus the usual
-/// 0.21 voicing threshold.
+/// `predict` defaults (10 ms hop, 50-2006 Hz, padding) plus the usual 0.21
+/// voicing threshold, except for the decoder: [`Decoder::NormalizedViterbi`]
+/// rather than torchcrepe's [`Decoder::Viterbi`], which loses short notes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrackOptions {
@@ -41,7 +42,7 @@ impl Default for TrackOptions {
             hop_length: 160,
             fmin: 50.0,
             fmax: MAX_FMAX,
-            decoder: Decoder::Viterbi,
+            decoder: Decoder::NormalizedViterbi,
             voicing_threshold: 0.21,
             batch_size: None,
             pad: true,
@@ -67,6 +68,36 @@ pub struct PitchTrack {
 }
 
 impl PitchTrack {
+    /// Decodes activations (row-major `frames x 360`, as from
+    /// [`Crepe::track_activations`]) with the decoder, range, hop and voicing
+    /// threshold of `opts`.
+    pub fn from_activations(activations: &[f32], opts: &TrackOptions) -> Result<Self> {
+        check_range(opts)?;
+        if activations.len() % PITCH_BINS != 0 {
+            return Err(CrepeError::InvalidInput(format!(
+                "activation buffer length {} is not a multiple of {PITCH_BINS}",
+                activations.len()
+            )));
+        }
+        let range = bin_range(opts.fmin, opts.fmax.min(MAX_FMAX), PITCH_BINS);
+        let d = decode(activations, range, opts.decoder);
+        let hop_s = opts.hop_length as f64 / SAMPLE_RATE as f64;
+        // Without padding, frame i starts at i * hop; its centre is half a window later.
+        let start_s = if opts.pad {
+            0.0
+        } else {
+            WINDOW_SIZE as f64 / 2.0 / SAMPLE_RATE as f64
+        };
+        Ok(PitchTrack {
+            sample_rate: SAMPLE_RATE,
+            hop_length: opts.hop_length,
+            times: (0..d.bins.len()).map(|i| start_s + i as f64 * hop_s).collect(),
+            voiced: d.periodicity.iter().map(|&p| p >= opts.voicing_threshold).collect(),
+            f0_hz: d.f0_hz,
+            confidence: d.periodicity,
+        })
+    }
+
     /// Number of frames.
     pub fn len(&self) -> usize {
         self.times.len()
@@ -83,6 +114,17 @@ impl PitchTrack {
             .iter()
             .zip(&self.voiced)
             .map(|(&f, &v)| v.then_some(f))
+    }
+}
+
+fn check_range(opts: &TrackOptions) -> Result<()> {
+    if opts.fmin > 0.0 && opts.fmin < opts.fmax {
+        Ok(())
+    } else {
+        Err(CrepeError::InvalidInput(format!(
+            "need 0 < fmin < fmax (got {} and {})",
+            opts.fmin, opts.fmax
+        )))
     }
 }
 
@@ -200,28 +242,8 @@ impl Crepe {
         opts: &TrackOptions,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<PitchTrack> {
-        if !(opts.fmin > 0.0 && opts.fmin < opts.fmax) {
-            return Err(CrepeError::InvalidInput(format!(
-                "need 0 < fmin < fmax (got {} and {})",
-                opts.fmin, opts.fmax
-            )));
-        }
+        check_range(opts)?;
         let acts = self.track_activations(samples_16k, opts, progress)?;
-        let range = bin_range(opts.fmin, opts.fmax.min(MAX_FMAX), PITCH_BINS);
-        let d = decode(&acts, range, opts.decoder);
-        let hop_s = opts.hop_length as f64 / SAMPLE_RATE as f64;
-        let start_s = if opts.pad {
-            0.0
-        } else {
-            WINDOW_SIZE as f64 / 2.0 / SAMPLE_RATE as f64
-        };
-        Ok(PitchTrack {
-            sample_rate: SAMPLE_RATE,
-            hop_length: opts.hop_length,
-            times: (0..d.bins.len()).map(|i| start_s + i as f64 * hop_s).collect(),
-            voiced: d.periodicity.iter().map(|&p| p >= opts.voicing_threshold).collect(),
-            f0_hz: d.f0_hz,
-            confidence: d.periodicity,
-        })
+        PitchTrack::from_activations(&acts, opts)
     }
 }
