@@ -104,13 +104,13 @@ fn main() {
     bench(
         Capacity::Tiny,
         env_usize("CREPE_BENCH_FRAMES_TINY", 1000),
-        &[64, 256, 1000],
+        &[16, 64, 256],
         &dir,
     );
     bench(
         Capacity::Full,
         env_usize("CREPE_BENCH_FRAMES_FULL", 200),
-        &[16, 32, 64],
+        &[8, 32, 64],
         &dir,
     );
 }

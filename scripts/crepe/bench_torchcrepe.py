@@ -75,8 +75,8 @@ def main():
     print(f'torchcrepe CPU bench: torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads')
     with torch.inference_mode():
-        bench('tiny', args.frames_tiny, [64, 256, 1000])
-        bench('full', args.frames_full, [16, 32, 64])
+        bench('tiny', args.frames_tiny, [16, 64, 256])
+        bench('full', args.frames_full, [8, 32, 64])
 
 
 if __name__ == '__main__':
