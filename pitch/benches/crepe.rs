@@ -68,7 +68,9 @@ fn bench(capacity: Capacity, frames: usize, batches: &[usize], dir: &Path) {
             ..TrackOptions::default()
         };
         let s = time(|| {
-            let a = crepe.track_activations(&audio, &opts, &mut |_| true).unwrap();
+            let a = crepe
+                .track_activations(&audio, &opts, &mut |_| true)
+                .unwrap();
             assert_eq!(a.len(), frames * 360);
         });
         println!(

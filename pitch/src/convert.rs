@@ -10,7 +10,7 @@
 /// Width of one pitch bin in cents.
 pub const CENTS_PER_BIN: f64 = 20.0;
 /// Cents (re 10 Hz) of bin 0.
-pub const CENTS_OFFSET: f64 = 1997.379_408_437_619_1;
+pub const CENTS_OFFSET: f64 = 1_997.379_408_437_619;
 /// Highest frequency torchcrepe lets a caller ask for.
 pub const MAX_FMAX: f32 = 2006.0;
 

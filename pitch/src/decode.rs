@@ -59,7 +59,11 @@ const REACH: usize = 11;
 /// Decodes `activations` (row-major, `frames x 360`), restricted to bins in
 /// `[lo, hi)` (see [`crate::convert::bin_range`]).
 pub fn decode(activations: &[f32], range: (usize, usize), decoder: Decoder) -> Decoded {
-    assert_eq!(activations.len() % PITCH_BINS, 0, "activations must be frames x 360");
+    assert_eq!(
+        activations.len() % PITCH_BINS,
+        0,
+        "activations must be frames x 360"
+    );
     let (lo, hi) = (range.0.min(PITCH_BINS), range.1.min(PITCH_BINS));
     let rows = activations.chunks_exact(PITCH_BINS);
     let bins: Vec<usize> = match decoder {
@@ -73,7 +77,10 @@ pub fn decode(activations: &[f32], range: (usize, usize), decoder: Decoder) -> D
             .zip(&bins)
             .map(|(r, &b)| cents_to_hz(local_average_cents(r, b, lo, hi)) as f32)
             .collect(),
-        _ => bins.iter().map(|&b| cents_to_hz(bin_to_cents(b as f64)) as f32).collect(),
+        _ => bins
+            .iter()
+            .map(|&b| cents_to_hz(bin_to_cents(b as f64)) as f32)
+            .collect(),
     };
     let periodicity = activations
         .chunks_exact(PITCH_BINS)
@@ -189,10 +196,11 @@ fn viterbi(activations: &[f32], lo: usize, hi: usize, emission: Emission) -> Vec
     for t in 1..n {
         log_prob(&activations[t * PITCH_BINS..(t + 1) * PITCH_BINS], &mut lp);
         // Best predecessor reached through a zero-probability transition.
-        let (far_i, far_v) = value
-            .iter()
-            .enumerate()
-            .fold((0, f64::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        let (far_i, far_v) =
+            value.iter().enumerate().fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            );
         for j in 0..PITCH_BINS {
             let mut best_i = far_i;
             let mut best_v = far_v + log_eps;
@@ -266,7 +274,11 @@ mod tests {
         assert_eq!(d.bins, vec![150; 5]);
         let d = decode(&peaked(&[10; 3]), (39, 360), Decoder::Viterbi);
         assert!(d.bins.iter().all(|&b| b >= 39));
-        let d = decode(&peaked(&[150, 150, 151, 152]), (0, 360), Decoder::NormalizedViterbi);
+        let d = decode(
+            &peaked(&[150, 150, 151, 152]),
+            (0, 360),
+            Decoder::NormalizedViterbi,
+        );
         assert_eq!(d.bins, vec![150, 150, 151, 152]);
     }
 }

@@ -51,7 +51,14 @@ pub fn frame_range(
 /// All normalised frames of `samples`.
 pub fn frame(samples: &[f32], hop: usize, pad: bool) -> Vec<f32> {
     let mut out = Vec::new();
-    frame_range(samples, hop, pad, 0, frame_count(samples.len(), hop, pad), &mut out);
+    frame_range(
+        samples,
+        hop,
+        pad,
+        0,
+        frame_count(samples.len(), hop, pad),
+        &mut out,
+    );
     out
 }
 
@@ -68,7 +75,11 @@ pub fn normalise(frame: &mut [f32]) {
         *x = c;
         ss += (c as f64) * (c as f64);
     }
-    let std = if n > 1 { (ss / (n - 1) as f64).sqrt() } else { 0.0 };
+    let std = if n > 1 {
+        (ss / (n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
     let std = (std as f32).max(1e-10);
     for x in frame.iter_mut() {
         *x /= std;

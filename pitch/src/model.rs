@@ -87,7 +87,9 @@ impl Block {
         let t_out = t - self.taps + 1;
         let mut y: Option<Tensor> = None;
         for (g, weight) in self.weights.iter().enumerate() {
-            let part = win.narrow(0, g * self.group * b, t_out * b)?.matmul(weight)?;
+            let part = win
+                .narrow(0, g * self.group * b, t_out * b)?
+                .matmul(weight)?;
             y = Some(match y {
                 None => part,
                 Some(acc) => (acc + part)?,
@@ -99,7 +101,9 @@ impl Block {
         let bc = b * c_out;
         let y = y.reshape((t_out / 2, 2 * bc))?;
         let y = y.narrow(1, 0, bc)?.maximum(&y.narrow(1, bc, bc)?)?;
-        let y = y.reshape((t_out / 2, b, c_out))?.broadcast_add(&self.pre_shift)?;
+        let y = y
+            .reshape((t_out / 2, b, c_out))?
+            .broadcast_add(&self.pre_shift)?;
         let y = match &self.clamp {
             None => y.relu()?,
             Some((lo, hi)) => y.broadcast_maximum(lo)?.broadcast_minimum(hi)?,
@@ -132,7 +136,12 @@ impl CrepeModel {
             let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
             let post_shift = beta.sub(&mean.mul(&scale)?)?;
 
-            let w = take(&mut sd, file, &format!("conv{n}.weight"), &[c_out, c_in, k, 1])?;
+            let w = take(
+                &mut sd,
+                file,
+                &format!("conv{n}.weight"),
+                &[c_out, c_in, k, 1],
+            )?;
             let bias = take(&mut sd, file, &format!("conv{n}.bias"), &[c_out])?;
             // (c_out, c_in, k) -> (k * c_in, c_out), row index k * c_in + c,
             // times the BN scale of each output channel.
@@ -151,7 +160,10 @@ impl CrepeModel {
                 group *= 2;
             }
             let weights = (0..taps / group)
-                .map(|g| w.narrow(0, g * group * row_width, group * row_width)?.contiguous())
+                .map(|g| {
+                    w.narrow(0, g * group * row_width, group * row_width)?
+                        .contiguous()
+                })
                 .collect::<candle_core::Result<Vec<_>>>()?;
 
             let scale_v = scale.to_vec1::<f32>()?;
@@ -159,7 +171,10 @@ impl CrepeModel {
                 None
             } else {
                 let bound = |neg: f32, pos: f32| {
-                    let v: Vec<f32> = scale_v.iter().map(|&s| if s > 0.0 { pos } else { neg }).collect();
+                    let v: Vec<f32> = scale_v
+                        .iter()
+                        .map(|&s| if s > 0.0 { pos } else { neg })
+                        .collect();
                     Tensor::from_vec(v, (1, 1, c_out), device)
                 };
                 Some((bound(f32::NEG_INFINITY, 0.0)?, bound(0.0, f32::INFINITY)?))

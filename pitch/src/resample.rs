@@ -136,6 +136,9 @@ mod tests {
     #[test]
     fn rejects_zero_rate() {
         assert!(resample(&[0.0], 0, 16_000).is_err());
-        assert_eq!(resample(&[1.0, 2.0], 16_000, 16_000).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(
+            resample(&[1.0, 2.0], 16_000, 16_000).unwrap(),
+            vec![1.0, 2.0]
+        );
     }
 }

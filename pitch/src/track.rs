@@ -73,7 +73,7 @@ impl PitchTrack {
     /// threshold of `opts`.
     pub fn from_activations(activations: &[f32], opts: &TrackOptions) -> Result<Self> {
         check_range(opts)?;
-        if activations.len() % PITCH_BINS != 0 {
+        if !activations.len().is_multiple_of(PITCH_BINS) {
             return Err(CrepeError::InvalidInput(format!(
                 "activation buffer length {} is not a multiple of {PITCH_BINS}",
                 activations.len()
@@ -91,8 +91,14 @@ impl PitchTrack {
         Ok(PitchTrack {
             sample_rate: SAMPLE_RATE,
             hop_length: opts.hop_length,
-            times: (0..d.bins.len()).map(|i| start_s + i as f64 * hop_s).collect(),
-            voiced: d.periodicity.iter().map(|&p| p >= opts.voicing_threshold).collect(),
+            times: (0..d.bins.len())
+                .map(|i| start_s + i as f64 * hop_s)
+                .collect(),
+            voiced: d
+                .periodicity
+                .iter()
+                .map(|&p| p >= opts.voicing_threshold)
+                .collect(),
             f0_hz: d.f0_hz,
             confidence: d.periodicity,
         })
@@ -188,7 +194,7 @@ impl Crepe {
     /// Activations for normalised frames given row-major (`n x 1024`), as a
     /// row-major `n x 360` vector. Runs in one forward pass.
     pub fn activations_vec(&self, frames: &[f32]) -> Result<Vec<f32>> {
-        if frames.len() % WINDOW_SIZE != 0 {
+        if !frames.len().is_multiple_of(WINDOW_SIZE) {
             return Err(CrepeError::InvalidInput(format!(
                 "frame buffer length {} is not a multiple of {WINDOW_SIZE}",
                 frames.len()
@@ -212,10 +218,15 @@ impl Crepe {
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Vec<f32>> {
         if opts.hop_length == 0 {
-            return Err(CrepeError::InvalidInput("hop_length must be positive".into()));
+            return Err(CrepeError::InvalidInput(
+                "hop_length must be positive".into(),
+            ));
         }
         let total = frame_count(samples_16k.len(), opts.hop_length, opts.pad);
-        let batch = opts.batch_size.unwrap_or_else(|| self.default_batch_size()).max(1);
+        let batch = opts
+            .batch_size
+            .unwrap_or_else(|| self.default_batch_size())
+            .max(1);
         let mut acts = Vec::with_capacity(total * PITCH_BINS);
         let mut buf = Vec::new();
         if !progress(0.0) {
@@ -224,7 +235,14 @@ impl Crepe {
         let mut done = 0;
         while done < total {
             let count = batch.min(total - done);
-            frame_range(samples_16k, opts.hop_length, opts.pad, done, count, &mut buf);
+            frame_range(
+                samples_16k,
+                opts.hop_length,
+                opts.pad,
+                done,
+                count,
+                &mut buf,
+            );
             acts.extend(self.activations_vec(&buf)?);
             done += count;
             if !progress(done as f32 / total as f32) {

@@ -56,7 +56,9 @@ const DECODERS: [Decoder; 4] = [
 /// Runs the network once and decodes the result with every decoder.
 fn run(crepe: &Crepe, audio: &[f32]) -> Vec<(Decoder, PitchTrack)> {
     let opts = TrackOptions::default();
-    let acts = crepe.track_activations(audio, &opts, &mut |_| true).unwrap();
+    let acts = crepe
+        .track_activations(audio, &opts, &mut |_| true)
+        .unwrap();
     DECODERS
         .into_iter()
         .map(|decoder| {
@@ -103,7 +105,9 @@ fn tones() -> Vec<Case> {
 
 #[test]
 fn tiny_tracks_tones_within_50_cents() {
-    let Some(crepe) = common::load(Capacity::Tiny) else { return };
+    let Some(crepe) = common::load(Capacity::Tiny) else {
+        return;
+    };
     let mut failures = Vec::new();
     for (name, seconds, f0) in tones() {
         for (decoder, track) in run(&crepe, &tone(seconds, &f0)) {
@@ -124,7 +128,9 @@ fn tiny_tracks_tones_within_50_cents() {
 
 #[test]
 fn tiny_calls_silence_and_noise_unvoiced() {
-    let Some(crepe) = common::load(Capacity::Tiny) else { return };
+    let Some(crepe) = common::load(Capacity::Tiny) else {
+        return;
+    };
     let silent = run(&crepe, &vec![0.0; SAMPLE_RATE as usize]);
     let noisy = run(&crepe, &noise(1.0));
     for ((decoder, s), (_, n)) in silent.iter().zip(&noisy) {
@@ -142,7 +148,9 @@ fn tiny_calls_silence_and_noise_unvoiced() {
 
 #[test]
 fn tiny_tracks_short_notes_between_silences() {
-    let Some(crepe) = common::load(Capacity::Tiny) else { return };
+    let Some(crepe) = common::load(Capacity::Tiny) else {
+        return;
+    };
     // 0.4 s silence, 0.3 s A4, 0.3 s silence, 0.3 s C4, 0.4 s silence.
     let gap = |s: f64| vec![0.0f32; (s * SR) as usize];
     let notes = [(0.4, 440.0), (1.0, 261.63)];
@@ -182,6 +190,9 @@ fn tiny_tracks_short_notes_between_silences() {
             // torchcrepe's own Viterbi loses notes this short (see Decoder docs).
             continue;
         }
-        assert!(share >= 0.95, "{decoder:?}: only {share:.3} of note frames right");
+        assert!(
+            share >= 0.95,
+            "{decoder:?}: only {share:.3} of note frames right"
+        );
     }
 }

@@ -52,7 +52,10 @@ fn check_activations(capacity: Capacity) {
         .unwrap();
     let err = max_abs_diff(&got, &want.data);
     println!("{capacity}: end-to-end max abs error {err:e}");
-    assert!(err <= TOLERANCE, "{capacity}: end-to-end activations differ by {err}");
+    assert!(
+        err <= TOLERANCE,
+        "{capacity}: end-to-end activations differ by {err}"
+    );
     assert_eq!(calls, 1 + frames.shape[0].div_ceil(7));
     assert_eq!(frames.shape[1], WINDOW_SIZE);
 }
@@ -73,7 +76,11 @@ fn check_decoder(capacity: Capacity, name: &str, decoder: Decoder, repeat: usize
         .chunks_exact(PITCH_BINS)
         .flat_map(|row| std::iter::repeat_n(row, repeat).flatten().copied())
         .collect();
-    let suffix = if repeat > 1 { format!("_rep{repeat}") } else { String::new() };
+    let suffix = if repeat > 1 {
+        format!("_rep{repeat}")
+    } else {
+        String::new()
+    };
     let want = read_npy(&format!("dec_{capacity}_{name}{suffix}.npy"));
     let n = act.len() / PITCH_BINS;
     assert_eq!(want.shape, vec![2, n]);
@@ -86,9 +93,17 @@ fn check_decoder(capacity: Capacity, name: &str, decoder: Decoder, repeat: usize
         .map(|(&a, &b)| cents_between(a as f64, b as f64).abs())
         .fold(0.0, f64::max);
     let p_err = max_abs_diff(&d.periodicity, want_p);
-    println!("{capacity} {name}{suffix}: pitch within {worst_cents:.2e} cents, periodicity {p_err:e}");
-    assert!(worst_cents < 0.01, "{capacity} {name}{suffix}: {worst_cents} cents off");
-    assert!(p_err <= 1e-6, "{capacity} {name}{suffix}: periodicity off by {p_err}");
+    println!(
+        "{capacity} {name}{suffix}: pitch within {worst_cents:.2e} cents, periodicity {p_err:e}"
+    );
+    assert!(
+        worst_cents < 0.01,
+        "{capacity} {name}{suffix}: {worst_cents} cents off"
+    );
+    assert!(
+        p_err <= 1e-6,
+        "{capacity} {name}{suffix}: periodicity off by {p_err}"
+    );
 }
 
 #[test]

@@ -65,8 +65,14 @@ pub fn read_npy(name: &str) -> Npy {
         ),
     };
     let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{name}: want <f4, got {header}");
-    assert!(header.contains("'fortran_order': False"), "{name}: {header}");
+    assert!(
+        header.contains("'descr': '<f4'"),
+        "{name}: want <f4, got {header}"
+    );
+    assert!(
+        header.contains("'fortran_order': False"),
+        "{name}: {header}"
+    );
     let shape_src = header
         .split("'shape': (")
         .nth(1)
