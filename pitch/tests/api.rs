@@ -125,3 +125,11 @@ fn track_at_44k1_after_resampling() {
     let back: PitchTrack = serde_json::from_str(&json).unwrap();
     assert_eq!(back.len(), track.len());
 }
+
+#[test]
+fn crepe_can_move_to_a_blocking_thread() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Crepe>();
+    assert_send_sync::<CrepeError>();
+    assert_send_sync::<PitchTrack>();
+}

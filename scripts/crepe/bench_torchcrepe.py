@@ -24,7 +24,7 @@ except Exception:  # torchcrepe imports torchaudio only to read files
     sys.modules['torchaudio'] = types.ModuleType('torchaudio')
 import torchcrepe  # noqa: E402
 
-REPS = 3
+REPS = 5
 
 
 def glide(frames):
