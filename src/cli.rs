@@ -62,7 +62,10 @@ enum ProjectorCmd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -86,7 +89,9 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Token { sub, roles, ttl } => {
             let auth = Authenticator::new(&cfg.auth);
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
-            let token = auth.mint(&sub, &roles, ttl).context("set auth.jwt_secret (ROAR_AUTH__JWT_SECRET)")?;
+            let token = auth
+                .mint(&sub, &roles, ttl)
+                .context("set auth.jwt_secret (ROAR_AUTH__JWT_SECRET)")?;
             println!("{token}");
             Ok(())
         }
@@ -103,8 +108,15 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("binding {}", cfg.http.addr))?;
             services::orchestrator(Arc::new(cfg), listener, cancel).await
         }
-        Cmd::Projector { action: Some(ProjectorCmd::Migrate) } => {
-            let pool = roar_projections::connect(cfg.database.url.expose(), 2, std::time::Duration::from_secs(30)).await?;
+        Cmd::Projector {
+            action: Some(ProjectorCmd::Migrate),
+        } => {
+            let pool = roar_projections::connect(
+                cfg.database.url.expose(),
+                2,
+                std::time::Duration::from_secs(30),
+            )
+            .await?;
             roar_projections::migrate(&pool).await?;
             println!("read model migrated");
             Ok(())
@@ -122,7 +134,10 @@ async fn run(cli: Cli) -> Result<()> {
                 m if roar_schemas::topics::MODELS.contains(&m) => {
                     bail!("model {m} is not built into this binary yet")
                 }
-                m => bail!("unknown model {m:?}: expected probe or one of {:?}", roar_schemas::topics::MODELS),
+                m => bail!(
+                    "unknown model {m:?}: expected probe or one of {:?}",
+                    roar_schemas::topics::MODELS
+                ),
             }
         }
     }

@@ -29,26 +29,42 @@ fn port_free(port: u16, what: &str, knob: &str) -> Result<()> {
 }
 
 fn tansu_binary(cfg: &Config, opts: &DevOptions) -> Result<std::path::PathBuf> {
-    if let Some(p) = stack::find_tansu(&cfg.dev.tansu_bin) {
+    let flavor = stack::TansuFlavor::Durable;
+    if let Some(p) = stack::find_tansu(&cfg.dev.tansu_bin, flavor) {
         return Ok(p);
     }
+    let install = flavor.install_command();
     if opts.no_install {
-        bail!("the tansu broker is not installed: run `{}` (or set ROAR_DEV__TANSU_BIN)", stack::TANSU_INSTALL);
+        bail!("the tansu broker (with SQLite storage) is not installed: run `{install}` (or set ROAR_DEV__TANSU_BIN)");
     }
-    eprintln!("roar dev: the tansu broker is missing; installing it once with `{}` (about 15 minutes on 2 cores)…", stack::TANSU_INSTALL);
-    let mut args: Vec<&str> = stack::TANSU_INSTALL.split(' ').collect();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| args.remove(0).to_string());
-    if args.first() == Some(&"cargo") {
-        args.remove(0);
-    }
+    eprintln!("roar dev: the tansu broker is missing; installing it once with `{install}` (about 25 minutes on 2 cores)…");
+    let root = flavor
+        .root()
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(&cargo)
-        .args(&args)
+        .args([
+            "install",
+            "tansu",
+            "--locked",
+            "--version",
+            stack::TANSU_VERSION,
+            "--features",
+            flavor.features(),
+            "--root",
+        ])
+        .arg(&root)
         .status()
         .with_context(|| format!("running {cargo}: is the Rust toolchain installed?"))?;
     if !status.success() {
-        bail!("installing tansu failed ({status}); run `{}` by hand to see why", stack::TANSU_INSTALL);
+        bail!("installing tansu failed ({status}); run `{install}` by hand to see why");
     }
-    stack::find_tansu(&cfg.dev.tansu_bin).context("tansu was installed but is not on PATH or in ~/.cargo/bin")
+    stack::find_tansu(&cfg.dev.tansu_bin, flavor).with_context(|| {
+        format!(
+            "tansu was installed but {} has no bin/tansu",
+            root.display()
+        )
+    })
 }
 
 fn dev_secret(dir: &Path) -> Result<String> {
@@ -58,7 +74,11 @@ fn dev_secret(dir: &Path) -> Result<String> {
             return Ok(s.trim().to_string());
         }
     }
-    let s = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let s = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     std::fs::write(&path, &s)?;
     Ok(s)
 }
@@ -69,14 +89,20 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
     std::fs::create_dir_all(dir.join("broker"))?;
     let tansu = tansu_binary(&cfg, &opts)?;
 
-    let external_db = std::env::var("DATABASE_URL").ok().or_else(|| std::env::var("ROAR_DATABASE__URL").ok());
+    let external_db = std::env::var("DATABASE_URL")
+        .ok()
+        .or_else(|| std::env::var("ROAR_DATABASE__URL").ok());
     let _pg = match external_db {
         Some(url) => {
             cfg.database.url = Secret::new(url);
             None
         }
         None => {
-            port_free(cfg.dev.postgres_port, "PostgreSQL", "ROAR_DEV__POSTGRES_PORT")?;
+            port_free(
+                cfg.dev.postgres_port,
+                "PostgreSQL",
+                "ROAR_DEV__POSTGRES_PORT",
+            )?;
             let pg = Postgres::start(&dir.join("pg"), cfg.dev.postgres_port)?;
             pg.ensure_database("roar").await?;
             cfg.database.url = Secret::new(pg.url("roar"));
@@ -84,9 +110,18 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
         }
     };
 
-    port_free(cfg.dev.kafka_port, "the Kafka broker", "ROAR_DEV__KAFKA_PORT")?;
+    port_free(
+        cfg.dev.kafka_port,
+        "the Kafka broker",
+        "ROAR_DEV__KAFKA_PORT",
+    )?;
     let storage = format!("sqlite://{}", dir.join("broker/tansu.db").display());
-    let broker = Broker::start(&tansu, cfg.dev.kafka_port, &storage, &dir.join("broker/tansu.log"))?;
+    let broker = Broker::start(
+        &tansu,
+        cfg.dev.kafka_port,
+        &storage,
+        &dir.join("broker/tansu.log"),
+    )?;
     cfg.kafka.brokers = broker.bootstrap();
 
     if cfg.storage.url == roar_common::config::StorageConfig::default().url {

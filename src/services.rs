@@ -18,23 +18,37 @@ use tokio_util::sync::CancellationToken;
 /// Creates missing topics and waits for the broker (up to 60 s).
 pub async fn bootstrap_topics(cfg: &Config) -> Result<()> {
     if cfg.kafka.create_topics {
-        ensure_topics(&cfg.kafka, &topics::all(cfg.kafka.partitions), Duration::from_secs(60))
-            .await
-            .context("creating topics")?;
+        ensure_topics(
+            &cfg.kafka,
+            &topics::all(cfg.kafka.partitions),
+            Duration::from_secs(60),
+        )
+        .await
+        .context("creating topics")?;
     }
     Ok(())
 }
 
 async fn database(cfg: &Config) -> Result<sqlx::PgPool> {
-    let pool = roar_projections::connect(cfg.database.url.expose(), cfg.database.max_connections, Duration::from_secs(30))
+    let pool = roar_projections::connect(
+        cfg.database.url.expose(),
+        cfg.database.max_connections,
+        Duration::from_secs(30),
+    )
+    .await
+    .context("connecting to the read-model database (database.url)")?;
+    roar_projections::migrate(&pool)
         .await
-        .context("connecting to the read-model database (database.url)")?;
-    roar_projections::migrate(&pool).await.context("migrating the read model")?;
+        .context("migrating the read model")?;
     Ok(pool)
 }
 
 /// Serves the orchestrator on `listener` until `cancel` fires.
-pub async fn orchestrator(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
+pub async fn orchestrator(
+    cfg: Arc<Config>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<()> {
     let pool = database(&cfg).await?;
     let state = AppState {
         producer: EventProducer::new(&cfg.kafka)?,
@@ -60,7 +74,11 @@ pub async fn projector(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()
 pub async fn probe(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
     let producer = EventProducer::new(&cfg.kafka)?;
     let storage = Storage::from_config(&cfg.storage)?;
-    let handler = roar_processors::probe::Probe::new(storage, producer.clone(), cfg.processor.max_audio_seconds);
+    let handler = roar_processors::probe::Probe::new(
+        storage,
+        producer.clone(),
+        cfg.processor.max_audio_seconds,
+    );
     let spec = ConsumerSpec {
         group: roar_processors::probe::GROUP.into(),
         topics: vec![topics::FILES.into()],

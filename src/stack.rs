@@ -16,11 +16,17 @@ pub fn free_port() -> Result<u16> {
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// Runs a Postgres tool, as the `postgres` user when we are root (initdb refuses root).
@@ -55,7 +61,10 @@ impl Postgres {
         if root {
             // The postgres user must reach and own the cluster directory.
             let _ = Command::new("chmod").arg("755").arg(&dir).status();
-            let _ = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status();
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status();
         }
         if !data.join("PG_VERSION").exists() {
             let out = pg_tool("initdb")?
@@ -83,9 +92,16 @@ impl Postgres {
         if !out.status.success() {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            bail!("postgres did not start on port {port}: {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            bail!(
+                "postgres did not start on port {port}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
-        Ok(Self { dir, port, keep_running: false })
+        Ok(Self {
+            dir,
+            port,
+            keep_running: false,
+        })
     }
 
     /// `postgres://roar@127.0.0.1:port/<db>`.
@@ -97,12 +113,15 @@ impl Postgres {
     pub async fn ensure_database(&self, db: &str) -> Result<()> {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&self.url("postgres")).await?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(db)
-            .fetch_optional(&mut conn)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(db)
+                .fetch_optional(&mut conn)
+                .await?;
         if exists.is_none() {
-            sqlx::query(&format!("CREATE DATABASE \"{}\"", db.replace('"', ""))).execute(&mut conn).await?;
+            sqlx::query(&format!("CREATE DATABASE \"{}\"", db.replace('"', "")))
+                .execute(&mut conn)
+                .await?;
         }
         Ok(())
     }
@@ -134,22 +153,69 @@ impl Drop for Postgres {
     }
 }
 
-/// Where the tansu broker binary is: the configured path, PATH, or cargo's bin directory.
-pub fn find_tansu(configured: &str) -> Option<PathBuf> {
+/// The tansu release this project is tested with.
+pub const TANSU_VERSION: &str = "0.6.0";
+
+/// Which storage engines a tansu build needs. Tests only need the in-memory engine
+/// (`dynostore`); `roar dev` keeps its broker state in SQLite (`libsql`), which roughly doubles
+/// the build time, so CI never pays for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TansuFlavor {
+    /// `memory://` only: the test harness.
+    Memory,
+    /// `memory://` and `sqlite://`: `roar dev`, state survives a restart.
+    Durable,
+}
+
+impl TansuFlavor {
+    pub fn features(self) -> &'static str {
+        match self {
+            Self::Memory => "dynostore",
+            Self::Durable => "dynostore,libsql",
+        }
+    }
+
+    /// `$CARGO_HOME/roar/tansu-<version>-<features>`: one install root per flavor, so the
+    /// binary's capabilities are known from where it lives.
+    pub fn root(self) -> Option<PathBuf> {
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+        Some(cargo_home.join("roar").join(format!(
+            "tansu-{TANSU_VERSION}-{}",
+            self.features().replace(',', "-")
+        )))
+    }
+
+    /// The command that installs this flavor (what `scripts/install-tansu.sh` runs).
+    pub fn install_command(self) -> String {
+        let root = self
+            .root()
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|| "<CARGO_HOME>/roar".into());
+        format!(
+            "cargo install tansu --locked --version {TANSU_VERSION} --features {} --root {root}",
+            self.features()
+        )
+    }
+}
+
+/// Where a tansu binary able to run `flavor` is: the configured path, else the project's
+/// install roots (a durable build serves tests too).
+pub fn find_tansu(configured: &str, flavor: TansuFlavor) -> Option<PathBuf> {
     if !configured.is_empty() {
         return Some(PathBuf::from(configured)).filter(|p| p.is_file());
     }
-    if let Some(p) = on_path("tansu") {
-        return Some(p);
-    }
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-    Some(home.join("bin/tansu")).filter(|p| p.is_file())
+    let candidates: &[TansuFlavor] = match flavor {
+        TansuFlavor::Memory => &[TansuFlavor::Memory, TansuFlavor::Durable],
+        TansuFlavor::Durable => &[TansuFlavor::Durable],
+    };
+    candidates
+        .iter()
+        .filter_map(|f| f.root())
+        .map(|r| r.join("bin/tansu"))
+        .find(|p| p.is_file())
 }
-
-/// The exact command that installs the broker this project is tested with.
-pub const TANSU_INSTALL: &str = "cargo install tansu --locked --version 0.6.0 --features dynostore,libsql";
 
 /// A tansu broker child process, killed when dropped.
 pub struct Broker {
@@ -162,9 +228,18 @@ impl Broker {
     /// `sqlite://path.db`), waiting until it accepts connections.
     pub fn start(bin: &Path, port: u16, storage: &str, log: &Path) -> Result<Self> {
         let url = format!("tcp://127.0.0.1:{port}");
-        let logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let logf =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                storage,
+            ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
@@ -179,7 +254,10 @@ impl Broker {
             }
             if let Some(status) = broker.child.try_wait()? {
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
-                bail!("tansu exited ({status}) before listening: {}", tail.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+                bail!(
+                    "tansu exited ({status}) before listening: {}",
+                    tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                );
             }
             if Instant::now() > deadline {
                 bail!("tansu did not listen on port {port} within 30 s");
@@ -196,7 +274,10 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         // SIGTERM first so tansu can close its storage cleanly, then make sure.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

@@ -207,7 +207,10 @@ impl Default for KafkaConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: Secret::new("postgres://roar@127.0.0.1:5432/roar"), max_connections: 10 }
+        Self {
+            url: Secret::new("postgres://roar@127.0.0.1:5432/roar"),
+            max_connections: 10,
+        }
     }
 }
 
@@ -249,19 +252,30 @@ impl Default for ProcessorConfig {
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        Self { batch_size: 500, batch_linger_ms: 5 }
+        Self {
+            batch_size: 500,
+            batch_linger_ms: 5,
+        }
     }
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: "pretty".into(), log_level: "info".into() }
+        Self {
+            log_format: "pretty".into(),
+            log_level: "info".into(),
+        }
     }
 }
 
 impl Default for DevConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from(".roar"), tansu_bin: String::new(), kafka_port: 9092, postgres_port: 5433 }
+        Self {
+            dir: PathBuf::from(".roar"),
+            tansu_bin: String::new(),
+            kafka_port: 9092,
+            postgres_port: 5433,
+        }
     }
 }
 
@@ -278,10 +292,15 @@ impl Config {
     /// Defaults, then `file` (if any), then `ROAR_*` environment variables; validated.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("ROAR_CONFIG").map(PathBuf::from));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("ROAR_CONFIG").map(PathBuf::from));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(ConfigError::Invalid(format!("config file {} does not exist", f.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    f.display()
+                )));
             }
             fig = fig.merge(Toml::file(f));
         }
@@ -299,7 +318,10 @@ impl Config {
             return bad("kafka.brokers is empty".into());
         }
         if self.kafka.partitions < 1 {
-            return bad(format!("kafka.partitions must be ≥ 1, got {}", self.kafka.partitions));
+            return bad(format!(
+                "kafka.partitions must be ≥ 1, got {}",
+                self.kafka.partitions
+            ));
         }
         if self.processor.concurrency < 1 {
             return bad("processor.concurrency must be ≥ 1".into());
@@ -308,14 +330,23 @@ impl Config {
             return bad("projector.batch_size must be ≥ 1".into());
         }
         if !["pretty", "json"].contains(&self.telemetry.log_format.as_str()) {
-            return bad(format!("telemetry.log_format must be pretty or json, got {:?}", self.telemetry.log_format));
+            return bad(format!(
+                "telemetry.log_format must be pretty or json, got {:?}",
+                self.telemetry.log_format
+            ));
         }
         let scheme = self.storage.url.split("://").next().unwrap_or_default();
         if !["file", "s3", "memory"].contains(&scheme) || !self.storage.url.contains("://") {
-            return bad(format!("storage.url must start with file://, s3:// or memory://, got {:?}", self.storage.url));
+            return bad(format!(
+                "storage.url must start with file://, s3:// or memory://, got {:?}",
+                self.storage.url
+            ));
         }
         if url::Url::parse(&self.http.public_url).is_err() {
-            return bad(format!("http.public_url is not a URL: {:?}", self.http.public_url));
+            return bad(format!(
+                "http.public_url is not a URL: {:?}",
+                self.http.public_url
+            ));
         }
         if !self.auth.jwt_secret.expose().is_empty() && self.auth.jwt_secret.expose().len() < 16 {
             return bad("auth.jwt_secret must be at least 16 characters".into());
@@ -365,7 +396,11 @@ mod tests {
     fn invalid_values_are_refused() {
         let mut c = Config::default();
         c.storage.url = "ftp://x".into();
-        assert!(c.validate().unwrap_err().to_string().contains("storage.url"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("storage.url"));
         let mut c = Config::default();
         c.kafka.partitions = 0;
         assert!(c.validate().is_err());

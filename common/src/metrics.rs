@@ -21,15 +21,41 @@ pub const PROJECTOR_LAG_SECONDS: &str = "roar_projector_lag_seconds";
 pub fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
     describe_histogram!(HTTP_LATENCY, Unit::Seconds, "HTTP request latency by route");
-    describe_counter!(EVENTS_PRODUCED, "events acknowledged by the broker, by topic");
-    describe_counter!(MESSAGES_CONSUMED, "messages handled, by topic, group and outcome");
-    describe_counter!(DLQ_MESSAGES, "messages sent to the dead-letter topic, by source topic and kind");
+    describe_counter!(
+        EVENTS_PRODUCED,
+        "events acknowledged by the broker, by topic"
+    );
+    describe_counter!(
+        MESSAGES_CONSUMED,
+        "messages handled, by topic, group and outcome"
+    );
+    describe_counter!(
+        DLQ_MESSAGES,
+        "messages sent to the dead-letter topic, by source topic and kind"
+    );
     describe_counter!(HANDLER_RETRIES, "retryable handler failures, by group");
     describe_counter!(JOBS, "jobs finished, by model and outcome");
     describe_gauge!(JOBS_IN_FLIGHT, "jobs running now, by model");
-    describe_histogram!(INFERENCE_SECONDS, Unit::Seconds, "model run time per job, by model");
-    describe_counter!(PROJECTOR_EVENTS, "events applied to the read model, by topic");
-    describe_histogram!(PROJECTOR_BATCH_SECONDS, Unit::Seconds, "time to apply one projector batch");
-    describe_gauge!(PROJECTOR_LAG_EVENTS, "events on the topics not yet applied to the read model");
-    describe_gauge!(PROJECTOR_LAG_SECONDS, "age of the newest applied event when applied");
+    describe_histogram!(
+        INFERENCE_SECONDS,
+        Unit::Seconds,
+        "model run time per job, by model"
+    );
+    describe_counter!(
+        PROJECTOR_EVENTS,
+        "events applied to the read model, by topic"
+    );
+    describe_histogram!(
+        PROJECTOR_BATCH_SECONDS,
+        Unit::Seconds,
+        "time to apply one projector batch"
+    );
+    describe_gauge!(
+        PROJECTOR_LAG_EVENTS,
+        "events on the topics not yet applied to the read model"
+    );
+    describe_gauge!(
+        PROJECTOR_LAG_SECONDS,
+        "age of the newest applied event when applied"
+    );
 }

@@ -53,9 +53,14 @@ impl Storage {
     pub fn from_config(cfg: &StorageConfig) -> Result<Self, StorageError> {
         let url = cfg.url.as_str();
         if let Some(dir) = url.strip_prefix("file://") {
-            std::fs::create_dir_all(dir).map_err(|e| StorageError::Config(format!("{dir}: {e}")))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StorageError::Config(format!("{dir}: {e}")))?;
             let fs = LocalFileSystem::new_with_prefix(dir)?;
-            return Ok(Self { store: Arc::new(fs), s3: None, describe: url.to_string() });
+            return Ok(Self {
+                store: Arc::new(fs),
+                s3: None,
+                describe: url.to_string(),
+            });
         }
         if url.starts_with("memory://") {
             return Ok(Self::memory());
@@ -77,20 +82,32 @@ impl Storage {
                     .with_allow_http(cfg.s3_endpoint.starts_with("http://"));
             }
             let s3 = Arc::new(b.build()?);
-            return Ok(Self { store: s3.clone(), s3: Some(s3), describe: url.to_string() });
+            return Ok(Self {
+                store: s3.clone(),
+                s3: Some(s3),
+                describe: url.to_string(),
+            });
         }
-        Err(StorageError::Config(format!("unsupported storage url {url}")))
+        Err(StorageError::Config(format!(
+            "unsupported storage url {url}"
+        )))
     }
 
     /// A throw-away in-memory store.
     pub fn memory() -> Self {
-        Self { store: Arc::new(InMemory::new()), s3: None, describe: "memory://".into() }
+        Self {
+            store: Arc::new(InMemory::new()),
+            s3: None,
+            describe: "memory://".into(),
+        }
     }
 
     fn path(key: &str) -> Result<Path, StorageError> {
         let ok = !key.is_empty()
             && !key.starts_with('/')
-            && key.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+            && key
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
             && !key.contains('\\')
             && !key.chars().any(char::is_control);
         if !ok {
@@ -100,7 +117,9 @@ impl Storage {
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
-        self.store.put(&Self::path(key)?, PutPayload::from_bytes(bytes)).await?;
+        self.store
+            .put(&Self::path(key)?, PutPayload::from_bytes(bytes))
+            .await?;
         Ok(())
     }
 
@@ -112,7 +131,9 @@ impl Storage {
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         match self.store.get(&Self::path(key)?).await {
             Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound(key.to_string())),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StorageError::NotFound(key.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -127,7 +148,9 @@ impl Storage {
 
     /// Moves an object (used to publish a finished upload under its content-derived key).
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        self.store.rename(&Self::path(from)?, &Self::path(to)?).await?;
+        self.store
+            .rename(&Self::path(from)?, &Self::path(to)?)
+            .await?;
         Ok(())
     }
 
@@ -145,7 +168,12 @@ impl Storage {
     }
 
     /// A presigned URL for `method` (PUT or GET) on `key`, valid for `ttl`; `None` off S3.
-    pub async fn presign(&self, method: &str, key: &str, ttl: Duration) -> Result<Option<url::Url>, StorageError> {
+    pub async fn presign(
+        &self,
+        method: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<url::Url>, StorageError> {
         let Some(s3) = &self.s3 else { return Ok(None) };
         let method = match method {
             "PUT" => http::Method::PUT,
@@ -163,21 +191,43 @@ mod tests {
     async fn keys_cannot_escape() {
         let s = Storage::memory();
         for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a\\b", "a/\nb"] {
-            assert!(matches!(s.put(bad, Bytes::new()).await, Err(StorageError::InvalidKey(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    s.put(bad, Bytes::new()).await,
+                    Err(StorageError::InvalidKey(_))
+                ),
+                "{bad:?}"
+            );
         }
-        s.put("outputs/f1/metadata.json", Bytes::from_static(b"{}")).await.unwrap();
-        assert_eq!(s.get("outputs/f1/metadata.json").await.unwrap(), Bytes::from_static(b"{}"));
-        assert!(matches!(s.get("outputs/nope").await, Err(StorageError::NotFound(_))));
+        s.put("outputs/f1/metadata.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get("outputs/f1/metadata.json").await.unwrap(),
+            Bytes::from_static(b"{}")
+        );
+        assert!(matches!(
+            s.get("outputs/nope").await,
+            Err(StorageError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn local_store_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig { url: format!("file://{}", dir.path().display()), ..Default::default() };
+        let cfg = StorageConfig {
+            url: format!("file://{}", dir.path().display()),
+            ..Default::default()
+        };
         let s = Storage::from_config(&cfg).unwrap();
-        s.put("uploads/f1/original", Bytes::from_static(b"abc")).await.unwrap();
+        s.put("uploads/f1/original", Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
         assert!(dir.path().join("uploads/f1/original").exists());
-        assert_eq!(s.head("uploads/f1/original").await.unwrap().unwrap().size, 3);
+        assert_eq!(
+            s.head("uploads/f1/original").await.unwrap().unwrap().size,
+            3
+        );
         assert!(s.head("uploads/f2/original").await.unwrap().is_none());
     }
 }

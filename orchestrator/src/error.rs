@@ -63,7 +63,11 @@ impl IntoResponse for ApiError {
         let message = match &self {
             ApiError::Internal(detail) | ApiError::Unavailable(detail) => {
                 tracing::error!(%request_id, error = %detail, "request failed");
-                if matches!(self, ApiError::Internal(_)) { "internal error".to_string() } else { "a dependency is unavailable; retry later".to_string() }
+                if matches!(self, ApiError::Internal(_)) {
+                    "internal error".to_string()
+                } else {
+                    "a dependency is unavailable; retry later".to_string()
+                }
             }
             other => other.to_string(),
         };

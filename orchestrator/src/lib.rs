@@ -27,8 +27,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `cancel` fires, then finishes in-flight requests.
-pub async fn serve(state: AppState, listener: TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "orchestrator listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
 }

@@ -23,7 +23,9 @@ tokio::task_local! {
 
 /// The request id of the request being served by this task ("" outside a request).
 pub fn current_request_id() -> String {
-    CURRENT_REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+    CURRENT_REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_default()
 }
 
 /// A caller-supplied id is kept if it is short and printable; otherwise a new one is made.
@@ -39,18 +41,31 @@ fn request_id(req: &Request) -> String {
 /// Request id, tracing span, metrics.
 pub async fn track(req: Request, next: Next) -> Response {
     let id = request_id(&req);
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
     let method = req.method().clone();
     let span = tracing::info_span!("http", request_id = %id, %method, %route);
     let started = Instant::now();
-    let mut resp = CURRENT_REQUEST_ID.scope(id.clone(), next.run(req).instrument(span.clone())).await;
+    let mut resp = CURRENT_REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .await;
     let status = resp.status().as_u16();
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
-    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
     metrics::histogram!(HTTP_LATENCY, "route" => route).record(started.elapsed().as_secs_f64());
-    span.in_scope(|| tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "served"));
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "served"
+        )
+    });
     resp
 }
 
@@ -62,7 +77,10 @@ pub fn cors(origins: &[String]) -> CorsLayer {
     if origins.is_empty() {
         layer.allow_origin(Any)
     } else {
-        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
         layer.allow_origin(AllowOrigin::list(list))
     }
 }
@@ -87,13 +105,25 @@ impl User {
 impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AuthError::Missing);
-        let token = header.and_then(|h| h.strip_prefix("Bearer ").ok_or(AuthError::Invalid("expected a Bearer token".into())));
-        let claims = token.and_then(|t| state.auth.verify(t.trim())).map_err(|e| match e {
-            AuthError::NotConfigured => ApiError::Unavailable(e.to_string()),
-            other => ApiError::Unauthorized(other.to_string()),
-        })?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(AuthError::Missing);
+        let token = header.and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .ok_or(AuthError::Invalid("expected a Bearer token".into()))
+        });
+        let claims = token
+            .and_then(|t| state.auth.verify(t.trim()))
+            .map_err(|e| match e {
+                AuthError::NotConfigured => ApiError::Unavailable(e.to_string()),
+                other => ApiError::Unauthorized(other.to_string()),
+            })?;
         Ok(User(claims))
     }
 }

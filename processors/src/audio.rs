@@ -71,7 +71,11 @@ impl Decoded {
         if self.samples.is_empty() {
             return f64::NEG_INFINITY;
         }
-        let sum: f64 = self.samples.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
+        let sum: f64 = self
+            .samples
+            .iter()
+            .map(|s| f64::from(*s) * f64::from(*s))
+            .sum();
         db((sum / self.samples.len() as f64).sqrt())
     }
 }
@@ -83,7 +87,10 @@ fn db(x: f64) -> f64 {
 /// Decodes a whole file held in memory. `hint` is a file extension or MIME type, used only to
 /// speed up format detection.
 pub fn decode(bytes: Vec<u8>, hint: Option<&str>, max_seconds: f64) -> Result<Decoded, AudioError> {
-    let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), MediaSourceStreamOptions::default());
+    let mss = MediaSourceStream::new(
+        Box::new(Cursor::new(bytes)),
+        MediaSourceStreamOptions::default(),
+    );
     let mut h = Hint::new();
     if let Some(x) = hint {
         if x.contains('/') {
@@ -93,7 +100,12 @@ pub fn decode(bytes: Vec<u8>, hint: Option<&str>, max_seconds: f64) -> Result<De
         }
     }
     let probed = symphonia::default::get_probe()
-        .format(&h, mss, &FormatOptions::default(), &MetadataOptions::default())
+        .format(
+            &h,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
         .map_err(|e| AudioError::UnknownFormat(e.to_string()))?;
     let mut format = probed.format;
     let track = format
@@ -155,7 +167,12 @@ pub fn decode(bytes: Vec<u8>, hint: Option<&str>, max_seconds: f64) -> Result<De
     if samples.is_empty() || channels == 0 || sample_rate == 0 {
         return Err(AudioError::Empty);
     }
-    Ok(Decoded { codec, sample_rate, channels, samples })
+    Ok(Decoded {
+        codec,
+        sample_rate,
+        channels,
+        samples,
+    })
 }
 
 /// Writes interleaved f32 samples as 16-bit PCM WAV (tests and simple outputs).
@@ -187,7 +204,9 @@ mod tests {
 
     fn sine(freq: f32, rate: u32, secs: f32, amp: f32) -> Vec<f32> {
         let n = (rate as f32 * secs) as usize;
-        (0..n).map(|i| amp * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()).collect()
+        (0..n)
+            .map(|i| amp * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
+            .collect()
     }
 
     #[test]
@@ -206,15 +225,24 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_clear_errors() {
-        assert!(matches!(decode(b"definitely not audio".to_vec(), None, 60.0), Err(AudioError::UnknownFormat(_))));
+        assert!(matches!(
+            decode(b"definitely not audio".to_vec(), None, 60.0),
+            Err(AudioError::UnknownFormat(_))
+        ));
         assert!(decode(Vec::new(), Some("mp3"), 60.0).is_err());
         let wav = wav_pcm16(&sine(440.0, 8000, 0.1, 0.5), 8000, 1);
-        assert_eq!(decode(wav[..44].to_vec(), Some("wav"), 60.0).unwrap_err(), AudioError::Empty);
+        assert_eq!(
+            decode(wav[..44].to_vec(), Some("wav"), 60.0).unwrap_err(),
+            AudioError::Empty
+        );
     }
 
     #[test]
     fn refuses_audio_over_the_limit() {
         let wav = wav_pcm16(&sine(440.0, 8000, 2.0, 0.5), 8000, 1);
-        assert_eq!(decode(wav, Some("wav"), 1.0).unwrap_err(), AudioError::TooLong(1.0));
+        assert_eq!(
+            decode(wav, Some("wav"), 1.0).unwrap_err(),
+            AudioError::TooLong(1.0)
+        );
     }
 }

@@ -54,14 +54,21 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(storage: Storage, producer: EventProducer, max_audio_seconds: f64) -> Arc<Self> {
-        Arc::new(Self { storage, producer, max_audio_seconds })
+        Arc::new(Self {
+            storage,
+            producer,
+            max_audio_seconds,
+        })
     }
 
     async fn probe(&self, ev: &FileEvent, info: &FileInfo) -> Result<FileBody, HandleError> {
         let bytes = match self.storage.get(&info.storage_key).await {
             Ok(b) => b,
             Err(StorageError::NotFound(k)) => {
-                return Ok(FileBody::ProbeFailed { code: "missing_upload".into(), message: format!("uploaded object {k} is missing") });
+                return Ok(FileBody::ProbeFailed {
+                    code: "missing_upload".into(),
+                    message: format!("uploaded object {k} is missing"),
+                });
             }
             Err(e) if e.is_retryable() => return Err(HandleError::Retry(e.to_string())),
             Err(e) => return Err(HandleError::poison("invalid", e.to_string())),
@@ -69,9 +76,11 @@ impl Probe {
         let hint = extension(&info.filename).or_else(|| Some(info.mime.clone()));
         let max = self.max_audio_seconds;
         // Decoding a long song takes seconds of CPU: never on the async executor.
-        let decoded = tokio::task::spawn_blocking(move || audio::decode(bytes.to_vec(), hint.as_deref(), max))
-            .await
-            .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
+        let decoded = tokio::task::spawn_blocking(move || {
+            audio::decode(bytes.to_vec(), hint.as_deref(), max)
+        })
+        .await
+        .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
         let d = match decoded {
             Ok(d) => d,
             Err(e) => return Ok(failed(&e)),
@@ -95,8 +104,12 @@ impl Probe {
             request_ids: vec![&ev.meta.request_id],
             processing_steps: vec!["probe"],
         };
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| HandleError::Retry(e.to_string()))?;
-        self.storage.put(&key, Bytes::from(json)).await.map_err(|e| HandleError::Retry(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&meta).map_err(|e| HandleError::Retry(e.to_string()))?;
+        self.storage
+            .put(&key, Bytes::from(json))
+            .await
+            .map_err(|e| HandleError::Retry(e.to_string()))?;
         Ok(FileBody::Probed(ProbeSummary {
             metadata_key: key,
             codec: d.codec.clone(),
@@ -120,7 +133,10 @@ fn finite(db: f64) -> f64 {
 }
 
 fn failed(e: &AudioError) -> FileBody {
-    FileBody::ProbeFailed { code: e.code().into(), message: e.to_string() }
+    FileBody::ProbeFailed {
+        code: e.code().into(),
+        message: e.to_string(),
+    }
 }
 
 fn extension(filename: &str) -> Option<String> {
@@ -135,12 +151,17 @@ impl Handler for Probe {
         let FileBody::Uploaded(info) = &ev.body else {
             return Ok(());
         };
-        let span = tracing::info_span!("probe", file_id = %ev.file_id, request_id = %ev.meta.request_id);
+        let span =
+            tracing::info_span!("probe", file_id = %ev.file_id, request_id = %ev.meta.request_id);
         let body = self.probe(&ev, info).instrument(span).await?;
         if let FileBody::ProbeFailed { code, message } = &body {
             tracing::info!(%code, %message, "upload is not usable audio");
         }
-        let out = FileEvent { meta: ev.meta.follow(format!("service:{GROUP}")), file_id: ev.file_id.clone(), body };
+        let out = FileEvent {
+            meta: ev.meta.follow(format!("service:{GROUP}")),
+            file_id: ev.file_id.clone(),
+            body,
+        };
         self.producer
             .send(FILES, &ev.file_id, &out)
             .await

@@ -168,12 +168,17 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
     r.updated_at = r.updated_at.max(at);
     let terminal = is_terminal(&r.status);
     match &ev.body {
-        JobBody::Queued { owner, model_version, params_json } => {
+        JobBody::Queued {
+            owner,
+            model_version,
+            params_json,
+        } => {
             r.owner = owner.clone();
             r.model_version = model_version.clone();
             r.params = serde_json::from_str(params_json)
                 .map_err(|e| Invalid(format!("params_json is not JSON: {e}")))?;
-            let reopens = matches!(r.status.as_str(), "failed" | "canceled") && r.finished_at.is_some_and(|f| at > f);
+            let reopens = matches!(r.status.as_str(), "failed" | "canceled")
+                && r.finished_at.is_some_and(|f| at > f);
             if reopens {
                 r.status = "queued".into();
                 r.progress = 0.0;
@@ -203,7 +208,9 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
                 }
             }
         }
-        JobBody::RetryScheduled { attempt, reason, .. } => {
+        JobBody::RetryScheduled {
+            attempt, reason, ..
+        } => {
             if !terminal {
                 r.status = "queued".into();
                 r.attempt = r.attempt.max(*attempt);
@@ -219,7 +226,11 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
                 r.finished_at = Some(at);
             }
         }
-        JobBody::Failed { code, message, retryable } => {
+        JobBody::Failed {
+            code,
+            message,
+            retryable,
+        } => {
             if !terminal {
                 r.status = "failed".into();
                 r.error_code = Some(code.clone());
@@ -250,21 +261,68 @@ mod tests {
     fn ev(secs: i64, body: JobBody) -> JobEvent {
         let mut meta = EventMeta::new("r", "t");
         meta.occurred_at = DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
-        JobEvent { meta, job_id: J.into(), file_id: F.into(), model: "pitch".into(), variation: "tiny".into(), body }
+        JobEvent {
+            meta,
+            job_id: J.into(),
+            file_id: F.into(),
+            model: "pitch".into(),
+            variation: "tiny".into(),
+            body,
+        }
     }
 
     fn run(events: &[JobEvent]) -> JobRow {
-        events.iter().fold(None, |row, e| Some(apply_job(row, e).unwrap())).unwrap()
+        events
+            .iter()
+            .fold(None, |row, e| Some(apply_job(row, e).unwrap()))
+            .unwrap()
     }
 
     fn lifecycle() -> Vec<JobEvent> {
-        let out = Output { path: "p".into(), kind: "f0".into(), content_type: "application/json".into(), size: 1, sha256: "x".into() };
+        let out = Output {
+            path: "p".into(),
+            kind: "f0".into(),
+            content_type: "application/json".into(),
+            size: 1,
+            sha256: "x".into(),
+        };
         vec![
-            ev(0, JobBody::Queued { owner: "a".into(), model_version: "1".into(), params_json: "{}".into() }),
-            ev(1, JobBody::Started { worker: "w".into(), attempt: 1 }),
-            ev(2, JobBody::Progress { percent: 30.0, message: "a".into() }),
-            ev(3, JobBody::Progress { percent: 60.0, message: "b".into() }),
-            ev(4, JobBody::Completed { outputs: vec![out], duration_seconds: 1.0 }),
+            ev(
+                0,
+                JobBody::Queued {
+                    owner: "a".into(),
+                    model_version: "1".into(),
+                    params_json: "{}".into(),
+                },
+            ),
+            ev(
+                1,
+                JobBody::Started {
+                    worker: "w".into(),
+                    attempt: 1,
+                },
+            ),
+            ev(
+                2,
+                JobBody::Progress {
+                    percent: 30.0,
+                    message: "a".into(),
+                },
+            ),
+            ev(
+                3,
+                JobBody::Progress {
+                    percent: 60.0,
+                    message: "b".into(),
+                },
+            ),
+            ev(
+                4,
+                JobBody::Completed {
+                    outputs: vec![out],
+                    duration_seconds: 1.0,
+                },
+            ),
         ]
     }
 
@@ -311,23 +369,65 @@ mod tests {
         let r = run(&e[..4]);
         assert_eq!(r.progress, 60.0);
         assert_eq!(r.message.as_deref(), Some("b"));
-        let failed = run(&[e[0].clone(), ev(5, JobBody::Failed { code: "x".into(), message: "m".into(), retryable: false }), ev(6, JobBody::Completed { outputs: vec![], duration_seconds: 0.0 })]);
+        let failed = run(&[
+            e[0].clone(),
+            ev(
+                5,
+                JobBody::Failed {
+                    code: "x".into(),
+                    message: "m".into(),
+                    retryable: false,
+                },
+            ),
+            ev(
+                6,
+                JobBody::Completed {
+                    outputs: vec![],
+                    duration_seconds: 0.0,
+                },
+            ),
+        ]);
         assert_eq!(failed.status, "failed");
     }
 
     #[test]
     fn a_newer_requeue_reopens_a_failed_job_but_a_stale_one_does_not() {
-        let q = |s| ev(s, JobBody::Queued { owner: "a".into(), model_version: "1".into(), params_json: "{}".into() });
-        let fail = ev(5, JobBody::Failed { code: "x".into(), message: "m".into(), retryable: true });
+        let q = |s| {
+            ev(
+                s,
+                JobBody::Queued {
+                    owner: "a".into(),
+                    model_version: "1".into(),
+                    params_json: "{}".into(),
+                },
+            )
+        };
+        let fail = ev(
+            5,
+            JobBody::Failed {
+                code: "x".into(),
+                message: "m".into(),
+                retryable: true,
+            },
+        );
         assert_eq!(run(&[q(0), fail.clone(), q(1)]).status, "failed");
         assert_eq!(run(&[q(0), fail, q(9)]).status, "queued");
     }
 
     #[test]
     fn invalid_events_are_refused() {
-        let mut e = ev(0, JobBody::Progress { percent: 300.0, message: String::new() });
+        let mut e = ev(
+            0,
+            JobBody::Progress {
+                percent: 300.0,
+                message: String::new(),
+            },
+        );
         assert!(apply_job(None, &e).is_err());
-        e.body = JobBody::Started { worker: "w".into(), attempt: 1 };
+        e.body = JobBody::Started {
+            worker: "w".into(),
+            attempt: 1,
+        };
         e.job_id = "../x".into();
         assert!(apply_job(None, &e).is_err());
     }

@@ -5,7 +5,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Opens a pool, retrying for up to `wait` while the server starts.
-pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    wait: Duration,
+) -> Result<PgPool, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match PgPoolOptions::new()

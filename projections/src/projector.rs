@@ -42,7 +42,12 @@ impl ProjectionError {
 }
 
 /// Runs the projector until `cancel` fires.
-pub async fn run(cfg: &Config, pool: PgPool, producer: EventProducer, cancel: CancellationToken) -> Result<(), ProjectionError> {
+pub async fn run(
+    cfg: &Config,
+    pool: PgPool,
+    producer: EventProducer,
+    cancel: CancellationToken,
+) -> Result<(), ProjectionError> {
     let consumer: StreamConsumer = client_config(&cfg.kafka)
         .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
@@ -101,19 +106,29 @@ pub async fn run(cfg: &Config, pool: PgPool, producer: EventProducer, cancel: Ca
 
 /// Assigns every partition of the projected topics at the position stored in Postgres.
 async fn assign_from_db(consumer: &StreamConsumer, pool: &PgPool) -> Result<(), ProjectionError> {
-    let stored: Vec<(String, i32, i64)> = sqlx::query_as("SELECT topic, partition, next_offset FROM projector_offsets")
-        .fetch_all(pool)
-        .await?;
-    let stored: HashMap<(String, i32), i64> = stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    let stored: Vec<(String, i32, i64)> =
+        sqlx::query_as("SELECT topic, partition, next_offset FROM projector_offsets")
+            .fetch_all(pool)
+            .await?;
+    let stored: HashMap<(String, i32), i64> =
+        stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
     let mut tpl = TopicPartitionList::new();
     for topic in [FILES, JOB_EVENTS] {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
         if partitions.is_empty() {
-            return Err(ProjectionError::Other(format!("topic {topic} has no partitions (not bootstrapped?)")));
+            return Err(ProjectionError::Other(format!(
+                "topic {topic} has no partitions (not bootstrapped?)"
+            )));
         }
         for p in partitions {
-            let offset = stored.get(&(topic.to_string(), p)).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            let offset = stored
+                .get(&(topic.to_string(), p))
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.add_partition_offset(topic, p, offset)?;
         }
     }
@@ -141,7 +156,11 @@ enum Decoded {
 
 /// Applies a batch in one transaction with its offsets. If a row breaks a database constraint,
 /// the batch is re-applied one event per transaction so the culprit alone goes to the DLQ.
-pub(crate) async fn apply_batch(pool: &PgPool, producer: &EventProducer, batch: &[Delivery]) -> Result<(), ProjectionError> {
+pub(crate) async fn apply_batch(
+    pool: &PgPool,
+    producer: &EventProducer,
+    batch: &[Delivery],
+) -> Result<(), ProjectionError> {
     let started = Instant::now();
     match apply_in_tx(pool, producer, batch).await {
         Err(ProjectionError::Db(sqlx::Error::Database(e))) if batch.len() > 1 => {
@@ -167,7 +186,11 @@ pub(crate) async fn apply_batch(pool: &PgPool, producer: &EventProducer, batch: 
     Ok(())
 }
 
-async fn apply_in_tx(pool: &PgPool, producer: &EventProducer, batch: &[Delivery]) -> Result<(), ProjectionError> {
+async fn apply_in_tx(
+    pool: &PgPool,
+    producer: &EventProducer,
+    batch: &[Delivery],
+) -> Result<(), ProjectionError> {
     let mut tx = pool.begin().await?;
     let fresh = lock_and_filter(&mut tx, batch).await?;
 
@@ -228,7 +251,10 @@ async fn apply_in_tx(pool: &PgPool, producer: &EventProducer, batch: &[Delivery]
     }
     history.insert(&mut tx).await?;
     store_offsets(&mut tx, batch).await?;
-    sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
 
     for d in batch {
@@ -242,8 +268,14 @@ async fn apply_in_tx(pool: &PgPool, producer: &EventProducer, batch: &[Delivery]
 }
 
 /// Locks the batch's offset rows and drops events the model already holds.
-async fn lock_and_filter<'a>(tx: &mut Transaction<'_, Postgres>, batch: &'a [Delivery]) -> Result<Vec<&'a Delivery>, ProjectionError> {
-    let mut keys: Vec<(String, i32)> = batch.iter().map(|d| (d.topic.clone(), d.partition)).collect();
+async fn lock_and_filter<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &'a [Delivery],
+) -> Result<Vec<&'a Delivery>, ProjectionError> {
+    let mut keys: Vec<(String, i32)> = batch
+        .iter()
+        .map(|d| (d.topic.clone(), d.partition))
+        .collect();
     keys.sort();
     keys.dedup();
     let topics: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
@@ -260,7 +292,10 @@ async fn lock_and_filter<'a>(tx: &mut Transaction<'_, Postgres>, batch: &'a [Del
     let next: HashMap<(String, i32), i64> = rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
     Ok(batch
         .iter()
-        .filter(|d| next.get(&(d.topic.clone(), d.partition)).is_none_or(|n| d.offset >= *n))
+        .filter(|d| {
+            next.get(&(d.topic.clone(), d.partition))
+                .is_none_or(|n| d.offset >= *n)
+        })
         .collect())
 }
 
@@ -271,20 +306,23 @@ async fn load_rows(
 ) -> Result<(), ProjectionError> {
     if !files.is_empty() {
         let ids: Vec<String> = files.keys().cloned().collect();
-        let rows: Vec<FileRow> = sqlx::query_as("SELECT * FROM files WHERE file_id = ANY($1) ORDER BY file_id FOR UPDATE")
-            .bind(&ids)
-            .fetch_all(&mut **tx)
-            .await?;
+        let rows: Vec<FileRow> = sqlx::query_as(
+            "SELECT * FROM files WHERE file_id = ANY($1) ORDER BY file_id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
         for r in rows {
             files.insert(r.file_id.clone(), Some(r));
         }
     }
     if !jobs.is_empty() {
         let ids: Vec<String> = jobs.keys().cloned().collect();
-        let rows: Vec<JobRow> = sqlx::query_as("SELECT * FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE")
-            .bind(&ids)
-            .fetch_all(&mut **tx)
-            .await?;
+        let rows: Vec<JobRow> =
+            sqlx::query_as("SELECT * FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE")
+                .bind(&ids)
+                .fetch_all(&mut **tx)
+                .await?;
         for r in rows {
             jobs.insert(r.job_id.clone(), Some(r));
         }
@@ -374,8 +412,20 @@ struct History {
 impl History {
     fn push(&mut self, d: &Delivery, ev: &Decoded) {
         let (meta, file_id, job_id, kind, body) = match ev {
-            Decoded::File(e) => (&e.meta, &e.file_id, None, file_kind(e), serde_json::to_string(&e.body)),
-            Decoded::Job(e) => (&e.meta, &e.file_id, Some(e.job_id.clone()), e.body.kind().to_string(), serde_json::to_string(e)),
+            Decoded::File(e) => (
+                &e.meta,
+                &e.file_id,
+                None,
+                file_kind(e),
+                serde_json::to_string(&e.body),
+            ),
+            Decoded::Job(e) => (
+                &e.meta,
+                &e.file_id,
+                Some(e.job_id.clone()),
+                e.body.kind().to_string(),
+                serde_json::to_string(e),
+            ),
         };
         self.topic.push(d.topic.clone());
         self.partition.push(d.partition);
@@ -427,7 +477,10 @@ fn file_kind(e: &FileEvent) -> String {
     .to_string()
 }
 
-async fn store_offsets(tx: &mut Transaction<'_, Postgres>, batch: &[Delivery]) -> Result<(), sqlx::Error> {
+async fn store_offsets(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Delivery],
+) -> Result<(), sqlx::Error> {
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for d in batch {
         let e = next.entry((d.topic.clone(), d.partition)).or_insert(0);
@@ -456,6 +509,13 @@ async fn skip_in_tx(pool: &PgPool, d: &Delivery) -> Result<(), ProjectionError> 
     Ok(())
 }
 
-async fn dead_letter(producer: &EventProducer, d: &Delivery, kind: &str, reason: &str) -> Result<(), ProjectionError> {
-    send_dead_letter(producer, GROUP, d, kind, reason).await.map_err(|e| ProjectionError::Other(e.to_string()))
+async fn dead_letter(
+    producer: &EventProducer,
+    d: &Delivery,
+    kind: &str,
+    reason: &str,
+) -> Result<(), ProjectionError> {
+    send_dead_letter(producer, GROUP, d, kind, reason)
+        .await
+        .map_err(|e| ProjectionError::Other(e.to_string()))
 }

@@ -33,10 +33,12 @@ impl ReadModel {
     }
 
     pub async fn jobs_for_file(&self, file_id: &str) -> Result<Vec<JobRow>, sqlx::Error> {
-        sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE file_id = $1 ORDER BY created_at, job_id")
-            .bind(file_id)
-            .fetch_all(&self.pool)
-            .await
+        sqlx::query_as::<_, JobRow>(
+            "SELECT * FROM jobs WHERE file_id = $1 ORDER BY created_at, job_id",
+        )
+        .bind(file_id)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn job(&self, job_id: &str) -> Result<Option<JobRow>, sqlx::Error> {
@@ -71,7 +73,12 @@ impl ReadModel {
     }
 
     /// History entries of a file after `seq`, oldest first.
-    pub async fn history_after(&self, file_id: &str, seq: i64, limit: i64) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    pub async fn history_after(
+        &self,
+        file_id: &str,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryRow>, sqlx::Error> {
         sqlx::query_as::<_, HistoryRow>(
             "SELECT seq, job_id, kind, occurred_at, body FROM events WHERE file_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
@@ -83,18 +90,27 @@ impl ReadModel {
     }
 
     /// Whether the projector has applied the message at (`topic`, `partition`, `offset`).
-    pub async fn has_applied(&self, topic: &str, partition: i32, offset: i64) -> Result<bool, sqlx::Error> {
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT next_offset FROM projector_offsets WHERE topic = $1 AND partition = $2")
-                .bind(topic)
-                .bind(partition)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn has_applied(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM projector_offsets WHERE topic = $1 AND partition = $2",
+        )
+        .bind(topic)
+        .bind(partition)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(next.is_some_and(|n| n > offset))
     }
 
     /// Checks the database answers (readiness).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 }

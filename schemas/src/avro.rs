@@ -7,7 +7,12 @@ use apache_avro::Schema;
 use crate::wire::DecodeError;
 
 pub(crate) fn record(fields: Vec<(&str, Value)>) -> Value {
-    Value::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Value::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 pub(crate) fn string(s: &str) -> Value {
@@ -68,7 +73,9 @@ impl Fields {
     pub(crate) fn new(what: &'static str, v: Value) -> Result<Self, DecodeError> {
         match v {
             Value::Record(fields) => Ok(Self { what, fields }),
-            other => Err(DecodeError::Shape(format!("{what}: expected a record, got {other:?}"))),
+            other => Err(DecodeError::Shape(format!(
+                "{what}: expected a record, got {other:?}"
+            ))),
         }
     }
 
@@ -174,7 +181,10 @@ impl Fields {
         match self.take(name)? {
             Value::Union(idx, inner) => {
                 let variant = names.get(idx as usize).cloned().ok_or_else(|| {
-                    DecodeError::Shape(format!("{}.{name}: union index {idx} out of range", self.what))
+                    DecodeError::Shape(format!(
+                        "{}.{name}: union index {idx} out of range",
+                        self.what
+                    ))
                 })?;
                 Ok((variant, *inner))
             }

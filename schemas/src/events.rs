@@ -44,13 +44,19 @@ impl EventMeta {
 
     /// A follow-up envelope: same request and trace, new event id and time, another actor.
     pub fn follow(&self, actor: impl Into<String>) -> Self {
-        Self { traceparent: self.traceparent.clone(), ..Self::new(self.request_id.clone(), actor) }
+        Self {
+            traceparent: self.traceparent.clone(),
+            ..Self::new(self.request_id.clone(), actor)
+        }
     }
 
     fn to_value(&self) -> Value {
         record(vec![
             ("event_id", string(&self.event_id)),
-            ("occurred_at", Value::TimestampMicros(self.occurred_at.timestamp_micros())),
+            (
+                "occurred_at",
+                Value::TimestampMicros(self.occurred_at.timestamp_micros()),
+            ),
             ("request_id", string(&self.request_id)),
             ("traceparent", opt_string(&self.traceparent)),
             ("actor", string(&self.actor)),
@@ -116,11 +122,19 @@ pub struct ProbeSummary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FileBody {
-    Registered { info: FileInfo, upload_expires_at: DateTime<Utc> },
+    Registered {
+        info: FileInfo,
+        upload_expires_at: DateTime<Utc>,
+    },
     Uploaded(FileInfo),
     Probed(ProbeSummary),
-    ProbeFailed { code: String, message: String },
-    Deleted { reason: Option<String> },
+    ProbeFailed {
+        code: String,
+        message: String,
+    },
+    Deleted {
+        reason: Option<String>,
+    },
 }
 
 static FILE_BODY: LazyLock<Vec<String>> =
@@ -167,7 +181,10 @@ impl Event for FileEvent {
 
     fn to_value(&self) -> Value {
         let body = match &self.body {
-            FileBody::Registered { info, upload_expires_at } => {
+            FileBody::Registered {
+                info,
+                upload_expires_at,
+            } => {
                 let mut v = file_info_value(info);
                 if let Value::Record(f) = &mut v {
                     f.push((
@@ -193,7 +210,10 @@ impl Event for FileEvent {
             ),
             FileBody::ProbeFailed { code, message } => Value::Union(
                 3,
-                Box::new(record(vec![("code", string(code)), ("message", string(message))])),
+                Box::new(record(vec![
+                    ("code", string(code)),
+                    ("message", string(message)),
+                ])),
             ),
             FileBody::Deleted { reason } => {
                 Value::Union(4, Box::new(record(vec![("reason", opt_string(reason))])))
@@ -215,7 +235,10 @@ impl Event for FileEvent {
             "FileRegistered" => {
                 let mut b = Fields::new("FileRegistered", v)?;
                 let upload_expires_at = micros(b.long("upload_expires_at")?)?;
-                FileBody::Registered { info: file_info_fields(b)?, upload_expires_at }
+                FileBody::Registered {
+                    info: file_info_fields(b)?,
+                    upload_expires_at,
+                }
             }
             "FileUploaded" => FileBody::Uploaded(file_info(v)?),
             "FileProbed" => {
@@ -233,15 +256,24 @@ impl Event for FileEvent {
             }
             "FileProbeFailed" => {
                 let mut b = Fields::new("FileProbeFailed", v)?;
-                FileBody::ProbeFailed { code: b.string("code")?, message: b.string("message")? }
+                FileBody::ProbeFailed {
+                    code: b.string("code")?,
+                    message: b.string("message")?,
+                }
             }
             "FileDeleted" => {
                 let mut b = Fields::new("FileDeleted", v)?;
-                FileBody::Deleted { reason: b.opt_string("reason")? }
+                FileBody::Deleted {
+                    reason: b.opt_string("reason")?,
+                }
             }
             other => return Err(DecodeError::UnknownVariant(other.to_string())),
         };
-        Ok(Self { meta, file_id, body })
+        Ok(Self {
+            meta,
+            file_id,
+            body,
+        })
     }
 
     fn meta(&self) -> &EventMeta {
@@ -292,7 +324,10 @@ impl Event for JobRequested {
             ("model_version", string(&self.model_version)),
             ("params_json", string(&self.params_json)),
             ("attempt", Value::Int(self.attempt)),
-            ("not_before", opt_micros(self.not_before.map(|t| t.timestamp_micros()))),
+            (
+                "not_before",
+                opt_micros(self.not_before.map(|t| t.timestamp_micros())),
+            ),
         ])
     }
 
@@ -342,14 +377,39 @@ pub struct Output {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobBody {
-    Queued { owner: String, model_version: String, params_json: String },
-    Started { worker: String, attempt: i32 },
-    Progress { percent: f32, message: String },
-    Completed { outputs: Vec<Output>, duration_seconds: f64 },
-    Failed { code: String, message: String, retryable: bool },
-    RetryScheduled { attempt: i32, not_before: DateTime<Utc>, reason: String },
-    Canceled { reason: String },
-    Skipped { outputs: Vec<Output> },
+    Queued {
+        owner: String,
+        model_version: String,
+        params_json: String,
+    },
+    Started {
+        worker: String,
+        attempt: i32,
+    },
+    Progress {
+        percent: f32,
+        message: String,
+    },
+    Completed {
+        outputs: Vec<Output>,
+        duration_seconds: f64,
+    },
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    RetryScheduled {
+        attempt: i32,
+        not_before: DateTime<Utc>,
+        reason: String,
+    },
+    Canceled {
+        reason: String,
+    },
+    Skipped {
+        outputs: Vec<Output>,
+    },
 }
 
 impl JobBody {
@@ -419,7 +479,11 @@ impl Event for JobEvent {
 
     fn to_value(&self) -> Value {
         let (idx, body) = match &self.body {
-            JobBody::Queued { owner, model_version, params_json } => (
+            JobBody::Queued {
+                owner,
+                model_version,
+                params_json,
+            } => (
                 0,
                 record(vec![
                     ("owner", string(owner)),
@@ -427,20 +491,35 @@ impl Event for JobEvent {
                     ("params_json", string(params_json)),
                 ]),
             ),
-            JobBody::Started { worker, attempt } => {
-                (1, record(vec![("worker", string(worker)), ("attempt", Value::Int(*attempt))]))
-            }
-            JobBody::Progress { percent, message } => {
-                (2, record(vec![("percent", Value::Float(*percent)), ("message", string(message))]))
-            }
-            JobBody::Completed { outputs, duration_seconds } => (
+            JobBody::Started { worker, attempt } => (
+                1,
+                record(vec![
+                    ("worker", string(worker)),
+                    ("attempt", Value::Int(*attempt)),
+                ]),
+            ),
+            JobBody::Progress { percent, message } => (
+                2,
+                record(vec![
+                    ("percent", Value::Float(*percent)),
+                    ("message", string(message)),
+                ]),
+            ),
+            JobBody::Completed {
+                outputs,
+                duration_seconds,
+            } => (
                 3,
                 record(vec![
                     ("outputs", outputs_value(outputs)),
                     ("duration_seconds", Value::Double(*duration_seconds)),
                 ]),
             ),
-            JobBody::Failed { code, message, retryable } => (
+            JobBody::Failed {
+                code,
+                message,
+                retryable,
+            } => (
                 4,
                 record(vec![
                     ("code", string(code)),
@@ -448,11 +527,18 @@ impl Event for JobEvent {
                     ("retryable", Value::Boolean(*retryable)),
                 ]),
             ),
-            JobBody::RetryScheduled { attempt, not_before, reason } => (
+            JobBody::RetryScheduled {
+                attempt,
+                not_before,
+                reason,
+            } => (
                 5,
                 record(vec![
                     ("attempt", Value::Int(*attempt)),
-                    ("not_before", Value::TimestampMicros(not_before.timestamp_micros())),
+                    (
+                        "not_before",
+                        Value::TimestampMicros(not_before.timestamp_micros()),
+                    ),
                     ("reason", string(reason)),
                 ]),
             ),
@@ -484,10 +570,14 @@ impl Event for JobEvent {
                 model_version: b.string("model_version")?,
                 params_json: b.string("params_json")?,
             },
-            "JobStarted" => JobBody::Started { worker: b.string("worker")?, attempt: b.int("attempt")? },
-            "JobProgress" => {
-                JobBody::Progress { percent: b.float("percent")?, message: b.string("message")? }
-            }
+            "JobStarted" => JobBody::Started {
+                worker: b.string("worker")?,
+                attempt: b.int("attempt")?,
+            },
+            "JobProgress" => JobBody::Progress {
+                percent: b.float("percent")?,
+                message: b.string("message")?,
+            },
             "JobCompleted" => JobBody::Completed {
                 outputs: outputs(b.array("outputs")?)?,
                 duration_seconds: b.double("duration_seconds")?,
@@ -502,11 +592,22 @@ impl Event for JobEvent {
                 not_before: micros(b.long("not_before")?)?,
                 reason: b.string("reason")?,
             },
-            "JobCanceled" => JobBody::Canceled { reason: b.string("reason")? },
-            "JobSkipped" => JobBody::Skipped { outputs: outputs(b.array("outputs")?)? },
+            "JobCanceled" => JobBody::Canceled {
+                reason: b.string("reason")?,
+            },
+            "JobSkipped" => JobBody::Skipped {
+                outputs: outputs(b.array("outputs")?)?,
+            },
             other => return Err(DecodeError::UnknownVariant(other.to_string())),
         };
-        Ok(Self { meta, job_id, file_id, model, variation, body })
+        Ok(Self {
+            meta,
+            job_id,
+            file_id,
+            model,
+            variation,
+            body,
+        })
     }
 
     fn meta(&self) -> &EventMeta {
@@ -549,10 +650,17 @@ impl Event for ControlEvent {
         let body = match &self.body {
             ControlBody::CancelRequested { file_id, reason } => Value::Union(
                 0,
-                Box::new(record(vec![("file_id", string(file_id)), ("reason", string(reason))])),
+                Box::new(record(vec![
+                    ("file_id", string(file_id)),
+                    ("reason", string(reason)),
+                ])),
             ),
         };
-        record(vec![("meta", self.meta.to_value()), ("job_id", string(&self.job_id)), ("body", body)])
+        record(vec![
+            ("meta", self.meta.to_value()),
+            ("job_id", string(&self.job_id)),
+            ("body", body),
+        ])
     }
 
     fn from_value(v: Value) -> Result<Self, DecodeError> {
@@ -562,9 +670,10 @@ impl Event for ControlEvent {
         let (name, v) = f.variant("body", &CONTROL_BODY)?;
         let mut b = Fields::new("ControlEvent.body", v)?;
         let body = match name.as_str() {
-            "CancelRequested" => {
-                ControlBody::CancelRequested { file_id: b.string("file_id")?, reason: b.string("reason")? }
-            }
+            "CancelRequested" => ControlBody::CancelRequested {
+                file_id: b.string("file_id")?,
+                reason: b.string("reason")?,
+            },
             other => return Err(DecodeError::UnknownVariant(other.to_string())),
         };
         Ok(Self { meta, job_id, body })

@@ -15,12 +15,31 @@ fn digest(parts: &[&str]) -> String {
 
 /// `f` + 32 hex characters, from the owner and the content's sha256 (hex).
 pub fn file_id(owner: &str, content_sha256: &str) -> String {
-    format!("f{}", digest(&["roar.file.v1", owner, &content_sha256.to_ascii_lowercase()]))
+    format!(
+        "f{}",
+        digest(&["roar.file.v1", owner, &content_sha256.to_ascii_lowercase()])
+    )
 }
 
 /// `j` + 32 hex characters, from the file, model, variation, canonical params and model version.
-pub fn job_id(file_id: &str, model: &str, variation: &str, params_json: &str, model_version: &str) -> String {
-    format!("j{}", digest(&["roar.job.v1", file_id, model, variation, params_json, model_version]))
+pub fn job_id(
+    file_id: &str,
+    model: &str,
+    variation: &str,
+    params_json: &str,
+    model_version: &str,
+) -> String {
+    format!(
+        "j{}",
+        digest(&[
+            "roar.job.v1",
+            file_id,
+            model,
+            variation,
+            params_json,
+            model_version
+        ])
+    )
 }
 
 /// A file or job id as this crate makes them: a letter and 32 lowercase hex digits. Anything
@@ -28,7 +47,9 @@ pub fn job_id(file_id: &str, model: &str, variation: &str, params_json: &str, mo
 pub fn is_valid_id(prefix: char, id: &str) -> bool {
     id.len() == 33
         && id.starts_with(prefix)
-        && id[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Canonical JSON: object keys sorted at every level, no insignificant whitespace. Two requests
@@ -69,8 +90,12 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys() {
-        let a: serde_json::Value = serde_json::json!({"b": 1, "a": {"d": 2, "c": [3, {"z": 1, "y": 2}]}});
-        assert_eq!(canonical_json(&a), r#"{"a":{"c":[3,{"y":2,"z":1}],"d":2},"b":1}"#);
+        let a: serde_json::Value =
+            serde_json::json!({"b": 1, "a": {"d": 2, "c": [3, {"z": 1, "y": 2}]}});
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"c":[3,{"y":2,"z":1}],"d":2},"b":1}"#
+        );
         let j1 = job_id("f1", "demucs", "htdemucs", &canonical_json(&a), "1");
         let j2 = job_id("f1", "demucs", "htdemucs", &canonical_json(&a), "2");
         assert_ne!(j1, j2);

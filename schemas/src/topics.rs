@@ -39,13 +39,38 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 /// low-volume and their order is easiest to read whole).
 pub fn all(partitions: i32) -> Vec<TopicSpec> {
     let mut out = vec![
-        TopicSpec { name: FILES.into(), key: "file_id", partitions, retention_ms: -1 },
-        TopicSpec { name: JOB_EVENTS.into(), key: "file_id", partitions, retention_ms: -1 },
-        TopicSpec { name: CONTROL.into(), key: "job_id", partitions: 1, retention_ms: 7 * DAY_MS },
-        TopicSpec { name: DLQ.into(), key: "original key", partitions: 1, retention_ms: 30 * DAY_MS },
+        TopicSpec {
+            name: FILES.into(),
+            key: "file_id",
+            partitions,
+            retention_ms: -1,
+        },
+        TopicSpec {
+            name: JOB_EVENTS.into(),
+            key: "file_id",
+            partitions,
+            retention_ms: -1,
+        },
+        TopicSpec {
+            name: CONTROL.into(),
+            key: "job_id",
+            partitions: 1,
+            retention_ms: 7 * DAY_MS,
+        },
+        TopicSpec {
+            name: DLQ.into(),
+            key: "original key",
+            partitions: 1,
+            retention_ms: 30 * DAY_MS,
+        },
     ];
     for m in MODELS {
-        out.push(TopicSpec { name: jobs_topic(m), key: "file_id", partitions, retention_ms: 30 * DAY_MS });
+        out.push(TopicSpec {
+            name: jobs_topic(m),
+            key: "file_id",
+            partitions,
+            retention_ms: 30 * DAY_MS,
+        });
     }
     out
 }

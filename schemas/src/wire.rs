@@ -21,7 +21,10 @@ pub enum DecodeError {
     #[error("not an avro single-object message (need marker C3 01 and a fingerprint)")]
     NotSingleObject,
     #[error("unknown schema fingerprint {fingerprint} for {expected}: written by a newer or foreign producer")]
-    UnknownSchema { fingerprint: String, expected: &'static str },
+    UnknownSchema {
+        fingerprint: String,
+        expected: &'static str,
+    },
     #[error("avro datum does not match its schema: {0}")]
     Avro(String),
     #[error("event shape: {0}")]
@@ -58,7 +61,11 @@ impl SchemaSet {
                 writers.push((fp, s));
             }
         }
-        Self { current, current_fingerprint, writers }
+        Self {
+            current,
+            current_fingerprint,
+            writers,
+        }
     }
 
     /// Every schema version this build can read, current first.
@@ -67,7 +74,10 @@ impl SchemaSet {
     }
 
     fn writer(&self, fp: &[u8]) -> Option<&Schema> {
-        self.writers.iter().find(|(f, _)| f.as_slice() == fp).map(|(_, s)| s)
+        self.writers
+            .iter()
+            .find(|(f, _)| f.as_slice() == fp)
+            .map(|(_, s)| s)
     }
 }
 
@@ -108,10 +118,13 @@ pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, DecodeError> {
     // Resolution is needed only for older writers; skipping it for the current schema is both
     // faster and keeps union branches exactly as written.
     let reader = (fp != set.current_fingerprint.as_slice()).then_some(&set.current);
-    let value = from_avro_datum(writer, &mut body, reader)
-        .map_err(|e| DecodeError::Avro(e.to_string()))?;
+    let value =
+        from_avro_datum(writer, &mut body, reader).map_err(|e| DecodeError::Avro(e.to_string()))?;
     if !body.is_empty() {
-        return Err(DecodeError::Avro(format!("{} trailing bytes after the datum", body.len())));
+        return Err(DecodeError::Avro(format!(
+            "{} trailing bytes after the datum",
+            body.len()
+        )));
     }
     E::from_value(value)
 }

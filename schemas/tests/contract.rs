@@ -41,11 +41,18 @@ fn output() -> Output {
 }
 
 fn file_events() -> Vec<(&'static str, FileEvent)> {
-    let ev = |body| FileEvent { meta: meta(), file_id: "f1".into(), body };
+    let ev = |body| FileEvent {
+        meta: meta(),
+        file_id: "f1".into(),
+        body,
+    };
     vec![
         (
             "file_registered",
-            ev(FileBody::Registered { info: info(), upload_expires_at: Utc.timestamp_micros(1_790_000_900_000_000).unwrap() }),
+            ev(FileBody::Registered {
+                info: info(),
+                upload_expires_at: Utc.timestamp_micros(1_790_000_900_000_000).unwrap(),
+            }),
         ),
         ("file_uploaded", ev(FileBody::Uploaded(info()))),
         (
@@ -61,7 +68,13 @@ fn file_events() -> Vec<(&'static str, FileEvent)> {
                 rms_dbfs: -18.25,
             })),
         ),
-        ("file_probe_failed", ev(FileBody::ProbeFailed { code: "undecodable".into(), message: "no audio track".into() })),
+        (
+            "file_probe_failed",
+            ev(FileBody::ProbeFailed {
+                code: "undecodable".into(),
+                message: "no audio track".into(),
+            }),
+        ),
         ("file_deleted", ev(FileBody::Deleted { reason: None })),
     ]
 }
@@ -76,11 +89,43 @@ fn job_events() -> Vec<(&'static str, JobEvent)> {
         body,
     };
     vec![
-        ("job_queued", ev(JobBody::Queued { owner: "alice".into(), model_version: "4".into(), params_json: "{}".into() })),
-        ("job_started", ev(JobBody::Started { worker: "w1".into(), attempt: 1 })),
-        ("job_progress", ev(JobBody::Progress { percent: 42.5, message: "segment 3/7".into() })),
-        ("job_completed", ev(JobBody::Completed { outputs: vec![output()], duration_seconds: 12.0 })),
-        ("job_failed", ev(JobBody::Failed { code: "oom".into(), message: "out of memory".into(), retryable: true })),
+        (
+            "job_queued",
+            ev(JobBody::Queued {
+                owner: "alice".into(),
+                model_version: "4".into(),
+                params_json: "{}".into(),
+            }),
+        ),
+        (
+            "job_started",
+            ev(JobBody::Started {
+                worker: "w1".into(),
+                attempt: 1,
+            }),
+        ),
+        (
+            "job_progress",
+            ev(JobBody::Progress {
+                percent: 42.5,
+                message: "segment 3/7".into(),
+            }),
+        ),
+        (
+            "job_completed",
+            ev(JobBody::Completed {
+                outputs: vec![output()],
+                duration_seconds: 12.0,
+            }),
+        ),
+        (
+            "job_failed",
+            ev(JobBody::Failed {
+                code: "oom".into(),
+                message: "out of memory".into(),
+                retryable: true,
+            }),
+        ),
         (
             "job_retry_scheduled",
             ev(JobBody::RetryScheduled {
@@ -89,8 +134,18 @@ fn job_events() -> Vec<(&'static str, JobEvent)> {
                 reason: "oom".into(),
             }),
         ),
-        ("job_canceled", ev(JobBody::Canceled { reason: "user".into() })),
-        ("job_skipped", ev(JobBody::Skipped { outputs: vec![output(), output()] })),
+        (
+            "job_canceled",
+            ev(JobBody::Canceled {
+                reason: "user".into(),
+            }),
+        ),
+        (
+            "job_skipped",
+            ev(JobBody::Skipped {
+                outputs: vec![output(), output()],
+            }),
+        ),
     ]
 }
 
@@ -113,7 +168,10 @@ fn control() -> ControlEvent {
     ControlEvent {
         meta: meta(),
         job_id: "j1".into(),
-        body: ControlBody::CancelRequested { file_id: "f1".into(), reason: "user".into() },
+        body: ControlBody::CancelRequested {
+            file_id: "f1".into(),
+            reason: "user".into(),
+        },
     }
 }
 
@@ -141,8 +199,12 @@ fn check<E: Event>(name: &str, event: &E) {
     if std::env::var_os("ROAR_BLESS").is_some() {
         std::fs::write(&path, &bytes).unwrap();
     }
-    let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (run with ROAR_BLESS=1 once)"));
-    assert_eq!(bytes, golden, "{name}: wire bytes changed; if intended, bless and add a history schema");
+    let golden =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (run with ROAR_BLESS=1 once)"));
+    assert_eq!(
+        bytes, golden,
+        "{name}: wire bytes changed; if intended, bless and add a history schema"
+    );
     let from_golden: E = decode(&golden).unwrap();
     assert_eq!(&from_golden, event, "{name}: golden decodes");
 }
@@ -164,7 +226,10 @@ fn compatible<E: Event>() {
     let set = E::schemas();
     for old in set.readable() {
         if let Err(e) = SchemaCompatibility::can_read(old, &set.current) {
-            panic!("{}: current schema cannot read data written by a committed version: {e}", E::NAME);
+            panic!(
+                "{}: current schema cannot read data written by a committed version: {e}",
+                E::NAME
+            );
         }
     }
 }
@@ -184,7 +249,10 @@ fn history_holds_the_current_version() {
     // otherwise data written by this build would be unreadable to the next one's history check.
     fn has_current<E: Event>() {
         let set = E::schemas();
-        let n = set.readable().filter(|s| fingerprint(s) == set.current_fingerprint).count();
+        let n = set
+            .readable()
+            .filter(|s| fingerprint(s) == set.current_fingerprint)
+            .count();
         assert!(n >= 1, "{}", E::NAME);
         let dir = format!("{}/avro/history", env!("CARGO_MANIFEST_DIR"));
         let found = std::fs::read_dir(&dir).unwrap().any(|f| {
@@ -195,7 +263,13 @@ fn history_holds_the_current_version() {
                     .map(|s| fingerprint(&s) == set.current_fingerprint)
                     .unwrap_or(false)
         });
-        assert!(found, "{}: copy avro/{}.avsc to avro/history/{}.vN.avsc", E::NAME, E::NAME, E::NAME);
+        assert!(
+            found,
+            "{}: copy avro/{}.avsc to avro/history/{}.vN.avsc",
+            E::NAME,
+            E::NAME,
+            E::NAME
+        );
     }
     has_current::<FileEvent>();
     has_current::<JobRequested>();
@@ -209,16 +283,24 @@ fn an_incompatible_change_is_detected() {
     // Proves the compatibility check can fail: a reader that adds a field without a default
     // cannot read the committed version.
     let old = &FileEvent::schemas().current;
-    let text = include_str!("../avro/file_event.avsc")
-        .replace(r#"{"name": "file_id", "type": "string"},"#, r#"{"name": "file_id", "type": "string"}, {"name": "tenant", "type": "string"},"#);
+    let text = include_str!("../avro/file_event.avsc").replace(
+        r#"{"name": "file_id", "type": "string"},"#,
+        r#"{"name": "file_id", "type": "string"}, {"name": "tenant", "type": "string"},"#,
+    );
     let new = apache_avro::Schema::parse_str(&text).unwrap();
     assert!(SchemaCompatibility::can_read(old, &new).is_err());
 }
 
 #[test]
 fn malformed_messages_are_clear_errors() {
-    assert!(matches!(decode::<FileEvent>(b""), Err(DecodeError::NotSingleObject)));
-    assert!(matches!(decode::<FileEvent>(b"{\"json\":1}"), Err(DecodeError::NotSingleObject)));
+    assert!(matches!(
+        decode::<FileEvent>(b""),
+        Err(DecodeError::NotSingleObject)
+    ));
+    assert!(matches!(
+        decode::<FileEvent>(b"{\"json\":1}"),
+        Err(DecodeError::NotSingleObject)
+    ));
     // A job event is not a file event: the fingerprint is unknown for this type.
     let job = encode(&job_events()[0].1);
     let err = decode::<FileEvent>(&job).unwrap_err();
@@ -227,7 +309,10 @@ fn malformed_messages_are_clear_errors() {
     // Truncated datum.
     let mut bytes = encode(&file_events()[0].1);
     bytes.truncate(bytes.len() - 5);
-    assert!(matches!(decode::<FileEvent>(&bytes), Err(DecodeError::Avro(_))));
+    assert!(matches!(
+        decode::<FileEvent>(&bytes),
+        Err(DecodeError::Avro(_))
+    ));
     // Trailing garbage.
     let mut bytes = encode(&file_events()[0].1);
     bytes.push(0);
@@ -248,21 +333,33 @@ fn no_two_union_branches_look_alike() {
     // Avro schema resolution picks union branches by shape, so two branches with the same field
     // names would be confused when reading data written by an older schema version.
     fn distinct<E: Event>() {
-        let apache_avro::Schema::Record(rec) = &E::schemas().current else { return };
+        let apache_avro::Schema::Record(rec) = &E::schemas().current else {
+            return;
+        };
         for f in &rec.fields {
-            let apache_avro::Schema::Union(u) = &f.schema else { continue };
+            let apache_avro::Schema::Union(u) = &f.schema else {
+                continue;
+            };
             let mut shapes: Vec<Vec<String>> = u
                 .variants()
                 .iter()
                 .filter_map(|v| match v {
-                    apache_avro::Schema::Record(r) => Some(r.fields.iter().map(|f| f.name.clone()).collect()),
+                    apache_avro::Schema::Record(r) => {
+                        Some(r.fields.iter().map(|f| f.name.clone()).collect())
+                    }
                     _ => None,
                 })
                 .collect();
             let n = shapes.len();
             shapes.sort();
             shapes.dedup();
-            assert_eq!(shapes.len(), n, "{}.{}: two union branches have the same fields", E::NAME, f.name);
+            assert_eq!(
+                shapes.len(),
+                n,
+                "{}.{}: two union branches have the same fields",
+                E::NAME,
+                f.name
+            );
         }
     }
     distinct::<FileEvent>();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use roar::stack::{find_tansu, free_port, Broker, Postgres};
+use roar::stack::{find_tansu, free_port, Broker, Postgres, TansuFlavor};
 use roar_common::auth::Authenticator;
 use roar_common::config::Secret;
 use roar_common::Config;
@@ -27,9 +27,24 @@ pub struct Infra {
 impl Infra {
     pub async fn start() -> Infra {
         let dir = tempfile::tempdir().expect("temp dir");
-        let tansu = find_tansu(&std::env::var("ROAR_DEV__TANSU_BIN").unwrap_or_default())
-            .unwrap_or_else(|| panic!("tansu not found: run `{}` (the README's test command does)", roar::stack::TANSU_INSTALL));
-        let broker = start_with_retry(|| Broker::start(&tansu, free_port()?, "memory://tansu/", &dir.path().join("tansu.log")));
+        let tansu = find_tansu(
+            &std::env::var("ROAR_DEV__TANSU_BIN").unwrap_or_default(),
+            TansuFlavor::Memory,
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "tansu not found: run `{}` (the README's test command does)",
+                TansuFlavor::Memory.install_command()
+            )
+        });
+        let broker = start_with_retry(|| {
+            Broker::start(
+                &tansu,
+                free_port()?,
+                "memory://tansu/",
+                &dir.path().join("tansu.log"),
+            )
+        });
         let pg = start_with_retry(|| Postgres::start(&dir.path().join("pg"), free_port()?));
         pg.ensure_database("roar").await.expect("create database");
         Infra { pg, broker, dir }
@@ -83,7 +98,12 @@ impl Services {
         let cfg = Arc::new(cfg);
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(roar::services::all(cfg.clone(), listener, cancel.clone()));
-        let s = Services { base, cfg, cancel, handle: Some(handle) };
+        let s = Services {
+            base,
+            cfg,
+            cancel,
+            handle: Some(handle),
+        };
         s.wait_healthy().await;
         s
     }
@@ -105,13 +125,17 @@ impl Services {
     pub async fn stop(mut self) {
         self.cancel.cancel();
         if let Some(h) = self.handle.take() {
-            let r = tokio::time::timeout(Duration::from_secs(30), h).await.expect("services stop within 30 s");
+            let r = tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("services stop within 30 s");
             r.expect("services task").expect("services stopped cleanly");
         }
     }
 
     pub fn token(&self, sub: &str, roles: &[&str]) -> String {
-        Authenticator::new(&self.cfg.auth).mint(sub, roles, None).unwrap()
+        Authenticator::new(&self.cfg.auth)
+            .mint(sub, roles, None)
+            .unwrap()
     }
 
     pub async fn upload(&self, token: &str, filename: &str, bytes: Vec<u8>) -> reqwest::Response {
@@ -127,11 +151,21 @@ impl Services {
     }
 
     pub async fn status(&self, token: &str, file_id: &str) -> reqwest::Response {
-        reqwest::Client::new().get(format!("{}/status/{file_id}", self.base)).bearer_auth(token).send().await.unwrap()
+        reqwest::Client::new()
+            .get(format!("{}/status/{file_id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Polls `/status/{file_id}` until `done` holds for the body (30 s at most).
-    pub async fn wait_for(&self, token: &str, file_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        token: &str,
+        file_id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         for _ in 0..300 {
             let r = self.status(token, file_id).await;
@@ -154,5 +188,9 @@ impl Drop for Services {
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/audio/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/audio/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }

@@ -10,7 +10,11 @@ use crate::config::KafkaConfig;
 
 /// Creates every missing topic in `specs`; existing topics are left as they are. Retries while
 /// the broker is still starting, up to `wait`.
-pub async fn ensure_topics(cfg: &KafkaConfig, specs: &[TopicSpec], wait: Duration) -> Result<(), KafkaError> {
+pub async fn ensure_topics(
+    cfg: &KafkaConfig,
+    specs: &[TopicSpec],
+    wait: Duration,
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
     let deadline = tokio::time::Instant::now() + wait;
     let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
@@ -18,7 +22,12 @@ pub async fn ensure_topics(cfg: &KafkaConfig, specs: &[TopicSpec], wait: Duratio
         .iter()
         .zip(&retention)
         .map(|(s, r)| {
-            NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(cfg.replication)).set("retention.ms", r)
+            NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(cfg.replication),
+            )
+            .set("retention.ms", r)
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -47,12 +47,18 @@ impl Delivery {
 
     /// Decodes the payload; an undecodable payload is poison.
     pub fn decode<E: Event>(&self) -> Result<E, HandleError> {
-        let bytes = self.payload.as_deref().ok_or_else(|| HandleError::poison("undecodable", "empty payload"))?;
+        let bytes = self
+            .payload
+            .as_deref()
+            .ok_or_else(|| HandleError::poison("undecodable", "empty payload"))?;
         roar_schemas::decode(bytes).map_err(|e| HandleError::poison("undecodable", e.to_string()))
     }
 
     pub fn key_str(&self) -> String {
-        self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default()
+        self.key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -74,14 +80,21 @@ pub enum HandleError {
 
 impl HandleError {
     pub fn poison(kind: &'static str, reason: impl Into<String>) -> Self {
-        HandleError::Poison { kind, reason: reason.into() }
+        HandleError::Poison {
+            kind,
+            reason: reason.into(),
+        }
     }
 }
 
 /// Acts on one message. `Ok` promises the side effect is durable.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    async fn handle(&self, delivery: &Delivery, cancel: &CancellationToken) -> Result<(), HandleError>;
+    async fn handle(
+        &self,
+        delivery: &Delivery,
+        cancel: &CancellationToken,
+    ) -> Result<(), HandleError>;
 }
 
 /// What to consume and as whom.
@@ -103,11 +116,20 @@ pub async fn run_consumer(
     let consumer: StreamConsumer = client_config(&spec.kafka)
         .set("group.id", &spec.group)
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", spec.kafka.commit_interval_ms.to_string())
+        .set(
+            "auto.commit.interval.ms",
+            spec.kafka.commit_interval_ms.to_string(),
+        )
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", spec.kafka.session_timeout_ms.to_string())
-        .set("max.poll.interval.ms", spec.kafka.max_poll_interval_ms.to_string())
+        .set(
+            "session.timeout.ms",
+            spec.kafka.session_timeout_ms.to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            spec.kafka.max_poll_interval_ms.to_string(),
+        )
         .create()?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -131,7 +153,15 @@ pub async fn run_consumer(
             },
         };
 
-        let outcome = handle_with_retries(&spec, &consumer, &*handler, &delivery, &mut buffered, &cancel).await;
+        let outcome = handle_with_retries(
+            &spec,
+            &consumer,
+            &*handler,
+            &delivery,
+            &mut buffered,
+            &cancel,
+        )
+        .await;
         let store = match outcome {
             Ok(()) => {
                 metrics::counter!(MESSAGES_CONSUMED, "topic" => delivery.topic.clone(), "group" => spec.group.clone(), "outcome" => "ok").increment(1);
@@ -141,7 +171,15 @@ pub async fn run_consumer(
                 send_to_dlq(&spec.group, &producer, &delivery, kind, &reason, &cancel).await
             }
             Err(HandleError::Retry(reason)) => {
-                send_to_dlq(&spec.group, &producer, &delivery, "failed", &reason, &cancel).await
+                send_to_dlq(
+                    &spec.group,
+                    &producer,
+                    &delivery,
+                    "failed",
+                    &reason,
+                    &cancel,
+                )
+                .await
             }
             Err(HandleError::Abandoned) => false,
         };
@@ -151,13 +189,22 @@ pub async fn run_consumer(
             break;
         }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&delivery.topic, delivery.partition, Offset::Offset(delivery.offset + 1))?;
+        tpl.add_partition_offset(
+            &delivery.topic,
+            delivery.partition,
+            Offset::Offset(delivery.offset + 1),
+        )?;
         match consumer.store_offsets(&tpl) {
             Ok(()) => {
-                stored.insert((delivery.topic.clone(), delivery.partition), delivery.offset + 1);
+                stored.insert(
+                    (delivery.topic.clone(), delivery.partition),
+                    delivery.offset + 1,
+                );
             }
             // The partition was revoked while we worked; its new owner redoes the message.
-            Err(e) => tracing::debug!(error = %e, topic = %delivery.topic, partition = delivery.partition, "offset not stored"),
+            Err(e) => {
+                tracing::debug!(error = %e, topic = %delivery.topic, partition = delivery.partition, "offset not stored")
+            }
         }
         if cancel.is_cancelled() {
             break;
@@ -196,7 +243,9 @@ async fn handle_with_retries(
         attempt += 1;
         let result = poll_while(consumer, buffered, handler.handle(delivery, cancel)).await;
         match result {
-            Err(HandleError::Retry(reason)) if attempt < spec.kafka.max_handler_attempts && !cancel.is_cancelled() => {
+            Err(HandleError::Retry(reason))
+                if attempt < spec.kafka.max_handler_attempts && !cancel.is_cancelled() =>
+            {
                 metrics::counter!(HANDLER_RETRIES, "group" => spec.group.clone()).increment(1);
                 let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
                 tracing::warn!(group = %spec.group, topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, attempt, %reason, "handler failed; retrying");
@@ -223,7 +272,11 @@ async fn handle_with_retries(
 
 /// Drives `work` to completion while polling the consumer. Paused partitions deliver nothing
 /// new; anything already fetched is kept, in order, for after the current message.
-async fn poll_while<F>(consumer: &StreamConsumer, buffered: &mut VecDeque<Delivery>, work: F) -> Result<(), HandleError>
+async fn poll_while<F>(
+    consumer: &StreamConsumer,
+    buffered: &mut VecDeque<Delivery>,
+    work: F,
+) -> Result<(), HandleError>
 where
     F: std::future::Future<Output = Result<(), HandleError>>,
 {
@@ -253,7 +306,8 @@ async fn send_to_dlq(
     loop {
         match send_dead_letter(producer, group, d, kind, reason).await {
             Ok(_) => {
-                metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind).increment(1);
+                metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind)
+                    .increment(1);
                 return true;
             }
             Err(e) => {
@@ -278,7 +332,10 @@ pub async fn send_dead_letter(
 ) -> Result<(), KafkaError> {
     tracing::warn!(%group, topic = %d.topic, partition = d.partition, offset = d.offset, kind, %reason, "sending message to the dead-letter topic");
     let letter = DeadLetter {
-        meta: EventMeta::new(format!("dlq-{}-{}-{}", d.topic, d.partition, d.offset), format!("service:{group}")),
+        meta: EventMeta::new(
+            format!("dlq-{}-{}-{}", d.topic, d.partition, d.offset),
+            format!("service:{group}"),
+        ),
         source_topic: d.topic.clone(),
         source_partition: d.partition,
         source_offset: d.offset,
@@ -288,5 +345,8 @@ pub async fn send_dead_letter(
         error_kind: kind.to_string(),
         error: reason.to_string(),
     };
-    producer.send(roar_schemas::topics::DLQ, &d.key_str(), &letter).await.map(|_| ())
+    producer
+        .send(roar_schemas::topics::DLQ, &d.key_str(), &letter)
+        .await
+        .map(|_| ())
 }

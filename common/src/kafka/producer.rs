@@ -26,20 +26,33 @@ impl EventProducer {
     }
 
     /// Encodes `event` (Avro single-object) and sends it; resolves to (partition, offset).
-    pub async fn send<E: Event>(&self, topic: &str, key: &str, event: &E) -> Result<(i32, i64), KafkaError> {
+    pub async fn send<E: Event>(
+        &self,
+        topic: &str,
+        key: &str,
+        event: &E,
+    ) -> Result<(i32, i64), KafkaError> {
         let payload = roar_schemas::encode(event);
         self.send_raw(topic, key.as_bytes(), &payload).await
     }
 
     /// Sends bytes as they are (the DLQ forwards undecodable payloads unchanged).
-    pub async fn send_raw(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(i32, i64), KafkaError> {
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<(i32, i64), KafkaError> {
         let record = FutureRecord::to(topic).key(key).payload(payload);
         match self.inner.send(record, Duration::from_secs(30)).await {
             Ok(delivery) => {
                 metrics::counter!(EVENTS_PRODUCED, "topic" => topic.to_string()).increment(1);
                 Ok(delivery)
             }
-            Err((e, _)) => Err(KafkaError::Delivery { topic: topic.to_string(), reason: e.to_string() }),
+            Err((e, _)) => Err(KafkaError::Delivery {
+                topic: topic.to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
 

@@ -14,11 +14,24 @@ pub async fn health() -> Json<Value> {
 
 /// Readiness: the database and the object store answer.
 pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
-    let db = tokio::time::timeout(Duration::from_secs(2), s.read.ping()).await.is_ok_and(|r| r.is_ok());
-    let storage = tokio::time::timeout(Duration::from_secs(2), s.storage.head("health/probe")).await.is_ok_and(|r| r.is_ok());
+    let db = tokio::time::timeout(Duration::from_secs(2), s.read.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let storage = tokio::time::timeout(Duration::from_secs(2), s.storage.head("health/probe"))
+        .await
+        .is_ok_and(|r| r.is_ok());
     let ok = db && storage;
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "status": if ok { "ok" } else { "degraded" }, "database": db, "storage": storage })))
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(
+            json!({ "status": if ok { "ok" } else { "degraded" }, "database": db, "storage": storage }),
+        ),
+    )
 }
 
 /// Prometheus exposition.

@@ -11,7 +11,11 @@ mod upload;
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let uploads = Router::new()
         .route("/upload", post(upload::multipart_upload))
-        .layer(DefaultBodyLimit::max(usize::try_from(max_upload_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024)));
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(max_upload_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(64 * 1024),
+        ));
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

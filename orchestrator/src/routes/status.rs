@@ -7,7 +7,11 @@ use crate::middleware::User;
 use crate::{ApiError, AppState};
 
 /// A file the caller may see, or 404 (also for other users' files: no existence oracle).
-pub(crate) async fn visible_file(s: &AppState, user: &User, file_id: &str) -> Result<FileRow, ApiError> {
+pub(crate) async fn visible_file(
+    s: &AppState,
+    user: &User,
+    file_id: &str,
+) -> Result<FileRow, ApiError> {
     if !roar_schemas::ids::is_valid_id('f', file_id) {
         return Err(ApiError::NotFound);
     }
@@ -54,8 +58,14 @@ pub(crate) fn job_json(j: &JobRow) -> Value {
 }
 
 /// `GET /status/{file_id}`: the file and every job on it.
-pub async fn status(State(s): State<AppState>, user: User, Path(file_id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn status(
+    State(s): State<AppState>,
+    user: User,
+    Path(file_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let f = visible_file(&s, &user, &file_id).await?;
     let jobs = s.read.jobs_for_file(&f.file_id).await?;
-    Ok(Json(json!({ "file": file_json(&f), "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "file": file_json(&f), "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() }),
+    ))
 }

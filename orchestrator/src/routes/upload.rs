@@ -40,14 +40,25 @@ pub async fn multipart_upload(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let max = s.cfg.http.max_upload_bytes;
     let field = loop {
-        match mp.next_field().await.map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))? {
+        match mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
+        {
             Some(f) if f.name() == Some("file") => break f,
             Some(_) => continue,
-            None => return Err(ApiError::BadRequest("multipart body has no `file` field".into())),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "multipart body has no `file` field".into(),
+                ))
+            }
         }
     };
     let filename = clean_filename(field.file_name().unwrap_or("upload"));
-    let mime = field.content_type().unwrap_or("application/octet-stream").to_string();
+    let mime = field
+        .content_type()
+        .unwrap_or("application/octet-stream")
+        .to_string();
 
     let tmp_key = format!("uploads/tmp/{}", uuid::Uuid::new_v4());
     let mut writer = s.storage.writer(&tmp_key).map_err(ApiError::internal)?;
@@ -55,10 +66,16 @@ pub async fn multipart_upload(
     let mut size: u64 = 0;
     let mut field = field;
     let copied: Result<(), ApiError> = async {
-        while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))? {
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?
+        {
             size += chunk.len() as u64;
             if size > max {
-                return Err(ApiError::PayloadTooLarge(format!("upload exceeds {max} bytes")));
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "upload exceeds {max} bytes"
+                )));
             }
             hasher.update(&chunk);
             writer.write_all(&chunk).await.map_err(ApiError::internal)?;
@@ -85,7 +102,10 @@ pub async fn multipart_upload(
         }
     }
     let key = upload_key(&file_id);
-    s.storage.rename(&tmp_key, &key).await.map_err(ApiError::internal)?;
+    s.storage
+        .rename(&tmp_key, &key)
+        .await
+        .map_err(ApiError::internal)?;
 
     let event = FileEvent {
         meta: EventMeta::new(current_request_id(), format!("user:{}", user.id())),
