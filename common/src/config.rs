@@ -31,7 +31,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub http: HttpConfig,
@@ -156,26 +156,10 @@ pub struct TelemetryConfig {
 pub struct DevConfig {
     /// Where `roar dev` keeps its state (Postgres cluster, broker data, object store).
     pub dir: PathBuf,
-    /// The tansu broker binary; found on PATH or in `~/.cargo/bin` when empty.
+    /// The tansu broker binary; `~/.cargo/roar/tansu-<version>-<features>/bin/tansu` when empty.
     pub tansu_bin: String,
     pub kafka_port: u16,
     pub postgres_port: u16,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            http: HttpConfig::default(),
-            kafka: KafkaConfig::default(),
-            database: DatabaseConfig::default(),
-            storage: StorageConfig::default(),
-            auth: AuthConfig::default(),
-            processor: ProcessorConfig::default(),
-            projector: ProjectorConfig::default(),
-            telemetry: TelemetryConfig::default(),
-            dev: DevConfig::default(),
-        }
-    }
 }
 
 impl Default for HttpConfig {
@@ -366,6 +350,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::result_large_err)] // figment::Jail returns figment::Error, which is large.
     use super::*;
 
     #[test]
