@@ -131,6 +131,12 @@ pub struct ProcessorConfig {
     pub retry_base_seconds: u64,
     /// Largest input the probe decodes, in seconds of audio.
     pub max_audio_seconds: f64,
+    /// Where model weights live, one folder per model family (`crepe/tiny.pth`, ...).
+    pub models_dir: PathBuf,
+    /// Most progress events per second per job.
+    pub progress_per_second: f64,
+    /// How often a worker announces itself on the control topic.
+    pub heartbeat_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -230,6 +236,9 @@ impl Default for ProcessorConfig {
             max_attempts: 3,
             retry_base_seconds: 5,
             max_audio_seconds: 3.0 * 3600.0,
+            models_dir: PathBuf::from(".roar/models"),
+            progress_per_second: 2.0,
+            heartbeat_seconds: 10,
         }
     }
 }
@@ -306,6 +315,12 @@ impl Config {
                 "kafka.partitions must be ≥ 1, got {}",
                 self.kafka.partitions
             ));
+        }
+        if !(self.processor.progress_per_second > 0.0) {
+            return bad("processor.progress_per_second must be > 0".into());
+        }
+        if self.processor.heartbeat_seconds < 1 {
+            return bad("processor.heartbeat_seconds must be ≥ 1".into());
         }
         if self.processor.concurrency < 1 {
             return bad("processor.concurrency must be ≥ 1".into());

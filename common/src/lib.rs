@@ -1,10 +1,11 @@
-//! Plumbing every roar service shares and none owns: the typed configuration (defaults → file →
+//! Plumbing every roar service shares and none owns: the model catalogue, the typed configuration (defaults → file →
 //! `ROAR_` environment), telemetry (tracing and Prometheus metrics, with metric names in one
 //! place), the process-wide shutdown token, Kafka producer/consumer/admin helpers built on
 //! rdkafka (idempotent producer, at-least-once consumer loop with pause/resume and a dead-letter
 //! topic), object storage on `object_store`, and JWT auth primitives.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod kafka;
 pub mod metrics;

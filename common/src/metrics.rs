@@ -12,6 +12,7 @@ pub const HANDLER_RETRIES: &str = "roar_handler_retries_total";
 pub const JOBS: &str = "roar_jobs_total";
 pub const JOBS_IN_FLIGHT: &str = "roar_jobs_in_flight";
 pub const INFERENCE_SECONDS: &str = "roar_inference_seconds";
+pub const JOB_QUEUE_SECONDS: &str = "roar_job_queue_seconds";
 pub const PROJECTOR_EVENTS: &str = "roar_projector_events_total";
 pub const PROJECTOR_BATCH_SECONDS: &str = "roar_projector_batch_seconds";
 pub const PROJECTOR_LAG_EVENTS: &str = "roar_projector_lag_events";
@@ -40,6 +41,11 @@ pub fn describe() {
         INFERENCE_SECONDS,
         Unit::Seconds,
         "model run time per job, by model"
+    );
+    describe_histogram!(
+        JOB_QUEUE_SECONDS,
+        Unit::Seconds,
+        "time from a job request to its start (queue lag), by model"
     );
     describe_counter!(
         PROJECTOR_EVENTS,

@@ -167,6 +167,17 @@ impl Fields {
         }
     }
 
+    pub(crate) fn strings(&mut self, name: &str) -> Result<Vec<String>, DecodeError> {
+        let items = self.array(name)?;
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                v => Err(self.bad(name, &v)),
+            })
+            .collect()
+    }
+
     pub(crate) fn record(&mut self, name: &str, what: &'static str) -> Result<Fields, DecodeError> {
         let v = self.take(name)?;
         Fields::new(what, v)

@@ -627,7 +627,20 @@ pub struct ControlEvent {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlBody {
-    CancelRequested { file_id: String, reason: String },
+    CancelRequested {
+        file_id: String,
+        reason: String,
+    },
+    /// A processor instance is alive (sent every `interval_seconds`); `job_id` is empty.
+    WorkerAlive {
+        worker: String,
+        model: String,
+        model_version: String,
+        variations: Vec<String>,
+        device: String,
+        interval_seconds: i32,
+        stopping: bool,
+    },
 }
 
 static CONTROL_BODY: LazyLock<Vec<String>> =
@@ -640,7 +653,10 @@ impl Event for ControlEvent {
         static S: LazyLock<SchemaSet> = LazyLock::new(|| {
             SchemaSet::new(
                 include_str!("../avro/control_event.avsc"),
-                &[include_str!("../avro/history/control_event.v1.avsc")],
+                &[
+                    include_str!("../avro/history/control_event.v1.avsc"),
+                    include_str!("../avro/history/control_event.v2.avsc"),
+                ],
             )
         });
         &S
@@ -653,6 +669,29 @@ impl Event for ControlEvent {
                 Box::new(record(vec![
                     ("file_id", string(file_id)),
                     ("reason", string(reason)),
+                ])),
+            ),
+            ControlBody::WorkerAlive {
+                worker,
+                model,
+                model_version,
+                variations,
+                device,
+                interval_seconds,
+                stopping,
+            } => Value::Union(
+                1,
+                Box::new(record(vec![
+                    ("worker", string(worker)),
+                    ("model", string(model)),
+                    ("model_version", string(model_version)),
+                    (
+                        "variations",
+                        Value::Array(variations.iter().map(|v| string(v)).collect()),
+                    ),
+                    ("device", string(device)),
+                    ("interval_seconds", Value::Int(*interval_seconds)),
+                    ("stopping", Value::Boolean(*stopping)),
                 ])),
             ),
         };
@@ -673,6 +712,15 @@ impl Event for ControlEvent {
             "CancelRequested" => ControlBody::CancelRequested {
                 file_id: b.string("file_id")?,
                 reason: b.string("reason")?,
+            },
+            "WorkerAlive" => ControlBody::WorkerAlive {
+                worker: b.string("worker")?,
+                model: b.string("model")?,
+                model_version: b.string("model_version")?,
+                variations: b.strings("variations")?,
+                device: b.string("device")?,
+                interval_seconds: b.int("interval_seconds")?,
+                stopping: b.boolean("stopping")?,
             },
             other => return Err(DecodeError::UnknownVariant(other.to_string())),
         };

@@ -175,6 +175,22 @@ fn control() -> ControlEvent {
     }
 }
 
+fn worker_alive() -> ControlEvent {
+    ControlEvent {
+        meta: meta(),
+        job_id: String::new(),
+        body: ControlBody::WorkerAlive {
+            worker: "pitch@host-1".into(),
+            model: "pitch".into(),
+            model_version: "crepe-1".into(),
+            variations: vec!["tiny".into(), "full".into()],
+            device: "cpu".into(),
+            interval_seconds: 10,
+            stopping: false,
+        },
+    }
+}
+
 fn dead_letter() -> DeadLetter {
     DeadLetter {
         meta: meta(),
@@ -219,6 +235,7 @@ fn every_event_round_trips_and_matches_golden_bytes() {
     }
     check("job_requested", &job_request());
     check("control_cancel_requested", &control());
+    check("control_worker_alive", &worker_alive());
     check("dead_letter", &dead_letter());
 }
 

@@ -4,10 +4,12 @@
 
 mod admin;
 mod consumer;
+mod control;
 mod producer;
 
 pub use admin::ensure_topics;
 pub use consumer::{run_consumer, send_dead_letter, ConsumerSpec, Delivery, HandleError, Handler};
+pub use control::{ControlFollower, LiveWorker, RunningGuard};
 pub use producer::EventProducer;
 
 use rdkafka::ClientConfig;

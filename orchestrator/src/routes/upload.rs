@@ -7,13 +7,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use roar_common::storage::upload_key;
+
 use crate::middleware::{current_request_id, User};
 use crate::{ApiError, AppState};
 
-/// `uploads/{file_id}/original`: where an upload's bytes live.
-pub fn upload_key(file_id: &str) -> String {
-    format!("uploads/{file_id}/original")
-}
 
 /// Keeps only the last path segment of a client-supplied name, without control characters.
 pub(crate) fn clean_filename(name: &str) -> String {

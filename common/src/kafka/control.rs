@@ -1,0 +1,283 @@
+//! Following `roar.control.v1`: every processor and orchestrator instance reads the whole topic
+//! itself (no consumer group shares it), so a cancel reaches whichever worker runs the job and
+//! every orchestrator knows which workers are alive. Nothing here stores offsets: a restart
+//! re-reads the topic from the beginning (it is small and has a short retention), which also
+//! catches a cancel that was sent before the job reached a worker.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use roar_schemas::topics::CONTROL;
+use roar_schemas::{ControlBody, ControlEvent};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{client_config, KafkaError};
+use crate::config::KafkaConfig;
+
+/// Cancelled job ids remembered; older ones are forgotten first (bounded memory).
+const MAX_CANCELED: usize = 100_000;
+
+/// A worker as its last announcement described it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LiveWorker {
+    pub worker: String,
+    pub model: String,
+    pub model_version: String,
+    pub variations: Vec<String>,
+    pub device: String,
+    pub last_seen: DateTime<Utc>,
+    /// When the worker promised to announce itself again by.
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct State {
+    canceled: HashMap<String, ()>,
+    canceled_order: VecDeque<String>,
+    running: HashMap<String, Arc<AtomicBool>>,
+    workers: HashMap<String, LiveWorker>,
+}
+
+/// What the control topic has said so far.
+#[derive(Default)]
+pub struct ControlFollower {
+    state: Mutex<State>,
+    caught_up: AtomicBool,
+}
+
+/// Removes a running job's stop flag when the job ends.
+pub struct RunningGuard {
+    follower: Arc<ControlFollower>,
+    job_id: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.follower.lock().running.remove(&self.job_id);
+    }
+}
+
+impl ControlFollower {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps inconsistent: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts following the topic in the background until `cancel` fires.
+    pub fn spawn(kafka: &KafkaConfig, cancel: CancellationToken) -> Result<Arc<Self>, KafkaError> {
+        let consumer: StreamConsumer = client_config(kafka)
+            .set("group.id", format!("roar-control-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        let me = Arc::new(Self::default());
+        let follower = me.clone();
+        tokio::spawn(async move {
+            if let Err(e) = follower.follow(consumer, cancel).await {
+                tracing::error!(error = %e, "control topic follower stopped");
+            }
+        });
+        Ok(me)
+    }
+
+    async fn follow(&self, consumer: StreamConsumer, cancel: CancellationToken) -> Result<(), KafkaError> {
+        // Assign every partition from the beginning: no group membership, no rebalances.
+        let partitions = loop {
+            let md = consumer.fetch_metadata(Some(CONTROL), Duration::from_secs(5));
+            match md.ok().and_then(|m| m.topics().first().map(|t| t.partitions().len())) {
+                Some(n) if n > 0 => break n,
+                _ => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(CONTROL, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let end = high_watermarks(&consumer, partitions);
+        let mut seen: HashMap<i32, i64> = HashMap::new();
+        if end.iter().all(|&(_, h)| h <= 0) {
+            self.caught_up.store(true, Ordering::Release);
+        }
+        loop {
+            let m = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                m = consumer.recv() => m,
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control topic read failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            seen.insert(m.partition(), m.offset() + 1);
+            match m.payload().map(roar_schemas::decode::<ControlEvent>) {
+                Some(Ok(ev)) => self.apply(ev),
+                // Nobody owns this topic's DLQ duty: a bad control message is only logged.
+                Some(Err(e)) => tracing::warn!(offset = m.offset(), error = %e, "undecodable control message skipped"),
+                None => {}
+            }
+            if !self.caught_up.load(Ordering::Relaxed)
+                && end.iter().all(|(p, h)| seen.get(p).copied().unwrap_or(0) >= *h)
+            {
+                self.caught_up.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Applies one control event (also usable without a broker).
+    pub fn apply(&self, ev: ControlEvent) {
+        let mut s = self.lock();
+        match ev.body {
+            ControlBody::CancelRequested { .. } => {
+                if let Some(flag) = s.running.get(&ev.job_id) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                if s.canceled.insert(ev.job_id.clone(), ()).is_none() {
+                    s.canceled_order.push_back(ev.job_id);
+                    while s.canceled_order.len() > MAX_CANCELED {
+                        if let Some(old) = s.canceled_order.pop_front() {
+                            s.canceled.remove(&old);
+                        }
+                    }
+                }
+            }
+            ControlBody::WorkerAlive {
+                worker,
+                model,
+                model_version,
+                variations,
+                device,
+                interval_seconds,
+                stopping,
+            } => {
+                if stopping {
+                    s.workers.remove(&worker);
+                    return;
+                }
+                let last_seen = ev.meta.occurred_at;
+                // Two missed announcements and the worker counts as gone.
+                let expires_at = last_seen + chrono::Duration::seconds(2 * i64::from(interval_seconds.max(1)));
+                s.workers.insert(
+                    worker.clone(),
+                    LiveWorker { worker, model, model_version, variations, device, last_seen, expires_at },
+                );
+            }
+        }
+    }
+
+    /// Whether the topic has been read up to where it was when following began.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    pub fn is_canceled(&self, job_id: &str) -> bool {
+        self.lock().canceled.contains_key(job_id)
+    }
+
+    /// Registers a running job; its flag is raised when a cancel for it arrives (or already
+    /// had). The registration ends when the guard drops.
+    pub fn register(self: &Arc<Self>, job_id: &str, flag: Arc<AtomicBool>) -> RunningGuard {
+        let mut s = self.lock();
+        if s.canceled.contains_key(job_id) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        s.running.insert(job_id.to_string(), flag);
+        RunningGuard { follower: self.clone(), job_id: job_id.to_string() }
+    }
+
+    /// Workers whose announcement has not expired at `now`.
+    pub fn live_workers(&self, now: DateTime<Utc>) -> Vec<LiveWorker> {
+        let mut v: Vec<LiveWorker> = self.lock().workers.values().filter(|w| w.expires_at > now).cloned().collect();
+        v.sort_by(|a, b| (&a.model, &a.worker).cmp(&(&b.model, &b.worker)));
+        v
+    }
+}
+
+fn high_watermarks(consumer: &StreamConsumer, partitions: usize) -> Vec<(i32, i64)> {
+    (0..partitions as i32)
+        .map(|p| {
+            let h = consumer
+                .fetch_watermarks(CONTROL, p, Duration::from_secs(5))
+                .map(|(_, h)| h)
+                .unwrap_or(0);
+            (p, h)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roar_schemas::EventMeta;
+
+    fn cancel(job: &str) -> ControlEvent {
+        ControlEvent {
+            meta: EventMeta::new("r".into(), "u".into()),
+            job_id: job.into(),
+            body: ControlBody::CancelRequested { file_id: "f".into(), reason: "user".into() },
+        }
+    }
+
+    fn alive(worker: &str, stopping: bool) -> ControlEvent {
+        ControlEvent {
+            meta: EventMeta::new("r".into(), "w".into()),
+            job_id: String::new(),
+            body: ControlBody::WorkerAlive {
+                worker: worker.into(),
+                model: "pitch".into(),
+                model_version: "v".into(),
+                variations: vec!["tiny".into()],
+                device: "cpu".into(),
+                interval_seconds: 10,
+                stopping,
+            },
+        }
+    }
+
+    #[test]
+    fn cancel_raises_the_flag_of_a_running_job_and_of_one_that_starts_later() {
+        let f = Arc::new(ControlFollower::default());
+        let running = Arc::new(AtomicBool::new(false));
+        let _g = f.register("j1", running.clone());
+        f.apply(cancel("j1"));
+        assert!(running.load(Ordering::Relaxed));
+
+        f.apply(cancel("j2"));
+        let later = Arc::new(AtomicBool::new(false));
+        let g2 = f.register("j2", later.clone());
+        assert!(later.load(Ordering::Relaxed));
+        drop(g2);
+        assert!(!f.lock().running.contains_key("j2"));
+        assert!(!f.is_canceled("j3"));
+    }
+
+    #[test]
+    fn workers_expire_and_leave_on_stopping() {
+        let f = ControlFollower::default();
+        f.apply(alive("a", false));
+        f.apply(alive("b", false));
+        let now = Utc::now();
+        assert_eq!(f.live_workers(now).len(), 2);
+        assert!(f.live_workers(now + chrono::Duration::seconds(21)).is_empty());
+        f.apply(alive("a", true));
+        let live = f.live_workers(now);
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].worker, "b");
+    }
+}
