@@ -3,9 +3,10 @@
 //! tempi near 120 BPM, and a beat grid phased onto the onsets.
 //!
 //! Why these steps:
-//! * Log-compressed spectral flux (positive magnitude changes only) rises at
-//!   every note or drum onset regardless of pitch, and the log keeps soft
-//!   hi-hats visible next to loud kicks.
+//! * Log-compressed spectral flux (positive level changes only) in
+//!   log-spaced bands rises at every note or drum onset regardless of pitch;
+//!   the log keeps soft onsets visible next to loud ones, and the bands keep
+//!   the many high-frequency bins from outweighing the bass.
 //! * Subtracting a running mean and smoothing a little leaves onset pulses
 //!   whose autocorrelation peaks at the beat period and its multiples.
 //! * A pulse train autocorrelates equally well at the beat, at half the
@@ -33,6 +34,8 @@ const PRIOR_OCTAVES: f64 = 1.0;
 const MAX_REFINE_S: f64 = 4.0;
 /// Half-lag to lag autocorrelation ratio above which the faster tempo wins.
 const UNACCENTED_RATIO: f64 = 0.9;
+/// Log-spaced bands of the onset envelope.
+const BANDS: usize = 48;
 /// Shorter audio gives no tempo.
 const MIN_SECONDS: f64 = 3.0;
 
@@ -114,13 +117,22 @@ fn onset_envelope(samples: &[f32]) -> Vec<f64> {
     padded.extend_from_slice(samples);
     let spectra = stft_magnitudes(&padded, FFT, HOP);
     let scale = 4.0 / FFT as f32; // a full-scale sine peaks near 1
+    let bands = band_edges();
     let mut prev: Option<Vec<f32>> = None;
     let mut flux = Vec::with_capacity(samples.len() / HOP + 1);
     for (t, mag) in spectra.into_iter().enumerate() {
         if t * HOP > samples.len() {
             break;
         }
-        let log: Vec<f32> = mag.iter().map(|m| (1.0 + 100.0 * m * scale).ln()).collect();
+        let log: Vec<f32> = bands
+            .windows(2)
+            .map(|b| {
+                let rms = (mag[b[0]..b[1]].iter().map(|m| m * m).sum::<f32>()
+                    / (b[1] - b[0]) as f32)
+                    .sqrt();
+                (1.0 + 100.0 * rms * scale).ln()
+            })
+            .collect();
         let f = prev.as_ref().map_or(0.0, |p| {
             log.iter()
                 .zip(p)
@@ -154,6 +166,19 @@ fn onset_envelope(samples: &[f32]) -> Vec<f64> {
                 .sum()
         })
         .collect()
+}
+
+/// Bin edges of about 40 log-spaced bands from 30 Hz to 8 kHz (each at
+/// least one bin wide). Summing flux over linear bins would let the top
+/// octave, half of all bins, outvote everything else; per band, a kick
+/// counts as much as a hi-hat, as for a listener.
+fn band_edges() -> Vec<usize> {
+    let (lo, hi) = (2.0f64, (FFT / 2) as f64); // 31 Hz .. 8 kHz
+    let mut edges: Vec<usize> = (0..=BANDS)
+        .map(|i| (lo * (hi / lo).powf(i as f64 / BANDS as f64)).round() as usize)
+        .collect();
+    edges.dedup();
+    edges
 }
 
 /// Autocorrelation coefficients (lag 0 = 1) of the mean-removed envelope up
