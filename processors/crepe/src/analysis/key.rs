@@ -5,8 +5,10 @@
 //! floor spreads thinly and evenly instead of drowning the tonal content;
 //! each peak's frequency is refined by parabolic interpolation so that low
 //! notes, whose semitones are narrower than an FFT bin, still land in the
-//! right pitch class. The best-correlated profile gives the key (Pearson r
-//! is insensitive to overall level and the profiles' own offset).
+//! right pitch class. The tuning (offset from A440) is estimated from the
+//! same peaks and removed before folding them into pitch classes. The
+//! best-correlated profile gives the key (Pearson r is insensitive to
+//! overall level and to the profiles' own offset).
 
 use serde::{Deserialize, Serialize};
 
@@ -55,12 +57,14 @@ pub struct Key {
     pub chroma: [f32; 12],
     /// Name of the second-best key (often the relative major/minor).
     pub runner_up: String,
+    /// Estimated tuning relative to A440 equal temperament, cents (-50..50).
+    pub tuning_cents: f32,
 }
 
 /// Estimates the key of a 16 kHz signal; `None` for silence or audio shorter
 /// than one analysis frame (0.256 s).
 pub fn estimate_key(samples_16k: &[f32]) -> Option<Key> {
-    let chroma = chroma(samples_16k)?;
+    let (chroma, tuning_cents) = chroma(samples_16k)?;
     let total: f64 = chroma.iter().sum();
     if total <= 0.0 || !total.is_finite() {
         return None;
@@ -93,12 +97,38 @@ pub fn estimate_key(samples_16k: &[f32]) -> Option<Key> {
         confidence: (r.max(0.0) * tonal).clamp(0.0, 1.0) as f32,
         chroma: std::array::from_fn(|i| (chroma[i] / max) as f32),
         runner_up: name(scores[1].1, scores[1].2),
+        tuning_cents: tuning_cents as f32,
     })
 }
 
-/// Summed peak magnitudes per pitch class, or `None` for silence / too
-/// little audio.
-fn chroma(samples: &[f32]) -> Option<Vec<f64>> {
+/// Summed peak magnitudes per pitch class and the tuning offset (cents,
+/// -50..50) they were folded with, or `None` for silence / too little audio.
+fn chroma(samples: &[f32]) -> Option<(Vec<f64>, f64)> {
+    let peaks = peaks(samples)?;
+    // Tuning: the magnitude-weighted circular mean of each peak's distance to
+    // the nearest equal-tempered semitone, so that a recording tuned away from
+    // A440 (up to a quarter tone) still folds onto the right pitch classes.
+    let (mut re, mut im) = (0.0f64, 0.0f64);
+    for &(midi, m) in &peaks {
+        let angle = std::f64::consts::TAU * (midi - midi.round());
+        re += m * angle.cos();
+        im += m * angle.sin();
+    }
+    let tuning = if re.hypot(im) > 1e-12 {
+        im.atan2(re) / std::f64::consts::TAU
+    } else {
+        0.0
+    };
+    let mut chroma = vec![0.0f64; 12];
+    for (midi, m) in peaks {
+        chroma[((midi - tuning).round() as i64).rem_euclid(12) as usize] += m;
+    }
+    Some((chroma, 100.0 * tuning))
+}
+
+/// Spectral peaks (fractional MIDI pitch, magnitude) of every frame that is
+/// not silent.
+fn peaks(samples: &[f32]) -> Option<Vec<(f64, f64)>> {
     if samples.len() < FFT || rms_db(samples, -200.0) < SILENCE_DB {
         return None;
     }
@@ -106,7 +136,8 @@ fn chroma(samples: &[f32]) -> Option<Vec<f64>> {
     let lo = (F_LO / bin_hz).floor().max(1.0) as usize;
     let hi = ((F_HI / bin_hz).ceil() as usize).min(FFT / 2 - 1);
     let frame_floor = 10f32.powf(SILENCE_DB / 20.0) * FFT as f32 / 4.0;
-    let mut chroma = vec![0.0f64; 12];
+    let db = |x: f32| 20.0 * (x.max(1e-12) as f64).log10();
+    let mut out = Vec::new();
     for mag in stft_magnitudes(samples, FFT, HOP) {
         let strongest = mag[lo..=hi].iter().copied().fold(0.0, f32::max);
         if strongest < frame_floor {
@@ -118,14 +149,13 @@ fn chroma(samples: &[f32]) -> Option<Vec<f64>> {
             if m < min_peak || m <= mag[k - 1] || m < mag[k + 1] {
                 continue;
             }
-            let db = |x: f32| 20.0 * (x.max(1e-12) as f64).log10();
             let off = parabolic_offset(db(mag[k - 1]), db(m), db(mag[k + 1]));
             let hz = (k as f64 + off) * bin_hz;
             let midi = 69.0 + 12.0 * (hz / 440.0).log2();
             if midi.is_finite() {
-                chroma[(midi.round() as i64).rem_euclid(12) as usize] += m as f64;
+                out.push((midi, m as f64));
             }
         }
     }
-    Some(chroma)
+    Some(out)
 }

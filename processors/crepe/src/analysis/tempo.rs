@@ -248,7 +248,7 @@ fn refine_period(acf: &[f64], lag: usize) -> f64 {
 /// the most onset strength, each beat nudged to the strongest onset within
 /// 10 % of a period so that slight drift is followed.
 fn beat_times(env: &[f64], period: f64, fps: f64) -> Vec<f64> {
-    if env.is_empty() || !(period >= 1.0) {
+    if env.is_empty() || period.is_nan() || period < 1.0 {
         return Vec::new();
     }
     let at = |pos: f64| env.get(pos.round() as usize).copied().unwrap_or(0.0);

@@ -25,6 +25,7 @@ fn major_passage(transpose: f64) -> Vec<f32> {
 
 fn check(key: Option<Key>, name: &str) -> Key {
     let key = key.expect("a key");
+    eprintln!("{name}: {key:?}");
     assert_eq!(key.name, name, "{key:?}");
     assert_eq!(key.name, format!("{} {}", key.tonic, key.mode));
     assert!(key.confidence > 0.5, "{key:?}");
@@ -47,6 +48,17 @@ fn c_major_scale_and_cadence() {
             "{c:?}"
         );
     }
+}
+
+#[test]
+fn detuned_recording() {
+    // 40 cents sharp and 35 cents flat of A440: same key, tuning reported.
+    for (shift, cents) in [(0.4, 40.0), (-0.35, -35.0)] {
+        let key = check(estimate_key(&major_passage(shift)), "C major");
+        assert!((key.tuning_cents - cents).abs() < 5.0, "{key:?}");
+    }
+    let key = check(estimate_key(&major_passage(0.0)), "C major");
+    assert!(key.tuning_cents.abs() < 5.0, "{key:?}");
 }
 
 #[test]
@@ -106,6 +118,7 @@ fn silence_short_and_noise() {
         .map(|x| 0.3 * x)
         .collect();
     if let Some(k) = estimate_key(&white) {
+        eprintln!("noise: {k:?}");
         assert!(k.confidence < 0.3, "noise: {k:?}");
         assert!(k.chroma.iter().all(|c| c.is_finite()));
     }

@@ -6,6 +6,7 @@ use crate::synth::{add_tone, click_track, drum_pattern, noise, SR};
 
 fn check(t: Option<Tempo>, bpm: f64, what: &str) -> Tempo {
     let t = t.unwrap_or_else(|| panic!("{what}: no tempo"));
+    eprintln!("{what} {bpm}: {} BPM, confidence {}", t.bpm, t.confidence);
     assert!(
         (t.bpm - bpm).abs() <= 2.0,
         "{what}: {} BPM, want {bpm}",
@@ -77,12 +78,14 @@ fn silence_noise_tone_and_short_input() {
         .map(|x| 0.3 * x)
         .collect();
     if let Some(t) = estimate_tempo(&white) {
+        eprintln!("noise: {} BPM, confidence {}", t.bpm, t.confidence);
         assert!(t.confidence < 0.2, "noise: {t:?}");
         assert!((60.0..=200.0).contains(&t.bpm));
     }
     let mut tone = vec![0.0; (SR * 10.0) as usize];
     add_tone(&mut tone, 69.0, 0.0, 10.0, 0.5);
     if let Some(t) = estimate_tempo(&tone) {
+        eprintln!("tone: {} BPM, confidence {}", t.bpm, t.confidence);
         assert!(t.confidence < 0.2, "steady tone: {t:?}");
     }
     let mut nan = click_track(120.0, 10.0, 0.0);
