@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::spectrum::{rms_db, stft_magnitudes};
+use super::spectrum::{for_each_spectrum, rms_db};
 use super::stats::{parabolic_offset, pearson};
 
 /// Pitch-class names, index 0 = C, sharps for black keys.
@@ -138,10 +138,10 @@ fn peaks(samples: &[f32]) -> Option<Vec<(f64, f64)>> {
     let frame_floor = 10f32.powf(SILENCE_DB / 20.0) * FFT as f32 / 4.0;
     let db = |x: f32| 20.0 * (x.max(1e-12) as f64).log10();
     let mut out = Vec::new();
-    for mag in stft_magnitudes(samples, FFT, HOP) {
+    for_each_spectrum(samples, FFT, HOP, 0, |_, mag| {
         let strongest = mag[lo..=hi].iter().copied().fold(0.0, f32::max);
         if strongest < frame_floor {
-            continue;
+            return;
         }
         let min_peak = strongest * 10f32.powf(-PEAK_RANGE_DB / 20.0);
         for k in lo..=hi {
@@ -156,6 +156,6 @@ fn peaks(samples: &[f32]) -> Option<Vec<(f64, f64)>> {
                 out.push((midi, m as f64));
             }
         }
-    }
+    });
     Some(out)
 }

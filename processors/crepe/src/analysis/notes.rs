@@ -133,7 +133,7 @@ pub fn frame_rms_db(track: &PitchTrack, audio_16k: &[f32], floor: f32) -> Vec<f3
             }
             let c = (t * sr).round() as usize;
             let lo = c.saturating_sub(half).min(audio_16k.len());
-            let hi = (c + half).min(audio_16k.len());
+            let hi = c.saturating_add(half).min(audio_16k.len());
             rms_db(&audio_16k[lo..hi], floor)
         })
         .collect()

@@ -90,30 +90,30 @@ fn range_median(p: &[f32], r: (usize, usize)) -> f32 {
 /// is too short to be a note at all; shortest piece first. A real short note
 /// a semitone or more away survives.
 fn absorb_short(p: &[f32], ranges: &mut Vec<(usize, usize)>, cut: &Cut) {
-    loop {
+    let mut meds: Vec<f32> = ranges.iter().map(|&r| range_median(p, r)).collect();
+    while ranges.len() > 1 {
         let mut best: Option<(usize, usize, usize)> = None; // (len, piece, neighbour)
         for i in 0..ranges.len() {
             let len = ranges[i].1 - ranges[i].0;
-            if len >= cut.window || ranges.len() < 2 {
+            if len >= cut.window || best.is_some_and(|b| len >= b.0) {
                 continue;
             }
-            let m = range_median(p, ranges[i]);
             let near = [i.checked_sub(1), (i + 1 < ranges.len()).then_some(i + 1)]
                 .into_iter()
                 .flatten()
-                .map(|j| (j, (range_median(p, ranges[j]) - m).abs()))
+                .map(|j| (j, (meds[j] - meds[i]).abs()))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .filter(|&(_, d)| d <= cut.merge || len < cut.min_len);
             if let Some((j, _)) = near {
-                if best.is_none_or(|b| len < b.0) {
-                    best = Some((len, i, j));
-                }
+                best = Some((len, i, j));
             }
         }
         let Some((_, i, j)) = best else { return };
         let (lo, hi) = (i.min(j), i.max(j));
         ranges[lo] = (ranges[lo].0, ranges[hi].1);
         ranges.remove(hi);
+        meds.remove(hi);
+        meds[lo] = range_median(p, ranges[lo]);
     }
 }
 

@@ -3,24 +3,35 @@
 
 use realfft::RealFftPlanner;
 
-/// Magnitude spectra of `samples` cut into `size`-sample frames every `hop`
-/// samples (frames start at 0; the last partial frame is zero-padded). Each
-/// spectrum has `size / 2 + 1` bins. Non-finite samples count as zero.
-pub(crate) fn stft_magnitudes(samples: &[f32], size: usize, hop: usize) -> Vec<Vec<f32>> {
+/// Calls `each(frame_index, magnitudes)` for `samples` cut into
+/// `size`-sample frames every `hop` samples (frame `f` starts at sample
+/// `f * hop - front_pad`; samples outside the signal are zeros), one spectrum of `size / 2 + 1` bins at a
+/// time so that long signals need no more memory than one frame. Non-finite
+/// samples count as zero.
+pub(crate) fn for_each_spectrum(
+    samples: &[f32],
+    size: usize,
+    hop: usize,
+    front_pad: usize,
+    mut each: impl FnMut(usize, &[f32]),
+) {
     if samples.is_empty() || size < 2 || hop == 0 {
-        return Vec::new();
+        return;
     }
-    let frames = samples.len().div_ceil(hop);
     let window = hann(size);
     let fft = RealFftPlanner::<f32>::new().plan_fft_forward(size);
     let mut input = fft.make_input_vec();
     let mut output = fft.make_output_vec();
     let mut scratch = fft.make_scratch_vec();
-    let mut out = Vec::with_capacity(frames);
-    for f in 0..frames {
+    let mut mag = vec![0.0f32; output.len()];
+    for f in 0..(samples.len() + front_pad).div_ceil(hop) {
         let start = f * hop;
         for (i, x) in input.iter_mut().enumerate() {
-            let s = samples.get(start + i).copied().unwrap_or(0.0);
+            let s = (start + i)
+                .checked_sub(front_pad)
+                .and_then(|j| samples.get(j))
+                .copied()
+                .unwrap_or(0.0);
             *x = if s.is_finite() { s * window[i] } else { 0.0 };
         }
         // Lengths come from the planner itself, so this cannot fail.
@@ -28,11 +39,13 @@ pub(crate) fn stft_magnitudes(samples: &[f32], size: usize, hop: usize) -> Vec<V
             .process_with_scratch(&mut input, &mut output, &mut scratch)
             .is_err()
         {
-            return Vec::new();
+            return;
         }
-        out.push(output.iter().map(|c| c.norm()).collect());
+        for (m, c) in mag.iter_mut().zip(&output) {
+            *m = c.norm();
+        }
+        each(f, &mag);
     }
-    out
 }
 
 /// Periodic Hann window (sums to a constant under 50 % overlap).
@@ -74,7 +87,8 @@ mod tests {
         let x: Vec<f32> = (0..4096)
             .map(|i| (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / sr).sin() as f32)
             .collect();
-        let spec = stft_magnitudes(&x, size, 512);
+        let mut spec = Vec::new();
+        for_each_spectrum(&x, size, 512, 0, |_, m| spec.push(m.to_vec()));
         assert_eq!(spec.len(), 8);
         let peak = spec[2]
             .iter()
@@ -87,8 +101,10 @@ mod tests {
 
     #[test]
     fn empty_and_degenerate_input() {
-        assert!(stft_magnitudes(&[], 1024, 512).is_empty());
-        assert!(stft_magnitudes(&[1.0], 1024, 0).is_empty());
+        let mut calls = 0;
+        for_each_spectrum(&[], 1024, 512, 0, |_, _| calls += 1);
+        for_each_spectrum(&[1.0], 1024, 0, 0, |_, _| calls += 1);
+        assert_eq!(calls, 0);
         assert_eq!(rms_db(&[], -100.0), -100.0);
         assert_eq!(rms_db(&[0.0; 10], -100.0), -100.0);
         assert!((rms_db(&[1.0, -1.0], -100.0)).abs() < 1e-6);

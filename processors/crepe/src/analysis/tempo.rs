@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::spectrum::stft_magnitudes;
+use super::spectrum::for_each_spectrum;
 use super::stats::parabolic_offset;
 
 const SR: f64 = 16_000.0;
@@ -112,36 +112,32 @@ fn prefer_unaccented_double(acf: &[f64], best: usize, lag_lo: usize) -> usize {
 
 /// Onset strength per 10 ms frame, frame `t` centred at `t * 10 ms`.
 fn onset_envelope(samples: &[f32]) -> Vec<f64> {
-    // Centre the frames on their times by padding half a window in front.
-    let mut padded = vec![0.0f32; FFT / 2];
-    padded.extend_from_slice(samples);
-    let spectra = stft_magnitudes(&padded, FFT, HOP);
     let scale = 4.0 / FFT as f32; // a full-scale sine peaks near 1
     let bands = band_edges();
-    let mut prev: Option<Vec<f32>> = None;
+    let mut prev = vec![0.0f32; bands.len() - 1];
+    let mut log = prev.clone();
     let mut flux = Vec::with_capacity(samples.len() / HOP + 1);
-    for (t, mag) in spectra.into_iter().enumerate() {
+    // Half a window of zeros in front centres frame t on t * HOP.
+    for_each_spectrum(samples, FFT, HOP, FFT / 2, |t, mag| {
         if t * HOP > samples.len() {
-            break;
+            return;
         }
-        let log: Vec<f32> = bands
-            .windows(2)
-            .map(|b| {
-                let rms = (mag[b[0]..b[1]].iter().map(|m| m * m).sum::<f32>()
-                    / (b[1] - b[0]) as f32)
-                    .sqrt();
-                (1.0 + 100.0 * rms * scale).ln()
-            })
-            .collect();
-        let f = prev.as_ref().map_or(0.0, |p| {
+        for (l, b) in log.iter_mut().zip(bands.windows(2)) {
+            let power = mag[b[0]..b[1]].iter().map(|m| m * m).sum::<f32>();
+            let rms = (power / (b[1] - b[0]) as f32).sqrt();
+            *l = (1.0 + 100.0 * rms * scale).ln();
+        }
+        let f = if t == 0 {
+            0.0
+        } else {
             log.iter()
-                .zip(p)
+                .zip(&prev)
                 .map(|(a, b)| (a - b).max(0.0) as f64)
                 .sum::<f64>()
-        });
+        };
         flux.push(f);
-        prev = Some(log);
-    }
+        std::mem::swap(&mut prev, &mut log);
+    });
     // High-pass (minus a 0.5 s running mean), rectify, then a light smoothing
     // so that pulses a fraction of a frame apart still overlap.
     let half = 25;
