@@ -174,6 +174,33 @@ fn degenerate_tracks_give_no_notes_and_no_nan() {
     assert_eq!(midis(&n), vec![60]);
     assert!(n[0].end <= 0.5 + 1e-9);
 
+    // No hop or sample rate: the frame spacing comes from the times; absurd
+    // times with audio do not overflow.
+    let mut no_hop = track(1.0, |_| Some(60.0));
+    no_hop.sample_rate = 0;
+    no_hop.hop_length = 0;
+    assert_eq!(midis(&notes(&no_hop)), vec![60]);
+    no_hop.times[99] = 1e300;
+    no_hop.times[98] = f64::NAN;
+    let n = segment_notes(&no_hop, Some(&[0.1; 16_000]), &NoteOptions::default());
+    assert_sane(&n);
+
+    // Nonsense options fall back to something usable.
+    let weird = NoteOptions {
+        min_duration: f64::NAN,
+        max_cents_jump: f32::NAN,
+        stability_window: -1.0,
+        merge_cents: f32::INFINITY,
+        max_gap: f64::INFINITY,
+        min_confidence: f32::NAN,
+        silence_db: f32::NAN,
+        default_velocity: 0,
+    };
+    let t = track(1.0, |t| Some(if t < 0.5 { 60.0 } else { 64.0 }));
+    let n = segment_notes(&t, None, &weird);
+    assert_sane(&n);
+    assert!(!n.is_empty());
+
     // Pitches outside MIDI's range are dropped, not wrapped.
     let t = track(1.0, |_| Some(-20.0));
     assert!(notes(&t).is_empty());
