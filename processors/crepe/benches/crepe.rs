@@ -1,6 +1,8 @@
 //! Throughput of roar-crepe on the CPU: frames per second through framing +
 //! network (`track_activations`) for the tiny and full models at a few batch
 //! sizes, and the whole `track` (with decoding) at the default batch size.
+//! First, the time of each `analysis` function on 60 s of synthetic music
+//! (no weights needed; `CREPE_BENCH_ANALYSIS_ONLY=1` stops after it).
 //!
 //! cargo bench -p roar-crepe --bench crepe
 //!
@@ -13,7 +15,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use roar_crepe::{Capacity, Crepe, Device, TrackOptions};
+use roar_crepe::analysis::{
+    estimate_key, estimate_tempo, f0_csv, f0_json, midi_file, segment_notes, NoteOptions,
+};
+use roar_crepe::{Capacity, Crepe, Device, PitchTrack, TrackOptions};
 
 const REPS: usize = 5;
 
@@ -102,6 +107,95 @@ fn bench(capacity: Capacity, frames: usize, batches: &[usize], dir: &Path) {
     );
 }
 
+/// 60 s of music at 16 kHz and a matching pitch track: a melody of harmonic
+/// tones (0.25-0.5 s notes, vibrato) over clicks on the beat at 100 BPM.
+fn music() -> (Vec<f32>, PitchTrack) {
+    const SR: f64 = 16_000.0;
+    let seconds = 60.0;
+    let n = (seconds * SR) as usize;
+    let scale = [60.0, 62.0, 64.0, 65.0, 67.0, 69.0, 71.0, 72.0];
+    let note_at = |t: f64| {
+        let i = (t / 0.3) as usize;
+        scale[(i * 5 + i / 3) % scale.len()] + 0.3 * (2.0 * std::f64::consts::PI * 5.5 * t).sin()
+    };
+    let mut phase = 0.0f64;
+    let mut audio: Vec<f32> = (0..n)
+        .map(|i| {
+            let t = i as f64 / SR;
+            phase += 2.0 * std::f64::consts::PI * 440.0 * ((note_at(t) - 69.0) / 12.0).exp2() / SR;
+            let v: f64 = (1..=5).map(|k| (k as f64 * phase).sin() / k as f64).sum();
+            (0.2 * v) as f32
+        })
+        .collect();
+    let beat = 0.6;
+    for b in 0..(seconds / beat) as usize {
+        let s0 = (b as f64 * beat * SR) as usize;
+        for i in 0..320.min(n - s0) {
+            let x = i as f64 / SR;
+            audio[s0 + i] +=
+                (0.5 * (-x / 0.005).exp() * (2.0 * std::f64::consts::PI * 2000.0 * x).sin()) as f32;
+        }
+    }
+    let frames = (seconds * 100.0) as usize;
+    let times: Vec<f64> = (0..frames).map(|i| i as f64 * 0.01).collect();
+    let track = PitchTrack {
+        sample_rate: 16_000,
+        hop_length: 160,
+        f0_hz: times
+            .iter()
+            .map(|&t| (440.0 * ((note_at(t) - 69.0) / 12.0).exp2()) as f32)
+            .collect(),
+        confidence: vec![0.9; frames],
+        voiced: times.iter().map(|t| t % 0.3 > 0.02).collect(),
+        times,
+    };
+    (audio, track)
+}
+
+fn bench_analysis() {
+    let (audio, track) = music();
+    let opts = NoteOptions::default();
+    let notes = segment_notes(&track, Some(&audio), &opts);
+    let row = |what: &str, s: f64| {
+        println!(
+            "analysis {what:<28} on 60 s: {:>8.3} ms ({:.0}x real time)",
+            s * 1e3,
+            60.0 / s
+        )
+    };
+    row(
+        "segment_notes (with audio)",
+        time(|| assert!(!segment_notes(&track, Some(&audio), &opts).is_empty())),
+    );
+    row(
+        "segment_notes (track only)",
+        time(|| assert!(!segment_notes(&track, None, &opts).is_empty())),
+    );
+    row(
+        "midi_file",
+        time(|| assert!(midi_file(&notes, 100.0).len() > 22)),
+    );
+    row(
+        "estimate_key",
+        time(|| assert!(estimate_key(&audio).is_some())),
+    );
+    row(
+        "estimate_tempo",
+        time(|| assert!(estimate_tempo(&audio).is_some())),
+    );
+    row("f0_csv", time(|| assert!(f0_csv(&track).len() > 100)));
+    row(
+        "f0_json",
+        time(|| assert!(f0_json(&track)["frames"].is_array())),
+    );
+    println!(
+        "analysis result: {} notes, key {:?}, tempo {:?} BPM",
+        notes.len(),
+        estimate_key(&audio).map(|k| k.name),
+        estimate_tempo(&audio).map(|t| (t.bpm * 10.0).round() / 10.0)
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let dir = roar_crepe::weights::weights_dir_from_env().unwrap_or_else(|| {
@@ -109,6 +203,10 @@ fn main() {
             .join("../..")
             .join(".roar/models/crepe")
     });
+    bench_analysis();
+    if std::env::var("CREPE_BENCH_ANALYSIS_ONLY").as_deref() == Ok("1") {
+        return;
+    }
     println!(
         "roar-crepe CPU bench: {} threads, weights in {}",
         candle_core::utils::get_num_threads(),

@@ -104,13 +104,15 @@ pub fn estimate_key(samples_16k: &[f32]) -> Option<Key> {
 /// Summed peak magnitudes per pitch class and the tuning offset (cents,
 /// -50..50) they were folded with, or `None` for silence / too little audio.
 fn chroma(samples: &[f32]) -> Option<(Vec<f64>, f64)> {
-    let peaks = peaks(samples)?;
-    // Tuning: the magnitude-weighted circular mean of each peak's distance to
-    // the nearest equal-tempered semitone, so that a recording tuned away from
-    // A440 (up to a quarter tone) still folds onto the right pitch classes.
+    // Peak magnitudes by pitch class at 1-cent resolution: constant memory
+    // however long the audio, and fine enough to estimate the tuning.
+    let cents = pitch_class_cents(samples)?;
+    // Tuning: the magnitude-weighted circular mean of the peaks' distances
+    // to the equal-tempered semitone grid, so that a recording tuned away
+    // from A440 (up to a quarter tone) still folds onto the right classes.
     let (mut re, mut im) = (0.0f64, 0.0f64);
-    for &(midi, m) in &peaks {
-        let angle = std::f64::consts::TAU * (midi - midi.round());
+    for (c, &m) in cents.iter().enumerate() {
+        let angle = std::f64::consts::TAU * (c % 100) as f64 / 100.0;
         re += m * angle.cos();
         im += m * angle.sin();
     }
@@ -120,15 +122,16 @@ fn chroma(samples: &[f32]) -> Option<(Vec<f64>, f64)> {
         0.0
     };
     let mut chroma = vec![0.0f64; 12];
-    for (midi, m) in peaks {
-        chroma[((midi - tuning).round() as i64).rem_euclid(12) as usize] += m;
+    for (c, &m) in cents.iter().enumerate() {
+        let semis = c as f64 / 100.0 - tuning;
+        chroma[(semis.round() as i64).rem_euclid(12) as usize] += m;
     }
     Some((chroma, 100.0 * tuning))
 }
 
-/// Spectral peaks (fractional MIDI pitch, magnitude) of every frame that is
-/// not silent.
-fn peaks(samples: &[f32]) -> Option<Vec<(f64, f64)>> {
+/// Summed magnitudes of the spectral peaks of every frame that is not
+/// silent, by pitch class in cents (1200 bins, C = 0).
+fn pitch_class_cents(samples: &[f32]) -> Option<Vec<f64>> {
     if samples.len() < FFT || rms_db(samples, -200.0) < SILENCE_DB {
         return None;
     }
@@ -137,7 +140,7 @@ fn peaks(samples: &[f32]) -> Option<Vec<(f64, f64)>> {
     let hi = ((F_HI / bin_hz).ceil() as usize).min(FFT / 2 - 1);
     let frame_floor = 10f32.powf(SILENCE_DB / 20.0) * FFT as f32 / 4.0;
     let db = |x: f32| 20.0 * (x.max(1e-12) as f64).log10();
-    let mut out = Vec::new();
+    let mut out = vec![0.0f64; 1200];
     for_each_spectrum(samples, FFT, HOP, 0, |_, mag| {
         let strongest = mag[lo..=hi].iter().copied().fold(0.0, f32::max);
         if strongest < frame_floor {
@@ -153,7 +156,7 @@ fn peaks(samples: &[f32]) -> Option<Vec<(f64, f64)>> {
             let hz = (k as f64 + off) * bin_hz;
             let midi = 69.0 + 12.0 * (hz / 440.0).log2();
             if midi.is_finite() {
-                out.push((midi, m as f64));
+                out[((100.0 * midi).round() as i64).rem_euclid(1200) as usize] += m as f64;
             }
         }
     });

@@ -16,8 +16,10 @@
 //! 5. Pieces shorter than the smoothing window are folded into the nearer
 //!    touching piece when within `merge_cents` of it (vibrato leaking at a
 //!    run's edges, where the window shrinks) or shorter than `min_duration`
-//!    (the middle of a portamento). Touching pieces with the same rounded
-//!    median pitch are merged.
+//!    (the middle of a portamento). Each piece is split again where a two-
+//!    or three-level fit finds flat, clearly distinct levels (fast runs of
+//!    small steps, which the mean turns into a ramp). Touching pieces with
+//!    the same rounded median pitch are merged.
 //! 6. The mean blurs steps, so each boundary is moved to the frame that best
 //!    separates the two pieces' levels.
 //! 7. Each note's MIDI number is the rounded median pitch of its frames;

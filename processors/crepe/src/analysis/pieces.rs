@@ -26,9 +26,89 @@ pub(crate) fn pieces(p: &[f32], cut: &Cut) -> Vec<(usize, usize)> {
     // (often tiny) size before deciding whether it is a note of its own.
     refine_boundaries(&clean, &mut ranges, cut.window);
     absorb_short(&clean, &mut ranges, cut);
+    let mut ranges: Vec<_> = ranges
+        .into_iter()
+        .flat_map(|r| resplit(&clean, r, cut))
+        .collect();
     merge_same_note(&clean, &mut ranges);
     refine_boundaries(&clean, &mut ranges, cut.window);
     ranges
+}
+
+/// The running mean turns a fast run of small steps (a chromatic run of
+/// 0.1 s notes) into a ramp that splits in the wrong places. A piece is
+/// therefore split again at its best two-level, else three-level, fit (least
+/// squares) when every part lasts longer than half of `blip` frames and
+/// neighbouring parts' medians differ by more than `merge` and by more than
+/// twice either part's mean absolute deviation: a staircase is flat on each
+/// side, while a vibrato cut in pieces is not.
+fn resplit(p: &[f32], r: (usize, usize), cut: &Cut) -> Vec<(usize, usize)> {
+    // The glitch median keeps plateaus longer than half its length.
+    let min_side = cut.blip / 2 + 1;
+    let x = &p[r.0..r.1];
+    let n = x.len();
+    if n < 2 * min_side {
+        return vec![r];
+    }
+    let mut prefix = vec![(0.0f64, 0.0f64); n + 1];
+    for (i, &v) in x.iter().enumerate() {
+        let v = v as f64;
+        prefix[i + 1] = (prefix[i].0 + v, prefix[i].1 + v * v);
+    }
+    let sse = |a: usize, b: usize| {
+        let len = (b - a) as f64;
+        let (s, q) = (prefix[b].0 - prefix[a].0, prefix[b].1 - prefix[a].1);
+        q - s * s / len
+    };
+    let distinct = |cuts: &[usize]| {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(n);
+        let parts: Vec<(f32, f32)> = bounds
+            .windows(2)
+            .map(|w| {
+                let s = &x[w[0]..w[1]];
+                let m = median(s.iter().copied()).unwrap_or(0.0);
+                (
+                    m,
+                    s.iter().map(|v| (v - m).abs()).sum::<f32>() / s.len() as f32,
+                )
+            })
+            .collect();
+        parts.windows(2).all(|w| {
+            let step = (w[0].0 - w[1].0).abs();
+            step > cut.merge && step > 2.0 * w[0].1.max(w[1].1)
+        })
+    };
+    let two = (min_side..=n - min_side)
+        .min_by(|&a, &b| (sse(0, a) + sse(a, n)).total_cmp(&(sse(0, b) + sse(b, n))));
+    let cuts = match two {
+        Some(k) if distinct(&[k]) => vec![k],
+        // Quadratic search: only for pieces up to a couple of seconds.
+        _ if n >= 3 * min_side && n <= 8 * cut.window.max(min_side) => {
+            let mut best: Option<(f64, usize, usize)> = None;
+            for a in min_side..=n - 2 * min_side {
+                for b in a + min_side..=n - min_side {
+                    let cost = sse(0, a) + sse(a, b) + sse(b, n);
+                    if best.is_none_or(|x| cost < x.0) {
+                        best = Some((cost, a, b));
+                    }
+                }
+            }
+            match best {
+                Some((_, a, b)) if distinct(&[a, b]) => vec![a, b],
+                _ => return vec![r],
+            }
+        }
+        _ => return vec![r],
+    };
+    let mut bounds = vec![r.0];
+    bounds.extend(cuts.iter().map(|c| r.0 + c));
+    bounds.push(r.1);
+    bounds
+        .windows(2)
+        .flat_map(|w| resplit(p, (w[0], w[1]), cut))
+        .collect()
 }
 
 /// Centred running median of odd length `window`, shrinking at the edges.

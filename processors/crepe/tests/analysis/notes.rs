@@ -261,9 +261,6 @@ fn fast_legato_runs() {
             let n = notes(&t);
             assert_sane(&n);
             eprintln!("{len}: {:?}", midis(&n));
-            if run.len() == 7 {
-                continue;
-            }
             assert_eq!(midis(&n), want, "{len} s notes");
             for (i, note) in n.iter().enumerate() {
                 assert!(
