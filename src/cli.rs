@@ -41,6 +41,13 @@ enum Cmd {
     },
     /// Create the Kafka topics (services also do it at start-up).
     Topics,
+    /// List the models, their variations and parameters, and whether this machine can serve
+    /// them (weights under processor.models_dir).
+    Models {
+        /// Print the catalogue as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a signed development token (HS256, auth.jwt_secret).
     Token {
         #[arg(long, default_value = "dev-user")]
@@ -96,6 +103,10 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Topics => services::bootstrap_topics(&cfg).await,
+        Cmd::Models { json } => {
+            print!("{}", services::describe_models(&cfg, json));
+            Ok(())
+        }
         Cmd::Dev { no_install } => {
             let cancel = shutdown::install();
             dev::run(cfg, dev::DevOptions { no_install }, cancel).await

@@ -116,6 +116,66 @@ pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
     }
 }
 
+/// The catalogue with, per model, whether this machine can serve it (`roar models`).
+pub fn describe_models(cfg: &Config, json: bool) -> String {
+    let models = roar_common::catalog::models();
+    let ready: Vec<(&str, std::result::Result<Vec<String>, String>)> = models
+        .iter()
+        .map(|m| {
+            let r = load_model(cfg, m.name)
+                .map(|model| model.variations())
+                .map_err(|e| format!("{e:#}"));
+            (m.name, r)
+        })
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = models
+            .iter()
+            .zip(&ready)
+            .map(|(m, (_, r))| {
+                let mut v = serde_json::to_value(m).unwrap_or_default();
+                v["served_variations"] = serde_json::json!(r.as_ref().ok());
+                v["unavailable_reason"] = serde_json::json!(r.as_ref().err());
+                v
+            })
+            .collect();
+        return format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    let mut out = String::new();
+    for (m, (_, r)) in models.iter().zip(&ready) {
+        out += &format!("{} — {}\n", m.name, m.description);
+        for v in &m.variations {
+            let here = match r {
+                Ok(served) if served.iter().any(|s| s == v.name) => "ready",
+                Ok(_) => "weights missing",
+                Err(_) => "unavailable",
+            };
+            let default = if v.name == m.default_variation {
+                " (default)"
+            } else {
+                ""
+            };
+            out += &format!(
+                "  {}{default}: {} [{}] — {here}\n",
+                v.name, v.description, v.model_version
+            );
+        }
+        for p in &m.params {
+            let kind = serde_json::to_value(&p.kind).unwrap_or_default();
+            let default = p
+                .default
+                .as_ref()
+                .map(|d| format!(" = {d}"))
+                .unwrap_or_default();
+            out += &format!("  param {}{default}: {} {kind}\n", p.name, p.description);
+        }
+        if let Err(e) = r {
+            out += &format!("  unavailable: {e}\n");
+        }
+    }
+    out
+}
+
 /// Runs every service in this process (what `roar dev` and the end-to-end tests do). Returns
 /// when `cancel` fires and all have stopped, or as soon as one fails (the others are then
 /// cancelled too).
