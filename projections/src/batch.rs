@@ -16,7 +16,7 @@ use roar_schemas::{FileEvent, JobEvent, JobRequested};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::apply::{apply_file, apply_job, queued_from_request, FileRow, JobRow};
-use crate::rows::{upsert_file, upsert_job, History};
+use crate::rows::{upsert_files, upsert_jobs, History};
 use crate::{ProjectionError, GROUP, NOTIFY_CHANNEL};
 
 /// Where a batch lands.
@@ -124,12 +124,8 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
         }
     }
 
-    for row in files.values().flatten() {
-        upsert_file(&mut tx, row).await?;
-    }
-    for row in jobs.values().flatten() {
-        upsert_job(&mut tx, row).await?;
-    }
+    upsert_files(&mut tx, &files.values().flatten().collect::<Vec<_>>()).await?;
+    upsert_jobs(&mut tx, &jobs.values().flatten().collect::<Vec<_>>()).await?;
     history.insert(&mut tx).await?;
     store_offsets(&mut tx, batch).await?;
     if sink.notify {

@@ -89,6 +89,7 @@ pub(crate) fn new_consumer(cfg: &Config) -> Result<StreamConsumer, ProjectionErr
         .set("enable.auto.offset.store", "false")
         // A stored position below the log start (retention) falls back to the oldest event.
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", cfg.projector.fetch_wait_ms.to_string())
         .create()?)
 }
 

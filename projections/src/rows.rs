@@ -7,70 +7,58 @@ use sqlx::{Postgres, Transaction};
 use crate::apply::{FileRow, JobRow};
 use crate::batch::Decoded;
 
-pub(crate) async fn upsert_file(tx: &mut Transaction<'_, Postgres>, r: &FileRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO files (file_id, owner, filename, mime, size, sha256, storage_key, status, error_code,
-                            error_message, probe, request_ids, created_at, updated_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
-         ON CONFLICT (file_id) DO UPDATE SET owner=$2, filename=$3, mime=$4, size=$5, sha256=$6,
-           storage_key=$7, status=$8, error_code=$9, error_message=$10, probe=$11, request_ids=$12,
-           created_at=$13, updated_at=$14",
+const FILE_COLUMNS: &[&str] = &[
+    "owner", "filename", "mime", "size", "sha256", "storage_key", "status", "error_code",
+    "error_message", "probe", "request_ids", "created_at", "updated_at",
+];
+const JOB_COLUMNS: &[&str] = &[
+    "owner", "model_version", "params", "status", "skipped", "progress", "message", "attempt",
+    "error_code", "error_message", "retryable", "outputs", "request_id", "created_at",
+    "started_at", "finished_at", "updated_at", "requested_at",
+];
+
+/// `INSERT … SELECT * FROM jsonb_populate_recordset(…) ON CONFLICT DO UPDATE`: every row of a
+/// batch in one statement, however many there are. Rows go in key order so that two writers
+/// never wait on each other in opposite orders.
+fn upsert_sql(table: &str, key: &str, columns: &[&str]) -> String {
+    let cols = columns.join(", ");
+    let excluded = columns
+        .iter()
+        .map(|c| format!("EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb)
+         ORDER BY {key}
+         ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({excluded})"
     )
-    .bind(&r.file_id)
-    .bind(&r.owner)
-    .bind(&r.filename)
-    .bind(&r.mime)
-    .bind(r.size)
-    .bind(&r.sha256)
-    .bind(&r.storage_key)
-    .bind(&r.status)
-    .bind(&r.error_code)
-    .bind(&r.error_message)
-    .bind(&r.probe)
-    .bind(&r.request_ids)
-    .bind(r.created_at)
-    .bind(r.updated_at)
-    .execute(&mut **tx)
-    .await
-    .map(|_| ())
 }
 
-pub(crate) async fn upsert_job(tx: &mut Transaction<'_, Postgres>, r: &JobRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO jobs (job_id, file_id, owner, model, variation, model_version, params, status, skipped,
-                           progress, message, attempt, error_code, error_message, retryable, outputs,
-                           request_id, created_at, started_at, finished_at, updated_at, requested_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)
-         ON CONFLICT (job_id) DO UPDATE SET owner=$3, model_version=$6, params=$7, status=$8, skipped=$9,
-           progress=$10, message=$11, attempt=$12, error_code=$13, error_message=$14, retryable=$15,
-           outputs=$16, request_id=$17, created_at=$18, started_at=$19, finished_at=$20, updated_at=$21,
-           requested_at=$22",
-    )
-    .bind(&r.job_id)
-    .bind(&r.file_id)
-    .bind(&r.owner)
-    .bind(&r.model)
-    .bind(&r.variation)
-    .bind(&r.model_version)
-    .bind(&r.params)
-    .bind(&r.status)
-    .bind(r.skipped)
-    .bind(r.progress)
-    .bind(&r.message)
-    .bind(r.attempt)
-    .bind(&r.error_code)
-    .bind(&r.error_message)
-    .bind(r.retryable)
-    .bind(&r.outputs)
-    .bind(&r.request_id)
-    .bind(r.created_at)
-    .bind(r.started_at)
-    .bind(r.finished_at)
-    .bind(r.updated_at)
-    .bind(r.requested_at)
-    .execute(&mut **tx)
-    .await
-    .map(|_| ())
+pub(crate) async fn upsert_files(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&FileRow],
+) -> Result<(), sqlx::Error> {
+    upsert(tx, &upsert_sql("files", "file_id", FILE_COLUMNS), rows).await
+}
+
+pub(crate) async fn upsert_jobs(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&JobRow],
+) -> Result<(), sqlx::Error> {
+    upsert(tx, &upsert_sql("jobs", "job_id", JOB_COLUMNS), rows).await
+}
+
+async fn upsert<T: serde::Serialize>(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &str,
+    rows: &[&T],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(sql).bind(json).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// The history rows of a batch, inserted with one statement.
