@@ -64,8 +64,16 @@ fn file_life(n: usize) -> Vec<Msg> {
         body,
     };
     let mut out = vec![
-        (FILES.to_string(), file_id.clone(), roar_schemas::encode(&up)),
-        (jobs_topic("pitch"), file_id.clone(), roar_schemas::encode(&req)),
+        (
+            FILES.to_string(),
+            file_id.clone(),
+            roar_schemas::encode(&up),
+        ),
+        (
+            jobs_topic("pitch"),
+            file_id.clone(),
+            roar_schemas::encode(&req),
+        ),
     ];
     let mut bodies = vec![JobBody::Started {
         worker: "w".into(),
@@ -88,7 +96,11 @@ fn file_life(n: usize) -> Vec<Msg> {
         duration_seconds: 1.0,
     });
     for b in bodies {
-        out.push((JOB_EVENTS.to_string(), file_id.clone(), roar_schemas::encode(&job(b))));
+        out.push((
+            JOB_EVENTS.to_string(),
+            file_id.clone(),
+            roar_schemas::encode(&job(b)),
+        ));
     }
     out
 }
@@ -140,8 +152,8 @@ async fn main() -> anyhow::Result<()> {
         cfg.projector.batch_size = b;
     }
     roar::services::bootstrap_topics(&cfg).await?;
-    let pool = roar_projections::connect(cfg.database.url.expose(), 4, Duration::from_secs(30))
-        .await?;
+    let pool =
+        roar_projections::connect(cfg.database.url.expose(), 4, Duration::from_secs(30)).await?;
     roar_projections::migrate(&pool).await?;
     let producer = EventProducer::new(&cfg.kafka)?;
     println!(

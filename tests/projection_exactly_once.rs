@@ -108,7 +108,10 @@ async fn a_killed_projector_neither_loses_nor_doubles_an_event() {
             .await,
         total
     );
-    assert_eq!(env.count("SELECT count(*) FROM files").await, FILES_N as i64);
+    assert_eq!(
+        env.count("SELECT count(*) FROM files").await,
+        FILES_N as i64
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM jobs WHERE status = 'completed' AND progress = 100 AND attempt = 1")
             .await,
@@ -223,7 +226,10 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_keeps_flowi
     stolen.job_id = r.job_id.clone();
     let topic = jobs_topic("pitch");
     poison.push((
-        env.producer.send(&topic, &r.file_id, &stolen).await.unwrap(),
+        env.producer
+            .send(&topic, &r.file_id, &stolen)
+            .await
+            .unwrap(),
         topic.clone(),
         "changes owner",
     ));
@@ -247,7 +253,8 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_keeps_flowi
     ));
     // The good events after the poison still land.
     env.send_job(&job_event(&r, 5, progress(50.0))).await;
-    env.send_job(&job_event(&r, 6, completed("outputs/c.json"))).await;
+    env.send_job(&job_event(&r, 6, completed("outputs/c.json")))
+        .await;
 
     let read = ReadModel::new(env.pool.clone());
     for _ in 0..300 {
@@ -270,8 +277,14 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_keeps_flowi
     for ((partition, offset), topic, reason) in &poison {
         let l = letters
             .iter()
-            .find(|l| l.source_partition == *partition && l.source_offset == *offset && l.source_topic == *topic)
-            .unwrap_or_else(|| panic!("no dead letter for {topic}/{partition}/{offset}: {letters:#?}"));
+            .find(|l| {
+                l.source_partition == *partition
+                    && l.source_offset == *offset
+                    && l.source_topic == *topic
+            })
+            .unwrap_or_else(|| {
+                panic!("no dead letter for {topic}/{partition}/{offset}: {letters:#?}")
+            });
         assert_eq!(l.consumer_group, roar_projections::GROUP);
         if reason.is_empty() {
             assert_eq!(l.error_kind, "undecodable");

@@ -83,7 +83,11 @@ async fn status_as_of_a_past_time_folds_the_history_up_to_it() {
     p.stop().await;
 }
 
-async fn wait_jobs(read: &ReadModel, file_id: &str, n: usize) -> Vec<roar_projections::apply::JobRow> {
+async fn wait_jobs(
+    read: &ReadModel,
+    file_id: &str,
+    n: usize,
+) -> Vec<roar_projections::apply::JobRow> {
     for _ in 0..300 {
         let jobs = read.jobs_for_file(file_id).await.unwrap();
         if jobs.len() >= n {
@@ -153,7 +157,9 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
     assert_eq!(report.requested.len(), 2, "{report:?}");
     assert_eq!(wait_jobs(&read, &a.file_id, 4).await.len(), 4);
     let b_jobs = wait_jobs(&read, &b.file_id, 2).await;
-    assert!(b_jobs.iter().any(|j| j.variation == "full" && j.status == "queued"));
+    assert!(b_jobs
+        .iter()
+        .any(|j| j.variation == "full" && j.status == "queued"));
 
     // Jobs since a time after all of them: nothing to do. A bad variation or file id: an error.
     let later = ReplaySpec {
@@ -163,7 +169,11 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
         actor: "test".into(),
         ..Default::default()
     };
-    assert!(roar::replay::replay(&env.cfg, later).await.unwrap().requested.is_empty());
+    assert!(roar::replay::replay(&env.cfg, later)
+        .await
+        .unwrap()
+        .requested
+        .is_empty());
     let read_err = |spec| {
         let read = read.clone();
         let producer = env.producer.clone();
@@ -175,12 +185,18 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
         ..Default::default()
     };
     let e = read_err(bogus).await.unwrap_err();
-    assert!(matches!(e, ReplayError::Catalog(_)) && !e.is_retryable(), "{e}");
+    assert!(
+        matches!(e, ReplayError::Catalog(_)) && !e.is_retryable(),
+        "{e}"
+    );
     let bad_file = ReplaySpec {
         model: "pitch".into(),
         files: vec!["../etc".into()],
         ..Default::default()
     };
-    assert!(matches!(read_err(bad_file).await, Err(ReplayError::BadFileId(_))));
+    assert!(matches!(
+        read_err(bad_file).await,
+        Err(ReplayError::BadFileId(_))
+    ));
     p.stop().await;
 }

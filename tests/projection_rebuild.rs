@@ -136,7 +136,10 @@ async fn a_rebuild_equals_the_live_model_and_swaps_in_under_load() {
     assert_eq!(rebuilt.0, live.0, "files");
     assert_eq!(rebuilt.1, live.1, "jobs");
     assert_eq!(rebuilt.2, live.2, "history");
-    assert_eq!(snapshot(&env.pool, roar_projections::RETIRED_SCHEMA).await, live);
+    assert_eq!(
+        snapshot(&env.pool, roar_projections::RETIRED_SCHEMA).await,
+        live
+    );
 
     // 2. A rebuild while events stream in and the live projector runs; a reader watches.
     let stop = Arc::new(AtomicBool::new(false));
@@ -151,7 +154,10 @@ async fn a_rebuild_equals_the_live_model_and_swaps_in_under_load() {
                 .fetch_one(&pool)
                 .await
                 .unwrap();
-                assert!(f >= files && e >= events, "the model shrank: {f} < {files} or {e} < {events}");
+                assert!(
+                    f >= files && e >= events,
+                    "the model shrank: {f} < {files} or {e} < {events}"
+                );
                 (files, events, reads) = (f, e, reads + 1);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -175,12 +181,14 @@ async fn a_rebuild_equals_the_live_model_and_swaps_in_under_load() {
     rebuild(&env).await;
     assert_eq!(snapshot(&env.pool, "public").await, live);
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE status = 'completed'").await,
+        env.count("SELECT count(*) FROM jobs WHERE status = 'completed'")
+            .await,
         48 + 6,
         "every tiny job, and the full jobs whose retry completed"
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE status = 'running' AND attempt = 2").await,
+        env.count("SELECT count(*) FROM jobs WHERE status = 'running' AND attempt = 2")
+            .await,
         6
     );
     // The live projector still works on the swapped-in tables.

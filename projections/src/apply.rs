@@ -572,7 +572,8 @@ mod tests {
         assert_eq!(expected.error_code, None);
         for order in &all {
             // Duplicated deliveries of either stream change nothing either.
-            let doubled: Vec<JobEvent> = order.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+            let doubled: Vec<JobEvent> =
+                order.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
             for s in [order, &doubled] {
                 let r = run(s);
                 assert_eq!(r, expected);
@@ -582,7 +583,10 @@ mod tests {
         let pending = run(&[q(0), started(1, 1), job_events[2].clone(), q(9)]);
         assert_eq!(pending.status, "queued");
         let stale = run(&[q(0), started(1, 1), q(9), job_events[2].clone()]);
-        assert_eq!(stale, pending, "a failure older than the newest request is superseded");
+        assert_eq!(
+            stale, pending,
+            "a failure older than the newest request is superseded"
+        );
     }
 
     #[test]

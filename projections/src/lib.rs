@@ -9,9 +9,9 @@ pub mod apply;
 mod batch;
 pub mod db;
 pub mod lag;
+mod projector;
 mod rebuild;
 pub mod replay;
-mod projector;
 mod rows;
 pub mod store;
 

@@ -147,20 +147,22 @@ async fn swap(tx: &mut Transaction<'_, Postgres>, live_schema: &str) -> Result<(
         ),
         format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE"),
         format!("CREATE SCHEMA {RETIRED_SCHEMA}"),
-        format!(
-            "LOCK TABLE {live}.files, {live}.jobs, {live}.events IN ACCESS EXCLUSIVE MODE"
-        ),
+        format!("LOCK TABLE {live}.files, {live}.jobs, {live}.events IN ACCESS EXCLUSIVE MODE"),
     ];
     for s in statements {
         sqlx::query(&s).execute(&mut **tx).await?;
     }
     for t in TABLES {
-        sqlx::query(&format!("ALTER TABLE {live}.{t} SET SCHEMA {RETIRED_SCHEMA}"))
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(&format!("ALTER TABLE {REBUILD_SCHEMA}.{t} SET SCHEMA {live}"))
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(&format!(
+            "ALTER TABLE {live}.{t} SET SCHEMA {RETIRED_SCHEMA}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&format!(
+            "ALTER TABLE {REBUILD_SCHEMA}.{t} SET SCHEMA {live}"
+        ))
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -171,8 +173,8 @@ fn quote(ident: &str) -> String {
 
 /// A pool whose connections resolve unqualified names in `schema`.
 async fn schema_pool(cfg: &Config, schema: &str) -> Result<PgPool, sqlx::Error> {
-    let opts = PgConnectOptions::from_str(cfg.database.url.expose())?
-        .options([("search_path", schema)]);
+    let opts =
+        PgConnectOptions::from_str(cfg.database.url.expose())?.options([("search_path", schema)]);
     PgPoolOptions::new()
         .max_connections(2)
         .connect_with(opts)

@@ -100,7 +100,10 @@ pub async fn replay(
     let mut seen = HashSet::new();
     let mut to_send = Vec::new();
     for j in old {
-        let variation = spec.variation.clone().unwrap_or_else(|| j.variation.clone());
+        let variation = spec
+            .variation
+            .clone()
+            .unwrap_or_else(|| j.variation.clone());
         let resolved = match catalog::resolve(&spec.model, Some(&variation), Some(&j.params)) {
             Ok(r) => r,
             Err(e) => {
@@ -108,12 +111,15 @@ pub async fn replay(
                 continue;
             }
         };
-        let version = spec
-            .model_version
-            .clone()
-            .unwrap_or(resolved.model_version);
+        let version = spec.model_version.clone().unwrap_or(resolved.model_version);
         let params = canonical_json(&resolved.params);
-        let id = job_id(&j.file_id, &spec.model, &resolved.variation, &params, &version);
+        let id = job_id(
+            &j.file_id,
+            &spec.model,
+            &resolved.variation,
+            &params,
+            &version,
+        );
         if !seen.insert(id.clone()) {
             continue;
         }

@@ -8,13 +8,39 @@ use crate::apply::{FileRow, JobRow};
 use crate::batch::Decoded;
 
 const FILE_COLUMNS: &[&str] = &[
-    "owner", "filename", "mime", "size", "sha256", "storage_key", "status", "error_code",
-    "error_message", "probe", "request_ids", "created_at", "updated_at",
+    "owner",
+    "filename",
+    "mime",
+    "size",
+    "sha256",
+    "storage_key",
+    "status",
+    "error_code",
+    "error_message",
+    "probe",
+    "request_ids",
+    "created_at",
+    "updated_at",
 ];
 const JOB_COLUMNS: &[&str] = &[
-    "owner", "model_version", "params", "status", "skipped", "progress", "message", "attempt",
-    "error_code", "error_message", "retryable", "outputs", "request_id", "created_at",
-    "started_at", "finished_at", "updated_at", "requested_at",
+    "owner",
+    "model_version",
+    "params",
+    "status",
+    "skipped",
+    "progress",
+    "message",
+    "attempt",
+    "error_code",
+    "error_message",
+    "retryable",
+    "outputs",
+    "request_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "requested_at",
 ];
 
 /// `INSERT … SELECT * FROM jsonb_populate_recordset(…) ON CONFLICT DO UPDATE`: every row of a
@@ -108,7 +134,10 @@ impl History {
         self.payload.push(d.payload.clone().unwrap_or_default());
     }
 
-    pub(crate) async fn insert(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    pub(crate) async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), sqlx::Error> {
         if self.topic.is_empty() {
             return Ok(());
         }
@@ -147,4 +176,3 @@ pub(crate) fn file_kind(e: &FileEvent) -> String {
     }
     .to_string()
 }
-
