@@ -101,8 +101,11 @@ pub async fn processor(cfg: Arc<Config>, model: &str, cancel: CancellationToken)
 /// get them).
 pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
     match name {
-        // TEMP "pitch"
-        _ if cfg.processor.concurrency == 0 => unreachable!(),
+        "pitch" => {
+            let m = roar_processors::pitch::Pitch::new(&cfg.processor.models_dir)
+                .context("starting the pitch worker (processor.models_dir)")?;
+            Ok(Arc::new(m))
+        }
         m if topics::MODELS.contains(&m) => {
             anyhow::bail!("model {m} is not built into this binary yet")
         }

@@ -242,11 +242,11 @@ async fn a_worker_stopped_mid_job_leaves_it_to_the_next_one_which_completes_it_o
     cfg.processor.shutdown_grace_seconds = 0;
     let svc = Services::start(cfg.clone()).await;
     let alice = svc.token("alice", &[]);
-    let wav = melody_wav(&[(392.0, 12.0)], 16_000, 1);
+    let wav = melody_wav(&[(392.0, 6.0)], 16_000, 1);
     let file_id = upload(&svc, &alice, "g4.wav", wav).await;
     svc.wait_for(&alice, &file_id, |v| v["file"]["status"] == "ready")
         .await;
-    let job_id = request(&infra, &file_id, "alice", json!({"hop_ms": 2.0})).await;
+    let job_id = request(&infra, &file_id, "alice", json!({"hop_ms": 5.0})).await;
     svc.wait_for(&alice, &file_id, |v| job_status(v, &job_id) == "running")
         .await;
     svc.stop().await;

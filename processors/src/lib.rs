@@ -4,6 +4,6 @@
 //! models, each in its own module (`pitch` today; demucs, whisper, ... to come).
 
 pub mod audio;
-// TEMP pub mod pitch;
+pub mod pitch;
 pub mod probe;
 pub mod runtime;

@@ -73,7 +73,9 @@ impl Pitch {
 fn crepe_error(e: CrepeError) -> ModelError {
     match e {
         CrepeError::Cancelled => ModelError::Canceled,
-        CrepeError::WeightsMissing { .. } => ModelError::permanent("weights_missing", e.to_string()),
+        CrepeError::WeightsMissing { .. } => {
+            ModelError::permanent("weights_missing", e.to_string())
+        }
         CrepeError::InvalidInput(_) => ModelError::permanent("invalid_params", e.to_string()),
         e if e.is_retryable() => ModelError::retryable("inference_error", e.to_string()),
         e => ModelError::permanent("inference_error", e.to_string()),
@@ -210,6 +212,9 @@ mod tests {
     fn missing_weights_name_the_file_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let e = Pitch::new(dir.path()).err().unwrap().to_string();
-        assert!(e.contains("tiny.pth") && e.contains("fetch-weights.sh"), "{e}");
+        assert!(
+            e.contains("tiny.pth") && e.contains("fetch-weights.sh"),
+            "{e}"
+        );
     }
 }
