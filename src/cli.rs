@@ -48,6 +48,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Ask again for a model's jobs on the files that had them (new variation or version), so
+    /// new outputs appear beside the old ones.
+    Replay {
+        #[arg(long)]
+        model: String,
+        /// Only jobs first requested at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only these files (comma-separated file ids).
+        #[arg(long, value_delimiter = ',')]
+        files: Vec<String>,
+        /// Variation to ask for (default: each old job's).
+        #[arg(long)]
+        variation: Option<String>,
+        /// Model version to record (default: the catalogue's for the variation).
+        #[arg(long)]
+        model_version: Option<String>,
+    },
     /// Print a signed development token (HS256, auth.jwt_secret).
     Token {
         #[arg(long, default_value = "dev-user")]
@@ -65,6 +83,8 @@ enum Cmd {
 enum ProjectorCmd {
     /// Apply database migrations and exit.
     Migrate,
+    /// Replay every topic into fresh tables and swap them in (a running projector may stay up).
+    Rebuild,
 }
 
 pub fn main() -> ExitCode {
@@ -131,6 +151,26 @@ async fn run(cli: Cli) -> Result<()> {
             roar_projections::migrate(&pool).await?;
             println!("read model migrated");
             Ok(())
+        }
+        Cmd::Projector {
+            action: Some(ProjectorCmd::Rebuild),
+        } => roar::replay::rebuild(&cfg, shutdown::install()).await,
+        Cmd::Replay {
+            model,
+            since,
+            files,
+            variation,
+            model_version,
+        } => {
+            let spec = roar_projections::replay::ReplaySpec {
+                model,
+                since,
+                files,
+                variation,
+                model_version,
+                actor: "cli:replay".into(),
+            };
+            roar::replay::replay(&cfg, spec).await.map(|_| ())
         }
         Cmd::Projector { action: None } => {
             let cancel = shutdown::install();

@@ -3,5 +3,6 @@
 //! end-to-end tests run ([`stack`]: a tansu broker and a throw-away Postgres cluster).
 
 pub mod dev;
+pub mod replay;
 pub mod services;
 pub mod stack;

@@ -146,6 +146,9 @@ pub struct ProjectorConfig {
     pub batch_size: usize,
     /// Longest an event waits for its batch to fill, in ms.
     pub batch_linger_ms: u64,
+    /// Longest the broker holds a fetch that has no new data (`fetch.wait.max.ms`); bounds the
+    /// event→visible latency of a quiet topic (librdkafka's default, 500, shows as 0.5 s).
+    pub fetch_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -248,6 +251,7 @@ impl Default for ProjectorConfig {
         Self {
             batch_size: 500,
             batch_linger_ms: 5,
+            fetch_wait_ms: 10,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The read model's state machine, as pure functions over rows, so it can be tested without a
 //! database. Rules: a job never leaves a terminal state (completed, failed, canceled) because of
-//! a late event, except that an explicit re-queue newer than the failure reopens a failed or
-//! canceled job; progress never goes backwards; duplicates change nothing.
+//! a late event (one that happened before the job ended); an event newer than a failure or
+//! cancel (a re-request, a retry's start) reopens the job; progress never goes backwards within
+//! a run; duplicates change nothing. See [`apply_job`] for why time, not arrival, decides.
 
 use chrono::{DateTime, Utc};
 use roar_schemas::{FileBody, FileEvent, JobBody, JobEvent, JobRequested};
@@ -50,16 +51,14 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The newest request for this job (a failure older than it was superseded).
+    pub requested_at: Option<DateTime<Utc>>,
 }
 
 /// An event that decodes but cannot be applied; it goes to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid event: {0}")]
 pub struct Invalid(pub String);
-
-fn is_terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "canceled")
-}
 
 fn check_id(prefix: char, id: &str, what: &str) -> Result<(), Invalid> {
     if roar_schemas::ids::is_valid_id(prefix, id) {
@@ -147,6 +146,15 @@ pub fn queued_from_request(r: &JobRequested) -> JobEvent {
 }
 
 /// Applies a job event to the current row (if any).
+///
+/// Events of one job come from two topics (requests from `roar.jobs.<model>.v1`, the rest from
+/// `roar.job-events.v1`), so their interleaving differs between the live projector and a
+/// rebuild. The rules therefore lean on `occurred_at` rather than on arrival order:
+/// - `completed` (or skipped) is final: outputs exist.
+/// - A failed or canceled job moves again only for an event newer than its end (a retry, or a
+///   new request); older events are late and ignored.
+/// - A failure or cancel older than the newest request was superseded by that request.
+/// - Progress never goes backwards within a run.
 pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> {
     check_id('j', &ev.job_id, "job_id")?;
     check_id('f', &ev.file_id, "file_id")?;
@@ -176,39 +184,48 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
         updated_at: at,
         started_at: None,
         finished_at: None,
+        requested_at: None,
     });
-    if r.file_id != ev.file_id || r.model != ev.model {
-        return Err(Invalid(format!("job {} changes file or model", ev.job_id)));
+    if r.file_id != ev.file_id || r.model != ev.model || r.variation != ev.variation {
+        return Err(Invalid(format!(
+            "job {} changes file, model or variation",
+            ev.job_id
+        )));
     }
-    r.created_at = r.created_at.min(at);
-    r.updated_at = r.updated_at.max(at);
-    let terminal = is_terminal(&r.status);
+    let completed = r.status == "completed";
+    let closed = matches!(r.status.as_str(), "failed" | "canceled");
+    // Newer than the failure/cancel: the job was asked again and runs again.
+    let after_close = closed && r.finished_at.is_some_and(|f| at > f);
+    let moves = !completed && (!closed || after_close);
     match &ev.body {
         JobBody::Queued {
             owner,
             model_version,
             params_json,
         } => {
-            r.owner = owner.clone();
-            r.model_version = model_version.clone();
+            if !r.owner.is_empty() && r.owner != *owner {
+                return Err(Invalid(format!("job {} changes owner", ev.job_id)));
+            }
+            if !r.model_version.is_empty() && r.model_version != *model_version {
+                return Err(Invalid(format!("job {} changes model version", ev.job_id)));
+            }
             r.params = serde_json::from_str(params_json)
                 .map_err(|e| Invalid(format!("params_json is not JSON: {e}")))?;
-            let reopens = matches!(r.status.as_str(), "failed" | "canceled")
-                && r.finished_at.is_some_and(|f| at > f);
-            if reopens {
-                r.status = "queued".into();
-                r.progress = 0.0;
-                r.error_code = None;
-                r.error_message = None;
-                r.retryable = None;
-                r.finished_at = None;
+            r.owner = owner.clone();
+            r.model_version = model_version.clone();
+            if r.requested_at.is_none_or(|q| at >= q) {
+                r.requested_at = Some(at);
                 r.request_id = Some(ev.meta.request_id.clone());
+            }
+            if after_close {
+                reopen(&mut r);
             }
         }
         JobBody::Started { attempt, .. } => {
             r.attempt = r.attempt.max(*attempt);
             r.started_at = Some(r.started_at.map_or(at, |s| s.min(at)));
-            if !terminal {
+            if moves {
+                reopen_if(&mut r, after_close);
                 r.status = "running".into();
             }
         }
@@ -216,7 +233,8 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
             if !(0.0..=100.0).contains(percent) || percent.is_nan() {
                 return Err(Invalid(format!("progress {percent} outside 0..=100")));
             }
-            if !terminal {
+            if moves {
+                reopen_if(&mut r, after_close);
                 r.status = "running".into();
                 if *percent >= r.progress {
                     r.progress = *percent;
@@ -227,43 +245,82 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
         JobBody::RetryScheduled {
             attempt, reason, ..
         } => {
-            if !terminal {
+            r.attempt = r.attempt.max(*attempt);
+            if moves {
+                reopen_if(&mut r, after_close);
                 r.status = "queued".into();
-                r.attempt = r.attempt.max(*attempt);
                 r.message = Some(format!("retry scheduled: {reason}"));
             }
         }
         JobBody::Completed { outputs, .. } | JobBody::Skipped { outputs } => {
-            if !terminal {
+            if moves {
                 r.status = "completed".into();
                 r.skipped = matches!(ev.body, JobBody::Skipped { .. });
                 r.progress = 100.0;
                 r.outputs = serde_json::to_value(outputs).unwrap_or(Value::Null);
+                r.error_code = None;
+                r.error_message = None;
+                r.retryable = None;
                 r.finished_at = Some(at);
             }
         }
+        JobBody::Failed { .. } | JobBody::Canceled { .. } => {
+            // A request newer than this end asked for another run; that run's own events
+            // follow this one on the job-events partition, so nothing newer is lost here.
+            let superseded = r.requested_at.is_some_and(|q| at < q);
+            if moves && superseded {
+                reopen(&mut r);
+            } else if moves {
+                close(&mut r, &ev.body, at);
+            }
+        }
+    }
+    r.created_at = r.created_at.min(at);
+    r.updated_at = r.updated_at.max(at);
+    Ok(r)
+}
+
+/// Ends a run as failed or canceled.
+fn close(r: &mut JobRow, body: &JobBody, at: DateTime<Utc>) {
+    match body {
         JobBody::Failed {
             code,
             message,
             retryable,
         } => {
-            if !terminal {
-                r.status = "failed".into();
-                r.error_code = Some(code.clone());
-                r.error_message = Some(message.clone());
-                r.retryable = Some(*retryable);
-                r.finished_at = Some(at);
-            }
+            r.status = "failed".into();
+            r.error_code = Some(code.clone());
+            r.error_message = Some(message.clone());
+            r.retryable = Some(*retryable);
+            r.message = None;
         }
         JobBody::Canceled { reason } => {
-            if !terminal {
-                r.status = "canceled".into();
-                r.message = Some(reason.clone());
-                r.finished_at = Some(at);
-            }
+            r.status = "canceled".into();
+            r.message = Some(reason.clone());
+            r.error_code = None;
+            r.error_message = None;
+            r.retryable = None;
         }
+        _ => return,
     }
-    Ok(r)
+    r.finished_at = Some(at);
+}
+
+fn reopen_if(r: &mut JobRow, cond: bool) {
+    if cond {
+        reopen(r);
+    }
+}
+
+/// A failed or canceled job asked again: back to queued, a fresh run.
+fn reopen(r: &mut JobRow) {
+    r.status = "queued".into();
+    r.progress = 0.0;
+    r.message = None;
+    r.error_code = None;
+    r.error_message = None;
+    r.retryable = None;
+    r.finished_at = None;
 }
 
 #[cfg(test)]
@@ -395,15 +452,24 @@ mod tests {
                     retryable: false,
                 },
             ),
+            // Late: it happened before the failure, so it cannot end the job again.
             ev(
-                6,
+                4,
                 JobBody::Completed {
                     outputs: vec![],
                     duration_seconds: 0.0,
                 },
             ),
+            ev(
+                3,
+                JobBody::Progress {
+                    percent: 90.0,
+                    message: "late".into(),
+                },
+            ),
         ]);
         assert_eq!(failed.status, "failed");
+        assert_eq!(failed.progress, 0.0);
     }
 
     #[test]
@@ -428,6 +494,119 @@ mod tests {
         );
         assert_eq!(run(&[q(0), fail.clone(), q(1)]).status, "failed");
         assert_eq!(run(&[q(0), fail, q(9)]).status, "queued");
+    }
+
+    fn merges(a: &[JobEvent], b: &[JobEvent], out: &mut Vec<Vec<JobEvent>>, acc: Vec<JobEvent>) {
+        if a.is_empty() || b.is_empty() {
+            let mut done = acc;
+            done.extend_from_slice(a);
+            done.extend_from_slice(b);
+            out.push(done);
+            return;
+        }
+        let mut left = acc.clone();
+        left.push(a[0].clone());
+        merges(&a[1..], b, out, left);
+        let mut right = acc;
+        right.push(b[0].clone());
+        merges(a, &b[1..], out, right);
+    }
+
+    #[test]
+    fn a_retried_job_ends_the_same_whatever_the_interleaving_of_its_two_topics() {
+        let q = |s| {
+            ev(
+                s,
+                JobBody::Queued {
+                    owner: "a".into(),
+                    model_version: "1".into(),
+                    params_json: "{}".into(),
+                },
+            )
+        };
+        let started = |s, attempt| {
+            ev(
+                s,
+                JobBody::Started {
+                    worker: "w".into(),
+                    attempt,
+                },
+            )
+        };
+        let requests = vec![q(0), q(9)];
+        let mut job_events = vec![
+            started(1, 1),
+            ev(
+                2,
+                JobBody::Progress {
+                    percent: 70.0,
+                    message: "x".into(),
+                },
+            ),
+            ev(
+                5,
+                JobBody::Failed {
+                    code: "oom".into(),
+                    message: "m".into(),
+                    retryable: true,
+                },
+            ),
+            started(10, 2),
+            ev(
+                11,
+                JobBody::Progress {
+                    percent: 20.0,
+                    message: "y".into(),
+                },
+            ),
+        ];
+        job_events.push(lifecycle().pop().unwrap());
+        job_events.last_mut().unwrap().meta.occurred_at =
+            DateTime::from_timestamp(1_800_000_015, 0).unwrap();
+        let mut all = Vec::new();
+        merges(&requests, &job_events, &mut all, Vec::new());
+        assert_eq!(all.len(), 28);
+        let expected = run(&all[0]);
+        assert_eq!(expected.status, "completed");
+        assert_eq!(expected.attempt, 2);
+        assert_eq!(expected.error_code, None);
+        for order in &all {
+            // Duplicated deliveries of either stream change nothing either.
+            let doubled: Vec<JobEvent> =
+                order.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+            for s in [order, &doubled] {
+                let r = run(s);
+                assert_eq!(r, expected);
+            }
+        }
+        // Before the retry ran, a request newer than the failure shows the job queued again.
+        let pending = run(&[q(0), started(1, 1), job_events[2].clone(), q(9)]);
+        assert_eq!(pending.status, "queued");
+        let stale = run(&[q(0), started(1, 1), q(9), job_events[2].clone()]);
+        assert_eq!(
+            stale, pending,
+            "a failure older than the newest request is superseded"
+        );
+    }
+
+    #[test]
+    fn a_job_cannot_change_owner_or_model_version() {
+        let q = |owner: &str, v: &str| {
+            ev(
+                0,
+                JobBody::Queued {
+                    owner: owner.into(),
+                    model_version: v.into(),
+                    params_json: "{}".into(),
+                },
+            )
+        };
+        let first = apply_job(None, &q("a", "1")).unwrap();
+        assert!(apply_job(Some(first.clone()), &q("b", "1")).is_err());
+        assert!(apply_job(Some(first.clone()), &q("a", "2")).is_err());
+        let mut other_file = q("a", "1");
+        other_file.file_id = format!("f{}", "1".repeat(32));
+        assert!(apply_job(Some(first), &other_file).is_err());
     }
 
     #[test]

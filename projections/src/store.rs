@@ -1,8 +1,12 @@
 //! Read-side queries over the read model, used by the orchestrator.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::apply::{FileRow, JobRow};
+use crate::apply::{apply_file, apply_job, FileRow, JobRow};
+use crate::batch::{decode, Decoded};
 
 /// One entry of a file's event history.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -87,6 +91,68 @@ impl ReadModel {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// The file as the read model showed it at `t`: its history up to `t` folded again with
+    /// the projector's own apply functions. `None` if nothing was known about it by then.
+    pub async fn file_as_of(
+        &self,
+        file_id: &str,
+        t: DateTime<Utc>,
+    ) -> Result<Option<FileRow>, sqlx::Error> {
+        let mut row = None;
+        for ev in self.history_until(file_id, t, false).await? {
+            if let Decoded::File(e) = ev {
+                // Only applied events are in the history, so this cannot fail but for data
+                // written by hand; such an event is left out as the projector left it out.
+                if let Ok(r) = apply_file(row.clone(), &e) {
+                    row = Some(r);
+                }
+            }
+        }
+        Ok(row)
+    }
+
+    /// The file's jobs as they were at `t`, ordered like [`ReadModel::jobs_for_file`].
+    pub async fn jobs_as_of(
+        &self,
+        file_id: &str,
+        t: DateTime<Utc>,
+    ) -> Result<Vec<JobRow>, sqlx::Error> {
+        let mut jobs: BTreeMap<String, JobRow> = BTreeMap::new();
+        for ev in self.history_until(file_id, t, true).await? {
+            if let Decoded::Job(e) = ev {
+                if let Ok(r) = apply_job(jobs.get(&e.job_id).cloned(), &e) {
+                    jobs.insert(r.job_id.clone(), r);
+                }
+            }
+        }
+        let mut out: Vec<JobRow> = jobs.into_values().collect();
+        out.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
+        Ok(out)
+    }
+
+    /// A file's (or its jobs') history events that occurred at or before `t`, in apply order.
+    async fn history_until(
+        &self,
+        file_id: &str,
+        t: DateTime<Utc>,
+        jobs: bool,
+    ) -> Result<Vec<Decoded>, sqlx::Error> {
+        let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT topic, payload FROM events
+             WHERE file_id = $1 AND occurred_at <= $2 AND (job_id IS NOT NULL) = $3
+             ORDER BY seq",
+        )
+        .bind(file_id)
+        .bind(t)
+        .bind(jobs)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(topic, payload)| decode(&topic, payload.as_deref()).ok())
+            .collect())
     }
 
     /// Whether the projector has applied the message at (`topic`, `partition`, `offset`).

@@ -1,0 +1,264 @@
+//! One batch of deliveries applied to the read model in one transaction, together with the
+//! consumed offsets. The same code serves the live projector and `roar projector rebuild`; a
+//! [`Sink`] says which tables (through the pool's `search_path`) and whether poison events go to
+//! the dead-letter topic (live) or are only skipped (a rebuild: the live projector already
+//! dead-lettered them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use roar_common::kafka::{send_dead_letter, Delivery, EventProducer};
+use roar_common::metrics::{
+    DLQ_MESSAGES, PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_LAG_SECONDS,
+};
+use roar_schemas::topics::{FILES, JOB_EVENTS};
+use roar_schemas::{FileEvent, JobEvent, JobRequested};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::apply::{apply_file, apply_job, queued_from_request, FileRow, JobRow};
+use crate::rows::{upsert_files, upsert_jobs, History};
+use crate::{ProjectionError, GROUP, NOTIFY_CHANNEL};
+
+/// Where a batch lands.
+#[derive(Clone)]
+pub(crate) struct Sink {
+    /// A pool whose `search_path` names the model's schema.
+    pub pool: PgPool,
+    /// `Some` for the live model: poison events are dead-lettered. `None` for a rebuild.
+    pub dlq: Option<EventProducer>,
+    /// Whether to `pg_notify` readers after each commit (only the live model has readers).
+    pub notify: bool,
+}
+
+pub(crate) enum Decoded {
+    File(FileEvent),
+    Job(JobEvent),
+}
+
+/// Applies a batch in one transaction with its offsets. If a row breaks a database constraint,
+/// the batch is re-applied one event per transaction so the culprit alone is set aside.
+pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionError> {
+    let started = Instant::now();
+    match apply_in_tx(sink, batch).await {
+        Err(ProjectionError::Db(sqlx::Error::Database(e))) if batch.len() > 1 => {
+            tracing::warn!(error = %e, "batch violates a constraint; applying one by one");
+            for d in batch {
+                match apply_in_tx(sink, std::slice::from_ref(d)).await {
+                    Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
+                        dead_letter(sink, d, "invalid", &e.to_string()).await?;
+                        skip_in_tx(&sink.pool, d).await?;
+                    }
+                    other => other?,
+                }
+            }
+        }
+        Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
+            let d = &batch[0];
+            dead_letter(sink, d, "invalid", &e.to_string()).await?;
+            skip_in_tx(&sink.pool, d).await?;
+        }
+        other => other?,
+    }
+    metrics::histogram!(PROJECTOR_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Decodes an event by the topic it came from; a job request stands for the `queued` job event.
+pub(crate) fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Decoded, String> {
+    let bytes = payload.ok_or("empty payload")?;
+    let ev = if topic == FILES {
+        roar_schemas::decode::<FileEvent>(bytes).map(Decoded::File)
+    } else if topic == JOB_EVENTS {
+        roar_schemas::decode::<JobEvent>(bytes).map(Decoded::Job)
+    } else {
+        roar_schemas::decode::<JobRequested>(bytes).map(|r| Decoded::Job(queued_from_request(&r)))
+    };
+    ev.map_err(|e| e.to_string())
+}
+
+async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionError> {
+    let mut tx = sink.pool.begin().await?;
+    let fresh = lock_and_filter(&mut tx, batch).await?;
+
+    let mut files: HashMap<String, Option<FileRow>> = HashMap::new();
+    let mut jobs: HashMap<String, Option<JobRow>> = HashMap::new();
+    let mut decoded = Vec::with_capacity(fresh.len());
+    for d in fresh {
+        match decode(&d.topic, d.payload.as_deref()) {
+            Ok(Decoded::File(e)) => {
+                files.entry(e.file_id.clone()).or_default();
+                decoded.push((d, Decoded::File(e)));
+            }
+            Ok(Decoded::Job(e)) => {
+                jobs.entry(e.job_id.clone()).or_default();
+                decoded.push((d, Decoded::Job(e)));
+            }
+            Err(e) => dead_letter(sink, d, "undecodable", &e).await?,
+        }
+    }
+    load_rows(&mut tx, &mut files, &mut jobs).await?;
+
+    let mut history = History::default();
+    let mut newest = None;
+    for (d, ev) in decoded {
+        let applied = match &ev {
+            Decoded::File(e) => {
+                let slot = files.get_mut(&e.file_id).expect("loaded above");
+                apply_file(slot.clone(), e).map(|row| *slot = Some(row))
+            }
+            Decoded::Job(e) => {
+                let slot = jobs.get_mut(&e.job_id).expect("loaded above");
+                apply_job(slot.clone(), e).map(|row| *slot = Some(row))
+            }
+        };
+        match applied {
+            Ok(()) => {
+                let meta = match &ev {
+                    Decoded::File(e) => &e.meta,
+                    Decoded::Job(e) => &e.meta,
+                };
+                newest = newest.max(Some(meta.occurred_at));
+                history.push(d, &ev);
+            }
+            Err(e) => dead_letter(sink, d, "invalid", &e.0).await?,
+        }
+    }
+
+    upsert_files(&mut tx, &files.values().flatten().collect::<Vec<_>>()).await?;
+    upsert_jobs(&mut tx, &jobs.values().flatten().collect::<Vec<_>>()).await?;
+    history.insert(&mut tx).await?;
+    store_offsets(&mut tx, batch).await?;
+    if sink.notify {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+
+    if sink.notify {
+        for d in batch {
+            metrics::counter!(PROJECTOR_EVENTS, "topic" => d.topic.clone()).increment(1);
+        }
+        if let Some(t) = newest {
+            let lag = (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!(PROJECTOR_LAG_SECONDS).set(lag);
+        }
+    }
+    Ok(())
+}
+
+/// Locks the batch's offset rows and drops events the model already holds.
+async fn lock_and_filter<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &'a [Delivery],
+) -> Result<Vec<&'a Delivery>, ProjectionError> {
+    let mut keys: Vec<(String, i32)> = batch
+        .iter()
+        .map(|d| (d.topic.clone(), d.partition))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let topics: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+    let parts: Vec<i32> = keys.iter().map(|k| k.1).collect();
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT o.topic, o.partition, o.next_offset FROM projector_offsets o
+         JOIN UNNEST($1::text[], $2::int[]) AS k(topic, partition) USING (topic, partition)
+         ORDER BY o.topic, o.partition FOR UPDATE OF o",
+    )
+    .bind(&topics)
+    .bind(&parts)
+    .fetch_all(&mut **tx)
+    .await?;
+    let next: HashMap<(String, i32), i64> = rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    Ok(batch
+        .iter()
+        .filter(|d| {
+            next.get(&(d.topic.clone(), d.partition))
+                .is_none_or(|n| d.offset >= *n)
+        })
+        .collect())
+}
+
+async fn load_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    files: &mut HashMap<String, Option<FileRow>>,
+    jobs: &mut HashMap<String, Option<JobRow>>,
+) -> Result<(), ProjectionError> {
+    if !files.is_empty() {
+        let ids: Vec<String> = files.keys().cloned().collect();
+        let rows: Vec<FileRow> = sqlx::query_as(
+            "SELECT * FROM files WHERE file_id = ANY($1) ORDER BY file_id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            files.insert(r.file_id.clone(), Some(r));
+        }
+    }
+    if !jobs.is_empty() {
+        let ids: Vec<String> = jobs.keys().cloned().collect();
+        let rows: Vec<JobRow> =
+            sqlx::query_as("SELECT * FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE")
+                .bind(&ids)
+                .fetch_all(&mut **tx)
+                .await?;
+        for r in rows {
+            jobs.insert(r.job_id.clone(), Some(r));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn store_offsets(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Delivery],
+) -> Result<(), sqlx::Error> {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for d in batch {
+        let e = next.entry((d.topic.clone(), d.partition)).or_insert(0);
+        *e = (*e).max(d.offset + 1);
+    }
+    let (keys, offsets): (Vec<_>, Vec<i64>) = next.into_iter().unzip();
+    let (topics, parts): (Vec<String>, Vec<i32>) = keys.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
+         SELECT t, p, o, now() FROM UNNEST($1::text[], $2::int[], $3::bigint[]) AS x(t, p, o)
+         ON CONFLICT (topic, partition) DO UPDATE
+           SET next_offset = GREATEST(projector_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
+    )
+    .bind(&topics)
+    .bind(&parts)
+    .bind(&offsets)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a partition past one event without applying it (after it went to the DLQ).
+async fn skip_in_tx(pool: &PgPool, d: &Delivery) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    store_offsets(&mut tx, std::slice::from_ref(d)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sends a poison event to the dead-letter topic (live model) or only logs it (a rebuild,
+/// whose events the live projector already dead-lettered).
+async fn dead_letter(
+    sink: &Sink,
+    d: &Delivery,
+    kind: &'static str,
+    reason: &str,
+) -> Result<(), ProjectionError> {
+    let Some(producer) = &sink.dlq else {
+        tracing::debug!(topic = %d.topic, partition = d.partition, offset = d.offset, kind, %reason, "rebuild skips a poison event");
+        return Ok(());
+    };
+    send_dead_letter(producer, GROUP, d, kind, reason)
+        .await
+        .map_err(|e| ProjectionError::Other(e.to_string()))?;
+    metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind).increment(1);
+    Ok(())
+}

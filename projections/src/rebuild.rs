@@ -1,0 +1,217 @@
+//! `roar projector rebuild`: replays every projected topic from its earliest offset into fresh
+//! tables in a side schema, catches up with the live projector, and swaps the fresh tables in
+//! with one transaction, so readers see either the old model or the new one, never a half-built
+//! one. The live projector keeps running throughout (see docs/ARCHITECTURE.md, "Rebuild"):
+//!
+//! 1. `roar_rebuild` is created and migrated; a consumer applies every event into it with the
+//!    live projector's own batch code (poison events are skipped, not dead-lettered again).
+//! 2. Once the rebuild is within one batch of the positions stored with the live model, one
+//!    transaction locks the live `projector_offsets` (live batches wait; readers do not), reads
+//!    the live positions L, and the rebuild applies events until it holds every event below L.
+//! 3. In that same transaction the live tables move to `roar_retired` and the rebuilt ones take
+//!    their place. The rebuilt positions are ≥ L, so the waiting live batch resumes against the
+//!    new tables and skips what the rebuild already holds: nothing is lost or applied twice.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use roar_common::Config;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::Sink;
+use crate::projector::{
+    apply_until_done, assign_from_db, new_consumer, next_batch, stored_offsets, Batching,
+};
+use crate::ProjectionError;
+
+/// The schema the rebuild is written into.
+pub const REBUILD_SCHEMA: &str = "roar_rebuild";
+/// Where the replaced tables are kept until the next rebuild (a manual way back).
+pub const RETIRED_SCHEMA: &str = "roar_retired";
+/// The read model's tables, moved together.
+const TABLES: [&str; 4] = ["files", "jobs", "events", "projector_offsets"];
+/// How long the final catch-up may hold the live projector before the swap is retried.
+const SWAP_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub elapsed: Duration,
+    /// How long live batches waited for the swap.
+    pub swap_hold: Duration,
+}
+
+/// Rebuilds the model behind `live` (its pool's schema) from the topics and swaps it in.
+pub async fn rebuild(
+    cfg: &Config,
+    live: &PgPool,
+    cancel: &CancellationToken,
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let live_schema: String = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(live)
+        .await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE"))
+        .execute(live)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {REBUILD_SCHEMA}"))
+        .execute(live)
+        .await?;
+    let side = schema_pool(cfg, REBUILD_SCHEMA).await?;
+    crate::migrate(&side).await?;
+
+    let consumer = new_consumer(cfg)?;
+    assign_from_db(&consumer, &side).await?;
+    let sink = Sink {
+        pool: side.clone(),
+        dlq: None,
+        notify: false,
+    };
+    let batching = Batching::from(cfg);
+    let near = cfg.projector.batch_size as i64;
+    let mut events = 0u64;
+    let idle = Duration::from_millis(200);
+    loop {
+        // Phase 1: replay until close to the live positions.
+        loop {
+            if cancel.is_cancelled() {
+                return Err(ProjectionError::Other("rebuild cancelled".into()));
+            }
+            if let Some(b) = next_batch_within(&consumer, &batching, cancel, idle).await {
+                if !apply_until_done(&sink, &b, cancel).await {
+                    return Err(ProjectionError::Other("rebuild cancelled".into()));
+                }
+                events += b.len() as u64;
+            }
+            if behind(&stored_live(live).await?, &side).await? <= near {
+                break;
+            }
+        }
+        // Phase 2: hold the live projector, finish, swap.
+        let hold = Instant::now();
+        let mut tx = live.begin().await?;
+        sqlx::query("LOCK TABLE projector_offsets IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let target = stored_in_tx(&mut tx).await?;
+        let deadline = Instant::now() + SWAP_CATCH_UP;
+        let mut caught_up = false;
+        while Instant::now() < deadline && !cancel.is_cancelled() {
+            if behind(&target, &side).await? == 0 {
+                caught_up = true;
+                break;
+            }
+            if let Some(b) = next_batch_within(&consumer, &batching, cancel, idle).await {
+                if !apply_until_done(&sink, &b, cancel).await {
+                    break;
+                }
+                events += b.len() as u64;
+            }
+        }
+        if !caught_up {
+            tx.rollback().await?;
+            if cancel.is_cancelled() {
+                return Err(ProjectionError::Other("rebuild cancelled".into()));
+            }
+            tracing::warn!("rebuild could not catch up within the swap window; trying again");
+            continue;
+        }
+        swap(&mut tx, &live_schema).await?;
+        tx.commit().await?;
+        let swap_hold = hold.elapsed();
+        side.close().await;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE"))
+            .execute(live)
+            .await?;
+        tracing::info!(events, ?swap_hold, "read model rebuilt and swapped in");
+        return Ok(RebuildReport {
+            events,
+            elapsed: started.elapsed(),
+            swap_hold,
+        });
+    }
+}
+
+/// Moves the live tables out and the rebuilt ones in. Keeps the history's `seq` above every
+/// value readers have seen, so an SSE stream resuming from an old id gets repeats, not gaps.
+async fn swap(tx: &mut Transaction<'_, Postgres>, live_schema: &str) -> Result<(), sqlx::Error> {
+    let live = quote(live_schema);
+    let statements = [
+        format!(
+            "SELECT setval(pg_get_serial_sequence('{REBUILD_SCHEMA}.events', 'seq'),
+               GREATEST((SELECT COALESCE(max(seq), 0) FROM {live}.events),
+                        (SELECT COALESCE(max(seq), 0) FROM {REBUILD_SCHEMA}.events), 1))"
+        ),
+        format!("DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE"),
+        format!("CREATE SCHEMA {RETIRED_SCHEMA}"),
+        format!("LOCK TABLE {live}.files, {live}.jobs, {live}.events IN ACCESS EXCLUSIVE MODE"),
+    ];
+    for s in statements {
+        sqlx::query(&s).execute(&mut **tx).await?;
+    }
+    for t in TABLES {
+        sqlx::query(&format!(
+            "ALTER TABLE {live}.{t} SET SCHEMA {RETIRED_SCHEMA}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&format!(
+            "ALTER TABLE {REBUILD_SCHEMA}.{t} SET SCHEMA {live}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// A pool whose connections resolve unqualified names in `schema`.
+async fn schema_pool(cfg: &Config, schema: &str) -> Result<PgPool, sqlx::Error> {
+    let opts =
+        PgConnectOptions::from_str(cfg.database.url.expose())?.options([("search_path", schema)]);
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(opts)
+        .await
+}
+
+/// The next batch, empty if nothing arrived within `idle`.
+async fn next_batch_within(
+    consumer: &rdkafka::consumer::StreamConsumer,
+    batching: &Batching,
+    cancel: &CancellationToken,
+    idle: Duration,
+) -> Option<Vec<roar_common::kafka::Delivery>> {
+    next_batch(consumer, batching, cancel, Some(idle))
+        .await
+        .filter(|b| !b.is_empty())
+}
+
+type Positions = std::collections::HashMap<(String, i32), i64>;
+
+async fn stored_live(live: &PgPool) -> Result<Positions, sqlx::Error> {
+    stored_offsets(live).await
+}
+
+async fn stored_in_tx(tx: &mut Transaction<'_, Postgres>) -> Result<Positions, sqlx::Error> {
+    let rows: Vec<(String, i32, i64)> =
+        sqlx::query_as("SELECT topic, partition, next_offset FROM projector_offsets")
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+}
+
+/// Events below `target` that the rebuild does not hold yet.
+async fn behind(target: &Positions, side: &PgPool) -> Result<i64, sqlx::Error> {
+    let have = stored_offsets(side).await?;
+    Ok(target
+        .iter()
+        .map(|(k, t)| (t - have.get(k).copied().unwrap_or(0)).max(0))
+        .sum())
+}

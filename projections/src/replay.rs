@@ -1,0 +1,154 @@
+//! `roar replay`: asks again for a model's jobs on the files that had them, with another
+//! variation or model version. The job id includes both, so each request names a new job whose
+//! outputs land beside the old ones, and the old job stays in `/status`. The files and their
+//! old jobs come from the read model; the requests go to `roar.jobs.<model>.v1` like any other.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use roar_common::catalog::{self, CatalogError};
+use roar_common::kafka::{EventProducer, KafkaError};
+use roar_schemas::ids::{canonical_json, job_id};
+use roar_schemas::topics::jobs_topic;
+use roar_schemas::{EventMeta, JobRequested};
+
+use crate::apply::JobRow;
+use crate::ReadModel;
+
+/// What to replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplaySpec {
+    pub model: String,
+    /// Only jobs first requested at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only these files (all files when empty).
+    pub files: Vec<String>,
+    /// The variation to ask for (default: each old job's own).
+    pub variation: Option<String>,
+    /// The model version to record (default: the catalogue's for the variation).
+    pub model_version: Option<String>,
+    /// Who asks (`actor` of the events), e.g. `cli:replay`.
+    pub actor: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayReport {
+    /// The request id shared by every event of this replay.
+    pub request_id: String,
+    /// (file_id, new job_id) of each job requested.
+    pub requested: Vec<(String, String)>,
+    /// Old jobs whose replay names a job that exists already (same variation and version).
+    pub existing: usize,
+    /// (old job_id, why) for old jobs whose parameters no longer fit the catalogue.
+    pub refused: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The model or variation is not in the catalogue (not retryable).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A file id that is not a roar file id (not retryable).
+    #[error("{0:?} is not a file id")]
+    BadFileId(String),
+    #[error("replay database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("replay: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+impl ReplayError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ReplayError::Db(_) | ReplayError::Kafka(_))
+    }
+}
+
+/// Emits one `JobRequested` per distinct new job; returns what it asked for.
+pub async fn replay(
+    read: &ReadModel,
+    producer: &EventProducer,
+    spec: &ReplaySpec,
+) -> Result<ReplayReport, ReplayError> {
+    // Fail on a bad model/variation before touching anything.
+    catalog::resolve(&spec.model, spec.variation.as_deref(), None)?;
+    if let Some(bad) = spec
+        .files
+        .iter()
+        .find(|f| !roar_schemas::ids::is_valid_id('f', f))
+    {
+        return Err(ReplayError::BadFileId(bad.clone()));
+    }
+    let old: Vec<JobRow> = sqlx::query_as(
+        "SELECT j.* FROM jobs j LEFT JOIN files f ON f.file_id = j.file_id
+         WHERE j.model = $1 AND ($2::timestamptz IS NULL OR j.created_at >= $2)
+           AND (cardinality($3::text[]) = 0 OR j.file_id = ANY($3))
+           AND COALESCE(f.status, '') <> 'deleted'
+         ORDER BY j.file_id, j.created_at, j.job_id",
+    )
+    .bind(&spec.model)
+    .bind(spec.since)
+    .bind(&spec.files)
+    .fetch_all(&read.pool)
+    .await?;
+
+    let base = EventMeta::new("", spec.actor.clone());
+    let mut report = ReplayReport {
+        request_id: format!("replay-{}", base.event_id),
+        ..Default::default()
+    };
+    let mut seen = HashSet::new();
+    let mut to_send = Vec::new();
+    for j in old {
+        let variation = spec
+            .variation
+            .clone()
+            .unwrap_or_else(|| j.variation.clone());
+        let resolved = match catalog::resolve(&spec.model, Some(&variation), Some(&j.params)) {
+            Ok(r) => r,
+            Err(e) => {
+                report.refused.push((j.job_id.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let version = spec.model_version.clone().unwrap_or(resolved.model_version);
+        let params = canonical_json(&resolved.params);
+        let id = job_id(
+            &j.file_id,
+            &spec.model,
+            &resolved.variation,
+            &params,
+            &version,
+        );
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if id == j.job_id || read.job(&id).await?.is_some() {
+            report.existing += 1;
+            continue;
+        }
+        let mut meta = base.follow(spec.actor.clone());
+        meta.request_id = report.request_id.clone();
+        to_send.push(JobRequested {
+            meta,
+            job_id: id,
+            file_id: j.file_id.clone(),
+            owner: j.owner.clone(),
+            model: spec.model.clone(),
+            variation: resolved.variation,
+            model_version: version,
+            params_json: params,
+            attempt: 1,
+            not_before: None,
+        });
+    }
+    let topic = jobs_topic(&spec.model);
+    for chunk in to_send.chunks(256) {
+        let sends = chunk.iter().map(|r| producer.send(&topic, &r.file_id, r));
+        futures::future::try_join_all(sends).await?;
+        report
+            .requested
+            .extend(chunk.iter().map(|r| (r.file_id.clone(), r.job_id.clone())));
+    }
+    Ok(report)
+}

@@ -1,0 +1,178 @@
+//! Writing read-model rows: file and job upserts and the batch's history rows.
+
+use roar_common::kafka::Delivery;
+use roar_schemas::FileEvent;
+use sqlx::{Postgres, Transaction};
+
+use crate::apply::{FileRow, JobRow};
+use crate::batch::Decoded;
+
+const FILE_COLUMNS: &[&str] = &[
+    "owner",
+    "filename",
+    "mime",
+    "size",
+    "sha256",
+    "storage_key",
+    "status",
+    "error_code",
+    "error_message",
+    "probe",
+    "request_ids",
+    "created_at",
+    "updated_at",
+];
+const JOB_COLUMNS: &[&str] = &[
+    "owner",
+    "model_version",
+    "params",
+    "status",
+    "skipped",
+    "progress",
+    "message",
+    "attempt",
+    "error_code",
+    "error_message",
+    "retryable",
+    "outputs",
+    "request_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "requested_at",
+];
+
+/// `INSERT … SELECT * FROM jsonb_populate_recordset(…) ON CONFLICT DO UPDATE`: every row of a
+/// batch in one statement, however many there are. Rows go in key order so that two writers
+/// never wait on each other in opposite orders.
+fn upsert_sql(table: &str, key: &str, columns: &[&str]) -> String {
+    let cols = columns.join(", ");
+    let excluded = columns
+        .iter()
+        .map(|c| format!("EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb)
+         ORDER BY {key}
+         ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({excluded})"
+    )
+}
+
+pub(crate) async fn upsert_files(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&FileRow],
+) -> Result<(), sqlx::Error> {
+    upsert(tx, &upsert_sql("files", "file_id", FILE_COLUMNS), rows).await
+}
+
+pub(crate) async fn upsert_jobs(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&JobRow],
+) -> Result<(), sqlx::Error> {
+    upsert(tx, &upsert_sql("jobs", "job_id", JOB_COLUMNS), rows).await
+}
+
+async fn upsert<T: serde::Serialize>(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &str,
+    rows: &[&T],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(sql).bind(json).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The history rows of a batch, inserted with one statement.
+#[derive(Default)]
+pub(crate) struct History {
+    topic: Vec<String>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    event_id: Vec<String>,
+    file_id: Vec<String>,
+    job_id: Vec<Option<String>>,
+    kind: Vec<String>,
+    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
+    request_id: Vec<String>,
+    body: Vec<String>,
+    payload: Vec<Vec<u8>>,
+}
+
+impl History {
+    pub(crate) fn push(&mut self, d: &Delivery, ev: &Decoded) {
+        let (meta, file_id, job_id, kind, body) = match ev {
+            Decoded::File(e) => (
+                &e.meta,
+                &e.file_id,
+                None,
+                file_kind(e),
+                serde_json::to_string(&e.body),
+            ),
+            Decoded::Job(e) => (
+                &e.meta,
+                &e.file_id,
+                Some(e.job_id.clone()),
+                e.body.kind().to_string(),
+                serde_json::to_string(e),
+            ),
+        };
+        self.topic.push(d.topic.clone());
+        self.partition.push(d.partition);
+        self.offset.push(d.offset);
+        self.event_id.push(meta.event_id.clone());
+        self.file_id.push(file_id.clone());
+        self.job_id.push(job_id);
+        self.kind.push(kind);
+        self.occurred_at.push(meta.occurred_at);
+        self.request_id.push(meta.request_id.clone());
+        self.body.push(body.unwrap_or_else(|_| "null".into()));
+        self.payload.push(d.payload.clone().unwrap_or_default());
+    }
+
+    pub(crate) async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), sqlx::Error> {
+        if self.topic.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO events (topic, partition, \"offset\", event_id, file_id, job_id, kind, occurred_at, request_id, body, payload)
+             SELECT t, p, o, e, f, j, k, a, r, b::jsonb, y FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[],
+               $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::bytea[])
+               AS x(t,p,o,e,f,j,k,a,r,b,y)
+             ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+        )
+        .bind(&self.topic)
+        .bind(&self.partition)
+        .bind(&self.offset)
+        .bind(&self.event_id)
+        .bind(&self.file_id)
+        .bind(&self.job_id)
+        .bind(&self.kind)
+        .bind(&self.occurred_at)
+        .bind(&self.request_id)
+        .bind(&self.body)
+        .bind(&self.payload)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+    }
+}
+
+pub(crate) fn file_kind(e: &FileEvent) -> String {
+    use roar_schemas::FileBody::*;
+    match e.body {
+        Registered { .. } => "file_registered",
+        Uploaded(_) => "file_uploaded",
+        Probed(_) => "file_probed",
+        ProbeFailed { .. } => "file_probe_failed",
+        Deleted { .. } => "file_deleted",
+    }
+    .to_string()
+}
