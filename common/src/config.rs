@@ -320,7 +320,9 @@ impl Config {
                 self.kafka.partitions
             ));
         }
-        if !(self.processor.progress_per_second > 0.0) {
+        if !self.processor.progress_per_second.is_finite()
+            || self.processor.progress_per_second <= 0.0
+        {
             return bad("processor.progress_per_second must be > 0".into());
         }
         if self.processor.heartbeat_seconds < 1 {

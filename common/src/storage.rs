@@ -183,6 +183,17 @@ impl Storage {
     }
 }
 
+/// `uploads/{file_id}/original`: where an upload's bytes live.
+pub fn upload_key(file_id: &str) -> String {
+    format!("uploads/{file_id}/original")
+}
+
+/// `outputs/{file_id}/{model}/{variation}/{job_id}/`: one job's output folder (with a trailing
+/// slash). The job id keeps outputs of other params or model versions side by side.
+pub fn job_output_dir(file_id: &str, model: &str, variation: &str, job_id: &str) -> String {
+    format!("outputs/{file_id}/{model}/{variation}/{job_id}/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,15 +241,4 @@ mod tests {
         );
         assert!(s.head("uploads/f2/original").await.unwrap().is_none());
     }
-}
-
-/// `uploads/{file_id}/original`: where an upload's bytes live.
-pub fn upload_key(file_id: &str) -> String {
-    format!("uploads/{file_id}/original")
-}
-
-/// `outputs/{file_id}/{model}/{variation}/{job_id}/`: one job's output folder (with a trailing
-/// slash). The job id keeps outputs of other params or model versions side by side.
-pub fn job_output_dir(file_id: &str, model: &str, variation: &str, job_id: &str) -> String {
-    format!("outputs/{file_id}/{model}/{variation}/{job_id}/")
 }

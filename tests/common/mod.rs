@@ -195,7 +195,7 @@ impl Drop for Services {
 pub fn models_dir() -> PathBuf {
     ["ROAR_PROCESSOR__MODELS_DIR", "ROAR_MODELS_DIR"]
         .iter()
-        .find_map(|k| std::env::var_os(k))
+        .find_map(std::env::var_os)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".roar/models"))
 }

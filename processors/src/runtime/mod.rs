@@ -10,6 +10,6 @@ mod serve;
 mod worker;
 
 pub use manifest::Manifest;
-pub use model::{Input, Model, ModelError, OutputFile, RunContext};
+pub use model::{Input, Model, ModelError, OutputFile, ProgressFn, RunContext};
 pub use serve::{options, serve, worker_id, RuntimeError};
 pub use worker::{Worker, WorkerOptions};

@@ -63,14 +63,17 @@ impl ModelError {
     }
 }
 
+/// Receives progress reports (percent, message) from a running model.
+pub type ProgressFn = Box<dyn FnMut(f32, &str) + Send>;
+
 /// Handed to [`Model::run`]: progress reporting and the cancellation checkpoint.
 pub struct RunContext {
     stop: Arc<AtomicBool>,
-    progress: Box<dyn FnMut(f32, &str) + Send>,
+    progress: ProgressFn,
 }
 
 impl RunContext {
-    pub fn new(stop: Arc<AtomicBool>, progress: Box<dyn FnMut(f32, &str) + Send>) -> Self {
+    pub fn new(stop: Arc<AtomicBool>, progress: ProgressFn) -> Self {
         Self { stop, progress }
     }
 

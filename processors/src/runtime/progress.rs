@@ -10,8 +10,10 @@ use roar_schemas::{JobBody, JobEvent};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::model::ProgressFn;
+
 /// What the blocking side holds: cheap, never blocks.
-pub(crate) fn reporter(tx: mpsc::Sender<(f32, String)>) -> Box<dyn FnMut(f32, &str) + Send> {
+pub(crate) fn reporter(tx: mpsc::Sender<(f32, String)>) -> ProgressFn {
     let mut last = -1.0f32;
     Box::new(move |percent, message| {
         // Identical reports are noise; a full channel means the emitter is behind.

@@ -48,7 +48,7 @@ pub fn options(cfg: &Config, worker_id: String) -> WorkerOptions {
     let p = &cfg.processor;
     WorkerOptions {
         worker_id,
-        max_attempts: p.max_attempts as i32,
+        max_attempts: p.max_attempts,
         retry_base: Duration::from_secs(p.retry_base_seconds),
         shutdown_grace: Duration::from_secs(p.shutdown_grace_seconds),
         progress_interval: Duration::from_secs_f64(1.0 / p.progress_per_second),

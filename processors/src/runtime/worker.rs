@@ -289,7 +289,7 @@ impl Worker {
             message,
             retryable,
         };
-        if !self.model.variations().iter().any(|v| *v == req.variation) {
+        if !self.model.variations().contains(&req.variation) {
             let valid = self.model.variations().join(", ");
             return Ok(failed(
                 "unknown_variation",
