@@ -179,6 +179,10 @@ pub(crate) fn parse(buf: &[u8], path: &Path) -> Result<Ct2Model> {
         let var = vars.get(&target).cloned().ok_or_else(|| {
             WhisperError::invalid(path, format!("alias {alias} points at missing {target}"))
         })?;
+        // A quantised target's scale travels with it.
+        if let Some(scale) = vars.get(&format!("{target}_scale")).cloned() {
+            vars.insert(format!("{alias}_scale"), scale);
+        }
         vars.insert(alias, var);
     }
     Ok(Ct2Model { spec, vars })

@@ -5,9 +5,11 @@ mod common;
 use common::{load, speak, wer};
 use roar_whisper::{to_srt, to_verbose_json, to_vtt, TranscribeOptions, WhisperError};
 
-const SENTENCES: [&str; 2] = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Please call Stella and ask her to bring these things with her from the store.",
+const SENTENCES: [&str; 4] = [
+    "The weather today is sunny and warm.",
+    "I would like a cup of coffee, please.",
+    "We are going to the park on Saturday morning.",
+    "My brother plays the guitar every evening.",
 ];
 
 fn greedy() -> TranscribeOptions {
@@ -58,11 +60,11 @@ fn tiny_en_transcribes_espeak_sentences() {
             wl = word.start;
         }
     }
-    // "fox" is said in the first sentence, "store" at the end of the second.
+    // "weather" is said in the first sentence, "evening" at the end of the last.
     let words: Vec<_> = t.segments.iter().flat_map(|s| &s.words).collect();
     let find = |w: &str| words.iter().find(|x| x.word.to_lowercase().contains(w)).map(|x| x.start);
-    if let (Some(fox), Some(store)) = (find("fox"), find("store")) {
-        assert!(fox < store, "fox at {fox}, store at {store}");
+    if let (Some(a), Some(b)) = (find("weather"), find("evening")) {
+        assert!(a < 1.5 && b > duration - 4.0 && a < b, "weather at {a}, evening at {b}");
     }
 
     let srt = to_srt(&t);
@@ -95,4 +97,18 @@ fn cancel_and_bad_input() {
     assert!(matches!(w.transcribe(&[0.0; 1600], &opts, &mut |_| true), Err(WhisperError::InvalidInput(_))));
     let missing = roar_whisper::Whisper::load(&common::models_dir(), "no-such", &candle_core::Device::Cpu);
     assert!(matches!(missing, Err(WhisperError::WeightsMissing { .. })));
+}
+
+#[test]
+fn base_detects_english() {
+    let w = load("base");
+    assert!(w.is_multilingual());
+    let audio = speak(SENTENCES[1]);
+    let (lang, p) = w.detect_language(&audio).unwrap();
+    assert_eq!(lang, "en", "p = {p}");
+    assert!(p > 0.5, "p = {p}");
+    let t = w.transcribe(&audio, &greedy(), &mut |_| true).unwrap();
+    assert_eq!(t.language, "en");
+    let e = wer(SENTENCES[1], &t.text);
+    assert!(e <= 0.25, "WER {e} for {:?}", t.text);
 }
