@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{Result, WhisperError};
 pub use format::{to_srt, to_text, to_verbose_json, to_vtt};
 pub use model::Dims;
-pub use weights::ModelHints;
+pub use weights::{convert_ct2_to_safetensors, ModelHints};
 
 /// Transcribe in the spoken language, or translate into English.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

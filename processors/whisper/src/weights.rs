@@ -235,3 +235,47 @@ fn load_safetensors(dir: &Path, device: &Device) -> Result<Loaded> {
     }
     Ok(Loaded { dims, weights: Weights { map, device: device.clone() }, hints })
 }
+
+/// Converts a CTranslate2 Whisper directory into the Hugging Face layout
+/// (`model.safetensors` in float16, `config.json`, `generation_config.json`,
+/// `tokenizer.json`), e.g. to use the registry weights with other tools.
+pub fn convert_ct2_to_safetensors(ct2_dir: &Path, out_dir: &Path) -> Result<()> {
+    let loaded = load_ct2(ct2_dir, &Device::Cpu)?;
+    let d = &loaded.dims;
+    std::fs::create_dir_all(out_dir)?;
+    let map = loaded
+        .weights
+        .map
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(candle_core::DType::F16)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    candle_core::safetensors::save(&map, out_dir.join("model.safetensors"))?;
+    let config = serde_json::json!({
+        "architectures": ["WhisperForConditionalGeneration"],
+        "model_type": "whisper",
+        "num_mel_bins": d.n_mels,
+        "max_source_positions": d.n_audio_ctx,
+        "d_model": d.n_audio_state,
+        "encoder_attention_heads": d.n_audio_head,
+        "encoder_layers": d.n_audio_layer,
+        "vocab_size": d.n_vocab,
+        "max_target_positions": d.n_text_ctx,
+        "decoder_attention_heads": d.n_text_head,
+        "decoder_layers": d.n_text_layer,
+        "suppress_tokens": loaded.hints.suppress,
+        "begin_suppress_tokens": loaded.hints.suppress_begin,
+    });
+    let generation = serde_json::json!({
+        "alignment_heads": loaded.hints.alignment_heads.iter().map(|(l, h)| [l, h]).collect::<Vec<_>>(),
+        "suppress_tokens": loaded.hints.suppress,
+        "begin_suppress_tokens": loaded.hints.suppress_begin,
+    });
+    let write = |name: &str, v: &Value| -> Result<()> {
+        let text = serde_json::to_string_pretty(v).map_err(|e| WhisperError::InvalidInput(e.to_string()))?;
+        Ok(std::fs::write(out_dir.join(name), text)?)
+    };
+    write("config.json", &config)?;
+    write("generation_config.json", &generation)?;
+    std::fs::copy(ct2_dir.join("tokenizer.json"), out_dir.join("tokenizer.json"))?;
+    Ok(())
+}

@@ -112,3 +112,19 @@ fn base_detects_english() {
     let e = wer(SENTENCES[1], &t.text);
     assert!(e <= 0.25, "WER {e} for {:?}", t.text);
 }
+
+#[test]
+fn safetensors_layout_gives_the_same_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    roar_whisper::convert_ct2_to_safetensors(&common::models_dir().join("tiny.en"), &dir.path().join("tiny.en-hf")).unwrap();
+    assert!(dir.path().join("tiny.en-hf/model.safetensors").is_file());
+    let hf = roar_whisper::Whisper::load(dir.path(), "tiny.en-hf", &candle_core::Device::Cpu).unwrap();
+    let ct2 = load("tiny.en");
+    assert_eq!(hf.dims(), ct2.dims());
+    let audio = speak(SENTENCES[2]);
+    let opts = TranscribeOptions { word_timestamps: false, ..greedy() };
+    let a = ct2.transcribe(&audio, &opts, &mut |_| true).unwrap();
+    let b = hf.transcribe(&audio, &opts, &mut |_| true).unwrap();
+    assert_eq!(a.text, b.text);
+    assert!(wer(SENTENCES[2], &b.text) <= 0.25, "{:?}", b.text);
+}
