@@ -12,18 +12,27 @@ use crate::Word;
 /// Audio tokens per second (the encoder halves the 100 mel frames per second).
 const TOKENS_PER_SECOND: f32 = 50.0;
 
-/// Times the words of `text_tokens` (text only, no timestamps) spoken in the window whose
-/// encoding is `audio`, `frames` mel frames long, starting at `offset` seconds.
+/// One encoded window: `[1, 1500, d]`, `frames` real mel frames, starting at `offset` s.
+pub(crate) struct EncodedWindow<'a> {
+    pub audio: &'a Tensor,
+    pub frames: usize,
+    pub offset: f32,
+}
+
+/// Times the words of `text_tokens` (text only, no timestamps) spoken in `win`.
 pub(crate) fn align_words(
     model: &Model,
     tok: &WhisperTokenizer,
     heads: &[(usize, usize)],
-    audio: &Tensor,
+    win: &EncodedWindow,
     sot_seq: &[u32],
     text_tokens: &[u32],
-    frames: usize,
-    offset: f32,
 ) -> Result<Vec<Word>> {
+    let EncodedWindow {
+        audio,
+        frames,
+        offset,
+    } = *win;
     if text_tokens.is_empty() {
         return Ok(Vec::new());
     }
@@ -35,7 +44,9 @@ pub(crate) fn align_words(
     let mut state = model.decoder.start(audio, 1)?;
     let t = Tensor::new(tokens.as_slice(), audio.device())?.unsqueeze(0)?;
     let (logits, weights) = model.decoder.forward(&t, &mut state, heads)?;
-    let Some(weights) = weights else { return Ok(Vec::new()) };
+    let Some(weights) = weights else {
+        return Ok(Vec::new());
+    };
     let n_audio = (frames / 2).max(1).min(weights.dim(2)?);
     let w: Vec<Vec<Vec<f32>>> = weights.narrow(2, 0, n_audio)?.to_vec3()?;
 
@@ -63,7 +74,10 @@ pub(crate) fn align_words(
         }
     }
     // Rows from <|notimestamps|> up to the last text token.
-    let m: Vec<Vec<f32>> = matrix[base..rows - 1].iter().map(|r| r.iter().map(|v| -v).collect()).collect();
+    let m: Vec<Vec<f32>> = matrix[base..rows - 1]
+        .iter()
+        .map(|r| r.iter().map(|v| -v).collect())
+        .collect();
     let (text_idx, time_idx) = dtw(&m);
 
     let mut jumps = Vec::new();
@@ -77,10 +91,18 @@ pub(crate) fn align_words(
     let mut k = 0;
     for (word, wt) in words {
         let start = jumps.get(k).copied().unwrap_or(0.0);
-        let end = jumps.get(k + wt.len()).copied().unwrap_or_else(|| jumps.last().copied().unwrap_or(0.0));
+        let end = jumps
+            .get(k + wt.len())
+            .copied()
+            .unwrap_or_else(|| jumps.last().copied().unwrap_or(0.0));
         let p = probs[k..k + wt.len()].iter().sum::<f32>() / wt.len() as f32;
         k += wt.len();
-        out.push(Word { start: offset + start, end: offset + end.max(start), word, probability: p });
+        out.push(Word {
+            start: offset + start,
+            end: offset + end.max(start),
+            word,
+            probability: p,
+        });
     }
     merge_punctuation(&mut out);
     Ok(out)
@@ -117,7 +139,13 @@ fn median_filter(x: &[f32], width: usize) -> Vec<f32> {
         return x.to_vec();
     }
     let reflect = |i: isize| -> f32 {
-        let j = if i < 0 { -i } else if i >= n { 2 * (n - 1) - i } else { i };
+        let j = if i < 0 {
+            -i
+        } else if i >= n {
+            2 * (n - 1) - i
+        } else {
+            i
+        };
         x[j.clamp(0, n - 1) as usize]
     };
     let mut win = vec![0f32; width];
@@ -146,7 +174,13 @@ pub(crate) fn dtw(cost: &[Vec<f32>]) -> (Vec<usize>, Vec<usize>) {
     for i in 1..=n {
         for j in 1..=m {
             let (c0, c1, c2) = (acc[i - 1][j - 1], acc[i - 1][j], acc[i][j - 1]);
-            let (best, t) = if c0 < c1 && c0 < c2 { (c0, 0) } else if c1 < c0 && c1 < c2 { (c1, 1) } else { (c2, 2) };
+            let (best, t) = if c0 < c1 && c0 < c2 {
+                (c0, 0)
+            } else if c1 < c0 && c1 < c2 {
+                (c1, 1)
+            } else {
+                (c2, 2)
+            };
             acc[i][j] = cost[i - 1][j - 1] + best;
             trace[i][j] = t;
         }

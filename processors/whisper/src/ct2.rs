@@ -206,7 +206,11 @@ impl Ct2Model {
             let rows = v.shape.first().copied().unwrap_or(1).max(1);
             let per_row = values.len() / rows;
             for (i, x) in values.iter_mut().enumerate() {
-                let s = if scale.len() == rows { scale[i / per_row] } else { scale[0] };
+                let s = if scale.len() == rows {
+                    scale[i / per_row]
+                } else {
+                    scale[0]
+                };
                 *x /= s;
             }
         }
@@ -257,7 +261,10 @@ mod tests {
         b.extend_from_slice(&3u32.to_le_bytes());
         b.extend_from_slice(&2u32.to_le_bytes());
         var(&mut b, "w", &[2, 2], 1, &[10u8, 246, 127, 0]); // 10, -10, 127, 0
-        let scales: Vec<u8> = [2.0f32, 127.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let scales: Vec<u8> = [2.0f32, 127.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
         var(&mut b, "w_scale", &[2], 0, &scales);
         b.extend_from_slice(&1u32.to_le_bytes());
         string(&mut b, "alias");
@@ -265,7 +272,13 @@ mod tests {
         let p = Path::new("mem");
         let m = parse(&b, p).unwrap();
         assert_eq!(m.spec, "WhisperSpec");
-        let w: Vec<f32> = m.tensor("alias", p).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let w: Vec<f32> = m
+            .tensor("alias", p)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(w, vec![5.0, -5.0, 1.0, 0.0]);
     }
 

@@ -55,7 +55,13 @@ impl Rules<'_> {
         for &t in &self.hints.suppress {
             ban(t);
         }
-        for t in [sp.transcribe, sp.translate, sp.sot, sp.sot_prev, sp.no_speech] {
+        for t in [
+            sp.transcribe,
+            sp.translate,
+            sp.sot,
+            sp.sot_prev,
+            sp.no_speech,
+        ] {
             ban(t);
         }
         if let Some(t) = sp.sot_lm {
@@ -88,7 +94,11 @@ impl Rules<'_> {
         }
         if let Some(&last) = seq.iter().rev().find(|&&t| is_ts(t)) {
             // Timestamps never go back, and a segment is never empty.
-            let floor = if last_ts && !penult_ts { last } else { last + 1 };
+            let floor = if last_ts && !penult_ts {
+                last
+            } else {
+                last + 1
+            };
             logits[tb..(floor as usize).min(n)].fill(f32::NEG_INFINITY);
         }
         if seq.is_empty() {
@@ -134,7 +144,13 @@ impl Rng {
 }
 
 fn argmax(x: &[f32]) -> usize {
-    x.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
+    x.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
 }
 
 /// Decodes one window of encoded audio (`[1, frames, d]`).
@@ -190,10 +206,13 @@ pub(crate) fn decode_window(
                 let probs: Vec<f32> = lp.iter().map(|l| (l / p.temperature).exp()).collect();
                 let total: f32 = probs.iter().sum();
                 let mut r = rng.next_f32() * total;
-                probs.iter().position(|&q| {
-                    r -= q;
-                    r <= 0.0
-                }).unwrap_or_else(|| argmax(&next))
+                probs
+                    .iter()
+                    .position(|&q| {
+                        r -= q;
+                        r <= 0.0
+                    })
+                    .unwrap_or_else(|| argmax(&next))
             } as u32;
             if tok == sp.eot {
                 sum += lp[tok as usize];
@@ -207,10 +226,17 @@ pub(crate) fn decode_window(
         }
         (seq, sum)
     } else {
-        beam_search(model, &mut state, first, &rules, beam, p.patience, sample_len)?
+        beam_search(
+            model, &mut state, first, &rules, beam, p.patience, sample_len,
+        )?
     };
     let avg_logprob = sum_lp / (tokens.len() + 1) as f32;
-    Ok(WindowResult { tokens, avg_logprob, no_speech_prob, temperature: p.temperature })
+    Ok(WindowResult {
+        tokens,
+        avg_logprob,
+        no_speech_prob,
+        temperature: p.temperature,
+    })
 }
 
 fn beam_search(
@@ -261,10 +287,15 @@ fn beam_search(
             break;
         }
         state.reorder(&rows)?;
-        let last: Vec<u32> = next.iter().map(|(s, _)| *s.last().expect("non-empty")).collect();
+        let last: Vec<u32> = next
+            .iter()
+            .map(|(s, _)| *s.last().expect("non-empty"))
+            .collect();
         let t = Tensor::new(last.as_slice(), &dev)?.unsqueeze(1)?;
         let (l, _) = model.decoder.forward(&t, state, &[])?;
-        logits = (0..next.len()).map(|r| l.i((r, 0))?.to_vec1()).collect::<candle_core::Result<_>>()?;
+        logits = (0..next.len())
+            .map(|r| l.i((r, 0))?.to_vec1())
+            .collect::<candle_core::Result<_>>()?;
         beams = next;
     }
     if finished.is_empty() {
@@ -273,7 +304,10 @@ fn beam_search(
     // Rank by mean log-probability so long hypotheses are not penalised for length.
     let best = finished
         .into_iter()
-        .max_by(|a, b| (a.1 / (a.0.len() + 1) as f32).total_cmp(&(b.1 / (b.0.len() + 1) as f32)))
+        .max_by(|a, b| {
+            let mean = |h: &(Vec<u32>, f32)| h.1 / h.0.len().max(1) as f32;
+            mean(a).total_cmp(&mean(b))
+        })
         .expect("at least one hypothesis");
     Ok(best)
 }

@@ -9,12 +9,23 @@ use crate::Transcript;
 /// `HH:MM:SS{sep}mmm`.
 fn stamp(t: f32, sep: char) -> String {
     let ms = (t.max(0.0) as f64 * 1000.0).round() as u64;
-    format!("{:02}:{:02}:{:02}{sep}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}{sep}{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 /// Cue text: trimmed, and never a blank line (which would end the cue early).
 fn cue_text(s: &str) -> String {
-    s.trim().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.trim()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The text, one segment per line.
@@ -31,7 +42,14 @@ pub fn to_text(t: &Transcript) -> String {
 pub fn to_srt(t: &Transcript) -> String {
     let mut out = String::new();
     for (i, s) in t.segments.iter().enumerate() {
-        let _ = write!(out, "{}\n{} --> {}\n{}\n\n", i + 1, stamp(s.start, ','), stamp(s.end, ','), cue_text(&s.text));
+        let _ = write!(
+            out,
+            "{}\n{} --> {}\n{}\n\n",
+            i + 1,
+            stamp(s.start, ','),
+            stamp(s.end, ','),
+            cue_text(&s.text)
+        );
     }
     out
 }
@@ -42,7 +60,13 @@ pub fn to_vtt(t: &Transcript) -> String {
     for s in &t.segments {
         // "-->" inside a cue would be read as a timing line.
         let text = cue_text(&s.text).replace("-->", "->");
-        let _ = write!(out, "{} --> {}\n{}\n\n", stamp(s.start, '.'), stamp(s.end, '.'), text);
+        let _ = write!(
+            out,
+            "{} --> {}\n{}\n\n",
+            stamp(s.start, '.'),
+            stamp(s.end, '.'),
+            text
+        );
     }
     out
 }
@@ -93,14 +117,22 @@ mod tests {
             avg_logprob: -0.2,
             compression_ratio: 1.1,
             no_speech_prob: 0.01,
-            words: vec![Word { start, end, word: " hi".into(), probability: 0.9 }],
+            words: vec![Word {
+                start,
+                end,
+                word: " hi".into(),
+                probability: 0.9,
+            }],
         };
         Transcript {
             language: "en".into(),
             task: Task::Transcribe,
             duration: 3725.5,
             text: " Hello there. Second\n\nline -->".into(),
-            segments: vec![seg(0, 0.0, 1.5, " Hello there."), seg(1, 3661.25, 3662.0, " Second\n\nline -->")],
+            segments: vec![
+                seg(0, 0.0, 1.5, " Hello there."),
+                seg(1, 3661.25, 3662.0, " Second\n\nline -->"),
+            ],
         }
     }
 
@@ -108,7 +140,9 @@ mod tests {
     fn srt_and_vtt_cues() {
         let t = sample();
         let srt = to_srt(&t);
-        assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:02,000\n"));
+        assert!(srt.starts_with(
+            "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:02,000\n"
+        ));
         assert!(srt.contains("Second line -->\n\n"));
         let vtt = to_vtt(&t);
         assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n\n"));

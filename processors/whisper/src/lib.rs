@@ -149,7 +149,9 @@ impl Whisper {
     /// Loads `dir/variation` (e.g. `models/whisper` + `tiny.en`) onto `device`.
     pub fn load(dir: &Path, variation: &str, device: &Device) -> Result<Self> {
         if variation.is_empty() || variation.contains(['/', '\\']) || variation.starts_with('.') {
-            return Err(WhisperError::InvalidInput(format!("invalid variation name {variation:?}")));
+            return Err(WhisperError::InvalidInput(format!(
+                "invalid variation name {variation:?}"
+            )));
         }
         let vdir = dir.join(variation);
         let tok_path = vdir.join("tokenizer.json");
@@ -168,7 +170,13 @@ impl Whisper {
         let loaded = weights::load_dir(&vdir, device)?;
         let mel = mel::MelExtractor::new(loaded.dims.n_mels);
         let model = model::Model::load(&loaded.weights, loaded.dims)?;
-        Ok(Self { model, tokenizer, hints: loaded.hints, mel, variation: variation.to_string() })
+        Ok(Self {
+            model,
+            tokenizer,
+            hints: loaded.hints,
+            mel,
+            variation: variation.to_string(),
+        })
     }
 
     /// The variation this model was loaded as.

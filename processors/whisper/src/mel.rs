@@ -146,7 +146,7 @@ mod tests {
         assert!((f[1] - 0.024_86).abs() < 1e-4, "{}", f[1]);
         assert_eq!(f[0], 0.0);
         let last = &f[79 * 201..80 * 201];
-        assert!(last.iter().all(|&v| v >= 0.0 && v < 0.01));
+        assert!(last.iter().all(|&v| (0.0..0.01).contains(&v)));
     }
 
     #[test]
@@ -163,6 +163,9 @@ mod tests {
             .unwrap();
         // 1 kHz sits at mel 15, i.e. filter 15*80/hz_to_mel(8000)-1.
         let expect = (hz_to_mel(1000.0) / hz_to_mel(8000.0) * 81.0) as usize - 1;
-        assert!(best.abs_diff(expect) <= 1, "band {best}, expected ~{expect}");
+        assert!(
+            best.abs_diff(expect) <= 1,
+            "band {best}, expected ~{expect}"
+        );
     }
 }

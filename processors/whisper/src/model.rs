@@ -35,14 +35,21 @@ pub(crate) struct Weights {
 
 impl Weights {
     fn get(&self, name: &str) -> Result<Tensor> {
-        let t = self.map.get(name).ok_or_else(|| WhisperError::InvalidModel {
-            path: "weights".into(),
-            reason: format!("missing tensor {name}"),
-        })?;
+        let t = self
+            .map
+            .get(name)
+            .ok_or_else(|| WhisperError::InvalidModel {
+                path: "weights".into(),
+                reason: format!("missing tensor {name}"),
+            })?;
         Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
     }
     fn linear(&self, p: &str, bias: bool) -> Result<Linear> {
-        let b = if bias { Some(self.get(&format!("{p}.bias"))?) } else { None };
+        let b = if bias {
+            Some(self.get(&format!("{p}.bias"))?)
+        } else {
+            None
+        };
         Ok(Linear::new(self.get(&format!("{p}.weight"))?, b))
     }
     fn norm(&self, p: &str) -> Result<LayerNorm> {
@@ -82,11 +89,20 @@ impl Attention {
     }
 
     fn kv(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((self.split(&self.k.forward(x)?)?, self.split(&self.v.forward(x)?)?))
+        Ok((
+            self.split(&self.k.forward(x)?)?,
+            self.split(&self.v.forward(x)?)?,
+        ))
     }
 
     /// Attends `x` to `k`/`v`; returns the output and the attention weights.
-    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, t, d) = x.dims3()?;
         let scale = 1.0 / ((d / self.heads) as f64).sqrt();
         let q = (self.split(&self.q.forward(x)?)? * scale)?;
@@ -146,17 +162,35 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     pub(crate) fn load(w: &Weights, dims: &Dims) -> Result<Self> {
-        let c1 = Conv1dConfig { padding: 1, ..Default::default() };
-        let c2 = Conv1dConfig { padding: 1, stride: 2, ..Default::default() };
+        let c1 = Conv1dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let c2 = Conv1dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
         let conv = |p: &str, cfg| -> Result<Conv1d> {
-            Ok(Conv1d::new(w.get(&format!("{p}.weight"))?, Some(w.get(&format!("{p}.bias"))?), cfg))
+            Ok(Conv1d::new(
+                w.get(&format!("{p}.weight"))?,
+                Some(w.get(&format!("{p}.bias"))?),
+                cfg,
+            ))
         };
         Ok(Self {
             conv1: conv("model.encoder.conv1", c1)?,
             conv2: conv("model.encoder.conv2", c2)?,
             pos: w.get("model.encoder.embed_positions.weight")?,
             blocks: (0..dims.n_audio_layer)
-                .map(|i| Block::load(w, &format!("model.encoder.layers.{i}"), dims.n_audio_head, false))
+                .map(|i| {
+                    Block::load(
+                        w,
+                        &format!("model.encoder.layers.{i}"),
+                        dims.n_audio_head,
+                        false,
+                    )
+                })
                 .collect::<Result<_>>()?,
             ln: w.norm("model.encoder.layer_norm")?,
         })
@@ -222,7 +256,14 @@ impl Decoder {
             embed: w.get("model.decoder.embed_tokens.weight")?,
             pos: w.get("model.decoder.embed_positions.weight")?,
             blocks: (0..dims.n_text_layer)
-                .map(|i| Block::load(w, &format!("model.decoder.layers.{i}"), dims.n_text_head, true))
+                .map(|i| {
+                    Block::load(
+                        w,
+                        &format!("model.decoder.layers.{i}"),
+                        dims.n_text_head,
+                        true,
+                    )
+                })
                 .collect::<Result<_>>()?,
             ln: w.norm("model.decoder.layer_norm")?,
         })
@@ -237,9 +278,19 @@ impl Decoder {
         let cross = self
             .blocks
             .iter()
-            .map(|b| b.cross.as_ref().expect("decoder blocks have cross-attention").0.kv(audio))
+            .map(|b| {
+                b.cross
+                    .as_ref()
+                    .expect("decoder blocks have cross-attention")
+                    .0
+                    .kv(audio)
+            })
             .collect::<Result<Vec<_>>>()?;
-        let mut s = DecoderState { cross, selfkv: vec![None; self.blocks.len()], offset: 0 };
+        let mut s = DecoderState {
+            cross,
+            selfkv: vec![None; self.blocks.len()],
+            offset: 0,
+        };
         if batch != 1 {
             s.reorder(&vec![0; batch])?;
         }
@@ -262,9 +313,16 @@ impl Decoder {
                 self.pos.dim(0)?
             )));
         }
-        let emb = self.embed.embedding(&tokens.flatten_all()?)?.reshape((tokens.dim(0)?, n, ()))?;
+        let emb = self
+            .embed
+            .embedding(&tokens.flatten_all()?)?
+            .reshape((tokens.dim(0)?, n, ()))?;
         let mut x = emb.broadcast_add(&self.pos.narrow(0, state.offset, n)?)?;
-        let mask = if n > 1 { Some(causal_mask(n, state.offset, x.device())?) } else { None };
+        let mask = if n > 1 {
+            Some(causal_mask(n, state.offset, x.device())?)
+        } else {
+            None
+        };
         let mut picked = Vec::new();
         for (li, b) in self.blocks.iter().enumerate() {
             let h = b.attn_ln.forward(&x)?;
@@ -275,7 +333,10 @@ impl Decoder {
             }
             x = (&x + b.attn.attend(&h, &k, &v, mask.as_ref())?.0)?;
             state.selfkv[li] = Some((k, v));
-            let (cross, cross_ln) = b.cross.as_ref().expect("decoder blocks have cross-attention");
+            let (cross, cross_ln) = b
+                .cross
+                .as_ref()
+                .expect("decoder blocks have cross-attention");
             let h = cross_ln.forward(&x)?;
             let (ck, cv) = &state.cross[li];
             let (o, w) = cross.attend(&h, ck, cv, None)?;
@@ -288,7 +349,11 @@ impl Decoder {
         state.offset += n;
         let x = self.ln.forward(&x)?;
         let logits = x.broadcast_matmul(&self.embed.t()?)?;
-        let weights = if picked.is_empty() { None } else { Some(Tensor::stack(&picked, 0)?) };
+        let weights = if picked.is_empty() {
+            None
+        } else {
+            Some(Tensor::stack(&picked, 0)?)
+        };
         Ok((logits, weights))
     }
 }
@@ -296,7 +361,15 @@ impl Decoder {
 fn causal_mask(n: usize, offset: usize, dev: &Device) -> Result<Tensor> {
     let total = offset + n;
     let m: Vec<f32> = (0..n)
-        .flat_map(|i| (0..total).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Ok(Tensor::from_vec(m, (n, total), dev)?)
 }
@@ -310,6 +383,10 @@ pub(crate) struct Model {
 
 impl Model {
     pub(crate) fn load(w: &Weights, dims: Dims) -> Result<Self> {
-        Ok(Self { encoder: Encoder::load(w, &dims)?, decoder: Decoder::load(w, &dims)?, dims })
+        Ok(Self {
+            encoder: Encoder::load(w, &dims)?,
+            decoder: Decoder::load(w, &dims)?,
+            dims,
+        })
     }
 }

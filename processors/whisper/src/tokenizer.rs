@@ -76,7 +76,11 @@ impl WhisperTokenizer {
 
     /// Text of `tokens`, skipping anything that is not a text token.
     pub fn decode(&self, tokens: &[u32]) -> Result<String> {
-        let text: Vec<u32> = tokens.iter().copied().filter(|&t| t < self.specials.eot).collect();
+        let text: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|&t| t < self.specials.eot)
+            .collect();
         self.inner
             .decode(&text, false)
             .map_err(|e| WhisperError::Tokenizer(e.to_string()))
@@ -84,7 +88,11 @@ impl WhisperTokenizer {
 
     /// The language token of `code` (`en`, `de`...).
     pub fn language_token(&self, code: &str) -> Option<u32> {
-        self.specials.languages.iter().find(|(_, c)| c == code).map(|(i, _)| *i)
+        self.specials
+            .languages
+            .iter()
+            .find(|(_, c)| c == code)
+            .map(|(i, _)| *i)
     }
 
     /// Splits text tokens into words: a word starts at a token that begins with a space

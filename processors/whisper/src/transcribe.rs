@@ -5,7 +5,7 @@ use std::io::Write;
 
 use candle_core::{IndexOp, Tensor};
 
-use crate::align::align_words;
+use crate::align::{align_words, EncodedWindow};
 use crate::decode::{decode_window, log_softmax, WindowParams, WindowResult};
 use crate::error::{Result, WhisperError};
 use crate::mel::{HOP, N_FRAMES, SAMPLE_RATE};
@@ -38,14 +38,20 @@ fn check_audio(samples: &[f32]) -> Result<()> {
         return Err(WhisperError::InvalidInput("no audio samples".into()));
     }
     if samples.iter().any(|s| !s.is_finite()) {
-        return Err(WhisperError::InvalidInput("audio holds NaN or infinite samples".into()));
+        return Err(WhisperError::InvalidInput(
+            "audio holds NaN or infinite samples".into(),
+        ));
     }
     Ok(())
 }
 
 fn compute_mel(w: &Whisper, samples: &[f32]) -> Mel {
     let (data, frames) = w.mel.log_mel(samples, N_FRAMES * HOP);
-    Mel { data, frames, n_mels: w.mel.n_mels() }
+    Mel {
+        data,
+        frames,
+        n_mels: w.mel.n_mels(),
+    }
 }
 
 /// Language probabilities from the decoder's first step after `<|startoftranscript|>`.
@@ -97,10 +103,14 @@ pub(crate) fn run(
 ) -> Result<Transcript> {
     check_audio(samples)?;
     if opts.temperatures.is_empty() || opts.temperatures.iter().any(|t| !(0.0..=2.0).contains(t)) {
-        return Err(WhisperError::InvalidInput("temperatures must be non-empty, each in [0, 2]".into()));
+        return Err(WhisperError::InvalidInput(
+            "temperatures must be non-empty, each in [0, 2]".into(),
+        ));
     }
     if opts.beam_size == Some(0) {
-        return Err(WhisperError::InvalidInput("beam_size must be at least 1".into()));
+        return Err(WhisperError::InvalidInput(
+            "beam_size must be at least 1".into(),
+        ));
     }
     if !progress(0.0) {
         return Err(WhisperError::Cancelled);
@@ -115,7 +125,9 @@ pub(crate) fn run(
     let mut language = match &opts.language {
         Some(code) if multilingual => {
             if w.tokenizer.language_token(code).is_none() {
-                return Err(WhisperError::InvalidInput(format!("unknown language code {code:?}")));
+                return Err(WhisperError::InvalidInput(format!(
+                    "unknown language code {code:?}"
+                )));
             }
             Some(code.clone())
         }
@@ -129,7 +141,9 @@ pub(crate) fn run(
         _ => None,
     };
     if opts.task == Task::Translate && !multilingual {
-        return Err(WhisperError::InvalidInput("English-only models cannot translate".into()));
+        return Err(WhisperError::InvalidInput(
+            "English-only models cannot translate".into(),
+        ));
     }
 
     let mut all_tokens: Vec<u32> = match &opts.initial_prompt {
@@ -150,13 +164,24 @@ pub(crate) fn run(
         if sot_seq.len() == 1 && multilingual {
             let code = language.as_deref().unwrap_or("en");
             sot_seq.push(w.tokenizer.language_token(code).unwrap_or(sp.sot + 1));
-            sot_seq.push(if opts.task == Task::Translate { sp.translate } else { sp.transcribe });
+            sot_seq.push(if opts.task == Task::Translate {
+                sp.translate
+            } else {
+                sp.transcribe
+            });
         }
-        let prompt = if opts.condition_on_previous_text { &all_tokens[prompt_reset..] } else { &all_tokens[..0] };
+        let prompt = if opts.condition_on_previous_text {
+            &all_tokens[prompt_reset..]
+        } else {
+            &all_tokens[..0]
+        };
         let (res, ratio) = decode_with_fallback(w, &audio, opts, prompt, &sot_seq, seek as u64)?;
 
         let silent = opts.no_speech_threshold.is_some_and(|th| {
-            res.no_speech_prob > th && opts.logprob_threshold.is_none_or(|lt| res.avg_logprob <= lt)
+            res.no_speech_prob > th
+                && opts
+                    .logprob_threshold
+                    .is_none_or(|lt| res.avg_logprob <= lt)
         });
         if silent {
             seek += len;
@@ -169,8 +194,11 @@ pub(crate) fn run(
         let toks = &res.tokens;
         let is_ts = |t: u32| t >= sp.timestamp_begin;
         let ts_time = |t: u32| (t - sp.timestamp_begin) as f32 * TS_STEP;
-        let single_ending = toks.len() >= 2 && !is_ts(toks[toks.len() - 2]) && is_ts(toks[toks.len() - 1]);
-        let mut cuts: Vec<usize> = (1..toks.len()).filter(|&i| is_ts(toks[i - 1]) && is_ts(toks[i])).collect();
+        let single_ending =
+            toks.len() >= 2 && !is_ts(toks[toks.len() - 2]) && is_ts(toks[toks.len() - 1]);
+        let mut cuts: Vec<usize> = (1..toks.len())
+            .filter(|&i| is_ts(toks[i - 1]) && is_ts(toks[i]))
+            .collect();
         let mut push = |start: f32, end: f32, slice: &[u32]| -> Result<()> {
             let text_toks: Vec<u32> = slice.iter().copied().filter(|&t| t < sp.eot).collect();
             let text = w.tokenizer.decode(&text_toks)?;
@@ -223,7 +251,18 @@ pub(crate) fn run(
         if opts.word_timestamps {
             for seg in &mut segments[first_new..] {
                 let text: Vec<u32> = seg.tokens.iter().copied().filter(|&t| t < sp.eot).collect();
-                seg.words = align_words(&w.model, &w.tokenizer, &w.hints.alignment_heads, &audio, &sot_seq, &text, len, offset)?;
+                seg.words = align_words(
+                    &w.model,
+                    &w.tokenizer,
+                    &w.hints.alignment_heads,
+                    &EncodedWindow {
+                        audio: &audio,
+                        frames: len,
+                        offset,
+                    },
+                    &sot_seq,
+                    &text,
+                )?;
                 for word in &mut seg.words {
                     word.start = word.start.clamp(seg.start, seg.end);
                     word.end = word.end.clamp(word.start, seg.end);
@@ -274,9 +313,15 @@ fn decode_with_fallback(
         };
         let res = decode_window(&w.model, audio, &w.tokenizer.specials, &w.hints, &p)?;
         let ratio = compression_ratio(&w.tokenizer.decode(&res.tokens)?);
-        let too_repetitive = opts.compression_ratio_threshold.is_some_and(|th| ratio > th);
-        let too_unlikely = opts.logprob_threshold.is_some_and(|th| res.avg_logprob < th);
-        let silence = opts.no_speech_threshold.is_some_and(|th| res.no_speech_prob > th);
+        let too_repetitive = opts
+            .compression_ratio_threshold
+            .is_some_and(|th| ratio > th);
+        let too_unlikely = opts
+            .logprob_threshold
+            .is_some_and(|th| res.avg_logprob < th);
+        let silence = opts
+            .no_speech_threshold
+            .is_some_and(|th| res.no_speech_prob > th);
         let done = silence || (!too_repetitive && !too_unlikely);
         best = Some((res, ratio));
         if done {

@@ -43,7 +43,13 @@ fn read_json(path: &Path) -> Result<Value> {
 fn ids(v: &Value, key: &str) -> Vec<u32> {
     v.get(key)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_i64()).filter(|&x| x >= 0).map(|x| x as u32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_i64())
+                .filter(|&x| x >= 0)
+                .map(|x| x as u32)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -81,12 +87,19 @@ fn load_ct2(dir: &Path, device: &Device) -> Result<Loaded> {
     let m = ct2::parse(&bytes, &path)?;
     drop(bytes);
     if m.spec != "WhisperSpec" {
-        return Err(WhisperError::invalid(&path, format!("spec {} is not WhisperSpec", m.spec)));
+        return Err(WhisperError::invalid(
+            &path,
+            format!("spec {} is not WhisperSpec", m.spec),
+        ));
     }
     let dims = ct2_dims(&m, &path)?;
     let map = ct2_to_hf(&m, &dims, &path)?;
     let cfg_path = dir.join("config.json");
-    let cfg = if cfg_path.is_file() { read_json(&cfg_path)? } else { Value::Null };
+    let cfg = if cfg_path.is_file() {
+        read_json(&cfg_path)?
+    } else {
+        Value::Null
+    };
     let mut hints = ModelHints {
         suppress: ids(&cfg, "suppress_ids"),
         suppress_begin: ids(&cfg, "suppress_ids_begin"),
@@ -95,17 +108,31 @@ fn load_ct2(dir: &Path, device: &Device) -> Result<Loaded> {
     if hints.alignment_heads.is_empty() {
         hints.alignment_heads = default_heads(&dims);
     }
-    Ok(Loaded { dims, weights: Weights { map, device: device.clone() }, hints })
+    Ok(Loaded {
+        dims,
+        weights: Weights {
+            map,
+            device: device.clone(),
+        },
+        hints,
+    })
 }
 
 fn ct2_dims(m: &Ct2Model, path: &Path) -> Result<Dims> {
-    let count = |prefix: &str| (0..).take_while(|i| m.has(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))).count();
+    let count = |prefix: &str| {
+        (0..)
+            .take_while(|i| m.has(&format!("{prefix}/layer_{i}/ffn/linear_0/weight")))
+            .count()
+    };
     let emb = m.shape("decoder/embeddings/weight", path)?;
     let conv1 = m.shape("encoder/conv1/weight", path)?;
     let apos = m.shape("encoder/position_encodings/encodings", path)?;
     let tpos = m.shape("decoder/position_encodings/encodings", path)?;
     if emb.len() != 2 || conv1.len() != 3 || apos.len() != 2 || tpos.len() != 2 {
-        return Err(WhisperError::invalid(path, "unexpected tensor ranks for a Whisper model"));
+        return Err(WhisperError::invalid(
+            path,
+            "unexpected tensor ranks for a Whisper model",
+        ));
     }
     Ok(Dims {
         n_mels: conv1[1],
@@ -144,43 +171,104 @@ fn ct2_to_hf(m: &Ct2Model, d: &Dims, path: &Path) -> Result<HashMap<String, Tens
         put(format!("{hf}.bias"), t(&format!("{ct}/beta"))?);
         Ok(())
     };
-    let fused = |put: &mut dyn FnMut(String, Tensor), ct: &str, hf: &str, names: &[&str]| -> Result<()> {
-        let w = split(&format!("{ct}/weight"), names.len())?;
-        let b = split(&format!("{ct}/bias"), names.len())?;
-        for ((n, w), b) in names.iter().zip(w).zip(b) {
-            put(format!("{hf}.{n}.weight"), w);
-            // Whisper's key projection has no bias; the fused one carries zeros there.
-            if *n != "k_proj" {
-                put(format!("{hf}.{n}.bias"), b);
+    let fused =
+        |put: &mut dyn FnMut(String, Tensor), ct: &str, hf: &str, names: &[&str]| -> Result<()> {
+            let w = split(&format!("{ct}/weight"), names.len())?;
+            let b = split(&format!("{ct}/bias"), names.len())?;
+            for ((n, w), b) in names.iter().zip(w).zip(b) {
+                put(format!("{hf}.{n}.weight"), w);
+                // Whisper's key projection has no bias; the fused one carries zeros there.
+                if *n != "k_proj" {
+                    put(format!("{hf}.{n}.bias"), b);
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     for side in ["encoder", "decoder"] {
         let hf = format!("model.{side}");
-        put(format!("{hf}.embed_positions.weight"), t(&format!("{side}/position_encodings/encodings"))?);
-        norm(&mut put, &format!("{side}/layer_norm"), &format!("{hf}.layer_norm"))?;
-        let layers = if side == "encoder" { d.n_audio_layer } else { d.n_text_layer };
+        put(
+            format!("{hf}.embed_positions.weight"),
+            t(&format!("{side}/position_encodings/encodings"))?,
+        );
+        norm(
+            &mut put,
+            &format!("{side}/layer_norm"),
+            &format!("{hf}.layer_norm"),
+        )?;
+        let layers = if side == "encoder" {
+            d.n_audio_layer
+        } else {
+            d.n_text_layer
+        };
         for i in 0..layers {
             let (ct, hl) = (format!("{side}/layer_{i}"), format!("{hf}.layers.{i}"));
-            fused(&mut put, &format!("{ct}/self_attention/linear_0"), &format!("{hl}.self_attn"), &["q_proj", "k_proj", "v_proj"])?;
-            linear(&mut put, &format!("{ct}/self_attention/linear_1"), &format!("{hl}.self_attn.out_proj"))?;
-            norm(&mut put, &format!("{ct}/self_attention/layer_norm"), &format!("{hl}.self_attn_layer_norm"))?;
-            linear(&mut put, &format!("{ct}/ffn/linear_0"), &format!("{hl}.fc1"))?;
-            linear(&mut put, &format!("{ct}/ffn/linear_1"), &format!("{hl}.fc2"))?;
-            norm(&mut put, &format!("{ct}/ffn/layer_norm"), &format!("{hl}.final_layer_norm"))?;
+            fused(
+                &mut put,
+                &format!("{ct}/self_attention/linear_0"),
+                &format!("{hl}.self_attn"),
+                &["q_proj", "k_proj", "v_proj"],
+            )?;
+            linear(
+                &mut put,
+                &format!("{ct}/self_attention/linear_1"),
+                &format!("{hl}.self_attn.out_proj"),
+            )?;
+            norm(
+                &mut put,
+                &format!("{ct}/self_attention/layer_norm"),
+                &format!("{hl}.self_attn_layer_norm"),
+            )?;
+            linear(
+                &mut put,
+                &format!("{ct}/ffn/linear_0"),
+                &format!("{hl}.fc1"),
+            )?;
+            linear(
+                &mut put,
+                &format!("{ct}/ffn/linear_1"),
+                &format!("{hl}.fc2"),
+            )?;
+            norm(
+                &mut put,
+                &format!("{ct}/ffn/layer_norm"),
+                &format!("{hl}.final_layer_norm"),
+            )?;
             if side == "decoder" {
-                linear(&mut put, &format!("{ct}/attention/linear_0"), &format!("{hl}.encoder_attn.q_proj"))?;
-                fused(&mut put, &format!("{ct}/attention/linear_1"), &format!("{hl}.encoder_attn"), &["k_proj", "v_proj"])?;
-                linear(&mut put, &format!("{ct}/attention/linear_2"), &format!("{hl}.encoder_attn.out_proj"))?;
-                norm(&mut put, &format!("{ct}/attention/layer_norm"), &format!("{hl}.encoder_attn_layer_norm"))?;
+                linear(
+                    &mut put,
+                    &format!("{ct}/attention/linear_0"),
+                    &format!("{hl}.encoder_attn.q_proj"),
+                )?;
+                fused(
+                    &mut put,
+                    &format!("{ct}/attention/linear_1"),
+                    &format!("{hl}.encoder_attn"),
+                    &["k_proj", "v_proj"],
+                )?;
+                linear(
+                    &mut put,
+                    &format!("{ct}/attention/linear_2"),
+                    &format!("{hl}.encoder_attn.out_proj"),
+                )?;
+                norm(
+                    &mut put,
+                    &format!("{ct}/attention/layer_norm"),
+                    &format!("{hl}.encoder_attn_layer_norm"),
+                )?;
             }
         }
     }
     for c in ["conv1", "conv2"] {
-        linear(&mut put, &format!("encoder/{c}"), &format!("model.encoder.{c}"))?;
+        linear(
+            &mut put,
+            &format!("encoder/{c}"),
+            &format!("model.encoder.{c}"),
+        )?;
     }
-    put("model.decoder.embed_tokens.weight".into(), t("decoder/embeddings/weight")?);
+    put(
+        "model.decoder.embed_tokens.weight".into(),
+        t("decoder/embeddings/weight")?,
+    );
     Ok(out)
 }
 
@@ -192,7 +280,10 @@ fn load_safetensors(dir: &Path, device: &Device) -> Result<Loaded> {
             return Err(WhisperError::WeightsMissing {
                 path: p.clone(),
                 dir: dir.parent().unwrap_or(dir).to_path_buf(),
-                variation: dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                variation: dir
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -220,11 +311,27 @@ fn load_safetensors(dir: &Path, device: &Device) -> Result<Loaded> {
     // Some exports drop the `model.` prefix.
     let map = raw
         .into_iter()
-        .map(|(k, v)| if k.starts_with("model.") || k == "proj_out.weight" { (k, v) } else { (format!("model.{k}"), v) })
+        .map(|(k, v)| {
+            if k.starts_with("model.") || k == "proj_out.weight" {
+                (k, v)
+            } else {
+                (format!("model.{k}"), v)
+            }
+        })
         .collect();
     let gen_path = dir.join("generation_config.json");
-    let gen = if gen_path.is_file() { read_json(&gen_path)? } else { Value::Null };
-    let pick = |k: &str| if gen.get(k).is_some() { ids(&gen, k) } else { ids(&cfg, k) };
+    let gen = if gen_path.is_file() {
+        read_json(&gen_path)?
+    } else {
+        Value::Null
+    };
+    let pick = |k: &str| {
+        if gen.get(k).is_some() {
+            ids(&gen, k)
+        } else {
+            ids(&cfg, k)
+        }
+    };
     let mut hints = ModelHints {
         suppress: pick("suppress_tokens"),
         suppress_begin: pick("begin_suppress_tokens"),
@@ -233,7 +340,14 @@ fn load_safetensors(dir: &Path, device: &Device) -> Result<Loaded> {
     if hints.alignment_heads.is_empty() {
         hints.alignment_heads = default_heads(&dims);
     }
-    Ok(Loaded { dims, weights: Weights { map, device: device.clone() }, hints })
+    Ok(Loaded {
+        dims,
+        weights: Weights {
+            map,
+            device: device.clone(),
+        },
+        hints,
+    })
 }
 
 /// Converts a CTranslate2 Whisper directory into the Hugging Face layout
@@ -271,11 +385,15 @@ pub fn convert_ct2_to_safetensors(ct2_dir: &Path, out_dir: &Path) -> Result<()> 
         "begin_suppress_tokens": loaded.hints.suppress_begin,
     });
     let write = |name: &str, v: &Value| -> Result<()> {
-        let text = serde_json::to_string_pretty(v).map_err(|e| WhisperError::InvalidInput(e.to_string()))?;
+        let text = serde_json::to_string_pretty(v)
+            .map_err(|e| WhisperError::InvalidInput(e.to_string()))?;
         Ok(std::fs::write(out_dir.join(name), text)?)
     };
     write("config.json", &config)?;
     write("generation_config.json", &generation)?;
-    std::fs::copy(ct2_dir.join("tokenizer.json"), out_dir.join("tokenizer.json"))?;
+    std::fs::copy(
+        ct2_dir.join("tokenizer.json"),
+        out_dir.join("tokenizer.json"),
+    )?;
     Ok(())
 }

@@ -33,7 +33,11 @@ pub fn speak(text: &str) -> Vec<f32> {
         .arg(text)
         .output()
         .expect("espeak-ng is installed (apt-get install espeak-ng)");
-    assert!(out.status.success(), "espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "espeak-ng failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (samples, rate) = read_wav(&std::fs::read(&wav).expect("wav written"));
     roar_crepe::resample::resample(&samples, rate, 16_000).expect("resample")
 }
@@ -50,7 +54,11 @@ fn read_wav(b: &[u8]) -> (Vec<f32>, u32) {
         if id == b"fmt " {
             assert_eq!(u16::from_le_bytes([b[body + 2], b[body + 3]]), 1, "mono");
             rate = u32::from_le_bytes(b[body + 4..body + 8].try_into().unwrap());
-            assert_eq!(u16::from_le_bytes([b[body + 14], b[body + 15]]), 16, "16-bit");
+            assert_eq!(
+                u16::from_le_bytes([b[body + 14], b[body + 15]]),
+                16,
+                "16-bit"
+            );
         } else if id == b"data" {
             // espeak-ng may leave the size unset when streaming: read to the end.
             let end = body.saturating_add(size).min(b.len());
@@ -80,7 +88,9 @@ pub fn wer(reference: &str, hypothesis: &str) -> f32 {
     for (i, rw) in r.iter().enumerate() {
         let mut cur = vec![i + 1; h.len() + 1];
         for (j, hw) in h.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(rw != hw)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(rw != hw))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
