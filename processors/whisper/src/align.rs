@@ -19,7 +19,8 @@ pub(crate) struct EncodedWindow<'a> {
     pub offset: f32,
 }
 
-/// Times the words of `text_tokens` (text only, no timestamps) spoken in `win`.
+/// Times the words of `text_tokens` (text only, no timestamps) spoken in `win`; each word
+/// comes with its token count so callers can hand words back to their segments.
 pub(crate) fn align_words(
     model: &Model,
     tok: &WhisperTokenizer,
@@ -27,7 +28,7 @@ pub(crate) fn align_words(
     win: &EncodedWindow,
     sot_seq: &[u32],
     text_tokens: &[u32],
-) -> Result<Vec<Word>> {
+) -> Result<Vec<(Word, usize)>> {
     let EncodedWindow {
         audio,
         frames,
@@ -97,19 +98,48 @@ pub(crate) fn align_words(
             .unwrap_or_else(|| jumps.last().copied().unwrap_or(0.0));
         let p = probs[k..k + wt.len()].iter().sum::<f32>() / wt.len() as f32;
         k += wt.len();
-        out.push(Word {
-            start: offset + start,
-            end: offset + end.max(start),
-            word,
-            probability: p,
-        });
+        let n = wt.len();
+        out.push((
+            Word {
+                start: offset + start,
+                end: offset + end.max(start),
+                word,
+                probability: p,
+            },
+            n,
+        ));
     }
-    merge_punctuation(&mut out);
+    limit_sentence_ends(&mut out);
     Ok(out)
 }
 
+/// DTW lets a sentence's closing mark (and the word after it) soak up the pause that
+/// follows; cap such words at twice the median word length (at most 1.4 s).
+fn limit_sentence_ends(words: &mut [(Word, usize)]) {
+    let mut durs: Vec<f32> = words
+        .iter()
+        .map(|(w, _)| w.end - w.start)
+        .filter(|&d| d > 0.0)
+        .collect();
+    if durs.is_empty() {
+        return;
+    }
+    durs.sort_by(f32::total_cmp);
+    let max = durs[durs.len() / 2].min(0.7) * 2.0;
+    let is_end = |w: &Word| matches!(w.word.trim(), "." | "!" | "?" | "。" | "！" | "？");
+    for i in 1..words.len() {
+        if words[i].0.end - words[i].0.start > max {
+            if is_end(&words[i].0) {
+                words[i].0.end = words[i].0.start + max;
+            } else if is_end(&words[i - 1].0) {
+                words[i].0.start = words[i].0.end - max;
+            }
+        }
+    }
+}
+
 /// Glues lone punctuation onto the word before it (or after it, for opening marks).
-fn merge_punctuation(words: &mut Vec<Word>) {
+pub(crate) fn merge_punctuation(words: &mut Vec<Word>) {
     let mut i = 0;
     while i < words.len() {
         let t = words[i].word.trim();

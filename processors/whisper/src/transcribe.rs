@@ -5,7 +5,7 @@ use std::io::Write;
 
 use candle_core::{IndexOp, Tensor};
 
-use crate::align::{align_words, EncodedWindow};
+use crate::align::{align_words, merge_punctuation, EncodedWindow};
 use crate::decode::{decode_window, log_softmax, WindowParams, WindowResult};
 use crate::error::{Result, WhisperError};
 use crate::mel::{HOP, N_FRAMES, SAMPLE_RATE};
@@ -248,21 +248,31 @@ pub(crate) fn run(
             push(offset, offset + dur, toks)?;
             seek += len;
         }
-        if opts.word_timestamps {
-            for seg in &mut segments[first_new..] {
-                let text: Vec<u32> = seg.tokens.iter().copied().filter(|&t| t < sp.eot).collect();
-                seg.words = align_words(
-                    &w.model,
-                    &w.tokenizer,
-                    &w.hints.alignment_heads,
-                    &EncodedWindow {
-                        audio: &audio,
-                        frames: len,
-                        offset,
-                    },
-                    &sot_seq,
-                    &text,
-                )?;
+        if opts.word_timestamps && segments.len() > first_new {
+            // Align the whole window at once (as the reference does), so a later segment's
+            // first word is not stretched back over the speech before it.
+            let texts: Vec<Vec<u32>> = segments[first_new..]
+                .iter()
+                .map(|s| s.tokens.iter().copied().filter(|&t| t < sp.eot).collect())
+                .collect();
+            let all: Vec<u32> = texts.concat();
+            let win = EncodedWindow {
+                audio: &audio,
+                frames: len,
+                offset,
+            };
+            let heads = &w.hints.alignment_heads;
+            let mut words =
+                align_words(&w.model, &w.tokenizer, heads, &win, &sot_seq, &all)?.into_iter();
+            for (seg, text) in segments[first_new..].iter_mut().zip(&texts) {
+                let mut taken = 0;
+                while taken < text.len() {
+                    let Some((word, n)) = words.next() else { break };
+                    taken += n;
+                    seg.words.push(word);
+                }
+                merge_punctuation(&mut seg.words);
+                fit_segment_to_words(seg, duration);
                 for word in &mut seg.words {
                     word.start = word.start.clamp(seg.start, seg.end);
                     word.end = word.end.clamp(word.start, seg.end);
@@ -329,4 +339,37 @@ fn decode_with_fallback(
         }
     }
     Ok(best.expect("temperatures is not empty"))
+}
+
+/// Takes the segment's bounds from its words (finer than 20 ms timestamp tokens), except
+/// where a first or last word runs more than 0.5 s past the timestamp the decoder gave:
+/// that is DTW stretching the word over a pause, and the decoder's bound wins.
+fn fit_segment_to_words(seg: &mut Segment, duration: f32) {
+    let mut durs: Vec<f32> = seg
+        .words
+        .iter()
+        .map(|w| w.end - w.start)
+        .filter(|&d| d > 0.0)
+        .collect();
+    durs.sort_by(f32::total_cmp);
+    let median = durs.get(durs.len() / 2).copied().unwrap_or(0.0).min(0.7);
+    let (start, end) = (seg.start, seg.end);
+    let n = seg.words.len();
+    if n == 0 {
+        return;
+    }
+    let first = &mut seg.words[0];
+    if start < first.end && start - 0.5 > first.start {
+        first.start = (first.end - median).min(start).max(0.0);
+    } else {
+        seg.start = first.start;
+    }
+    let last = &mut seg.words[n - 1];
+    if end > last.start && end + 0.5 < last.end {
+        last.end = (last.start + median).max(end);
+    } else {
+        seg.end = last.end;
+    }
+    seg.start = seg.start.min(duration);
+    seg.end = seg.end.clamp(seg.start, duration);
 }
