@@ -12,7 +12,6 @@ use roar_common::storage::upload_key;
 use crate::middleware::{current_request_id, User};
 use crate::{ApiError, AppState};
 
-
 /// Keeps only the last path segment of a client-supplied name, without control characters.
 pub(crate) fn clean_filename(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
