@@ -280,7 +280,9 @@ pub(crate) fn run(
             }
         }
         for seg in &segments[first_new..] {
-            all_tokens.extend(seg.tokens.iter().copied().filter(|&t| t < sp.eot));
+            // Timestamps stay in the prompt: without them the next window drifts into
+            // one long untimed segment.
+            all_tokens.extend(seg.tokens.iter().copied().filter(|&t| t != sp.eot));
         }
         if !opts.condition_on_previous_text || res.temperature > 0.5 {
             prompt_reset = all_tokens.len();
