@@ -4,7 +4,12 @@
 //! models and never fetches a user-supplied URL.
 
 mod error;
+mod extract;
+mod jobs;
+mod links;
 mod middleware;
+mod notifier;
+mod ratelimit;
 mod routes;
 mod state;
 
@@ -28,11 +33,13 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves until `cancel` fires, then finishes in-flight requests.
 pub async fn serve(
-    state: AppState,
+    mut state: AppState,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    state.shutdown = cancel.clone();
+    state.notifier.spawn(state.read.pool.clone(), cancel.clone());
     tracing::info!(%addr, "orchestrator listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { cancel.cancelled().await })

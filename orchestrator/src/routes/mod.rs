@@ -4,8 +4,15 @@ use axum::Router;
 
 use crate::AppState;
 
+mod admin;
+mod catalog;
+pub(crate) mod cursor;
+mod events;
+mod files;
 mod health;
-mod status;
+mod notify;
+mod process;
+pub(crate) mod status;
 mod upload;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
@@ -21,5 +28,15 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/status/{file_id}", get(status::status))
+        .route("/status/{file_id}/events", get(events::events))
+        .route("/process", post(process::process))
+        .route("/songs", get(catalog::songs))
+        .route("/models", get(catalog::models))
+        .route("/jobs/{job_id}/cancel", post(admin::cancel))
+        .route("/admin/jobs", get(admin::list))
+        .route("/admin/jobs/{job_id}/retry", post(admin::retry))
+        .route("/admin/jobs/{job_id}/cancel", post(admin::admin_cancel))
+        .route("/notify", post(notify::notify))
+        .route("/files/{name}", get(files::download))
         .merge(uploads)
 }

@@ -9,9 +9,9 @@ use tokio::io::AsyncWriteExt;
 
 use roar_common::storage::upload_key;
 
+use crate::jobs::consistency_token;
 use crate::middleware::{current_request_id, User};
 use crate::{ApiError, AppState};
-
 
 /// Keeps only the last path segment of a client-supplied name, without control characters.
 pub(crate) fn clean_filename(name: &str) -> String {
@@ -23,11 +23,6 @@ pub(crate) fn clean_filename(name: &str) -> String {
     } else {
         cleaned
     }
-}
-
-/// The consistency token of an acknowledged event: `?after=` waits until it is projected.
-pub(crate) fn consistency_token(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}:{partition}:{offset}")
 }
 
 /// `POST /upload` (multipart, field `file`): stores the bytes, then emits `FileUploaded`.
