@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use roar::{dev, services};
 use roar_common::auth::Authenticator;
@@ -131,13 +131,7 @@ async fn run(cli: Cli) -> Result<()> {
             services::bootstrap_topics(&cfg).await?;
             match model.as_str() {
                 "probe" => services::probe(Arc::new(cfg), cancel).await,
-                m if roar_schemas::topics::MODELS.contains(&m) => {
-                    bail!("model {m} is not built into this binary yet")
-                }
-                m => bail!(
-                    "unknown model {m:?}: expected probe or one of {:?}",
-                    roar_schemas::topics::MODELS
-                ),
+                m => services::processor(Arc::new(cfg), m, cancel).await,
             }
         }
     }

@@ -12,6 +12,7 @@ use roar_common::kafka::{
 use roar_common::storage::Storage;
 use roar_common::{telemetry, Config};
 use roar_orchestrator::AppState;
+use roar_processors::runtime::Model;
 use roar_projections::ReadModel;
 use roar_schemas::topics;
 use tokio::net::TcpListener;
@@ -93,6 +94,29 @@ pub async fn probe(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
     Ok(())
 }
 
+/// Runs the worker of `model` (consumer group `roar-<model>`) until `cancel` fires.
+pub async fn processor(cfg: Arc<Config>, model: &str, cancel: CancellationToken) -> Result<()> {
+    let model = load_model(&cfg, model)?;
+    roar_processors::runtime::serve(model, &cfg, cancel).await?;
+    Ok(())
+}
+
+/// The model implementation for `name`, with its weights found (or a clear error saying how to
+/// get them).
+pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
+    match name {
+        // TEMP "pitch"
+        _ if cfg.processor.concurrency == 0 => unreachable!(),
+        m if topics::MODELS.contains(&m) => {
+            anyhow::bail!("model {m} is not built into this binary yet")
+        }
+        m => anyhow::bail!(
+            "unknown model {m:?}: expected probe or one of {:?}",
+            topics::MODELS
+        ),
+    }
+}
+
 /// Runs every service in this process (what `roar dev` and the end-to-end tests do). Returns
 /// when `cancel` fires and all have stopped, or as soon as one fails (the others are then
 /// cancelled too).
@@ -105,6 +129,21 @@ pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationTo
     set.spawn(orchestrator(cfg.clone(), listener, guard.clone()));
     set.spawn(projector(cfg.clone(), guard.clone()));
     set.spawn(probe(cfg.clone(), guard.clone()));
+    // Model workers whose weights are here; the others are named with the fix.
+    for name in topics::MODELS {
+        match load_model(&cfg, name) {
+            Ok(model) => {
+                let (cfg, guard) = (cfg.clone(), guard.clone());
+                set.spawn(async move {
+                    roar_processors::runtime::serve(model, &cfg, guard).await?;
+                    Ok(())
+                });
+            }
+            Err(e) => {
+                tracing::warn!(model = name, reason = %format!("{e:#}"), "model worker not started")
+            }
+        }
+    }
     let mut first_error = None;
     while let Some(res) = set.join_next().await {
         let res = res.map_err(anyhow::Error::from).and_then(|r| r);

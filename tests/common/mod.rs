@@ -61,6 +61,10 @@ impl Infra {
         cfg.auth.jwt_secret = Secret::new(SECRET);
         cfg.http.addr = "127.0.0.1:0".parse().unwrap();
         cfg.telemetry.log_level = "warn".into();
+        // The CREPE weights the README's test command fetches; progress fast enough to observe.
+        cfg.processor.models_dir = models_dir();
+        cfg.processor.progress_per_second = 20.0;
+        cfg.processor.heartbeat_seconds = 1;
         cfg.validate().expect("test config is valid");
         cfg
     }
@@ -185,6 +189,66 @@ impl Drop for Services {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// `<repo>/.roar/models`, or `ROAR_PROCESSOR__MODELS_DIR` / `ROAR_MODELS_DIR` when set.
+pub fn models_dir() -> PathBuf {
+    ["ROAR_PROCESSOR__MODELS_DIR", "ROAR_MODELS_DIR"]
+        .iter()
+        .find_map(|k| std::env::var_os(k))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".roar/models"))
+}
+
+/// A 16-bit WAV of a melody: each (Hz, seconds) a sine (0 Hz: silence), `channels` identical.
+pub fn melody_wav(notes: &[(f32, f32)], rate: u32, channels: u16) -> Vec<u8> {
+    let mut mono = Vec::new();
+    for &(hz, secs) in notes {
+        let n = (secs * rate as f32) as usize;
+        mono.extend(
+            (0..n).map(|i| (2.0 * std::f32::consts::PI * hz * i as f32 / rate as f32).sin() * 0.5),
+        );
+    }
+    let inter: Vec<f32> = mono
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(*s, channels as usize))
+        .collect();
+    roar_processors::audio::wav_pcm16(&inter, rate, channels)
+}
+
+/// A raw Kafka producer on the test broker (what an external client or a replay would use).
+pub fn raw_producer(infra: &Infra) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", infra.broker.bootstrap())
+        .create()
+        .unwrap()
+}
+
+/// Produces one roar event and waits for the broker's acknowledgement.
+pub async fn produce<E: roar_schemas::Event>(infra: &Infra, topic: &str, key: &str, ev: &E) {
+    let payload = roar_schemas::encode(ev);
+    raw_producer(infra)
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
+/// The event kinds of a file's history, oldest first (for "exactly once" checks).
+pub async fn history_kinds(infra: &Infra, file_id: &str) -> Vec<(Option<String>, String)> {
+    let pool = sqlx::PgPool::connect(&infra.pg.url("roar")).await.unwrap();
+    let rows: Vec<(Option<String>, String)> =
+        sqlx::query_as("SELECT job_id, kind FROM events WHERE file_id = $1 ORDER BY seq")
+            .bind(file_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    rows
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {

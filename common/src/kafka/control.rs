@@ -39,7 +39,8 @@ pub struct LiveWorker {
 
 #[derive(Default)]
 struct State {
-    canceled: HashMap<String, ()>,
+    /// Job id → when its latest cancel was asked for.
+    canceled: HashMap<String, DateTime<Utc>>,
     canceled_order: VecDeque<String>,
     running: HashMap<String, Arc<AtomicBool>>,
     workers: HashMap<String, LiveWorker>,
@@ -88,11 +89,18 @@ impl ControlFollower {
         Ok(me)
     }
 
-    async fn follow(&self, consumer: StreamConsumer, cancel: CancellationToken) -> Result<(), KafkaError> {
+    async fn follow(
+        &self,
+        consumer: StreamConsumer,
+        cancel: CancellationToken,
+    ) -> Result<(), KafkaError> {
         // Assign every partition from the beginning: no group membership, no rebalances.
         let partitions = loop {
             let md = consumer.fetch_metadata(Some(CONTROL), Duration::from_secs(5));
-            match md.ok().and_then(|m| m.topics().first().map(|t| t.partitions().len())) {
+            match md
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+            {
                 Some(n) if n > 0 => break n,
                 _ => {
                     tokio::select! {
@@ -129,11 +137,15 @@ impl ControlFollower {
             match m.payload().map(roar_schemas::decode::<ControlEvent>) {
                 Some(Ok(ev)) => self.apply(ev),
                 // Nobody owns this topic's DLQ duty: a bad control message is only logged.
-                Some(Err(e)) => tracing::warn!(offset = m.offset(), error = %e, "undecodable control message skipped"),
+                Some(Err(e)) => {
+                    tracing::warn!(offset = m.offset(), error = %e, "undecodable control message skipped")
+                }
                 None => {}
             }
             if !self.caught_up.load(Ordering::Relaxed)
-                && end.iter().all(|(p, h)| seen.get(p).copied().unwrap_or(0) >= *h)
+                && end
+                    .iter()
+                    .all(|(p, h)| seen.get(p).copied().unwrap_or(0) >= *h)
             {
                 self.caught_up.store(true, Ordering::Release);
             }
@@ -148,7 +160,10 @@ impl ControlFollower {
                 if let Some(flag) = s.running.get(&ev.job_id) {
                     flag.store(true, Ordering::Relaxed);
                 }
-                if s.canceled.insert(ev.job_id.clone(), ()).is_none() {
+                if s.canceled
+                    .insert(ev.job_id.clone(), ev.meta.occurred_at)
+                    .is_none()
+                {
                     s.canceled_order.push_back(ev.job_id);
                     while s.canceled_order.len() > MAX_CANCELED {
                         if let Some(old) = s.canceled_order.pop_front() {
@@ -172,10 +187,19 @@ impl ControlFollower {
                 }
                 let last_seen = ev.meta.occurred_at;
                 // Two missed announcements and the worker counts as gone.
-                let expires_at = last_seen + chrono::Duration::seconds(2 * i64::from(interval_seconds.max(1)));
+                let expires_at =
+                    last_seen + chrono::Duration::seconds(2 * i64::from(interval_seconds.max(1)));
                 s.workers.insert(
                     worker.clone(),
-                    LiveWorker { worker, model, model_version, variations, device, last_seen, expires_at },
+                    LiveWorker {
+                        worker,
+                        model,
+                        model_version,
+                        variations,
+                        device,
+                        last_seen,
+                        expires_at,
+                    },
                 );
             }
         }
@@ -186,24 +210,43 @@ impl ControlFollower {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    pub fn is_canceled(&self, job_id: &str) -> bool {
-        self.lock().canceled.contains_key(job_id)
+    /// Whether a cancel for `job_id` was asked for at or after `requested_at`: a request made
+    /// after a cancel (a retry) runs again.
+    pub fn is_canceled(&self, job_id: &str, requested_at: DateTime<Utc>) -> bool {
+        self.lock()
+            .canceled
+            .get(job_id)
+            .is_some_and(|at| *at >= requested_at)
     }
 
     /// Registers a running job; its flag is raised when a cancel for it arrives (or already
-    /// had). The registration ends when the guard drops.
-    pub fn register(self: &Arc<Self>, job_id: &str, flag: Arc<AtomicBool>) -> RunningGuard {
+    /// had, for the request made at `requested_at`). The registration ends when the guard drops.
+    pub fn register(
+        self: &Arc<Self>,
+        job_id: &str,
+        requested_at: DateTime<Utc>,
+        flag: Arc<AtomicBool>,
+    ) -> RunningGuard {
         let mut s = self.lock();
-        if s.canceled.contains_key(job_id) {
+        if s.canceled.get(job_id).is_some_and(|at| *at >= requested_at) {
             flag.store(true, Ordering::Relaxed);
         }
         s.running.insert(job_id.to_string(), flag);
-        RunningGuard { follower: self.clone(), job_id: job_id.to_string() }
+        RunningGuard {
+            follower: self.clone(),
+            job_id: job_id.to_string(),
+        }
     }
 
     /// Workers whose announcement has not expired at `now`.
     pub fn live_workers(&self, now: DateTime<Utc>) -> Vec<LiveWorker> {
-        let mut v: Vec<LiveWorker> = self.lock().workers.values().filter(|w| w.expires_at > now).cloned().collect();
+        let mut v: Vec<LiveWorker> = self
+            .lock()
+            .workers
+            .values()
+            .filter(|w| w.expires_at > now)
+            .cloned()
+            .collect();
         v.sort_by(|a, b| (&a.model, &a.worker).cmp(&(&b.model, &b.worker)));
         v
     }
@@ -228,15 +271,18 @@ mod tests {
 
     fn cancel(job: &str) -> ControlEvent {
         ControlEvent {
-            meta: EventMeta::new("r".into(), "u".into()),
+            meta: EventMeta::new("r", "u"),
             job_id: job.into(),
-            body: ControlBody::CancelRequested { file_id: "f".into(), reason: "user".into() },
+            body: ControlBody::CancelRequested {
+                file_id: "f".into(),
+                reason: "user".into(),
+            },
         }
     }
 
     fn alive(worker: &str, stopping: bool) -> ControlEvent {
         ControlEvent {
-            meta: EventMeta::new("r".into(), "w".into()),
+            meta: EventMeta::new("r", "w"),
             job_id: String::new(),
             body: ControlBody::WorkerAlive {
                 worker: worker.into(),
@@ -253,18 +299,27 @@ mod tests {
     #[test]
     fn cancel_raises_the_flag_of_a_running_job_and_of_one_that_starts_later() {
         let f = Arc::new(ControlFollower::default());
+        let before = Utc::now() - chrono::Duration::seconds(5);
         let running = Arc::new(AtomicBool::new(false));
-        let _g = f.register("j1", running.clone());
+        let _g = f.register("j1", before, running.clone());
         f.apply(cancel("j1"));
         assert!(running.load(Ordering::Relaxed));
 
         f.apply(cancel("j2"));
         let later = Arc::new(AtomicBool::new(false));
-        let g2 = f.register("j2", later.clone());
+        let g2 = f.register("j2", before, later.clone());
         assert!(later.load(Ordering::Relaxed));
         drop(g2);
         assert!(!f.lock().running.contains_key("j2"));
-        assert!(!f.is_canceled("j3"));
+        assert!(f.is_canceled("j2", before));
+        assert!(!f.is_canceled("j3", before));
+
+        // A retry requested after the cancel is not cancelled by it.
+        let retry_at = Utc::now() + chrono::Duration::seconds(5);
+        assert!(!f.is_canceled("j2", retry_at));
+        let retry = Arc::new(AtomicBool::new(false));
+        let _g3 = f.register("j2", retry_at, retry.clone());
+        assert!(!retry.load(Ordering::Relaxed));
     }
 
     #[test]
@@ -274,7 +329,9 @@ mod tests {
         f.apply(alive("b", false));
         let now = Utc::now();
         assert_eq!(f.live_workers(now).len(), 2);
-        assert!(f.live_workers(now + chrono::Duration::seconds(21)).is_empty());
+        assert!(f
+            .live_workers(now + chrono::Duration::seconds(21))
+            .is_empty());
         f.apply(alive("a", true));
         let live = f.live_workers(now);
         assert_eq!(live.len(), 1);

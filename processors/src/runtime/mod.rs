@@ -1,0 +1,15 @@
+//! The runtime every model worker shares: consume a job request, run the model off the async
+//! executor, write the outputs and their manifest, emit the job's events, and only then let the
+//! consumer loop store the offset. Models plug in through the [`Model`] trait; cancellation and
+//! worker liveness travel on the control topic.
+
+pub mod manifest;
+mod model;
+mod progress;
+mod serve;
+mod worker;
+
+pub use manifest::Manifest;
+pub use model::{Input, Model, ModelError, OutputFile, RunContext};
+pub use serve::{options, serve, worker_id, RuntimeError};
+pub use worker::{Worker, WorkerOptions};

@@ -1,0 +1,501 @@
+//! One model's job handler: decode the request → skip if done → run → make the outputs durable
+//! → emit the outcome. The consumer loop stores the offset only after [`Worker::handle`]
+//! returns `Ok`, i.e. after the outcome event is acknowledged by the broker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use roar_common::kafka::{
+    send_dead_letter, ControlFollower, Delivery, EventProducer, HandleError, Handler,
+};
+use roar_common::metrics::{INFERENCE_SECONDS, JOBS, JOBS_IN_FLIGHT, JOB_QUEUE_SECONDS};
+use roar_common::storage::{job_output_dir, upload_key, Storage, StorageError};
+use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
+use roar_schemas::{JobBody, JobEvent, JobRequested, Output};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::manifest::{self, Manifest};
+use super::model::{Input, Model, ModelError, OutputFile, RunContext};
+use super::progress;
+use crate::audio;
+
+/// How a worker behaves; built from `processor.*` in the config.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Names this instance in events and announcements, e.g. `pitch@host-1234`.
+    pub worker_id: String,
+    /// Tries of a retryable failure, the first included.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt.
+    pub retry_base: Duration,
+    /// How long a running job may go on after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Least time between two progress events of a job.
+    pub progress_interval: Duration,
+    /// Longest input decoded, seconds.
+    pub max_audio_seconds: f64,
+    /// Longest a retry waits for its `not_before` while holding the partition.
+    pub max_retry_wait: Duration,
+}
+
+/// The handler of `roar.jobs.<model>.v1` for one model.
+pub struct Worker {
+    model: Arc<dyn Model>,
+    storage: Storage,
+    producer: EventProducer,
+    control: Arc<ControlFollower>,
+    opts: WorkerOptions,
+    /// Model runs at once in this process (`processor.concurrency`).
+    slots: Arc<Semaphore>,
+}
+
+/// The outcome a run came to, before it is made durable.
+enum Outcome {
+    Done(Vec<Output>, f64),
+    Canceled,
+    Abandoned,
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+impl Worker {
+    pub fn new(
+        model: Arc<dyn Model>,
+        storage: Storage,
+        producer: EventProducer,
+        control: Arc<ControlFollower>,
+        opts: WorkerOptions,
+        concurrency: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            model,
+            storage,
+            producer,
+            control,
+            opts,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    /// The consumer group of this worker's model.
+    pub fn group(&self) -> String {
+        roar_schemas::topics::consumer_group(self.model.name())
+    }
+
+    fn event(&self, req: &JobRequested, body: JobBody) -> JobEvent {
+        JobEvent {
+            meta: req.meta.follow(format!("worker:{}", self.opts.worker_id)),
+            job_id: req.job_id.clone(),
+            file_id: req.file_id.clone(),
+            model: req.model.clone(),
+            variation: req.variation.clone(),
+            body,
+        }
+    }
+
+    async fn emit(&self, req: &JobRequested, body: JobBody) -> Result<(), HandleError> {
+        let ev = self.event(req, body);
+        self.producer
+            .send(JOB_EVENTS, &req.file_id, &ev)
+            .await
+            .map(|_| ())
+            .map_err(|e| HandleError::Retry(e.to_string()))
+    }
+
+    /// The manifest of a finished run of this job, if there is one.
+    async fn finished(&self, dir: &str, job_id: &str) -> Result<Option<Manifest>, HandleError> {
+        match self
+            .storage
+            .get(&format!("{dir}{}", manifest::FILE_NAME))
+            .await
+        {
+            Ok(bytes) => Ok(serde_json::from_slice::<Manifest>(&bytes)
+                .ok()
+                .filter(|m| m.job_id == job_id)),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(HandleError::Retry(e.to_string())),
+        }
+    }
+
+    async fn process(
+        &self,
+        d: &Delivery,
+        req: &JobRequested,
+        cancel: &CancellationToken,
+    ) -> Result<(), HandleError> {
+        // A retry waits for its time while the loop keeps polling (bounded: the partition waits).
+        if let Some(nb) = req.not_before {
+            let wait = (nb - Utc::now()).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(self.opts.max_retry_wait)) => {}
+                _ = cancel.cancelled() => return Err(HandleError::Abandoned),
+            }
+        }
+        // Know every cancel sent so far before deciding to run (bounded wait).
+        for _ in 0..100 {
+            if self.control.caught_up() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.control.is_canceled(&req.job_id, req.meta.occurred_at) {
+            metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "canceled")
+                .increment(1);
+            return self
+                .emit(
+                    req,
+                    JobBody::Canceled {
+                        reason: "canceled before it started".into(),
+                    },
+                )
+                .await;
+        }
+        let dir = job_output_dir(&req.file_id, &req.model, &req.variation, &req.job_id);
+        if let Some(m) = self.finished(&dir, &req.job_id).await? {
+            tracing::info!("outputs exist; job skipped");
+            metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "skipped")
+                .increment(1);
+            return self
+                .emit(req, JobBody::Skipped { outputs: m.outputs })
+                .await;
+        }
+        let queued_for = (Utc::now() - req.meta.occurred_at)
+            .num_milliseconds()
+            .max(0) as f64
+            / 1e3;
+        metrics::histogram!(JOB_QUEUE_SECONDS, "model" => req.model.clone()).record(queued_for);
+        self.emit(
+            req,
+            JobBody::Started {
+                worker: self.opts.worker_id.clone(),
+                attempt: req.attempt,
+            },
+        )
+        .await?;
+
+        let outcome = self.run(req, &dir, cancel).await?;
+        let outcome_name = match &outcome {
+            Outcome::Done(..) => "completed",
+            Outcome::Canceled => "canceled",
+            Outcome::Abandoned => "abandoned",
+            Outcome::Failed {
+                retryable: true, ..
+            } if req.attempt < self.opts.max_attempts => "retried",
+            Outcome::Failed { .. } => "failed",
+        };
+        metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => outcome_name)
+            .increment(1);
+        match outcome {
+            Outcome::Done(outputs, duration_seconds) => {
+                self.emit(
+                    req,
+                    JobBody::Completed {
+                        outputs,
+                        duration_seconds,
+                    },
+                )
+                .await
+            }
+            Outcome::Canceled => {
+                self.emit(
+                    req,
+                    JobBody::Canceled {
+                        reason: "canceled by request".into(),
+                    },
+                )
+                .await
+            }
+            Outcome::Abandoned => Err(HandleError::Abandoned),
+            Outcome::Failed {
+                code,
+                message,
+                retryable,
+            } => {
+                tracing::warn!(%code, %message, retryable, attempt = req.attempt, "job failed");
+                if retryable && req.attempt < self.opts.max_attempts {
+                    self.schedule_retry(req, &format!("{code}: {message}"))
+                        .await
+                } else {
+                    self.emit(
+                        req,
+                        JobBody::Failed {
+                            code: code.clone(),
+                            message: message.clone(),
+                            retryable,
+                        },
+                    )
+                    .await?;
+                    // The request itself is kept for inspection and manual replay.
+                    send_dead_letter(
+                        &self.producer,
+                        &self.group(),
+                        d,
+                        "job_failed",
+                        &format!("{code}: {message}"),
+                    )
+                    .await
+                    .map_err(|e| HandleError::Retry(e.to_string()))
+                }
+            }
+        }
+    }
+
+    /// Re-requests the job with `attempt + 1` after an exponential backoff.
+    async fn schedule_retry(&self, req: &JobRequested, reason: &str) -> Result<(), HandleError> {
+        let factor = 1u32 << (req.attempt - 1).clamp(0, 16);
+        let delay = self.opts.retry_base.saturating_mul(factor);
+        let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        let next = JobRequested {
+            meta: req.meta.follow(format!("worker:{}", self.opts.worker_id)),
+            attempt: req.attempt + 1,
+            not_before: Some(not_before),
+            ..req.clone()
+        };
+        self.emit(
+            req,
+            JobBody::RetryScheduled {
+                attempt: next.attempt,
+                not_before,
+                reason: reason.to_string(),
+            },
+        )
+        .await?;
+        self.producer
+            .send(&jobs_topic(&req.model), &req.file_id, &next)
+            .await
+            .map(|_| ())
+            .map_err(|e| HandleError::Retry(e.to_string()))
+    }
+
+    /// Fetches and decodes the input, runs the model off the executor, writes the outputs.
+    async fn run(
+        &self,
+        req: &JobRequested,
+        dir: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, HandleError> {
+        let failed = |code: &str, message: String, retryable| Outcome::Failed {
+            code: code.into(),
+            message,
+            retryable,
+        };
+        if !self.model.variations().iter().any(|v| *v == req.variation) {
+            let valid = self.model.variations().join(", ");
+            return Ok(failed(
+                "unknown_variation",
+                format!(
+                    "variation {:?} is not served here (valid: {valid})",
+                    req.variation
+                ),
+                false,
+            ));
+        }
+        let params: serde_json::Value = match serde_json::from_str(&req.params_json) {
+            Ok(p @ serde_json::Value::Object(_)) => p,
+            _ => {
+                return Ok(failed(
+                    "invalid_params",
+                    "params_json is not a JSON object".into(),
+                    false,
+                ))
+            }
+        };
+        let bytes = match self.storage.get(&upload_key(&req.file_id)).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound(_)) => {
+                return Ok(failed(
+                    "missing_input",
+                    "the uploaded file is missing from storage".into(),
+                    false,
+                ))
+            }
+            Err(e) if e.is_retryable() => {
+                return Ok(failed("storage_unavailable", e.to_string(), true))
+            }
+            Err(e) => return Ok(failed("storage_error", e.to_string(), false)),
+        };
+        let max = self.opts.max_audio_seconds;
+        let decoded = tokio::task::spawn_blocking(move || audio::decode(bytes.to_vec(), None, max))
+            .await
+            .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
+        let audio = match decoded {
+            Ok(a) => a,
+            Err(e) => return Ok(failed(e.code(), e.to_string(), false)),
+        };
+
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| HandleError::Abandoned)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _registered = self
+            .control
+            .register(&req.job_id, req.meta.occurred_at, stop.clone());
+        // Shutdown lets the job finish within the grace period, then stops it at a checkpoint.
+        let watcher = {
+            let (stop, abandoned, cancel, grace) = (
+                stop.clone(),
+                abandoned.clone(),
+                cancel.clone(),
+                self.opts.shutdown_grace,
+            );
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                tokio::time::sleep(grace).await;
+                abandoned.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+            })
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let template = self.event(
+            req,
+            JobBody::Progress {
+                percent: 0.0,
+                message: String::new(),
+            },
+        );
+        let emitter = progress::spawn_emitter(
+            self.producer.clone(),
+            template,
+            rx,
+            self.opts.progress_interval,
+        );
+        let input = Input {
+            job_id: req.job_id.clone(),
+            file_id: req.file_id.clone(),
+            variation: req.variation.clone(),
+            params,
+            audio,
+        };
+        let model = self.model.clone();
+        let mut ctx = RunContext::new(stop.clone(), progress::reporter(tx));
+        let gauge = metrics::gauge!(JOBS_IN_FLIGHT, "model" => req.model.clone());
+        gauge.increment(1.0);
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || model.run(&input, &mut ctx)).await;
+        let seconds = started.elapsed().as_secs_f64();
+        gauge.decrement(1.0);
+        watcher.abort();
+        let _ = emitter.await;
+        metrics::histogram!(INFERENCE_SECONDS, "model" => req.model.clone()).record(seconds);
+
+        let files = match result {
+            Ok(Ok(files)) => files,
+            Ok(Err(ModelError::Canceled)) if abandoned.load(Ordering::SeqCst) => {
+                return Ok(Outcome::Abandoned)
+            }
+            Ok(Err(ModelError::Canceled)) => return Ok(Outcome::Canceled),
+            Ok(Err(ModelError::Failed {
+                code,
+                message,
+                retryable,
+            })) => {
+                return Ok(Outcome::Failed {
+                    code,
+                    message,
+                    retryable,
+                })
+            }
+            // A panic is a bug that would repeat: fail the job rather than loop on it.
+            Err(e) => {
+                return Ok(failed(
+                    "model_panicked",
+                    format!("the model crashed: {e}"),
+                    false,
+                ))
+            }
+        };
+        let outputs = self.write_outputs(req, dir, files, seconds).await?;
+        Ok(Outcome::Done(outputs, seconds))
+    }
+
+    /// Writes every output, then the manifest last: its presence means the set is complete.
+    async fn write_outputs(
+        &self,
+        req: &JobRequested,
+        dir: &str,
+        files: Vec<OutputFile>,
+        seconds: f64,
+    ) -> Result<Vec<Output>, HandleError> {
+        let mut outputs = Vec::with_capacity(files.len());
+        for f in files {
+            if f.name.is_empty()
+                || f.name.contains(['/', '\\'])
+                || f.name.starts_with('.')
+                || f.name == manifest::FILE_NAME
+            {
+                return Err(HandleError::poison(
+                    "bad_output",
+                    format!("model produced an invalid output name {:?}", f.name),
+                ));
+            }
+            let path = format!("{dir}{}", f.name);
+            let sha256 = hex::encode(Sha256::digest(&f.bytes));
+            let size = f.bytes.len() as i64;
+            self.storage
+                .put(&path, Bytes::from(f.bytes))
+                .await
+                .map_err(|e| HandleError::Retry(e.to_string()))?;
+            outputs.push(Output {
+                path,
+                kind: f.kind,
+                content_type: f.content_type,
+                size,
+                sha256,
+            });
+        }
+        let m = Manifest {
+            job_id: req.job_id.clone(),
+            file_id: req.file_id.clone(),
+            model: req.model.clone(),
+            variation: req.variation.clone(),
+            model_version: req.model_version.clone(),
+            params: serde_json::from_str(&req.params_json).unwrap_or_default(),
+            created_at: Utc::now(),
+            duration_seconds: seconds,
+            outputs: outputs.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&m).map_err(|e| HandleError::Retry(e.to_string()))?;
+        self.storage
+            .put(&format!("{dir}{}", manifest::FILE_NAME), Bytes::from(json))
+            .await
+            .map_err(|e| HandleError::Retry(e.to_string()))?;
+        Ok(outputs)
+    }
+}
+
+#[async_trait]
+impl Handler for Worker {
+    async fn handle(&self, d: &Delivery, cancel: &CancellationToken) -> Result<(), HandleError> {
+        let req: JobRequested = d.decode()?;
+        if req.model != self.model.name() {
+            return Err(HandleError::poison(
+                "wrong_model",
+                format!("a {} request on the {} topic", req.model, d.topic),
+            ));
+        }
+        if !roar_schemas::ids::is_valid_id('j', &req.job_id)
+            || !roar_schemas::ids::is_valid_id('f', &req.file_id)
+        {
+            return Err(HandleError::poison(
+                "invalid",
+                "job_id or file_id is not a roar id",
+            ));
+        }
+        let span = tracing::info_span!("job", job_id = %req.job_id, file_id = %req.file_id,
+            model = %req.model, variation = %req.variation, attempt = req.attempt, request_id = %req.meta.request_id);
+        self.process(d, &req, cancel).instrument(span).await
+    }
+}
