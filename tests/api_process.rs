@@ -1,7 +1,7 @@
 //! `POST /process` and the job commands through HTTP against the real stack: a job is named by
 //! what determines its outputs, asking twice returns it, a completed job is skipped, and cancel,
-//! retry and the admin view act on it. Model workers are not running here: the tests emit the
-//! job events a worker would.
+//! retry and the admin view act on it. The jobs use musicgen, whose weights no registry ships,
+//! so no worker runs them here: the tests emit the job events a worker would.
 
 mod common;
 
@@ -58,18 +58,18 @@ async fn asking_twice_returns_the_same_job_and_a_completed_job_is_skipped() {
         .await;
     assert_eq!(code, 404);
 
-    let topic = jobs_topic("pitch");
+    let topic = jobs_topic("musicgen");
     let before = topic_len(&svc.cfg.kafka.brokers, &topic);
-    let params = json!({"hop_ms": 10});
+    let params = json!({"duration": 5});
     let (code, first) = svc
-        .post_json(&alice, "/process", &json!({"file_id": file, "model": "pitch", "params": params}))
+        .post_json(&alice, "/process", &json!({"file_id": file, "model": "musicgen", "params": params}))
         .await;
     assert_eq!(code, 202, "{first}");
     assert_eq!(first["status"], "queued");
     assert_eq!(first["attempt"], 1);
     let jid = first["job_id"].as_str().unwrap().to_string();
-    assert_eq!(jid, expected_job_id(&file, "pitch", None, &params));
-    assert_eq!(first["params"]["decoder"], "normalized_viterbi", "defaults are filled in");
+    assert_eq!(jid, expected_job_id(&file, "musicgen", None, &params));
+    assert_eq!(first["params"]["prompt"], "", "defaults are filled in");
 
     // Read-your-writes: the token makes /status wait until the job is projected.
     let token = first["consistency_token"].as_str().unwrap();
@@ -81,9 +81,13 @@ async fn asking_twice_returns_the_same_job_and_a_completed_job_is_skipped() {
     let job = common::find_job(&st, &jid).expect("job visible after the token").clone();
     assert_eq!(job["status"], "queued");
 
-    // The same request again (defaults spelled out or not): the same job, no new event.
+    // The same request again (defaults spelled out, params reordered): the same job, no event.
     let (code, again) = svc
-        .post_json(&alice, "/process", &json!({"file_id": file, "model": "pitch", "variation": "tiny"}))
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "musicgen", "variation": "small", "params": {"prompt": "", "duration": 5.0}}),
+        )
         .await;
     assert_eq!(code, 200, "{again}");
     assert_eq!(again["job_id"], jid.as_str());
@@ -91,15 +95,15 @@ async fn asking_twice_returns_the_same_job_and_a_completed_job_is_skipped() {
     assert_eq!(topic_len(&svc.cfg.kafka.brokers, &topic), before + 1);
 
     // A worker runs it and writes an output.
-    let key = format!("outputs/{file}/pitch/tiny/{jid}/f0.json");
-    let content = br#"{"f0":[440.0]}"#;
+    let key = format!("outputs/{file}/musicgen/small/{jid}/out.json");
+    let content = br#"{"generated":true}"#;
     let path = infra.store_dir().join(&key);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, content).unwrap();
     emit(&svc, &job, JobBody::Started { worker: "w1".into(), attempt: 1 }).await;
     let output = Output {
         path: key.clone(),
-        kind: "f0".into(),
+        kind: "audio".into(),
         content_type: "application/json".into(),
         size: content.len() as i64,
         sha256: "00".into(),
@@ -116,7 +120,7 @@ async fn asking_twice_returns_the_same_job_and_a_completed_job_is_skipped() {
 
     // Asking for a completed job: skipped, with its outputs, and nothing emitted.
     let (code, skipped) = svc
-        .post_json(&alice, "/process", &json!({"file_id": file, "model": "pitch"}))
+        .post_json(&alice, "/process", &json!({"file_id": file, "model": "musicgen", "params": {"duration": 5}}))
         .await;
     assert_eq!(code, 200, "{skipped}");
     assert_eq!(skipped["status"], "skipped");
@@ -130,7 +134,7 @@ async fn asking_twice_returns_the_same_job_and_a_completed_job_is_skipped() {
         .post_json(
             &alice,
             "/process",
-            &json!({"file_id": file, "models": ["pitch", {"model": "pitch", "variation": "full"}, "whisper"]}),
+            &json!({"file_id": file, "models": [{"model": "musicgen", "params": {"duration": 5}}, "musicgen", "whisper"]}),
         )
         .await;
     assert_eq!(code, 202, "{many}");
@@ -150,7 +154,7 @@ async fn cancel_retry_and_the_admin_view() {
     let file = svc.ready_file(&alice, "sine.flac", fixture("sine.flac")).await;
 
     let (code, job) = svc
-        .post_json(&alice, "/process", &json!({"file_id": file, "model": "demucs"}))
+        .post_json(&alice, "/process", &json!({"file_id": file, "model": "musicgen", "params": {"prompt": "cancel me"}}))
         .await;
     assert_eq!(code, 202, "{job}");
     let jid = job["job_id"].as_str().unwrap().to_string();
@@ -171,7 +175,7 @@ async fn cancel_retry_and_the_admin_view() {
 
     // Asking again after a cancel: a new attempt of the same job.
     let (code, v) = svc
-        .post_json(&alice, "/process", &json!({"file_id": file, "model": "demucs"}))
+        .post_json(&alice, "/process", &json!({"file_id": file, "model": "musicgen", "params": {"prompt": "cancel me"}}))
         .await;
     assert_eq!(code, 202, "{v}");
     assert_eq!(v["job_id"], jid.as_str());
