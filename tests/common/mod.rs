@@ -99,6 +99,9 @@ impl Services {
         roar_common::telemetry::init_tracing(&cfg.telemetry);
         let listener = tokio::net::TcpListener::bind(cfg.http.addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        // Signed links point at this server.
+        let mut cfg = cfg;
+        cfg.http.public_url = base.clone();
         let cfg = Arc::new(cfg);
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(roar::services::all(cfg.clone(), listener, cancel.clone()));

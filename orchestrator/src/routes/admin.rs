@@ -103,7 +103,7 @@ pub async fn list(
         .then(|| page.last().map(|j| cursor::encode(j.updated_at, &j.job_id)))
         .flatten();
     Ok(Json(json!({
-        "jobs": page.iter().map(|j| { let mut v = job_json(j); v["file_id"] = json!(j.file_id); v["owner"] = json!(j.owner); v }).collect::<Vec<_>>(),
+        "jobs": page.iter().map(|j| { let mut v = job_json(j); v["owner"] = json!(j.owner); v }).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
 }

@@ -43,6 +43,7 @@ pub(crate) fn file_json(f: &FileRow) -> Value {
 pub(crate) fn job_json(j: &JobRow) -> Value {
     json!({
         "job_id": j.job_id,
+        "file_id": j.file_id,
         "model": j.model,
         "variation": j.variation,
         "model_version": j.model_version,
