@@ -413,3 +413,67 @@ impl SseReader {
         }
     }
 }
+
+/// A real S3-compatible server for the presigned-URL paths: moto's server mode
+/// (`pip install 'moto[server]'`, which scripts/test.sh does), on a free port, with one bucket.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub async fn start(bucket: &str) -> S3Server {
+        let bin = std::env::var("ROAR_TEST_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        for _ in 0..3 {
+            let port = free_port().unwrap();
+            let child = std::process::Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{bin}: {e}; install it with: pip install 'moto[server]'"));
+            let mut s = S3Server {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+                bucket: bucket.to_string(),
+            };
+            let client = reqwest::Client::new();
+            for _ in 0..100 {
+                let url = format!("{}/{bucket}", s.endpoint);
+                if let Ok(r) = client.put(&url).send().await {
+                    if r.status().is_success() {
+                        return s;
+                    }
+                }
+                if s.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = s.child.kill();
+        }
+        panic!("moto_server did not start");
+    }
+
+    /// Points `cfg`'s object storage at this server.
+    pub fn configure(&self, cfg: &mut Config) {
+        cfg.storage.url = format!("s3://{}", self.bucket);
+        cfg.storage.s3_endpoint = self.endpoint.clone();
+        cfg.storage.s3_region = "us-east-1".into();
+        cfg.storage.s3_access_key_id = Secret::new("testing");
+        cfg.storage.s3_secret_access_key = Secret::new("testing");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

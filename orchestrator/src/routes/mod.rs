@@ -1,5 +1,5 @@
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::AppState;
@@ -11,13 +11,15 @@ mod events;
 mod files;
 mod health;
 mod notify;
+mod presign;
 mod process;
 pub(crate) mod status;
 mod upload;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let uploads = Router::new()
-        .route("/upload", post(upload::multipart_upload))
+        .route("/upload", post(upload::upload))
+        .route("/upload/{file_id}", put(presign::put_signed))
         .layer(DefaultBodyLimit::max(
             usize::try_from(max_upload_bytes)
                 .unwrap_or(usize::MAX)
@@ -38,5 +40,6 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/admin/jobs/{job_id}/cancel", post(admin::admin_cancel))
         .route("/notify", post(notify::notify))
         .route("/files/{name}", get(files::download))
+        .route("/upload/{file_id}/complete", post(presign::complete))
         .merge(uploads)
 }
