@@ -130,6 +130,12 @@ pub struct AuthConfig {
     pub token_ttl_seconds: u64,
     /// Key used to sign upload/download links of the local store. Defaults to jwt_secret.
     pub link_secret: Secret,
+    /// The identity provider's JWKS (public keys for RS/ES tokens); empty disables them.
+    pub jwks_url: String,
+    /// Asymmetric algorithms accepted with JWKS keys (RS256, RS384, RS512, PS256, ES256, ES384).
+    pub jwks_algorithms: Vec<String>,
+    /// How often the JWKS is fetched again, in seconds.
+    pub jwks_refresh_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -245,6 +251,9 @@ impl Default for AuthConfig {
             audience: "roar".into(),
             token_ttl_seconds: 3600,
             link_secret: Secret::default(),
+            jwks_url: String::new(),
+            jwks_algorithms: vec!["RS256".into(), "ES256".into()],
+            jwks_refresh_seconds: 300,
         }
     }
 }
@@ -379,6 +388,23 @@ impl Config {
         }
         if !self.auth.jwt_secret.expose().is_empty() && self.auth.jwt_secret.expose().len() < 16 {
             return bad("auth.jwt_secret must be at least 16 characters".into());
+        }
+        if !self.auth.jwks_url.is_empty() {
+            let ok = url::Url::parse(&self.auth.jwks_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return bad(format!("auth.jwks_url is not an http(s) URL: {:?}", self.auth.jwks_url));
+            }
+        }
+        if let Some(a) = self
+            .auth
+            .jwks_algorithms
+            .iter()
+            .find(|a| crate::auth::parse_asymmetric(a).is_none())
+        {
+            return bad(format!(
+                "auth.jwks_algorithms: {a:?} is not one of RS256, RS384, RS512, PS256, ES256, ES384"
+            ));
         }
         Ok(())
     }
