@@ -29,8 +29,22 @@ struct Case {
     expect: u16,
 }
 
-fn case(what: &'static str, method: &'static str, path: impl Into<String>, auth: Option<&str>, expect: u16) -> Case {
-    Case { what, method, path: path.into(), auth: auth.map(str::to_string), content_type: None, body: None, expect }
+fn case(
+    what: &'static str,
+    method: &'static str,
+    path: impl Into<String>,
+    auth: Option<&str>,
+    expect: u16,
+) -> Case {
+    Case {
+        what,
+        method,
+        path: path.into(),
+        auth: auth.map(str::to_string),
+        content_type: None,
+        body: None,
+        expect,
+    }
 }
 
 fn with_json(mut c: Case, body: &str) -> Case {
@@ -47,11 +61,25 @@ async fn bad_inputs_get_their_exact_status_and_never_a_5xx() {
     let svc = Services::start(cfg).await;
     let alice = svc.token("alice", &[]);
     let bob = svc.token("bob", &[]);
-    let file = svc.ready_file(&alice, "sine.wav", fixture("sine.wav")).await;
+    let file = svc
+        .ready_file(&alice, "sine.wav", fixture("sine.wav"))
+        .await;
 
-    let expired = token_with(claims("alice", -3600, "roar"), Algorithm::HS256, SECRET.as_bytes());
-    let forged = token_with(claims("alice", 3600, "roar"), Algorithm::HS256, b"not-the-server-secret-at-all");
-    let wrong_aud = token_with(claims("alice", 3600, "other"), Algorithm::HS256, SECRET.as_bytes());
+    let expired = token_with(
+        claims("alice", -3600, "roar"),
+        Algorithm::HS256,
+        SECRET.as_bytes(),
+    );
+    let forged = token_with(
+        claims("alice", 3600, "roar"),
+        Algorithm::HS256,
+        b"not-the-server-secret-at-all",
+    );
+    let wrong_aud = token_with(
+        claims("alice", 3600, "other"),
+        Algorithm::HS256,
+        SECRET.as_bytes(),
+    );
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let payload = b64(claims("alice", 3600, "roar").to_string().as_bytes());
     let alg_none = format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"JWT"}"#));
@@ -63,39 +91,235 @@ async fn bad_inputs_get_their_exact_status_and_never_a_5xx() {
     };
     let status = format!("/status/{file}");
     let process_ok = json!({"file_id": file, "model": "pitch"}).to_string();
-    let big = json!({"file_id": file, "model": "musicgen", "params": {"prompt": "x".repeat(8000)}}).to_string();
+    let big = json!({"file_id": file, "model": "musicgen", "params": {"prompt": "x".repeat(8000)}})
+        .to_string();
 
     let cases = vec![
         case("no token", "GET", &status, None, 401),
-        case("not a bearer token", "GET", &status, Some("Basic YWxpY2U6cHc="), 401),
-        case("garbage token", "GET", &status, Some("Bearer abc.def.ghi"), 401),
-        case("expired token", "GET", &status, Some(&format!("Bearer {expired}")), 401),
-        case("forged token", "GET", &status, Some(&format!("Bearer {forged}")), 401),
-        case("alg none", "GET", &status, Some(&format!("Bearer {alg_none}")), 401),
-        case("alg confusion", "GET", &status, Some(&format!("Bearer {confused}")), 401),
-        case("wrong audience", "GET", &status, Some(&format!("Bearer {wrong_aud}")), 401),
-        case("another user's file", "GET", &status, Some(&format!("Bearer {bob}")), 404),
-        case("another user's events", "GET", format!("{status}/events"), Some(&format!("Bearer {bob}")), 404),
-        with_json(case("another user's file to process", "POST", "/process", Some(&format!("Bearer {bob}")), 404), &process_ok),
-        case("path traversal in file id", "GET", "/status/..%2F..%2Fetc%2Fpasswd", Some(&format!("Bearer {alice}")), 404),
-        case("dot segments", "GET", "/status/f0123456789abcdef0123456789abcde.", Some(&format!("Bearer {alice}")), 404),
-        case("unknown file", "GET", "/status/f0123456789abcdef0123456789abcdef", Some(&format!("Bearer {alice}")), 404),
-        case("bad consistency token", "GET", format!("{status}?after=../../x"), Some(&format!("Bearer {alice}")), 400),
-        case("unknown topic in token", "GET", format!("{status}?after=other.topic:0:1"), Some(&format!("Bearer {alice}")), 400),
-        case("unknown query key", "GET", format!("{status}?as_of=x&evil=1"), Some(&format!("Bearer {alice}")), 400),
-        with_json(case("malformed json", "POST", "/process", Some(&format!("Bearer {alice}")), 400), r#"{"file_id":"#),
-        with_json(case("wrong types", "POST", "/process", Some(&format!("Bearer {alice}")), 422), r#"{"file_id":5,"model":"pitch"}"#),
-        with_json(case("params not an object", "POST", "/process", Some(&format!("Bearer {alice}")), 422), &json!({"file_id": file, "model": "pitch", "params": [1]}).to_string()),
-        with_json(case("empty list", "POST", "/process", Some(&format!("Bearer {alice}")), 422), "[]"),
-        with_json(case("json scalar", "POST", "/process", Some(&format!("Bearer {alice}")), 422), "42"),
-        with_json(case("oversized body", "POST", "/process", Some(&format!("Bearer {alice}")), 413), &big),
-        Case { content_type: Some("text/plain"), ..with_json(case("not json", "POST", "/process", Some(&format!("Bearer {alice}")), 415), &process_ok) },
-        case("unknown job", "POST", "/jobs/j0123456789abcdef0123456789abcdef/cancel", Some(&format!("Bearer {alice}")), 404),
-        case("job id with path tricks", "POST", "/jobs/..%2Fj1/cancel", Some(&format!("Bearer {alice}")), 404),
-        case("admin endpoint as a user", "GET", "/admin/jobs", Some(&format!("Bearer {alice}")), 403),
-        case("forged download link", "GET", "/files/x.json?t=e30&sig=00", None, 403),
+        case(
+            "not a bearer token",
+            "GET",
+            &status,
+            Some("Basic YWxpY2U6cHc="),
+            401,
+        ),
+        case(
+            "garbage token",
+            "GET",
+            &status,
+            Some("Bearer abc.def.ghi"),
+            401,
+        ),
+        case(
+            "expired token",
+            "GET",
+            &status,
+            Some(&format!("Bearer {expired}")),
+            401,
+        ),
+        case(
+            "forged token",
+            "GET",
+            &status,
+            Some(&format!("Bearer {forged}")),
+            401,
+        ),
+        case(
+            "alg none",
+            "GET",
+            &status,
+            Some(&format!("Bearer {alg_none}")),
+            401,
+        ),
+        case(
+            "alg confusion",
+            "GET",
+            &status,
+            Some(&format!("Bearer {confused}")),
+            401,
+        ),
+        case(
+            "wrong audience",
+            "GET",
+            &status,
+            Some(&format!("Bearer {wrong_aud}")),
+            401,
+        ),
+        case(
+            "another user's file",
+            "GET",
+            &status,
+            Some(&format!("Bearer {bob}")),
+            404,
+        ),
+        case(
+            "another user's events",
+            "GET",
+            format!("{status}/events"),
+            Some(&format!("Bearer {bob}")),
+            404,
+        ),
+        with_json(
+            case(
+                "another user's file to process",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {bob}")),
+                404,
+            ),
+            &process_ok,
+        ),
+        case(
+            "path traversal in file id",
+            "GET",
+            "/status/..%2F..%2Fetc%2Fpasswd",
+            Some(&format!("Bearer {alice}")),
+            404,
+        ),
+        case(
+            "dot segments",
+            "GET",
+            "/status/f0123456789abcdef0123456789abcde.",
+            Some(&format!("Bearer {alice}")),
+            404,
+        ),
+        case(
+            "unknown file",
+            "GET",
+            "/status/f0123456789abcdef0123456789abcdef",
+            Some(&format!("Bearer {alice}")),
+            404,
+        ),
+        case(
+            "bad consistency token",
+            "GET",
+            format!("{status}?after=../../x"),
+            Some(&format!("Bearer {alice}")),
+            400,
+        ),
+        case(
+            "unknown topic in token",
+            "GET",
+            format!("{status}?after=other.topic:0:1"),
+            Some(&format!("Bearer {alice}")),
+            400,
+        ),
+        case(
+            "unknown query key",
+            "GET",
+            format!("{status}?as_of=x&evil=1"),
+            Some(&format!("Bearer {alice}")),
+            400,
+        ),
+        with_json(
+            case(
+                "malformed json",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {alice}")),
+                400,
+            ),
+            r#"{"file_id":"#,
+        ),
+        with_json(
+            case(
+                "wrong types",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {alice}")),
+                422,
+            ),
+            r#"{"file_id":5,"model":"pitch"}"#,
+        ),
+        with_json(
+            case(
+                "params not an object",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {alice}")),
+                422,
+            ),
+            &json!({"file_id": file, "model": "pitch", "params": [1]}).to_string(),
+        ),
+        with_json(
+            case(
+                "empty list",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {alice}")),
+                422,
+            ),
+            "[]",
+        ),
+        with_json(
+            case(
+                "json scalar",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {alice}")),
+                422,
+            ),
+            "42",
+        ),
+        with_json(
+            case(
+                "oversized body",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {alice}")),
+                413,
+            ),
+            &big,
+        ),
+        Case {
+            content_type: Some("text/plain"),
+            ..with_json(
+                case(
+                    "not json",
+                    "POST",
+                    "/process",
+                    Some(&format!("Bearer {alice}")),
+                    415,
+                ),
+                &process_ok,
+            )
+        },
+        case(
+            "unknown job",
+            "POST",
+            "/jobs/j0123456789abcdef0123456789abcdef/cancel",
+            Some(&format!("Bearer {alice}")),
+            404,
+        ),
+        case(
+            "job id with path tricks",
+            "POST",
+            "/jobs/..%2Fj1/cancel",
+            Some(&format!("Bearer {alice}")),
+            404,
+        ),
+        case(
+            "admin endpoint as a user",
+            "GET",
+            "/admin/jobs",
+            Some(&format!("Bearer {alice}")),
+            403,
+        ),
+        case(
+            "forged download link",
+            "GET",
+            "/files/x.json?t=e30&sig=00",
+            None,
+            403,
+        ),
         case("download without a link", "GET", "/files/x.json", None, 400),
-        case("unknown route", "GET", "/etc/passwd", Some(&format!("Bearer {alice}")), 404),
+        case(
+            "unknown route",
+            "GET",
+            "/etc/passwd",
+            Some(&format!("Bearer {alice}")),
+            404,
+        ),
     ];
     let client = reqwest::Client::new();
     let mut failures = Vec::new();
@@ -114,7 +338,9 @@ async fn bad_inputs_get_their_exact_status_and_never_a_5xx() {
         let code = r.status().as_u16();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         let shaped = code == 404 && c.path == "/etc/passwd"
-            || (body["error"].is_string() && body["code"].is_string() && body["request_id"].is_string());
+            || (body["error"].is_string()
+                && body["code"].is_string()
+                && body["request_id"].is_string());
         if code != c.expect || !shaped {
             failures.push(format!("{}: got {code} (want {}) {body}", c.what, c.expect));
         }
@@ -122,10 +348,17 @@ async fn bad_inputs_get_their_exact_status_and_never_a_5xx() {
     assert!(failures.is_empty(), "{failures:#?}");
 
     // A filename with path tricks is reduced to its last segment.
-    let r = svc.upload(&alice, "../../etc/evil.flac", fixture("sine.flac")).await;
+    let r = svc
+        .upload(&alice, "../../etc/evil.flac", fixture("sine.flac"))
+        .await;
     assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["file_id"].as_str().unwrap().to_string();
-    let st = svc.wait_for(&alice, &id, |v| v["file"]["status"] == "ready").await;
+    let id = r.json::<Value>().await.unwrap()["file_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = svc
+        .wait_for(&alice, &id, |v| v["file"]["status"] == "ready")
+        .await;
     assert_eq!(st["file"]["filename"], "evil.flac");
     svc.stop().await;
 }
@@ -151,7 +384,11 @@ async fn a_user_over_the_rate_limit_gets_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "rate_limited");
     // Another user is not affected.
@@ -167,7 +404,12 @@ mod hmac_free {
 
     pub fn sign(header: &str, payload: &str) -> String {
         let msg = format!("{header}.{payload}");
-        let sig = crypto::sign(msg.as_bytes(), &EncodingKey::from_secret(SECRET.as_bytes()), Algorithm::HS256).unwrap();
+        let sig = crypto::sign(
+            msg.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .unwrap();
         format!("{msg}.{sig}")
     }
 }

@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/jwt/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 /// Serves `body` as JSON to every request; returns the URL.
@@ -67,16 +71,62 @@ async fn rs256_and_es256_tokens_verify_against_the_configured_jwks_and_nothing_e
     tampered.truncate(tampered.len() - 1);
 
     let cases = [
-        ("RS256 with kid", sign(Algorithm::RS256, Some("rsa-1"), &rsa, &ok), 200),
-        ("RS256 without kid", sign(Algorithm::RS256, None, &rsa, &ok), 200),
-        ("ES256 with kid", sign(Algorithm::ES256, Some("ec-1"), &ec, &ok), 200),
-        ("RS256 naming the EC key", sign(Algorithm::RS256, Some("ec-1"), &rsa, &ok), 401),
-        ("unknown kid", sign(Algorithm::RS256, Some("rsa-9"), &rsa, &ok), 401),
-        ("expired RS256", sign(Algorithm::RS256, Some("rsa-1"), &rsa, &claims("idp-user", -3600)), 401),
+        (
+            "RS256 with kid",
+            sign(Algorithm::RS256, Some("rsa-1"), &rsa, &ok),
+            200,
+        ),
+        (
+            "RS256 without kid",
+            sign(Algorithm::RS256, None, &rsa, &ok),
+            200,
+        ),
+        (
+            "ES256 with kid",
+            sign(Algorithm::ES256, Some("ec-1"), &ec, &ok),
+            200,
+        ),
+        (
+            "RS256 naming the EC key",
+            sign(Algorithm::RS256, Some("ec-1"), &rsa, &ok),
+            401,
+        ),
+        (
+            "unknown kid",
+            sign(Algorithm::RS256, Some("rsa-9"), &rsa, &ok),
+            401,
+        ),
+        (
+            "expired RS256",
+            sign(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &rsa,
+                &claims("idp-user", -3600),
+            ),
+            401,
+        ),
         ("tampered RS256", tampered, 401),
-        ("RS384 is not pinned", sign(Algorithm::RS384, Some("rsa-1"), &rsa, &ok), 401),
-        ("HS256 with the JWKS's symmetric key", sign(Algorithm::HS256, Some("oct-1"), &oct, &ok), 401),
-        ("HS256 keyed with the RSA public key", sign(Algorithm::HS256, Some("rsa-1"), &EncodingKey::from_secret(rsa_pub_pem.as_bytes()), &ok), 401),
+        (
+            "RS384 is not pinned",
+            sign(Algorithm::RS384, Some("rsa-1"), &rsa, &ok),
+            401,
+        ),
+        (
+            "HS256 with the JWKS's symmetric key",
+            sign(Algorithm::HS256, Some("oct-1"), &oct, &ok),
+            401,
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            sign(
+                Algorithm::HS256,
+                Some("rsa-1"),
+                &EncodingKey::from_secret(rsa_pub_pem.as_bytes()),
+                &ok,
+            ),
+            401,
+        ),
         // The development secret still works alongside.
         ("HS256 dev token", svc.token("dev-user", &[]), 200),
     ];

@@ -29,7 +29,12 @@ async fn queued_job(svc: &Services, file_id: &str, owner: &str) {
     svc.producer().send(JOB_EVENTS, file_id, &ev).await.unwrap();
 }
 
-async fn open_events(svc: &Services, token: &str, file: &str, last: Option<&str>) -> reqwest::Response {
+async fn open_events(
+    svc: &Services,
+    token: &str,
+    file: &str,
+    last: Option<&str>,
+) -> reqwest::Response {
     let mut req = reqwest::Client::new()
         .get(svc.url(&format!("/status/{file}/events")))
         .bearer_auth(token);
@@ -46,12 +51,22 @@ async fn sse_streams_history_and_live_events_and_resumes_without_loss_or_repeats
     cfg.http.sse_heartbeat_seconds = 1;
     let svc = Services::start(cfg).await;
     let alice = svc.token("alice", &[]);
-    let file = svc.ready_file(&alice, "sine.wav", fixture("sine.wav")).await;
+    let file = svc
+        .ready_file(&alice, "sine.wav", fixture("sine.wav"))
+        .await;
 
-    assert_eq!(open_events(&svc, &svc.token("bob", &[]), &file, None).await.status(), 404);
+    assert_eq!(
+        open_events(&svc, &svc.token("bob", &[]), &file, None)
+            .await
+            .status(),
+        404
+    );
     let r = open_events(&svc, &alice, &file, None).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut sse = SseReader::new(r);
     let wait = Duration::from_secs(20);
     let a = sse.next(wait).await.expect("history: uploaded");
@@ -67,7 +82,11 @@ async fn sse_streams_history_and_live_events_and_resumes_without_loss_or_repeats
     assert_eq!(data["job_id"], JOB);
     // Idle: heartbeats keep the connection open.
     assert!(sse.next(Duration::from_millis(2500)).await.is_none());
-    assert!(sse.comments >= 1, "heartbeat comments seen: {}", sse.comments);
+    assert!(
+        sse.comments >= 1,
+        "heartbeat comments seen: {}",
+        sse.comments
+    );
     drop(sse);
 
     // While disconnected, the job progresses; a resumed stream gets exactly what it missed.
@@ -79,17 +98,30 @@ async fn sse_streams_history_and_live_events_and_resumes_without_loss_or_repeats
             file_id: file.clone(),
             model: "pitch".into(),
             variation: "tiny".into(),
-            body: JobBody::Progress { percent: pct, message: format!("{pct}") },
+            body: JobBody::Progress {
+                percent: pct,
+                message: format!("{pct}"),
+            },
         };
         svc.producer().send(JOB_EVENTS, &file, &ev).await.unwrap();
     }
-    svc.wait_job(&alice, &file, JOB, |j| j["progress"] == 50.0).await;
+    svc.wait_job(&alice, &file, JOB, |j| j["progress"] == 50.0)
+        .await;
     let mut sse = SseReader::new(open_events(&svc, &alice, &file, Some(&last_seen)).await);
     let d = sse.next(wait).await.unwrap();
     let e = sse.next(wait).await.unwrap();
-    assert_eq!((d.event.as_deref(), e.event.as_deref()), (Some("progress"), Some("progress")));
-    assert_eq!(serde_json::from_str::<Value>(&d.data).unwrap()["body"]["body"]["percent"], 10.0);
-    assert!(sse.next(Duration::from_millis(1500)).await.is_none(), "nothing repeated or extra");
+    assert_eq!(
+        (d.event.as_deref(), e.event.as_deref()),
+        (Some("progress"), Some("progress"))
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&d.data).unwrap()["body"]["body"]["percent"],
+        10.0
+    );
+    assert!(
+        sse.next(Duration::from_millis(1500)).await.is_none(),
+        "nothing repeated or extra"
+    );
 
     // Every id, across both connections, is the full history once, in order.
     let mut all = SseReader::new(open_events(&svc, &alice, &file, None).await);
@@ -128,7 +160,9 @@ async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
     assert_eq!(p1["songs"].as_array().unwrap().len(), 2);
     assert_eq!(p1["songs"][0]["file_id"], ids[2].as_str());
     let cursor = p1["next_cursor"].as_str().unwrap();
-    let (_, p2) = svc.get_json(&alice, &format!("/songs?limit=2&cursor={cursor}")).await;
+    let (_, p2) = svc
+        .get_json(&alice, &format!("/songs?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(p2["songs"].as_array().unwrap().len(), 1);
     assert_eq!(p2["songs"][0]["file_id"], ids[0].as_str());
     assert!(p2["next_cursor"].is_null());
@@ -139,11 +173,24 @@ async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
     // The catalogue, with no worker alive yet; then one announces itself.
     let (code, m) = svc.get_json(&alice, "/models").await;
     assert_eq!(code, 200);
-    let names: Vec<&str> = m["models"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = m["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["demucs", "whisper", "pitch", "musicgen", "gemma3n"]);
-    assert!(m["models"].as_array().unwrap().iter().all(|x| x["live"] == false));
+    assert!(m["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["live"] == false));
     assert_eq!(m["models"][2]["variations"][1]["name"], "full");
-    assert!(m["models"][2]["params"].as_array().unwrap().iter().any(|p| p["name"] == "hop_ms" && p["type"] == "float"));
+    assert!(m["models"][2]["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "hop_ms" && p["type"] == "float"));
     let alive = ControlEvent {
         meta: EventMeta::new("test", "worker:w1"),
         job_id: String::new(),
@@ -173,21 +220,37 @@ async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
     // /notify: service tokens only; the event lands in the job's status.
     let file = &ids[0];
     queued_job(&svc, file, "alice").await;
-    svc.wait_job(&alice, file, JOB, |j| j["status"] == "queued").await;
+    svc.wait_job(&alice, file, JOB, |j| j["status"] == "queued")
+        .await;
     let service = svc.token("worker-7", &["service"]);
-    let progress = json!({"job_id": JOB, "status": "progress", "progress": 42.0, "message": "halfway"});
+    let progress =
+        json!({"job_id": JOB, "status": "progress", "progress": 42.0, "message": "halfway"});
     assert_eq!(svc.post_json(&alice, "/notify", &progress).await.0, 403);
     let (code, v) = svc.post_json(&service, "/notify", &progress).await;
     assert_eq!(code, 202, "{v}");
-    let j = svc.wait_job(&alice, file, JOB, |j| j["progress"] == 42.0).await;
+    let j = svc
+        .wait_job(&alice, file, JOB, |j| j["progress"] == 42.0)
+        .await;
     assert_eq!(j["message"], "halfway");
     for (body, code) in [
         (json!({"job_id": JOB, "status": "exploded"}), 422),
-        (json!({"job_id": JOB, "status": "progress", "progress": 420.0}), 422),
+        (
+            json!({"job_id": JOB, "status": "progress", "progress": 420.0}),
+            422,
+        ),
         (json!({"job_id": JOB, "status": "failed"}), 422),
-        (json!({"job_id": JOB, "status": "progress", "progress": 1.0, "file_id": ids[1]}), 422),
-        (json!({"job_id": JOB, "status": "completed", "outputs": [{"path": "outputs/../../etc/passwd", "kind": "x", "content_type": "x", "size": 1, "sha256": "x"}]}), 422),
-        (json!({"job_id": "j0123456789abcdef0123456789abcdef", "status": "started"}), 404),
+        (
+            json!({"job_id": JOB, "status": "progress", "progress": 1.0, "file_id": ids[1]}),
+            422,
+        ),
+        (
+            json!({"job_id": JOB, "status": "completed", "outputs": [{"path": "outputs/../../etc/passwd", "kind": "x", "content_type": "x", "size": 1, "sha256": "x"}]}),
+            422,
+        ),
+        (
+            json!({"job_id": "j0123456789abcdef0123456789abcdef", "status": "started"}),
+            404,
+        ),
         (json!({"job_id": JOB}), 422),
     ] {
         let (got, v) = svc.post_json(&service, "/notify", &body).await;
@@ -196,7 +259,12 @@ async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
     let done = json!({"job_id": JOB, "status": "completed", "duration_seconds": 1.5,
         "outputs": [{"path": format!("outputs/{file}/pitch/tiny/{JOB}/f0.csv"), "kind": "f0", "content_type": "text/csv", "size": 3, "sha256": "ab"}]});
     assert_eq!(svc.post_json(&service, "/notify", &done).await.0, 202);
-    let j = svc.wait_job(&alice, file, JOB, |j| j["status"] == "completed").await;
-    assert!(j["outputs"][0]["url"].as_str().unwrap().contains("/files/f0.csv?"));
+    let j = svc
+        .wait_job(&alice, file, JOB, |j| j["status"] == "completed")
+        .await;
+    assert!(j["outputs"][0]["url"]
+        .as_str()
+        .unwrap()
+        .contains("/files/f0.csv?"));
     svc.stop().await;
 }

@@ -142,7 +142,9 @@ impl Authenticator {
                 .map_err(map_jwt_error);
         }
         if !self.asymmetric.contains(&alg) || self.cfg.jwks_url.is_empty() {
-            return Err(AuthError::Invalid(format!("algorithm {alg:?} is not accepted")));
+            return Err(AuthError::Invalid(format!(
+                "algorithm {alg:?} is not accepted"
+            )));
         }
         let mut validation = self.validation.clone();
         validation.algorithms = vec![alg];
@@ -212,7 +214,9 @@ impl Authenticator {
         }
         match self.refresh_jwks().await {
             Ok(n) => tracing::info!(keys = n, "JWKS loaded"),
-            Err(e) => tracing::error!(error = %e, "JWKS not loaded; asymmetric tokens fail until it is"),
+            Err(e) => {
+                tracing::error!(error = %e, "JWKS not loaded; asymmetric tokens fail until it is")
+            }
         }
         let me = self.clone();
         let every = Duration::from_secs(self.cfg.jwks_refresh_seconds.max(10));

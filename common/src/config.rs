@@ -393,7 +393,10 @@ impl Config {
             let ok = url::Url::parse(&self.auth.jwks_url)
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
             if !ok {
-                return bad(format!("auth.jwks_url is not an http(s) URL: {:?}", self.auth.jwks_url));
+                return bad(format!(
+                    "auth.jwks_url is not an http(s) URL: {:?}",
+                    self.auth.jwks_url
+                ));
             }
         }
         if let Some(a) = self

@@ -142,10 +142,14 @@ impl Storage {
     pub async fn get_stream(
         &self,
         key: &str,
-    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError>
+    {
         use futures::StreamExt;
         match self.store.get(&Self::path(key)?).await {
-            Ok(r) => Ok(r.into_stream().map(|c| c.map_err(StorageError::from)).boxed()),
+            Ok(r) => Ok(r
+                .into_stream()
+                .map(|c| c.map_err(StorageError::from))
+                .boxed()),
             Err(object_store::Error::NotFound { .. }) => {
                 Err(StorageError::NotFound(key.to_string()))
             }

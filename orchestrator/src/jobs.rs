@@ -248,7 +248,9 @@ pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<Value, Ap
         s.pending.release(&job.job_id);
     }
     tracing::info!(job_id = %job.job_id, status, "job cancel requested");
-    Ok(json!({ "job_id": job.job_id, "file_id": job.file_id, "status": status, "consistency_token": token }))
+    Ok(
+        json!({ "job_id": job.job_id, "file_id": job.file_id, "status": status, "consistency_token": token }),
+    )
 }
 
 #[cfg(test)]

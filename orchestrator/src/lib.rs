@@ -9,6 +9,7 @@ mod jobs;
 mod links;
 mod middleware;
 mod notifier;
+pub mod openapi;
 mod ratelimit;
 mod routes;
 mod state;
@@ -39,7 +40,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     state.shutdown = cancel.clone();
-    state.notifier.spawn(state.read.pool.clone(), cancel.clone());
+    state
+        .notifier
+        .spawn(state.read.pool.clone(), cancel.clone());
     state.auth.start_jwks(cancel.clone()).await;
     tracing::info!(%addr, "orchestrator listening");
     axum::serve(listener, router(state))

@@ -101,7 +101,12 @@ pub fn output_key(job: &JobRow, path: &str) -> String {
     } else {
         format!(
             "{}{}",
-            roar_common::storage::job_output_dir(&job.file_id, &job.model, &job.variation, &job.job_id),
+            roar_common::storage::job_output_dir(
+                &job.file_id,
+                &job.model,
+                &job.variation,
+                &job.job_id
+            ),
             path.trim_start_matches('/')
         )
     }

@@ -37,7 +37,8 @@ impl RateLimiter {
             m.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
         }
         let (tokens, at) = m.entry(key.to_string()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

@@ -311,9 +311,7 @@ impl Services {
         done: impl Fn(&Value) -> bool,
     ) -> Value {
         let v = self
-            .wait_for(token, file_id, |v| {
-                find_job(v, job_id).is_some_and(&done)
-            })
+            .wait_for(token, file_id, |v| find_job(v, job_id).is_some_and(&done))
             .await;
         find_job(&v, job_id).unwrap().clone()
     }
@@ -388,7 +386,11 @@ impl SseReader {
         loop {
             while let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let mut ev = SseEvent { id: None, event: None, data: String::new() };
+                let mut ev = SseEvent {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
                 let mut is_event = false;
                 for line in block.lines() {
                     if line.starts_with(':') {
@@ -408,7 +410,9 @@ impl SseReader {
                     return Some(ev);
                 }
             }
-            let chunk = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()??;
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
             self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
         }
     }
@@ -432,7 +436,9 @@ impl S3Server {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
-                .unwrap_or_else(|e| panic!("{bin}: {e}; install it with: pip install 'moto[server]'"));
+                .unwrap_or_else(|e| {
+                    panic!("{bin}: {e}; install it with: pip install 'moto[server]'")
+                });
             let mut s = S3Server {
                 child,
                 endpoint: format!("http://127.0.0.1:{port}"),

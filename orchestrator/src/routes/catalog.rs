@@ -13,6 +13,8 @@ use crate::{ApiError, AppState};
 
 /// `GET /models`: the catalogue (variations, versions, params with their types) and, per model,
 /// the workers that announced themselves on the control topic and have not gone quiet.
+#[utoipa::path(get, path = "/models", tag = "jobs",
+    responses((status = 200, description = "{models: [{name, description, default_variation, variations, params, live, workers}], workers_known}")))]
 pub async fn models(State(s): State<AppState>, _user: User) -> Result<Json<Value>, ApiError> {
     let live = s.control.live_workers(chrono::Utc::now());
     let models: Vec<Value> = roar_common::catalog::models()
@@ -40,6 +42,12 @@ pub struct SongsQuery {
 }
 
 /// `GET /songs?limit=&cursor=`: the caller's files, newest first.
+#[utoipa::path(get, path = "/songs", tag = "files",
+    params(("limit" = Option<i64>, Query, description = "1..=200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses(
+        (status = 200, description = "the caller's files, newest first", body = crate::openapi::SongsPage),
+        (status = 400, description = "invalid limit or cursor", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn songs(
     State(s): State<AppState>,
     user: User,
@@ -51,7 +59,10 @@ pub async fn songs(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next = more
-        .then(|| rows.last().map(|f| cursor::encode(f.created_at, &f.file_id)))
+        .then(|| {
+            rows.last()
+                .map(|f| cursor::encode(f.created_at, &f.file_id))
+        })
         .flatten();
     Ok(Json(json!({
         "songs": rows.iter().map(file_json).collect::<Vec<_>>(),

@@ -44,7 +44,12 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         let t = DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
         assert_eq!(decode(&encode(t, "f1")).unwrap(), (t, "f1".to_string()));
-        for bad in ["", "!!!", &URL_SAFE_NO_PAD.encode("x:f1"), &URL_SAFE_NO_PAD.encode("12")] {
+        for bad in [
+            "",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("x:f1"),
+            &URL_SAFE_NO_PAD.encode("12"),
+        ] {
             assert!(decode(bad).is_err(), "{bad}");
         }
         assert!(limit(Some(0)).is_err());

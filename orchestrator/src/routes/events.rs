@@ -51,6 +51,14 @@ fn to_event(r: &HistoryRow) -> Event {
 }
 
 /// `GET /status/{file_id}/events`.
+#[utoipa::path(get, path = "/status/{file_id}/events", tag = "status",
+    params(("file_id" = String, Path), ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event"), ("last_event_id" = Option<i64>, Query, description = "same, for clients that cannot set headers")),
+    responses(
+        (status = 200, description = "text/event-stream: `id` is the history sequence, `event` the kind (file_uploaded, file_probed, queued, started, progress, completed, failed, canceled, ...), `data` JSON {seq, kind, job_id, occurred_at, body}; `: heartbeat` comments keep it open", content_type = "text/event-stream"),
+        (status = 400, description = "invalid Last-Event-ID", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no such file of the caller's", body = crate::openapi::ErrorBody),
+        (status = 503, description = "too many streams open", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn events(
     State(s): State<AppState>,
     user: User,

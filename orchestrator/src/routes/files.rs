@@ -30,6 +30,13 @@ fn content_type(key: &str) -> &'static str {
     }
 }
 
+#[utoipa::path(get, path = "/files/{name}", tag = "files", security(()),
+    params(("name" = String, Path, description = "the file name (cosmetic)"), ("t" = String, Query), ("sig" = String, Query)),
+    responses(
+        (status = 200, description = "the object", content_type = "application/octet-stream"),
+        (status = 403, description = "invalid or expired link", body = crate::openapi::ErrorBody),
+        (status = 404, description = "the object is gone", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn download(
     State(s): State<AppState>,
     Path(_name): Path<String>,
@@ -52,7 +59,10 @@ pub async fn download(
     Ok((
         [
             (CONTENT_TYPE, content_type(&claims.k).to_string()),
-            (CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
         ],
         bytes,
     )

@@ -4,17 +4,17 @@ use axum::Router;
 
 use crate::AppState;
 
-mod admin;
-mod catalog;
+pub(crate) mod admin;
+pub(crate) mod catalog;
 pub(crate) mod cursor;
-mod events;
-mod files;
-mod health;
-mod notify;
-mod presign;
-mod process;
+pub(crate) mod events;
+pub(crate) mod files;
+pub(crate) mod health;
+pub(crate) mod notify;
+pub(crate) mod presign;
+pub(crate) mod process;
 pub(crate) mod status;
-mod upload;
+pub(crate) mod upload;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let uploads = Router::new()

@@ -47,7 +47,9 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
     for o in &n.outputs {
         let under = format!("outputs/{file_id}/");
         let clean = o.path.starts_with(&under)
-            && o.path.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+            && o.path
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..");
         if !clean {
             return Err(ApiError::Unprocessable(format!(
                 "output path {:?} must be a key under {under}",
@@ -61,7 +63,9 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
             attempt: n.attempt.unwrap_or(1),
         },
         "progress" => {
-            let p = n.progress.ok_or_else(|| bad("progress needs `progress` (0..=100)"))?;
+            let p = n
+                .progress
+                .ok_or_else(|| bad("progress needs `progress` (0..=100)"))?;
             if !(0.0..=100.0).contains(&p) {
                 return Err(bad("progress must be within 0..=100"));
             }
@@ -75,7 +79,9 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
             duration_seconds: n.duration_seconds.unwrap_or(0.0),
         },
         "failed" => {
-            let e = n.error.ok_or_else(|| bad("failed needs `error` {code, message}"))?;
+            let e = n
+                .error
+                .ok_or_else(|| bad("failed needs `error` {code, message}"))?;
             JobBody::Failed {
                 code: e.code,
                 message: e.message,
@@ -94,13 +100,23 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
 }
 
 /// `POST /notify`.
+#[utoipa::path(post, path = "/notify", tag = "workers",
+    request_body = crate::openapi::NotifyRequest,
+    responses(
+        (status = 202, description = "the job event was published"),
+        (status = 403, description = "needs the service role", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no such job", body = crate::openapi::ErrorBody),
+        (status = 422, description = "invalid status, progress, outputs, or a file/model that is not the job's", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn notify(
     State(s): State<AppState>,
     user: User,
     ApiJson(n): ApiJson<Notify>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if !user.0.has_role("service") {
-        return Err(ApiError::Forbidden("this endpoint needs the service role".into()));
+        return Err(ApiError::Forbidden(
+            "this endpoint needs the service role".into(),
+        ));
     }
     if !roar_schemas::ids::is_valid_id('j', &n.job_id) {
         return Err(ApiError::NotFound);
@@ -128,6 +144,8 @@ pub async fn notify(
     tracing::info!(%job_id, kind, "job event from an external worker");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job_id, "event": kind, "consistency_token": consistency_token(JOB_EVENTS, p, o) })),
+        Json(
+            json!({ "job_id": job_id, "event": kind, "consistency_token": consistency_token(JOB_EVENTS, p, o) }),
+        ),
     ))
 }

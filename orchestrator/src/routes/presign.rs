@@ -47,18 +47,26 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let max = s.cfg.http.max_upload_bytes;
     if req.size == 0 {
-        return Err(ApiError::Unprocessable("size must be at least 1 byte".into()));
+        return Err(ApiError::Unprocessable(
+            "size must be at least 1 byte".into(),
+        ));
     }
     if req.size > max {
-        return Err(ApiError::PayloadTooLarge(format!("upload exceeds {max} bytes")));
+        return Err(ApiError::PayloadTooLarge(format!(
+            "upload exceeds {max} bytes"
+        )));
     }
     if !is_sha256(&req.sha256) {
-        return Err(ApiError::Unprocessable("sha256 must be 64 hex digits".into()));
+        return Err(ApiError::Unprocessable(
+            "sha256 must be 64 hex digits".into(),
+        ));
     }
     let sha256 = req.sha256.to_ascii_lowercase();
     let mime = req
         .mime
-        .filter(|m| !m.is_empty() && m.len() <= 255 && m.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        .filter(|m| {
+            !m.is_empty() && m.len() <= 255 && m.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        })
         .unwrap_or_else(|| "application/octet-stream".into());
     let file_id = roar_schemas::ids::file_id(user.id(), &sha256);
     if let Some(existing) = s.read.file(&file_id).await? {
@@ -84,7 +92,10 @@ pub async fn register(
     {
         Some(url) => (
             url.to_string(),
-            Some(format!("{}/upload/{file_id}/complete", s.cfg.http.public_url.trim_end_matches('/'))),
+            Some(format!(
+                "{}/upload/{file_id}/complete",
+                s.cfg.http.public_url.trim_end_matches('/')
+            )),
         ),
         None => {
             let claims = LinkClaims {
@@ -131,7 +142,12 @@ pub async fn register(
     ))
 }
 
-async fn emit_uploaded(s: &AppState, actor: String, file_id: &str, info: FileInfo) -> Result<String, ApiError> {
+async fn emit_uploaded(
+    s: &AppState,
+    actor: String,
+    file_id: &str,
+    info: FileInfo,
+) -> Result<String, ApiError> {
     let event = FileEvent {
         meta: EventMeta::new(current_request_id(), actor),
         file_id: file_id.to_string(),
@@ -150,6 +166,16 @@ pub struct LinkQuery {
 }
 
 /// `PUT /upload/{file_id}?t=&sig=`: the local store's signed upload link.
+#[utoipa::path(put, path = "/upload/{file_id}", tag = "files", security(()),
+    params(("file_id" = String, Path), ("t" = String, Query, description = "signed claims"), ("sig" = String, Query, description = "HMAC")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "stored; FileUploaded emitted"),
+        (status = 403, description = "invalid or expired link", body = crate::openapi::ErrorBody),
+        (status = 409, description = "already uploaded", body = crate::openapi::ErrorBody),
+        (status = 413, description = "more bytes than registered", body = crate::openapi::ErrorBody),
+        (status = 422, description = "size or sha256 differs from the registration", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn put_signed(
     State(s): State<AppState>,
     Path(file_id): Path<String>,
@@ -173,19 +199,28 @@ pub async fn put_signed(
     let mut stream = body.into_data_stream();
     let copied: Result<(), ApiError> = async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
             size += chunk.len() as u64;
             if size > up.size {
-                return Err(ApiError::PayloadTooLarge(format!("more than the {} bytes registered", up.size)));
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "more than the {} bytes registered",
+                    up.size
+                )));
             }
             hasher.update(&chunk);
             writer.write_all(&chunk).await.map_err(ApiError::internal)?;
         }
         if size != up.size {
-            return Err(ApiError::Unprocessable(format!("got {size} bytes, {} registered", up.size)));
+            return Err(ApiError::Unprocessable(format!(
+                "got {size} bytes, {} registered",
+                up.size
+            )));
         }
         if hex::encode(hasher.finalize_reset()) != up.sha256 {
-            return Err(ApiError::Unprocessable("content does not match the registered sha256".into()));
+            return Err(ApiError::Unprocessable(
+                "content does not match the registered sha256".into(),
+            ));
         }
         writer.shutdown().await.map_err(ApiError::internal)
     }
@@ -195,7 +230,10 @@ pub async fn put_signed(
         let _ = s.storage.delete(&tmp).await;
         return Err(e);
     }
-    s.storage.rename(&tmp, &claims.k).await.map_err(ApiError::internal)?;
+    s.storage
+        .rename(&tmp, &claims.k)
+        .await
+        .map_err(ApiError::internal)?;
     let info = FileInfo {
         owner: up.owner.clone(),
         filename: up.filename,
@@ -212,6 +250,14 @@ pub async fn put_signed(
 }
 
 /// `POST /upload/{file_id}/complete`: after a PUT to a presigned URL, checks what arrived.
+#[utoipa::path(post, path = "/upload/{file_id}/complete", tag = "files",
+    params(("file_id" = String, Path)),
+    responses(
+        (status = 200, description = "checked; FileUploaded emitted"),
+        (status = 404, description = "not the caller's file", body = crate::openapi::ErrorBody),
+        (status = 409, description = "nothing uploaded yet (`upload_missing`) or not pending (`not_pending`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "size or sha256 differs; the object is removed", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn complete(
     State(s): State<AppState>,
     user: User,
@@ -228,7 +274,12 @@ pub async fn complete(
         code: "upload_missing",
         message: "nothing has been uploaded to the upload URL yet".into(),
     };
-    let meta = s.storage.head(&f.storage_key).await.map_err(ApiError::internal)?.ok_or_else(missing)?;
+    let meta = s
+        .storage
+        .head(&f.storage_key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
     let mismatch = |m: String| async {
         let _ = s.storage.delete(&f.storage_key).await;
         ApiError::Unprocessable(m)

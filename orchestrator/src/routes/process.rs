@@ -44,8 +44,8 @@ enum ModelChoice {
 
 fn parse_one(v: Value, at: Option<usize>) -> Result<Vec<(String, Resolved)>, ApiError> {
     let here = at.map(|i| format!("request {i}: ")).unwrap_or_default();
-    let req: ProcessRequest = serde_json::from_value(v)
-        .map_err(|e| ApiError::Unprocessable(format!("{here}{e}")))?;
+    let req: ProcessRequest =
+        serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("{here}{e}")))?;
     let bad = |m: String| ApiError::Unprocessable(format!("{here}{m}"));
     let choices: Vec<(String, Option<String>, Option<Value>)> = match (req.model, req.models) {
         (Some(m), None) => vec![(m, req.variation, req.params)],
@@ -84,25 +84,24 @@ fn parse_one(v: Value, at: Option<usize>) -> Result<Vec<(String, Resolved)>, Api
 
 /// Parses any accepted body shape into (file_id, resolved request) pairs.
 fn parse(body: Value) -> Result<Vec<(String, Resolved)>, ApiError> {
-    let all = match body {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err(ApiError::Unprocessable("the request list is empty".into()));
+    let all =
+        match body {
+            Value::Array(items) => {
+                if items.is_empty() {
+                    return Err(ApiError::Unprocessable("the request list is empty".into()));
+                }
+                let mut all = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    all.extend(parse_one(item, Some(i))?);
+                }
+                all
             }
-            let mut all = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                all.extend(parse_one(item, Some(i))?);
-            }
-            all
-        }
-        obj @ Value::Object(_) => parse_one(obj, None)?,
-        _ => {
-            return Err(ApiError::Unprocessable(
+            obj @ Value::Object(_) => parse_one(obj, None)?,
+            _ => return Err(ApiError::Unprocessable(
                 "expected a JSON object {file_id, model, variation?, params?} or a list of them"
                     .into(),
-            ))
-        }
-    };
+            )),
+        };
     if all.len() > MAX_JOBS_PER_REQUEST {
         return Err(ApiError::Unprocessable(format!(
             "at most {MAX_JOBS_PER_REQUEST} jobs per request"
@@ -131,6 +130,18 @@ fn check_ready(f: &FileRow) -> Result<(), ApiError> {
 }
 
 /// `POST /process`.
+#[utoipa::path(post, path = "/process", tag = "jobs",
+    request_body = crate::openapi::ProcessRequest,
+    responses(
+        (status = 202, description = "a job (or a new attempt) was requested; with `models` or a list: {jobs: [...]}", body = crate::openapi::JobView),
+        (status = 200, description = "nothing new: the job is queued or running already, or `skipped` (completed, with outputs)", body = crate::openapi::JobView),
+        (status = 400, description = "malformed JSON", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no such file of the caller's", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the file is not ready yet (`file_not_ready`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "body larger than http.max_body_bytes", body = crate::openapi::ErrorBody),
+        (status = 415, description = "not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "unknown model, variation or params (the message lists what is valid), or the file failed to decode", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn process(
     State(s): State<AppState>,
     user: User,
@@ -177,21 +188,30 @@ mod tests {
         assert_eq!(one[0].1.variation, "tiny");
         let many = parse(json!({"file_id": f, "models": ["pitch", {"model": "demucs", "variation": "htdemucs_6s"}]})).unwrap();
         assert_eq!(many[1].1.variation, "htdemucs_6s");
-        let list = parse(json!([{"file_id": f, "model": "pitch"}, {"file_id": f, "model": "whisper"}])).unwrap();
+        let list =
+            parse(json!([{"file_id": f, "model": "pitch"}, {"file_id": f, "model": "whisper"}]))
+                .unwrap();
         assert_eq!(list.len(), 2);
 
-        let e = parse(json!({"file_id": f, "model": "karaoke"})).unwrap_err().to_string();
+        let e = parse(json!({"file_id": f, "model": "karaoke"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("demucs"), "{e}");
         let e = parse(json!([{"file_id": f, "model": "pitch"}, {"file_id": f, "model": "pitch", "variation": "x"}]))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("request 1:") && e.contains("tiny, full"), "{e}");
+        assert!(
+            e.starts_with("request 1:") && e.contains("tiny, full"),
+            "{e}"
+        );
         assert!(parse(json!({"file_id": f})).is_err());
         assert!(parse(json!({"file_id": 5, "model": "pitch"})).is_err());
         assert!(parse(json!({"file_id": f, "model": "pitch", "extra": 1})).is_err());
         assert!(parse(json!({"file_id": f, "models": []})).is_err());
         assert!(parse(json!("pitch")).is_err());
-        let too_many: Vec<Value> = (0..21).map(|_| json!({"file_id": f, "model": "pitch"})).collect();
+        let too_many: Vec<Value> = (0..21)
+            .map(|_| json!({"file_id": f, "model": "pitch"}))
+            .collect();
         assert!(parse(Value::Array(too_many)).is_err());
     }
 }

@@ -102,6 +102,13 @@ async fn wait_applied(s: &AppState, token: &str) -> Result<bool, ApiError> {
 }
 
 /// `GET /status/{file_id}[?after=token]`: the file and every job on it, outputs with links.
+#[utoipa::path(get, path = "/status/{file_id}", tag = "status",
+    params(("file_id" = String, Path), ("after" = Option<String>, Query, description = "a consistency token: wait (bounded) until it is applied")),
+    responses(
+        (status = 200, description = "the file and every job, outputs with download URLs", body = crate::openapi::StatusView),
+        (status = 400, description = "invalid consistency token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no such file of the caller's", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn status(
     State(s): State<AppState>,
     user: User,

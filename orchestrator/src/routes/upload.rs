@@ -27,6 +27,16 @@ pub(crate) fn clean_filename(name: &str) -> String {
 }
 
 /// `POST /upload`: JSON registers a direct upload (see `presign`); multipart carries the bytes.
+#[utoipa::path(post, path = "/upload", tag = "files",
+    request_body(content = crate::openapi::UploadRequest, description = "JSON registers a direct upload; multipart/form-data with a `file` field uploads small files in the request"),
+    responses(
+        (status = 201, description = "JSON: where to PUT the bytes; multipart: the file, uploaded", body = crate::openapi::UploadTicket),
+        (status = 400, description = "malformed body", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the caller already uploaded this content: `file_id` names it", body = crate::openapi::ErrorBody),
+        (status = 413, description = "larger than http.max_upload_bytes", body = crate::openapi::ErrorBody),
+        (status = 415, description = "neither JSON nor multipart", body = crate::openapi::ErrorBody),
+        (status = 422, description = "invalid size or sha256", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn upload(
     State(s): State<AppState>,
     user: User,
