@@ -346,7 +346,8 @@ impl Config {
                 self.kafka.partitions
             ));
         }
-        if !(self.processor.progress_per_second > 0.0) {
+        if self.processor.progress_per_second.is_nan() || self.processor.progress_per_second <= 0.0
+        {
             return bad("processor.progress_per_second must be > 0".into());
         }
         if self.processor.heartbeat_seconds < 1 {
@@ -355,7 +356,7 @@ impl Config {
         if self.http.link_ttl_seconds < 1 || self.http.link_ttl_seconds > 7 * 24 * 3600 {
             return bad("http.link_ttl_seconds must be in 1..=604800 (S3's limit)".into());
         }
-        if !(self.http.rate_limit_per_second >= 0.0) {
+        if self.http.rate_limit_per_second.is_nan() || self.http.rate_limit_per_second < 0.0 {
             return bad("http.rate_limit_per_second must be ≥ 0".into());
         }
         if self.http.sse_heartbeat_seconds < 1 || self.http.sse_poll_ms < 10 {

@@ -26,12 +26,15 @@ pub fn consistency_token(topic: &str, partition: i32, offset: i64) -> String {
     format!("{topic}:{partition}:{offset}")
 }
 
-/// Job requests sent but maybe not yet projected: job_id → (attempt, token, when).
+/// job_id → (attempt, consistency token, when sent).
+type Pending = HashMap<String, (i32, String, Instant)>;
+
+/// Job requests sent but maybe not yet projected.
 #[derive(Default, Clone)]
-pub struct PendingRequests(Arc<Mutex<HashMap<String, (i32, String, Instant)>>>);
+pub struct PendingRequests(Arc<Mutex<Pending>>);
 
 impl PendingRequests {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i32, String, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
