@@ -2,9 +2,10 @@
 //!
 //! For each message: decode → act → make durable → store offset. The offset of a message is
 //! stored only after its handler returned `Ok` (its side effect is durable) or after the message
-//! is safely in the dead-letter topic, so a crash redelivers rather than loses. While a handler
-//! runs, the assigned partitions are paused and the loop keeps polling, so a job that runs for
-//! an hour never trips `max.poll.interval.ms` and the member keeps its partitions.
+//! is safely in the dead-letter topic, so a crash redelivers rather than loses. The loop keeps
+//! polling while a handler runs, pausing the assigned partitions once a message arrives
+//! meanwhile, so a job that runs for an hour never trips `max.poll.interval.ms` and the member
+//! keeps its partitions.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -225,8 +226,8 @@ pub async fn run_consumer(
     Ok(())
 }
 
-/// Runs the handler with the assignment paused, polling all the while; retries retryable
-/// failures with exponential backoff up to `max_handler_attempts`.
+/// Runs the handler, polling all the while; retries retryable failures with exponential
+/// backoff up to `max_handler_attempts`.
 async fn handle_with_retries(
     spec: &ConsumerSpec,
     consumer: &StreamConsumer,
@@ -235,13 +236,12 @@ async fn handle_with_retries(
     buffered: &mut VecDeque<Delivery>,
     cancel: &CancellationToken,
 ) -> Result<(), HandleError> {
-    if let Ok(assignment) = consumer.assignment() {
-        let _ = consumer.pause(&assignment);
-    }
+    let mut paused = false;
     let mut attempt = 0u32;
     let result = loop {
         attempt += 1;
-        let result = poll_while(consumer, buffered, handler.handle(delivery, cancel)).await;
+        let work = handler.handle(delivery, cancel);
+        let result = poll_while(consumer, buffered, &mut paused, work).await;
         match result {
             Err(HandleError::Retry(reason))
                 if attempt < spec.kafka.max_handler_attempts && !cancel.is_cancelled() =>
@@ -256,7 +256,7 @@ async fn handle_with_retries(
                     }
                     Ok::<(), HandleError>(())
                 };
-                let _ = poll_while(consumer, buffered, sleep).await;
+                let _ = poll_while(consumer, buffered, &mut paused, sleep).await;
                 if cancel.is_cancelled() {
                     break Err(HandleError::Abandoned);
                 }
@@ -264,17 +264,23 @@ async fn handle_with_retries(
             other => break other,
         }
     };
-    if let Ok(assignment) = consumer.assignment() {
-        let _ = consumer.resume(&assignment);
+    if paused {
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.resume(&assignment);
+        }
     }
     result
 }
 
-/// Drives `work` to completion while polling the consumer. Paused partitions deliver nothing
-/// new; anything already fetched is kept, in order, for after the current message.
+/// Drives `work` to completion while polling the consumer, so the member stays in its group
+/// however long the work takes. The first message that arrives meanwhile pauses the
+/// assignment (pausing only then keeps quick handlers at full fetch speed: a pause/resume per
+/// message would cost a fetch round trip each); it and anything already fetched are kept, in
+/// order, for after the current message.
 async fn poll_while<F>(
     consumer: &StreamConsumer,
     buffered: &mut VecDeque<Delivery>,
+    paused: &mut bool,
     work: F,
 ) -> Result<(), HandleError>
 where
@@ -283,10 +289,16 @@ where
     tokio::pin!(work);
     loop {
         tokio::select! {
+            biased;
             r = &mut work => return r,
             m = consumer.recv() => {
                 if let Ok(m) = m {
                     buffered.push_back(Delivery::from_message(&m));
+                    if !*paused {
+                        if let Ok(assignment) = consumer.assignment() {
+                            *paused = consumer.pause(&assignment).is_ok();
+                        }
+                    }
                 }
             }
         }

@@ -19,6 +19,7 @@
 //! # Ok::<(), roar_crepe::CrepeError>(())
 //! ```
 
+pub mod analysis;
 pub mod convert;
 pub mod decode;
 mod error;
