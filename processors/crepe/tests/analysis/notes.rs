@@ -247,20 +247,29 @@ fn options_round_trip_through_json() {
 fn fast_legato_runs() {
     // A C major scale up and down and a chromatic run, without gaps, with
     // notes down to 90 ms (shorter turn-around notes get absorbed).
-    let scale = [60.0, 62.0, 64.0, 65.0, 67.0, 69.0, 71.0, 72.0, 71.0, 69.0, 67.0];
+    let scale = [
+        60.0, 62.0, 64.0, 65.0, 67.0, 69.0, 71.0, 72.0, 71.0, 69.0, 67.0,
+    ];
     let chromatic = [60.0, 61.0, 62.0, 63.0, 64.0, 63.0, 62.0];
     for run in [&scale[..], &chromatic[..]] {
         for len in [0.09, 0.1, 0.12, 0.15, 0.2, 0.25] {
             let total = len * run.len() as f64;
-            let t = track(total, |t| Some(run[((t / len) as usize).min(run.len() - 1)]));
+            let t = track(total, |t| {
+                Some(run[((t / len) as usize).min(run.len() - 1)])
+            });
             let want: Vec<u8> = run.iter().map(|&m| m as u8).collect();
             let n = notes(&t);
             assert_sane(&n);
             eprintln!("{len}: {:?}", midis(&n));
-            if run.len() == 7 { continue; }
+            if run.len() == 7 {
+                continue;
+            }
             assert_eq!(midis(&n), want, "{len} s notes");
             for (i, note) in n.iter().enumerate() {
-                assert!((note.start - len * i as f64).abs() <= 0.011, "{len}: {note:?}");
+                assert!(
+                    (note.start - len * i as f64).abs() <= 0.011,
+                    "{len}: {note:?}"
+                );
             }
         }
     }
