@@ -31,6 +31,10 @@ scripts/whisper/fetch-weights.sh .roar/models/whisper tiny.en base
 if ! command -v espeak-ng >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null
 fi
+# A real S3-compatible server for the presigned-upload tests (moto's server mode).
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'moto[server]'
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
