@@ -146,7 +146,10 @@ async fn sse_streams_history_and_live_events_and_resumes_without_loss_or_repeats
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
     let infra = Infra::start().await;
-    let svc = Services::start(infra.config()).await;
+    // No model weights: no worker of this stack announces itself, the test's own one does.
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = infra.dir.path().join("no-models");
+    let svc = Services::start(cfg).await;
     let alice = svc.token("alice", &[]);
     let bob = svc.token("bob", &[]);
     let mut ids = Vec::new();
