@@ -67,6 +67,8 @@ pub(crate) fn job_json(j: &JobRow) -> Value {
 pub struct StatusQuery {
     /// A consistency token from a command response: wait (bounded) until it is projected.
     after: Option<String>,
+    /// Show the file and its jobs as they were at this time (RFC 3339), from the history.
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Parses `topic:partition:offset`; only roar's own topics are accepted.
@@ -103,7 +105,8 @@ async fn wait_applied(s: &AppState, token: &str) -> Result<bool, ApiError> {
 
 /// `GET /status/{file_id}[?after=token]`: the file and every job on it, outputs with links.
 #[utoipa::path(get, path = "/status/{file_id}", tag = "status",
-    params(("file_id" = String, Path), ("after" = Option<String>, Query, description = "a consistency token: wait (bounded) until it is applied")),
+    params(("file_id" = String, Path), ("after" = Option<String>, Query, description = "a consistency token: wait (bounded) until it is applied"),
+        ("as_of" = Option<String>, Query, description = "RFC 3339 time: the file and its jobs as they were then (folded from the event history)")),
     responses(
         (status = 200, description = "the file and every job, outputs with download URLs", body = crate::openapi::StatusView),
         (status = 400, description = "invalid consistency token", body = crate::openapi::ErrorBody),
@@ -120,7 +123,17 @@ pub async fn status(
         None => None,
     };
     let f = visible_file(&s, &user, &file_id).await?;
-    let jobs = s.read.jobs_for_file(&f.file_id).await?;
+    let (f, jobs) = match q.as_of {
+        // Ownership is checked on the current row above; the past one only has to exist.
+        Some(t) => match s.read.file_as_of(&f.file_id, t).await? {
+            Some(past) => (past, s.read.jobs_as_of(&f.file_id, t).await?),
+            None => return Err(ApiError::NotFound),
+        },
+        None => {
+            let jobs = s.read.jobs_for_file(&f.file_id).await?;
+            (f, jobs)
+        }
+    };
     let mut out = Vec::with_capacity(jobs.len());
     for j in &jobs {
         let mut v = job_json(j);
@@ -128,6 +141,9 @@ pub async fn status(
         out.push(v);
     }
     let mut body = json!({ "file": file_json(&f), "jobs": out });
+    if let Some(t) = q.as_of {
+        body["as_of"] = json!(t);
+    }
     if let Some(c) = consistent {
         // false: the wait ran out; what follows may not include the command yet.
         body["consistent"] = json!(c);
