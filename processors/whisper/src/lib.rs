@@ -20,6 +20,8 @@ mod ct2;
 mod decode;
 pub mod error;
 mod format;
+#[cfg(feature = "hub")]
+mod hub;
 pub mod mel;
 mod model;
 pub mod tokenizer;
@@ -33,6 +35,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Result, WhisperError};
 pub use format::{to_srt, to_text, to_verbose_json, to_vtt};
+#[cfg(feature = "hub")]
+pub use hub::fetch_from_hub;
 pub use model::Dims;
 pub use weights::{convert_ct2_to_safetensors, ModelHints};
 
