@@ -417,6 +417,14 @@ impl Worker {
                 ))
             }
         };
+        // A model bug, not a bad request: fail the job rather than write outside its folder.
+        if let Some(f) = files.iter().find(|f| !valid_output_name(&f.name)) {
+            return Ok(failed(
+                "bad_output",
+                format!("the model produced an invalid output name {:?}", f.name),
+                false,
+            ));
+        }
         let outputs = self.write_outputs(req, dir, files, seconds).await?;
         Ok(Outcome::Done(outputs, seconds))
     }
@@ -431,16 +439,6 @@ impl Worker {
     ) -> Result<Vec<Output>, HandleError> {
         let mut outputs = Vec::with_capacity(files.len());
         for f in files {
-            if f.name.is_empty()
-                || f.name.contains(['/', '\\'])
-                || f.name.starts_with('.')
-                || f.name == manifest::FILE_NAME
-            {
-                return Err(HandleError::poison(
-                    "bad_output",
-                    format!("model produced an invalid output name {:?}", f.name),
-                ));
-            }
             let path = format!("{dir}{}", f.name);
             let sha256 = hex::encode(Sha256::digest(&f.bytes));
             let size = f.bytes.len() as i64;
@@ -474,6 +472,14 @@ impl Worker {
             .map_err(|e| HandleError::Retry(e.to_string()))?;
         Ok(outputs)
     }
+}
+
+/// A plain file name inside the job's folder, not the manifest's.
+fn valid_output_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && !name.starts_with('.')
+        && name != manifest::FILE_NAME
 }
 
 #[async_trait]
