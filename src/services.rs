@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use roar_common::auth::Authenticator;
-use roar_common::kafka::{ensure_topics, run_consumer, ConsumerSpec, EventProducer};
+use roar_common::kafka::{
+    ensure_topics, run_consumer, ConsumerSpec, ControlFollower, EventProducer,
+};
 use roar_common::storage::Storage;
 use roar_common::{telemetry, Config};
 use roar_orchestrator::AppState;
@@ -51,14 +53,16 @@ pub async fn orchestrator(
     cancel: CancellationToken,
 ) -> Result<()> {
     let pool = database(&cfg).await?;
-    let state = AppState {
-        producer: EventProducer::new(&cfg.kafka)?,
-        storage: Storage::from_config(&cfg.storage)?,
-        read: ReadModel::new(pool),
-        auth: Authenticator::new(&cfg.auth),
-        metrics: telemetry::metrics_handle(),
-        cfg: cfg.clone(),
-    };
+    let control = ControlFollower::spawn(&cfg.kafka, cancel.clone())?;
+    let state = AppState::new(
+        cfg.clone(),
+        EventProducer::new(&cfg.kafka)?,
+        Storage::from_config(&cfg.storage)?,
+        ReadModel::new(pool),
+        Authenticator::new(&cfg.auth),
+        telemetry::metrics_handle(),
+        control,
+    );
     roar_orchestrator::serve(state, listener, cancel).await?;
     Ok(())
 }
@@ -104,6 +108,11 @@ pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
         "pitch" => {
             let m = roar_processors::pitch::Pitch::new(&cfg.processor.models_dir)
                 .context("starting the pitch worker (processor.models_dir)")?;
+            Ok(Arc::new(m))
+        }
+        "whisper" => {
+            let m = roar_processors::whisper::WhisperModel::new(&cfg.processor.models_dir)
+                .context("starting the whisper worker (processor.models_dir)")?;
             Ok(Arc::new(m))
         }
         m if topics::MODELS.contains(&m) => {

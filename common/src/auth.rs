@@ -1,9 +1,20 @@
-//! JWT verification and minting. The accepted algorithm is pinned by configuration (HS256 with a
-//! shared secret for development), so a token cannot pick its own (`none`, HS/RS confusion);
-//! `iss`, `aud`, `exp` and `nbf` are always checked.
+//! JWT verification and minting. Accepted algorithms are pinned by configuration: HS256 with a
+//! shared secret (development, `roar token`), and the asymmetric algorithms in
+//! `auth.jwks_algorithms` with public keys from the identity provider's JWKS at `auth.jwks_url`
+//! (production). A token cannot pick its own: `none` is never accepted, an HS256 token is only
+//! checked against the secret and an RS/ES token only against RSA/EC keys of the JWKS (symmetric
+//! JWKS entries are ignored), so HS/RS confusion has nothing to work with. `iss`, `aud`, `exp`
+//! and `nbf` are always checked. The JWKS URL comes from configuration only.
 
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AuthConfig;
 
@@ -35,8 +46,19 @@ pub enum AuthError {
     Invalid(String),
     #[error("token expired")]
     Expired,
-    #[error("no signing key configured (set auth.jwt_secret)")]
+    #[error("no signing key configured (set auth.jwt_secret or auth.jwks_url)")]
     NotConfigured,
+    #[error("fetching the JWKS failed: {0}")]
+    Jwks(String),
+}
+
+/// One usable public key of the JWKS.
+struct JwksKey {
+    kid: Option<String>,
+    /// The algorithm the JWK names, if it names one.
+    alg: Option<String>,
+    rsa: bool,
+    key: DecodingKey,
 }
 
 /// Verifies (and, with a secret, mints) tokens.
@@ -46,6 +68,25 @@ pub struct Authenticator {
     encoding: Option<EncodingKey>,
     validation: Validation,
     cfg: AuthConfig,
+    asymmetric: Vec<Algorithm>,
+    jwks: Arc<RwLock<Vec<JwksKey>>>,
+}
+
+/// The asymmetric algorithms `auth.jwks_algorithms` may name.
+pub fn parse_asymmetric(name: &str) -> Option<Algorithm> {
+    match name {
+        "RS256" => Some(Algorithm::RS256),
+        "RS384" => Some(Algorithm::RS384),
+        "RS512" => Some(Algorithm::RS512),
+        "PS256" => Some(Algorithm::PS256),
+        "ES256" => Some(Algorithm::ES256),
+        "ES384" => Some(Algorithm::ES384),
+        _ => None,
+    }
+}
+
+fn is_rsa(alg: Algorithm) -> bool {
+    !matches!(alg, Algorithm::ES256 | Algorithm::ES384)
 }
 
 impl Authenticator {
@@ -59,6 +100,11 @@ impl Authenticator {
                 Some(EncodingKey::from_secret(secret)),
             )
         };
+        let asymmetric = cfg
+            .jwks_algorithms
+            .iter()
+            .filter_map(|a| parse_asymmetric(a))
+            .collect();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.issuer]);
         validation.set_audience(&[&cfg.audience]);
@@ -70,18 +116,121 @@ impl Authenticator {
             encoding,
             validation,
             cfg: cfg.clone(),
+            asymmetric,
+            jwks: Arc::default(),
         }
+    }
+
+    fn configured(&self) -> bool {
+        self.decoding.is_some() || !self.cfg.jwks_url.is_empty()
     }
 
     /// Verifies a bearer token.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let key = self.decoding.as_ref().ok_or(AuthError::NotConfigured)?;
-        decode::<Claims>(token, key, &self.validation)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
+        if !self.configured() {
+            return Err(AuthError::NotConfigured);
+        }
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let alg = header.alg;
+        if alg == Algorithm::HS256 {
+            let key = self
+                .decoding
+                .as_ref()
+                .ok_or_else(|| AuthError::Invalid("HS256 tokens are not accepted".into()))?;
+            return decode::<Claims>(token, key, &self.validation)
+                .map(|d| d.claims)
+                .map_err(map_jwt_error);
+        }
+        if !self.asymmetric.contains(&alg) || self.cfg.jwks_url.is_empty() {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {alg:?} is not accepted"
+            )));
+        }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![alg];
+        let keys = self.jwks.read().unwrap_or_else(|e| e.into_inner());
+        let alg_name = format!("{alg:?}");
+        let candidates = keys.iter().filter(|k| {
+            k.rsa == is_rsa(alg)
+                && k.alg.as_deref().is_none_or(|a| a == alg_name)
+                && (header.kid.is_none() || k.kid == header.kid)
+        });
+        let mut last = AuthError::Invalid("no JWKS key matches the token".into());
+        for k in candidates {
+            match decode::<Claims>(token, &k.key, &validation) {
+                Ok(d) => return Ok(d.claims),
+                Err(e) => last = map_jwt_error(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Fetches the JWKS from `auth.jwks_url` (configuration only, never a token's `jku`) and
+    /// keeps its RSA and EC keys.
+    pub async fn refresh_jwks(&self) -> Result<usize, AuthError> {
+        if self.cfg.jwks_url.is_empty() {
+            return Ok(0);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| AuthError::Jwks(e.to_string()))?;
+        let set: JwkSet = client
+            .get(&self.cfg.jwks_url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| AuthError::Jwks(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| AuthError::Jwks(e.to_string()))?;
+        let keys: Vec<JwksKey> = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let rsa = match jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => true,
+                    AlgorithmParameters::EllipticCurve(_) => false,
+                    _ => return None,
+                };
+                Some(JwksKey {
+                    kid: jwk.common.key_id.clone(),
+                    alg: jwk.common.key_algorithm.map(|a| format!("{a:?}")),
+                    rsa,
+                    key: DecodingKey::from_jwk(jwk).ok()?,
+                })
             })
+            .collect();
+        let n = keys.len();
+        *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(n)
+    }
+
+    /// Loads the JWKS now, then again every `auth.jwks_refresh_seconds` until `cancel` fires.
+    pub async fn start_jwks(&self, cancel: CancellationToken) {
+        if self.cfg.jwks_url.is_empty() {
+            return;
+        }
+        match self.refresh_jwks().await {
+            Ok(n) => tracing::info!(keys = n, "JWKS loaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "JWKS not loaded; asymmetric tokens fail until it is")
+            }
+        }
+        let me = self.clone();
+        let every = Duration::from_secs(self.cfg.jwks_refresh_seconds.max(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(e) = me.refresh_jwks().await {
+                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+                }
+            }
+        });
     }
 
     /// Mints a token for `sub` with `roles`, valid for `ttl_seconds` (the configured default
@@ -106,6 +255,13 @@ impl Authenticator {
         };
         encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+        _ => AuthError::Invalid(e.to_string()),
     }
 }
 

@@ -58,6 +58,20 @@ pub struct HttpConfig {
     pub max_upload_bytes: u64,
     /// Origins allowed by CORS; empty allows any origin.
     pub cors_origins: Vec<String>,
+    /// Lifetime of signed upload/download links and presigned URLs, in seconds.
+    pub link_ttl_seconds: u64,
+    /// Longest `GET /status/{id}?after=<token>` waits for the projection, in ms.
+    pub consistency_wait_ms: u64,
+    /// Requests per second one user may make (token bucket refill); 0 disables the limit.
+    pub rate_limit_per_second: f64,
+    /// Requests one user may make in a burst.
+    pub rate_limit_burst: u32,
+    /// Interval between SSE heartbeat comments, in seconds.
+    pub sse_heartbeat_seconds: u64,
+    /// How often an SSE stream re-reads the history when no notification arrives, in ms.
+    pub sse_poll_ms: u64,
+    /// Most SSE streams open at once (each holds a connection, not a database connection).
+    pub sse_max_streams: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -116,6 +130,12 @@ pub struct AuthConfig {
     pub token_ttl_seconds: u64,
     /// Key used to sign upload/download links of the local store. Defaults to jwt_secret.
     pub link_secret: Secret,
+    /// The identity provider's JWKS (public keys for RS/ES tokens); empty disables them.
+    pub jwks_url: String,
+    /// Asymmetric algorithms accepted with JWKS keys (RS256, RS384, RS512, PS256, ES256, ES384).
+    pub jwks_algorithms: Vec<String>,
+    /// How often the JWKS is fetched again, in seconds.
+    pub jwks_refresh_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -179,6 +199,13 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             max_upload_bytes: 1 << 30,
             cors_origins: Vec::new(),
+            link_ttl_seconds: 3600,
+            consistency_wait_ms: 5000,
+            rate_limit_per_second: 50.0,
+            rate_limit_burst: 200,
+            sse_heartbeat_seconds: 15,
+            sse_poll_ms: 2000,
+            sse_max_streams: 10_000,
         }
     }
 }
@@ -227,6 +254,9 @@ impl Default for AuthConfig {
             audience: "roar".into(),
             token_ttl_seconds: 3600,
             link_secret: Secret::default(),
+            jwks_url: String::new(),
+            jwks_algorithms: vec!["RS256".into(), "ES256".into()],
+            jwks_refresh_seconds: 300,
         }
     }
 }
@@ -328,6 +358,15 @@ impl Config {
         if self.processor.heartbeat_seconds < 1 {
             return bad("processor.heartbeat_seconds must be ≥ 1".into());
         }
+        if self.http.link_ttl_seconds < 1 || self.http.link_ttl_seconds > 7 * 24 * 3600 {
+            return bad("http.link_ttl_seconds must be in 1..=604800 (S3's limit)".into());
+        }
+        if self.http.rate_limit_per_second.is_nan() || self.http.rate_limit_per_second < 0.0 {
+            return bad("http.rate_limit_per_second must be ≥ 0".into());
+        }
+        if self.http.sse_heartbeat_seconds < 1 || self.http.sse_poll_ms < 10 {
+            return bad("http.sse_heartbeat_seconds must be ≥ 1 and http.sse_poll_ms ≥ 10".into());
+        }
         if self.processor.concurrency < 1 {
             return bad("processor.concurrency must be ≥ 1".into());
         }
@@ -355,6 +394,26 @@ impl Config {
         }
         if !self.auth.jwt_secret.expose().is_empty() && self.auth.jwt_secret.expose().len() < 16 {
             return bad("auth.jwt_secret must be at least 16 characters".into());
+        }
+        if !self.auth.jwks_url.is_empty() {
+            let ok = url::Url::parse(&self.auth.jwks_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return bad(format!(
+                    "auth.jwks_url is not an http(s) URL: {:?}",
+                    self.auth.jwks_url
+                ));
+            }
+        }
+        if let Some(a) = self
+            .auth
+            .jwks_algorithms
+            .iter()
+            .find(|a| crate::auth::parse_asymmetric(a).is_none())
+        {
+            return bad(format!(
+                "auth.jwks_algorithms: {a:?} is not one of RS256, RS384, RS512, PS256, ES256, ES384"
+            ));
         }
         Ok(())
     }

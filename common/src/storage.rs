@@ -138,6 +138,25 @@ impl Storage {
         }
     }
 
+    /// The object as a stream of chunks (large objects without holding them in memory).
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError>
+    {
+        use futures::StreamExt;
+        match self.store.get(&Self::path(key)?).await {
+            Ok(r) => Ok(r
+                .into_stream()
+                .map(|c| c.map_err(StorageError::from))
+                .boxed()),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StorageError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
         match self.store.head(&Self::path(key)?).await {
             Ok(m) => Ok(Some(m)),

@@ -20,8 +20,15 @@ pub enum ApiError {
     NotFound,
     #[error("Song already exists")]
     Duplicate { file_id: String },
+    /// The request is valid but the resource's state does not allow it now (`code` says why).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("too many requests; retry in {retry_after_seconds} s")]
+    TooManyRequests { retry_after_seconds: u64 },
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]
@@ -38,7 +45,12 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -47,6 +59,12 @@ impl ApiError {
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<roar_common::kafka::KafkaError> for ApiError {
+    fn from(e: roar_common::kafka::KafkaError) -> Self {
+        ApiError::Unavailable(e.to_string())
     }
 }
 
@@ -75,6 +93,16 @@ impl IntoResponse for ApiError {
         if let ApiError::Duplicate { file_id } = &self {
             body["file_id"] = json!(file_id);
         }
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_seconds,
+        } = &self
+        {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_seconds),
+            );
+        }
+        resp
     }
 }

@@ -4,7 +4,13 @@
 //! models and never fetches a user-supplied URL.
 
 mod error;
+mod extract;
+mod jobs;
+mod links;
 mod middleware;
+mod notifier;
+pub mod openapi;
+mod ratelimit;
 mod routes;
 mod state;
 
@@ -28,11 +34,16 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves until `cancel` fires, then finishes in-flight requests.
 pub async fn serve(
-    state: AppState,
+    mut state: AppState,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    state.shutdown = cancel.clone();
+    state
+        .notifier
+        .spawn(state.read.pool.clone(), cancel.clone());
+    state.auth.start_jwks(cancel.clone()).await;
     tracing::info!(%addr, "orchestrator listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { cancel.cancelled().await })

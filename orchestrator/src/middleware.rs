@@ -124,6 +124,12 @@ impl FromRequestParts<AppState> for User {
                 AuthError::NotConfigured => ApiError::Unavailable(e.to_string()),
                 other => ApiError::Unauthorized(other.to_string()),
             })?;
+        state
+            .limiter
+            .check(&claims.sub)
+            .map_err(|retry_after_seconds| ApiError::TooManyRequests {
+                retry_after_seconds,
+            })?;
         Ok(User(claims))
     }
 }

@@ -2,10 +2,16 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use roar_common::auth::Authenticator;
-use roar_common::kafka::EventProducer;
+use roar_common::kafka::{ControlFollower, EventProducer};
 use roar_common::storage::Storage;
 use roar_common::Config;
 use roar_projections::ReadModel;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::PendingRequests;
+use crate::notifier::Notifier;
+use crate::ratelimit::RateLimiter;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -16,4 +22,39 @@ pub struct AppState {
     pub read: ReadModel,
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
+    /// What the control topic says: live workers (for `/models`).
+    pub control: Arc<ControlFollower>,
+    pub(crate) pending: PendingRequests,
+    pub(crate) notifier: Notifier,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) sse_slots: Arc<Semaphore>,
+    /// Fires when the server stops, so long-lived streams end and shutdown is not held up.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(
+        cfg: Arc<Config>,
+        producer: EventProducer,
+        storage: Storage,
+        read: ReadModel,
+        auth: Authenticator,
+        metrics: PrometheusHandle,
+        control: Arc<ControlFollower>,
+    ) -> Self {
+        Self {
+            limiter: RateLimiter::new(cfg.http.rate_limit_per_second, cfg.http.rate_limit_burst),
+            sse_slots: Arc::new(Semaphore::new(cfg.http.sse_max_streams)),
+            cfg,
+            producer,
+            storage,
+            read,
+            auth,
+            metrics,
+            control,
+            pending: PendingRequests::default(),
+            notifier: Notifier::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
 }

@@ -99,6 +99,9 @@ impl Services {
         roar_common::telemetry::init_tracing(&cfg.telemetry);
         let listener = tokio::net::TcpListener::bind(cfg.http.addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        // Signed links point at this server.
+        let mut cfg = cfg;
+        cfg.http.public_url = base.clone();
         let cfg = Arc::new(cfg);
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(roar::services::all(cfg.clone(), listener, cancel.clone()));
@@ -257,4 +260,226 @@ pub fn fixture(name: &str) -> Vec<u8> {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
+}
+
+/// HTTP helpers for the API tests: every call returns (status, JSON body or Null).
+impl Services {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        status_and_json(r).await
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        status_and_json(r).await
+    }
+
+    /// Uploads a fixture and waits until the probe has made it `ready`; returns its id.
+    pub async fn ready_file(&self, token: &str, name: &str, bytes: Vec<u8>) -> String {
+        let r = self.upload(token, name, bytes).await;
+        assert_eq!(r.status(), 201, "upload {name}");
+        let id = r.json::<Value>().await.unwrap()["file_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.wait_for(token, &id, |v| v["file"]["status"] == "ready")
+            .await;
+        id
+    }
+
+    /// The job `job_id` in `/status/{file_id}`, once `done` holds for it.
+    pub async fn wait_job(
+        &self,
+        token: &str,
+        file_id: &str,
+        job_id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let v = self
+            .wait_for(token, file_id, |v| find_job(v, job_id).is_some_and(&done))
+            .await;
+        find_job(&v, job_id).unwrap().clone()
+    }
+
+    /// An idempotent producer on the test's broker, as a worker would use.
+    pub fn producer(&self) -> roar_common::kafka::EventProducer {
+        roar_common::kafka::EventProducer::new(&self.cfg.kafka).unwrap()
+    }
+}
+
+pub fn find_job<'a>(status: &'a Value, job_id: &str) -> Option<&'a Value> {
+    status["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["job_id"] == job_id)
+}
+
+pub async fn status_and_json(r: reqwest::Response) -> (u16, Value) {
+    let code = r.status().as_u16();
+    let bytes = r.bytes().await.unwrap();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// The total number of messages on `topic` (sum of high watermarks).
+pub fn topic_len(brokers: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts = md.topics()[0].partitions().len() as i32;
+    (0..parts)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+/// One Server-Sent Event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// A Server-Sent Events reader over a streaming response; comments (heartbeats) are counted.
+pub struct SseReader {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    pub comments: usize,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event, or None when the stream ends or `wait` passes first.
+    pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = SseEvent {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                let mut is_event = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        ev.id = Some(v.trim().to_string());
+                        is_event = true;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        ev.event = Some(v.trim().to_string());
+                        is_event = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        ev.data.push_str(v.trim_start());
+                        is_event = true;
+                    }
+                }
+                if is_event {
+                    return Some(ev);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+        }
+    }
+}
+
+/// A real S3-compatible server for the presigned-URL paths: moto's server mode
+/// (`pip install 'moto[server]'`, which scripts/test.sh does), on a free port, with one bucket.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub async fn start(bucket: &str) -> S3Server {
+        let bin = std::env::var("ROAR_TEST_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        for _ in 0..3 {
+            let port = free_port().unwrap();
+            let child = std::process::Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("{bin}: {e}; install it with: pip install 'moto[server]'")
+                });
+            let mut s = S3Server {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+                bucket: bucket.to_string(),
+            };
+            let client = reqwest::Client::new();
+            for _ in 0..100 {
+                let url = format!("{}/{bucket}", s.endpoint);
+                if let Ok(r) = client.put(&url).send().await {
+                    if r.status().is_success() {
+                        return s;
+                    }
+                }
+                if s.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = s.child.kill();
+        }
+        panic!("moto_server did not start");
+    }
+
+    /// Points `cfg`'s object storage at this server.
+    pub fn configure(&self, cfg: &mut Config) {
+        cfg.storage.url = format!("s3://{}", self.bucket);
+        cfg.storage.s3_endpoint = self.endpoint.clone();
+        cfg.storage.s3_region = "us-east-1".into();
+        cfg.storage.s3_access_key_id = Secret::new("testing");
+        cfg.storage.s3_secret_access_key = Secret::new("testing");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

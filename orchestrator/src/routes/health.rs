@@ -8,11 +8,13 @@ use serde_json::{json, Value};
 use crate::AppState;
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "ops", security(()), responses((status = 200, description = "the process answers")))]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
 /// Readiness: the database and the object store answer.
+#[utoipa::path(get, path = "/ready", tag = "ops", security(()), responses((status = 200, description = "database and storage answer"), (status = 503, description = "a dependency is down")))]
 pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
     let db = tokio::time::timeout(Duration::from_secs(2), s.read.ping())
         .await
@@ -35,6 +37,7 @@ pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 /// Prometheus exposition.
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(()), responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(s): State<AppState>) -> String {
     s.metrics.render()
 }

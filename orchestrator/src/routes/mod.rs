@@ -1,16 +1,25 @@
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::AppState;
 
-mod health;
-mod status;
-mod upload;
+pub(crate) mod admin;
+pub(crate) mod catalog;
+pub(crate) mod cursor;
+pub(crate) mod events;
+pub(crate) mod files;
+pub(crate) mod health;
+pub(crate) mod notify;
+pub(crate) mod presign;
+pub(crate) mod process;
+pub(crate) mod status;
+pub(crate) mod upload;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let uploads = Router::new()
-        .route("/upload", post(upload::multipart_upload))
+        .route("/upload", post(upload::upload))
+        .route("/upload/{file_id}", put(presign::put_signed))
         .layer(DefaultBodyLimit::max(
             usize::try_from(max_upload_bytes)
                 .unwrap_or(usize::MAX)
@@ -21,5 +30,16 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/status/{file_id}", get(status::status))
+        .route("/status/{file_id}/events", get(events::events))
+        .route("/process", post(process::process))
+        .route("/songs", get(catalog::songs))
+        .route("/models", get(catalog::models))
+        .route("/jobs/{job_id}/cancel", post(admin::cancel))
+        .route("/admin/jobs", get(admin::list))
+        .route("/admin/jobs/{job_id}/retry", post(admin::retry))
+        .route("/admin/jobs/{job_id}/cancel", post(admin::admin_cancel))
+        .route("/notify", post(notify::notify))
+        .route("/files/{name}", get(files::download))
+        .route("/upload/{file_id}/complete", post(presign::complete))
         .merge(uploads)
 }

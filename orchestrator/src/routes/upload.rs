@@ -1,4 +1,5 @@
-use axum::extract::{Multipart, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::Json;
 use roar_schemas::topics::FILES;
@@ -9,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use roar_common::storage::upload_key;
 
+use crate::jobs::consistency_token;
 use crate::middleware::{current_request_id, User};
 use crate::{ApiError, AppState};
 
@@ -24,14 +26,53 @@ pub(crate) fn clean_filename(name: &str) -> String {
     }
 }
 
-/// The consistency token of an acknowledged event: `?after=` waits until it is projected.
-pub(crate) fn consistency_token(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}:{partition}:{offset}")
+/// `POST /upload`: JSON registers a direct upload (see `presign`); multipart carries the bytes.
+#[utoipa::path(post, path = "/upload", tag = "files",
+    request_body(content = crate::openapi::UploadRequest, description = "JSON registers a direct upload; multipart/form-data with a `file` field uploads small files in the request"),
+    responses(
+        (status = 201, description = "JSON: where to PUT the bytes; multipart: the file, uploaded", body = crate::openapi::UploadTicket),
+        (status = 400, description = "malformed body", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the caller already uploaded this content: `file_id` names it", body = crate::openapi::ErrorBody),
+        (status = 413, description = "larger than http.max_upload_bytes", body = crate::openapi::ErrorBody),
+        (status = 415, description = "neither JSON nor multipart", body = crate::openapi::ErrorBody),
+        (status = 422, description = "invalid size or sha256", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn upload(
+    State(s): State<AppState>,
+    user: User,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if ct.starts_with("application/json") {
+        // This route allows upload-sized bodies; a JSON body gets the JSON limit.
+        let bytes = axum::body::to_bytes(req.into_body(), s.cfg.http.max_body_bytes)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge("request body too large".into()))?;
+        let body = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
+            _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        })?;
+        return crate::routes::presign::register(s, user, body).await;
+    }
+    if !ct.starts_with("multipart/form-data") {
+        return Err(ApiError::UnsupportedMediaType(
+            "expected application/json (direct upload) or multipart/form-data".into(),
+        ));
+    }
+    let mp = Multipart::from_request(req, &s)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    multipart_upload(s, user, mp).await
 }
 
-/// `POST /upload` (multipart, field `file`): stores the bytes, then emits `FileUploaded`.
-pub async fn multipart_upload(
-    State(s): State<AppState>,
+/// The multipart upload (field `file`): stores the bytes, then emits `FileUploaded`.
+async fn multipart_upload(
+    s: AppState,
     user: User,
     mut mp: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

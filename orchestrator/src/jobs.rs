@@ -1,0 +1,273 @@
+//! Commands on jobs: request (idempotent by job id), retry, cancel. Each is one or two events;
+//! the read model tells what already exists, and a short in-process memory of requests that
+//! the projection has not applied yet keeps a quick double-click from emitting twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use roar_common::catalog::Resolved;
+use roar_projections::apply::{FileRow, JobRow};
+use roar_schemas::ids::canonical_json;
+use roar_schemas::topics::{jobs_topic, CONTROL, JOB_EVENTS};
+use roar_schemas::{ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobRequested};
+use serde_json::{json, Value};
+
+use crate::middleware::{current_request_id, User};
+use crate::{ApiError, AppState};
+
+/// How long a request the projection has not shown yet is remembered.
+const PENDING_TTL: Duration = Duration::from_secs(60);
+/// Most remembered requests (bounded memory).
+const PENDING_MAX: usize = 10_000;
+
+/// The consistency token of an acknowledged event: `?after=` waits until it is projected.
+pub fn consistency_token(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{topic}:{partition}:{offset}")
+}
+
+/// job_id → (attempt, consistency token, when sent).
+type Pending = HashMap<String, (i32, String, Instant)>;
+
+/// Job requests sent but maybe not yet projected.
+#[derive(Default, Clone)]
+pub struct PendingRequests(Arc<Mutex<Pending>>);
+
+impl PendingRequests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `attempt` of `job_id` unless an equal or later attempt is already pending;
+    /// returns the pending one's token then.
+    fn reserve(&self, job_id: &str, attempt: i32) -> Result<(), (i32, String)> {
+        let mut m = self.lock();
+        let now = Instant::now();
+        if m.len() >= PENDING_MAX {
+            m.retain(|_, (_, _, at)| now.duration_since(*at) < PENDING_TTL);
+        }
+        if let Some((a, token, at)) = m.get(job_id) {
+            if *a >= attempt && now.duration_since(*at) < PENDING_TTL {
+                return Err((*a, token.clone()));
+            }
+        }
+        if m.len() < PENDING_MAX {
+            m.insert(job_id.to_string(), (attempt, String::new(), now));
+        }
+        Ok(())
+    }
+
+    fn confirm(&self, job_id: &str, token: &str) {
+        if let Some(e) = self.lock().get_mut(job_id) {
+            e.1 = token.to_string();
+        }
+    }
+
+    fn release(&self, job_id: &str) {
+        self.lock().remove(job_id);
+    }
+}
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "canceled")
+}
+
+fn actor(user: &User) -> String {
+    format!("user:{}", user.id())
+}
+
+/// What a job request turned into.
+pub struct Requested {
+    pub body: Value,
+    /// Whether a new event was emitted.
+    pub emitted: bool,
+}
+
+/// `POST /process` for one validated model request on a ready file.
+pub async fn request(
+    s: &AppState,
+    user: &User,
+    file: &FileRow,
+    r: &Resolved,
+) -> Result<Requested, ApiError> {
+    let params_json = canonical_json(&r.params);
+    let job_id = roar_schemas::ids::job_id(
+        &file.file_id,
+        r.model,
+        &r.variation,
+        &params_json,
+        &r.model_version,
+    );
+    let base = json!({
+        "job_id": job_id, "file_id": file.file_id, "model": r.model, "variation": r.variation,
+        "model_version": r.model_version, "params": r.params,
+    });
+    let existing = s.read.job(&job_id).await?;
+    let attempt = match &existing {
+        Some(j) if j.status == "completed" => {
+            let mut body = base;
+            body["status"] = json!("skipped");
+            body["outputs"] = crate::links::outputs_with_urls(s, j).await;
+            return Ok(Requested {
+                body,
+                emitted: false,
+            });
+        }
+        Some(j) if !is_terminal(&j.status) => {
+            let mut body = base;
+            body["status"] = json!(j.status);
+            body["attempt"] = json!(j.attempt);
+            return Ok(Requested {
+                body,
+                emitted: false,
+            });
+        }
+        Some(j) => j.attempt.max(1) + 1,
+        None => 1,
+    };
+    let spec = JobRequested {
+        meta: EventMeta::new(current_request_id(), actor(user)),
+        job_id: job_id.clone(),
+        file_id: file.file_id.clone(),
+        owner: file.owner.clone(),
+        model: r.model.to_string(),
+        variation: r.variation.clone(),
+        model_version: r.model_version.clone(),
+        params_json,
+        attempt,
+        not_before: None,
+    };
+    let (emitted, attempt, token) = emit_request(s, spec).await?;
+    let mut body = base;
+    body["status"] = json!("queued");
+    body["attempt"] = json!(attempt);
+    body["consistency_token"] = json!(token);
+    Ok(Requested { body, emitted })
+}
+
+/// Sends a JobRequested unless the same or a later attempt is pending already.
+async fn emit_request(s: &AppState, ev: JobRequested) -> Result<(bool, i32, String), ApiError> {
+    if let Err((attempt, token)) = s.pending.reserve(&ev.job_id, ev.attempt) {
+        return Ok((false, attempt, token));
+    }
+    let topic = jobs_topic(&ev.model);
+    match s.producer.send(&topic, &ev.file_id, &ev).await {
+        Ok((p, o)) => {
+            let token = consistency_token(&topic, p, o);
+            s.pending.confirm(&ev.job_id, &token);
+            tracing::info!(job_id = %ev.job_id, file_id = %ev.file_id, model = %ev.model, attempt = ev.attempt, "job requested");
+            Ok((true, ev.attempt, token))
+        }
+        Err(e) => {
+            s.pending.release(&ev.job_id);
+            Err(e.into())
+        }
+    }
+}
+
+/// A job the caller may see, or 404 (other users' jobs included).
+pub async fn visible_job(s: &AppState, user: &User, job_id: &str) -> Result<JobRow, ApiError> {
+    if !roar_schemas::ids::is_valid_id('j', job_id) {
+        return Err(ApiError::NotFound);
+    }
+    let job = s.read.job(job_id).await?.ok_or(ApiError::NotFound)?;
+    if user.may_access(&job.owner) {
+        return Ok(job);
+    }
+    // Rows made from job events alone may lack the owner: the file knows it.
+    if job.owner.is_empty() {
+        if let Some(f) = s.read.file(&job.file_id).await? {
+            if user.may_access(&f.owner) {
+                return Ok(job);
+            }
+        }
+    }
+    Err(ApiError::NotFound)
+}
+
+/// Requests another attempt of a failed or canceled job.
+pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<Value, ApiError> {
+    if !matches!(job.status.as_str(), "failed" | "canceled") {
+        return Err(ApiError::Conflict {
+            code: "job_not_retryable",
+            message: format!(
+                "job is {}; only failed or canceled jobs can be retried",
+                job.status
+            ),
+        });
+    }
+    let ev = JobRequested {
+        meta: EventMeta::new(current_request_id(), actor(user)),
+        job_id: job.job_id.clone(),
+        file_id: job.file_id.clone(),
+        owner: job.owner.clone(),
+        model: job.model.clone(),
+        variation: job.variation.clone(),
+        model_version: job.model_version.clone(),
+        params_json: canonical_json(&job.params),
+        attempt: job.attempt.max(1) + 1,
+        not_before: None,
+    };
+    let (_, attempt, token) = emit_request(s, ev).await?;
+    Ok(json!({
+        "job_id": job.job_id, "file_id": job.file_id, "status": "queued",
+        "attempt": attempt, "consistency_token": token,
+    }))
+}
+
+/// Asks every worker to stop the job; a job no worker has started is canceled at once.
+pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<Value, ApiError> {
+    if is_terminal(&job.status) {
+        return Err(ApiError::Conflict {
+            code: "job_finished",
+            message: format!("job is already {}", job.status),
+        });
+    }
+    let meta = EventMeta::new(current_request_id(), actor(user));
+    let reason = format!("canceled by {}", actor(user));
+    let control = ControlEvent {
+        meta: meta.clone(),
+        job_id: job.job_id.clone(),
+        body: ControlBody::CancelRequested {
+            file_id: job.file_id.clone(),
+            reason: reason.clone(),
+        },
+    };
+    let (p, o) = s.producer.send(CONTROL, &job.job_id, &control).await?;
+    let mut token = consistency_token(CONTROL, p, o);
+    let mut status = "cancel_requested";
+    if job.status == "queued" {
+        let ev = JobEvent {
+            meta: meta.follow(actor(user)),
+            job_id: job.job_id.clone(),
+            file_id: job.file_id.clone(),
+            model: job.model.clone(),
+            variation: job.variation.clone(),
+            body: JobBody::Canceled { reason },
+        };
+        let (p, o) = s.producer.send(JOB_EVENTS, &job.file_id, &ev).await?;
+        token = consistency_token(JOB_EVENTS, p, o);
+        status = "canceled";
+        s.pending.release(&job.job_id);
+    }
+    tracing::info!(job_id = %job.job_id, status, "job cancel requested");
+    Ok(
+        json!({ "job_id": job.job_id, "file_id": job.file_id, "status": status, "consistency_token": token }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_request_blocks_the_same_attempt_but_not_a_later_one() {
+        let p = PendingRequests::default();
+        assert!(p.reserve("j1", 1).is_ok());
+        p.confirm("j1", "t:0:1");
+        assert_eq!(p.reserve("j1", 1), Err((1, "t:0:1".to_string())));
+        assert!(p.reserve("j1", 2).is_ok());
+        p.release("j1");
+        assert!(p.reserve("j1", 1).is_ok());
+    }
+}

@@ -1,0 +1,176 @@
+//! Links the orchestrator signs itself for the local object store (S3 gets presigned URLs
+//! instead): a base64url JSON claim set plus an HMAC-SHA256 over it, with an expiry. The claims
+//! name the exact object and, for uploads, the declared size and hash, so a link cannot be
+//! bent to another object or content.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use roar_projections::apply::JobRow;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::{ApiError, AppState};
+
+/// What a signed link allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkClaims {
+    /// `GET` or `PUT`.
+    pub m: String,
+    /// The object key.
+    pub k: String,
+    /// Expiry, unix seconds.
+    pub e: i64,
+    /// For uploads: the file, its owner, name, mime, size and sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<UploadClaims>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadClaims {
+    pub file_id: String,
+    pub owner: String,
+    pub filename: String,
+    pub mime: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+fn mac(secret: &str, data: &[u8]) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    m.update(data);
+    m
+}
+
+/// `t=<claims>&sig=<hmac>` for a query string.
+pub fn sign(secret: &str, claims: &LinkClaims) -> String {
+    let t = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
+    let sig = hex::encode(mac(secret, t.as_bytes()).finalize().into_bytes());
+    format!("t={t}&sig={sig}")
+}
+
+/// Checks a link's signature, method and expiry.
+pub fn verify(secret: &str, t: &str, sig: &str, method: &str) -> Result<LinkClaims, ApiError> {
+    let denied = || ApiError::Forbidden("invalid or expired link".into());
+    let sig = hex::decode(sig).map_err(|_| denied())?;
+    mac(secret, t.as_bytes())
+        .verify_slice(&sig)
+        .map_err(|_| denied())?;
+    let raw = URL_SAFE_NO_PAD.decode(t).map_err(|_| denied())?;
+    let claims: LinkClaims = serde_json::from_slice(&raw).map_err(|_| denied())?;
+    if claims.m != method || claims.e < chrono::Utc::now().timestamp() {
+        return Err(denied());
+    }
+    Ok(claims)
+}
+
+/// A URL a client can GET `key` from until the link expires: presigned on S3, signed by the
+/// orchestrator otherwise.
+pub async fn download_url(s: &AppState, key: &str) -> Result<String, ApiError> {
+    let ttl = s.cfg.http.link_ttl_seconds;
+    if let Some(url) = s
+        .storage
+        .presign("GET", key, Duration::from_secs(ttl))
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Ok(url.to_string());
+    }
+    let claims = LinkClaims {
+        m: "GET".into(),
+        k: key.to_string(),
+        e: chrono::Utc::now().timestamp() + ttl as i64,
+        up: None,
+    };
+    let name = key.rsplit('/').next().unwrap_or("download");
+    Ok(format!(
+        "{}/files/{name}?{}",
+        s.cfg.http.public_url.trim_end_matches('/'),
+        sign(s.cfg.link_secret(), &claims)
+    ))
+}
+
+/// The storage key of an output: workers report full keys under `outputs/`; a bare name is
+/// taken relative to the job's output folder.
+pub fn output_key(job: &JobRow, path: &str) -> String {
+    if path.starts_with("outputs/") {
+        path.to_string()
+    } else {
+        format!(
+            "{}{}",
+            roar_common::storage::job_output_dir(
+                &job.file_id,
+                &job.model,
+                &job.variation,
+                &job.job_id
+            ),
+            path.trim_start_matches('/')
+        )
+    }
+}
+
+/// The job's outputs, each with a `url` to download it.
+pub async fn outputs_with_urls(s: &AppState, job: &JobRow) -> Value {
+    let Some(items) = job.outputs.as_array() else {
+        return json!([]);
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let mut o = item.clone();
+        if let Some(path) = item.get("path").and_then(Value::as_str) {
+            let key = output_key(job, path);
+            match download_url(s, &key).await {
+                Ok(url) => o["url"] = json!(url),
+                Err(e) => tracing::warn!(job_id = %job.job_id, error = %e, "no download url"),
+            }
+        }
+        out.push(o);
+    }
+    Value::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(e: i64) -> LinkClaims {
+        LinkClaims {
+            m: "GET".into(),
+            k: "outputs/f/x.json".into(),
+            e,
+            up: None,
+        }
+    }
+
+    fn parts(q: &str) -> (String, String) {
+        let mut t = String::new();
+        let mut sig = String::new();
+        for kv in q.split('&') {
+            if let Some(v) = kv.strip_prefix("t=") {
+                t = v.into();
+            } else if let Some(v) = kv.strip_prefix("sig=") {
+                sig = v.into();
+            }
+        }
+        (t, sig)
+    }
+
+    #[test]
+    fn links_verify_only_unchanged_unexpired_and_for_their_method() {
+        let future = chrono::Utc::now().timestamp() + 60;
+        let (t, sig) = parts(&sign("k1", &claims(future)));
+        assert_eq!(verify("k1", &t, &sig, "GET").unwrap(), claims(future));
+        assert!(verify("k2", &t, &sig, "GET").is_err());
+        assert!(verify("k1", &t, &sig, "PUT").is_err());
+        let mut tampered = claims(future);
+        tampered.k = "outputs/g/x.json".into();
+        let (t2, _) = parts(&sign("k1", &tampered));
+        assert!(verify("k1", &t2, &sig, "GET").is_err());
+        let (t, sig) = parts(&sign("k1", &claims(future - 120)));
+        assert!(verify("k1", &t, &sig, "GET").is_err());
+        assert!(verify("k1", "!!", "zz", "GET").is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! Direct uploads: `POST /upload` with JSON {filename, size, sha256, mime} registers the file
+//! and answers with a URL to PUT the bytes to, so large files never pass through a JSON API.
+//! On S3 the URL is presigned and the client calls `POST /upload/{file_id}/complete` after the
+//! PUT; on the local store the URL is an orchestrator link (HMAC) whose PUT completes the upload
+//! itself. Either way the size and content hash are checked before `FileUploaded` is emitted.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use futures::StreamExt;
+use roar_common::storage::{upload_key, StorageError};
+use roar_schemas::topics::FILES;
+use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::extract::ApiQuery;
+use crate::jobs::consistency_token;
+use crate::links::{self, LinkClaims, UploadClaims};
+use crate::middleware::{current_request_id, User};
+use crate::routes::upload::clean_filename;
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    filename: String,
+    size: u64,
+    sha256: String,
+    mime: Option<String>,
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `POST /upload` (JSON).
+pub async fn register(
+    s: AppState,
+    user: User,
+    req: UploadRequest,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let max = s.cfg.http.max_upload_bytes;
+    if req.size == 0 {
+        return Err(ApiError::Unprocessable(
+            "size must be at least 1 byte".into(),
+        ));
+    }
+    if req.size > max {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "upload exceeds {max} bytes"
+        )));
+    }
+    if !is_sha256(&req.sha256) {
+        return Err(ApiError::Unprocessable(
+            "sha256 must be 64 hex digits".into(),
+        ));
+    }
+    let sha256 = req.sha256.to_ascii_lowercase();
+    let mime = req
+        .mime
+        .filter(|m| {
+            !m.is_empty() && m.len() <= 255 && m.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        })
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let file_id = roar_schemas::ids::file_id(user.id(), &sha256);
+    if let Some(existing) = s.read.file(&file_id).await? {
+        if !matches!(existing.status.as_str(), "deleted" | "pending_upload") {
+            return Err(ApiError::Duplicate { file_id });
+        }
+    }
+    let ttl = s.cfg.http.link_ttl_seconds;
+    let expires_at = roar_schemas::events::now_micros() + chrono::Duration::seconds(ttl as i64);
+    let info = FileInfo {
+        owner: user.id().to_string(),
+        filename: clean_filename(&req.filename),
+        mime,
+        size: req.size as i64,
+        sha256: sha256.clone(),
+        storage_key: upload_key(&file_id),
+    };
+    let (upload_url, complete_url) = match s
+        .storage
+        .presign("PUT", &info.storage_key, Duration::from_secs(ttl))
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(url) => (
+            url.to_string(),
+            Some(format!(
+                "{}/upload/{file_id}/complete",
+                s.cfg.http.public_url.trim_end_matches('/')
+            )),
+        ),
+        None => {
+            let claims = LinkClaims {
+                m: "PUT".into(),
+                k: info.storage_key.clone(),
+                e: expires_at.timestamp(),
+                up: Some(UploadClaims {
+                    file_id: file_id.clone(),
+                    owner: info.owner.clone(),
+                    filename: info.filename.clone(),
+                    mime: info.mime.clone(),
+                    size: req.size,
+                    sha256: sha256.clone(),
+                }),
+            };
+            let url = format!(
+                "{}/upload/{file_id}?{}",
+                s.cfg.http.public_url.trim_end_matches('/'),
+                links::sign(s.cfg.link_secret(), &claims)
+            );
+            (url, None)
+        }
+    };
+    let event = FileEvent {
+        meta: EventMeta::new(current_request_id(), format!("user:{}", user.id())),
+        file_id: file_id.clone(),
+        body: FileBody::Registered {
+            info,
+            upload_expires_at: expires_at,
+        },
+    };
+    let (p, o) = s.producer.send(FILES, &file_id, &event).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "file_id": file_id,
+            "status": "pending_upload",
+            "upload_url": upload_url,
+            "method": "PUT",
+            "expires_at": expires_at,
+            "complete_url": complete_url,
+            "consistency_token": consistency_token(FILES, p, o),
+        })),
+    ))
+}
+
+async fn emit_uploaded(
+    s: &AppState,
+    actor: String,
+    file_id: &str,
+    info: FileInfo,
+) -> Result<String, ApiError> {
+    let event = FileEvent {
+        meta: EventMeta::new(current_request_id(), actor),
+        file_id: file_id.to_string(),
+        body: FileBody::Uploaded(info),
+    };
+    let (p, o) = s.producer.send(FILES, file_id, &event).await?;
+    tracing::info!(%file_id, "direct upload completed");
+    Ok(consistency_token(FILES, p, o))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkQuery {
+    t: String,
+    sig: String,
+}
+
+/// `PUT /upload/{file_id}?t=&sig=`: the local store's signed upload link.
+#[utoipa::path(put, path = "/upload/{file_id}", tag = "files", security(()),
+    params(("file_id" = String, Path), ("t" = String, Query, description = "signed claims"), ("sig" = String, Query, description = "HMAC")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "stored; FileUploaded emitted"),
+        (status = 403, description = "invalid or expired link", body = crate::openapi::ErrorBody),
+        (status = 409, description = "already uploaded", body = crate::openapi::ErrorBody),
+        (status = 413, description = "more bytes than registered", body = crate::openapi::ErrorBody),
+        (status = 422, description = "size or sha256 differs from the registration", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn put_signed(
+    State(s): State<AppState>,
+    Path(file_id): Path<String>,
+    ApiQuery(q): ApiQuery<LinkQuery>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let claims = links::verify(s.cfg.link_secret(), &q.t, &q.sig, "PUT")?;
+    let up = claims
+        .up
+        .filter(|u| u.file_id == file_id)
+        .ok_or_else(|| ApiError::Forbidden("invalid or expired link".into()))?;
+    if let Some(f) = s.read.file(&file_id).await? {
+        if !matches!(f.status.as_str(), "deleted" | "pending_upload") {
+            return Err(ApiError::Duplicate { file_id });
+        }
+    }
+    let tmp = format!("uploads/tmp/{}", uuid::Uuid::new_v4());
+    let mut writer = s.storage.writer(&tmp).map_err(ApiError::internal)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    let copied: Result<(), ApiError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
+            size += chunk.len() as u64;
+            if size > up.size {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "more than the {} bytes registered",
+                    up.size
+                )));
+            }
+            hasher.update(&chunk);
+            writer.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        if size != up.size {
+            return Err(ApiError::Unprocessable(format!(
+                "got {size} bytes, {} registered",
+                up.size
+            )));
+        }
+        if hex::encode(hasher.finalize_reset()) != up.sha256 {
+            return Err(ApiError::Unprocessable(
+                "content does not match the registered sha256".into(),
+            ));
+        }
+        writer.shutdown().await.map_err(ApiError::internal)
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = writer.abort().await;
+        let _ = s.storage.delete(&tmp).await;
+        return Err(e);
+    }
+    s.storage
+        .rename(&tmp, &claims.k)
+        .await
+        .map_err(ApiError::internal)?;
+    let info = FileInfo {
+        owner: up.owner.clone(),
+        filename: up.filename,
+        mime: up.mime,
+        size: up.size as i64,
+        sha256: up.sha256,
+        storage_key: claims.k,
+    };
+    let token = emit_uploaded(&s, format!("user:{}", up.owner), &file_id, info).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "file_id": file_id, "status": "uploaded", "consistency_token": token })),
+    ))
+}
+
+/// `POST /upload/{file_id}/complete`: after a PUT to a presigned URL, checks what arrived.
+#[utoipa::path(post, path = "/upload/{file_id}/complete", tag = "files",
+    params(("file_id" = String, Path)),
+    responses(
+        (status = 200, description = "checked; FileUploaded emitted"),
+        (status = 404, description = "not the caller's file", body = crate::openapi::ErrorBody),
+        (status = 409, description = "nothing uploaded yet (`upload_missing`) or not pending (`not_pending`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "size or sha256 differs; the object is removed", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn complete(
+    State(s): State<AppState>,
+    user: User,
+    Path(file_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let f = crate::routes::status::visible_file(&s, &user, &file_id).await?;
+    if f.status != "pending_upload" {
+        return Err(ApiError::Conflict {
+            code: "not_pending",
+            message: format!("file is {}, not waiting for an upload", f.status),
+        });
+    }
+    let missing = || ApiError::Conflict {
+        code: "upload_missing",
+        message: "nothing has been uploaded to the upload URL yet".into(),
+    };
+    let meta = s
+        .storage
+        .head(&f.storage_key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
+    let mismatch = |m: String| async {
+        let _ = s.storage.delete(&f.storage_key).await;
+        ApiError::Unprocessable(m)
+    };
+    if meta.size as i64 != f.size {
+        return Err(mismatch(format!("got {} bytes, {} registered", meta.size, f.size)).await);
+    }
+    let mut hasher = Sha256::new();
+    let mut stream = match s.storage.get_stream(&f.storage_key).await {
+        Ok(st) => st,
+        Err(StorageError::NotFound(_)) => return Err(missing()),
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+    };
+    while let Some(chunk) = stream.next().await {
+        hasher.update(&chunk.map_err(|e| ApiError::Unavailable(e.to_string()))?);
+    }
+    if hex::encode(hasher.finalize()) != f.sha256 {
+        return Err(mismatch("content does not match the registered sha256".into()).await);
+    }
+    let info = FileInfo {
+        owner: f.owner.clone(),
+        filename: f.filename.clone(),
+        mime: f.mime.clone(),
+        size: f.size,
+        sha256: f.sha256.clone(),
+        storage_key: f.storage_key.clone(),
+    };
+    let token = emit_uploaded(&s, format!("user:{}", user.id()), &file_id, info).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "file_id": file_id, "status": "uploaded", "consistency_token": token })),
+    ))
+}

@@ -1,0 +1,223 @@
+//! The `whisper` model on the runtime: roar-whisper (Whisper on candle, CTranslate2 or
+//! safetensors weights) transcribes the upload. Outputs: `transcription.txt`, `segments.json`
+//! (segments with word times and probabilities), `transcript.srt`, `transcript.vtt` and an
+//! OpenAI-style `verbose.json`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use roar_crepe::Device;
+use roar_whisper::{Task, TranscribeOptions, Whisper, WhisperError};
+use serde_json::Value;
+
+use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
+
+/// Recorded in manifests and liveness announcements.
+pub const VERSION: &str = "whisper-ct2-candle-1";
+const VARIATIONS: [&str; 2] = ["tiny.en", "base"];
+
+/// Whisper models by variation, loaded on first use and kept.
+pub struct WhisperModel {
+    dir: PathBuf,
+    variations: Vec<String>,
+    loaded: Mutex<HashMap<String, Arc<Whisper>>>,
+}
+
+impl WhisperModel {
+    /// Serves the variations present under `models_dir/whisper/<variation>/`; none is an error
+    /// that says how to fetch them.
+    pub fn new(models_dir: &Path) -> Result<Self, WhisperError> {
+        let dir = models_dir.join("whisper");
+        let variations: Vec<String> = VARIATIONS
+            .iter()
+            .filter(|v| dir.join(v).join("tokenizer.json").is_file())
+            .map(|v| v.to_string())
+            .collect();
+        if variations.is_empty() {
+            return Err(WhisperError::WeightsMissing {
+                path: dir.join("tiny.en").join("model.bin"),
+                dir,
+                variation: "tiny.en".into(),
+            });
+        }
+        Ok(Self {
+            dir,
+            variations,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn model(&self, variation: &str) -> Result<Arc<Whisper>, ModelError> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = loaded.get(variation) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(Whisper::load(&self.dir, variation, &Device::Cpu).map_err(error)?);
+        loaded.insert(variation.to_string(), m.clone());
+        Ok(m)
+    }
+}
+
+fn error(e: WhisperError) -> ModelError {
+    match e {
+        WhisperError::Cancelled => ModelError::Canceled,
+        WhisperError::WeightsMissing { .. } => {
+            ModelError::permanent("weights_missing", e.to_string())
+        }
+        WhisperError::InvalidInput(_) => ModelError::permanent("invalid_params", e.to_string()),
+        e if e.is_retryable() => ModelError::retryable("inference_error", e.to_string()),
+        e => ModelError::permanent("inference_error", e.to_string()),
+    }
+}
+
+/// The job's params (checked against the catalogue) as decoding options. The temperature is
+/// the first of the fallback ladder, which climbs by 0.2 up to 1.0 as Whisper's reference does.
+fn options(params: &Value, multilingual: bool) -> Result<TranscribeOptions, ModelError> {
+    let mut o = TranscribeOptions::default();
+    let bad = |m: String| ModelError::permanent("invalid_params", m);
+    if let Some(t) = params.get("task").and_then(Value::as_str) {
+        o.task = match t {
+            "transcribe" => Task::Transcribe,
+            "translate" => Task::Translate,
+            other => return Err(bad(format!("unknown task {other:?}"))),
+        };
+    }
+    if o.task == Task::Translate && !multilingual {
+        return Err(bad("translate needs a multilingual variation (base)".into()));
+    }
+    o.language = params
+        .get("language")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(b) = params.get("beam_size").and_then(Value::as_u64) {
+        o.beam_size = Some(b as usize);
+    }
+    if let Some(t) = params.get("temperature").and_then(Value::as_f64) {
+        let first = t as f32;
+        o.temperatures = std::iter::successors(Some(first), |t| Some(t + 0.2))
+            .take_while(|t| *t <= 1.0 + 1e-6)
+            .collect();
+    }
+    o.initial_prompt = params
+        .get("initial_prompt")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(w) = params.get("word_timestamps").and_then(Value::as_bool) {
+        o.word_timestamps = w;
+    }
+    Ok(o)
+}
+
+fn text_file(name: &str, kind: &str, content_type: &str, text: String) -> OutputFile {
+    OutputFile {
+        name: name.into(),
+        kind: kind.into(),
+        content_type: content_type.into(),
+        bytes: text.into_bytes(),
+    }
+}
+
+fn json_bytes(v: &impl serde::Serialize) -> Result<String, ModelError> {
+    serde_json::to_string_pretty(v)
+        .map_err(|e| ModelError::permanent("output_error", e.to_string()))
+}
+
+impl Model for WhisperModel {
+    fn name(&self) -> &'static str {
+        "whisper"
+    }
+
+    fn version(&self) -> String {
+        VERSION.into()
+    }
+
+    fn variations(&self) -> Vec<String> {
+        self.variations.clone()
+    }
+
+    fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {
+        let whisper = self.model(&input.variation)?;
+        let opts = options(&input.params, whisper.is_multilingual())?;
+        ctx.progress(1.0, "resampling");
+        let audio = roar_crepe::resample::to_16k(&input.audio.mono(), input.audio.sample_rate)
+            .map_err(|e| ModelError::permanent("invalid_input", e.to_string()))?;
+        ctx.checkpoint()?;
+        let transcript = {
+            let ctx = &mut *ctx;
+            whisper
+                .transcribe(&audio, &opts, &mut |done| {
+                    ctx.progress(2.0 + 96.0 * done, "transcribing");
+                    !ctx.stopped()
+                })
+                .map_err(error)?
+        };
+        let segments = serde_json::json!({
+            "language": transcript.language,
+            "duration": transcript.duration,
+            "segments": transcript.segments,
+        });
+        Ok(vec![
+            text_file(
+                "transcription.txt",
+                "transcript",
+                "text/plain; charset=utf-8",
+                roar_whisper::to_text(&transcript),
+            ),
+            text_file(
+                "segments.json",
+                "segments",
+                "application/json",
+                json_bytes(&segments)?,
+            ),
+            text_file(
+                "transcript.srt",
+                "subtitles",
+                "application/x-subrip",
+                roar_whisper::to_srt(&transcript),
+            ),
+            text_file(
+                "transcript.vtt",
+                "subtitles",
+                "text/vtt",
+                roar_whisper::to_vtt(&transcript),
+            ),
+            text_file(
+                "verbose.json",
+                "verbose_json",
+                "application/json",
+                json_bytes(&roar_whisper::to_verbose_json(&transcript))?,
+            ),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_map_onto_decoding_options() {
+        let o = options(
+            &json!({"task": "transcribe", "beam_size": 3, "temperature": 0.4,
+            "initial_prompt": "roar", "word_timestamps": false, "language": "en"}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.beam_size, Some(3));
+        assert_eq!(o.temperatures.len(), 4, "{:?}", o.temperatures);
+        assert!((o.temperatures[0] - 0.4).abs() < 1e-6);
+        assert_eq!(o.initial_prompt.as_deref(), Some("roar"));
+        assert!(!o.word_timestamps);
+        assert!(options(&json!({"task": "translate"}), false).is_err());
+        assert!(options(&json!({"task": "translate"}), true).is_ok());
+    }
+
+    #[test]
+    fn missing_weights_name_the_file_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = WhisperModel::new(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("fetch-weights.sh"), "{e}");
+    }
+}

@@ -1,0 +1,392 @@
+//! The Whisper network: a convolutional front end and Transformer encoder over log-mel
+//! frames, and a Transformer decoder with a self-attention cache (one row per beam) that
+//! can also hand back its cross-attention weights for word alignment.
+//!
+//! Weights are taken by Hugging Face names (`model.encoder.layers.0.fc1.weight`...), so
+//! the safetensors layout loads as is and the CTranslate2 loader maps onto the same names.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
+
+use crate::error::{Result, WhisperError};
+
+/// Sizes of a Whisper model, read from its weights or config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dims {
+    pub n_mels: usize,
+    pub n_audio_ctx: usize,
+    pub n_audio_state: usize,
+    pub n_audio_head: usize,
+    pub n_audio_layer: usize,
+    pub n_vocab: usize,
+    pub n_text_ctx: usize,
+    pub n_text_state: usize,
+    pub n_text_head: usize,
+    pub n_text_layer: usize,
+}
+
+/// Named f32 tensors plus a helper that reports which one is missing.
+pub(crate) struct Weights {
+    pub(crate) map: HashMap<String, Tensor>,
+    pub(crate) device: Device,
+}
+
+impl Weights {
+    fn get(&self, name: &str) -> Result<Tensor> {
+        let t = self
+            .map
+            .get(name)
+            .ok_or_else(|| WhisperError::InvalidModel {
+                path: "weights".into(),
+                reason: format!("missing tensor {name}"),
+            })?;
+        Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
+    }
+    fn linear(&self, p: &str, bias: bool) -> Result<Linear> {
+        let b = if bias {
+            Some(self.get(&format!("{p}.bias"))?)
+        } else {
+            None
+        };
+        Ok(Linear::new(self.get(&format!("{p}.weight"))?, b))
+    }
+    fn norm(&self, p: &str) -> Result<LayerNorm> {
+        Ok(LayerNorm::new(
+            self.get(&format!("{p}.weight"))?,
+            self.get(&format!("{p}.bias"))?,
+            1e-5,
+        ))
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(w: &Weights, p: &str, heads: usize) -> Result<Self> {
+        Ok(Self {
+            q: w.linear(&format!("{p}.q_proj"), true)?,
+            k: w.linear(&format!("{p}.k_proj"), false)?,
+            v: w.linear(&format!("{p}.v_proj"), true)?,
+            out: w.linear(&format!("{p}.out_proj"), true)?,
+            heads,
+        })
+    }
+
+    /// `[b, t, d]` → `[b, heads, t, d/heads]`.
+    fn split(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        Ok(x.reshape((b, t, self.heads, d / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    fn kv(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.split(&self.k.forward(x)?)?,
+            self.split(&self.v.forward(x)?)?,
+        ))
+    }
+
+    /// Attends `x` to `k`/`v`; returns the output and the attention weights.
+    fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t, d) = x.dims3()?;
+        let scale = 1.0 / ((d / self.heads) as f64).sqrt();
+        let q = (self.split(&self.q.forward(x)?)? * scale)?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(m)?;
+        }
+        let w = candle_nn::ops::softmax_last_dim(&scores)?;
+        let o = w.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        Ok((self.out.forward(&o)?, w))
+    }
+}
+
+struct Block {
+    attn: Attention,
+    attn_ln: LayerNorm,
+    cross: Option<(Attention, LayerNorm)>,
+    fc1: Linear,
+    fc2: Linear,
+    mlp_ln: LayerNorm,
+}
+
+impl Block {
+    fn load(w: &Weights, p: &str, heads: usize, cross: bool) -> Result<Self> {
+        let cross = if cross {
+            Some((
+                Attention::load(w, &format!("{p}.encoder_attn"), heads)?,
+                w.norm(&format!("{p}.encoder_attn_layer_norm"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            attn: Attention::load(w, &format!("{p}.self_attn"), heads)?,
+            attn_ln: w.norm(&format!("{p}.self_attn_layer_norm"))?,
+            cross,
+            fc1: w.linear(&format!("{p}.fc1"), true)?,
+            fc2: w.linear(&format!("{p}.fc2"), true)?,
+            mlp_ln: w.norm(&format!("{p}.final_layer_norm"))?,
+        })
+    }
+
+    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.fc1.forward(&self.mlp_ln.forward(x)?)?.gelu_erf()?;
+        Ok((x + self.fc2.forward(&h)?)?)
+    }
+}
+
+/// The audio encoder.
+pub(crate) struct Encoder {
+    conv1: Conv1d,
+    conv2: Conv1d,
+    pos: Tensor,
+    blocks: Vec<Block>,
+    ln: LayerNorm,
+}
+
+impl Encoder {
+    pub(crate) fn load(w: &Weights, dims: &Dims) -> Result<Self> {
+        let c1 = Conv1dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let c2 = Conv1dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let conv = |p: &str, cfg| -> Result<Conv1d> {
+            Ok(Conv1d::new(
+                w.get(&format!("{p}.weight"))?,
+                Some(w.get(&format!("{p}.bias"))?),
+                cfg,
+            ))
+        };
+        Ok(Self {
+            conv1: conv("model.encoder.conv1", c1)?,
+            conv2: conv("model.encoder.conv2", c2)?,
+            pos: w.get("model.encoder.embed_positions.weight")?,
+            blocks: (0..dims.n_audio_layer)
+                .map(|i| {
+                    Block::load(
+                        w,
+                        &format!("model.encoder.layers.{i}"),
+                        dims.n_audio_head,
+                        false,
+                    )
+                })
+                .collect::<Result<_>>()?,
+            ln: w.norm("model.encoder.layer_norm")?,
+        })
+    }
+
+    /// `[b, n_mels, 3000]` → `[b, 1500, d]`.
+    pub(crate) fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+        let x = self.conv1.forward(mel)?.gelu_erf()?;
+        let x = self.conv2.forward(&x)?.gelu_erf()?.transpose(1, 2)?;
+        let t = x.dim(1)?;
+        let mut x = x.broadcast_add(&self.pos.narrow(0, 0, t)?)?;
+        for b in &self.blocks {
+            let h = b.attn_ln.forward(&x)?;
+            let (k, v) = b.attn.kv(&h)?;
+            x = (&x + b.attn.attend(&h, &k, &v, None)?.0)?;
+            x = b.mlp(&x)?;
+        }
+        Ok(self.ln.forward(&x)?)
+    }
+}
+
+/// The text decoder (its output projection is tied to the token embedding).
+pub(crate) struct Decoder {
+    embed: Tensor,
+    pos: Tensor,
+    blocks: Vec<Block>,
+    ln: LayerNorm,
+}
+
+/// Decoding state for one audio window: cached keys/values, one batch row per hypothesis.
+pub(crate) struct DecoderState {
+    cross: Vec<(Tensor, Tensor)>,
+    selfkv: Vec<Option<(Tensor, Tensor)>>,
+    offset: usize,
+}
+
+impl DecoderState {
+    /// Keeps (and duplicates) the hypotheses at `rows`, in that order.
+    pub(crate) fn reorder(&mut self, rows: &[u32]) -> Result<()> {
+        let idx = Tensor::new(rows, self.cross[0].0.device())?;
+        for kv in self.selfkv.iter_mut().flatten() {
+            *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+        }
+        let n = rows.len();
+        for kv in &mut self.cross {
+            if kv.0.dim(0)? != n {
+                let one = |t: &Tensor| -> Result<Tensor> {
+                    let t = t.i(0..1)?;
+                    let mut s = t.dims().to_vec();
+                    s[0] = n;
+                    Ok(t.broadcast_as(s)?.contiguous()?)
+                };
+                *kv = (one(&kv.0)?, one(&kv.1)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Decoder {
+    pub(crate) fn load(w: &Weights, dims: &Dims) -> Result<Self> {
+        Ok(Self {
+            embed: w.get("model.decoder.embed_tokens.weight")?,
+            pos: w.get("model.decoder.embed_positions.weight")?,
+            blocks: (0..dims.n_text_layer)
+                .map(|i| {
+                    Block::load(
+                        w,
+                        &format!("model.decoder.layers.{i}"),
+                        dims.n_text_head,
+                        true,
+                    )
+                })
+                .collect::<Result<_>>()?,
+            ln: w.norm("model.decoder.layer_norm")?,
+        })
+    }
+
+    pub(crate) fn device(&self) -> Device {
+        self.embed.device().clone()
+    }
+
+    /// A fresh state for `audio` (`[1, 1500, d]`), with `batch` hypotheses.
+    pub(crate) fn start(&self, audio: &Tensor, batch: usize) -> Result<DecoderState> {
+        let cross = self
+            .blocks
+            .iter()
+            .map(|b| {
+                b.cross
+                    .as_ref()
+                    .expect("decoder blocks have cross-attention")
+                    .0
+                    .kv(audio)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut s = DecoderState {
+            cross,
+            selfkv: vec![None; self.blocks.len()],
+            offset: 0,
+        };
+        if batch != 1 {
+            s.reorder(&vec![0; batch])?;
+        }
+        Ok(s)
+    }
+
+    /// Runs `tokens` (`[b, n]`) after what the state has seen. Returns the logits of
+    /// every position (`[b, n, vocab]`) and, if `heads` is not empty, the cross-attention
+    /// weights of those `(layer, head)` pairs (`[heads, n, frames]`, batch row 0).
+    pub(crate) fn forward(
+        &self,
+        tokens: &Tensor,
+        state: &mut DecoderState,
+        heads: &[(usize, usize)],
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let n = tokens.dim(1)?;
+        if state.offset + n > self.pos.dim(0)? {
+            return Err(WhisperError::InvalidInput(format!(
+                "token sequence longer than the model's context ({})",
+                self.pos.dim(0)?
+            )));
+        }
+        let emb = self
+            .embed
+            .embedding(&tokens.flatten_all()?)?
+            .reshape((tokens.dim(0)?, n, ()))?;
+        let mut x = emb.broadcast_add(&self.pos.narrow(0, state.offset, n)?)?;
+        let mask = if n > 1 {
+            Some(causal_mask(n, state.offset, x.device())?)
+        } else {
+            None
+        };
+        let mut picked = Vec::new();
+        for (li, b) in self.blocks.iter().enumerate() {
+            let h = b.attn_ln.forward(&x)?;
+            let (mut k, mut v) = b.attn.kv(&h)?;
+            if let Some((pk, pv)) = &state.selfkv[li] {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            x = (&x + b.attn.attend(&h, &k, &v, mask.as_ref())?.0)?;
+            state.selfkv[li] = Some((k, v));
+            let (cross, cross_ln) = b
+                .cross
+                .as_ref()
+                .expect("decoder blocks have cross-attention");
+            let h = cross_ln.forward(&x)?;
+            let (ck, cv) = &state.cross[li];
+            let (o, w) = cross.attend(&h, ck, cv, None)?;
+            for &(_, head) in heads.iter().filter(|(l, _)| *l == li) {
+                picked.push(w.i((0, head))?);
+            }
+            x = (&x + o)?;
+            x = b.mlp(&x)?;
+        }
+        state.offset += n;
+        let x = self.ln.forward(&x)?;
+        let logits = x.broadcast_matmul(&self.embed.t()?)?;
+        let weights = if picked.is_empty() {
+            None
+        } else {
+            Some(Tensor::stack(&picked, 0)?)
+        };
+        Ok((logits, weights))
+    }
+}
+
+fn causal_mask(n: usize, offset: usize, dev: &Device) -> Result<Tensor> {
+    let total = offset + n;
+    let m: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(m, (n, total), dev)?)
+}
+
+/// Encoder and decoder together.
+pub(crate) struct Model {
+    pub(crate) dims: Dims,
+    pub(crate) encoder: Encoder,
+    pub(crate) decoder: Decoder,
+}
+
+impl Model {
+    pub(crate) fn load(w: &Weights, dims: Dims) -> Result<Self> {
+        Ok(Self {
+            encoder: Encoder::load(w, &dims)?,
+            decoder: Decoder::load(w, &dims)?,
+            dims,
+        })
+    }
+}
