@@ -331,8 +331,18 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        // ROAR_CONFIG names the file; it is not a setting.
-        fig = fig.merge(Env::prefixed("ROAR_").split("__").ignore(&["CONFIG"]));
+        // ROAR_CONFIG names the file; it is not a setting. ROAR_MODELS_DIR is the model crates'
+        // own variable (their tests and tools read it): an alias of processor.models_dir.
+        fig = fig.merge(
+            Env::prefixed("ROAR_")
+                .split("__")
+                .ignore(&["CONFIG", "MODELS_DIR"]),
+        );
+        if let Some(dir) = std::env::var_os("ROAR_MODELS_DIR") {
+            if std::env::var_os("ROAR_PROCESSOR__MODELS_DIR").is_none() {
+                fig = fig.merge(("processor.models_dir", PathBuf::from(dir)));
+            }
+        }
         let cfg: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
         cfg.validate()?;
         Ok(cfg)
@@ -438,6 +448,19 @@ mod tests {
         let mut c = Config::default();
         c.database.url = Secret::new("postgres://u:hunter2@h/db");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn roar_models_dir_is_an_alias_of_processor_models_dir() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ROAR_MODELS_DIR", "/m/a");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.processor.models_dir, PathBuf::from("/m/a"));
+            jail.set_env("ROAR_PROCESSOR__MODELS_DIR", "/m/b");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.processor.models_dir, PathBuf::from("/m/b"));
+            Ok(())
+        });
     }
 
     #[test]
