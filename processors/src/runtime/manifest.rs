@@ -1,8 +1,16 @@
 //! `manifest.json`: written last in a job's output folder, so its presence means the outputs
 //! are complete. It names the job that made them, which makes re-delivered requests skippable.
+//! Writing a job's outputs and reading back a finished one live here too.
 
-use roar_schemas::Output;
+use bytes::Bytes;
+use chrono::Utc;
+use roar_common::kafka::HandleError;
+use roar_common::storage::{Storage, StorageError};
+use roar_schemas::{JobRequested, Output};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::model::OutputFile;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -19,3 +27,67 @@ pub struct Manifest {
 }
 
 pub const FILE_NAME: &str = "manifest.json";
+
+/// The manifest of a finished run of this job, if there is one.
+pub(crate) async fn finished(
+    storage: &Storage,
+    dir: &str,
+    job_id: &str,
+) -> Result<Option<Manifest>, HandleError> {
+    match storage.get(&format!("{dir}{}", FILE_NAME)).await {
+        Ok(bytes) => Ok(serde_json::from_slice::<Manifest>(&bytes)
+            .ok()
+            .filter(|m| m.job_id == job_id)),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(HandleError::Retry(e.to_string())),
+    }
+}
+
+/// Writes every output, then the manifest last: its presence means the set is complete.
+pub(crate) async fn write_outputs(
+    storage: &Storage,
+    req: &JobRequested,
+    dir: &str,
+    files: Vec<OutputFile>,
+    seconds: f64,
+) -> Result<Vec<Output>, HandleError> {
+    let mut outputs = Vec::with_capacity(files.len());
+    for f in files {
+        let path = format!("{dir}{}", f.name);
+        let sha256 = hex::encode(Sha256::digest(&f.bytes));
+        let size = f.bytes.len() as i64;
+        storage
+            .put(&path, Bytes::from(f.bytes))
+            .await
+            .map_err(|e| HandleError::Retry(e.to_string()))?;
+        outputs.push(Output {
+            path,
+            kind: f.kind,
+            content_type: f.content_type,
+            size,
+            sha256,
+        });
+    }
+    let m = Manifest {
+        job_id: req.job_id.clone(),
+        file_id: req.file_id.clone(),
+        model: req.model.clone(),
+        variation: req.variation.clone(),
+        model_version: req.model_version.clone(),
+        params: serde_json::from_str(&req.params_json).unwrap_or_default(),
+        created_at: Utc::now(),
+        duration_seconds: seconds,
+        outputs: outputs.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&m).map_err(|e| HandleError::Retry(e.to_string()))?;
+    storage
+        .put(&format!("{dir}{}", FILE_NAME), Bytes::from(json))
+        .await
+        .map_err(|e| HandleError::Retry(e.to_string()))?;
+    Ok(outputs)
+}
+
+/// A plain file name inside the job's folder, not the manifest's.
+pub(crate) fn valid_output_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.') && name != FILE_NAME
+}

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::Utc;
 use roar_common::kafka::{
     send_dead_letter, ControlFollower, Delivery, EventProducer, HandleError, Handler,
@@ -16,13 +15,12 @@ use roar_common::metrics::{INFERENCE_SECONDS, JOBS, JOBS_IN_FLIGHT, JOB_QUEUE_SE
 use roar_common::storage::{job_output_dir, upload_key, Storage, StorageError};
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
 use roar_schemas::{JobBody, JobEvent, JobRequested, Output};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::manifest::{self, Manifest};
-use super::model::{Input, Model, ModelError, OutputFile, RunContext};
+use super::manifest;
+use super::model::{Input, Model, ModelError, RunContext};
 use super::progress;
 use crate::audio;
 
@@ -112,21 +110,6 @@ impl Worker {
             .map_err(|e| HandleError::Retry(e.to_string()))
     }
 
-    /// The manifest of a finished run of this job, if there is one.
-    async fn finished(&self, dir: &str, job_id: &str) -> Result<Option<Manifest>, HandleError> {
-        match self
-            .storage
-            .get(&format!("{dir}{}", manifest::FILE_NAME))
-            .await
-        {
-            Ok(bytes) => Ok(serde_json::from_slice::<Manifest>(&bytes)
-                .ok()
-                .filter(|m| m.job_id == job_id)),
-            Err(StorageError::NotFound(_)) => Ok(None),
-            Err(e) => Err(HandleError::Retry(e.to_string())),
-        }
-    }
-
     async fn process(
         &self,
         d: &Delivery,
@@ -161,7 +144,7 @@ impl Worker {
                 .await;
         }
         let dir = job_output_dir(&req.file_id, &req.model, &req.variation, &req.job_id);
-        if let Some(m) = self.finished(&dir, &req.job_id).await? {
+        if let Some(m) = manifest::finished(&self.storage, &dir, &req.job_id).await? {
             tracing::info!("outputs exist; job skipped");
             metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "skipped")
                 .increment(1);
@@ -418,68 +401,16 @@ impl Worker {
             }
         };
         // A model bug, not a bad request: fail the job rather than write outside its folder.
-        if let Some(f) = files.iter().find(|f| !valid_output_name(&f.name)) {
+        if let Some(f) = files.iter().find(|f| !manifest::valid_output_name(&f.name)) {
             return Ok(failed(
                 "bad_output",
                 format!("the model produced an invalid output name {:?}", f.name),
                 false,
             ));
         }
-        let outputs = self.write_outputs(req, dir, files, seconds).await?;
+        let outputs = manifest::write_outputs(&self.storage, req, dir, files, seconds).await?;
         Ok(Outcome::Done(outputs, seconds))
     }
-
-    /// Writes every output, then the manifest last: its presence means the set is complete.
-    async fn write_outputs(
-        &self,
-        req: &JobRequested,
-        dir: &str,
-        files: Vec<OutputFile>,
-        seconds: f64,
-    ) -> Result<Vec<Output>, HandleError> {
-        let mut outputs = Vec::with_capacity(files.len());
-        for f in files {
-            let path = format!("{dir}{}", f.name);
-            let sha256 = hex::encode(Sha256::digest(&f.bytes));
-            let size = f.bytes.len() as i64;
-            self.storage
-                .put(&path, Bytes::from(f.bytes))
-                .await
-                .map_err(|e| HandleError::Retry(e.to_string()))?;
-            outputs.push(Output {
-                path,
-                kind: f.kind,
-                content_type: f.content_type,
-                size,
-                sha256,
-            });
-        }
-        let m = Manifest {
-            job_id: req.job_id.clone(),
-            file_id: req.file_id.clone(),
-            model: req.model.clone(),
-            variation: req.variation.clone(),
-            model_version: req.model_version.clone(),
-            params: serde_json::from_str(&req.params_json).unwrap_or_default(),
-            created_at: Utc::now(),
-            duration_seconds: seconds,
-            outputs: outputs.clone(),
-        };
-        let json = serde_json::to_vec_pretty(&m).map_err(|e| HandleError::Retry(e.to_string()))?;
-        self.storage
-            .put(&format!("{dir}{}", manifest::FILE_NAME), Bytes::from(json))
-            .await
-            .map_err(|e| HandleError::Retry(e.to_string()))?;
-        Ok(outputs)
-    }
-}
-
-/// A plain file name inside the job's folder, not the manifest's.
-fn valid_output_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.contains(['/', '\\'])
-        && !name.starts_with('.')
-        && name != manifest::FILE_NAME
 }
 
 #[async_trait]
