@@ -241,6 +241,9 @@ impl Broker {
                 storage,
             ])
             .env("RUST_LOG", "warn")
+            // tansu opens `sqlite:///abs/path.db` relative to its working directory (the
+            // leading slash is dropped): from `/` an absolute path stays what it says.
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)
