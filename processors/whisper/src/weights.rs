@@ -72,6 +72,26 @@ fn default_heads(d: &Dims) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Both layouts end the same way: Whisper's default alignment heads when the files name none.
+fn loaded(
+    dims: Dims,
+    map: HashMap<String, Tensor>,
+    device: &Device,
+    mut hints: ModelHints,
+) -> Loaded {
+    if hints.alignment_heads.is_empty() {
+        hints.alignment_heads = default_heads(&dims);
+    }
+    Loaded {
+        dims,
+        weights: Weights {
+            map,
+            device: device.clone(),
+        },
+        hints,
+    }
+}
+
 /// Loads `dir` (one variation's directory) onto `device`.
 pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     if dir.join("model.bin").is_file() {
@@ -100,22 +120,12 @@ fn load_ct2(dir: &Path, device: &Device) -> Result<Loaded> {
     } else {
         Value::Null
     };
-    let mut hints = ModelHints {
+    let hints = ModelHints {
         suppress: ids(&cfg, "suppress_ids"),
         suppress_begin: ids(&cfg, "suppress_ids_begin"),
         alignment_heads: heads(&cfg, "alignment_heads"),
     };
-    if hints.alignment_heads.is_empty() {
-        hints.alignment_heads = default_heads(&dims);
-    }
-    Ok(Loaded {
-        dims,
-        weights: Weights {
-            map,
-            device: device.clone(),
-        },
-        hints,
-    })
+    Ok(loaded(dims, map, device, hints))
 }
 
 fn ct2_dims(m: &Ct2Model, path: &Path) -> Result<Dims> {
@@ -332,22 +342,12 @@ fn load_safetensors(dir: &Path, device: &Device) -> Result<Loaded> {
             ids(&cfg, k)
         }
     };
-    let mut hints = ModelHints {
+    let hints = ModelHints {
         suppress: pick("suppress_tokens"),
         suppress_begin: pick("begin_suppress_tokens"),
         alignment_heads: heads(&gen, "alignment_heads"),
     };
-    if hints.alignment_heads.is_empty() {
-        hints.alignment_heads = default_heads(&dims);
-    }
-    Ok(Loaded {
-        dims,
-        weights: Weights {
-            map,
-            device: device.clone(),
-        },
-        hints,
-    })
+    Ok(loaded(dims, map, device, hints))
 }
 
 /// Converts a CTranslate2 Whisper directory into the Hugging Face layout
