@@ -1,0 +1,32 @@
+use std::path::PathBuf;
+
+/// Why separation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemucsError {
+    /// The weights file for a variation is not where it should be.
+    #[error("demucs weights for {variation:?} not found: expected {path} (see processors/demucs/README.md for how to fetch or convert them)")]
+    WeightsMissing { variation: String, path: PathBuf },
+    /// A weights or config file exists but does not describe the expected model.
+    #[error("invalid demucs weights {path}: {message}")]
+    InvalidWeights { path: PathBuf, message: String },
+    /// The caller asked for something the model cannot do (bad shape, bad option).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Stopped between segments because the job was cancelled.
+    #[error("canceled")]
+    Canceled,
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl DemucsError {
+    /// Whether trying again might succeed (device errors, I/O); bad input and missing weights
+    /// will not go away.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DemucsError::Candle(_) | DemucsError::Io(_))
+    }
+}
+
+pub type Result<T, E = DemucsError> = std::result::Result<T, E>;

@@ -1,0 +1,40 @@
+//! `roar-demucs` separates music into stems with Hybrid Transformer Demucs (v4), re-implemented
+//! on candle so that it runs without Python and matches the reference (`facebookresearch/demucs`)
+//! numerically. A model is a spectrogram branch (STFT with realfft, complex as channels) and a
+//! waveform branch, each a stack of convolutional encoders with DConv residuals, joined at the
+//! bottom by a cross-domain transformer and mirrored by decoders; the two branches' outputs are
+//! summed. [`Separator`] loads one model or a bag (`htdemucs_ft`) from safetensors keyed like the
+//! PyTorch state dict, and [`apply::separate`] runs it over a whole track in overlapping segments
+//! with triangular overlap-add and random shifts, reporting progress and stopping between
+//! segments when asked. Memory is bounded by the segment, not the track.
+
+pub mod apply;
+pub mod config;
+mod error;
+pub mod layers;
+pub mod model;
+pub mod separator;
+pub mod stft;
+pub mod transformer;
+
+pub use candle_core::Device;
+pub use config::HTDemucsConfig;
+pub use error::{DemucsError, Result};
+pub use model::HTDemucs;
+pub use separator::Separator;
+
+/// What the apply loop needs from a model: one fixed-length segment in, one separation out.
+/// Implemented by [`HTDemucs`]; tests may implement it with simple closed-form separators.
+pub trait SegmentModel: Send + Sync {
+    /// Source names in output order, e.g. drums, bass, other, vocals.
+    fn sources(&self) -> &[String];
+    /// Channels the model expects (2 for the released models).
+    fn audio_channels(&self) -> usize;
+    /// Sample rate the model was trained at (44.1 kHz for the released models).
+    fn samplerate(&self) -> u32;
+    /// The training segment in samples; longer inputs must be split by the caller.
+    fn segment_samples(&self) -> usize;
+    /// `[batch, audio_channels, length]` with `length <= segment_samples()` →
+    /// `[batch, sources, audio_channels, length]`.
+    fn forward(&self, mix: &candle_core::Tensor) -> Result<candle_core::Tensor>;
+}

@@ -1,0 +1,2 @@
+//! The HTDemucs network (in progress).
+pub struct HTDemucs {}
