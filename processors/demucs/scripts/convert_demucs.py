@@ -37,7 +37,10 @@ def config_of(model_or_kwargs):
     if isinstance(model_or_kwargs, dict):
         kwargs = dict(model_or_kwargs)
     else:
-        kwargs = dict(model_or_kwargs._init_args_kwargs[1])
+        args, kwargs = model_or_kwargs._init_args_kwargs
+        kwargs = dict(kwargs)
+        if args:
+            kwargs.setdefault("sources", list(args[0]))
     out = {}
     for k, v in kwargs.items():
         if k in TRAINING_ONLY:
