@@ -167,11 +167,11 @@ impl HTDemucsConfig {
         if self.sources.is_empty() || self.audio_channels == 0 {
             return Err("sources and audio_channels must not be empty".into());
         }
-        if self.nfft % 4 != 0 || self.segment <= 0.0 {
+        if !self.nfft.is_multiple_of(4) || self.segment <= 0.0 {
             return Err("nfft must be a multiple of 4 and segment positive".into());
         }
         let dim = self.transformer_dim();
-        if self.t_layers > 0 && (dim % self.t_heads != 0 || dim % 4 != 0) {
+        if self.t_layers > 0 && (!dim.is_multiple_of(self.t_heads) || !dim.is_multiple_of(4)) {
             return Err(format!(
                 "transformer width {dim} must divide by t_heads {} and by 4",
                 self.t_heads

@@ -4,7 +4,9 @@
 //! reference state dict (`encoder.0.conv.weight`, `decoder.1.dconv.layers.0.6.scale`, ...).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Conv1d, Conv1dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
+
+use crate::fast::{self, GroupNorm};
 
 use crate::config::HTDemucsConfig;
 use crate::Result;
@@ -175,10 +177,7 @@ fn conv1d(vb: VarBuilder, cin: usize, cout: usize, k: usize, cfg: Conv1dConfig) 
 }
 
 fn glu(x: &Tensor) -> Result<Tensor> {
-    let c = x.dim(1)? / 2;
-    let a = x.narrow(1, 0, c)?;
-    let g = x.narrow(1, c, c)?;
-    Ok((a * candle_nn::ops::sigmoid(&g)?)?)
+    Ok(fast::glu(x)?)
 }
 
 /// An optional GroupNorm (`nn.Identity` in the reference when off).
@@ -186,14 +185,20 @@ fn norm(vb: VarBuilder, on: bool, groups: usize, channels: usize) -> Result<Opti
     if !on {
         return Ok(None);
     }
-    Ok(Some(candle_nn::group_norm(groups, channels, 1e-5, vb)?))
+    Ok(Some(GroupNorm::load(vb, groups, channels)?))
+}
+
+/// The optional norm, then GELU when `gelu` (fused on the CPU).
+fn apply_norm_act(n: &Option<GroupNorm>, x: Tensor, gelu: bool) -> Result<Tensor> {
+    Ok(match (n, gelu) {
+        (Some(n), g) => n.forward(&x, g)?,
+        (None, true) => fast::gelu_t(&x)?,
+        (None, false) => x,
+    })
 }
 
 fn apply_norm(n: &Option<GroupNorm>, x: Tensor) -> Result<Tensor> {
-    Ok(match n {
-        Some(n) => n.forward(&x)?,
-        None => x,
-    })
+    apply_norm_act(n, x, false)
 }
 
 /// The DConv residual branch: per layer, a dilated conv down to `channels / compress`,
@@ -226,9 +231,9 @@ impl DConv {
                 };
                 Ok(DConvLayer {
                     conv: conv1d(vb.pp("0"), channels, hidden, 3, cfg1)?,
-                    norm1: candle_nn::group_norm(1, hidden, 1e-5, vb.pp("1"))?,
+                    norm1: GroupNorm::load(vb.pp("1"), 1, hidden)?,
                     proj: conv1d(vb.pp("3"), hidden, 2 * channels, 1, Default::default())?,
-                    norm2: candle_nn::group_norm(1, 2 * channels, 1e-5, vb.pp("4"))?,
+                    norm2: GroupNorm::load(vb.pp("4"), 1, 2 * channels)?,
                     scale: vb
                         .pp("6")
                         .get(channels, "scale")?
@@ -242,8 +247,8 @@ impl DConv {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for l in &self.layers {
-            let y = l.norm1.forward(&l.conv.forward(&x)?)?.gelu_erf()?;
-            let y = glu(&l.norm2.forward(&l.proj.forward(&y)?)?)?;
+            let y = l.norm1.forward(&l.conv.forward(&x)?, true)?;
+            let y = glu(&l.norm2.forward(&l.proj.forward(&y)?, false)?)?;
             x = (x + y.broadcast_mul(&l.scale)?)?;
         }
         Ok(x)
@@ -299,7 +304,7 @@ impl FreqEncoder {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = apply_norm(&self.norm1, self.conv.forward(x)?)?.gelu_erf()?;
+        let y = apply_norm_act(&self.norm1, self.conv.forward(x)?, true)?;
         let y = match &self.dconv {
             Some(d) => dconv_freq(d, &y)?,
             None => y,
@@ -351,7 +356,7 @@ impl TimeEncoder {
         } else {
             x.clone()
         };
-        let y = apply_norm(&self.norm1, self.conv.forward(&x)?)?.gelu_erf()?;
+        let y = apply_norm_act(&self.norm1, self.conv.forward(&x)?, true)?;
         let y = match &self.dconv {
             Some(d) => d.forward(&y)?,
             None => y,

@@ -11,8 +11,10 @@
 pub mod apply;
 pub mod config;
 mod error;
+pub mod fast;
 pub mod layers;
 pub mod model;
+mod random;
 pub mod separator;
 pub mod stft;
 pub mod transformer;

@@ -19,11 +19,20 @@ struct Recording {
 }
 
 impl SimpleBackend for Recording {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let t = self
             .tensors
             .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?;
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
         if t.shape() != &s {
             candle_core::bail!("{name}: reference shape {:?}, asked for {:?}", t.shape(), s);
         }
@@ -49,20 +58,38 @@ fn run(variation: &str, cfg: HTDemucsConfig) {
         .iter()
         .map(|(k, v)| {
             let shape: Vec<usize> = serde_json::from_value(v.clone()).unwrap();
-            (k.clone(), (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * 0.05).unwrap())
+            (
+                k.clone(),
+                (Tensor::randn(0f32, 1.0, shape, &dev).unwrap() * 0.05).unwrap(),
+            )
         })
         .collect();
     let used = Arc::new(Mutex::new(HashSet::new()));
-    let backend = Recording { tensors: tensors.clone(), used: used.clone() };
+    let backend = Recording {
+        tensors: tensors.clone(),
+        used: used.clone(),
+    };
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, dev.clone());
     let model = HTDemucs::load(vb, &cfg).unwrap();
-    let unused: Vec<_> = tensors.keys().filter(|k| !used.lock().unwrap().contains(*k)).collect();
-    assert!(unused.is_empty(), "{variation}: the loader ignored {unused:?}");
+    let unused: Vec<_> = tensors
+        .keys()
+        .filter(|k| !used.lock().unwrap().contains(*k))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "{variation}: the loader ignored {unused:?}"
+    );
     // A short input exercises the pad-to-segment path at full size.
     let mix = Tensor::randn(0f32, 0.1, (1, 2, 44_100), &dev).unwrap();
     let out = model.forward(&mix).unwrap();
     assert_eq!(out.dims(), &[1, cfg.sources.len(), 2, 44_100]);
-    let finite = out.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite());
+    let finite = out
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite());
     assert!(finite, "{variation}: non-finite output");
 }
 
