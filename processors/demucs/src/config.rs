@@ -61,7 +61,9 @@ pub struct HTDemucsConfig {
 impl Default for HTDemucsConfig {
     fn default() -> Self {
         Self {
-            sources: ["drums", "bass", "other", "vocals"].map(String::from).to_vec(),
+            sources: ["drums", "bass", "other", "vocals"]
+                .map(String::from)
+                .to_vec(),
             audio_channels: 2,
             channels: 48,
             channels_time: None,
@@ -142,11 +144,20 @@ impl HTDemucsConfig {
     /// Rejects what this implementation does not cover, with the reason.
     pub fn validate(&self) -> Result<(), String> {
         let unsupported = [
-            (!self.cac, "cac=false (magnitude masking / Wiener filtering)"),
+            (
+                !self.cac,
+                "cac=false (magnitude masking / Wiener filtering)",
+            ),
             (!self.multi_freqs.is_empty(), "multi_freqs (MultiWrap)"),
             (self.t_emb != "sin", "t_emb other than \"sin\""),
-            (self.t_sparse_self_attn || self.t_sparse_cross_attn, "sparse attention"),
-            (self.t_norm_in_group || self.t_group_norm, "group-norm transformer variants"),
+            (
+                self.t_sparse_self_attn || self.t_sparse_cross_attn,
+                "sparse attention",
+            ),
+            (
+                self.t_norm_in_group || self.t_group_norm,
+                "group-norm transformer variants",
+            ),
             (!self.t_norm_first, "t_norm_first=false"),
             (self.wiener_iters != 0, "wiener_iters"),
         ];
