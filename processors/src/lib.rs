@@ -4,6 +4,7 @@
 //! models, each in its own module (`pitch`, `whisper`; demucs, musicgen and gemma3n to come).
 
 pub mod audio;
+pub mod demucs;
 pub mod encode;
 pub mod pitch;
 pub mod probe;
