@@ -1,1 +1,316 @@
-//! (in progress)
+//! The cross-domain transformer at the bottom of HTDemucs: the frequency branch (flattened to
+//! `time × freq` tokens with a 2-D sinusoidal position code) and the time branch (1-D code)
+//! alternate self-attention layers with layers where each attends to the other. Pre-norm
+//! layers with LayerScale and a final GroupNorm(1) over the whole sequence
+//! (`t_norm_first`, `t_layer_scale`, `t_norm_out`), GELU feed-forward.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::config::HTDemucsConfig;
+use crate::Result;
+
+/// `nn.MultiheadAttention` with packed input projections, no dropout, no mask.
+struct Attention {
+    w_q: Tensor,
+    w_k: Tensor,
+    w_v: Tensor,
+    b_q: Tensor,
+    b_k: Tensor,
+    b_v: Tensor,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+        let w = vb.get((3 * dim, dim), "in_proj_weight")?;
+        let b = vb.get(3 * dim, "in_proj_bias")?;
+        let part = |t: &Tensor, i: usize| t.narrow(0, i * dim, dim);
+        Ok(Self {
+            w_q: part(&w, 0)?.t()?,
+            w_k: part(&w, 1)?.t()?,
+            w_v: part(&w, 2)?.t()?,
+            b_q: part(&b, 0)?,
+            b_k: part(&b, 1)?,
+            b_v: part(&b, 2)?,
+            out: candle_nn::linear(dim, dim, vb.pp("out_proj"))?,
+            heads,
+        })
+    }
+
+    /// `q`: `[B, N, C]`, `kv`: `[B, M, C]` → `[B, N, C]`.
+    fn forward(&self, q: &Tensor, kv: &Tensor) -> Result<Tensor> {
+        let (b, n, c) = q.dims3()?;
+        let m = kv.dim(1)?;
+        let d = c / self.heads;
+        let proj = |x: &Tensor, w: &Tensor, bias: &Tensor, len: usize| -> Result<Tensor> {
+            Ok(x.broadcast_matmul(w)?
+                .broadcast_add(bias)?
+                .reshape((b, len, self.heads, d))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = (proj(q, &self.w_q, &self.b_q, n)? * (1.0 / (d as f64).sqrt()))?;
+        let k = proj(kv, &self.w_k, &self.b_k, m)?;
+        let v = proj(kv, &self.w_v, &self.b_v, m)?;
+        let att = q.matmul(&k.t()?)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        Ok(self.out.forward(&y)?)
+    }
+}
+
+/// GroupNorm with one group over a `[B, T, C]` sequence: statistics over all of T and C,
+/// affine per channel (the reference's `MyGroupNorm(1, C)`).
+struct SequenceNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl SequenceNorm {
+    fn load(vb: VarBuilder, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let flat = x.reshape((b, t * c))?;
+        let mean = flat.mean_keepdim(1)?;
+        let centred = flat.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(1)?;
+        let normed = centred
+            .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+            .reshape((b, t, c))?;
+        Ok(normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
+    }
+}
+
+struct FeedForward {
+    linear1: Linear,
+    linear2: Linear,
+}
+
+impl FeedForward {
+    fn load(vb: &VarBuilder, dim: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            linear1: candle_nn::linear(dim, hidden, vb.pp("linear1"))?,
+            linear2: candle_nn::linear(hidden, dim, vb.pp("linear2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .linear2
+            .forward(&self.linear1.forward(x)?.gelu_erf()?)?)
+    }
+}
+
+/// One transformer layer: self-attention (`MyTransformerEncoderLayer`) or attention to the
+/// other branch (`CrossTransformerEncoderLayer`), both pre-norm.
+struct Layer {
+    attn: Attention,
+    cross: bool,
+    norm1: LayerNorm,
+    /// Cross layers normalise the other branch with `norm2` and the feed-forward input with
+    /// `norm3`; self layers use `norm2` for the feed-forward.
+    norm2: LayerNorm,
+    norm3: Option<LayerNorm>,
+    ff: FeedForward,
+    norm_out: Option<SequenceNorm>,
+    gamma_1: Option<Tensor>,
+    gamma_2: Option<Tensor>,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, cross: bool, cfg: &HTDemucsConfig) -> Result<Self> {
+        let dim = cfg.transformer_dim();
+        let hidden = (dim as f64 * cfg.t_hidden_scale) as usize;
+        let ln = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let scale = |name: &str| -> Result<Option<Tensor>> {
+            if cfg.t_layer_scale {
+                Ok(Some(vb.pp(name).get(dim, "scale")?))
+            } else {
+                Ok(None)
+            }
+        };
+        let attn_name = if cross { "cross_attn" } else { "self_attn" };
+        Ok(Self {
+            attn: Attention::load(vb.pp(attn_name), dim, cfg.t_heads)?,
+            cross,
+            norm1: ln("norm1")?,
+            norm2: ln("norm2")?,
+            norm3: if cross { Some(ln("norm3")?) } else { None },
+            ff: FeedForward::load(&vb, dim, hidden)?,
+            norm_out: if cfg.t_norm_out {
+                Some(SequenceNorm::load(vb.pp("norm_out"), dim)?)
+            } else {
+                None
+            },
+            gamma_1: scale("gamma_1")?,
+            gamma_2: scale("gamma_2")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, other: &Tensor) -> Result<Tensor> {
+        let scaled = |g: &Option<Tensor>, y: Tensor| -> Result<Tensor> {
+            Ok(match g {
+                Some(g) => y.broadcast_mul(g)?,
+                None => y,
+            })
+        };
+        let q = self.norm1.forward(x)?;
+        let (a, ff_norm) = if self.cross {
+            let kv = self.norm2.forward(other)?;
+            (
+                self.attn.forward(&q, &kv)?,
+                self.norm3.as_ref().unwrap_or(&self.norm2),
+            )
+        } else {
+            (self.attn.forward(&q, &q)?, &self.norm2)
+        };
+        let x = (x + scaled(&self.gamma_1, a)?)?;
+        let f = self.ff.forward(&ff_norm.forward(&x)?)?;
+        let x = (&x + scaled(&self.gamma_2, f)?)?;
+        match &self.norm_out {
+            Some(n) => n.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
+
+/// `CrossTransformerEncoder` with `t_emb="sin"`.
+pub struct CrossTransformer {
+    norm_in: Option<LayerNorm>,
+    norm_in_t: Option<LayerNorm>,
+    layers: Vec<Layer>,
+    layers_t: Vec<Layer>,
+    cross_parity: usize,
+    max_period: f64,
+    weight_pos: f64,
+}
+
+impl CrossTransformer {
+    pub fn load(vb: VarBuilder, cfg: &HTDemucsConfig) -> Result<Self> {
+        let dim = cfg.transformer_dim();
+        let classic_parity = usize::from(cfg.t_cross_first);
+        let mut layers = Vec::new();
+        let mut layers_t = Vec::new();
+        for i in 0..cfg.t_layers {
+            let cross = i % 2 != classic_parity;
+            layers.push(Layer::load(vb.pp("layers").pp(i.to_string()), cross, cfg)?);
+            layers_t.push(Layer::load(
+                vb.pp("layers_t").pp(i.to_string()),
+                cross,
+                cfg,
+            )?);
+        }
+        let (norm_in, norm_in_t) = if cfg.t_norm_in {
+            (
+                Some(candle_nn::layer_norm(dim, 1e-5, vb.pp("norm_in"))?),
+                Some(candle_nn::layer_norm(dim, 1e-5, vb.pp("norm_in_t"))?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            norm_in,
+            norm_in_t,
+            layers,
+            layers_t,
+            cross_parity: 1 - classic_parity,
+            max_period: cfg.t_max_period,
+            weight_pos: cfg.t_weight_pos_embed,
+        })
+    }
+
+    /// `x`: `[B, C, F, T1]` (frequency branch), `xt`: `[B, C, T2]` (time branch).
+    pub fn forward(&self, x: &Tensor, xt: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, c, f, t1) = x.dims4()?;
+        let t2 = xt.dim(2)?;
+        let dev = x.device();
+        // Tokens ordered time-major: "b c fr t1 -> b (t1 fr) c".
+        let mut x = x.permute((0, 3, 2, 1))?.reshape((b, t1 * f, c))?;
+        if let Some(n) = &self.norm_in {
+            x = n.forward(&x)?;
+        }
+        let pos2 = sin_embedding_2d(c, f, t1, self.max_period, dev)?;
+        x = x.broadcast_add(&(pos2 * self.weight_pos)?)?;
+        let mut xt = xt.transpose(1, 2)?.contiguous()?;
+        if let Some(n) = &self.norm_in_t {
+            xt = n.forward(&xt)?;
+        }
+        let pos1 = sin_embedding(t2, c, self.max_period, dev)?;
+        xt = xt.broadcast_add(&(pos1 * self.weight_pos)?)?;
+        for (i, (l, lt)) in self.layers.iter().zip(&self.layers_t).enumerate() {
+            if i % 2 == self.cross_parity {
+                let old_x = x.clone();
+                x = l.forward(&x, &xt)?;
+                xt = lt.forward(&xt, &old_x)?;
+            } else {
+                x = l.forward(&x, &x)?;
+                xt = lt.forward(&xt, &xt)?;
+            }
+        }
+        let x = x
+            .reshape((b, t1, f, c))?
+            .permute((0, 3, 2, 1))?
+            .contiguous()?;
+        let xt = xt.transpose(1, 2)?.contiguous()?;
+        Ok((x, xt))
+    }
+}
+
+/// `create_sin_embedding`: `[1, T, C]`, cosines then sines.
+fn sin_embedding(length: usize, dim: usize, max_period: f64, dev: &Device) -> Result<Tensor> {
+    let half = dim / 2;
+    // float32 throughout, as the reference computes it.
+    let periods: Vec<f32> = (0..half)
+        .map(|i| (max_period as f32).powf(i as f32 / (half as f32 - 1.0)))
+        .collect();
+    let mut v = vec![0f32; length * dim];
+    for p in 0..length {
+        for (i, period) in periods.iter().enumerate() {
+            let phase = p as f32 / period;
+            v[p * dim + i] = phase.cos();
+            v[p * dim + half + i] = phase.sin();
+        }
+    }
+    Ok(Tensor::from_vec(v, (1, length, dim), dev)?)
+}
+
+/// `create_2d_sin_embedding` laid out as the flattened tokens: `[1, T1 * F, C]`, the first half
+/// of the channels coding time (width), the second frequency (height), sin/cos interleaved.
+fn sin_embedding_2d(
+    dim: usize,
+    height: usize,
+    width: usize,
+    max_period: f64,
+    dev: &Device,
+) -> Result<Tensor> {
+    let half = dim / 2;
+    // torch computes div_term in float32 from exp(); keep the same rounding.
+    let div: Vec<f32> = (0..half)
+        .step_by(2)
+        .map(|i| ((i as f32) * -((max_period.ln() / half as f64) as f32)).exp())
+        .collect();
+    let mut v = vec![0f32; width * height * dim];
+    for t in 0..width {
+        for fr in 0..height {
+            let base = (t * height + fr) * dim;
+            for (j, d) in div.iter().enumerate() {
+                let (pw, ph) = (t as f32 * d, fr as f32 * d);
+                v[base + 2 * j] = pw.sin();
+                v[base + 2 * j + 1] = pw.cos();
+                v[base + half + 2 * j] = ph.sin();
+                v[base + half + 2 * j + 1] = ph.cos();
+            }
+        }
+    }
+    Ok(Tensor::from_vec(v, (1, width * height, dim), dev)?)
+}
