@@ -207,10 +207,11 @@ fn assert_same(a: &[f32], b: &[f32], what: &str) {
 async fn an_owner_cancels_a_running_separation() {
     let (_infra, svc, _models) = start().await;
     let alice = svc.token("alice", &[]);
-    // A minute with ten shifts is hundreds of segments: far longer than the test waits.
+    // A minute cut every 0.1 s (overlap 0.9), ten times over: thousands of segments, far
+    // longer than the test waits.
     let long = common::melody_wav(&[(196.0, 60.0)], 44_100, 1);
     let file = svc.ready_file(&alice, "long.wav", long).await;
-    let job = process(&svc, &alice, &file, json!({"shifts": 10})).await;
+    let job = process(&svc, &alice, &file, json!({"shifts": 10, "overlap": 0.9})).await;
     svc.wait_job(&alice, &file, &job, |j| {
         j["progress"].as_f64().unwrap_or(0.0) > 2.0
     })
