@@ -115,6 +115,11 @@ pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
                 .context("starting the whisper worker (processor.models_dir)")?;
             Ok(Arc::new(m))
         }
+        "demucs" => {
+            let m = roar_processors::demucs::Demucs::new(&cfg.processor.models_dir)
+                .context("starting the demucs worker (processor.models_dir)")?;
+            Ok(Arc::new(m))
+        }
         m if topics::MODELS.contains(&m) => {
             anyhow::bail!("model {m} is not built into this binary yet")
         }

@@ -184,6 +184,14 @@ pub fn models() -> Vec<ModelSpec> {
                     Some(json!(320)),
                     "kbit/s when format is mp3",
                 ),
+                p(
+                    "clip",
+                    Enum {
+                        values: &["rescale", "clamp"],
+                    },
+                    Some(json!("rescale")),
+                    "clipping protection: scale the stem down to fit, or clamp samples",
+                ),
             ],
         },
         ModelSpec {

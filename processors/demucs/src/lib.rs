@@ -37,6 +37,7 @@ pub trait SegmentModel: Send + Sync {
     /// The training segment in samples; longer inputs must be split by the caller.
     fn segment_samples(&self) -> usize;
     /// `[batch, audio_channels, length]` with `length <= segment_samples()` →
-    /// `[batch, sources, audio_channels, length]`.
+    /// `[batch, sources, audio_channels, length]`. The apply loop builds `mix` on the CPU; the
+    /// model moves it to its own device (`to_device` is free when they already match).
     fn forward(&self, mix: &candle_core::Tensor) -> Result<candle_core::Tensor>;
 }
