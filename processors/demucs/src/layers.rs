@@ -142,32 +142,74 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
 
 /// A 2-D convolution with a square kernel and "same" padding (the decoder's rewrite over
 /// frequency and time), or a 1x1 one run as a channel matmul.
+///
+/// The k×k case avoids an im2col matrix (k² times the input, 300 MB for the outer decoder of
+/// the released models): on the zero-padded input flattened to `[C, (F+2p)·(T+2p)]`, each tap
+/// is one gemm on a shifted window of that buffer, and the few columns that wrap across rows
+/// are dropped at the end.
 struct Conv2dSame {
-    weight: Tensor,
+    /// `taps[a * k + b]`: `[cout, cin]` weights of tap (a, b).
+    taps: Vec<Tensor>,
     bias: Tensor,
-    pad: usize,
+    k: usize,
 }
 
 impl Conv2dSame {
     fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Self> {
+        let w = vb.get((cout, cin, k, k), "weight")?;
+        let mut taps = Vec::with_capacity(k * k);
+        for a in 0..k {
+            for b in 0..k {
+                taps.push(
+                    w.narrow(2, a, 1)?
+                        .narrow(3, b, 1)?
+                        .reshape((cout, cin))?
+                        .contiguous()?,
+                );
+            }
+        }
         Ok(Self {
-            weight: vb.get((cout, cin, k, k), "weight")?,
+            taps,
             bias: vb.get(cout, "bias")?,
-            pad: k / 2,
+            k,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, f, t) = x.dims4()?;
-        let (co, _, k, _) = self.weight.dims4()?;
-        let y = if k == 1 {
-            let w = self.weight.reshape((co, c, 1))?;
-            x.reshape((b, c, f * t))?
-                .conv1d(&w, 0, 1, 1, 1)?
+        let co = self.taps[0].dim(0)?;
+        if self.k == 1 {
+            let y = self.taps[0].broadcast_matmul(&x.reshape((b, c, f * t))?)?;
+            return Ok(y
                 .reshape((b, co, f, t))?
-        } else {
-            x.conv2d(&self.weight, self.pad, 1, 1, 1)?
-        };
+                .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?);
+        }
+        let p = self.k / 2;
+        let (fp, tp) = (f + 2 * p, t + 2 * p);
+        let mut items = Vec::with_capacity(b);
+        for i in 0..b {
+            let xp = x
+                .get(i)?
+                .pad_with_zeros(1, p, p)?
+                .pad_with_zeros(2, p, p)?
+                .reshape((c, fp * tp))?
+                .pad_with_zeros(1, 0, 2 * p)?;
+            let cols = f * tp;
+            let mut y: Option<Tensor> = None;
+            for a in 0..self.k {
+                for bb in 0..self.k {
+                    let window = xp.narrow(1, a * tp + bb, cols)?;
+                    let part = self.taps[a * self.k + bb].matmul(&window)?;
+                    y = Some(match y {
+                        Some(y) => (y + part)?,
+                        None => part,
+                    });
+                }
+            }
+            let y = y.expect("k >= 1").reshape((co, f, tp))?.narrow(2, 0, t)?;
+            items.push(y);
+        }
+        let y = Tensor::stack(&items, 0)?;
         Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
     }
 }
@@ -208,10 +250,43 @@ pub struct DConv {
     layers: Vec<DConvLayer>,
 }
 
+/// A stride-1 "same" conv that runs on [`fast::ConvRows`] on the CPU and candle elsewhere.
+struct RowConv {
+    candle: Conv1d,
+    fast: Option<fast::ConvRows>,
+}
+
+impl RowConv {
+    fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize, dilation: usize) -> Result<Self> {
+        let cfg = Conv1dConfig {
+            padding: dilation * (k / 2),
+            dilation,
+            ..Default::default()
+        };
+        let candle = conv1d(vb, cin, cout, k, cfg)?;
+        let fast = match candle.bias() {
+            Some(b) if candle.weight().device().is_cpu() => {
+                Some(fast::ConvRows::new(candle.weight(), b, dilation)?)
+            }
+            _ => None,
+        };
+        Ok(Self { candle, fast })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.fast {
+            Some(f) if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
+                Ok(f.forward(x)?)
+            }
+            _ => Ok(self.candle.forward(x)?),
+        }
+    }
+}
+
 struct DConvLayer {
-    conv: Conv1d,
+    conv: RowConv,
     norm1: GroupNorm,
-    proj: Conv1d,
+    proj: RowConv,
     norm2: GroupNorm,
     scale: Tensor,
 }
@@ -224,15 +299,10 @@ impl DConv {
             .map(|d| {
                 let vb = vb.pp(d.to_string());
                 let dilation = 1usize << d;
-                let cfg1 = Conv1dConfig {
-                    padding: dilation,
-                    dilation,
-                    ..Default::default()
-                };
                 Ok(DConvLayer {
-                    conv: conv1d(vb.pp("0"), channels, hidden, 3, cfg1)?,
+                    conv: RowConv::load(vb.pp("0"), channels, hidden, 3, dilation)?,
                     norm1: GroupNorm::load(vb.pp("1"), 1, hidden)?,
-                    proj: conv1d(vb.pp("3"), hidden, 2 * channels, 1, Default::default())?,
+                    proj: RowConv::load(vb.pp("3"), hidden, 2 * channels, 1, 1)?,
                     norm2: GroupNorm::load(vb.pp("4"), 1, 2 * channels)?,
                     scale: vb
                         .pp("6")
@@ -466,6 +536,36 @@ impl TimeDecoder {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn row_conv_matches_candle_for_many_short_and_one_long_item() {
+        let dev = Device::Cpu;
+        for (n, t, k, dil) in [(9, 50, 3, 2), (1, 9000, 3, 1), (4, 33, 1, 1)] {
+            let x = Tensor::randn(0f32, 1., (n, 5, t), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1., (7, 5, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1., 7, &dev).unwrap();
+            let want = x
+                .conv1d(&w, dil * (k / 2), 1, dil, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 7, 1)).unwrap())
+                .unwrap();
+            let got = fast::ConvRows::new(&w, &b, dil)
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            let d: f32 = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(d < 1e-4, "n{n} t{t} k{k}: {d}");
+        }
+    }
 
     #[test]
     fn transposed_conv_matches_the_definition_for_every_batch_item() {
