@@ -9,6 +9,9 @@ pub enum DemucsError {
     /// A weights or config file exists but does not describe the expected model.
     #[error("invalid demucs weights {path}: {message}")]
     InvalidWeights { path: PathBuf, message: String },
+    /// Downloading official weights failed (network, HTTP status); trying again may help.
+    #[error("downloading {url}: {message}")]
+    Download { url: String, message: String },
     /// The caller asked for something the model cannot do (bad shape, bad option).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -22,10 +25,13 @@ pub enum DemucsError {
 }
 
 impl DemucsError {
-    /// Whether trying again might succeed (device errors, I/O); bad input and missing weights
+    /// Whether trying again might succeed (device errors, I/O, downloads); bad input and missing weights
     /// will not go away.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DemucsError::Candle(_) | DemucsError::Io(_))
+        matches!(
+            self,
+            DemucsError::Candle(_) | DemucsError::Io(_) | DemucsError::Download { .. }
+        )
     }
 }
 

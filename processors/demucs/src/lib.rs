@@ -9,9 +9,12 @@
 //! segments when asked. Memory is bounded by the segment, not the track.
 
 pub mod apply;
+pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod fast;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod layers;
 pub mod model;
 mod random;
