@@ -2,11 +2,11 @@
 //! `hub`), so that users get `<models_dir>/demucs/<variation>/` without Python.
 //!
 //! Each checkpoint is fetched from `<root>/<file>` (the reference's `demucs/remote/files.txt`
-//! layout, [`DEFAULT_ROOT`] unless the caller says otherwise), checked against the sha256
-//! prefix in its name (`<sig>-<sha256 prefix>.th`, the reference's rule), converted by
-//! [`Checkpoint`] and written as `model.safetensors` or, for a bag, `<sig>.safetensors` per
-//! member plus `bag.json`. Files are written under `.part` names and renamed when complete, and
-//! the `.th` is removed once converted.
+//! layout; [`DEFAULT_ROOT`] unless the caller says otherwise; a local directory works too),
+//! checked against the sha256 prefix in its name (`<sig>-<sha256 prefix>.th`, the reference's
+//! rule), converted by [`Checkpoint`] and written as `model.safetensors` or, for a bag,
+//! `<sig>.safetensors` per member plus `bag.json`. Files are written under `.part` names and
+//! renamed when complete, and the `.th` is removed once converted.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -85,7 +85,8 @@ pub fn fetch(demucs_dir: &Path, variation: &str, root: &str, force: bool) -> Res
     fetch_release(demucs_dir, &release(variation)?, root, force)
 }
 
-/// Fetches and converts any [`Release`]. With `force` false, a variation whose
+/// Fetches and converts any [`Release`]. `root` is an HTTP(S) URL or a local directory holding
+/// the same layout. With `force` false, a variation whose
 /// `model.safetensors` or `bag.json` already exists is left alone.
 pub fn fetch_release(
     demucs_dir: &Path,
@@ -117,13 +118,8 @@ pub fn fetch_release(
     let mut members = Vec::new();
     for file in &release.files {
         let (name, sig, sha) = split_name(file)?;
-        let url = format!(
-            "{}/{}",
-            root.trim_end_matches('/'),
-            file.trim_start_matches('/')
-        );
         let th = dest.join(name);
-        download(&agent, &url, &th, sha)?;
+        download(open_source(&agent, root, file)?, &th, sha)?;
         let ckpt = Checkpoint::read(&th)?;
         let out = if single {
             marker.clone()
@@ -161,27 +157,44 @@ fn split_name(file: &str) -> Result<(&str, &str, &str)> {
         })
 }
 
-/// Streams `url` into `path`, hashing on the way; the file only gets its name once complete
-/// and verified.
-fn download(agent: &ureq::Agent, url: &str, path: &Path, sha_prefix: &str) -> Result<()> {
-    let fail = |message: String| DemucsError::Download {
-        url: url.to_string(),
-        message,
-    };
-    let response = agent.get(url).call().map_err(|e| match e {
-        ureq::Error::Status(code, r) => fail(format!("HTTP {code} {}", r.status_text())),
-        ureq::Error::Transport(t) => fail(t.to_string()),
+/// Where a checkpoint comes from: an HTTP(S) URL, or a file under a local directory root
+/// (for machines without network, after copying the `.th` files over).
+fn open_source(agent: &ureq::Agent, root: &str, file: &str) -> Result<(String, Box<dyn Read>)> {
+    let file = file.trim_start_matches('/');
+    if root.starts_with("http://") || root.starts_with("https://") {
+        let url = format!("{}/{file}", root.trim_end_matches('/'));
+        let fail = |message: String| DemucsError::Download {
+            url: url.clone(),
+            message,
+        };
+        let response = agent.get(&url).call().map_err(|e| match e {
+            ureq::Error::Status(code, r) => fail(format!("HTTP {code} {}", r.status_text())),
+            ureq::Error::Transport(t) => fail(t.to_string()),
+        })?;
+        return Ok((url, Box::new(response.into_reader())));
+    }
+    let local = Path::new(root).join(file);
+    let f = std::fs::File::open(&local).map_err(|e| DemucsError::Download {
+        url: local.display().to_string(),
+        message: e.to_string(),
     })?;
+    Ok((local.display().to_string(), Box::new(f)))
+}
+
+/// Streams the source into `path`, hashing on the way; the file only gets its name once
+/// complete and verified.
+fn download(source: (String, Box<dyn Read>), path: &Path, sha_prefix: &str) -> Result<()> {
+    let (url, mut reader) = source;
     let tmp = part_path(path);
     let result = (|| {
-        let mut reader = response.into_reader();
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| fail(format!("reading the body: {e}")))?;
+            let n = reader.read(&mut buf).map_err(|e| DemucsError::Download {
+                url: url.clone(),
+                message: format!("reading the body: {e}"),
+            })?;
             if n == 0 {
                 break;
             }

@@ -157,6 +157,35 @@ fn a_downloaded_checkpoint_converts_into_the_same_model() {
 }
 
 #[test]
+fn a_local_directory_serves_as_root_offline() {
+    let (_, name) = th_fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let release = Release {
+        variation: "tiny".into(),
+        files: vec![name],
+        weights: None,
+    };
+    let root = fixtures().join("hub");
+    hub::fetch_release(tmp.path(), &release, root.to_str().unwrap(), false).unwrap();
+    let sep = Separator::load(tmp.path(), "tiny", &Device::Cpu).unwrap();
+    assert_eq!(sep.samplerate(), 44_100);
+    // The committed fixture itself is left where it was.
+    assert!(th_fixture().0.is_file());
+    let err = hub::fetch_release(
+        tmp.path(),
+        &single("other", "0cafe000-1.th"),
+        "/nonexistent",
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/hybrid_transformer/0cafe000-1.th"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bag_is_written_with_its_members_and_weights() {
     let (th, name) = th_fixture();
     // Same content under two signatures: the checksum part of the name still holds.
