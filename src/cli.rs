@@ -47,6 +47,8 @@ enum Cmd {
         /// Print the catalogue as JSON.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<ModelsCmd>,
     },
     /// Ask again for a model's jobs on the files that had them (new variation or version), so
     /// new outputs appear beside the old ones.
@@ -76,6 +78,25 @@ enum Cmd {
         /// Lifetime in seconds (default auth.token_ttl_seconds).
         #[arg(long)]
         ttl: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCmd {
+    /// Download a model's official weights into processor.models_dir, converted to roar's
+    /// layout (e.g. `roar models fetch demucs htdemucs_ft`).
+    Fetch {
+        /// Only `demucs` for now.
+        model: String,
+        /// htdemucs | htdemucs_ft | htdemucs_6s
+        variation: String,
+        /// Where the checkpoints are: a URL root or a local directory with the same layout
+        /// (default: the official one).
+        #[arg(long, env = "ROAR_DEMUCS_URL_ROOT")]
+        url_root: Option<String>,
+        /// Download again even when the weights are already there.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -123,7 +144,34 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Topics => services::bootstrap_topics(&cfg).await,
-        Cmd::Models { json } => {
+        Cmd::Models {
+            action:
+                Some(ModelsCmd::Fetch {
+                    model,
+                    variation,
+                    url_root,
+                    force,
+                }),
+            ..
+        } => {
+            anyhow::ensure!(
+                model == "demucs",
+                "`roar models fetch` downloads demucs weights only, not {model:?}"
+            );
+            let dir = cfg.processor.models_dir.join("demucs");
+            let root = roar_demucs::hub::resolve_root(url_root.as_deref());
+            eprintln!(
+                "fetching demucs {variation} from {root} into {}",
+                dir.display()
+            );
+            let dest = tokio::task::spawn_blocking(move || {
+                roar_demucs::hub::fetch(&dir, &variation, &root, force)
+            })
+            .await??;
+            println!("{}", dest.display());
+            Ok(())
+        }
+        Cmd::Models { json, .. } => {
             print!("{}", services::describe_models(&cfg, json));
             Ok(())
         }
