@@ -83,7 +83,7 @@ impl FreqConvTr {
         let (b, c, f, t) = x.dims4()?;
         let co = self.w_taps.dim(0)? / self.k;
         let s = self.stride;
-        if self.k % s != 0 {
+        if !self.k.is_multiple_of(s) {
             let x = x.permute((0, 3, 1, 2))?.reshape((b * t, c, f))?;
             let y = conv_transpose1d(&x, &self.weight, s)?;
             let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
