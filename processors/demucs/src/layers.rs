@@ -50,32 +50,74 @@ impl FreqConv {
     }
 }
 
-/// Frequency-axis transposed convolution (`ConvTranspose2d` with a `[K, 1]` kernel).
+/// Frequency-axis transposed convolution (`ConvTranspose2d` with a `[K, 1]` kernel), done in
+/// the tensor's own layout: one gemm of all taps against `[C, F·T]`, then an overlap-add of
+/// the `K / stride` tap blocks along frequency (no permutes of the input).
 struct FreqConvTr {
+    /// `[cout * K, cin]`
+    w_taps: Tensor,
+    /// `[cin, cout, K]` for kernels that are not a multiple of the stride.
     weight: Tensor,
     bias: Tensor,
     stride: usize,
+    k: usize,
 }
 
 impl FreqConvTr {
     fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Self> {
         let weight = vb.get((cin, cout, k, 1), "weight")?.squeeze(3)?;
+        let w_taps = weight
+            .permute((1, 2, 0))?
+            .contiguous()?
+            .reshape((cout * k, cin))?;
         Ok(Self {
+            w_taps,
             weight,
             bias: vb.get(cout, "bias")?,
             stride,
+            k,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, f, t) = x.dims4()?;
-        let x = x.permute((0, 3, 1, 2))?.reshape((b * t, c, f))?;
-        let y = conv_transpose1d(&x, &self.weight, self.stride)?;
-        let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
-        let (_, co, fo) = y.dims3()?;
-        Ok(y.reshape((b, t, co, fo))?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?)
+        let co = self.w_taps.dim(0)? / self.k;
+        let s = self.stride;
+        if !self.k.is_multiple_of(s) {
+            let x = x.permute((0, 3, 1, 2))?.reshape((b * t, c, f))?;
+            let y = conv_transpose1d(&x, &self.weight, s)?;
+            let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+            let (_, co, fo) = y.dims3()?;
+            return Ok(y
+                .reshape((b, t, co, fo))?
+                .permute((0, 2, 3, 1))?
+                .contiguous()?);
+        }
+        let m = self.k / s;
+        let mut items = Vec::with_capacity(b);
+        for i in 0..b {
+            let cols = self
+                .w_taps
+                .matmul(&x.get(i)?.reshape((c, f * t))?)?
+                .reshape((co, m, s, f, t))?;
+            let mut out: Option<Tensor> = None;
+            for r in 0..m {
+                // Tap block r of input row j lands on output rows (j + r) * s .. + s.
+                let part = cols
+                    .narrow(1, r, 1)?
+                    .squeeze(1)?
+                    .transpose(1, 2)?
+                    .pad_with_zeros(1, r, m - 1 - r)?;
+                out = Some(match out {
+                    Some(o) => (o + part)?,
+                    None => part,
+                });
+            }
+            let out = out.expect("kernel at least one stride long");
+            items.push(out.reshape((co, (f + m - 1) * s, t))?);
+        }
+        let y = Tensor::stack(&items, 0)?;
+        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
     }
 }
 
@@ -143,13 +185,14 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
 /// A 2-D convolution with a square kernel and "same" padding (the decoder's rewrite over
 /// frequency and time), or a 1x1 one run as a channel matmul.
 ///
-/// The k×k case avoids an im2col matrix (k² times the input, 300 MB for the outer decoder of
-/// the released models): on the zero-padded input flattened to `[C, (F+2p)·(T+2p)]`, each tap
-/// is one gemm on a shifted window of that buffer, and the few columns that wrap across rows
-/// are dropped at the end.
+/// The k×k case avoids a full im2col matrix (k² times the input, 300 MB for the outer decoder
+/// of the released models). On the zero-padded input flattened to `[C, (F+2p)·(T+2p)]`, a tap
+/// (a, b) is a shifted window of that buffer; the k time taps of a row are stacked into the
+/// contraction (`[k·C, ·]`, k times the input), so each frequency tap is one gemm with a
+/// k-times deeper contraction, and the few columns that wrap across rows are dropped.
 struct Conv2dSame {
-    /// `taps[a * k + b]`: `[cout, cin]` weights of tap (a, b).
-    taps: Vec<Tensor>,
+    /// `rows[a]`: `[cout, k * cin]`, the weights of taps (a, 0..k), time tap major.
+    rows: Vec<Tensor>,
     bias: Tensor,
     k: usize,
 }
@@ -157,19 +200,18 @@ struct Conv2dSame {
 impl Conv2dSame {
     fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Self> {
         let w = vb.get((cout, cin, k, k), "weight")?;
-        let mut taps = Vec::with_capacity(k * k);
-        for a in 0..k {
-            for b in 0..k {
-                taps.push(
-                    w.narrow(2, a, 1)?
-                        .narrow(3, b, 1)?
-                        .reshape((cout, cin))?
-                        .contiguous()?,
-                );
-            }
-        }
+        let rows = (0..k)
+            .map(|a| {
+                // [cout, cin, k(b)] -> [cout, k(b), cin] -> [cout, k * cin]
+                Ok(w.narrow(2, a, 1)?
+                    .squeeze(2)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((cout, k * cin))?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            taps,
+            rows,
             bias: vb.get(cout, "bias")?,
             k,
         })
@@ -177,14 +219,15 @@ impl Conv2dSame {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, f, t) = x.dims4()?;
-        let co = self.taps[0].dim(0)?;
-        if self.k == 1 {
-            let y = self.taps[0].broadcast_matmul(&x.reshape((b, c, f * t))?)?;
+        let co = self.rows[0].dim(0)?;
+        let k = self.k;
+        if k == 1 {
+            let y = self.rows[0].broadcast_matmul(&x.reshape((b, c, f * t))?)?;
             return Ok(y
                 .reshape((b, co, f, t))?
                 .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?);
         }
-        let p = self.k / 2;
+        let p = k / 2;
         let (fp, tp) = (f + 2 * p, t + 2 * p);
         let mut items = Vec::with_capacity(b);
         for i in 0..b {
@@ -194,17 +237,22 @@ impl Conv2dSame {
                 .pad_with_zeros(2, p, p)?
                 .reshape((c, fp * tp))?
                 .pad_with_zeros(1, 0, 2 * p)?;
+            // Time taps stacked: row block bb holds the buffer shifted by bb.
+            let width = fp * tp;
+            let stacked = Tensor::cat(
+                &(0..k)
+                    .map(|bb| xp.narrow(1, bb, width))
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+                0,
+            )?;
             let cols = f * tp;
             let mut y: Option<Tensor> = None;
-            for a in 0..self.k {
-                for bb in 0..self.k {
-                    let window = xp.narrow(1, a * tp + bb, cols)?;
-                    let part = self.taps[a * self.k + bb].matmul(&window)?;
-                    y = Some(match y {
-                        Some(y) => (y + part)?,
-                        None => part,
-                    });
-                }
+            for (a, w) in self.rows.iter().enumerate() {
+                let part = w.matmul(&stacked.narrow(1, a * tp, cols)?)?;
+                y = Some(match y {
+                    Some(y) => (y + part)?,
+                    None => part,
+                });
             }
             let y = y.expect("k >= 1").reshape((co, f, tp))?.narrow(2, 0, t)?;
             items.push(y);

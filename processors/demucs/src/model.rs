@@ -6,7 +6,7 @@ use candle_nn::{Conv1d, VarBuilder};
 
 use crate::config::HTDemucsConfig;
 use crate::layers::{FreqDecoder, FreqEncoder, LayerSpec, TimeDecoder, TimeEncoder};
-use crate::stft::Spectrogram;
+use crate::stft::{DftBasis, Spectrogram};
 use crate::transformer::CrossTransformer;
 use crate::{DemucsError, Result, SegmentModel};
 
@@ -22,6 +22,8 @@ struct Bottom {
 pub struct HTDemucs {
     cfg: HTDemucsConfig,
     stft: Spectrogram,
+    /// The convolutional STFT, used on devices other than the CPU.
+    dft: Option<DftBasis>,
     encoder: Vec<FreqEncoder>,
     tencoder: Vec<TimeEncoder>,
     decoder: Vec<FreqDecoder>,
@@ -142,9 +144,16 @@ impl HTDemucs {
         } else {
             None
         };
+        let device = vb.device().clone();
+        let dft = if device.is_cpu() {
+            None
+        } else {
+            Some(DftBasis::new(cfg.nfft, &device)?)
+        };
         Ok(Self {
             cfg: cfg.clone(),
             stft: Spectrogram::new(cfg.nfft),
+            dft,
             encoder,
             tencoder,
             decoder: decoder.into_iter().map(|(_, d)| d).collect(),
@@ -152,8 +161,15 @@ impl HTDemucs {
             freq_emb,
             bottom,
             transformer,
-            device: vb.device().clone(),
+            device,
         })
+    }
+
+    /// Runs the STFT as convolutions even on the CPU (what GPUs use); for tests that prove
+    /// that path against the reference where no GPU is at hand.
+    pub fn use_dft_basis(&mut self) -> Result<()> {
+        self.dft = Some(DftBasis::new(self.cfg.nfft, &self.device)?);
+        Ok(())
     }
 
     pub fn config(&self) -> &HTDemucsConfig {
@@ -197,7 +213,10 @@ impl HTDemucs {
         } else {
             mix
         };
-        let z = self.stft.spec_cac(&mix)?;
+        let z = match &self.dft {
+            Some(d) => d.spec_cac(&mix)?,
+            None => self.stft.spec_cac(&mix)?,
+        };
         trace("spec", &z);
         let (_, _, fq, frames) = z.dims4()?;
         let (x, mean, std) = normalise(&z)?;
@@ -254,7 +273,10 @@ impl HTDemucs {
         let x = x
             .broadcast_mul(&std.unsqueeze(1)?)?
             .broadcast_add(&mean.unsqueeze(1)?)?;
-        let x = self.stft.ispec_cac(&x, training)?;
+        let x = match &self.dft {
+            Some(d) => d.ispec_cac(&x, training)?,
+            None => self.stft.ispec_cac(&x, training)?,
+        };
         let xt = xt.reshape((b, sources, channels, training))?;
         let xt = xt
             .broadcast_mul(&stdt.unsqueeze(1)?)?

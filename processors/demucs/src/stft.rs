@@ -3,8 +3,11 @@
 //! `normalized=True`) plus HTDemucs' own framing (`_spec` / `_ispec`): the signal is
 //! reflect-padded by 1.5 hops so that frame `t` of the output is centred on sample `t * hop`,
 //! the Nyquist bin and two frames at each end are dropped, and complex values travel as pairs
-//! of real channels (complex-as-channels). candle has no FFT, so this runs on the CPU with
-//! realfft, one signal per rayon task; tensors on another device are copied through the host.
+//! of real channels (complex-as-channels). candle has no FFT, so on the CPU this runs with
+//! realfft, one signal per rayon task; on a GPU the transforms are convolutions with a
+//! windowed DFT basis ([`DftBasis`]): a strided conv1d for the analysis and a transposed one
+//! (whose overlap-add is the iSTFT's) for the synthesis, so the spectrogram never leaves the
+//! device.
 
 use std::sync::Arc;
 
@@ -168,6 +171,110 @@ impl Spectrogram {
     }
 }
 
+/// The STFT as convolutions with a windowed DFT basis, for devices without realfft.
+pub struct DftBasis {
+    /// `[2 * bins, 1, nfft]`: rows `f` give Re X[f], rows `bins + f` Im X[f] (window and
+    /// normalisation included).
+    analysis: Tensor,
+    /// `[2 * bins, nfft]`: the windowed inverse transform of each real and imaginary bin.
+    synthesis: Tensor,
+    /// Sum of squared windows over the frames of a segment, computed on the host per length.
+    nfft: usize,
+    hop: usize,
+    window: Vec<f32>,
+}
+
+impl DftBasis {
+    pub fn new(nfft: usize, device: &Device) -> Result<Self> {
+        let bins = nfft / 2;
+        let window: Vec<f32> = (0..nfft)
+            .map(|n| {
+                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / nfft as f64).cos()) as f32
+            })
+            .collect();
+        let fwd_scale = 1.0 / (nfft as f64).sqrt();
+        let inv_scale = (nfft as f64).sqrt() / nfft as f64;
+        let mut analysis = vec![0f32; 2 * bins * nfft];
+        let mut synthesis = vec![0f32; 2 * bins * nfft];
+        for f in 0..bins {
+            // Only the kept bins: the reference drops Nyquist, and the inverse sees it as zero.
+            let weight = if f == 0 { 1.0 } else { 2.0 };
+            for n in 0..nfft {
+                // (f * n) mod nfft keeps the angle small, so the basis is exact to float64.
+                let phase = 2.0 * std::f64::consts::PI * ((f * n) % nfft) as f64 / nfft as f64;
+                let w = f64::from(window[n]);
+                analysis[f * nfft + n] = (w * phase.cos() * fwd_scale) as f32;
+                analysis[(bins + f) * nfft + n] = (-w * phase.sin() * fwd_scale) as f32;
+                synthesis[f * nfft + n] = (weight * w * phase.cos() * inv_scale) as f32;
+                synthesis[(bins + f) * nfft + n] = (-weight * w * phase.sin() * inv_scale) as f32;
+            }
+        }
+        Ok(Self {
+            analysis: Tensor::from_vec(analysis, (2 * bins, 1, nfft), device)?,
+            synthesis: Tensor::from_vec(synthesis, (2 * bins, nfft), device)?,
+            nfft,
+            hop: nfft / 4,
+            window,
+        })
+    }
+
+    /// As [`Spectrogram::spec_cac`].
+    pub fn spec_cac(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, l) = x.dims3()?;
+        let (nfft, hop) = (self.nfft, self.hop);
+        let bins = nfft / 2;
+        let frames = l.div_ceil(hop);
+        // Reflect padding on the host: a few MB, and candle has no reflect pad.
+        let rows: Vec<Vec<f32>> = x
+            .to_dtype(candle_core::DType::F32)?
+            .reshape((b * c, l))?
+            .to_vec2()?;
+        let pad = hop / 2 * 3;
+        let padded: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| {
+                let inner = reflect_pad(r, pad, pad + frames * hop - r.len());
+                reflect_pad(&inner, nfft / 2, nfft / 2)
+            })
+            .collect();
+        let lp = padded.len() / (b * c);
+        let signal = Tensor::from_vec(padded, (b * c, 1, lp), &Device::Cpu)?
+            .to_device(self.analysis.device())?;
+        let z = signal.conv1d(&self.analysis, 0, hop, 1, 1)?; // [N, 2 bins, frames + 4]
+        let z = z.narrow(2, 2, frames)?.reshape((b, c, 2, bins, frames))?;
+        Ok(z.reshape((b, 2 * c, bins, frames))?.to_device(x.device())?)
+    }
+
+    /// As [`Spectrogram::ispec_cac`].
+    pub fn ispec_cac(&self, z: &Tensor, length: usize) -> Result<Tensor> {
+        let (b, s, c2, bins, frames) = z.dims5()?;
+        let (nfft, hop) = (self.nfft, self.hop);
+        let n = b * s * c2 / 2;
+        let z = z
+            .to_device(self.synthesis.device())?
+            .reshape((n, 2 * bins, frames))?;
+        // Two silent frames at each end, as `_ispec` pads before istft.
+        let z = z.pad_with_zeros(2, 2, 2)?;
+        let total = frames + 4;
+        let y = crate::layers::conv_transpose1d(&z, &self.synthesis.unsqueeze(1)?, hop)?; // [N, 1, len]
+        let full_len = nfft + hop * (total - 1);
+        let mut env = vec![0f32; full_len];
+        for t in 0..total {
+            for (i, w) in self.window.iter().enumerate() {
+                env[t * hop + i] += w * w;
+            }
+        }
+        let offset = nfft / 2 + hop / 2 * 3;
+        let inv: Vec<f32> = env[offset..offset + length]
+            .iter()
+            .map(|e| if *e > 1e-11 { 1.0 / e } else { 0.0 })
+            .collect();
+        let inv = Tensor::from_vec(inv, (1, 1, length), y.device())?;
+        let y = y.narrow(2, offset, length)?.broadcast_mul(&inv)?;
+        Ok(y.reshape((b, s, c2 / 2, length))?.to_device(z.device())?)
+    }
+}
+
 /// `pad1d(..., mode="reflect")` of the reference: reflection without repeating the edge, and
 /// zeros first when the signal is too short to reflect that far.
 pub fn reflect_pad(x: &[f32], left: usize, right: usize) -> Vec<f32> {
@@ -207,6 +314,33 @@ mod tests {
         let p = reflect_pad(&[1.0, 2.0], 3, 3);
         assert_eq!(p.len(), 8);
         assert_eq!(&p[3..5], &[1.0, 2.0]);
+    }
+
+    #[test]
+    fn dft_basis_path_matches_realfft() {
+        let stft = Spectrogram::new(512);
+        let basis = DftBasis::new(512, &Device::Cpu).unwrap();
+        let n = 5000;
+        let x = Tensor::randn(0f32, 0.3, (2, 2, n), &Device::Cpu).unwrap();
+        let a = stft.spec_cac(&x).unwrap();
+        let b = basis.spec_cac(&x).unwrap();
+        let diff = |p: &Tensor, q: &Tensor| -> f32 {
+            (p - q)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(diff(&a, &b) < 1e-4, "analysis {}", diff(&a, &b));
+        let z = Tensor::randn(0f32, 1.0, (1, 3, 4, 256, n.div_ceil(128)), &Device::Cpu).unwrap();
+        let p = stft.ispec_cac(&z, n).unwrap();
+        let q = basis.ispec_cac(&z, n).unwrap();
+        assert!(diff(&p, &q) < 1e-4, "synthesis {}", diff(&p, &q));
     }
 
     #[test]

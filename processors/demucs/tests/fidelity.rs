@@ -77,3 +77,14 @@ fn input_shorter_than_segment_is_padded_and_trimmed_like_reference() {
     let d = max_abs_diff(&out, &io["small.output_short"]);
     assert!(d <= 1e-4, "max abs error {d}");
 }
+
+#[test]
+fn convolutional_stft_path_used_on_gpus_matches_reference() {
+    let io = io();
+    let mut model =
+        load_model(&fixtures().join("small.safetensors"), "test", &Device::Cpu).unwrap();
+    model.use_dft_basis().unwrap();
+    let out = model.forward(&io["mix"]).unwrap();
+    let d = max_abs_diff(&out, &io["small.output"]);
+    assert!(d <= 1e-4, "max abs error {d}");
+}
