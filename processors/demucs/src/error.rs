@@ -4,7 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DemucsError {
     /// The weights file for a variation is not where it should be.
-    #[error("demucs weights for {variation:?} not found: expected {path} (see processors/demucs/README.md for how to fetch or convert them)")]
+    #[error("demucs weights for {variation:?} not found: expected {path} (official variations: `roar models fetch demucs {variation}`; to convert checkpoints see processors/demucs/README.md)")]
     WeightsMissing { variation: String, path: PathBuf },
     /// A weights or config file exists but does not describe the expected model.
     #[error("invalid demucs weights {path}: {message}")]
