@@ -165,7 +165,9 @@ async fn run(cli: Cli) -> Result<()> {
                 dir.display()
             );
             let dest = tokio::task::spawn_blocking(move || {
-                roar_demucs::hub::fetch(&dir, &variation, &root, force)
+                roar_demucs::hub::fetch_with(&dir, &variation, &root, force, &mut |step| {
+                    eprintln!("{step}")
+                })
             })
             .await??;
             println!("{}", dest.display());

@@ -82,7 +82,18 @@ pub fn resolve_root(explicit: Option<&str>) -> String {
 /// Fetches the official `variation` into `demucs_dir/<variation>/` (`demucs_dir` is
 /// `<models_dir>/demucs`). Returns the variation's directory.
 pub fn fetch(demucs_dir: &Path, variation: &str, root: &str, force: bool) -> Result<PathBuf> {
-    fetch_release(demucs_dir, &release(variation)?, root, force)
+    fetch_with(demucs_dir, variation, root, force, &mut |_| {})
+}
+
+/// [`fetch`], telling `report` each step (a download takes minutes; the user should see which).
+pub fn fetch_with(
+    demucs_dir: &Path,
+    variation: &str,
+    root: &str,
+    force: bool,
+    report: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    fetch_release_with(demucs_dir, &release(variation)?, root, force, report)
 }
 
 /// Fetches and converts any [`Release`]. `root` is an HTTP(S) URL or a local directory holding
@@ -93,6 +104,17 @@ pub fn fetch_release(
     release: &Release,
     root: &str,
     force: bool,
+) -> Result<PathBuf> {
+    fetch_release_with(demucs_dir, release, root, force, &mut |_| {})
+}
+
+/// [`fetch_release`] with a `report` of each step.
+pub fn fetch_release_with(
+    demucs_dir: &Path,
+    release: &Release,
+    root: &str,
+    force: bool,
+    report: &mut dyn FnMut(&str),
 ) -> Result<PathBuf> {
     let v = &release.variation;
     if v.is_empty() || v.contains(['/', '\\']) || v.starts_with('.') {
@@ -108,6 +130,10 @@ pub fn fetch_release(
         "bag.json"
     });
     if marker.is_file() && !force {
+        report(&format!(
+            "{} is already there (--force to replace it)",
+            marker.display()
+        ));
         return Ok(dest);
     }
     std::fs::create_dir_all(&dest)?;
@@ -119,7 +145,10 @@ pub fn fetch_release(
     for file in &release.files {
         let (name, sig, sha) = split_name(file)?;
         let th = dest.join(name);
-        download(open_source(&agent, root, file)?, &th, sha)?;
+        let source = open_source(&agent, root, file)?;
+        report(&format!("downloading {}", source.0));
+        download(source, &th, sha)?;
+        report(&format!("converting {name}"));
         let ckpt = Checkpoint::read(&th)?;
         let out = if single {
             marker.clone()
@@ -127,6 +156,7 @@ pub fn fetch_release(
             dest.join(format!("{sig}.safetensors"))
         };
         ckpt.write_safetensors(&out)?;
+        report(&format!("wrote {}", out.display()));
         std::fs::remove_file(&th)?;
         members.push(out);
     }

@@ -115,7 +115,21 @@ fn a_downloaded_checkpoint_converts_into_the_same_model() {
     )]));
     let tmp = tempfile::tempdir().unwrap();
     let demucs_dir = tmp.path().join("demucs");
-    let dest = hub::fetch_release(&demucs_dir, &single("tiny", &name), &root, false).unwrap();
+    let mut steps = Vec::new();
+    let dest = hub::fetch_release_with(
+        &demucs_dir,
+        &single("tiny", &name),
+        &root,
+        false,
+        &mut |s| steps.push(s.to_string()),
+    )
+    .unwrap();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert!(
+        steps[0].starts_with("downloading http://") && steps[0].ends_with(&name),
+        "{steps:?}"
+    );
+    assert!(steps[2].ends_with("model.safetensors"), "{steps:?}");
     assert_eq!(dest, demucs_dir.join("tiny"));
     // Only the converted model remains: no `.th`, no `.part`.
     let left: Vec<_> = std::fs::read_dir(&dest)
