@@ -144,8 +144,15 @@ pub fn check_digest(path: &Path, digest: &[u8], prefix: &str) -> Result<()> {
 /// The unpickled top-level dict of the package.
 fn read_package(path: &Path) -> Result<Vec<(Object, Object)>> {
     let file = std::fs::File::open(path)?;
-    let mut zip = zip::ZipArchive::new(BufReader::new(file))
-        .map_err(|e| invalid(path, format!("not a torch.save zip archive: {e}")))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| {
+        invalid(
+            path,
+            format!(
+                "not a torch.save zip archive ({e}); a legacy-format file converts with \
+             scripts/convert_demucs.py"
+            ),
+        )
+    })?;
     let name = zip
         .file_names()
         .filter_map(|n| n.ok())

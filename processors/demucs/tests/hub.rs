@@ -336,4 +336,12 @@ fn a_checkpoint_whose_config_does_not_fit_its_tensors_is_refused() {
     // The released preset is not the small model either.
     ckpt.config = roar_demucs::HTDemucsConfig::htdemucs();
     assert!(ckpt.validate().is_err());
+    // Not a torch.save archive at all.
+    let err = Checkpoint::read(&fixtures().join("small.safetensors"))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("not a torch.save zip archive"),
+        "{err}"
+    );
 }
