@@ -11,10 +11,16 @@ use crate::fast::{self, GroupNorm};
 use crate::config::HTDemucsConfig;
 use crate::Result;
 
-/// Frequency-axis convolution: the reference's `Conv2d` with a `[K, 1]` kernel, run as a 1-D
-/// convolution over frequency with time folded into the batch.
+/// Frequency-axis convolution: the reference's `Conv2d` with a `[K, 1]` kernel. With the
+/// kernel a multiple of the stride (every HTDemucs level), the taps are gathered from the
+/// padded input viewed as `[C, F/stride, stride, T]` into one `[K·C, F'·T]` matrix and the
+/// whole level is one gemm in the tensor's own layout; otherwise it runs as a 1-D convolution
+/// over frequency with time folded into the batch.
 struct FreqConv {
+    /// `[cout, cin, K]`
     weight: Tensor,
+    /// `[cout, K * cin]`, tap major.
+    w_taps: Tensor,
     bias: Tensor,
     stride: usize,
     pad: usize,
@@ -30,8 +36,13 @@ impl FreqConv {
         pad: usize,
     ) -> Result<Self> {
         let weight = vb.get((cout, cin, k, 1), "weight")?.squeeze(3)?;
+        let w_taps = weight
+            .permute((0, 2, 1))?
+            .contiguous()?
+            .reshape((cout, k * cin))?;
         Ok(Self {
             weight,
+            w_taps,
             bias: vb.get(cout, "bias")?,
             stride,
             pad,
@@ -40,13 +51,37 @@ impl FreqConv {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, f, t) = x.dims4()?;
-        let x = x.permute((0, 3, 1, 2))?.reshape((b * t, c, f))?;
-        let y = x.conv1d(&self.weight, self.pad, self.stride, 1, 1)?;
-        let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
-        let (_, co, fo) = y.dims3()?;
-        Ok(y.reshape((b, t, co, fo))?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?)
+        let (co, _, k) = self.weight.dims3()?;
+        let (s, pad) = (self.stride, self.pad);
+        let fo = (f + 2 * pad - k) / s + 1;
+        let m = k / s;
+        let total = s * (fo + m - 1);
+        if !k.is_multiple_of(s) || total < f + pad {
+            let x = x.permute((0, 3, 1, 2))?.reshape((b * t, c, f))?;
+            let y = x.conv1d(&self.weight, pad, s, 1, 1)?;
+            let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+            return Ok(y
+                .reshape((b, t, co, fo))?
+                .permute((0, 2, 3, 1))?
+                .contiguous()?);
+        }
+        let mut items = Vec::with_capacity(b);
+        for i in 0..b {
+            let xp = x
+                .get(i)?
+                .pad_with_zeros(1, pad, total - f - pad)?
+                .reshape((c, total / s, s, t))?;
+            let mut taps = Vec::with_capacity(k);
+            for q in 0..m {
+                for r in 0..s {
+                    taps.push(xp.narrow(1, q, fo)?.narrow(2, r, 1)?.squeeze(2)?);
+                }
+            }
+            let cols = Tensor::cat(&taps, 0)?.reshape((k * c, fo * t))?;
+            items.push(self.w_taps.matmul(&cols)?.reshape((co, fo, t))?);
+        }
+        let y = Tensor::stack(&items, 0)?;
+        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
     }
 }
 
