@@ -47,25 +47,6 @@ async fn process(svc: &Services, token: &str, file: &str, params: Value) -> Stri
     body["job_id"].as_str().unwrap().to_string()
 }
 
-async fn download(svc: &Services, token: &str, output: &Value) -> Vec<u8> {
-    let url = output["url"]
-        .as_str()
-        .expect("outputs carry a download url");
-    let url = if url.starts_with("http") {
-        url.to_string()
-    } else {
-        svc.url(url)
-    };
-    let r = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{output:#}");
-    r.bytes().await.unwrap().to_vec()
-}
-
 fn names(job: &Value) -> Vec<String> {
     job["outputs"]
         .as_array()
@@ -89,7 +70,7 @@ async fn stems(svc: &Services, token: &str, job: &Value) -> Vec<(String, Decoded
     for o in job["outputs"].as_array().unwrap() {
         let name = o["path"].as_str().unwrap().rsplit('/').next().unwrap();
         let ext = name.rsplit('.').next().unwrap();
-        let bytes = download(svc, token, o).await;
+        let bytes = svc.download(token, o).await;
         let d = decode(bytes, Some(ext), 600.0).unwrap_or_else(|e| panic!("{name}: {e}"));
         out.push((name.to_string(), d));
     }

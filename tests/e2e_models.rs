@@ -28,25 +28,6 @@ fn speech_wav(text: &str) -> Vec<u8> {
     std::fs::read(wav).unwrap()
 }
 
-async fn download(svc: &Services, token: &str, output: &Value) -> Vec<u8> {
-    let url = output["url"]
-        .as_str()
-        .expect("outputs carry a download url");
-    let url = if url.starts_with("http") {
-        url.to_string()
-    } else {
-        svc.url(url)
-    };
-    let r = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{output:#}");
-    r.bytes().await.unwrap().to_vec()
-}
-
 fn output<'a>(job: &'a Value, name: &str) -> &'a Value {
     job["outputs"]
         .as_array()
@@ -110,7 +91,7 @@ async fn pitch_and_whisper_run_from_http_and_their_outputs_download() {
         .wait_job(&alice, &song, &pitch_job, |j| j["status"] == "completed")
         .await;
     let notes: Value =
-        serde_json::from_slice(&download(&svc, &alice, output(&j, "notes.json")).await).unwrap();
+        serde_json::from_slice(&svc.download(&alice, output(&j, "notes.json")).await).unwrap();
     let midi: Vec<u64> = notes
         .as_array()
         .unwrap()
@@ -126,7 +107,7 @@ async fn pitch_and_whisper_run_from_http_and_their_outputs_download() {
         .await;
     assert_eq!(j["outputs"].as_array().unwrap().len(), 5, "{j:#}");
     let text =
-        String::from_utf8(download(&svc, &alice, output(&j, "transcription.txt")).await).unwrap();
+        String::from_utf8(svc.download(&alice, output(&j, "transcription.txt")).await).unwrap();
     let text = text.to_lowercase();
     // Accuracy (WER on espeak-ng speech) is proven in roar-whisper's own tests; here the words
     // only have to come through the pipeline recognisably.
@@ -135,14 +116,12 @@ async fn pitch_and_whisper_run_from_http_and_their_outputs_download() {
         .filter(|w| text.contains(*w))
         .count();
     assert!(heard >= 3, "transcript: {text:?}");
-    let srt =
-        String::from_utf8(download(&svc, &alice, output(&j, "transcript.srt")).await).unwrap();
+    let srt = String::from_utf8(svc.download(&alice, output(&j, "transcript.srt")).await).unwrap();
     assert!(srt.starts_with("1\n") && srt.contains(" --> "), "{srt}");
-    let vtt =
-        String::from_utf8(download(&svc, &alice, output(&j, "transcript.vtt")).await).unwrap();
+    let vtt = String::from_utf8(svc.download(&alice, output(&j, "transcript.vtt")).await).unwrap();
     assert!(vtt.starts_with("WEBVTT"), "{vtt}");
     let segments: Value =
-        serde_json::from_slice(&download(&svc, &alice, output(&j, "segments.json")).await).unwrap();
+        serde_json::from_slice(&svc.download(&alice, output(&j, "segments.json")).await).unwrap();
     assert_eq!(segments["language"], "en");
     let words: Vec<&Value> = segments["segments"]
         .as_array()

@@ -268,6 +268,27 @@ impl Services {
         format!("{}{path}", self.base)
     }
 
+    /// Fetches a `/status` output through its download link (absolute, presigned, or a path
+    /// on the API); asserts 200.
+    pub async fn download(&self, token: &str, output: &Value) -> Vec<u8> {
+        let url = output["url"]
+            .as_str()
+            .expect("outputs carry a download url");
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            self.url(url)
+        };
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{output:#}");
+        r.bytes().await.unwrap().to_vec()
+    }
+
     pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {
         let r = reqwest::Client::new()
             .get(self.url(path))
