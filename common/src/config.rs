@@ -279,7 +279,7 @@ impl Default for ProcessorConfig {
 impl Default for ProjectorConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch_size: 2000,
             batch_linger_ms: 5,
             fetch_wait_ms: 10,
         }

@@ -70,11 +70,23 @@ pub async fn run(
         notify: true,
     };
     let batching = Batching::from(cfg);
-    while let Some(batch) = next_batch(&consumer, &batching, &cancel, None).await {
-        if !apply_until_done(&sink, &batch, &cancel).await {
+    // The next batch is gathered (and librdkafka's queue drained) while the current one is in
+    // its transaction, so the process is not idle while Postgres works, nor Postgres while the
+    // process decodes. Batches still apply strictly in order, one transaction at a time.
+    let mut pending = next_batch(&consumer, &batching, &cancel, None).await;
+    while let Some(batch) = pending {
+        let applying = async {
+            let done = apply_until_done(&sink, &batch, &cancel).await;
+            if done {
+                commit_hint(&consumer, &batch);
+            }
+            done
+        };
+        let (done, next) = tokio::join!(applying, next_batch(&consumer, &batching, &cancel, None));
+        if !done {
             break;
         }
-        commit_hint(&consumer, &batch);
+        pending = next;
     }
     lag_task.abort();
     tracing::info!("projector stopped");

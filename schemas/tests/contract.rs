@@ -383,3 +383,23 @@ fn no_two_union_branches_look_alike() {
     distinct::<JobEvent>();
     distinct::<ControlEvent>();
 }
+
+#[test]
+fn a_message_written_with_an_earlier_version_decodes() {
+    // control_event v1 predates WorkerAlive; a cancel written by a v1 producer must still read.
+    let v1 = apache_avro::Schema::parse_str(include_str!("../avro/history/control_event.v1.avsc"))
+        .unwrap();
+    let event = control();
+    let fp = fingerprint(&v1);
+    assert_ne!(fp, ControlEvent::schemas().current_fingerprint);
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&fp);
+    bytes.extend(apache_avro::to_avro_datum(&v1, event.to_value()).unwrap());
+    assert_eq!(decode::<ControlEvent>(&bytes).unwrap(), event);
+    // The same datum under a fingerprint nobody wrote is refused, not guessed.
+    bytes[2] ^= 0xFF;
+    assert!(matches!(
+        decode::<ControlEvent>(&bytes),
+        Err(wire::DecodeError::UnknownSchema { .. })
+    ));
+}
