@@ -31,6 +31,11 @@ impl Demucs {
     /// Serves the variations present under `models_dir/demucs/<variation>/` (a
     /// `model.safetensors` or a `bag.json`); none is an error naming the file expected.
     pub fn new(models_dir: &Path) -> Result<Self, DemucsError> {
+        // Process-wide, before any model memory exists: a demucs worker reuses its freed
+        // tensor memory instead of faulting it in again for every segment.
+        if !roar_demucs::alloc::tune_allocator() {
+            tracing::debug!("allocator settings not applied (not glibc)");
+        }
         let dir = models_dir.join("demucs");
         let variations: Vec<String> = VARIATIONS
             .iter()

@@ -5,6 +5,7 @@
 //! JSON line with the wall time and the process's peak RSS.
 //!
 //!     cargo bench -p roar-demucs --bench separate -- --mode track --seconds 60 --threads 2
+//!         [--allocator tuned|default]
 
 use std::time::Instant;
 
@@ -37,6 +38,11 @@ fn main() {
     let seconds: f64 = arg(&args, "--seconds", "60").parse().expect("--seconds");
     let threads: usize = arg(&args, "--threads", "2").parse().expect("--threads");
     let variation = arg(&args, "--variation", "htdemucs");
+    // What the demucs worker does at start-up; `--allocator default` measures glibc's defaults.
+    let allocator = arg(&args, "--allocator", "tuned");
+    if allocator == "tuned" {
+        assert!(roar_demucs::alloc::tune_allocator(), "mallopt refused");
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -71,7 +77,7 @@ fn main() {
     }
     let wall = start.elapsed().as_secs_f64();
     println!(
-        "{{\"impl\": \"roar-demucs (candle 0.11)\", \"mode\": \"{mode}\", \"audio_s\": {:.2}, \"threads\": {threads}, \"wall_s\": {wall:.3}, \"peak_rss_mib\": {:.1}}}",
+        "{{\"impl\": \"roar-demucs (candle 0.11, {allocator} allocator)\", \"mode\": \"{mode}\", \"audio_s\": {:.2}, \"threads\": {threads}, \"wall_s\": {wall:.3}, \"peak_rss_mib\": {:.1}}}",
         length as f64 / rate,
         peak_rss_mib()
     );

@@ -5,6 +5,10 @@ use candle_core::{Device, Tensor};
 use roar_demucs::{HTDemucs, HTDemucsConfig};
 
 fn main() {
+    // As the worker runs it; ROAR_DEMUCS_DEFAULT_ALLOC=1 keeps glibc's defaults for comparison.
+    if std::env::var_os("ROAR_DEMUCS_DEFAULT_ALLOC").is_none() {
+        roar_demucs::alloc::tune_allocator();
+    }
     let cfg = HTDemucsConfig::htdemucs();
     let model = HTDemucs::random(&cfg, &Device::Cpu).unwrap();
     let mix = (Tensor::randn(0f32, 1.0, (1, 2, cfg.segment_samples()), &Device::Cpu).unwrap()

@@ -559,7 +559,7 @@ impl FreqDecoder {
         Ok(if self.last {
             z.contiguous()?
         } else {
-            z.gelu_erf()?
+            fast::gelu_t(&z)?
         })
     }
 }
@@ -610,7 +610,7 @@ impl TimeDecoder {
         Ok(if self.last {
             z.contiguous()?
         } else {
-            z.gelu_erf()?
+            fast::gelu_t(&z)?
         })
     }
 }

@@ -8,6 +8,7 @@
 //! with triangular overlap-add and random shifts, reporting progress and stopping between
 //! segments when asked. Memory is bounded by the segment, not the track.
 
+pub mod alloc;
 pub mod apply;
 pub mod checkpoint;
 pub mod config;
