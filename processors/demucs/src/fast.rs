@@ -119,6 +119,26 @@ simd!(softmax_row, (d: &mut [f32], s: &[f32]), {
     d.iter_mut().for_each(|d| *d *= inv);
 });
 
+simd!(softmax_in_place, (d: &mut [f32]), {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let chunks = d.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    let max = rest.iter().chain(m.iter()).copied().fold(f32::NEG_INFINITY, f32::max);
+    d.iter_mut().for_each(|d| *d = exp(*d - max));
+    let inv = (1.0 / lane_sum(d, |v| v)) as f32;
+    d.iter_mut().for_each(|d| *d *= inv);
+});
+
+/// Softmax of each `n`-long row of `rows`, in place (the attention kernel's score rows).
+pub(crate) fn softmax_rows_in_place(rows: &mut [f32], n: usize) {
+    rows.chunks_exact_mut(n).for_each(softmax_in_place);
+}
+
 simd!(glu_slice, (d: &mut [f32], a: &[f32], g: &[f32]), {
     for ((d, a), g) in d.iter_mut().zip(a).zip(g) {
         *d = a * sigmoid(*g);

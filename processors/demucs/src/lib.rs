@@ -10,6 +10,7 @@
 
 pub mod alloc;
 pub mod apply;
+pub mod attention;
 pub mod checkpoint;
 pub mod config;
 mod error;

@@ -42,9 +42,6 @@ impl Linear {
 use crate::config::HTDemucsConfig;
 use crate::Result;
 
-/// Queries per attention block (see [`Attention::forward`]).
-const QUERY_BLOCK: usize = 64;
-
 /// `nn.MultiheadAttention` with packed input projections, no dropout, no mask.
 struct Attention {
     q: Linear,
@@ -90,19 +87,15 @@ impl Attention {
             .reshape((b, m, self.heads, d))?
             .permute((0, 2, 3, 1))?
             .contiguous()?;
-        // Queries in blocks: the full score matrix (heads × 2688² floats for the released
-        // models, ~230 MB) never exists, and each block's scores stay in cache between the
-        // two products.
-        let mut blocks = Vec::with_capacity(n.div_ceil(QUERY_BLOCK));
-        for start in (0..n).step_by(QUERY_BLOCK) {
-            let len = QUERY_BLOCK.min(n - start);
-            let att = q.narrow(2, start, len)?.matmul(&k_t)?;
-            let att = crate::fast::softmax_last_dim(&att)?;
-            blocks.push(att.matmul(&v)?);
-        }
-        let y = Tensor::cat(&blocks, 2)?
-            .transpose(1, 2)?
-            .reshape((b, n, c))?;
+        // Queries in blocks per head (`attention`): the full score matrix (heads × 2688²
+        // floats for the released models, ~230 MB) never exists.
+        let bh = b * self.heads;
+        let y = crate::attention::attention(
+            &q.reshape((bh, n, d))?,
+            &k_t.reshape((bh, d, m))?,
+            &v.reshape((bh, m, d))?,
+            self.heads,
+        )?;
         self.out.forward(&y)
     }
 }
