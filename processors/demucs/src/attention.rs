@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast::softmax_rows_in_place;
+use crate::fast::{contiguous, softmax_rows_in_place};
 
 /// Queries per task: small enough that a block of scores stays in L2.
 pub const QUERY_BLOCK: usize = 64;
@@ -33,14 +33,42 @@ impl OutPtr {
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("attention takes float32")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("attention takes contiguous tensors"),
-    }
+/// `dst = lhs @ rhs` for row-major `[m, k] × [k, n]` with the given row strides, on this
+/// thread (the caller parallelises over tasks).
+///
+/// # Safety
+/// Each pointer must address its matrix with its row stride, and `dst` must not alias the
+/// inputs.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs,
+        1,
+        lhs_rs as isize,
+        rhs,
+        1,
+        rhs_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
 impl CustomOp3 for Attention {
@@ -57,13 +85,21 @@ impl CustomOp3 for Attention {
         sv: &CpuStorage,
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k_t, v) = (slice(sq, lq)?, slice(sk, lk)?, slice(sv, lv)?);
+        let (q, k_t, v) = (
+            contiguous(sq, lq)?,
+            contiguous(sk, lk)?,
+            contiguous(sv, lv)?,
+        );
         let (bh, n, d) = lq.shape().dims3()?;
         let m = lk.shape().dims3()?.2;
-        if lk.shape().dims3()? != (bh, d, m) || lv.shape().dims3()? != (bh, m, d) {
+        let heads = self.heads;
+        if lk.shape().dims3()? != (bh, d, m)
+            || lv.shape().dims3()? != (bh, m, d)
+            || heads == 0
+            || bh % heads != 0
+        {
             candle_core::bail!("attention: q {:?}, k^T {:?}, v {:?}", lq, lk, lv)
         }
-        let heads = self.heads;
         let (b, c) = (bh / heads, heads * d);
         let blocks = n.div_ceil(QUERY_BLOCK);
         let mut out = vec![0f32; b * n * c];
@@ -83,51 +119,20 @@ impl CustomOp3 for Attention {
                 // (i, start) is rows start..start+len of item bi, columns h·d..h·d+d, which
                 // no other task writes.
                 unsafe {
-                    gemm::gemm(
-                        len,
-                        m,
-                        d,
+                    product(
+                        (len, m, d),
                         scores.as_mut_ptr(),
-                        1,
-                        m as isize,
-                        false,
+                        m,
                         q.as_ptr(),
-                        1,
-                        d as isize,
+                        d,
                         k_t.as_ptr(),
-                        1,
-                        m as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        m,
                     );
                 }
                 softmax_rows_in_place(scores, m);
                 unsafe {
-                    gemm::gemm(
-                        len,
-                        d,
-                        m,
-                        dst.at((bi * n + start) * c + h * d),
-                        1,
-                        c as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        m as isize,
-                        v.as_ptr(),
-                        1,
-                        d as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                    let out = dst.at((bi * n + start) * c + h * d);
+                    product((len, d, m), out, c, scores.as_ptr(), m, v.as_ptr(), d);
                 }
             },
         );

@@ -104,21 +104,6 @@ simd!(gelu_slice, (d: &mut [f32], s: &[f32]), {
     d.iter_mut().zip(s).for_each(|(d, s)| *d = gelu(*s));
 });
 
-simd!(softmax_row, (d: &mut [f32], s: &[f32]), {
-    let mut m = [f32::NEG_INFINITY; 8];
-    let chunks = s.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            m[i] = m[i].max(c[i]);
-        }
-    }
-    let max = rest.iter().chain(m.iter()).copied().fold(f32::NEG_INFINITY, f32::max);
-    d.iter_mut().zip(s).for_each(|(d, s)| *d = exp(s - max));
-    let inv = (1.0 / lane_sum(d, |v| v)) as f32;
-    d.iter_mut().for_each(|d| *d *= inv);
-});
-
 simd!(softmax_in_place, (d: &mut [f32]), {
     let mut m = [f32::NEG_INFINITY; 8];
     let chunks = d.chunks_exact(8);
@@ -155,7 +140,7 @@ simd!(affine_slice, (d: &mut [f32], s: &[f32], scale: f32, shift: f32, then_gelu
 
 const CHUNK: usize = 1 << 14;
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
         candle_core::bail!("fast ops take float32")
     };
@@ -202,7 +187,10 @@ impl CustomOp1 for Softmax {
         let mut dst = vec![0f32; src.len()];
         dst.par_chunks_mut(n)
             .zip(src.par_chunks(n))
-            .for_each(|(d, s)| softmax_row(d, s));
+            .for_each(|(d, s)| {
+                d.copy_from_slice(s);
+                softmax_in_place(d)
+            });
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }
