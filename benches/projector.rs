@@ -3,8 +3,8 @@
 //!   cargo bench --bench projector [-- FILES RATE...]
 //!
 //! 1. Throughput: FILES × 9 events (upload, request, started, 5 × progress, completed) are on
-//!    the topics before the projector starts; the time until its stored offsets cover all of them gives
-//!    events/s projected (batched, one transaction per batch with its offsets).
+//!    the topics before the projector starts; the time until its stored offsets cover all of
+//!    them gives events/s projected (batched, one transaction per batch with its offsets).
 //! 2. Latency at a steady load: for each RATE (events/s) the events are produced for 8 s while
 //!    the projector runs; a LISTEN on the projector's channel reads each event back as soon as a
 //!    batch commits, and event→visible latency is now − occurred_at (stamped just before send).
