@@ -5,9 +5,9 @@
 //! pass pays the kernel to fault in and zero the same memory again (page faults and page
 //! clearing were ~10 % of a segment's profile). Keeping large blocks in one heap that is not
 //! trimmed lets freed memory be reused as is: a 60 s track went from 46.8 s to 39.5 s on the
-//! benchmark machine with a lower peak RSS (docs/benchmarks-demucs.md). The cost is that the process
-//! keeps its high-water mark (one segment's working set plus the track) after a job instead
-//! of returning it, which suits a worker that does this all day.
+//! benchmark machine with a lower peak RSS (docs/benchmarks-demucs.md). The cost is that the
+//! process keeps its high-water mark (one segment's working set plus the track) after a job
+//! instead of returning it, which suits a worker that does this all day.
 
 /// Blocks up to this size come from the heap instead of their own `mmap`.
 const MMAP_THRESHOLD: i32 = 1 << 30;
