@@ -68,8 +68,8 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 /// Runs `body` compiled for AVX2+FMA when the CPU has them (the crate is built for baseline
 /// x86-64, where these loops would be SSE2 and scalar `exp`), else as is.
 macro_rules! simd {
-    ($name:ident, ($($arg:ident: $ty:ty),*), $body:block) => {
-        fn $name($($arg: $ty),*) {
+    ($vis:vis $name:ident, ($($arg:ident: $ty:ty),*), $body:block) => {
+        $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
@@ -87,7 +87,7 @@ macro_rules! simd {
 }
 
 /// Mean and (biased) variance, two passes in float32 lanes summed in float64.
-fn moments(s: &[f32]) -> (f64, f64) {
+pub(crate) fn moments(s: &[f32]) -> (f64, f64) {
     let mut out = (0.0, 0.0);
     moments_into(s, &mut out);
     out
@@ -124,7 +124,27 @@ pub(crate) fn softmax_rows_in_place(rows: &mut [f32], n: usize) {
     rows.chunks_exact_mut(n).for_each(softmax_in_place);
 }
 
-simd!(glu_slice, (d: &mut [f32], a: &[f32], g: &[f32]), {
+simd!(pub(crate) gelu_in_place, (d: &mut [f32]), {
+    d.iter_mut().for_each(|d| *d = gelu(*d));
+});
+
+simd!(pub(crate) affine_in_place, (d: &mut [f32], scale: f32, shift: f32, then_gelu: bool), {
+    if then_gelu {
+        d.iter_mut().for_each(|d| *d = gelu(*d * scale + shift));
+    } else {
+        d.iter_mut().for_each(|d| *d = *d * scale + shift);
+    }
+});
+
+// `x += scale · (a·na.0 + na.1) · sigmoid(g·ng.0 + ng.1)`: a normalised GLU added as a
+// scaled residual (DConv's last three steps).
+simd!(pub(crate) glu_residual, (x: &mut [f32], a: &[f32], g: &[f32], na: (f32, f32), ng: (f32, f32), scale: f32), {
+    for ((x, a), g) in x.iter_mut().zip(a).zip(g) {
+        *x += scale * (a * na.0 + na.1) * sigmoid(g * ng.0 + ng.1);
+    }
+});
+
+simd!(pub(crate) glu_slice, (d: &mut [f32], a: &[f32], g: &[f32]), {
     for ((d, a), g) in d.iter_mut().zip(a).zip(g) {
         *d = a * sigmoid(*g);
     }
@@ -414,113 +434,6 @@ mod tests {
     }
 }
 
-simd!(axpy, (y: &mut [f32], a: f32, x: &[f32]), {
+simd!(pub(crate) axpy, (y: &mut [f32], a: f32, x: &[f32]), {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 });
-
-/// Stride-1 "same" 1-D convolution over `[N, Cin, T]` rows with an odd kernel and dilation,
-/// for the narrow layers (DConv) where candle's im2col + batched gemm spends its time copying
-/// and in per-item gemm set-up. Each output row is built by AXPYs over input rows that stay in
-/// cache; items (or, for a single long item, time blocks) run in parallel.
-pub struct ConvRows {
-    /// `[cout][cin][k]`
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    dilation: usize,
-}
-
-/// Time samples per parallel task when one item is long (the time branch).
-const ROW_BLOCK: usize = 4096;
-
-impl ConvRows {
-    pub fn new(weight: &Tensor, bias: &Tensor, dilation: usize) -> Result<Self> {
-        let (cout, cin, k) = weight.dims3()?;
-        if k % 2 == 0 {
-            candle_core::bail!("ConvRows needs an odd kernel, got {k}");
-        }
-        Ok(Self {
-            weight: weight.flatten_all()?.to_vec1()?,
-            bias: bias.to_vec1()?,
-            cin,
-            cout,
-            k,
-            dilation,
-        })
-    }
-
-    /// Output columns `[t0, t0 + out.len()/cout)` of one item (`x`: `[cin, T]`).
-    fn block(&self, x: &[f32], t_len: usize, t0: usize, out: &mut [f32]) {
-        let width = out.len() / self.cout;
-        let half = (self.k / 2 * self.dilation) as isize;
-        for (o, y) in out.chunks_mut(width).enumerate() {
-            y.fill(self.bias[o]);
-            for c in 0..self.cin {
-                let row = &x[c * t_len..(c + 1) * t_len];
-                for j in 0..self.k {
-                    let w = self.weight[(o * self.cin + c) * self.k + j];
-                    // y[t] += w * row[t + shift], for t where the input index is in range.
-                    let shift = j as isize * self.dilation as isize - half;
-                    let lo = (-(t0 as isize) - shift).max(0) as usize;
-                    let hi = ((t_len as isize - t0 as isize - shift).min(width as isize)).max(0)
-                        as usize;
-                    if lo >= hi {
-                        continue;
-                    }
-                    let src = (t0 as isize + lo as isize + shift) as usize;
-                    axpy(&mut y[lo..hi], w, &row[src..src + (hi - lo)]);
-                }
-            }
-        }
-    }
-}
-
-impl CustomOp1 for ConvRows {
-    fn name(&self) -> &'static str {
-        "roar-conv-rows"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous(s, l)?;
-        let (n, cin, t) = l.shape().dims3()?;
-        if cin != self.cin {
-            candle_core::bail!("ConvRows: {cin} input channels, weights for {}", self.cin);
-        }
-        let mut dst = vec![0f32; n * self.cout * t];
-        if n >= 2 * rayon::current_num_threads() {
-            dst.par_chunks_mut(self.cout * t)
-                .zip(src.par_chunks(cin * t))
-                .for_each(|(d, x)| self.block(x, t, 0, d));
-        } else {
-            for (d, x) in dst.chunks_mut(self.cout * t).zip(src.chunks(cin * t)) {
-                // Blocks of time, each written to its own buffer, then scattered back.
-                let blocks: Vec<(usize, Vec<f32>)> = (0..t)
-                    .step_by(ROW_BLOCK)
-                    .collect::<Vec<_>>()
-                    .into_par_iter()
-                    .map(|t0| {
-                        let w = ROW_BLOCK.min(t - t0);
-                        let mut out = vec![0f32; self.cout * w];
-                        self.block(x, t, t0, &mut out);
-                        (t0, out)
-                    })
-                    .collect();
-                for (t0, out) in blocks {
-                    let w = out.len() / self.cout;
-                    for o in 0..self.cout {
-                        d[o * t + t0..o * t + t0 + w].copy_from_slice(&out[o * w..(o + 1) * w]);
-                    }
-                }
-            }
-        }
-        Ok((CpuStorage::F32(dst), Shape::from_dims(&[n, self.cout, t])))
-    }
-}
-
-impl ConvRows {
-    /// Applies the convolution (CPU float32 only; see [`ConvRows`]).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.contiguous()?.apply_op1_no_bwd(self)
-    }
-}

@@ -13,6 +13,9 @@ pub mod apply;
 pub mod attention;
 pub mod checkpoint;
 pub mod config;
+pub mod conv;
+pub mod dconv;
+mod device_conv;
 mod error;
 pub mod fast;
 #[cfg(feature = "hub")]

@@ -43,8 +43,20 @@ struct Saved {
 }
 
 impl HTDemucs {
-    /// Builds the network from parameters named as in the reference state dict.
+    /// Builds the network from parameters named as in the reference state dict. On the CPU
+    /// in float32 the encoders and decoders run on the fused kernels of [`crate::conv`] and
+    /// [`crate::dconv`]; elsewhere on candle's ops.
     pub fn load(vb: VarBuilder, cfg: &HTDemucsConfig) -> Result<Self> {
+        let fused = vb.device().is_cpu() && vb.dtype() == candle_core::DType::F32;
+        Self::load_with(vb, cfg, fused)
+    }
+
+    /// [`HTDemucs::load`] on candle's ops only, as on a GPU: checks that path on a CPU.
+    pub fn load_portable(vb: VarBuilder, cfg: &HTDemucsConfig) -> Result<Self> {
+        Self::load_with(vb, cfg, false)
+    }
+
+    fn load_with(vb: VarBuilder, cfg: &HTDemucsConfig, fused: bool) -> Result<Self> {
         cfg.validate().map_err(DemucsError::InvalidInput)?;
         let sources = cfg.sources.len();
         let mut chin = cfg.audio_channels;
@@ -68,6 +80,7 @@ impl HTDemucs {
                 cout: chout_z,
                 norm,
                 dconv: cfg.dconv_mode & 1 != 0,
+                fused,
             };
             let tenc = LayerSpec {
                 cin: chin,
@@ -94,6 +107,7 @@ impl HTDemucs {
                 cout: chin_z,
                 norm,
                 dconv: cfg.dconv_mode & 2 != 0,
+                fused,
             };
             let tdec = LayerSpec {
                 cin: chout,

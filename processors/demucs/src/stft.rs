@@ -256,7 +256,7 @@ impl DftBasis {
         // Two silent frames at each end, as `_ispec` pads before istft.
         let z = z.pad_with_zeros(2, 2, 2)?;
         let total = frames + 4;
-        let y = crate::layers::conv_transpose1d(&z, &self.synthesis.unsqueeze(1)?, hop)?; // [N, 1, len]
+        let y = crate::device_conv::conv_transpose1d(&z, &self.synthesis.unsqueeze(1)?, hop)?; // [N, 1, len]
         let full_len = nfft + hop * (total - 1);
         let mut env = vec![0f32; full_len];
         for t in 0..total {
