@@ -1,7 +1,8 @@
 //! Multi-head scaled dot-product attention on the CPU as one kernel: each (head, block of
-//! queries) is a task that computes its scores with one single-threaded gemm, applies the
-//! softmax in place while the block is still in cache (64 queries × 2 688 keys is 688 KB, inside
-//! L2), and writes `scores @ values` straight into its head's columns of the `[B, N, C]` output.
+//! queries) is a task that computes its scores with one single-threaded gemm, turns them into
+//! `exp(s - max)` in place while the block is still in cache (64 queries × 2 688 keys is 688 KB,
+//! inside L2), writes `scores @ values` straight into its head's columns of the `[B, N, C]`
+//! output and only then divides by the row sums (64 values per row instead of 2 688).
 //! Compared with candle's batched matmuls around a softmax op, there is no per-product thread
 //! hand-off, no score tensor per block, and no concatenation or transpose of the heads
 //! afterwards.
@@ -9,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast::{contiguous, softmax_rows_in_place};
+use crate::fast::{contiguous, softmax_rows_unnormalised};
 
 /// Queries per task: small enough that a block of scores stays in L2.
 pub const QUERY_BLOCK: usize = 64;
@@ -105,8 +106,8 @@ impl CustomOp3 for Attention {
         let mut out = vec![0f32; b * n * c];
         let dst = OutPtr(out.as_mut_ptr());
         (0..bh * blocks).into_par_iter().for_each_init(
-            || vec![0f32; QUERY_BLOCK * m],
-            |scores, task| {
+            || (vec![0f32; QUERY_BLOCK * m], vec![0f32; QUERY_BLOCK]),
+            |(scores, sums), task| {
                 let (i, start) = (task / blocks, (task % blocks) * QUERY_BLOCK);
                 let len = QUERY_BLOCK.min(n - start);
                 let scores = &mut scores[..len * m];
@@ -129,10 +130,18 @@ impl CustomOp3 for Attention {
                         m,
                     );
                 }
-                softmax_rows_in_place(scores, m);
+                // exp(s - max) now, the division by each row's sum on the d-wide output row.
+                softmax_rows_unnormalised(scores, m, &mut sums[..len]);
+                let out = dst.at((bi * n + start) * c + h * d);
+                // SAFETY: as above; the rows scaled are the `len` rows of `d` columns this
+                // task's product just wrote.
                 unsafe {
-                    let out = dst.at((bi * n + start) * c + h * d);
                     product((len, d, m), out, c, scores.as_ptr(), m, v.as_ptr(), d);
+                    for (r, sum) in sums[..len].iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(out.add(r * c), d);
+                        let inv = 1.0 / sum;
+                        row.iter_mut().for_each(|x| *x *= inv);
+                    }
                 }
             },
         );

@@ -329,7 +329,7 @@ fn fill_bias(dst: &mut [f32], len: usize, bias: &[f32]) {
 /// # Safety
 /// Each pointer must address its matrix with its row stride, and `dst` must not alias the
 /// inputs.
-unsafe fn product(
+pub(crate) unsafe fn product(
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
     (dst, dst_rs): (*mut f32, usize),

@@ -105,23 +105,53 @@ simd!(gelu_slice, (d: &mut [f32], s: &[f32]), {
 });
 
 simd!(softmax_in_place, (d: &mut [f32]), {
-    let mut m = [f32::NEG_INFINITY; 8];
-    let chunks = d.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            m[i] = m[i].max(c[i]);
-        }
-    }
-    let max = rest.iter().chain(m.iter()).copied().fold(f32::NEG_INFINITY, f32::max);
-    d.iter_mut().for_each(|d| *d = exp(*d - max));
-    let inv = (1.0 / lane_sum(d, |v| v)) as f32;
+    let inv = (1.0 / exp_shifted_in_place(d)) as f32;
     d.iter_mut().for_each(|d| *d *= inv);
 });
 
-/// Softmax of each `n`-long row of `rows`, in place (the attention kernel's score rows).
-pub(crate) fn softmax_rows_in_place(rows: &mut [f32], n: usize) {
-    rows.chunks_exact_mut(n).for_each(softmax_in_place);
+/// `d ← exp(d - max(d))`, returning the sum: a softmax row without the final division,
+/// which the attention kernel applies to its much shorter output row instead.
+#[inline(always)]
+fn exp_shifted_in_place(d: &mut [f32]) -> f64 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = d.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    let max = rest
+        .iter()
+        .chain(m.iter())
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut acc = [0f32; 16];
+    let mut chunks = d.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            c[i] = exp(c[i] - max);
+            acc[i] += c[i];
+        }
+    }
+    let mut tail = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        tail += *v;
+    }
+    acc.iter().map(|v| f64::from(*v)).sum::<f64>() + f64::from(tail)
+}
+
+simd!(exp_rows_in_place, (rows: &mut [f32], n: usize, sums: &mut [f32]), {
+    for (r, s) in rows.chunks_exact_mut(n).zip(sums.iter_mut()) {
+        *s = exp_shifted_in_place(r) as f32;
+    }
+});
+
+/// Each `n`-long row of `rows` ← `exp(row - max(row))`, its sum in `sums`: softmax up to the
+/// division (the attention kernel's score rows).
+pub(crate) fn softmax_rows_unnormalised(rows: &mut [f32], n: usize, sums: &mut [f32]) {
+    exp_rows_in_place(rows, n, sums);
 }
 
 simd!(pub(crate) gelu_in_place, (d: &mut [f32]), {

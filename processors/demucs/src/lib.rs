@@ -21,6 +21,7 @@ pub mod fast;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod layers;
+mod linear;
 pub mod model;
 mod random;
 pub mod separator;

@@ -154,7 +154,11 @@ impl HTDemucs {
             None
         };
         let transformer = if cfg.t_layers > 0 {
-            Some(CrossTransformer::load(vb.pp("crosstransformer"), cfg)?)
+            Some(CrossTransformer::load(
+                vb.pp("crosstransformer"),
+                cfg,
+                fused,
+            )?)
         } else {
             None
         };

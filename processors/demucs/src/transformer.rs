@@ -7,39 +7,8 @@
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-/// `nn.Linear` with the weight stored transposed and contiguous, applied as one 2-D gemm over
-/// all tokens (candle's Linear multiplies by a transposed view, which is slower).
-struct Linear {
-    w_t: Tensor,
-    b: Tensor,
-}
-
-impl Linear {
-    fn load(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
-        Ok(Self {
-            w_t: vb.get((cout, cin), "weight")?.t()?.contiguous()?,
-            b: vb.get(cout, "bias")?,
-        })
-    }
-
-    fn from_parts(w: Tensor, b: Tensor) -> Result<Self> {
-        Ok(Self {
-            w_t: w.t()?.contiguous()?,
-            b,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let y = x
-            .reshape((b * n, c))?
-            .matmul(&self.w_t)?
-            .broadcast_add(&self.b)?;
-        Ok(y.reshape((b, n, ()))?)
-    }
-}
-
 use crate::config::HTDemucsConfig;
+use crate::linear::Linear;
 use crate::Result;
 
 /// `nn.MultiheadAttention` with packed input projections, no dropout, no mask.
@@ -52,24 +21,34 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+    /// `gamma`: the LayerScale applied to this block's output, folded into the output
+    /// projection (`x + γ·(yWᵀ + b)` = `x + y(γW)ᵀ + γb`).
+    fn load(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        gamma: Option<&Tensor>,
+        fused: bool,
+    ) -> Result<Self> {
         let w = vb.get((3 * dim, dim), "in_proj_weight")?;
         let b = vb.get(3 * dim, "in_proj_bias")?;
         let part = |t: &Tensor, i: usize| t.narrow(0, i * dim, dim);
         // The 1/sqrt(head_dim) of scaled dot-product attention is folded into the query
         // projection once here instead of scaling every query.
         let scale = 1.0 / ((dim / heads) as f64).sqrt();
+        let (ow, ob) = scaled_out(vb.pp("out_proj"), dim, dim, gamma)?;
         Ok(Self {
-            q: Linear::from_parts((part(&w, 0)? * scale)?, (part(&b, 0)? * scale)?)?,
-            k: Linear::from_parts(part(&w, 1)?, part(&b, 1)?)?,
-            v: Linear::from_parts(part(&w, 2)?, part(&b, 2)?)?,
-            out: Linear::load(vb.pp("out_proj"), dim, dim)?,
+            q: Linear::new(&(part(&w, 0)? * scale)?, &(part(&b, 0)? * scale)?, fused)?,
+            k: Linear::new(&part(&w, 1)?, &part(&b, 1)?, fused)?,
+            v: Linear::new(&part(&w, 2)?, &part(&b, 2)?, fused)?,
+            out: Linear::new(&ow, &ob, fused)?,
             heads,
         })
     }
 
     /// `q`: `[B, N, C]`, `kv`: `[B, M, C]` → `[B, N, C]`.
-    fn forward(&self, q: &Tensor, kv: &Tensor) -> Result<Tensor> {
+    /// `residual + γ·attention(q, kv)`.
+    fn forward_residual(&self, q: &Tensor, kv: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, n, c) = q.dims3()?;
         let m = kv.dim(1)?;
         let d = c / self.heads;
@@ -96,7 +75,7 @@ impl Attention {
             &v.reshape((bh, m, d))?,
             self.heads,
         )?;
-        self.out.forward(&y)
+        self.out.forward_residual(&y, residual)
     }
 }
 
@@ -136,17 +115,45 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn load(vb: &VarBuilder, dim: usize, hidden: usize) -> Result<Self> {
+    /// `gamma`: the LayerScale on the block's output, folded into `linear2`.
+    fn load(
+        vb: &VarBuilder,
+        dim: usize,
+        hidden: usize,
+        gamma: Option<&Tensor>,
+        fused: bool,
+    ) -> Result<Self> {
+        let l1 = vb.pp("linear1");
+        let (w2, b2) = scaled_out(vb.pp("linear2"), hidden, dim, gamma)?;
         Ok(Self {
-            linear1: Linear::load(vb.pp("linear1"), dim, hidden)?,
-            linear2: Linear::load(vb.pp("linear2"), hidden, dim)?,
+            linear1: Linear::new(
+                &l1.get((hidden, dim), "weight")?,
+                &l1.get(hidden, "bias")?,
+                fused,
+            )?,
+            linear2: Linear::new(&w2, &b2, fused)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = crate::fast::gelu_t(&self.linear1.forward(x)?)?;
-        self.linear2.forward(&h)
+    /// `residual + γ·linear2(gelu(linear1(x)))`.
+    fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let h = self.linear1.forward_gelu(x)?;
+        self.linear2.forward_residual(&h, residual)
     }
+}
+
+/// A `[cout, cin]` linear layer's weight and bias with each output scaled by `gamma`.
+fn scaled_out(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    gamma: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let (w, b) = (vb.get((cout, cin), "weight")?, vb.get(cout, "bias")?);
+    Ok(match gamma {
+        Some(g) => (w.broadcast_mul(&g.unsqueeze(1)?)?, (b * g)?),
+        None => (w, b),
+    })
 }
 
 /// One transformer layer: self-attention (`MyTransformerEncoderLayer`) or attention to the
@@ -159,14 +166,13 @@ struct Layer {
     /// `norm3`; self layers use `norm2` for the feed-forward.
     norm2: LayerNorm,
     norm3: Option<LayerNorm>,
+    /// The LayerScales `gamma_1`/`gamma_2` are folded into `attn` and `ff`.
     ff: FeedForward,
     norm_out: Option<SequenceNorm>,
-    gamma_1: Option<Tensor>,
-    gamma_2: Option<Tensor>,
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, cross: bool, cfg: &HTDemucsConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cross: bool, cfg: &HTDemucsConfig, fused: bool) -> Result<Self> {
         let dim = cfg.transformer_dim();
         let hidden = (dim as f64 * cfg.t_hidden_scale) as usize;
         let ln = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
@@ -178,43 +184,34 @@ impl Layer {
             }
         };
         let attn_name = if cross { "cross_attn" } else { "self_attn" };
+        let (gamma_1, gamma_2) = (scale("gamma_1")?, scale("gamma_2")?);
         Ok(Self {
-            attn: Attention::load(vb.pp(attn_name), dim, cfg.t_heads)?,
+            attn: Attention::load(vb.pp(attn_name), dim, cfg.t_heads, gamma_1.as_ref(), fused)?,
             cross,
             norm1: ln("norm1")?,
             norm2: ln("norm2")?,
             norm3: if cross { Some(ln("norm3")?) } else { None },
-            ff: FeedForward::load(&vb, dim, hidden)?,
+            ff: FeedForward::load(&vb, dim, hidden, gamma_2.as_ref(), fused)?,
             norm_out: if cfg.t_norm_out {
                 Some(SequenceNorm::load(vb.pp("norm_out"), dim)?)
             } else {
                 None
             },
-            gamma_1: scale("gamma_1")?,
-            gamma_2: scale("gamma_2")?,
         })
     }
 
     fn forward(&self, x: &Tensor, other: &Tensor) -> Result<Tensor> {
-        let scaled = |g: &Option<Tensor>, y: Tensor| -> Result<Tensor> {
-            Ok(match g {
-                Some(g) => y.broadcast_mul(g)?,
-                None => y,
-            })
-        };
         let q = self.norm1.forward(x)?;
-        let (a, ff_norm) = if self.cross {
+        let (x, ff_norm) = if self.cross {
             let kv = self.norm2.forward(other)?;
             (
-                self.attn.forward(&q, &kv)?,
+                self.attn.forward_residual(&q, &kv, x)?,
                 self.norm3.as_ref().unwrap_or(&self.norm2),
             )
         } else {
-            (self.attn.forward(&q, &q)?, &self.norm2)
+            (self.attn.forward_residual(&q, &q, x)?, &self.norm2)
         };
-        let x = (x + scaled(&self.gamma_1, a)?)?;
-        let f = self.ff.forward(&ff_norm.forward(&x)?)?;
-        let x = (&x + scaled(&self.gamma_2, f)?)?;
+        let x = self.ff.forward_residual(&ff_norm.forward(&x)?, &x)?;
         match &self.norm_out {
             Some(n) => n.forward(&x),
             None => Ok(x),
@@ -234,18 +231,25 @@ pub struct CrossTransformer {
 }
 
 impl CrossTransformer {
-    pub fn load(vb: VarBuilder, cfg: &HTDemucsConfig) -> Result<Self> {
+    /// `fused`: the CPU kernels for the linear layers (see [`crate::linear`]).
+    pub fn load(vb: VarBuilder, cfg: &HTDemucsConfig, fused: bool) -> Result<Self> {
         let dim = cfg.transformer_dim();
         let classic_parity = usize::from(cfg.t_cross_first);
         let mut layers = Vec::new();
         let mut layers_t = Vec::new();
         for i in 0..cfg.t_layers {
             let cross = i % 2 != classic_parity;
-            layers.push(Layer::load(vb.pp("layers").pp(i.to_string()), cross, cfg)?);
+            layers.push(Layer::load(
+                vb.pp("layers").pp(i.to_string()),
+                cross,
+                cfg,
+                fused,
+            )?);
             layers_t.push(Layer::load(
                 vb.pp("layers_t").pp(i.to_string()),
                 cross,
                 cfg,
+                fused,
             )?);
         }
         let (norm_in, norm_in_t) = if cfg.t_norm_in {

@@ -1,0 +1,227 @@
+//! `nn.Linear` for the transformer. On the CPU it is one gemm over all tokens into an output
+//! that already holds the bias, or the residual stream plus the bias, with GELU applied in
+//! place: the feed-forward's input layer and the residual adds (with LayerScale folded into
+//! the weights) cost no extra passes or buffers. Other devices multiply by the stored
+//! transposed weight with candle's ops.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::conv::product;
+use crate::fast::{contiguous, gelu_in_place};
+use crate::Result;
+
+pub(crate) struct Linear {
+    imp: Imp,
+}
+
+enum Imp {
+    Cpu {
+        /// `[cin, cout]`
+        w_t: Vec<f32>,
+        b: Vec<f32>,
+    },
+    Device {
+        w_t: Tensor,
+        b: Tensor,
+    },
+}
+
+/// What is added to the product, and what runs after.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Gelu,
+    Residual,
+}
+
+impl Linear {
+    /// `w`: `[cout, cin]` as PyTorch stores it; `fused`: the CPU kernel.
+    pub(crate) fn new(w: &Tensor, b: &Tensor, fused: bool) -> Result<Self> {
+        let w_t = w.t()?.contiguous()?;
+        Ok(Self {
+            imp: if fused {
+                Imp::Cpu {
+                    w_t: w_t.flatten_all()?.to_vec1()?,
+                    b: b.to_vec1()?,
+                }
+            } else {
+                Imp::Device { w_t, b: b.clone() }
+            },
+        })
+    }
+
+    /// `x W^T + b` over `[B, N, cin]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, None, Mode::Plain)
+    }
+
+    /// `gelu(x W^T + b)`.
+    pub(crate) fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, None, Mode::Gelu)
+    }
+
+    /// `residual + x W^T + b`.
+    pub(crate) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.run(x, Some(residual), Mode::Residual)
+    }
+
+    fn run(&self, x: &Tensor, residual: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        match &self.imp {
+            Imp::Cpu { w_t, b } => {
+                let op = LinearOp { w_t, b, mode };
+                let x = x.contiguous()?;
+                Ok(match residual {
+                    Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op)?,
+                    None => x.apply_op1_no_bwd(&op)?,
+                })
+            }
+            Imp::Device { w_t, b } => {
+                let (bn, n, c) = x.dims3()?;
+                let y = x.reshape((bn * n, c))?.matmul(w_t)?.broadcast_add(b)?;
+                let y = y.reshape((bn, n, ()))?;
+                Ok(match (mode, residual) {
+                    (Mode::Gelu, _) => crate::fast::gelu_t(&y)?,
+                    (Mode::Residual, Some(r)) => (r + y)?,
+                    _ => y,
+                })
+            }
+        }
+    }
+}
+
+struct LinearOp<'a> {
+    w_t: &'a [f32],
+    b: &'a [f32],
+    mode: Mode,
+}
+
+/// Rows per parallel task of the output's fill and GELU passes.
+const ROWS: usize = 64;
+
+impl LinearOp<'_> {
+    fn apply(
+        &self,
+        x: &[f32],
+        residual: Option<&[f32]>,
+        l: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (bn, n, cin) = l.shape().dims3()?;
+        let cout = self.b.len();
+        if cin * cout != self.w_t.len() {
+            candle_core::bail!(
+                "linear: {cin} input features, weights for {}",
+                self.w_t.len() / cout
+            );
+        }
+        let rows = bn * n;
+        let mut out = vec![0f32; rows * cout];
+        out.par_chunks_mut(ROWS * cout)
+            .enumerate()
+            .for_each(|(i, block)| {
+                for (r, row) in block.chunks_mut(cout).enumerate() {
+                    match residual {
+                        Some(res) => {
+                            let at = (i * ROWS + r) * cout;
+                            row.iter_mut()
+                                .zip(&res[at..at + cout])
+                                .zip(self.b)
+                                .for_each(|((o, r), b)| *o = r + b);
+                        }
+                        None => row.copy_from_slice(self.b),
+                    }
+                }
+            });
+        // SAFETY: `out` is `[rows, cout]`, `x` `[rows, cin]`, the weights `[cin, cout]`, all
+        // row-major and distinct.
+        unsafe {
+            product(
+                (rows, cout, cin),
+                true,
+                (out.as_mut_ptr(), cout),
+                (x.as_ptr(), cin),
+                (self.w_t.as_ptr(), cout),
+            )
+        };
+        if self.mode == Mode::Gelu {
+            out.par_chunks_mut(ROWS * cout).for_each(gelu_in_place);
+        }
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[bn, n, cout])))
+    }
+}
+
+impl CustomOp1 for LinearOp<'_> {
+    fn name(&self) -> &'static str {
+        "roar-linear"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.apply(contiguous(s, l)?, None, l)
+    }
+}
+
+impl CustomOp2 for LinearOp<'_> {
+    fn name(&self) -> &'static str {
+        "roar-linear-residual"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (bn, n, _) = l1.shape().dims3()?;
+        if l2.shape().dims() != [bn, n, self.b.len()] {
+            candle_core::bail!(
+                "linear: residual {:?} for output [{bn}, {n}, {}]",
+                l2.shape(),
+                self.b.len()
+            );
+        }
+        self.apply(contiguous(s1, l1)?, Some(contiguous(s2, l2)?), l1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn fused_modes_match_candle_ops() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 70, 12), &dev).unwrap();
+        let res = Tensor::randn(0f32, 1.0, (2, 70, 9), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (9, 12), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 9, &dev).unwrap();
+        let (cpu, ops) = (
+            Linear::new(&w, &b, true).unwrap(),
+            Linear::new(&w, &b, false).unwrap(),
+        );
+        let want = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        let diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        for l in [&cpu, &ops] {
+            assert!(diff(&l.forward(&x).unwrap(), &want) < 1e-4);
+            assert!(diff(&l.forward_gelu(&x).unwrap(), &want.gelu_erf().unwrap()) < 1e-4);
+            let r = l.forward_residual(&x, &res).unwrap();
+            assert!(diff(&r, &(&res + &want).unwrap()) < 1e-4);
+        }
+        assert!(cpu.forward_residual(&x, &x).is_err());
+    }
+}
