@@ -10,28 +10,13 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast::{contiguous, softmax_rows_unnormalised};
+use crate::fast::{contiguous, softmax_rows_unnormalised, SharedMut};
 
 /// Queries per task: small enough that a block of scores stays in L2.
 pub const QUERY_BLOCK: usize = 64;
 
 struct Attention {
     heads: usize,
-}
-
-/// A pointer into the output that tasks share; each writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row, head) regions of the buffer, which outlives them.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The element `offset` places in. A method, so closures capture the whole (Sync) struct
-    /// rather than its raw pointer field.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// `dst = lhs @ rhs` for row-major `[m, k] × [k, n]` with the given row strides, on this
@@ -104,7 +89,7 @@ impl CustomOp3 for Attention {
         let (b, c) = (bh / heads, heads * d);
         let blocks = n.div_ceil(QUERY_BLOCK);
         let mut out = vec![0f32; b * n * c];
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedMut(out.as_mut_ptr());
         (0..bh * blocks).into_par_iter().for_each_init(
             || (vec![0f32; QUERY_BLOCK * m], vec![0f32; QUERY_BLOCK]),
             |(scores, sums), task| {

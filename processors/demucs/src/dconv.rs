@@ -17,7 +17,7 @@ use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 use rayon::prelude::*;
 
 use crate::config::HTDemucsConfig;
-use crate::fast::{self, affine_in_place, axpy, contiguous, glu_residual, GroupNorm};
+use crate::fast::{self, affine_in_place, axpy, contiguous, glu_residual, GroupNorm, SharedMut};
 use crate::Result;
 
 /// Time steps per task for long items; the 1x1 conv's output (`2C × BLOCK`) stays in L2.
@@ -364,7 +364,7 @@ impl Fused<'_> {
                 })
                 .reduce(Stats::default, Stats::merge);
             let n2 = s2.affine(&l.norm2.0, &l.norm2.1);
-            let xp = SharedRows(x.as_mut_ptr());
+            let xp = SharedMut(x.as_mut_ptr());
             blocks.par_iter().for_each_init(Scratch::default, |s, &t0| {
                 let w = project(t0, s);
                 l.residual(&s.y[..2 * c * w], &n2, |ch| {
@@ -374,19 +374,6 @@ impl Fused<'_> {
                 });
             });
         }
-    }
-}
-
-/// The long item's buffer, written by tasks at disjoint columns.
-#[derive(Clone, Copy)]
-struct SharedRows(*mut f32);
-// SAFETY: see the single use in `long_item`.
-unsafe impl Send for SharedRows {}
-unsafe impl Sync for SharedRows {}
-
-impl SharedRows {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
     }
 }
 
@@ -415,7 +402,7 @@ impl CustomOp1 for Fused<'_> {
             }
         } else {
             out = vec![0f32; src.len()];
-            let rows = SharedRows(out.as_mut_ptr());
+            let rows = SharedMut(out.as_mut_ptr());
             (0..b * f)
                 .into_par_iter()
                 .for_each_init(Scratch::default, |s, i| {
@@ -482,26 +469,12 @@ mod tests {
         )
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     #[test]
     fn fused_frequency_rows_match_candle_ops() {
         let (fused, ops) = both(8);
         // Items (batch, frequency row) read in place from [B, C, F, T]; T short and odd.
         let x = (Tensor::randn(0f32, 1.0, (2, 8, 5, 37), &Device::Cpu).unwrap() + 0.3).unwrap();
-        let d = max_diff(
+        let d = fast::max_abs_diff(
             &fused.forward_freq(&x).unwrap(),
             &ops.forward_freq(&x).unwrap(),
         );
@@ -515,7 +488,7 @@ mod tests {
         // statistics are merged across blocks and the dilated conv reads across block edges.
         for shape in [(1, 8, 2 * BLOCK + 123), (2, 8, BLOCK + 5)] {
             let x = (Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap() - 0.2).unwrap();
-            let d = max_diff(&fused.forward(&x).unwrap(), &ops.forward(&x).unwrap());
+            let d = fast::max_abs_diff(&fused.forward(&x).unwrap(), &ops.forward(&x).unwrap());
             assert!(d < 1e-4, "{shape:?}: max abs difference {d}");
         }
     }

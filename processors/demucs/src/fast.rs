@@ -188,6 +188,31 @@ simd!(affine_slice, (d: &mut [f32], s: &[f32], scale: f32, shift: f32, then_gelu
     }
 });
 
+/// A buffer that parallel tasks write at disjoint elements (each caller says why its tasks'
+/// regions cannot overlap, and the buffer outlives them).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub(crate) *mut f32);
+// SAFETY: only the pointer is shared; every use writes regions no other task touches.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The element `offset` places in. A method, so closures capture the whole (Sync) struct
+    /// rather than its raw pointer field.
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Largest absolute element-wise difference (tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("comparable tensors")
+}
+
 const CHUNK: usize = 1 << 14;
 
 pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -425,18 +450,7 @@ mod tests {
     fn kernels_match_candle() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 2.0, (3, 8, 5, 7), &dev).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = crate::fast::max_abs_diff;
         assert!(diff(&gelu_t(&x).unwrap(), &x.gelu_erf().unwrap()) < 1e-5);
         assert!(
             diff(

@@ -204,23 +204,14 @@ mod tests {
             .unwrap()
             .broadcast_add(&b)
             .unwrap();
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
         for l in [&cpu, &ops] {
-            assert!(diff(&l.forward(&x).unwrap(), &want) < 1e-4);
-            assert!(diff(&l.forward_gelu(&x).unwrap(), &want.gelu_erf().unwrap()) < 1e-4);
+            assert!(crate::fast::max_abs_diff(&l.forward(&x).unwrap(), &want) < 1e-4);
+            assert!(
+                crate::fast::max_abs_diff(&l.forward_gelu(&x).unwrap(), &want.gelu_erf().unwrap())
+                    < 1e-4
+            );
             let r = l.forward_residual(&x, &res).unwrap();
-            assert!(diff(&r, &(&res + &want).unwrap()) < 1e-4);
+            assert!(crate::fast::max_abs_diff(&r, &(&res + &want).unwrap()) < 1e-4);
         }
         assert!(cpu.forward_residual(&x, &x).is_err());
     }

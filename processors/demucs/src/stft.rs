@@ -324,18 +324,7 @@ mod tests {
         let x = Tensor::randn(0f32, 0.3, (2, 2, n), &Device::Cpu).unwrap();
         let a = stft.spec_cac(&x).unwrap();
         let b = basis.spec_cac(&x).unwrap();
-        let diff = |p: &Tensor, q: &Tensor| -> f32 {
-            (p - q)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = crate::fast::max_abs_diff;
         assert!(diff(&a, &b) < 1e-4, "analysis {}", diff(&a, &b));
         let z = Tensor::randn(0f32, 1.0, (1, 3, 4, 256, n.div_ceil(128)), &Device::Cpu).unwrap();
         let p = stft.ispec_cac(&z, n).unwrap();
