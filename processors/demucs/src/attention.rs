@@ -1,11 +1,11 @@
-//! Multi-head scaled dot-product attention on the CPU as one kernel: each (head, block of
-//! queries) is a task that computes its scores with one single-threaded gemm, turns them into
-//! `exp(s - max)` in place while the block is still in cache (64 queries × 2 688 keys is 688 KB,
-//! inside L2), writes `scores @ values` straight into its head's columns of the `[B, N, C]`
-//! output and only then divides by the row sums (64 values per row instead of 2 688).
-//! Compared with candle's batched matmuls around a softmax op, there is no per-product thread
-//! hand-off, no score tensor per block, and no concatenation or transpose of the heads
-//! afterwards.
+//! Multi-head scaled dot-product attention. On x86-64 CPUs with AVX-512 and 64-wide heads
+//! (the released models) it runs the register-tiled kernel in [`crate::attention_x86`]. On
+//! other CPUs it is the portable kernel below: each (head, block of queries) is a task that
+//! computes its scores with one single-threaded gemm, turns them into `exp(s - max)` in place
+//! while the block is still in cache (64 queries × 2 688 keys is 688 KB, inside L2), writes
+//! `scores @ values` straight into its head's columns of the `[B, N, C]` output and only then
+//! divides by the row sums (64 values per row instead of 2 688). Other devices run candle's
+//! batched matmuls and softmax in blocks of queries.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -134,55 +134,188 @@ impl CustomOp3 for Attention {
     }
 }
 
-/// `softmax(q kᵀ) v` per head, heads merged back into channels. `q`: `[B·H, N, d]` (already
-/// scaled), `k_t`: `[B·H, d, M]`, `v`: `[B·H, M, d]` → `[B, N, H·d]`. The CPU kernel needs
-/// contiguous float32 inputs; other devices (or dtypes) run candle's ops in query blocks.
-pub fn attention(q: &Tensor, k_t: &Tensor, v: &Tensor, heads: usize) -> crate::Result<Tensor> {
-    if q.device().is_cpu() && q.dtype() == candle_core::DType::F32 {
+/// The x86 kernel as a candle op over token-major `q`, `k`, `v`.
+#[cfg(target_arch = "x86_64")]
+struct TokenMajor {
+    heads: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl CustomOp3 for TokenMajor {
+    fn name(&self) -> &'static str {
+        "roar-attention-x86"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, n, c) = lq.shape().dims3()?;
+        let m = lk.shape().dims3()?.1;
+        if c != self.heads * crate::attention_x86::HEAD
+            || lk.shape().dims3()? != (b, m, c)
+            || lv.shape().dims3()? != (b, m, c)
+        {
+            candle_core::bail!("attention: q {:?}, k {:?}, v {:?}", lq, lk, lv)
+        }
+        let dims = crate::attention_x86::Dims {
+            b,
+            heads: self.heads,
+            n,
+            m,
+        };
+        let out = crate::attention_x86::attention(
+            contiguous(sq, lq)?,
+            contiguous(sk, lk)?,
+            contiguous(sv, lv)?,
+            dims,
+        );
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[b, n, c])))
+    }
+}
+
+/// Whether float32 attention with `head`-wide heads runs the x86 kernel on this machine.
+fn x86_kernel(head: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        head == crate::attention_x86::HEAD && crate::attention_x86::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = head;
+        false
+    }
+}
+
+/// `softmax(q kᵀ) v` per head, heads merged back into channels. `q`: `[B, N, H·d]` (already
+/// scaled), `k` and `v`: `[B, M, H·d]` → `[B, N, H·d]`. On the CPU in float32, 64-wide heads
+/// run the AVX-512 kernel where the CPU has it, other widths the portable kernel above; other
+/// devices (or dtypes) run candle's ops in query blocks.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> crate::Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    let m = k.dim(1)?;
+    if heads == 0 || c % heads != 0 {
+        return Err(
+            candle_core::Error::Msg(format!("attention: {c} channels, {heads} heads")).into(),
+        );
+    }
+    let d = c / heads;
+    let cpu = q.device().is_cpu() && q.dtype() == candle_core::DType::F32;
+    #[cfg(target_arch = "x86_64")]
+    if cpu && x86_kernel(d) {
         return Ok(q.contiguous()?.apply_op3_no_bwd(
-            &k_t.contiguous()?,
+            &k.contiguous()?,
             &v.contiguous()?,
-            &Attention { heads },
+            &TokenMajor { heads },
         )?);
     }
-    let (bh, n, d) = q.dims3()?;
+    let split = |x: &Tensor, len: usize| -> crate::Result<Tensor> {
+        Ok(x.reshape((b, len, heads, d))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * heads, len, d))?)
+    };
+    let (qh, vh) = (split(q, n)?, split(v, m)?);
+    // K^T laid out contiguously: the gemm runs several times faster than on a view.
+    let k_t = k
+        .reshape((b, m, heads, d))?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?
+        .reshape((b * heads, d, m))?;
+    if cpu {
+        return Ok(qh.apply_op3_no_bwd(&k_t, &vh, &Attention { heads })?);
+    }
+    // Queries in blocks: the full score matrix (heads × 2688² floats for the released
+    // models, ~230 MB) never exists.
     let mut blocks = Vec::with_capacity(n.div_ceil(QUERY_BLOCK));
     for start in (0..n).step_by(QUERY_BLOCK) {
         let len = QUERY_BLOCK.min(n - start);
-        let att = candle_nn::ops::softmax_last_dim(&q.narrow(1, start, len)?.matmul(k_t)?)?;
-        blocks.push(att.matmul(v)?);
+        let att = candle_nn::ops::softmax_last_dim(&qh.narrow(1, start, len)?.matmul(&k_t)?)?;
+        blocks.push(att.matmul(&vh)?);
     }
     Ok(Tensor::cat(&blocks, 1)?
-        .reshape((bh / heads, heads, n, d))?
+        .reshape((b, heads, n, d))?
         .transpose(1, 2)?
-        .reshape((bh / heads, n, heads * d))?)
+        .reshape((b, n, c))?)
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
+    use candle_core::{DType, Device, Tensor};
 
-    /// The kernel against the textbook formula, with a ragged last block and two items.
-    #[test]
-    fn matches_softmax_qk_v_per_head() -> crate::Result<()> {
+    /// The textbook formula per head on token-major `[B, N, H·d]` tensors, in float64.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Tensor {
+        let split = |x: &Tensor| {
+            let (b, n, c) = x.dims3().unwrap();
+            x.to_dtype(DType::F64)
+                .unwrap()
+                .reshape((b, n, heads, c / heads))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (qh, kh, vh) = (split(q), split(k), split(v));
+        let att = candle_nn::ops::softmax_last_dim(&qh.matmul(&kh.t().unwrap()).unwrap())
+            .unwrap()
+            .matmul(&vh)
+            .unwrap();
+        let (b, n, c) = q.dims3().unwrap();
+        att.transpose(1, 2)
+            .unwrap()
+            .reshape((b, n, c))
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    }
+
+    fn check(heads: usize, d: usize, n: usize, m: usize, dtype: DType) {
         let dev = Device::Cpu;
-        let (b, heads, n, m, d) = (2, 3, 2 * super::QUERY_BLOCK + 5, 37, 8);
-        let q = Tensor::randn(0f32, 1., (b * heads, n, d), &dev)?;
-        let k = Tensor::randn(0f32, 1., (b * heads, m, d), &dev)?;
-        let v = Tensor::randn(0f32, 1., (b * heads, m, d), &dev)?;
-        let k_t = k.transpose(1, 2)?.contiguous()?;
-        let got = super::attention(&q, &k_t, &v, heads)?;
-        let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k_t)?)?.matmul(&v)?;
-        let want = att
-            .reshape((b, heads, n, d))?
-            .transpose(1, 2)?
-            .reshape((b, n, heads * d))?;
-        let diff = (got - want)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
-        assert!(diff < 1e-5, "max diff {diff}");
-        Ok(())
+        let b = 2;
+        let rand = |len| {
+            Tensor::randn(0f32, 1., (b, len, heads * d), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        };
+        let (q, k, v) = (rand(n), rand(m), rand(m));
+        let got = super::attention(&q, &k, &v, heads)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let want = reference(&q, &k, &v, heads);
+        let diff = crate::fast::max_abs_diff(&got, &want);
+        assert!(
+            diff < 1e-5,
+            "{heads}×{d}, {n}×{m} {dtype:?}: max diff {diff}"
+        );
+    }
+
+    /// The portable CPU kernel (8-wide heads), with a ragged last block of queries.
+    #[test]
+    fn portable_kernel_matches_softmax_qk_v() {
+        check(3, 8, 2 * super::QUERY_BLOCK + 5, 37, DType::F32);
+    }
+
+    /// 64-wide heads: the AVX-512 kernel where the CPU has it. Sizes cut every blocking
+    /// unevenly (48-query blocks, 6-row tiles, 64-key panels, 128-key chunks), and one query
+    /// or one key alone.
+    #[test]
+    fn head_64_kernel_matches_softmax_qk_v() {
+        for (n, m) in [(101, 200), (48, 64), (1, 129), (7, 1)] {
+            check(2, 64, n, m, DType::F32);
+        }
+    }
+
+    /// Candle's ops, which other devices run (reached on the CPU with float64).
+    #[test]
+    fn candle_ops_path_matches_softmax_qk_v() {
+        check(2, 16, 70, 33, DType::F64);
     }
 }

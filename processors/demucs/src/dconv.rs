@@ -54,6 +54,9 @@ struct CpuLayer {
     scale: Vec<f32>,
     k: usize,
     dilation: usize,
+    /// The conv and the 1x1 conv as AVX-512 register tiles, where the CPU has them.
+    #[cfg(target_arch = "x86_64")]
+    tiles: Option<(crate::rows_x86::Packed, crate::rows_x86::Packed)>,
 }
 
 const EPS: f64 = 1e-5;
@@ -89,16 +92,28 @@ impl DConv {
             let scale = vb.pp("6").get(channels, "scale")?;
             if fused {
                 let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+                let (conv, conv_b, proj, proj_b) =
+                    (v(&conv_w)?, v(&conv_b)?, v(&proj_w)?, v(&proj_b)?);
+                #[cfg(target_arch = "x86_64")]
+                let tiles = crate::rows_x86::available().then(|| {
+                    use crate::rows_x86::Packed;
+                    (
+                        Packed::new(&conv, &conv_b, channels, k),
+                        Packed::new(&proj, &proj_b, hidden, 1),
+                    )
+                });
                 cpu.push(CpuLayer {
-                    conv: v(&conv_w)?,
-                    conv_b: v(&conv_b)?,
+                    conv,
+                    conv_b,
                     norm1: (v(&n1.0)?, v(&n1.1)?),
-                    proj: v(&proj_w)?,
-                    proj_b: v(&proj_b)?,
+                    proj,
+                    proj_b,
                     norm2: (v(&n2.0)?, v(&n2.1)?),
                     scale: v(&scale)?,
                     k,
                     dilation,
+                    #[cfg(target_arch = "x86_64")]
+                    tiles,
                 });
             } else {
                 let conv_cfg = Conv1dConfig {
@@ -218,16 +233,30 @@ impl CpuLayer {
         self.scale.len()
     }
 
-    /// `out[h, 0..w] = conv(x)` at columns `t0..t0+w` of an item whose rows are `row(c)`
-    /// (each `len` long), zero outside the item.
-    fn conv_block<'a>(&self, row: impl Fn(usize) -> &'a [f32], t0: usize, out: &mut [f32]) {
+    /// `out[h, 0..w] = conv(x)` at columns `t0..t0+w` of an item `x` of `[C, t]`, zero
+    /// outside the item.
+    fn conv_block(&self, x: &[f32], t: usize, t0: usize, out: &mut [f32]) {
         let (c_in, k) = (self.channels(), self.k);
         let w = out.len() / self.hidden();
         let half = (k / 2 * self.dilation) as isize;
+        #[cfg(target_arch = "x86_64")]
+        if let Some((conv, _)) = &self.tiles {
+            let shifts: Vec<isize> = (0..k)
+                .map(|j| j as isize * self.dilation as isize - half)
+                .collect();
+            let src = crate::rows_x86::Source {
+                x,
+                stride: t,
+                len: t,
+                start: t0,
+                shifts: &shifts,
+            };
+            return crate::rows_x86::conv(conv, &src, out, w);
+        }
         for (h, y) in out.chunks_mut(w).enumerate() {
             y.fill(self.conv_b[h]);
             for c in 0..c_in {
-                let x = row(c);
+                let x = &x[c * t..(c + 1) * t];
                 for j in 0..k {
                     let shift = j as isize * self.dilation as isize - half;
                     // y[t] += wt · x[t0 + t + shift] where that index is inside the item.
@@ -250,6 +279,17 @@ impl CpuLayer {
     fn project(&self, hid: &[f32], y: &mut [f32]) {
         let hidden = self.hidden();
         let w = hid.len() / hidden;
+        #[cfg(target_arch = "x86_64")]
+        if let Some((_, proj)) = &self.tiles {
+            let src = crate::rows_x86::Source {
+                x: hid,
+                stride: w,
+                len: w,
+                start: 0,
+                shifts: &[0],
+            };
+            return crate::rows_x86::conv(proj, &src, y, w);
+        }
         for (o, y) in y.chunks_mut(w).enumerate() {
             y.fill(self.proj_b[o]);
             for (h, x) in hid.chunks(w).enumerate() {
@@ -307,7 +347,7 @@ impl Fused<'_> {
             let (c, hidden) = (l.channels(), l.hidden());
             let item = &mut s.item[..c * t];
             let hid = sized(&mut s.hid, hidden * t);
-            l.conv_block(|ch| &item[ch * t..(ch + 1) * t], 0, hid);
+            l.conv_block(item, t, 0, hid);
             let n1 = Stats::of(hid).affine(&l.norm1.0, &l.norm1.1);
             let y = sized(&mut s.y, 2 * c * t);
             l.activate_project(hid, &n1, y);
@@ -329,7 +369,7 @@ impl Fused<'_> {
                 .map(|&t0| {
                     let w = BLOCK.min(t - t0);
                     let mut out = vec![0f32; hidden * w];
-                    l.conv_block(|c| &x[c * t..(c + 1) * t], t0, &mut out);
+                    l.conv_block(x, t, t0, &mut out);
                     let st = Stats::of(&out);
                     (out, st)
                 })
@@ -459,43 +499,53 @@ mod tests {
         m
     }
 
-    fn both(channels: usize) -> (DConv, DConv) {
+    /// The fused kernel as this CPU runs it, the fused kernel without the AVX-512 tiles
+    /// (the row-by-row loops other CPUs run), and candle's ops, all with the same weights.
+    fn all(channels: usize) -> ([DConv; 2], DConv) {
         let cfg = HTDemucsConfig::htdemucs();
         let w = weights(channels, &cfg);
         let vb = || VarBuilder::from_tensors(w.clone(), DType::F32, &Device::Cpu);
-        (
-            DConv::load(vb(), channels, &cfg, true).unwrap(),
-            DConv::load(vb(), channels, &cfg, false).unwrap(),
-        )
+        let fused = || DConv::load(vb(), channels, &cfg, true).unwrap();
+        #[allow(unused_mut)]
+        let mut plain = fused();
+        #[cfg(target_arch = "x86_64")]
+        if let Imp::Cpu(layers) = &mut plain.imp {
+            layers.iter_mut().for_each(|l| l.tiles = None);
+        }
+        let ops = DConv::load(vb(), channels, &cfg, false).unwrap();
+        ([fused(), plain], ops)
     }
 
     #[test]
     fn fused_frequency_rows_match_candle_ops() {
-        let (fused, ops) = both(8);
+        let (fused, ops) = all(8);
         // Items (batch, frequency row) read in place from [B, C, F, T]; T short and odd.
         let x = (Tensor::randn(0f32, 1.0, (2, 8, 5, 37), &Device::Cpu).unwrap() + 0.3).unwrap();
-        let d = fast::max_abs_diff(
-            &fused.forward_freq(&x).unwrap(),
-            &ops.forward_freq(&x).unwrap(),
-        );
-        assert!(d < 1e-4, "max abs difference {d}");
+        let want = ops.forward_freq(&x).unwrap();
+        for f in &fused {
+            let d = fast::max_abs_diff(&f.forward_freq(&x).unwrap(), &want);
+            assert!(d < 1e-4, "max abs difference {d}");
+        }
     }
 
     #[test]
     fn fused_long_sequences_match_candle_ops_across_blocks() {
-        let (fused, ops) = both(8);
+        let (fused, ops) = all(8);
         // One and two items longer than a block, the last block partial: the norms'
         // statistics are merged across blocks and the dilated conv reads across block edges.
         for shape in [(1, 8, 2 * BLOCK + 123), (2, 8, BLOCK + 5)] {
             let x = (Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap() - 0.2).unwrap();
-            let d = fast::max_abs_diff(&fused.forward(&x).unwrap(), &ops.forward(&x).unwrap());
-            assert!(d < 1e-4, "{shape:?}: max abs difference {d}");
+            let want = ops.forward(&x).unwrap();
+            for f in &fused {
+                let d = fast::max_abs_diff(&f.forward(&x).unwrap(), &want);
+                assert!(d < 1e-4, "{shape:?}: max abs difference {d}");
+            }
         }
     }
 
     #[test]
     fn a_channel_mismatch_is_an_error() {
-        let (fused, _) = both(8);
+        let ([fused, _], _) = all(8);
         let x = Tensor::zeros((1, 4, 3, 10), DType::F32, &Device::Cpu).unwrap();
         assert!(fused.forward_freq(&x).is_err());
     }

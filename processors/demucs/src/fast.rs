@@ -65,8 +65,8 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     acc.iter().map(|v| f64::from(*v)).sum::<f64>() + f64::from(tail)
 }
 
-/// Runs `body` compiled for AVX2+FMA when the CPU has them (the crate is built for baseline
-/// x86-64, where these loops would be SSE2 and scalar `exp`), else as is.
+/// Runs `body` compiled for AVX-512 or else AVX2+FMA when the CPU has them (the crate is built
+/// for baseline x86-64, where these loops would be SSE2 and scalar `exp`), else as is.
 macro_rules! simd {
     ($vis:vis $name:ident, ($($arg:ident: $ty:ty),*), $body:block) => {
         $vis fn $name($($arg: $ty),*) {
@@ -74,6 +74,12 @@ macro_rules! simd {
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn widest($($arg: $ty),*) { body($($arg),*) }
+                if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq") && std::is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the features were just detected.
+                    return unsafe { widest($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide($($arg: $ty),*) { body($($arg),*) }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {

@@ -11,6 +11,8 @@
 pub mod alloc;
 pub mod apply;
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_x86;
 pub mod checkpoint;
 pub mod config;
 pub mod conv;
@@ -24,6 +26,8 @@ pub mod layers;
 mod linear;
 pub mod model;
 mod random;
+#[cfg(target_arch = "x86_64")]
+mod rows_x86;
 pub mod separator;
 pub mod stft;
 pub mod transformer;
