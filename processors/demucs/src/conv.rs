@@ -9,6 +9,9 @@
 //! skip connection is added while the taps are gathered, and GELU or GLU are applied to each
 //! group while it is still in cache, so the doubled-channel GLU input never reaches memory.
 //!
+//! A 3x3 convolution with stride 1 and padding 1 (the frequency decoders' rewrite) runs as
+//! Winograd's F(2x2, 3x3) instead ([`crate::winograd`]), with the same skip and epilogues.
+//!
 //! A transposed convolution along one axis is one gemm of all taps against the input as it
 //! lies (no copy), followed by an overlap-add of the taps into the cropped output.
 //!
@@ -19,6 +22,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::fast::{contiguous, gelu_in_place, glu_slice};
+use crate::winograd::Winograd;
 
 /// Column-buffer (and transposed-tap buffer) size per gemm, in floats: large enough that each
 /// gemm is long and its weight packing is amortised, small enough to stay in the last-level
@@ -50,6 +54,8 @@ pub struct Conv2d {
     pad_w: (usize, usize),
     /// Column-buffer size per gemm, in floats ([`GROUP_FLOATS`]; tests make it small).
     group_floats: usize,
+    /// 3x3, stride 1, padding 1: Winograd's F(2x2, 3x3) instead of the column buffer.
+    winograd: Option<Winograd>,
 }
 
 /// Geometry of one call.
@@ -77,6 +83,12 @@ impl Conv2d {
             .contiguous()?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let winograd =
+            ((kh, kw, stride, pad_h, pad_w) == (3, 3, (1, 1), (1, 1), (1, 1))).then(|| {
+                Winograd::new(cin, cout, |o, c, a, b| {
+                    weight[((o * 3 + a) * 3 + b) * cin + c]
+                })
+            });
         Ok(Self {
             weight,
             bias: bias.to_vec1()?,
@@ -87,6 +99,7 @@ impl Conv2d {
             pad_h,
             pad_w,
             group_floats: GROUP_FLOATS,
+            winograd,
         })
     }
 
@@ -183,6 +196,9 @@ impl Conv2d {
     }
 
     fn run(&self, x: &[f32], skip: Option<&[f32]>, n: usize, d: Dims, epi: Epilogue) -> Vec<f32> {
+        if let (Some(wg), 0) = (&self.winograd, d.extra) {
+            return wg.run(x, skip, &self.bias, (n, d.h, d.w), epi);
+        }
         let k = self.kernel.0 * self.kernel.1 * self.cin;
         let positions = d.ho * d.wo;
         let cout_out = if epi == Epilogue::Glu {
@@ -330,11 +346,11 @@ fn fill_bias(dst: &mut [f32], len: usize, bias: &[f32]) {
 /// Each pointer must address its matrix with its row stride, and `dst` must not alias the
 /// inputs.
 pub(crate) unsafe fn product(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     accumulate: bool,
-    (dst, dst_rs): (*mut f32, usize),
-    (lhs, lhs_rs): (*const f32, usize),
-    (rhs, rhs_rs): (*const f32, usize),
+    dst: (*mut f32, usize),
+    lhs: (*const f32, usize),
+    rhs: (*const f32, usize),
 ) {
     let threads = rayon::current_num_threads();
     let par = if threads > 1 {
@@ -342,6 +358,21 @@ pub(crate) unsafe fn product(
     } else {
         gemm::Parallelism::None
     };
+    product_on(par, dims, accumulate, dst, lhs, rhs)
+}
+
+/// [`product`] with the given parallelism (`None` inside tasks that are already parallel).
+///
+/// # Safety
+/// As [`product`].
+pub(crate) unsafe fn product_on(
+    par: gemm::Parallelism,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    (dst, dst_rs): (*mut f32, usize),
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs): (*const f32, usize),
+) {
     gemm::gemm(
         m,
         n,
@@ -704,10 +735,21 @@ mod tests {
                 pad_w,
             );
             let reference = Tensor::from_vec(reference, (n, cout, ho, wo), &Device::Cpu).unwrap();
-            // Tiny groups so that a group boundary falls inside rows and between items.
-            for group in [GROUP_FLOATS, kh * kw * cin * 3] {
+            // Tiny groups so that a group boundary falls inside rows and between items; the
+            // 3x3 case also without Winograd, and with one tile row per Winograd block.
+            for (group, winograd) in [
+                (GROUP_FLOATS, None),
+                (kh * kw * cin * 3, Some(false)),
+                (GROUP_FLOATS, Some(true)),
+            ] {
                 let mut conv = Conv2d::new(&weight, &bias, stride, pad_h, pad_w).unwrap();
                 conv.group_floats = group;
+                match (winograd, &mut conv.winograd) {
+                    (Some(false), wg) => *wg = None,
+                    (Some(true), Some(wg)) => wg.block_floats = 1,
+                    (Some(true), None) => continue,
+                    (None, _) => {}
+                }
                 let plain = conv
                     .forward(&(&x + &skip).unwrap(), None, Epilogue::None)
                     .unwrap();

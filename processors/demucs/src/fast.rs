@@ -91,6 +91,7 @@ macro_rules! simd {
         }
     };
 }
+pub(crate) use simd;
 
 /// Mean and (biased) variance, two passes in float32 lanes summed in float64.
 pub(crate) fn moments(s: &[f32]) -> (f64, f64) {

@@ -31,6 +31,7 @@ mod rows_x86;
 pub mod separator;
 pub mod stft;
 pub mod transformer;
+mod winograd;
 
 pub use candle_core::Device;
 pub use config::HTDemucsConfig;
