@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use crate::fast::SharedMut;
+use crate::fast::{written_by, SharedMut};
 
 /// Head width the register blocking is written for.
 pub(crate) const HEAD: usize = 64;
@@ -56,83 +56,83 @@ pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32>
     let stride = panels * PANEL;
     let packed = pack_keys(k, dims);
     let blocks = n.div_ceil(BLOCK);
-    let mut out = vec![0f32; b * n * c];
-    let dst = SharedMut(out.as_mut_ptr());
-    (0..b * heads * blocks).into_par_iter().for_each_init(
-        || {
-            (
-                vec![0f32; BLOCK * HEAD],
-                vec![0f32; BLOCK * stride],
-                vec![0f32; BLOCK * HEAD],
-                vec![0f32; BLOCK],
-            )
-        },
-        |(qb, scores, acc, sums), task| {
-            let (i, start) = (task / blocks, (task % blocks) * BLOCK);
-            let (bi, h) = (i / heads, i % heads);
-            let len = BLOCK.min(n - start);
-            let tiles = len.div_ceil(ROWS);
-            // Queries copied into a zero-padded block so that every register tile is whole.
-            qb.fill(0.0);
-            for r in 0..len {
-                let at = (bi * n + start + r) * c + h * HEAD;
-                qb[r * HEAD..][..HEAD].copy_from_slice(&q[at..at + HEAD]);
-            }
-            let keys = &packed[i * stride * HEAD..][..stride * HEAD];
-            for p in 0..panels {
-                let panel = &keys[p * PANEL * HEAD..][..PANEL * HEAD];
-                for t in 0..tiles {
-                    // SAFETY: AVX-512 was checked above; the tile reads ROWS × HEAD queries
-                    // from qb and one whole panel, and writes ROWS rows of PANEL scores at
-                    // column p·PANEL of rows with stride `stride`, all inside `scores`.
-                    unsafe {
-                        scores_tile(
-                            qb[t * ROWS * HEAD..].as_ptr(),
-                            panel.as_ptr(),
-                            scores[t * ROWS * stride + p * PANEL..].as_mut_ptr(),
-                            stride,
-                        )
+    let run = |dst: SharedMut| {
+        (0..b * heads * blocks).into_par_iter().for_each_init(
+            || {
+                (
+                    vec![0f32; BLOCK * HEAD],
+                    vec![0f32; BLOCK * stride],
+                    vec![0f32; BLOCK * HEAD],
+                    vec![0f32; BLOCK],
+                )
+            },
+            |(qb, scores, acc, sums), task| {
+                let (i, start) = (task / blocks, (task % blocks) * BLOCK);
+                let (bi, h) = (i / heads, i % heads);
+                let len = BLOCK.min(n - start);
+                let tiles = len.div_ceil(ROWS);
+                // Queries copied into a zero-padded block so that every register tile is whole.
+                qb.fill(0.0);
+                for r in 0..len {
+                    let at = (bi * n + start + r) * c + h * HEAD;
+                    qb[r * HEAD..][..HEAD].copy_from_slice(&q[at..at + HEAD]);
+                }
+                let keys = &packed[i * stride * HEAD..][..stride * HEAD];
+                for p in 0..panels {
+                    let panel = &keys[p * PANEL * HEAD..][..PANEL * HEAD];
+                    for t in 0..tiles {
+                        // SAFETY: AVX-512 was checked above; the tile reads ROWS × HEAD queries
+                        // from qb and one whole panel, and writes ROWS rows of PANEL scores at
+                        // column p·PANEL of rows with stride `stride`, all inside `scores`.
+                        unsafe {
+                            scores_tile(
+                                qb[t * ROWS * HEAD..].as_ptr(),
+                                panel.as_ptr(),
+                                scores[t * ROWS * stride + p * PANEL..].as_mut_ptr(),
+                                stride,
+                            )
+                        }
                     }
                 }
-            }
-            for (r, sum) in sums[..len].iter_mut().enumerate() {
-                // SAFETY: AVX-512 was checked above.
-                *sum = unsafe { exp_shifted(&mut scores[r * stride..][..m]) };
-            }
-            acc.fill(0.0);
-            let values = &v[bi * m * c + h * HEAD..];
-            for j0 in (0..m).step_by(CHUNK) {
-                let keys = CHUNK.min(m - j0);
-                for t in 0..tiles {
-                    // SAFETY: AVX-512 was checked; the tile reads `keys` scores from ROWS rows
-                    // of `scores` (columns j0.. < m ≤ stride) and `keys` value rows of HEAD
-                    // floats at stride c starting at key j0 of this item and head (inside
-                    // `v`), and accumulates ROWS × HEAD floats of `acc`.
-                    unsafe {
-                        values_tile(
-                            scores[t * ROWS * stride + j0..].as_ptr(),
-                            stride,
-                            values[j0 * c..].as_ptr(),
-                            c,
-                            keys,
-                            acc[t * ROWS * HEAD..].as_mut_ptr(),
-                        )
+                for (r, sum) in sums[..len].iter_mut().enumerate() {
+                    // SAFETY: AVX-512 was checked above.
+                    *sum = unsafe { exp_shifted(&mut scores[r * stride..][..m]) };
+                }
+                acc.fill(0.0);
+                let values = &v[bi * m * c + h * HEAD..];
+                for j0 in (0..m).step_by(CHUNK) {
+                    let keys = CHUNK.min(m - j0);
+                    for t in 0..tiles {
+                        // SAFETY: AVX-512 was checked; the tile reads `keys` scores from ROWS rows
+                        // of `scores` (columns j0.. < m ≤ stride) and `keys` value rows of HEAD
+                        // floats at stride c starting at key j0 of this item and head (inside
+                        // `v`), and accumulates ROWS × HEAD floats of `acc`.
+                        unsafe {
+                            values_tile(
+                                scores[t * ROWS * stride + j0..].as_ptr(),
+                                stride,
+                                values[j0 * c..].as_ptr(),
+                                c,
+                                keys,
+                                acc[t * ROWS * HEAD..].as_mut_ptr(),
+                            )
+                        }
                     }
                 }
-            }
-            for r in 0..len {
-                let inv = 1.0 / sums[r];
-                let at = (bi * n + start + r) * c + h * HEAD;
-                // SAFETY: row start+r of item bi, columns h·64.., is written by this task
-                // only (tasks split items, heads and query rows), inside `out`.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.at(at), HEAD) };
-                row.iter_mut()
-                    .zip(&acc[r * HEAD..][..HEAD])
-                    .for_each(|(o, a)| *o = a * inv);
-            }
-        },
-    );
-    out
+                for r in 0..len {
+                    let inv = 1.0 / sums[r];
+                    let row = &mut acc[r * HEAD..][..HEAD];
+                    row.iter_mut().for_each(|a| *a *= inv);
+                    let at = (bi * n + start + r) * c + h * HEAD;
+                    // SAFETY: row start+r of item bi, columns h·64.., is written by this task
+                    // only (tasks split items, heads and query rows), inside the output.
+                    unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.at(at), HEAD) };
+                }
+            },
+        );
+    };
+    // SAFETY: the tasks cover every (item, head, query row), each writing its 64 columns.
+    unsafe { written_by(b * n * c, run) }
 }
 
 /// Keys per head as panels of `[HEAD][PANEL]` (channel-major, keys along a row), the last

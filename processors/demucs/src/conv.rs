@@ -21,7 +21,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast::{contiguous, gelu_in_place, glu_slice};
+use crate::fast::{contiguous, filled_planes, gelu_in_place, glu_slice, Reused};
 use crate::winograd::Winograd;
 
 /// Column-buffer (and transposed-tap buffer) size per gemm, in floats: large enough that each
@@ -207,22 +207,20 @@ impl Conv2d {
             self.cout
         };
         let direct = self.is_pointwise(d.extra) && skip.is_none();
-        let group = if direct {
-            positions
-        } else {
-            (self.group_floats / k).clamp(1, positions)
+        // Direct: the input is the column matrix, so only a GLU's doubled output needs groups
+        // (to stay in cache until it is halved).
+        let group = match (direct, epi) {
+            (true, Epilogue::Glu) => (self.group_floats / self.cout).clamp(1, positions),
+            (true, _) => positions,
+            (false, _) => (self.group_floats / k).clamp(1, positions),
         };
         let mut out = vec![0f32; n * cout_out * positions];
-        let mut cols = if direct {
-            Vec::new()
+        let mut cols = Reused::new(if direct { 0 } else { k * group });
+        let mut scratch = Reused::new(if epi == Epilogue::Glu {
+            self.cout * group
         } else {
-            vec![0f32; k * group]
-        };
-        let mut scratch = if epi == Epilogue::Glu {
-            vec![0f32; self.cout * group]
-        } else {
-            Vec::new()
-        };
+            0
+        });
         let plane = self.cin * d.h * d.w;
         for item in 0..n {
             let xi = &x[item * plane..(item + 1) * plane];
@@ -515,13 +513,11 @@ impl ConvTranspose {
         let (cout, k, s) = (self.cout, self.k, self.stride);
         let (first, len) = crop;
         let out_plane = len * w;
-        let mut out = vec![0f32; n * cout * out_plane];
-        out.par_chunks_mut(out_plane)
-            .enumerate()
-            .for_each(|(i, o)| o.fill(self.bias[i % cout]));
+        // Each (item, channel) plane starts as its bias.
+        let mut out = filled_planes(n * cout, out_plane, |i| self.bias[i % cout]);
         // Input rows per gemm.
         let rows = (self.group_floats / (k * cout * w)).clamp(1, h);
-        let mut taps = vec![0f32; k * cout * rows * w];
+        let mut taps = Reused::new(k * cout * rows * w);
         for item in 0..n {
             let xi = &x[item * self.cin * h * w..(item + 1) * self.cin * h * w];
             let oi = &mut out[item * cout * out_plane..(item + 1) * cout * out_plane];

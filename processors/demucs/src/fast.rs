@@ -211,6 +211,98 @@ impl SharedMut {
     }
 }
 
+/// A float32 vector of `len` elements that `init` fills through the pointer it is given,
+/// without zeroing it first: for kernel outputs that are written in full by parallel tasks.
+///
+/// # Safety
+/// `init` must write every one of the `len` elements (and nothing past them).
+pub(crate) unsafe fn written_by(len: usize, init: impl FnOnce(SharedMut)) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    init(SharedMut(v.as_mut_ptr()));
+    // SAFETY: the caller guarantees all `len` elements are initialised now.
+    v.set_len(len);
+    v
+}
+
+/// `planes` planes of `len` floats, plane `i` filled with `value(i)`, in parallel and without
+/// zeroing first (the outputs that kernels then accumulate into).
+pub(crate) fn filled_planes(
+    planes: usize,
+    len: usize,
+    value: impl Fn(usize) -> f32 + Sync,
+) -> Vec<f32> {
+    let fill = |d: SharedMut| {
+        (0..planes).into_par_iter().for_each(|i| {
+            let v = value(i);
+            for j in 0..len {
+                // SAFETY: plane i is elements i·len..(i+1)·len, written by this task only.
+                unsafe { d.at(i * len + j).write(v) };
+            }
+        })
+    };
+    // SAFETY: the planes cover all planes · len elements.
+    unsafe { written_by(planes * len, fill) }
+}
+
+thread_local! {
+    /// Buffers handed back by [`Reused`], kept for the next call on this thread.
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many buffers wait in a thread's pool (the largest kernels use three at once).
+const POOL_SIZE: usize = 4;
+
+/// A scratch buffer from this thread's pool: the kernels' column buffers and transformed
+/// blocks (8–16 MB each, every call) are overwritten before they are read, so they are reused
+/// instead of being allocated and zeroed again. Its contents start out arbitrary.
+pub(crate) struct Reused {
+    buf: Vec<f32>,
+    len: usize,
+}
+
+impl Reused {
+    pub(crate) fn new(len: usize) -> Self {
+        let mut buf = POOL
+            .with(|p| {
+                let mut p = p.borrow_mut();
+                // The largest pooled buffer, so that big requests rarely grow one.
+                let best = (0..p.len()).max_by_key(|&i| p[i].len())?;
+                Some(p.swap_remove(best))
+            })
+            .unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        Self { buf, len }
+    }
+}
+
+impl std::ops::Deref for Reused {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Reused {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl Drop for Reused {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // During thread exit the pool may already be gone; the buffer is then just freed.
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_SIZE {
+                p.push(buf);
+            }
+        });
+    }
+}
+
 /// Largest absolute element-wise difference (tests).
 #[cfg(test)]
 pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -451,6 +543,31 @@ mod tests {
             }
         }
         2.0 / std::f64::consts::PI.sqrt() * sum
+    }
+
+    #[test]
+    fn reused_buffers_have_the_length_asked_for_and_are_recycled() {
+        let mut a = Reused::new(100);
+        a.fill(1.0);
+        let ptr = a.as_ptr();
+        drop(a);
+        // The same allocation comes back, shortened, with no zeroing pass.
+        let b = Reused::new(50);
+        assert_eq!((b.len(), b.as_ptr()), (50, ptr));
+        assert!(b.iter().all(|v| *v == 1.0));
+        // A second buffer while the first is out, grown from nothing.
+        let c = Reused::new(200);
+        assert_eq!(c.len(), 200);
+        assert_ne!(c.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn planes_are_filled_with_their_values() {
+        let v = filled_planes(3, 5, |i| i as f32 + 0.5);
+        assert_eq!(v.len(), 15);
+        for (i, plane) in v.chunks(5).enumerate() {
+            assert!(plane.iter().all(|x| *x == i as f32 + 0.5));
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv::product;
-use crate::fast::{contiguous, gelu_in_place};
+use crate::fast::{contiguous, gelu_in_place, written_by, SharedMut};
 use crate::Result;
 
 pub(crate) struct Linear {
@@ -96,7 +96,7 @@ struct LinearOp<'a> {
     mode: Mode,
 }
 
-/// Rows per parallel task of the output's fill and GELU passes.
+/// Rows per parallel task (at least) of the output's fill and GELU passes.
 const ROWS: usize = 64;
 
 impl LinearOp<'_> {
@@ -115,23 +115,18 @@ impl LinearOp<'_> {
             );
         }
         let rows = bn * n;
-        let mut out = vec![0f32; rows * cout];
-        out.par_chunks_mut(ROWS * cout)
-            .enumerate()
-            .for_each(|(i, block)| {
-                for (r, row) in block.chunks_mut(cout).enumerate() {
-                    match residual {
-                        Some(res) => {
-                            let at = (i * ROWS + r) * cout;
-                            row.iter_mut()
-                                .zip(&res[at..at + cout])
-                                .zip(self.b)
-                                .for_each(|((o, r), b)| *o = r + b);
-                        }
-                        None => row.copy_from_slice(self.b),
-                    }
+        let fill = |d: SharedMut| {
+            (0..rows).into_par_iter().with_min_len(ROWS).for_each(|r| {
+                // SAFETY: row r of the `[rows, cout]` output, written by this task only.
+                let dst = d.at(r * cout);
+                for (j, b) in self.b.iter().enumerate() {
+                    let v = residual.map_or(*b, |res| res[r * cout + j] + b);
+                    unsafe { dst.add(j).write(v) };
                 }
-            });
+            })
+        };
+        // SAFETY: every row is written in full.
+        let mut out = unsafe { written_by(rows * cout, fill) };
         // SAFETY: `out` is `[rows, cout]`, `x` `[rows, cin]`, the weights `[cin, cout]`, all
         // row-major and distinct.
         unsafe {

@@ -4,6 +4,8 @@
 //! layers with LayerScale and a final GroupNorm(1) over the whole sequence
 //! (`t_norm_first`, `t_layer_scale`, `t_norm_out`), GELU feed-forward.
 
+use std::sync::Mutex;
+
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
@@ -208,7 +210,13 @@ pub struct CrossTransformer {
     cross_parity: usize,
     max_period: f64,
     weight_pos: f64,
+    /// The scaled position codes of the last input shape `(C, F, T1, T2)`: every segment of
+    /// a track has the same shape, and the codes cost a million `sin`/`cos` each time.
+    positions: Mutex<Option<Positions>>,
 }
+
+/// `(shape, 2-D code of the frequency branch, 1-D code of the time branch)`.
+type Positions = ((usize, usize, usize, usize), Tensor, Tensor);
 
 impl CrossTransformer {
     /// `fused`: the CPU kernels for the linear layers (see [`crate::linear`]).
@@ -248,7 +256,28 @@ impl CrossTransformer {
             cross_parity: 1 - classic_parity,
             max_period: cfg.t_max_period,
             weight_pos: cfg.t_weight_pos_embed,
+            positions: Mutex::new(None),
         })
+    }
+
+    /// The position codes for this shape, scaled by `weight_pos`, from the cache if it holds
+    /// them.
+    fn positions(
+        &self,
+        shape: (usize, usize, usize, usize),
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut cache = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key, pos2, pos1)) = cache.as_ref() {
+            if *key == shape {
+                return Ok((pos2.clone(), pos1.clone()));
+            }
+        }
+        let (c, f, t1, t2) = shape;
+        let pos2 = (sin_embedding_2d(c, f, t1, self.max_period, dev)? * self.weight_pos)?;
+        let pos1 = (sin_embedding(t2, c, self.max_period, dev)? * self.weight_pos)?;
+        *cache = Some((shape, pos2.clone(), pos1.clone()));
+        Ok((pos2, pos1))
     }
 
     /// `x`: `[B, C, F, T1]` (frequency branch), `xt`: `[B, C, T2]` (time branch).
@@ -261,14 +290,13 @@ impl CrossTransformer {
         if let Some(n) = &self.norm_in {
             x = n.forward(&x)?;
         }
-        let pos2 = sin_embedding_2d(c, f, t1, self.max_period, dev)?;
-        x = x.broadcast_add(&(pos2 * self.weight_pos)?)?;
+        let (pos2, pos1) = self.positions((c, f, t1, t2), dev)?;
+        x = x.broadcast_add(&pos2)?;
         let mut xt = xt.transpose(1, 2)?.contiguous()?;
         if let Some(n) = &self.norm_in_t {
             xt = n.forward(&xt)?;
         }
-        let pos1 = sin_embedding(t2, c, self.max_period, dev)?;
-        xt = xt.broadcast_add(&(pos1 * self.weight_pos)?)?;
+        xt = xt.broadcast_add(&pos1)?;
         for (i, (l, lt)) in self.layers.iter().zip(&self.layers_t).enumerate() {
             if i % 2 == self.cross_parity {
                 let old_x = x.clone();

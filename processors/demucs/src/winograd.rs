@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use crate::conv::{product_on, Epilogue};
-use crate::fast::{gelu_in_place, glu_slice, simd, SharedMut};
+use crate::fast::{gelu_in_place, glu_slice, simd, written_by, Reused, SharedMut};
 
 /// Transformed values per tile (4 × 4).
 const VALUES: usize = 16;
@@ -85,44 +85,48 @@ impl Winograd {
         let cout_out = if epi == Epilogue::Glu { cout / 2 } else { cout };
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let rows = (self.block_floats / (VALUES * (cin + cout) * tw)).clamp(1, th);
-        let mut v = vec![0f32; VALUES * cin * rows * tw];
-        let mut m = vec![0f32; VALUES * cout * rows * tw];
-        let mut out = vec![0f32; n * cout_out * h * w];
+        let mut v = Reused::new(VALUES * cin * rows * tw);
+        let mut m = Reused::new(VALUES * cout * rows * tw);
         let plane = h * w;
-        for item in 0..n {
-            let x = &x[item * cin * plane..][..cin * plane];
-            let skip = skip.map(|s| &s[item * cin * plane..][..cin * plane]);
-            let dst = &mut out[item * cout_out * plane..][..cout_out * plane];
-            for r0 in (0..th).step_by(rows) {
-                let tiles = rows.min(th - r0) * tw;
-                let block = Block {
-                    r0,
-                    tiles,
-                    tw,
-                    h,
-                    w,
-                };
-                self.inputs(&block, x, skip, &mut v);
-                let (vs, ms) = (SharedMut(v.as_mut_ptr()), SharedMut(m.as_mut_ptr()));
-                (0..VALUES).into_par_iter().for_each(|xi| {
-                    // SAFETY: value xi's product reads U[xi] (`[cout, cin]`) and its
-                    // `[cin, tiles]` slice of v, and writes its own `[cout, tiles]` slice of
-                    // m; the buffers were sized for the largest block.
-                    unsafe {
-                        product_on(
-                            gemm::Parallelism::None,
-                            (cout, tiles, cin),
-                            false,
-                            (ms.at(xi * cout * tiles), tiles),
-                            (self.u[xi * cout * cin..].as_ptr(), cin),
-                            (vs.at(xi * cin * tiles), tiles),
-                        )
-                    }
-                });
-                self.outputs(&block, &m, bias, dst, epi);
+        let run = |dst: SharedMut| {
+            for item in 0..n {
+                let x = &x[item * cin * plane..][..cin * plane];
+                let skip = skip.map(|s| &s[item * cin * plane..][..cin * plane]);
+                let dst = SharedMut(dst.at(item * cout_out * plane));
+                for r0 in (0..th).step_by(rows) {
+                    let tiles = rows.min(th - r0) * tw;
+                    let block = Block {
+                        r0,
+                        tiles,
+                        tw,
+                        h,
+                        w,
+                    };
+                    self.inputs(&block, x, skip, &mut v);
+                    let (vs, ms) = (SharedMut(v.as_mut_ptr()), SharedMut(m.as_mut_ptr()));
+                    (0..VALUES).into_par_iter().for_each(|xi| {
+                        // SAFETY: value xi's product reads U[xi] (`[cout, cin]`) and its
+                        // `[cin, tiles]` slice of v, and writes its own `[cout, tiles]` slice
+                        // of m; the buffers were sized for the largest block.
+                        unsafe {
+                            product_on(
+                                gemm::Parallelism::None,
+                                (cout, tiles, cin),
+                                false,
+                                (ms.at(xi * cout * tiles), tiles),
+                                (self.u[xi * cout * cin..].as_ptr(), cin),
+                                (vs.at(xi * cin * tiles), tiles),
+                            )
+                        }
+                    });
+                    self.outputs(&block, &m, bias, dst, epi);
+                }
             }
-        }
-        out
+        };
+        // SAFETY: the blocks cover every tile row of every item, and `outputs` writes all
+        // `w` columns of both rows of each tile row (the second only when it exists), for
+        // every output channel: every element of `[n, cout_out, h, w]`.
+        unsafe { written_by(n * cout_out * plane, run) }
     }
 
     /// `V = Bᵀ d B` of every tile in the block, `[16][cin][tiles]`.
@@ -173,16 +177,16 @@ impl Winograd {
     }
 
     /// `Y = Aᵀ M A` + bias of every tile, then the epilogue, into the output planes.
-    fn outputs(&self, b: &Block, m: &[f32], bias: &[f32], dst: &mut [f32], epi: Epilogue) {
+    fn outputs(&self, b: &Block, m: &[f32], bias: &[f32], ds: SharedMut, epi: Epilogue) {
         let (cout, tiles, plane) = (self.cout, b.tiles, b.h * b.w);
         let half = cout / 2;
         let channels = if epi == Epilogue::Glu { half } else { cout };
         let len = 2 * b.tw;
-        let ds = SharedMut(dst.as_mut_ptr());
         (0..channels).into_par_iter().for_each_init(
-            || vec![0f32; 4 * len],
+            || vec![0f32; 5 * len],
             |buf, o| {
-                let (ya, yg) = buf.split_at_mut(2 * len);
+                let (ya, rest) = buf.split_at_mut(2 * len);
+                let (yg, done) = rest.split_at_mut(2 * len);
                 for i in 0..tiles / b.tw {
                     let base = i * b.tw;
                     let at = |ch: usize| &m[ch * tiles + base..];
@@ -195,19 +199,28 @@ impl Winograd {
                         if f >= b.h {
                             break;
                         }
-                        // SAFETY: row f of output channel o is written by this task only.
-                        let row = unsafe {
-                            std::slice::from_raw_parts_mut(ds.at(o * plane + f * b.w), b.w)
-                        };
-                        let a = &ya[y * len..][..b.w];
-                        match epi {
-                            Epilogue::Glu => glu_slice(row, a, &yg[y * len..][..b.w]),
-                            Epilogue::Gelu => {
-                                row.copy_from_slice(a);
-                                gelu_in_place(row);
+                        let a = &mut ya[y * len..][..b.w];
+                        let row: &[f32] = match epi {
+                            Epilogue::Glu => {
+                                glu_slice(&mut done[..b.w], a, &yg[y * len..][..b.w]);
+                                &done[..b.w]
                             }
-                            Epilogue::None => row.copy_from_slice(a),
-                        }
+                            Epilogue::Gelu => {
+                                gelu_in_place(a);
+                                a
+                            }
+                            Epilogue::None => a,
+                        };
+                        // SAFETY: row f of output channel o of this item is written by this
+                        // task only, inside the `[cout_out, h, w]` planes `ds` points to
+                        // (which may be uninitialised: written through the raw pointer).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                row.as_ptr(),
+                                ds.at(o * plane + f * b.w),
+                                b.w,
+                            )
+                        };
                     }
                 }
             },
