@@ -284,7 +284,10 @@ mod tests {
                 .to_dtype(dtype)
                 .unwrap()
         };
-        let (q, k, v) = (rand(n), rand(m), rand(m));
+        // Queries come scaled by 1/sqrt(d), as the model's projection leaves them: logits of
+        // unit spread, not √d-wide ones whose softmax amplifies float32 rounding.
+        let q = (rand(n) / (d as f64).sqrt()).unwrap();
+        let (k, v) = (rand(m), rand(m));
         let got = super::attention(&q, &k, &v, heads)
             .unwrap()
             .to_dtype(DType::F32)
