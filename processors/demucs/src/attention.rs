@@ -23,10 +23,9 @@ struct Attention {
 /// thread (the caller parallelises over tasks).
 ///
 /// # Safety
-/// Each pointer must address its matrix with its row stride, and `dst` must not alias the
-/// inputs.
+/// As [`crate::conv::product`].
 unsafe fn product(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
     lhs: *const f32,
@@ -34,26 +33,13 @@ unsafe fn product(
     rhs: *const f32,
     rhs_rs: usize,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        false,
-        lhs,
-        1,
-        lhs_rs as isize,
-        rhs,
-        1,
-        rhs_rs as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
+    crate::conv::product_on(
         gemm::Parallelism::None,
+        dims,
+        false,
+        (dst, dst_rs),
+        (lhs, lhs_rs),
+        (rhs, rhs_rs),
     )
 }
 
