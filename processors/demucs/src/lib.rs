@@ -30,6 +30,7 @@ mod random;
 mod rows_x86;
 pub mod separator;
 pub mod stft;
+mod token_norm;
 pub mod transformer;
 mod winograd;
 

@@ -11,6 +11,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::config::HTDemucsConfig;
 use crate::linear::Linear;
+use crate::token_norm::{Over, TokenNorm};
 use crate::Result;
 
 /// `nn.MultiheadAttention` with packed input projections, no dropout, no mask.
@@ -66,17 +67,26 @@ impl Attention {
 struct SequenceNorm {
     weight: Tensor,
     bias: Tensor,
+    /// The CPU kernel.
+    fused: Option<TokenNorm>,
 }
 
 impl SequenceNorm {
-    fn load(vb: VarBuilder, dim: usize) -> Result<Self> {
+    fn load(vb: VarBuilder, dim: usize, fused: bool) -> Result<Self> {
+        let (weight, bias) = (vb.get(dim, "weight")?, vb.get(dim, "bias")?);
         Ok(Self {
-            weight: vb.get(dim, "weight")?,
-            bias: vb.get(dim, "bias")?,
+            fused: fused
+                .then(|| TokenNorm::new(&weight, &bias, 1e-5, Over::Item))
+                .transpose()?,
+            weight,
+            bias,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(n) = &self.fused {
+            return n.forward(x);
+        }
         let (b, t, c) = x.dims3()?;
         let flat = x.reshape((b, t * c))?;
         let mean = flat.mean_keepdim(1)?;
@@ -88,6 +98,30 @@ impl SequenceNorm {
         Ok(normed
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)?)
+    }
+}
+
+/// A LayerNorm over the channels (eps 1e-5): the CPU kernel, or candle's op elsewhere.
+enum Norm {
+    Fused(TokenNorm),
+    Ops(LayerNorm),
+}
+
+impl Norm {
+    fn load(vb: VarBuilder, dim: usize, fused: bool) -> Result<Self> {
+        Ok(if fused {
+            let (w, b) = (vb.get(dim, "weight")?, vb.get(dim, "bias")?);
+            Self::Fused(TokenNorm::new(&w, &b, 1e-5, Over::Token)?)
+        } else {
+            Self::Ops(candle_nn::layer_norm(dim, 1e-5, vb)?)
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Fused(n) => n.forward(x),
+            Self::Ops(n) => Ok(n.forward(x)?),
+        }
     }
 }
 
@@ -143,11 +177,11 @@ fn scaled_out(
 struct Layer {
     attn: Attention,
     cross: bool,
-    norm1: LayerNorm,
+    norm1: Norm,
     /// Cross layers normalise the other branch with `norm2` and the feed-forward input with
     /// `norm3`; self layers use `norm2` for the feed-forward.
-    norm2: LayerNorm,
-    norm3: Option<LayerNorm>,
+    norm2: Norm,
+    norm3: Option<Norm>,
     /// The LayerScales `gamma_1`/`gamma_2` are folded into `attn` and `ff`.
     ff: FeedForward,
     norm_out: Option<SequenceNorm>,
@@ -157,7 +191,7 @@ impl Layer {
     fn load(vb: VarBuilder, cross: bool, cfg: &HTDemucsConfig, fused: bool) -> Result<Self> {
         let dim = cfg.transformer_dim();
         let hidden = (dim as f64 * cfg.t_hidden_scale) as usize;
-        let ln = |name: &str| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let ln = |name: &str| Norm::load(vb.pp(name), dim, fused);
         let scale = |name: &str| -> Result<Option<Tensor>> {
             if cfg.t_layer_scale {
                 Ok(Some(vb.pp(name).get(dim, "scale")?))
@@ -175,7 +209,7 @@ impl Layer {
             norm3: if cross { Some(ln("norm3")?) } else { None },
             ff: FeedForward::load(&vb, dim, hidden, gamma_2.as_ref(), fused)?,
             norm_out: if cfg.t_norm_out {
-                Some(SequenceNorm::load(vb.pp("norm_out"), dim)?)
+                Some(SequenceNorm::load(vb.pp("norm_out"), dim, fused)?)
             } else {
                 None
             },
@@ -203,8 +237,8 @@ impl Layer {
 
 /// `CrossTransformerEncoder` with `t_emb="sin"`.
 pub struct CrossTransformer {
-    norm_in: Option<LayerNorm>,
-    norm_in_t: Option<LayerNorm>,
+    norm_in: Option<Norm>,
+    norm_in_t: Option<Norm>,
     layers: Vec<Layer>,
     layers_t: Vec<Layer>,
     cross_parity: usize,
@@ -242,8 +276,8 @@ impl CrossTransformer {
         }
         let (norm_in, norm_in_t) = if cfg.t_norm_in {
             (
-                Some(candle_nn::layer_norm(dim, 1e-5, vb.pp("norm_in"))?),
-                Some(candle_nn::layer_norm(dim, 1e-5, vb.pp("norm_in_t"))?),
+                Some(Norm::load(vb.pp("norm_in"), dim, fused)?),
+                Some(Norm::load(vb.pp("norm_in_t"), dim, fused)?),
             )
         } else {
             (None, None)
