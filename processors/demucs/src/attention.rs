@@ -68,6 +68,7 @@ impl CustomOp3 for Attention {
         if lk.shape().dims3()? != (bh, d, m)
             || lv.shape().dims3()? != (bh, m, d)
             || heads == 0
+            || m == 0
             || bh % heads != 0
         {
             candle_core::bail!("attention: q {:?}, k^T {:?}, v {:?}", lq, lk, lv)
@@ -143,7 +144,8 @@ impl CustomOp3 for TokenMajor {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, n, c) = lq.shape().dims3()?;
         let m = lk.shape().dims3()?.1;
-        if c != self.heads * crate::attention_x86::HEAD
+        if m == 0
+            || c != self.heads * crate::attention_x86::HEAD
             || lk.shape().dims3()? != (b, m, c)
             || lv.shape().dims3()? != (b, m, c)
         {
@@ -185,10 +187,11 @@ fn x86_kernel(head: usize) -> bool {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> crate::Result<Tensor> {
     let (b, n, c) = q.dims3()?;
     let m = k.dim(1)?;
-    if heads == 0 || c % heads != 0 {
-        return Err(
-            candle_core::Error::Msg(format!("attention: {c} channels, {heads} heads")).into(),
-        );
+    if heads == 0 || c % heads != 0 || m == 0 {
+        return Err(candle_core::Error::Msg(format!(
+            "attention: {c} channels, {heads} heads, {m} keys"
+        ))
+        .into());
     }
     let d = c / heads;
     let cpu = q.device().is_cpu() && q.dtype() == candle_core::DType::F32;
@@ -299,6 +302,19 @@ mod tests {
     fn head_64_kernel_matches_softmax_qk_v() {
         for (n, m) in [(101, 200), (48, 64), (1, 129), (7, 1)] {
             check(2, 64, n, m, DType::F32);
+        }
+    }
+
+    #[test]
+    fn no_keys_is_an_error_on_every_path() {
+        let dev = Device::Cpu;
+        for (d, dtype) in [(64, DType::F32), (8, DType::F32), (8, DType::F64)] {
+            let q = Tensor::zeros((1, 5, 2 * d), dtype, &dev).unwrap();
+            let none = Tensor::zeros((1, 0, 2 * d), dtype, &dev).unwrap();
+            assert!(
+                super::attention(&q, &none, &none, 2).is_err(),
+                "d {d} {dtype:?}"
+            );
         }
     }
 

@@ -412,6 +412,9 @@ impl ConvOp<'_> {
             candle_core::bail!("conv: GLU needs an even channel count, got {}", conv.cout);
         }
         let d = conv.dims(h, w, self.extra)?;
+        if n == 0 {
+            candle_core::bail!("conv: an empty batch");
+        }
         let out = conv.run(x, skip, n, d, self.epilogue);
         let cout = out.len() / (n * d.ho * d.wo);
         Ok((
@@ -847,6 +850,9 @@ mod tests {
             .is_err());
         assert!(conv
             .forward(&rand(&[1, 3, 2, 5], 3), None, Epilogue::None)
+            .is_err());
+        assert!(conv
+            .forward(&rand(&[0, 3, 5, 5], 3), None, Epilogue::None)
             .is_err());
         let odd = Conv2d::new(
             &rand(&[3, 3, 1, 1], 1),

@@ -17,7 +17,9 @@ use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 use rayon::prelude::*;
 
 use crate::config::HTDemucsConfig;
-use crate::fast::{self, affine_in_place, axpy, contiguous, glu_residual, GroupNorm, SharedMut};
+use crate::fast::{
+    self, affine_in_place, axpy, contiguous, glu_residual, GroupNorm, SharedMut, Stats,
+};
 use crate::Result;
 
 /// Time steps per task for long items; the 1x1 conv's output (`2C × BLOCK`) stays in L2.
@@ -177,39 +179,12 @@ fn device_forward(layers: &[DeviceLayer], x: &Tensor) -> Result<Tensor> {
     Ok(x)
 }
 
-/// Running statistics of a sample: count, mean, sum of squared deviations.
-#[derive(Clone, Copy, Default)]
-struct Stats {
-    n: f64,
-    mean: f64,
-    m2: f64,
+/// The affine map of a GroupNorm(1) with given statistics.
+trait Affine {
+    fn affine(self, weight: &[f32], bias: &[f32]) -> Vec<(f32, f32)>;
 }
 
-impl Stats {
-    fn of(s: &[f32]) -> Self {
-        let (mean, var) = fast::moments(s);
-        let n = s.len() as f64;
-        Self {
-            n,
-            mean,
-            m2: var * n,
-        }
-    }
-
-    /// Chan et al.'s pairwise merge.
-    fn merge(self, o: Self) -> Self {
-        if self.n == 0.0 {
-            return o;
-        }
-        let n = self.n + o.n;
-        let delta = o.mean - self.mean;
-        Self {
-            n,
-            mean: self.mean + delta * o.n / n,
-            m2: self.m2 + o.m2 + delta * delta * self.n * o.n / n,
-        }
-    }
-
+impl Affine for Stats {
     /// Per-channel `(scale, shift)` of the affine GroupNorm(1) with these statistics.
     fn affine(self, weight: &[f32], bias: &[f32]) -> Vec<(f32, f32)> {
         let inv = 1.0 / (self.m2 / self.n + EPS).sqrt();
@@ -425,6 +400,9 @@ impl CustomOp1 for Fused<'_> {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = contiguous(s, l)?;
         let (b, c, f, t) = l.shape().dims4()?;
+        if t == 0 {
+            candle_core::bail!("dconv: an empty time axis");
+        }
         if let Some(first) = self.layers.first() {
             if first.channels() != c {
                 candle_core::bail!("dconv: {c} channels, weights for {}", first.channels());
@@ -548,5 +526,7 @@ mod tests {
         let ([fused, _], _) = all(8);
         let x = Tensor::zeros((1, 4, 3, 10), DType::F32, &Device::Cpu).unwrap();
         assert!(fused.forward_freq(&x).is_err());
+        let empty = Tensor::zeros((1, 8, 3, 0), DType::F32, &Device::Cpu).unwrap();
+        assert!(fused.forward_freq(&empty).is_err());
     }
 }

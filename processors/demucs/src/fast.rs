@@ -12,7 +12,8 @@ use rayon::prelude::*;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.7);
+    // Above ≈ 88.37 the 2^n factor would leave float32's exponent range.
+    let x = x.clamp(-87.3, 88.37);
     let t = x * std::f32::consts::LOG2_E + MAGIC;
     let n = t - MAGIC;
     // Two-part ln2 keeps the reduction exact enough in float32.
@@ -99,6 +100,62 @@ pub(crate) fn moments(s: &[f32]) -> (f64, f64) {
     moments_into(s, &mut out);
     out
 }
+
+/// Running statistics of a sample: count, mean, sum of squared deviations (float64), so that
+/// blocks' statistics merge exactly.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Stats {
+    pub(crate) n: f64,
+    pub(crate) mean: f64,
+    pub(crate) m2: f64,
+}
+
+impl Stats {
+    /// Of one block (two passes, float32 lanes summed in float64: keep blocks to thousands of
+    /// values, and merge).
+    pub(crate) fn of(s: &[f32]) -> Self {
+        let (mean, var) = moments(s);
+        let n = s.len() as f64;
+        Self {
+            n,
+            mean,
+            m2: var * n,
+        }
+    }
+
+    /// Chan et al.'s pairwise merge.
+    pub(crate) fn merge(self, o: Self) -> Self {
+        if self.n == 0.0 {
+            return o;
+        }
+        let n = self.n + o.n;
+        let delta = o.mean - self.mean;
+        Self {
+            n,
+            mean: self.mean + delta * o.n / n,
+            m2: self.m2 + o.m2 + delta * delta * self.n * o.n / n,
+        }
+    }
+
+    /// Of a long sample, in parallel blocks merged in float64.
+    pub(crate) fn of_blocks(s: &[f32]) -> Self {
+        s.par_chunks(STATS_BLOCK)
+            .map(Self::of)
+            .reduce(Self::default, Self::merge)
+    }
+
+    /// Biased variance.
+    pub(crate) fn var(self) -> f64 {
+        if self.n == 0.0 {
+            0.0
+        } else {
+            self.m2 / self.n
+        }
+    }
+}
+
+/// Values per block of [`Stats::of_blocks`].
+const STATS_BLOCK: usize = 4096;
 
 simd!(moments_into, (s: &[f32], out: &mut (f64, f64)), {
     let n = s.len() as f64;
@@ -524,6 +581,37 @@ mod tests {
                 "gelu({x}) {g} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn exp_stays_finite_to_the_top_of_its_range() {
+        for x in [88.0f32, 88.37, 88.5, 88.7, 1e6] {
+            assert!(exp(x).is_finite(), "exp({x}) = {}", exp(x));
+        }
+        assert!(((exp(88.0) - 88f32.exp()) / 88f32.exp()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn block_statistics_merge_to_the_whole() {
+        // Offset far from zero, where float32 sums of a million values would drift.
+        let v: Vec<f32> = (0..1_000_003)
+            .map(|i| 1000.0 + (i % 97) as f32 * 0.01)
+            .collect();
+        let st = Stats::of_blocks(&v);
+        let n = v.len() as f64;
+        let mean = v.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
+        let var = v
+            .iter()
+            .map(|x| (f64::from(*x) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        assert!(
+            (st.mean - mean).abs() < 1e-7 * mean,
+            "{} vs {mean}",
+            st.mean
+        );
+        assert!((st.var() - var).abs() < 1e-6 * var, "{} vs {var}", st.var());
+        assert_eq!(Stats::of_blocks(&[]).var(), 0.0);
     }
 
     fn libm_erf(x: f64) -> f64 {

@@ -110,8 +110,8 @@ impl LinearOp<'_> {
         let cout = self.b.len();
         if cin * cout != self.w_t.len() {
             candle_core::bail!(
-                "linear: {cin} input features, weights for {}",
-                self.w_t.len() / cout
+                "linear: {cin} input features and {cout} outputs, {} weights",
+                self.w_t.len()
             );
         }
         let rows = bn * n;

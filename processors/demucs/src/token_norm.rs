@@ -2,12 +2,13 @@
 //! map: LayerNorm (statistics per token) and the `norm_out` GroupNorm(1) (statistics over a
 //! whole item). On the CPU each is one multi-threaded pass after its statistics, instead of
 //! candle's single-threaded layer norm or the six tensor ops (and buffers) of the
-//! GroupNorm(1) written with them. Statistics are two-pass, accumulated in float64.
+//! GroupNorm(1) written with them. Statistics are two-pass per token, and per item in blocks
+//! of a few thousand values merged in float64.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast::{contiguous, moments};
+use crate::fast::{contiguous, moments, Stats};
 
 /// Tokens per parallel task.
 const ROWS: usize = 64;
@@ -31,9 +32,18 @@ pub(crate) struct TokenNorm {
 
 impl TokenNorm {
     pub(crate) fn new(weight: &Tensor, bias: &Tensor, eps: f64, over: Over) -> crate::Result<Self> {
+        let (weight, bias): (Vec<f32>, Vec<f32>) = (weight.to_vec1()?, bias.to_vec1()?);
+        if weight.len() != bias.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "norm: {} weights, {} biases",
+                weight.len(),
+                bias.len()
+            ))
+            .into());
+        }
         Ok(Self {
-            weight: weight.to_vec1()?,
-            bias: bias.to_vec1()?,
+            weight,
+            bias,
             eps,
             over,
         })
@@ -80,11 +90,20 @@ impl CustomOp1 for TokenNorm {
             candle_core::bail!("norm: {c} channels, weights for {}", self.weight.len());
         }
         let mut out = vec![0f32; x.len()];
+        if out.is_empty() {
+            return Ok((CpuStorage::F32(out), Shape::from_dims(&[b, n, c])));
+        }
         match self.over {
             Over::Token => self.apply_rows(x, &mut out, |_, row| moments(row)),
             Over::Item => {
-                let items: Vec<(f64, f64)> = x.chunks(n * c).map(moments).collect();
-                self.apply_rows(x, &mut out, |row, _| items[row / n.max(1)]);
+                let items: Vec<(f64, f64)> = x
+                    .chunks(n * c)
+                    .map(|item| {
+                        let st = Stats::of_blocks(item);
+                        (st.mean, st.var())
+                    })
+                    .collect();
+                self.apply_rows(x, &mut out, |row, _| items[row / n]);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from_dims(&[b, n, c])))
@@ -93,10 +112,35 @@ impl CustomOp1 for TokenNorm {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
-    use candle_nn::Module;
+    use candle_core::{DType, Device, Tensor};
 
     use super::*;
+
+    /// `(x - mean) / sqrt(var + eps) · w + b` in float64, statistics over the last `dims`
+    /// dimensions of `[B, N, C]`.
+    fn definition(x: &Tensor, w: &Tensor, b: &Tensor, whole_item: bool) -> Tensor {
+        let (bn, n, c) = x.dims3().unwrap();
+        let x = x.to_dtype(DType::F64).unwrap();
+        let flat = if whole_item {
+            x.reshape((bn, n * c)).unwrap()
+        } else {
+            x.reshape((bn * n, c)).unwrap()
+        };
+        let mean = flat.mean_keepdim(1).unwrap();
+        let centred = flat.broadcast_sub(&mean).unwrap();
+        let var = centred.sqr().unwrap().mean_keepdim(1).unwrap();
+        centred
+            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .reshape((bn, n, c))
+            .unwrap()
+            .broadcast_mul(&w.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .broadcast_add(&b.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    }
 
     #[test]
     fn layer_norm_and_item_norm_match_their_definitions() {
@@ -105,29 +149,17 @@ mod tests {
         let x = (Tensor::randn(0f32, 1.0, (2, 70, 12), &dev).unwrap() + 3.0).unwrap();
         let w = Tensor::randn(1f32, 0.3, 12, &dev).unwrap();
         let b = Tensor::randn(0f32, 0.3, 12, &dev).unwrap();
-        let ln = candle_nn::LayerNorm::new(w.clone(), b.clone(), 1e-5);
-        let ours = TokenNorm::new(&w, &b, 1e-5, Over::Token).unwrap();
-        let d = crate::fast::max_abs_diff(&ours.forward(&x).unwrap(), &ln.forward(&x).unwrap());
-        assert!(d < 1e-5, "layer norm: {d}");
-
-        let flat = x.reshape((2, 70 * 12)).unwrap();
-        let mean = flat.mean_keepdim(1).unwrap();
-        let centred = flat.broadcast_sub(&mean).unwrap();
-        let var = centred.sqr().unwrap().mean_keepdim(1).unwrap();
-        let want = centred
-            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
-            .unwrap()
-            .reshape((2, 70, 12))
-            .unwrap()
-            .broadcast_mul(&w)
-            .unwrap()
-            .broadcast_add(&b)
-            .unwrap();
+        for (over, whole) in [(Over::Token, false), (Over::Item, true)] {
+            let ours = TokenNorm::new(&w, &b, 1e-5, over).unwrap();
+            let want = definition(&x, &w, &b, whole);
+            let d = crate::fast::max_abs_diff(&ours.forward(&x).unwrap(), &want);
+            assert!(d < 1e-5, "whole item {whole}: {d}");
+        }
         let ours = TokenNorm::new(&w, &b, 1e-5, Over::Item).unwrap();
-        let d = crate::fast::max_abs_diff(&ours.forward(&x).unwrap(), &want);
-        assert!(d < 1e-5, "item norm: {d}");
-
         let wrong = Tensor::zeros((1, 3, 5), candle_core::DType::F32, &dev).unwrap();
         assert!(ours.forward(&wrong).is_err());
+        let empty = Tensor::zeros((1, 0, 12), candle_core::DType::F32, &dev).unwrap();
+        assert_eq!(ours.forward(&empty).unwrap().dims(), &[1, 0, 12]);
+        assert!(TokenNorm::new(&w, &b.narrow(0, 0, 11).unwrap(), 1e-5, Over::Item).is_err());
     }
 }
