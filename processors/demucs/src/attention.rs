@@ -168,16 +168,9 @@ impl CustomOp3 for TokenMajor {
 }
 
 /// Whether float32 attention with `head`-wide heads runs the x86 kernel on this machine.
+#[cfg(target_arch = "x86_64")]
 fn x86_kernel(head: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        head == crate::attention_x86::HEAD && crate::attention_x86::available()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = head;
-        false
-    }
+    head == crate::attention_x86::HEAD && crate::attention_x86::available()
 }
 
 /// `softmax(q kᵀ) v` per head, heads merged back into channels. `q`: `[B, N, H·d]` (already
