@@ -54,8 +54,8 @@ struct CpuLayer {
     proj_b: Vec<f32>,
     norm2: (Vec<f32>, Vec<f32>),
     scale: Vec<f32>,
-    k: usize,
-    dilation: usize,
+    /// Offset of each tap from the output position (dilated, centred).
+    shifts: Vec<isize>,
     /// The conv and the 1x1 conv as AVX-512 register tiles, where the CPU has them.
     #[cfg(target_arch = "x86_64")]
     tiles: Option<(crate::rows_x86::Packed, crate::rows_x86::Packed)>,
@@ -112,8 +112,9 @@ impl DConv {
                     proj_b,
                     norm2: (v(&n2.0)?, v(&n2.1)?),
                     scale: v(&scale)?,
-                    k,
-                    dilation,
+                    shifts: (0..k)
+                        .map(|j| ((j as isize) - (k / 2) as isize) * dilation as isize)
+                        .collect(),
                     #[cfg(target_arch = "x86_64")]
                     tiles,
                 });
@@ -179,24 +180,17 @@ fn device_forward(layers: &[DeviceLayer], x: &Tensor) -> Result<Tensor> {
     Ok(x)
 }
 
-/// The affine map of a GroupNorm(1) with given statistics.
-trait Affine {
-    fn affine(self, weight: &[f32], bias: &[f32]) -> Vec<(f32, f32)>;
-}
-
-impl Affine for Stats {
-    /// Per-channel `(scale, shift)` of the affine GroupNorm(1) with these statistics.
-    fn affine(self, weight: &[f32], bias: &[f32]) -> Vec<(f32, f32)> {
-        let inv = 1.0 / (self.m2 / self.n + EPS).sqrt();
-        weight
-            .iter()
-            .zip(bias)
-            .map(|(w, b)| {
-                let s = inv * f64::from(*w);
-                (s as f32, (f64::from(*b) - self.mean * s) as f32)
-            })
-            .collect()
-    }
+/// Per-channel `(scale, shift)` of the affine GroupNorm(1) with statistics `st`.
+fn affine(st: Stats, weight: &[f32], bias: &[f32]) -> Vec<(f32, f32)> {
+    let inv = 1.0 / (st.var() + EPS).sqrt();
+    weight
+        .iter()
+        .zip(bias)
+        .map(|(w, b)| {
+            let s = inv * f64::from(*w);
+            (s as f32, (f64::from(*b) - st.mean * s) as f32)
+        })
+        .collect()
 }
 
 impl CpuLayer {
@@ -211,20 +205,16 @@ impl CpuLayer {
     /// `out[h, 0..w] = conv(x)` at columns `t0..t0+w` of an item `x` of `[C, t]`, zero
     /// outside the item.
     fn conv_block(&self, x: &[f32], t: usize, t0: usize, out: &mut [f32]) {
-        let (c_in, k) = (self.channels(), self.k);
+        let (c_in, k) = (self.channels(), self.shifts.len());
         let w = out.len() / self.hidden();
-        let half = (k / 2 * self.dilation) as isize;
         #[cfg(target_arch = "x86_64")]
         if let Some((conv, _)) = &self.tiles {
-            let shifts: Vec<isize> = (0..k)
-                .map(|j| j as isize * self.dilation as isize - half)
-                .collect();
             let src = crate::rows_x86::Source {
                 x,
                 stride: t,
                 len: t,
                 start: t0,
-                shifts: &shifts,
+                shifts: &self.shifts,
             };
             return crate::rows_x86::conv(conv, &src, out, w);
         }
@@ -232,8 +222,7 @@ impl CpuLayer {
             y.fill(self.conv_b[h]);
             for c in 0..c_in {
                 let x = &x[c * t..(c + 1) * t];
-                for j in 0..k {
-                    let shift = j as isize * self.dilation as isize - half;
+                for (j, &shift) in self.shifts.iter().enumerate() {
                     // y[t] += wt · x[t0 + t + shift] where that index is inside the item.
                     let lo = (-(t0 as isize) - shift).max(0) as usize;
                     let hi = (x.len() as isize - t0 as isize - shift).clamp(0, w as isize) as usize;
@@ -323,10 +312,10 @@ impl Fused<'_> {
             let item = &mut s.item[..c * t];
             let hid = sized(&mut s.hid, hidden * t);
             l.conv_block(item, t, 0, hid);
-            let n1 = Stats::of(hid).affine(&l.norm1.0, &l.norm1.1);
+            let n1 = affine(Stats::of(hid), &l.norm1.0, &l.norm1.1);
             let y = sized(&mut s.y, 2 * c * t);
             l.activate_project(hid, &n1, y);
-            let n2 = Stats::of(y).affine(&l.norm2.0, &l.norm2.1);
+            let n2 = affine(Stats::of(y), &l.norm2.0, &l.norm2.1);
             let mut rows = item.chunks_mut(t);
             l.residual(y, &n2, |_| rows.next().expect("one row per channel"));
         }
@@ -358,7 +347,7 @@ impl Fused<'_> {
                 s1 = s1.merge(*st);
             }
             drop(parts);
-            let n1 = s1.affine(&l.norm1.0, &l.norm1.1);
+            let n1 = affine(s1, &l.norm1.0, &l.norm1.1);
             let c = l.channels();
             // The block's 1x1 conv output, from the stored conv output.
             let project = |t0: usize, s: &mut Scratch| -> usize {
@@ -378,7 +367,7 @@ impl Fused<'_> {
                     Stats::of(&s.y[..2 * c * w])
                 })
                 .reduce(Stats::default, Stats::merge);
-            let n2 = s2.affine(&l.norm2.0, &l.norm2.1);
+            let n2 = affine(s2, &l.norm2.0, &l.norm2.1);
             let xp = SharedMut(x.as_mut_ptr());
             blocks.par_iter().for_each_init(Scratch::default, |s, &t0| {
                 let w = project(t0, s);

@@ -319,6 +319,13 @@ pub(crate) struct Reused {
 
 impl Reused {
     pub(crate) fn new(len: usize) -> Self {
+        if len == 0 {
+            // An unused buffer (a kernel path that needs none) leaves the pool alone.
+            return Self {
+                buf: Vec::new(),
+                len,
+            };
+        }
         let mut buf = POOL
             .with(|p| {
                 let mut p = p.borrow_mut();
@@ -350,6 +357,9 @@ impl std::ops::DerefMut for Reused {
 impl Drop for Reused {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
+        if buf.capacity() == 0 {
+            return;
+        }
         // During thread exit the pool may already be gone; the buffer is then just freed.
         let _ = POOL.try_with(|p| {
             let mut p = p.borrow_mut();
@@ -647,6 +657,11 @@ mod tests {
         let c = Reused::new(200);
         assert_eq!(c.len(), 200);
         assert_ne!(c.as_ptr(), ptr);
+        drop(b);
+        // An empty request leaves the pooled buffer for the next real one.
+        let none = Reused::new(0);
+        assert_eq!(Reused::new(10).as_ptr(), ptr);
+        drop(none);
     }
 
     #[test]

@@ -117,11 +117,19 @@ impl LinearOp<'_> {
         let rows = bn * n;
         let fill = |d: SharedMut| {
             (0..rows).into_par_iter().with_min_len(ROWS).for_each(|r| {
-                // SAFETY: row r of the `[rows, cout]` output, written by this task only.
                 let dst = d.at(r * cout);
-                for (j, b) in self.b.iter().enumerate() {
-                    let v = residual.map_or(*b, |res| res[r * cout + j] + b);
-                    unsafe { dst.add(j).write(v) };
+                // SAFETY: row r of the `[rows, cout]` output, written by this task only.
+                let put = |j: usize, v: f32| unsafe { dst.add(j).write(v) };
+                match residual {
+                    Some(res) => {
+                        let res = &res[r * cout..(r + 1) * cout];
+                        self.b
+                            .iter()
+                            .zip(res)
+                            .enumerate()
+                            .for_each(|(j, (b, x))| put(j, x + b));
+                    }
+                    None => self.b.iter().enumerate().for_each(|(j, b)| put(j, *b)),
                 }
             })
         };
