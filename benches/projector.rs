@@ -9,8 +9,8 @@
 //!    the projector runs; a LISTEN on the projector's channel reads each event back as soon as a
 //!    batch commits, and event→visible latency is now − occurred_at (stamped just before send).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/e2e/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -147,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         vec![1000, 5000]
     };
 
-    let infra = common::Infra::start().await;
+    let infra = support::Infra::start().await;
     let mut cfg = infra.config();
     cfg.kafka.partitions = 3;
     cfg.database.max_connections = 4;

@@ -3,19 +3,18 @@
 //! retryable failures are re-requested with backoff until they pass or attempts run out, then
 //! the job fails and the request goes to the DLQ; liveness announcements reach the control topic.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{history_kinds, melody_wav, produce, Infra, Services};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use roar_processors::runtime::{Input, Model, ModelError, OutputFile, RunContext};
 use roar_schemas::topics::{jobs_topic, CONTROL, DLQ};
 use roar_schemas::{ControlBody, ControlEvent, DeadLetter, EventMeta, JobRequested};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+use crate::support::{history_kinds, melody_wav, produce, Infra, Services};
 
 /// Fails retryably until `fail_times` runs have failed, then writes one output.
 struct Flaky {

@@ -3,12 +3,11 @@
 //! `/status` with outputs and download links; `GET /models` shows the live workers; an owner's
 //! cancel stops a running job.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Infra, Services};
 use serde_json::{json, Value};
+
+use crate::support::{self, Infra, Services};
 
 /// `text` spoken by espeak-ng as a WAV file (22.05 kHz mono, 16-bit).
 fn speech_wav(text: &str) -> Vec<u8> {
@@ -64,7 +63,7 @@ async fn pitch_and_whisper_run_from_http_and_their_outputs_download() {
     let speech = svc
         .ready_file(&alice, "fox.wav", speech_wav(sentence))
         .await;
-    let melody = common::melody_wav(&[(440.0, 0.5), (0.0, 0.2), (587.33, 0.5)], 44_100, 2);
+    let melody = support::melody_wav(&[(440.0, 0.5), (0.0, 0.2), (587.33, 0.5)], 44_100, 2);
     let song = svc.ready_file(&alice, "melody.wav", melody).await;
 
     let (code, body) = svc
@@ -162,7 +161,7 @@ async fn an_owner_cancels_a_running_pitch_job_over_http() {
     let svc = Services::start(infra.config()).await;
     let alice = svc.token("alice", &[]);
     let bob = svc.token("bob", &[]);
-    let long = common::melody_wav(&[(330.0, 120.0)], 16_000, 1);
+    let long = support::melody_wav(&[(330.0, 120.0)], 16_000, 1);
     let file = svc.ready_file(&alice, "long.wav", long).await;
     let (code, body) = svc
         .post_json(&alice, "/process", &json!({"file_id": file, "model": "pitch", "variation": "tiny", "params": {"hop_ms": 1}}))

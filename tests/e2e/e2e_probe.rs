@@ -1,16 +1,15 @@
 //! The first path end to end, against a real broker and a real Postgres: upload → FileUploaded
 //! → the probe decodes it and writes metadata.json → FileProbed → the projection → /status.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{fixture, Infra, Services};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use roar_schemas::DeadLetter;
 use serde_json::Value;
+
+use crate::support::{fixture, Infra, Services};
 
 fn file_status(v: &Value) -> &str {
     v["file"]["status"].as_str().unwrap_or_default()

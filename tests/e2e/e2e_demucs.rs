@@ -5,11 +5,10 @@
 //! installed as `demucs/htdemucs` in a models directory of its own, so only the demucs worker
 //! starts; its fidelity to the reference is proven in roar-demucs' own tests.
 
-mod common;
-
-use common::{Infra, Services};
 use roar_processors::audio::{decode, Decoded};
 use serde_json::{json, Value};
+
+use crate::support::{self, Infra, Services};
 
 const SOURCES: [&str; 4] = ["drums", "bass", "other", "vocals"];
 
@@ -190,7 +189,7 @@ async fn an_owner_cancels_a_running_separation() {
     let alice = svc.token("alice", &[]);
     // A minute cut every 0.1 s (overlap 0.9), ten times over: thousands of segments, far
     // longer than the test waits.
-    let long = common::melody_wav(&[(196.0, 60.0)], 44_100, 1);
+    let long = support::melody_wav(&[(196.0, 60.0)], 44_100, 1);
     let file = svc.ready_file(&alice, "long.wav", long).await;
     let job = process(&svc, &alice, &file, json!({"shifts": 10, "overlap": 0.9})).await;
     svc.wait_job(&alice, &file, &job, |j| {
@@ -213,7 +212,7 @@ async fn an_owner_cancels_a_running_separation() {
 async fn a_stem_the_variation_lacks_fails_the_job_permanently() {
     let (_infra, svc, _models) = start().await;
     let alice = svc.token("alice", &[]);
-    let song = common::melody_wav(&[(440.0, 1.0)], 44_100, 2);
+    let song = support::melody_wav(&[(440.0, 1.0)], 44_100, 2);
     let file = svc.ready_file(&alice, "a4.wav", song).await;
     // guitar is in the catalogue (htdemucs_6s) but not in the 4-source htdemucs.
     let job = process(&svc, &alice, &file, json!({"two_stems": "guitar"})).await;

@@ -1,14 +1,13 @@
 //! The read side through HTTP against the real stack: SSE with heartbeats and resume,
 //! `/songs` pages, `/models` with live workers, and `/notify` from an external worker.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{fixture, Infra, Services, SseReader};
 use roar_schemas::topics::{CONTROL, JOB_EVENTS};
 use roar_schemas::{ControlBody, ControlEvent, EventMeta, JobBody, JobEvent};
 use serde_json::{json, Value};
+
+use crate::support::{fixture, Infra, Services, SseReader};
 
 const JOB: &str = "j00000000000000000000000000000001";
 

@@ -3,14 +3,13 @@
 //! retry and the admin view act on it. The jobs use musicgen, whose weights no registry ships,
 //! so no worker runs them here: the tests emit the job events a worker would.
 
-mod common;
-
-use common::{fixture, topic_len, Infra, Services};
 use roar_common::catalog;
 use roar_schemas::ids::{canonical_json, job_id};
 use roar_schemas::topics::{jobs_topic, CONTROL, JOB_EVENTS};
 use roar_schemas::{EventMeta, JobBody, JobEvent, Output};
 use serde_json::{json, Value};
+
+use crate::support::{self, fixture, topic_len, Infra, Services};
 
 fn expected_job_id(file_id: &str, model: &str, variation: Option<&str>, params: &Value) -> String {
     let r = catalog::resolve(model, variation, Some(params)).unwrap();
@@ -103,7 +102,7 @@ async fn asking_twice_returns_the_same_job_and_a_completed_job_is_skipped() {
         .await;
     assert_eq!(code, 200);
     assert_eq!(st["consistent"], true, "{st:#}");
-    let job = common::find_job(&st, &jid)
+    let job = support::find_job(&st, &jid)
         .expect("job visible after the token")
         .clone();
     assert_eq!(job["status"], "queued");
@@ -326,7 +325,7 @@ async fn cancel_retry_and_the_admin_view() {
     assert_eq!(code, 202, "{v}");
     assert_eq!(v["status"], "cancel_requested");
     let (_, st) = svc.get_json(&alice, &format!("/status/{file}")).await;
-    assert_eq!(common::find_job(&st, &jid).unwrap()["status"], "running");
+    assert_eq!(support::find_job(&st, &jid).unwrap()["status"], "running");
 
     // Unknown and malformed job ids are 404 alike.
     for id in ["j0123456789abcdef0123456789abcdef", "nope", "..%2F..%2Fetc"] {

@@ -1,13 +1,12 @@
 //! Bad input through HTTP against the real stack: each mistake gets its exact status and the
 //! `{error, code, request_id}` body, and nothing answers 5xx.
 
-mod common;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::{fixture, Infra, Services, SECRET};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+
+use crate::support::{fixture, Infra, Services, SECRET};
 
 fn token_with(claims: Value, alg: Algorithm, key: &[u8]) -> String {
     encode(&Header::new(alg), &claims, &EncodingKey::from_secret(key)).unwrap()

@@ -1,12 +1,11 @@
 //! `GET /status/{file_id}?as_of=T`: the file and its jobs as they were at T, folded from the
 //! projection's event history, through HTTP against the real stack.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{find_job, fixture, Infra, Services};
 use serde_json::json;
+
+use crate::support::{find_job, fixture, Infra, Services};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_as_of_a_past_time_shows_that_past() {

@@ -1,8 +1,6 @@
-//! Helpers for the projection tests: a broker and a Postgres of their own (from the common
+//! Helpers for the projection tests: a broker and a Postgres of their own (from the shared
 //! harness), the projector alone (no orchestrator, no workers), and builders of the events the
 //! other services would produce, so a test can write any order, duplicate or poison it wants.
-
-#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -21,7 +19,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::Infra;
+use super::Infra;
 
 /// A broker, a migrated database, a producer, and the projector when started.
 pub struct Env {

@@ -2,15 +2,14 @@
 //! weights), a real broker and a real Postgres: a job request on `roar.jobs.pitch.v1` → the
 //! `roar-pitch` worker → outputs in the object store → job events → the projection → /status.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{history_kinds, melody_wav, produce, Infra, Services};
 use roar_common::catalog;
 use roar_schemas::topics::{jobs_topic, CONTROL};
 use roar_schemas::{ControlBody, ControlEvent, EventMeta, JobRequested};
 use serde_json::{json, Value};
+
+use crate::support::{history_kinds, melody_wav, produce, Infra, Services};
 
 /// What `POST /process` emits for a request: one JobRequested on the model's topic.
 async fn request(infra: &Infra, file_id: &str, owner: &str, params: Value) -> String {

@@ -2,12 +2,11 @@
 //! orchestrator fetches from its configured URL (served here by a tiny local HTTP server).
 //! The keys in tests/fixtures/jwt are test-only (see make_jwks.py there).
 
-mod common;
-
-use common::{Infra, Services};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Infra, Services};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(

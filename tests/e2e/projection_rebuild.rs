@@ -3,18 +3,16 @@
 //! swap happens while the live projector runs and events stream in, without readers ever seeing
 //! a smaller model and without losing or doubling an event.
 
-mod common;
-mod projection_support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use projection_support::*;
 use roar_common::kafka::EventProducer;
 use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS};
 use roar_schemas::{EventMeta, FileBody, FileEvent, JobEvent, JobRequested, ProbeSummary};
 use tokio_util::sync::CancellationToken;
+
+use crate::support::projection::*;
 
 /// Messages sent, and how many of them the history should keep (poison is left out).
 struct Sent {

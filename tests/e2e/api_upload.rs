@@ -2,12 +2,11 @@
 //! store, and a presigned PUT (then `complete`) on a real S3-compatible server (moto); size and
 //! content hash are enforced either way, and output links work on both.
 
-mod common;
-
-use common::{fixture, sha256_hex, Infra, S3Server, Services};
 use roar_schemas::topics::JOB_EVENTS;
 use roar_schemas::{EventMeta, JobBody, JobEvent, Output};
 use serde_json::{json, Value};
+
+use crate::support::{self, fixture, sha256_hex, Infra, S3Server, Services};
 
 async fn put(url: &str, bytes: Vec<u8>) -> (u16, Value) {
     let r = reqwest::Client::new()
@@ -16,7 +15,7 @@ async fn put(url: &str, bytes: Vec<u8>) -> (u16, Value) {
         .send()
         .await
         .unwrap();
-    common::status_and_json(r).await
+    support::status_and_json(r).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

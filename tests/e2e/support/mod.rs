@@ -1,8 +1,13 @@
 //! The end-to-end harness: every test gets its own tansu broker (in memory, random port), its
 //! own PostgreSQL cluster (temp dir, random port), its own object store directory, and the roar
 //! services running in-process on port 0, so tests run in parallel and leave nothing behind.
+//! `projection` drives the projector alone; `deploy` reads the deployment files.
 
+// benches/projector.rs includes this file too and uses only part of it.
 #![allow(dead_code)]
+
+pub mod deploy;
+pub mod projection;
 
 use std::path::PathBuf;
 use std::sync::Arc;

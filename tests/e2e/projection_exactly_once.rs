@@ -2,16 +2,14 @@
 //! killed mid-stream (task dropped, database sessions terminated mid-transaction), order
 //! tolerance across topics, and poison events to the dead-letter topic without stalling.
 
-mod common;
-mod projection_support;
-
 use std::str::FromStr;
 use std::time::Duration;
 
-use projection_support::*;
 use roar_projections::ReadModel;
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::support::projection::*;
 
 const FILES_N: usize = 60;
 /// Per file: upload, request, started, 5 progress, completed.

@@ -1,4 +1,4 @@
-//! Reading the deployment files for tests/deploy_config.rs: YAML documents (merge keys
+//! Reading the deployment files for `deploy_config`: YAML documents (merge keys
 //! applied), the Dockerfile's ENV, and the roar containers of compose and k8s with the
 //! environment each one gets.
 

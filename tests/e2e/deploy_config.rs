@@ -3,17 +3,16 @@
 //! and lands on (so a typo fails here, not at 3 a.m. in a crash loop); every role a container
 //! runs is a real `roar` subcommand; every Deployment has resource requests and probes.
 
-mod deploy;
-
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::process::Command;
 use std::sync::Mutex;
 
-use deploy::{
+use serde_norway::Value;
+
+use crate::support::deploy::{
     compose_containers, documents, repo, str_of, strings, yaml_files, Container, Env, K8s,
 };
-use serde_norway::Value;
 
 /// `Config::load` reads the process environment: one load at a time, with only `vars` set.
 static ENV_LOCK: Mutex<()> = Mutex::new(());

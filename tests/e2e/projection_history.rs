@@ -1,15 +1,13 @@
 //! The read model's history against a real broker and Postgres: status "as of" a past time,
 //! `roar replay` putting a new model version's job beside the old one, and the lag probe.
 
-mod common;
-mod projection_support;
-
 use std::time::Duration;
 
-use projection_support::*;
 use roar_projections::replay::{ReplayError, ReplaySpec};
 use roar_projections::ReadModel;
 use roar_schemas::{EventMeta, FileBody, FileEvent, ProbeSummary};
+
+use crate::support::projection::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_as_of_a_past_time_folds_the_history_up_to_it() {

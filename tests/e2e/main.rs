@@ -1,0 +1,30 @@
+//! The end-to-end tests: one binary, so the workspace links the whole stack once rather than
+//! once per file. Every test starts what it needs for itself (a tansu broker, a PostgreSQL
+//! cluster, an object store directory, the roar services in process), so nextest runs them in
+//! parallel, each in its own process. The modules are named by what they exercise:
+//!
+//! - `api_*`: the HTTP API from outside (requests in, status codes, bodies and events out);
+//! - `e2e_*`: jobs through the real workers and models;
+//! - `projection_*`: the projector and the read model alone, fed with hand-made events;
+//! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files.
+//!
+//! `support` is the one harness they share.
+
+mod support;
+
+mod api_bad_inputs;
+mod api_jwks;
+mod api_process;
+mod api_status_as_of;
+mod api_stream;
+mod api_upload;
+mod cli_fetch;
+mod deploy_config;
+mod e2e_demucs;
+mod e2e_models;
+mod e2e_pitch;
+mod e2e_probe;
+mod e2e_runtime;
+mod projection_exactly_once;
+mod projection_history;
+mod projection_rebuild;
