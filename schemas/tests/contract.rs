@@ -2,7 +2,9 @@
 //! golden files, and every committed earlier schema version stays readable.
 //!
 //! After an intended format change, regenerate the golden files with
-//! `ROAR_BLESS=1 cargo test -p roar-schemas --test contract` and commit them with the schema.
+//! `ROAR_BLESS=1 cargo test -p roar-schemas --test contract`: the run rewrites the files that
+//! differ and still fails, naming them, so that blessing can never turn a failure green. Review
+//! the rewritten files, commit them with the schema, and run again without `ROAR_BLESS`.
 
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use chrono::{TimeZone, Utc};
@@ -205,38 +207,80 @@ fn dead_letter() -> DeadLetter {
     }
 }
 
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+
+/// Compares `bytes` with the golden file `dir/name.bin`. Blessing rewrites a file that differs
+/// (or is missing) and reports it as an error all the same, so only a run in which nothing had
+/// to be rewritten passes.
+fn golden(dir: &str, name: &str, bytes: &[u8], bless: bool) -> Result<Vec<u8>, String> {
+    let path = format!("{dir}/{name}.bin");
+    let committed = std::fs::read(&path);
+    if committed.as_deref().ok() == Some(bytes) {
+        return Ok(bytes.to_vec());
+    }
+    if !bless {
+        return Err(match committed {
+            Ok(_) => format!(
+                "{name}: wire bytes changed; if intended, bless (ROAR_BLESS=1) and add a history schema"
+            ),
+            Err(e) => format!("{path}: {e} (run with ROAR_BLESS=1 once)"),
+        });
+    }
+    std::fs::write(&path, bytes).map_err(|e| format!("{path}: {e}"))?;
+    Err(format!(
+        "{name}: rewritten by ROAR_BLESS; review and commit it"
+    ))
+}
+
 /// Encodes, checks the bytes against the committed golden file, decodes and compares.
-fn check<E: Event>(name: &str, event: &E) {
+fn check<E: Event>(name: &str, event: &E) -> Result<(), String> {
     let bytes = encode(event);
     let back: E = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(&back, event, "{name}: round trip");
 
-    let path = format!("{}/tests/golden/{name}.bin", env!("CARGO_MANIFEST_DIR"));
-    if std::env::var_os("ROAR_BLESS").is_some() {
-        std::fs::write(&path, &bytes).unwrap();
-    }
-    let golden =
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (run with ROAR_BLESS=1 once)"));
-    assert_eq!(
-        bytes, golden,
-        "{name}: wire bytes changed; if intended, bless and add a history schema"
-    );
+    let golden = golden(
+        GOLDEN,
+        name,
+        &bytes,
+        std::env::var_os("ROAR_BLESS").is_some(),
+    )?;
     let from_golden: E = decode(&golden).unwrap();
     assert_eq!(&from_golden, event, "{name}: golden decodes");
+    Ok(())
 }
 
 #[test]
 fn every_event_round_trips_and_matches_golden_bytes() {
+    let mut errors = Vec::new();
     for (name, e) in file_events() {
-        check(name, &e);
+        errors.extend(check(name, &e).err());
     }
     for (name, e) in job_events() {
-        check(name, &e);
+        errors.extend(check(name, &e).err());
     }
-    check("job_requested", &job_request());
-    check("control_cancel_requested", &control());
-    check("control_worker_alive", &worker_alive());
-    check("dead_letter", &dead_letter());
+    errors.extend(check("job_requested", &job_request()).err());
+    errors.extend(check("control_cancel_requested", &control()).err());
+    errors.extend(check("control_worker_alive", &worker_alive()).err());
+    errors.extend(check("dead_letter", &dead_letter()).err());
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn blessing_rewrites_a_stale_golden_file_and_still_fails() {
+    let dir = format!("{}/contract-bless", env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/stale.bin"), b"old").unwrap();
+    let _ = std::fs::remove_file(format!("{dir}/missing.bin"));
+
+    assert!(golden(&dir, "stale", b"new", false).is_err());
+    let e = golden(&dir, "stale", b"new", true).unwrap_err();
+    assert!(e.contains("rewritten"), "{e}");
+    assert_eq!(std::fs::read(format!("{dir}/stale.bin")).unwrap(), b"new");
+    assert!(golden(&dir, "missing", b"x", false).is_err());
+    assert!(golden(&dir, "missing", b"x", true).is_err());
+    // Once rewritten, a second run, blessing or not, compares and passes.
+    assert_eq!(golden(&dir, "stale", b"new", true).unwrap(), b"new");
+    assert_eq!(golden(&dir, "missing", b"x", false).unwrap(), b"x");
 }
 
 fn compatible<E: Event>() {
