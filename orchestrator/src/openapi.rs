@@ -1,6 +1,7 @@
 //! The OpenAPI 3 description of the API, generated from the handlers' annotations and the
 //! types below (which document the JSON the handlers build). `schemas/openapi/orchestrator.yaml`
-//! is this, checked in; a test fails when it is stale (`ROAR_UPDATE_OPENAPI=1` rewrites it).
+//! is this, checked in; a test fails when it is stale (`ROAR_UPDATE_OPENAPI=1` rewrites it,
+//! and the test fails all the same until a run finds nothing to rewrite).
 
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -185,19 +186,47 @@ mod tests {
         "/../schemas/openapi/orchestrator.yaml"
     );
 
+    /// Compares `now` with the file at `path`. Updating rewrites a file that differs and
+    /// reports it as an error all the same, so only a run with nothing to rewrite passes.
+    fn current_or_update(path: &str, now: &str, update: bool) -> Result<(), String> {
+        if std::fs::read_to_string(path).ok().as_deref() == Some(now) {
+            return Ok(());
+        }
+        if !update {
+            return Err(format!(
+                "{path} is stale; regenerate it with \
+                 ROAR_UPDATE_OPENAPI=1 cargo nextest run -p roar-orchestrator openapi"
+            ));
+        }
+        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap())
+            .and_then(|()| std::fs::write(path, now))
+            .map_err(|e| format!("{path}: {e}"))?;
+        Err(format!(
+            "{path} rewritten by ROAR_UPDATE_OPENAPI; review and commit it"
+        ))
+    }
+
     #[test]
     fn the_checked_in_openapi_document_is_current() {
-        let now = yaml();
-        if std::env::var_os("ROAR_UPDATE_OPENAPI").is_some() {
-            std::fs::create_dir_all(std::path::Path::new(CHECKED_IN).parent().unwrap()).unwrap();
-            std::fs::write(CHECKED_IN, &now).unwrap();
+        let update = std::env::var_os("ROAR_UPDATE_OPENAPI").is_some();
+        if let Err(e) = current_or_update(CHECKED_IN, &yaml(), update) {
+            panic!("{e}");
         }
-        let checked = std::fs::read_to_string(CHECKED_IN).unwrap_or_default();
-        assert!(
-            checked == now,
-            "schemas/openapi/orchestrator.yaml is stale; regenerate it with \
-             ROAR_UPDATE_OPENAPI=1 cargo nextest run -p roar-orchestrator openapi"
-        );
+    }
+
+    #[test]
+    fn updating_rewrites_a_stale_document_and_still_fails() {
+        let dir = std::env::temp_dir().join(format!("roar-openapi-{}", std::process::id()));
+        let path = dir.join("api.yaml");
+        let path = path.to_str().unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(path, "old").unwrap();
+        assert!(current_or_update(path, "new", false).is_err());
+        let e = current_or_update(path, "new", true).unwrap_err();
+        assert!(e.contains("rewritten"), "{e}");
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "new");
+        assert_eq!(current_or_update(path, "new", false), Ok(()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
