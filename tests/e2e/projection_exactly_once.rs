@@ -3,7 +3,7 @@
 //! tolerance across topics, and poison events to the dead-letter topic without stalling.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use roar_projections::ReadModel;
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
@@ -11,9 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::support::projection::*;
 
-const FILES_N: usize = 60;
-/// Per file: upload, request, started, 5 progress, completed.
-const PER_FILE: usize = 9;
+/// Files produced per round of the kill test; each is nine events (upload, request, started,
+/// five progress, completed), so a round is more than one batch of 40.
+const FILES_PER_ROUND: usize = 8;
 
 /// A projector on its own pool, tagged so the test can terminate exactly its sessions.
 async fn tagged_projector(env: &Env) -> Projector {
@@ -33,6 +33,83 @@ async fn tagged_projector(env: &Env) -> Projector {
     Projector { cancel, handle }
 }
 
+/// Logs every history row the projector commits, in a table without a unique key. The history
+/// itself cannot show an event applied twice: its `UNIQUE (topic, partition, offset)` with `ON
+/// CONFLICT DO NOTHING` drops the second copy. A BEFORE INSERT trigger sees every proposed row,
+/// conflicting or not, and its row commits or rolls back with the projector's transaction, so
+/// this log counts the applications themselves.
+async fn log_applications(env: &Env) {
+    for sql in [
+        r#"CREATE TABLE applied_log (topic text, partition integer, "offset" bigint, event_id text)"#,
+        r#"CREATE FUNCTION log_applied() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             INSERT INTO applied_log VALUES (NEW.topic, NEW.partition, NEW."offset", NEW.event_id);
+             RETURN NEW;
+           END $$"#,
+        "CREATE TRIGGER log_applied BEFORE INSERT ON events
+         FOR EACH ROW EXECUTE FUNCTION log_applied()",
+    ] {
+        sqlx::query(sql).execute(&env.pool).await.unwrap();
+    }
+}
+
+/// What the kill test put on the topics: each message's position and event id.
+#[derive(Default)]
+struct Produced {
+    files: usize,
+    messages: Vec<(String, i32, i64, String)>,
+}
+
+impl Produced {
+    /// Produces the nine events of `n` more files.
+    async fn files(&mut self, env: &Env, n: usize) {
+        for _ in 0..n {
+            let k = self.files;
+            self.files += 1;
+            let up = uploaded("alice", k, 0);
+            let r = request(&up.file_id, "alice", "pitch", "tiny", "v1", 1);
+            let topic = roar_schemas::topics::FILES;
+            let at = env.producer.send(topic, &up.file_id, &up).await.unwrap();
+            self.messages
+                .push((topic.into(), at.0, at.1, up.meta.event_id.clone()));
+            let topic = jobs_topic("pitch");
+            let at = env.producer.send(&topic, &r.file_id, &r).await.unwrap();
+            self.messages
+                .push((topic, at.0, at.1, r.meta.event_id.clone()));
+            let mut evs = vec![job_event(&r, 2, started(1))];
+            for (i, p) in [10.0, 30.0, 50.0, 70.0, 90.0].into_iter().enumerate() {
+                evs.push(job_event(&r, 3 + i as i64, progress(p)));
+            }
+            evs.push(job_event(&r, 9, completed(&format!("outputs/{k}.json"))));
+            for e in &evs {
+                let at = env.producer.send(JOB_EVENTS, &e.file_id, e).await.unwrap();
+                self.messages
+                    .push((JOB_EVENTS.into(), at.0, at.1, e.meta.event_id.clone()));
+            }
+        }
+    }
+}
+
+/// Terminates the tagged projector's sessions that are inside a transaction; how many.
+async fn terminate_in_transaction(env: &Env) -> i64 {
+    env.count(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'projector-under-test' AND xact_start IS NOT NULL) t",
+    )
+    .await
+}
+
+/// Polls `probe` until it holds (60 s at most).
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> F) {
+    for _ in 0..600 {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within 60 s: {what}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_projector_neither_loses_nor_doubles_an_event() {
     let env = Env::start_with(|c| {
@@ -40,80 +117,93 @@ async fn a_killed_projector_neither_loses_nor_doubles_an_event() {
         c.projector.batch_linger_ms = 20;
     })
     .await;
+    log_applications(&env).await;
+    let history = || env.count("SELECT count(*) FROM events");
 
-    let producing = tokio::spawn({
-        let producer = env.producer.clone();
-        async move {
-            for n in 0..FILES_N {
-                let up = uploaded("alice", n, 0);
-                let r = request(&up.file_id, "alice", "pitch", "tiny", "v1", 1);
-                producer
-                    .send(roar_schemas::topics::FILES, &up.file_id, &up)
-                    .await
-                    .unwrap();
-                producer
-                    .send(&jobs_topic("pitch"), &r.file_id, &r)
-                    .await
-                    .unwrap();
-                let mut evs = vec![job_event(&r, 2, started(1))];
-                for (i, p) in [10.0, 30.0, 50.0, 70.0, 90.0].into_iter().enumerate() {
-                    evs.push(job_event(&r, 3 + i as i64, progress(p)));
-                }
-                evs.push(job_event(&r, 9, completed(&format!("outputs/{n}.json"))));
-                for e in &evs {
-                    producer.send(JOB_EVENTS, &e.file_id, e).await.unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-        }
-    });
-
-    // Kill the projector again and again while events stream in: by dropping its task, and by
-    // terminating its database sessions, counting those caught inside a transaction.
+    // Each round, a fresh projector starts while more events stream in, and is killed once it
+    // has committed part of them: by dropping its task (odd rounds), or (even rounds) after its
+    // database sessions were terminated inside a transaction, which the test polls for, feeding
+    // the projector a file at a time until one is caught open.
+    let mut produced = Produced::default();
     let mut killed_in_tx = 0i64;
     for round in 0..8 {
+        let before = history().await;
         let p = tagged_projector(&env).await;
-        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
+        produced.files(&env, FILES_PER_ROUND).await;
         if round % 2 == 0 {
-            // Transactions last milliseconds: poll until one is caught open (or 2 s pass).
-            for _ in 0..1000 {
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = 'projector-under-test' AND xact_start IS NOT NULL) t",
-                )
-                .fetch_one(&env.pool)
-                .await
-                .unwrap();
-                killed_in_tx += n;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut polls = 0u32;
+            loop {
+                let n = terminate_in_transaction(&env).await;
                 if n > 0 {
+                    killed_in_tx += n;
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                assert!(
+                    Instant::now() < deadline,
+                    "no projector transaction caught open in 60 s"
+                );
+                polls += 1;
+                if polls.is_multiple_of(200) && history().await == produced.messages.len() as i64 {
+                    produced.files(&env, 1).await;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // It recovers from the lost sessions: everything produced so far gets applied.
+            let total = produced.messages.len() as i64;
+            until("the projector recovers", || async {
+                history().await == total
+            })
+            .await;
+        } else {
+            until("the projector commits a batch", || async {
+                history().await > before
+            })
+            .await;
         }
         p.kill().await;
     }
-    producing.await.unwrap();
 
     let p = tagged_projector(&env).await;
-    let total = (FILES_N * PER_FILE) as i64;
+    let total = produced.messages.len() as i64;
     env.wait_history(total).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(env.count("SELECT count(*) FROM events").await, total);
+    p.stop().await;
+
+    // Exactly once, judged without the history's unique key: every message produced was
+    // applied in exactly one committed transaction, and the history holds exactly those events.
+    let mut expected: Vec<(String, i32, i64)> = produced
+        .messages
+        .iter()
+        .map(|(t, p, o, _)| (t.clone(), *p, *o))
+        .collect();
+    expected.sort();
+    let applied: Vec<(String, i32, i64)> = sqlx::query_as(
+        r#"SELECT topic, partition, "offset" FROM applied_log ORDER BY topic, partition, "offset""#,
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
     assert_eq!(
-        env.count("SELECT count(DISTINCT event_id) FROM events")
-            .await,
-        total
+        applied.len(),
+        expected.len(),
+        "applications in committed transactions"
     );
+    assert_eq!(applied, expected, "each produced message applied once");
+    let mut ids: Vec<String> = produced.messages.iter().map(|m| m.3.clone()).collect();
+    ids.sort();
+    let history_ids: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM events ORDER BY event_id")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(history_ids, ids, "the history holds the produced events");
     assert_eq!(
         env.count("SELECT count(*) FROM files").await,
-        FILES_N as i64
+        produced.files as i64
     );
     assert_eq!(
         env.count("SELECT count(*) FROM jobs WHERE status = 'completed' AND progress = 100 AND attempt = 1")
             .await,
-        FILES_N as i64
+        produced.files as i64
     );
     // Every partition's stored position is exactly the number of messages it holds.
     let stored: i64 = env
@@ -124,9 +214,7 @@ async fn a_killed_projector_neither_loses_nor_doubles_an_event() {
         .await
         .unwrap();
     assert_eq!(lag, 0);
-    p.stop().await;
     eprintln!("sessions terminated inside a transaction: {killed_in_tx}");
-    assert!(killed_in_tx > 0, "no kill landed inside a transaction");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -107,19 +107,24 @@ impl Env {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
 
-    /// Waits until the history holds `n` events (60 s at most), then a little longer to
-    /// catch any event applied twice.
+    /// Waits (60 s at most) until the history holds `n` events and the stored offsets cover
+    /// every message on the projected topics: then nothing is left to apply, so a count taken
+    /// afterwards is final (an event applied twice would show, not arrive later).
     pub async fn wait_history(&self, n: i64) {
-        let mut last = 0;
+        let (mut last, mut behind) = (0, u64::MAX);
         for _ in 0..600 {
             last = self.count("SELECT count(*) FROM events").await;
             if last >= n {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                return;
+                behind = roar_projections::lag::events_behind(&self.cfg.kafka, &self.pool)
+                    .await
+                    .unwrap();
+                if behind == 0 {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("history holds {last} events, expected {n}");
+        panic!("history holds {last} events ({behind} not yet applied), expected {n}");
     }
 
     /// Reads `n` dead letters (30 s at most each).
