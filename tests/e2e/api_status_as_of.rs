@@ -1,11 +1,9 @@
 //! `GET /status/{file_id}?as_of=T`: the file and its jobs as they were at T, folded from the
 //! projection's event history, through HTTP against the real stack.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use crate::support::{find_job, fixture, Infra, Services};
+use crate::support::{find_job, fixture, history_times, Infra, Services};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_as_of_a_past_time_shows_that_past() {
@@ -13,14 +11,9 @@ async fn status_as_of_a_past_time_shows_that_past() {
     let svc = Services::start(infra.config()).await;
     let alice = svc.token("alice", &[]);
     let bob = svc.token("bob", &[]);
-    let before_upload = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
     let file = svc
         .ready_file(&alice, "sine.wav", fixture("sine.wav"))
         .await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let ready_no_job = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
     // musicgen: no worker runs it here, so the job stays queued.
     let (code, body) = svc
         .post_json(
@@ -33,6 +26,21 @@ async fn status_as_of_a_past_time_shows_that_past() {
     let job = body["job_id"].as_str().unwrap().to_string();
     svc.wait_job(&alice, &file, &job, |j| j["status"] == "queued")
         .await;
+
+    // The past moments come from the history itself (the services' clocks), not from the
+    // test's clock and a pause: just before the upload, and the instant the probe made the
+    // file ready, which is before the job was asked for.
+    let history = history_times(&infra, &file).await;
+    let time_of = |kind: &str| {
+        history
+            .iter()
+            .find(|(_, k, _)| k == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {history:?}"))
+            .2
+    };
+    let before_upload = time_of("file_uploaded") - chrono::Duration::microseconds(1);
+    let ready_no_job = time_of("file_probed");
+    assert!(time_of("queued") > ready_no_job, "{history:?}");
 
     let at = |t: chrono::DateTime<chrono::Utc>| {
         let t = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

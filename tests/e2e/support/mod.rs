@@ -259,6 +259,23 @@ pub async fn history_kinds(infra: &Infra, file_id: &str) -> Vec<(Option<String>,
     rows
 }
 
+/// A file's history with each event's time, oldest applied first: (job id, kind, occurred_at).
+pub async fn history_times(
+    infra: &Infra,
+    file_id: &str,
+) -> Vec<(Option<String>, String, chrono::DateTime<chrono::Utc>)> {
+    let pool = sqlx::PgPool::connect(&infra.pg.url("roar")).await.unwrap();
+    let rows = sqlx::query_as(
+        "SELECT job_id, kind, occurred_at FROM events WHERE file_id = $1 ORDER BY seq",
+    )
+    .bind(file_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
         "{}/tests/fixtures/audio/{name}",
