@@ -28,6 +28,22 @@ async fn queued_job(svc: &Services, file_id: &str, owner: &str) {
     svc.producer().send(JOB_EVENTS, file_id, &ev).await.unwrap();
 }
 
+/// A progress event of the job, as its worker would emit it.
+async fn progress(svc: &Services, file_id: &str, percent: f32) {
+    let ev = JobEvent {
+        meta: EventMeta::new("test", "worker"),
+        job_id: JOB.into(),
+        file_id: file_id.into(),
+        model: "pitch".into(),
+        variation: "tiny".into(),
+        body: JobBody::Progress {
+            percent,
+            message: format!("{percent}"),
+        },
+    };
+    svc.producer().send(JOB_EVENTS, file_id, &ev).await.unwrap();
+}
+
 async fn open_events(
     svc: &Services,
     token: &str,
@@ -79,30 +95,18 @@ async fn sse_streams_history_and_live_events_and_resumes_without_loss_or_repeats
     assert_eq!(c.event.as_deref(), Some("queued"));
     let data: Value = serde_json::from_str(&c.data).unwrap();
     assert_eq!(data["job_id"], JOB);
-    // Idle: heartbeats keep the connection open.
-    assert!(sse.next(Duration::from_millis(2500)).await.is_none());
-    assert!(
-        sse.comments >= 1,
-        "heartbeat comments seen: {}",
-        sse.comments
+    // Idle: the next thing on the stream is a heartbeat (every second here), not an event.
+    assert_eq!(
+        sse.heartbeat(wait).await,
+        Ok(()),
+        "a heartbeat, nothing else"
     );
     drop(sse);
 
     // While disconnected, the job progresses; a resumed stream gets exactly what it missed.
     let last_seen = c.id.clone().unwrap();
     for pct in [10.0, 50.0] {
-        let ev = JobEvent {
-            meta: EventMeta::new("test", "worker"),
-            job_id: JOB.into(),
-            file_id: file.clone(),
-            model: "pitch".into(),
-            variation: "tiny".into(),
-            body: JobBody::Progress {
-                percent: pct,
-                message: format!("{pct}"),
-            },
-        };
-        svc.producer().send(JOB_EVENTS, &file, &ev).await.unwrap();
+        progress(&svc, &file, pct).await;
     }
     svc.wait_job(&alice, &file, JOB, |j| j["progress"] == 50.0)
         .await;
@@ -117,18 +121,28 @@ async fn sse_streams_history_and_live_events_and_resumes_without_loss_or_repeats
         serde_json::from_str::<Value>(&d.data).unwrap()["body"]["body"]["percent"],
         10.0
     );
-    assert!(
-        sse.next(Duration::from_millis(1500)).await.is_none(),
-        "nothing repeated or extra"
+    // Nothing repeated or extra: the next event on the stream is the next one emitted.
+    progress(&svc, &file, 60.0).await;
+    let f = sse.next(wait).await.expect("live event after the resume");
+    assert_eq!(
+        serde_json::from_str::<Value>(&f.data).unwrap()["body"]["body"]["percent"],
+        60.0,
+        "{f:?}"
     );
 
-    // Every id, across both connections, is the full history once, in order.
+    // Every id, across both connections, is the full history once, in order: a fresh stream
+    // replays it up to the last event emitted.
+    let seen: Vec<String> = [a, b, c, d, e, f]
+        .into_iter()
+        .map(|x| x.id.unwrap())
+        .collect();
     let mut all = SseReader::new(open_events(&svc, &alice, &file, None).await);
     let mut ids = Vec::new();
-    while let Some(ev) = all.next(Duration::from_millis(1500)).await {
-        ids.push(ev.id.unwrap());
+    while ids.last() != seen.last() {
+        let ev = all.next(wait).await;
+        ids.push(ev.expect("the replayed history").id.unwrap());
+        assert!(ids.len() <= seen.len(), "{ids:?} vs {seen:?}");
     }
-    let seen: Vec<String> = [a, b, c, d, e].into_iter().map(|x| x.id.unwrap()).collect();
     assert_eq!(ids, seen);
 
     let bad = reqwest::Client::new()

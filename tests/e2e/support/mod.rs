@@ -406,11 +406,10 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// A Server-Sent Events reader over a streaming response; comments (heartbeats) are counted.
+/// A Server-Sent Events reader over a streaming response; comments are heartbeats.
 pub struct SseReader {
     stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: String,
-    pub comments: usize,
 }
 
 impl SseReader {
@@ -418,14 +417,34 @@ impl SseReader {
         Self {
             stream: Box::pin(resp.bytes_stream()),
             buf: String::new(),
-            comments: 0,
         }
     }
 
     /// The next event, or None when the stream ends or `wait` passes first.
     pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
-        use futures::StreamExt;
         let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.next_block(deadline).await? {
+                Block::Event(ev) => return Some(ev),
+                Block::Comment => {}
+            }
+        }
+    }
+
+    /// Waits for the next heartbeat comment: `Ok` when one comes first, `Err(Some(event))`
+    /// when an event comes first, `Err(None)` when the stream ends or `wait` passes.
+    pub async fn heartbeat(&mut self, wait: Duration) -> Result<(), Option<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        match self.next_block(deadline).await {
+            Some(Block::Comment) => Ok(()),
+            Some(Block::Event(ev)) => Err(Some(ev)),
+            None => Err(None),
+        }
+    }
+
+    /// The next block (up to a blank line) that is an event or only comments.
+    async fn next_block(&mut self, deadline: tokio::time::Instant) -> Option<Block> {
+        use futures::StreamExt;
         loop {
             while let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
@@ -434,10 +453,10 @@ impl SseReader {
                     event: None,
                     data: String::new(),
                 };
-                let mut is_event = false;
+                let (mut is_event, mut is_comment) = (false, false);
                 for line in block.lines() {
                     if line.starts_with(':') {
-                        self.comments += 1;
+                        is_comment = true;
                     } else if let Some(v) = line.strip_prefix("id:") {
                         ev.id = Some(v.trim().to_string());
                         is_event = true;
@@ -450,7 +469,10 @@ impl SseReader {
                     }
                 }
                 if is_event {
-                    return Some(ev);
+                    return Some(Block::Event(ev));
+                }
+                if is_comment {
+                    return Some(Block::Comment);
                 }
             }
             let chunk = tokio::time::timeout_at(deadline, self.stream.next())
@@ -459,6 +481,11 @@ impl SseReader {
             self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
         }
     }
+}
+
+enum Block {
+    Event(SseEvent),
+    Comment,
 }
 
 /// A real S3-compatible server for the presigned-URL paths: moto's server mode
