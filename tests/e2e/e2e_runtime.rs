@@ -14,7 +14,7 @@ use roar_schemas::{ControlBody, ControlEvent, DeadLetter, EventMeta, JobRequeste
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{history_kinds, melody_wav, produce, Infra, Services};
+use crate::support::{history_kinds, history_times, melody_wav, produce, Infra, Services};
 
 /// Fails retryably until `fail_times` runs have failed, then writes one output.
 struct Flaky {
@@ -33,9 +33,12 @@ impl Model for Flaky {
         vec!["e2b".into()]
     }
     fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {
-        for i in 0..=10 {
+        // Reports progress about every millisecond for a fifth of a second: far more often
+        // than the runtime may forward (20/s in tests), for long enough that it forwards some.
+        for i in 0..200 {
             ctx.checkpoint()?;
-            ctx.progress(i as f32 * 10.0, "working");
+            ctx.progress(i as f32 / 2.0, "working");
+            std::thread::sleep(Duration::from_millis(1));
         }
         let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
         if run <= self.fail_times {
@@ -121,9 +124,31 @@ async fn retryable_failures_are_retried_with_backoff_then_fail_for_good_into_the
     assert_eq!(count("retry_scheduled"), 2, "{mine:?}");
     assert_eq!(count("started"), 3, "{mine:?}");
     assert_eq!(count("completed"), 1, "{mine:?}");
-    // Progress is throttled (≤ 20/s in tests) and a run lasts microseconds: far fewer
-    // progress events than the 11 reports per run.
-    assert!(count("progress") <= 6, "{mine:?}");
+    // Progress is throttled to 20/s (the test config): within a run, progress events are at
+    // least 50 ms apart, whatever the run's speed (a slow machine only spreads them further).
+    let mut gaps = Vec::new();
+    let mut last = None;
+    for (job, kind, at) in history_times(&infra, &file_id).await {
+        if job.as_deref() != Some(ok.as_str()) {
+            continue;
+        }
+        match kind.as_str() {
+            "started" => last = None,
+            "progress" => {
+                if let Some(prev) = last.replace(at) {
+                    gaps.push((at - prev).num_microseconds().unwrap());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !gaps.is_empty(),
+        "no run forwarded two progress events: {mine:?}"
+    );
+    // 1 ms of slack: the events are stamped by the wall clock, the throttle counts on the
+    // monotonic one.
+    assert!(gaps.iter().all(|g| *g >= 49_000), "{gaps:?} µs apart");
 
     // Three failures with three attempts: failed for good, and the request is dead-lettered.
     let model2 = Arc::new(Flaky {
