@@ -241,14 +241,27 @@ async fn a_worker_stopped_mid_job_leaves_it_to_the_next_one_which_completes_it_o
     cfg.processor.shutdown_grace_seconds = 0;
     let svc = Services::start(cfg.clone()).await;
     let alice = svc.token("alice", &[]);
-    let wav = melody_wav(&[(392.0, 6.0)], 16_000, 1);
+    // 48 s at a 5 ms hop is ~9600 frames, 150 batches of 64, each a checkpoint: tracking
+    // lasts far longer than a stop takes to reach the worker.
+    let wav = melody_wav(&[(392.0, 48.0)], 16_000, 1);
     let file_id = upload(&svc, &alice, "g4.wav", wav).await;
     svc.wait_for(&alice, &file_id, |v| v["file"]["status"] == "ready")
         .await;
     let job_id = request(&infra, &file_id, "alice", json!({"hop_ms": 5.0})).await;
-    svc.wait_for(&alice, &file_id, |v| job_status(v, &job_id) == "running")
-        .await;
+    // Stop once tracking is under way (progress past the 2 % mark it starts at), not when the
+    // job merely shows as running: decoding and resampling may take a while before that.
+    svc.wait_for(&alice, &file_id, |v| {
+        job(v, &job_id).is_some_and(|j| j["progress"].as_f64().unwrap_or(0.0) > 2.0)
+    })
+    .await;
     svc.stop().await;
+    let dir = infra
+        .store_dir()
+        .join(format!("outputs/{file_id}/pitch/tiny/{job_id}"));
+    assert!(
+        !dir.join("manifest.json").exists(),
+        "the first worker finished the job before the stop reached it"
+    );
 
     let svc = Services::start(cfg).await;
     let st = svc
@@ -265,9 +278,6 @@ async fn a_worker_stopped_mid_job_leaves_it_to_the_next_one_which_completes_it_o
     let count = |k: &str| kinds.iter().filter(|(_, kind)| kind == k).count();
     assert_eq!(count("completed"), 1, "{kinds:?}");
     assert_eq!(count("started"), 2, "started by both workers: {kinds:?}");
-    let dir = infra
-        .store_dir()
-        .join(format!("outputs/{file_id}/pitch/tiny/{job_id}"));
     assert_eq!(
         std::fs::read_dir(dir).unwrap().count(),
         6,
