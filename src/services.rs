@@ -192,7 +192,7 @@ pub fn describe_models(cfg: &Config, json: bool) -> String {
 
 /// Runs every service in this process (what `roar dev` and the end-to-end tests do). Returns
 /// when `cancel` fires and all have stopped, or as soon as one fails (the others are then
-/// cancelled too).
+/// canceled too).
 pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
     bootstrap_topics(&cfg).await?;
     // Migrate once before the roles start so they don't race on the migration lock.

@@ -10,7 +10,9 @@ use roar_common::catalog::Resolved;
 use roar_projections::apply::{FileRow, JobRow};
 use roar_schemas::ids::canonical_json;
 use roar_schemas::topics::{jobs_topic, CONTROL, JOB_EVENTS};
-use roar_schemas::{ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobRequested};
+use roar_schemas::{
+    ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobRequested, JobStatus,
+};
 use serde_json::{json, Value};
 
 use crate::middleware::{current_request_id, User};
@@ -68,8 +70,14 @@ impl PendingRequests {
     }
 }
 
-fn is_terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "canceled")
+/// The `status` a command answers with where it is not a job's stored [`JobStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// `POST /process`: the job completed already; its outputs are in the answer.
+    Skipped,
+    /// Cancel: the job may be running; every worker was asked to stop it.
+    CancelRequested,
 }
 
 fn actor(user: &User) -> String {
@@ -104,16 +112,16 @@ pub async fn request(
     });
     let existing = s.read.job(&job_id).await?;
     let attempt = match &existing {
-        Some(j) if j.status == "completed" => {
+        Some(j) if j.status == JobStatus::Completed => {
             let mut body = base;
-            body["status"] = json!("skipped");
+            body["status"] = json!(CommandStatus::Skipped);
             body["outputs"] = crate::links::outputs_with_urls(s, j).await;
             return Ok(Requested {
                 body,
                 emitted: false,
             });
         }
-        Some(j) if !is_terminal(&j.status) => {
+        Some(j) if !j.status.is_terminal() => {
             let mut body = base;
             body["status"] = json!(j.status);
             body["attempt"] = json!(j.attempt);
@@ -139,7 +147,7 @@ pub async fn request(
     };
     let (emitted, attempt, token) = emit_request(s, spec).await?;
     let mut body = base;
-    body["status"] = json!("queued");
+    body["status"] = json!(JobStatus::Queued);
     body["attempt"] = json!(attempt);
     body["consistency_token"] = json!(token);
     Ok(Requested { body, emitted })
@@ -187,7 +195,7 @@ pub async fn visible_job(s: &AppState, user: &User, job_id: &str) -> Result<JobR
 
 /// Requests another attempt of a failed or canceled job.
 pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<Value, ApiError> {
-    if !matches!(job.status.as_str(), "failed" | "canceled") {
+    if !job.status.is_closed() {
         return Err(ApiError::Conflict {
             code: "job_not_retryable",
             message: format!(
@@ -210,14 +218,14 @@ pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<Value, Api
     };
     let (_, attempt, token) = emit_request(s, ev).await?;
     Ok(json!({
-        "job_id": job.job_id, "file_id": job.file_id, "status": "queued",
+        "job_id": job.job_id, "file_id": job.file_id, "status": JobStatus::Queued,
         "attempt": attempt, "consistency_token": token,
     }))
 }
 
 /// Asks every worker to stop the job; a job no worker has started is canceled at once.
 pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<Value, ApiError> {
-    if is_terminal(&job.status) {
+    if job.status.is_terminal() {
         return Err(ApiError::Conflict {
             code: "job_finished",
             message: format!("job is already {}", job.status),
@@ -235,8 +243,8 @@ pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<Value, Ap
     };
     let (p, o) = s.producer.send(CONTROL, &job.job_id, &control).await?;
     let mut token = consistency_token(CONTROL, p, o);
-    let mut status = "cancel_requested";
-    if job.status == "queued" {
+    let canceled = job.status == JobStatus::Queued;
+    if canceled {
         let ev = JobEvent {
             meta: meta.follow(actor(user)),
             job_id: job.job_id.clone(),
@@ -247,10 +255,14 @@ pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<Value, Ap
         };
         let (p, o) = s.producer.send(JOB_EVENTS, &job.file_id, &ev).await?;
         token = consistency_token(JOB_EVENTS, p, o);
-        status = "canceled";
         s.pending.release(&job.job_id);
     }
-    tracing::info!(job_id = %job.job_id, status, "job cancel requested");
+    let status = if canceled {
+        json!(JobStatus::Canceled)
+    } else {
+        json!(CommandStatus::CancelRequested)
+    };
+    tracing::info!(job_id = %job.job_id, canceled, "job cancel requested");
     Ok(
         json!({ "job_id": job.job_id, "file_id": job.file_id, "status": status, "consistency_token": token }),
     )

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use roar_common::kafka::{Delivery, EventProducer, HandleError, Handler};
 use roar_common::storage::{Storage, StorageError};
 use roar_schemas::topics::FILES;
-use roar_schemas::{FileBody, FileEvent, FileInfo, ProbeSummary};
+use roar_schemas::{DeadLetterKind, FileBody, FileEvent, FileInfo, ProbeSummary};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -71,7 +71,7 @@ impl Probe {
                 });
             }
             Err(e) if e.is_retryable() => return Err(HandleError::Retry(e.to_string())),
-            Err(e) => return Err(HandleError::poison("invalid", e.to_string())),
+            Err(e) => return Err(HandleError::poison(DeadLetterKind::Invalid, e.to_string())),
         };
         let hint = extension(&info.filename).or_else(|| Some(info.mime.clone()));
         let max = self.max_audio_seconds;

@@ -5,7 +5,7 @@
 //! a run; duplicates change nothing. See [`apply_job`] for why time, not arrival, decides.
 
 use chrono::{DateTime, Utc};
-use roar_schemas::{FileBody, FileEvent, JobBody, JobEvent, JobRequested};
+use roar_schemas::{FileBody, FileEvent, FileStatus, JobBody, JobEvent, JobRequested, JobStatus};
 use serde_json::Value;
 
 /// A file as the read model shows it.
@@ -18,7 +18,8 @@ pub struct FileRow {
     pub size: i64,
     pub sha256: String,
     pub storage_key: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: FileStatus,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub probe: Option<Value>,
@@ -37,7 +38,8 @@ pub struct JobRow {
     pub variation: String,
     pub model_version: String,
     pub params: Value,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub skipped: bool,
     pub progress: f32,
     pub message: Option<String>,
@@ -80,7 +82,7 @@ pub fn apply_file(row: Option<FileRow>, ev: &FileEvent) -> Result<FileRow, Inval
         size: 0,
         sha256: String::new(),
         storage_key: String::new(),
-        status: "pending_upload".into(),
+        status: FileStatus::PendingUpload,
         error_code: None,
         error_message: None,
         probe: None,
@@ -93,7 +95,7 @@ pub fn apply_file(row: Option<FileRow>, ev: &FileEvent) -> Result<FileRow, Inval
     }
     r.created_at = r.created_at.min(at);
     r.updated_at = r.updated_at.max(at);
-    let settled = matches!(r.status.as_str(), "ready" | "failed" | "deleted");
+    let settled = r.status.is_settled();
     match &ev.body {
         FileBody::Registered { info, .. } | FileBody::Uploaded(info) => {
             if !r.owner.is_empty() && r.owner != info.owner {
@@ -106,25 +108,25 @@ pub fn apply_file(row: Option<FileRow>, ev: &FileEvent) -> Result<FileRow, Inval
             r.sha256 = info.sha256.clone();
             r.storage_key = info.storage_key.clone();
             if matches!(ev.body, FileBody::Uploaded(_)) && !settled {
-                r.status = "uploaded".into();
+                r.status = FileStatus::Uploaded;
             }
         }
         FileBody::Probed(p) => {
-            if r.status != "deleted" {
-                r.status = "ready".into();
+            if r.status != FileStatus::Deleted {
+                r.status = FileStatus::Ready;
                 r.error_code = None;
                 r.error_message = None;
             }
             r.probe = Some(serde_json::to_value(p).unwrap_or(Value::Null));
         }
         FileBody::ProbeFailed { code, message } => {
-            if r.status != "deleted" && r.status != "ready" {
-                r.status = "failed".into();
+            if r.status != FileStatus::Deleted && r.status != FileStatus::Ready {
+                r.status = FileStatus::Failed;
                 r.error_code = Some(code.clone());
                 r.error_message = Some(message.clone());
             }
         }
-        FileBody::Deleted { .. } => r.status = "deleted".into(),
+        FileBody::Deleted { .. } => r.status = FileStatus::Deleted,
     }
     Ok(r)
 }
@@ -170,7 +172,7 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
         variation: ev.variation.clone(),
         model_version: String::new(),
         params: Value::Object(Default::default()),
-        status: "queued".into(),
+        status: JobStatus::Queued,
         skipped: false,
         progress: 0.0,
         message: None,
@@ -192,8 +194,8 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
             ev.job_id
         )));
     }
-    let completed = r.status == "completed";
-    let closed = matches!(r.status.as_str(), "failed" | "canceled");
+    let completed = r.status == JobStatus::Completed;
+    let closed = r.status.is_closed();
     // Newer than the failure/cancel: the job was asked again and runs again.
     let after_close = closed && r.finished_at.is_some_and(|f| at > f);
     let moves = !completed && (!closed || after_close);
@@ -226,7 +228,7 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
             r.started_at = Some(r.started_at.map_or(at, |s| s.min(at)));
             if moves {
                 reopen_if(&mut r, after_close);
-                r.status = "running".into();
+                r.status = JobStatus::Running;
             }
         }
         JobBody::Progress { percent, message } => {
@@ -235,7 +237,7 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
             }
             if moves {
                 reopen_if(&mut r, after_close);
-                r.status = "running".into();
+                r.status = JobStatus::Running;
                 if *percent >= r.progress {
                     r.progress = *percent;
                     r.message = Some(message.clone());
@@ -248,13 +250,13 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
             r.attempt = r.attempt.max(*attempt);
             if moves {
                 reopen_if(&mut r, after_close);
-                r.status = "queued".into();
+                r.status = JobStatus::Queued;
                 r.message = Some(format!("retry scheduled: {reason}"));
             }
         }
         JobBody::Completed { outputs, .. } | JobBody::Skipped { outputs } => {
             if moves {
-                r.status = "completed".into();
+                r.status = JobStatus::Completed;
                 r.skipped = matches!(ev.body, JobBody::Skipped { .. });
                 r.progress = 100.0;
                 r.outputs = serde_json::to_value(outputs).unwrap_or(Value::Null);
@@ -288,14 +290,14 @@ fn close(r: &mut JobRow, body: &JobBody, at: DateTime<Utc>) {
             message,
             retryable,
         } => {
-            r.status = "failed".into();
+            r.status = JobStatus::Failed;
             r.error_code = Some(code.clone());
             r.error_message = Some(message.clone());
             r.retryable = Some(*retryable);
             r.message = None;
         }
         JobBody::Canceled { reason } => {
-            r.status = "canceled".into();
+            r.status = JobStatus::Canceled;
             r.message = Some(reason.clone());
             r.error_code = None;
             r.error_message = None;
@@ -314,7 +316,7 @@ fn reopen_if(r: &mut JobRow, cond: bool) {
 
 /// A failed or canceled job asked again: back to queued, a fresh run.
 fn reopen(r: &mut JobRow) {
-    r.status = "queued".into();
+    r.status = JobStatus::Queued;
     r.progress = 0.0;
     r.message = None;
     r.error_code = None;
@@ -403,7 +405,7 @@ mod tests {
     fn every_order_ends_in_the_same_terminal_state() {
         let events = lifecycle();
         let expected = run(&events);
-        assert_eq!(expected.status, "completed");
+        assert_eq!(expected.status, JobStatus::Completed);
         assert_eq!(expected.progress, 100.0);
         // All 120 permutations of the five events, each also with every event duplicated.
         let mut idx: Vec<usize> = (0..events.len()).collect();
@@ -413,7 +415,7 @@ mod tests {
             let doubled: Vec<JobEvent> = seq.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
             for s in [&seq, &doubled] {
                 let r = run(s);
-                assert_eq!(r.status, "completed", "{order:?}");
+                assert_eq!(r.status, JobStatus::Completed, "{order:?}");
                 assert_eq!(r.progress, 100.0);
                 assert_eq!(r.owner, "a");
                 assert_eq!(r.outputs, expected.outputs);
@@ -468,7 +470,7 @@ mod tests {
                 },
             ),
         ]);
-        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.status, JobStatus::Failed);
         assert_eq!(failed.progress, 0.0);
     }
 
@@ -492,8 +494,8 @@ mod tests {
                 retryable: true,
             },
         );
-        assert_eq!(run(&[q(0), fail.clone(), q(1)]).status, "failed");
-        assert_eq!(run(&[q(0), fail, q(9)]).status, "queued");
+        assert_eq!(run(&[q(0), fail.clone(), q(1)]).status, JobStatus::Failed);
+        assert_eq!(run(&[q(0), fail, q(9)]).status, JobStatus::Queued);
     }
 
     fn merges(a: &[JobEvent], b: &[JobEvent], out: &mut Vec<Vec<JobEvent>>, acc: Vec<JobEvent>) {
@@ -567,7 +569,7 @@ mod tests {
         merges(&requests, &job_events, &mut all, Vec::new());
         assert_eq!(all.len(), 28);
         let expected = run(&all[0]);
-        assert_eq!(expected.status, "completed");
+        assert_eq!(expected.status, JobStatus::Completed);
         assert_eq!(expected.attempt, 2);
         assert_eq!(expected.error_code, None);
         for order in &all {
@@ -581,7 +583,7 @@ mod tests {
         }
         // Before the retry ran, a request newer than the failure shows the job queued again.
         let pending = run(&[q(0), started(1, 1), job_events[2].clone(), q(9)]);
-        assert_eq!(pending.status, "queued");
+        assert_eq!(pending.status, JobStatus::Queued);
         let stale = run(&[q(0), started(1, 1), q(9), job_events[2].clone()]);
         assert_eq!(
             stale, pending,

@@ -12,7 +12,7 @@ use roar_common::metrics::{
     DLQ_MESSAGES, PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_LAG_SECONDS,
 };
 use roar_schemas::topics::{FILES, JOB_EVENTS};
-use roar_schemas::{FileEvent, JobEvent, JobRequested};
+use roar_schemas::{DeadLetterKind, FileEvent, JobEvent, JobRequested};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::apply::{apply_file, apply_job, queued_from_request, FileRow, JobRow};
@@ -45,7 +45,7 @@ pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), P
             for d in batch {
                 match apply_in_tx(sink, std::slice::from_ref(d)).await {
                     Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
-                        dead_letter(sink, d, "invalid", &e.to_string()).await?;
+                        dead_letter(sink, d, DeadLetterKind::Invalid, &e.to_string()).await?;
                         skip_in_tx(&sink.pool, d).await?;
                     }
                     other => other?,
@@ -54,7 +54,7 @@ pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), P
         }
         Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
             let d = &batch[0];
-            dead_letter(sink, d, "invalid", &e.to_string()).await?;
+            dead_letter(sink, d, DeadLetterKind::Invalid, &e.to_string()).await?;
             skip_in_tx(&sink.pool, d).await?;
         }
         other => other?,
@@ -93,7 +93,7 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
                 jobs.entry(e.job_id.clone()).or_default();
                 decoded.push((d, Decoded::Job(e)));
             }
-            Err(e) => dead_letter(sink, d, "undecodable", &e).await?,
+            Err(e) => dead_letter(sink, d, DeadLetterKind::Undecodable, &e).await?,
         }
     }
     load_rows(&mut tx, &mut files, &mut jobs).await?;
@@ -120,7 +120,7 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
                 newest = newest.max(Some(meta.occurred_at));
                 history.push(d, &ev);
             }
-            Err(e) => dead_letter(sink, d, "invalid", &e.0).await?,
+            Err(e) => dead_letter(sink, d, DeadLetterKind::Invalid, &e.0).await?,
         }
     }
 
@@ -249,16 +249,17 @@ async fn skip_in_tx(pool: &PgPool, d: &Delivery) -> Result<(), ProjectionError> 
 async fn dead_letter(
     sink: &Sink,
     d: &Delivery,
-    kind: &'static str,
+    kind: DeadLetterKind,
     reason: &str,
 ) -> Result<(), ProjectionError> {
     let Some(producer) = &sink.dlq else {
-        tracing::debug!(topic = %d.topic, partition = d.partition, offset = d.offset, kind, %reason, "rebuild skips a poison event");
+        tracing::debug!(topic = %d.topic, partition = d.partition, offset = d.offset, kind = kind.as_str(), %reason, "rebuild skips a poison event");
         return Ok(());
     };
     send_dead_letter(producer, GROUP, d, kind, reason)
         .await
         .map_err(|e| ProjectionError::Other(e.to_string()))?;
-    metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind).increment(1);
+    metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind.as_str())
+        .increment(1);
     Ok(())
 }

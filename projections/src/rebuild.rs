@@ -78,11 +78,11 @@ pub async fn rebuild(
         // Phase 1: replay until close to the live positions.
         loop {
             if cancel.is_cancelled() {
-                return Err(ProjectionError::Other("rebuild cancelled".into()));
+                return Err(ProjectionError::Other("rebuild canceled".into()));
             }
             if let Some(b) = next_batch_within(&consumer, &batching, cancel, idle).await {
                 if !apply_until_done(&sink, &b, cancel).await {
-                    return Err(ProjectionError::Other("rebuild cancelled".into()));
+                    return Err(ProjectionError::Other("rebuild canceled".into()));
                 }
                 events += b.len() as u64;
             }
@@ -114,7 +114,7 @@ pub async fn rebuild(
         if !caught_up {
             tx.rollback().await?;
             if cancel.is_cancelled() {
-                return Err(ProjectionError::Other("rebuild cancelled".into()));
+                return Err(ProjectionError::Other("rebuild canceled".into()));
             }
             tracing::warn!("rebuild could not catch up within the swap window; trying again");
             continue;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use roar_schemas::FileStatus;
 use sqlx::PgPool;
 
 use crate::apply::{apply_file, apply_job, FileRow, JobRow};
@@ -64,7 +65,7 @@ impl ReadModel {
             None => (None, None),
         };
         sqlx::query_as::<_, FileRow>(
-            "SELECT * FROM files WHERE owner = $1 AND status <> 'deleted'
+            "SELECT * FROM files WHERE owner = $1 AND status <> $5
                AND ($2::timestamptz IS NULL OR (created_at, file_id) < ($2, $3))
              ORDER BY created_at DESC, file_id DESC LIMIT $4",
         )
@@ -72,6 +73,7 @@ impl ReadModel {
         .bind(t)
         .bind(id)
         .bind(limit)
+        .bind(FileStatus::Deleted.as_str())
         .fetch_all(&self.pool)
         .await
     }

@@ -743,9 +743,18 @@ pub struct DeadLetter {
     pub consumer_group: String,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-    /// `undecodable`, `invalid` (decodes but breaks a rule) or `failed` (handling gave up).
+    /// Why it is here: the text of a [`DeadLetterKind`](crate::DeadLetterKind). Kept as text on
+    /// the wire type so that a kind added by a newer producer does not make the letter
+    /// unreadable; [`DeadLetter::kind`] parses it.
     pub error_kind: String,
     pub error: String,
+}
+
+impl DeadLetter {
+    /// The kind, if it is one this build knows.
+    pub fn kind(&self) -> Result<crate::DeadLetterKind, crate::UnknownWord> {
+        self.error_kind.parse()
+    }
 }
 
 impl Event for DeadLetter {

@@ -7,7 +7,9 @@ mod avro;
 pub mod events;
 pub mod ids;
 pub mod topics;
+pub mod vocab;
 pub mod wire;
 
 pub use events::*;
+pub use vocab::{DeadLetterKind, FileStatus, JobStatus, UnknownWord};
 pub use wire::{decode, encode, DecodeError};

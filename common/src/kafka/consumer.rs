@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use roar_schemas::{DeadLetter, Event, EventMeta};
+use roar_schemas::{DeadLetter, DeadLetterKind, Event, EventMeta};
 use tokio_util::sync::CancellationToken;
 
 use super::{client_config, EventProducer, KafkaError};
@@ -51,8 +51,9 @@ impl Delivery {
         let bytes = self
             .payload
             .as_deref()
-            .ok_or_else(|| HandleError::poison("undecodable", "empty payload"))?;
-        roar_schemas::decode(bytes).map_err(|e| HandleError::poison("undecodable", e.to_string()))
+            .ok_or_else(|| HandleError::poison(DeadLetterKind::Undecodable, "empty payload"))?;
+        roar_schemas::decode(bytes)
+            .map_err(|e| HandleError::poison(DeadLetterKind::Undecodable, e.to_string()))
     }
 
     pub fn key_str(&self) -> String {
@@ -69,7 +70,10 @@ pub enum HandleError {
     /// Can never succeed (undecodable, breaks a rule): the message goes to the DLQ and the
     /// partition moves on.
     #[error("{kind}: {reason}")]
-    Poison { kind: &'static str, reason: String },
+    Poison {
+        kind: DeadLetterKind,
+        reason: String,
+    },
     /// May succeed later (storage or broker hiccup): the same message is tried again.
     #[error("retryable: {0}")]
     Retry(String),
@@ -80,7 +84,7 @@ pub enum HandleError {
 }
 
 impl HandleError {
-    pub fn poison(kind: &'static str, reason: impl Into<String>) -> Self {
+    pub fn poison(kind: DeadLetterKind, reason: impl Into<String>) -> Self {
         HandleError::Poison {
             kind,
             reason: reason.into(),
@@ -176,7 +180,7 @@ pub async fn run_consumer(
                     &spec.group,
                     &producer,
                     &delivery,
-                    "failed",
+                    DeadLetterKind::Failed,
                     &reason,
                     &cancel,
                 )
@@ -310,7 +314,7 @@ async fn send_to_dlq(
     group: &str,
     producer: &EventProducer,
     d: &Delivery,
-    kind: &'static str,
+    kind: DeadLetterKind,
     reason: &str,
     cancel: &CancellationToken,
 ) -> bool {
@@ -318,7 +322,7 @@ async fn send_to_dlq(
     loop {
         match send_dead_letter(producer, group, d, kind, reason).await {
             Ok(_) => {
-                metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind)
+                metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind.as_str())
                     .increment(1);
                 return true;
             }
@@ -339,10 +343,10 @@ pub async fn send_dead_letter(
     producer: &EventProducer,
     group: &str,
     d: &Delivery,
-    kind: &str,
+    kind: DeadLetterKind,
     reason: &str,
 ) -> Result<(), KafkaError> {
-    tracing::warn!(%group, topic = %d.topic, partition = d.partition, offset = d.offset, kind, %reason, "sending message to the dead-letter topic");
+    tracing::warn!(%group, topic = %d.topic, partition = d.partition, offset = d.offset, kind = kind.as_str(), %reason, "sending message to the dead-letter topic");
     let letter = DeadLetter {
         meta: EventMeta::new(
             format!("dlq-{}-{}-{}", d.topic, d.partition, d.offset),
@@ -354,7 +358,7 @@ pub async fn send_dead_letter(
         consumer_group: group.to_string(),
         key: d.key.clone(),
         payload: d.payload.clone(),
-        error_kind: kind.to_string(),
+        error_kind: kind.as_str().to_string(),
         error: reason.to_string(),
     };
     producer

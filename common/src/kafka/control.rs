@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{client_config, KafkaError};
 use crate::config::KafkaConfig;
 
-/// Cancelled job ids remembered; older ones are forgotten first (bounded memory).
+/// Canceled job ids remembered; older ones are forgotten first (bounded memory).
 const MAX_CANCELED: usize = 100_000;
 
 /// A worker as its last announcement described it.
@@ -314,7 +314,7 @@ mod tests {
         assert!(f.is_canceled("j2", before));
         assert!(!f.is_canceled("j3", before));
 
-        // A retry requested after the cancel is not cancelled by it.
+        // A retry requested after the cancel is not canceled by it.
         let retry_at = Utc::now() + chrono::Duration::seconds(5);
         assert!(!f.is_canceled("j2", retry_at));
         let retry = Arc::new(AtomicBool::new(false));

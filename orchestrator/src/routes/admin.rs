@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use roar_projections::apply::JobRow;
+use roar_schemas::JobStatus;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -97,8 +98,6 @@ pub struct JobsQuery {
     cursor: Option<String>,
 }
 
-const STATUSES: [&str; 5] = ["queued", "running", "completed", "failed", "canceled"];
-
 /// `GET /admin/jobs?status=&limit=&cursor=`: every user's jobs, most recently changed first.
 #[utoipa::path(get, path = "/admin/jobs", tag = "admin",
     params(("status" = Option<String>, Query, description = "queued | running | completed | failed | canceled"), ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
@@ -113,14 +112,12 @@ pub async fn list(
     ApiQuery(q): ApiQuery<JobsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&user)?;
-    if let Some(st) = &q.status {
-        if !STATUSES.contains(&st.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown status {st:?}; valid: {}",
-                STATUSES.join(", ")
-            )));
-        }
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let limit = cursor::limit(q.limit)?;
     let before = q.cursor.as_deref().map(cursor::decode).transpose()?;
     let (t, id) = match before {
@@ -132,7 +129,7 @@ pub async fn list(
            AND ($2::timestamptz IS NULL OR (updated_at, job_id) < ($2, $3))
          ORDER BY updated_at DESC, job_id DESC LIMIT $4",
     )
-    .bind(&q.status)
+    .bind(status.map(JobStatus::as_str))
     .bind(t)
     .bind(id)
     .bind(limit + 1)

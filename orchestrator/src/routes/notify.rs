@@ -22,7 +22,7 @@ pub struct Notify {
     /// Checked against the job when given.
     file_id: Option<String>,
     model: Option<String>,
-    status: String,
+    status: Reported,
     worker: Option<String>,
     attempt: Option<i32>,
     progress: Option<f32>,
@@ -31,6 +31,17 @@ pub struct Notify {
     outputs: Vec<Output>,
     duration_seconds: Option<f64>,
     error: Option<NotifyError>,
+}
+
+/// What an external worker reports: the job event it stands for.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Reported {
+    Started,
+    Progress,
+    Completed,
+    Failed,
+    Canceled,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,12 +68,12 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
             )));
         }
     }
-    Ok(match n.status.as_str() {
-        "started" => JobBody::Started {
+    Ok(match n.status {
+        Reported::Started => JobBody::Started {
             worker: n.worker.unwrap_or_else(|| "external".into()),
             attempt: n.attempt.unwrap_or(1),
         },
-        "progress" => {
+        Reported::Progress => {
             let p = n
                 .progress
                 .ok_or_else(|| bad("progress needs `progress` (0..=100)"))?;
@@ -74,11 +85,11 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
                 message: n.message.unwrap_or_default(),
             }
         }
-        "completed" => JobBody::Completed {
+        Reported::Completed => JobBody::Completed {
             outputs: n.outputs,
             duration_seconds: n.duration_seconds.unwrap_or(0.0),
         },
-        "failed" => {
+        Reported::Failed => {
             let e = n
                 .error
                 .ok_or_else(|| bad("failed needs `error` {code, message}"))?;
@@ -88,14 +99,9 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
                 retryable: e.retryable,
             }
         }
-        "canceled" => JobBody::Canceled {
+        Reported::Canceled => JobBody::Canceled {
             reason: n.message.unwrap_or_else(|| "canceled by worker".into()),
         },
-        other => {
-            return Err(ApiError::Unprocessable(format!(
-                "unknown status {other:?}; valid: started, progress, completed, failed, canceled"
-            )))
-        }
     })
 }
 

@@ -13,7 +13,7 @@ use axum::Json;
 use futures::StreamExt;
 use roar_common::storage::{upload_key, StorageError};
 use roar_schemas::topics::FILES;
-use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo};
+use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo, FileStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -70,7 +70,10 @@ pub async fn register(
         .unwrap_or_else(|| "application/octet-stream".into());
     let file_id = roar_schemas::ids::file_id(user.id(), &sha256);
     if let Some(existing) = s.read.file(&file_id).await? {
-        if !matches!(existing.status.as_str(), "deleted" | "pending_upload") {
+        if !matches!(
+            existing.status,
+            FileStatus::Deleted | FileStatus::PendingUpload
+        ) {
             return Err(ApiError::Duplicate { file_id });
         }
     }
@@ -132,7 +135,7 @@ pub async fn register(
         StatusCode::CREATED,
         Json(json!({
             "file_id": file_id,
-            "status": "pending_upload",
+            "status": FileStatus::PendingUpload,
             "upload_url": upload_url,
             "method": "PUT",
             "expires_at": expires_at,
@@ -188,7 +191,7 @@ pub async fn put_signed(
         .filter(|u| u.file_id == file_id)
         .ok_or_else(|| ApiError::Forbidden("invalid or expired link".into()))?;
     if let Some(f) = s.read.file(&file_id).await? {
-        if !matches!(f.status.as_str(), "deleted" | "pending_upload") {
+        if !matches!(f.status, FileStatus::Deleted | FileStatus::PendingUpload) {
             return Err(ApiError::Duplicate { file_id });
         }
     }
@@ -245,7 +248,9 @@ pub async fn put_signed(
     let token = emit_uploaded(&s, format!("user:{}", up.owner), &file_id, info).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "file_id": file_id, "status": "uploaded", "consistency_token": token })),
+        Json(
+            json!({ "file_id": file_id, "status": FileStatus::Uploaded, "consistency_token": token }),
+        ),
     ))
 }
 
@@ -264,7 +269,7 @@ pub async fn complete(
     Path(file_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let f = crate::routes::status::visible_file(&s, &user, &file_id).await?;
-    if f.status != "pending_upload" {
+    if f.status != FileStatus::PendingUpload {
         return Err(ApiError::Conflict {
             code: "not_pending",
             message: format!("file is {}, not waiting for an upload", f.status),
@@ -310,6 +315,8 @@ pub async fn complete(
     let token = emit_uploaded(&s, format!("user:{}", user.id()), &file_id, info).await?;
     Ok((
         StatusCode::OK,
-        Json(json!({ "file_id": file_id, "status": "uploaded", "consistency_token": token })),
+        Json(
+            json!({ "file_id": file_id, "status": FileStatus::Uploaded, "consistency_token": token }),
+        ),
     ))
 }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use roar_common::catalog::{self, Resolved};
 use roar_projections::apply::FileRow;
+use roar_schemas::FileStatus;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -112,9 +113,9 @@ fn parse(body: Value) -> Result<Vec<(String, Resolved)>, ApiError> {
 
 /// The file must be processable: decoded by the probe.
 fn check_ready(f: &FileRow) -> Result<(), ApiError> {
-    match f.status.as_str() {
-        "ready" => Ok(()),
-        "failed" => Err(ApiError::Unprocessable(format!(
+    match f.status {
+        FileStatus::Ready => Ok(()),
+        FileStatus::Failed => Err(ApiError::Unprocessable(format!(
             "file {} could not be decoded ({}); upload a valid audio file",
             f.file_id,
             f.error_message.as_deref().unwrap_or("unknown error")

@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::Json;
 use roar_projections::apply::{FileRow, JobRow};
+use roar_schemas::FileStatus;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -20,7 +21,7 @@ pub(crate) async fn visible_file(
         return Err(ApiError::NotFound);
     }
     match s.read.file(file_id).await? {
-        Some(f) if user.may_access(&f.owner) && f.status != "deleted" => Ok(f),
+        Some(f) if user.may_access(&f.owner) && f.status != FileStatus::Deleted => Ok(f),
         _ => Err(ApiError::NotFound),
     }
 }

@@ -3,7 +3,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::Json;
 use roar_schemas::topics::FILES;
-use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo};
+use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo, FileStatus};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -134,7 +134,7 @@ async fn multipart_upload(
     let file_id = roar_schemas::ids::file_id(user.id(), &sha256);
 
     if let Some(existing) = s.read.file(&file_id).await? {
-        if existing.status != "deleted" {
+        if existing.status != FileStatus::Deleted {
             let _ = s.storage.delete(&tmp_key).await;
             return Err(ApiError::Duplicate { file_id });
         }
@@ -167,7 +167,7 @@ async fn multipart_upload(
         StatusCode::CREATED,
         Json(json!({
             "file_id": file_id,
-            "status": "uploaded",
+            "status": FileStatus::Uploaded,
             "size": size,
             "sha256": sha256,
             "consistency_token": consistency_token(FILES, partition, offset),

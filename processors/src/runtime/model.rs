@@ -31,7 +31,7 @@ pub struct OutputFile {
 /// Why a model run ended without outputs.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ModelError {
-    /// Stopped at a checkpoint because the job was cancelled (or the worker is leaving).
+    /// Stopped at a checkpoint because the job was canceled (or the worker is leaving).
     #[error("canceled")]
     Canceled,
     /// `retryable` failures are re-requested with backoff; the others fail the job for good.
@@ -87,7 +87,7 @@ impl RunContext {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Call between chunks of work: `Err(Canceled)` once the job is cancelled.
+    /// Call between chunks of work: `Err(Canceled)` once the job is canceled.
     pub fn checkpoint(&self) -> Result<(), ModelError> {
         if self.stopped() {
             Err(ModelError::Canceled)

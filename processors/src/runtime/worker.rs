@@ -14,7 +14,7 @@ use roar_common::kafka::{
 use roar_common::metrics::{INFERENCE_SECONDS, JOBS, JOBS_IN_FLIGHT, JOB_QUEUE_SECONDS};
 use roar_common::storage::{job_output_dir, upload_key, Storage, StorageError};
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
-use roar_schemas::{JobBody, JobEvent, JobRequested, Output};
+use roar_schemas::{DeadLetterKind, JobBody, JobEvent, JobRequested, Output};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -223,7 +223,7 @@ impl Worker {
                         &self.producer,
                         &self.group(),
                         d,
-                        "job_failed",
+                        DeadLetterKind::JobFailed,
                         &format!("{code}: {message}"),
                     )
                     .await
@@ -419,7 +419,7 @@ impl Handler for Worker {
         let req: JobRequested = d.decode()?;
         if req.model != self.model.name() {
             return Err(HandleError::poison(
-                "wrong_model",
+                DeadLetterKind::WrongModel,
                 format!("a {} request on the {} topic", req.model, d.topic),
             ));
         }
@@ -427,7 +427,7 @@ impl Handler for Worker {
             || !roar_schemas::ids::is_valid_id('f', &req.file_id)
         {
             return Err(HandleError::poison(
-                "invalid",
+                DeadLetterKind::Invalid,
                 "job_id or file_id is not a roar id",
             ));
         }
