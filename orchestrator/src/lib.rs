@@ -40,9 +40,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     state.shutdown = cancel.clone();
-    state
-        .notifier
-        .spawn(state.read.pool.clone(), cancel.clone());
+    state.notifier.spawn(state.read.clone(), cancel.clone());
     state.auth.start_jwks(cancel.clone()).await;
     tracing::info!(%addr, "orchestrator listening");
     axum::serve(listener, router(state))

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use roar_projections::ReadModel;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -30,13 +29,13 @@ impl Notifier {
     }
 
     /// Listens on the projection's channel until `cancel` fires, reconnecting on errors.
-    pub fn spawn(&self, pool: PgPool, cancel: CancellationToken) {
+    pub fn spawn(&self, read: ReadModel, cancel: CancellationToken) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             loop {
                 let res = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = listen(&pool, &tx) => r,
+                    r = listen(&read, &tx) => r,
                 };
                 if let Err(e) = res {
                     tracing::warn!(error = %e, "projection notifications lost; reconnecting");
@@ -50,13 +49,12 @@ impl Notifier {
     }
 }
 
-async fn listen(pool: &PgPool, tx: &watch::Sender<u64>) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(roar_projections::NOTIFY_CHANNEL).await?;
+async fn listen(read: &ReadModel, tx: &watch::Sender<u64>) -> Result<(), sqlx::Error> {
+    let mut commits = read.listen().await?;
     // Anything committed while we were not listening: wake everyone once.
     tx.send_modify(|n| *n += 1);
     loop {
-        listener.recv().await?;
+        commits.next().await?;
         tx.send_modify(|n| *n += 1);
     }
 }

@@ -5,8 +5,10 @@
 //! a run; duplicates change nothing. See [`apply_job`] for why time, not arrival, decides.
 
 use chrono::{DateTime, Utc};
-use roar_schemas::{FileBody, FileEvent, FileStatus, JobBody, JobEvent, JobRequested, JobStatus};
+use roar_schemas::{FileBody, FileEvent, FileStatus, JobBody, JobEvent, JobStatus};
 use serde_json::Value;
+
+pub use crate::error::Invalid;
 
 /// A file as the read model shows it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
@@ -56,11 +58,6 @@ pub struct JobRow {
     /// The newest request for this job (a failure older than it was superseded).
     pub requested_at: Option<DateTime<Utc>>,
 }
-
-/// An event that decodes but cannot be applied; it goes to the dead-letter topic.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid event: {0}")]
-pub struct Invalid(pub String);
 
 fn check_id(prefix: char, id: &str, what: &str) -> Result<(), Invalid> {
     if roar_schemas::ids::is_valid_id(prefix, id) {
@@ -129,22 +126,6 @@ pub fn apply_file(row: Option<FileRow>, ev: &FileEvent) -> Result<FileRow, Inval
         FileBody::Deleted { .. } => r.status = FileStatus::Deleted,
     }
     Ok(r)
-}
-
-/// A job request as the job event it stands for: the job is queued (or re-queued) by it.
-pub fn queued_from_request(r: &JobRequested) -> JobEvent {
-    JobEvent {
-        meta: r.meta.clone(),
-        job_id: r.job_id.clone(),
-        file_id: r.file_id.clone(),
-        model: r.model.clone(),
-        variation: r.variation.clone(),
-        body: JobBody::Queued {
-            owner: r.owner.clone(),
-            model_version: r.model_version.clone(),
-            params_json: r.params_json.clone(),
-        },
-    }
 }
 
 /// Applies a job event to the current row (if any).

@@ -4,20 +4,27 @@
 //! the dead-letter topic (live) or are only skipped (a rebuild: the live projector already
 //! dead-lettered them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use roar_common::kafka::{send_dead_letter, Delivery, EventProducer};
 use roar_common::metrics::{
     DLQ_MESSAGES, PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_LAG_SECONDS,
 };
-use roar_schemas::topics::{FILES, JOB_EVENTS};
-use roar_schemas::{DeadLetterKind, FileEvent, JobEvent, JobRequested};
+use roar_schemas::DeadLetterKind;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::apply::{apply_file, apply_job, queued_from_request, FileRow, JobRow};
+use crate::apply::{apply_file, apply_job, FileRow, JobRow};
+use crate::error::ProjectionError;
+use crate::event::Decoded;
+use crate::offsets;
 use crate::rows::{upsert_files, upsert_jobs, History};
-use crate::{ProjectionError, GROUP, NOTIFY_CHANNEL};
+
+/// The Postgres channel notified after every committed batch.
+pub const NOTIFY_CHANNEL: &str = "roar_projection";
+
+/// The projector's name in Kafka (committed offsets, dead letters).
+pub const GROUP: &str = "roar-projector";
 
 /// Where a batch lands.
 #[derive(Clone)]
@@ -28,11 +35,6 @@ pub(crate) struct Sink {
     pub dlq: Option<EventProducer>,
     /// Whether to `pg_notify` readers after each commit (only the live model has readers).
     pub notify: bool,
-}
-
-pub(crate) enum Decoded {
-    File(FileEvent),
-    Job(JobEvent),
 }
 
 /// Applies a batch in one transaction with its offsets. If a row breaks a database constraint,
@@ -46,7 +48,7 @@ pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), P
                 match apply_in_tx(sink, std::slice::from_ref(d)).await {
                     Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
                         dead_letter(sink, d, DeadLetterKind::Invalid, &e.to_string()).await?;
-                        skip_in_tx(&sink.pool, d).await?;
+                        offsets::skip(&sink.pool, d).await?;
                     }
                     other => other?,
                 }
@@ -55,7 +57,7 @@ pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), P
         Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
             let d = &batch[0];
             dead_letter(sink, d, DeadLetterKind::Invalid, &e.to_string()).await?;
-            skip_in_tx(&sink.pool, d).await?;
+            offsets::skip(&sink.pool, d).await?;
         }
         other => other?,
     }
@@ -63,28 +65,15 @@ pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), P
     Ok(())
 }
 
-/// Decodes an event by the topic it came from; a job request stands for the `queued` job event.
-pub(crate) fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Decoded, String> {
-    let bytes = payload.ok_or("empty payload")?;
-    let ev = if topic == FILES {
-        roar_schemas::decode::<FileEvent>(bytes).map(Decoded::File)
-    } else if topic == JOB_EVENTS {
-        roar_schemas::decode::<JobEvent>(bytes).map(Decoded::Job)
-    } else {
-        roar_schemas::decode::<JobRequested>(bytes).map(|r| Decoded::Job(queued_from_request(&r)))
-    };
-    ev.map_err(|e| e.to_string())
-}
-
 async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionError> {
     let mut tx = sink.pool.begin().await?;
-    let fresh = lock_and_filter(&mut tx, batch).await?;
+    let fresh = offsets::lock_and_filter(&mut tx, batch).await?;
 
     let mut files: HashMap<String, Option<FileRow>> = HashMap::new();
     let mut jobs: HashMap<String, Option<JobRow>> = HashMap::new();
     let mut decoded = Vec::with_capacity(fresh.len());
     for d in fresh {
-        match decode(&d.topic, d.payload.as_deref()) {
+        match Decoded::from_delivery(d) {
             Ok(Decoded::File(e)) => {
                 files.entry(e.file_id.clone()).or_default();
                 decoded.push((d, Decoded::File(e)));
@@ -113,11 +102,7 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
         };
         match applied {
             Ok(()) => {
-                let meta = match &ev {
-                    Decoded::File(e) => &e.meta,
-                    Decoded::Job(e) => &e.meta,
-                };
-                newest = newest.max(Some(meta.occurred_at));
+                newest = newest.max(Some(ev.meta().occurred_at));
                 history.push(d, &ev);
             }
             Err(e) => dead_letter(sink, d, DeadLetterKind::Invalid, &e.0).await?,
@@ -127,7 +112,7 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
     upsert_files(&mut tx, &files.values().flatten().collect::<Vec<_>>()).await?;
     upsert_jobs(&mut tx, &jobs.values().flatten().collect::<Vec<_>>()).await?;
     history.insert(&mut tx).await?;
-    store_offsets(&mut tx, batch).await?;
+    offsets::store(&mut tx, batch).await?;
     if sink.notify {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(NOTIFY_CHANNEL)
@@ -146,38 +131,6 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
         }
     }
     Ok(())
-}
-
-/// Locks the batch's offset rows and drops events the model already holds.
-async fn lock_and_filter<'a>(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &'a [Delivery],
-) -> Result<Vec<&'a Delivery>, ProjectionError> {
-    let mut keys: Vec<(String, i32)> = batch
-        .iter()
-        .map(|d| (d.topic.clone(), d.partition))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let topics: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
-    let parts: Vec<i32> = keys.iter().map(|k| k.1).collect();
-    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT o.topic, o.partition, o.next_offset FROM projector_offsets o
-         JOIN UNNEST($1::text[], $2::int[]) AS k(topic, partition) USING (topic, partition)
-         ORDER BY o.topic, o.partition FOR UPDATE OF o",
-    )
-    .bind(&topics)
-    .bind(&parts)
-    .fetch_all(&mut **tx)
-    .await?;
-    let next: HashMap<(String, i32), i64> = rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
-    Ok(batch
-        .iter()
-        .filter(|d| {
-            next.get(&(d.topic.clone(), d.partition))
-                .is_none_or(|n| d.offset >= *n)
-        })
-        .collect())
 }
 
 async fn load_rows(
@@ -211,39 +164,6 @@ async fn load_rows(
     Ok(())
 }
 
-pub(crate) async fn store_offsets(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &[Delivery],
-) -> Result<(), sqlx::Error> {
-    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for d in batch {
-        let e = next.entry((d.topic.clone(), d.partition)).or_insert(0);
-        *e = (*e).max(d.offset + 1);
-    }
-    let (keys, offsets): (Vec<_>, Vec<i64>) = next.into_iter().unzip();
-    let (topics, parts): (Vec<String>, Vec<i32>) = keys.into_iter().unzip();
-    sqlx::query(
-        "INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
-         SELECT t, p, o, now() FROM UNNEST($1::text[], $2::int[], $3::bigint[]) AS x(t, p, o)
-         ON CONFLICT (topic, partition) DO UPDATE
-           SET next_offset = GREATEST(projector_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
-    )
-    .bind(&topics)
-    .bind(&parts)
-    .bind(&offsets)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Moves a partition past one event without applying it (after it went to the DLQ).
-async fn skip_in_tx(pool: &PgPool, d: &Delivery) -> Result<(), ProjectionError> {
-    let mut tx = pool.begin().await?;
-    store_offsets(&mut tx, std::slice::from_ref(d)).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Sends a poison event to the dead-letter topic (live model) or only logs it (a rebuild,
 /// whose events the live projector already dead-lettered).
 async fn dead_letter(
@@ -256,9 +176,7 @@ async fn dead_letter(
         tracing::debug!(topic = %d.topic, partition = d.partition, offset = d.offset, kind = kind.as_str(), %reason, "rebuild skips a poison event");
         return Ok(());
     };
-    send_dead_letter(producer, GROUP, d, kind, reason)
-        .await
-        .map_err(|e| ProjectionError::Other(e.to_string()))?;
+    send_dead_letter(producer, GROUP, d, kind, reason).await?;
     metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind.as_str())
         .increment(1);
     Ok(())

@@ -10,8 +10,9 @@ use roar_common::metrics::{PROJECTOR_LAG_EVENTS, PROJECTOR_LAG_SECONDS};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::projector::{projected_topics, stored_offsets};
-use crate::ProjectionError;
+use crate::error::ProjectionError;
+use crate::event::projected_topics;
+use crate::offsets;
 
 /// How often the lag gauges are refreshed.
 const EVERY: Duration = Duration::from_secs(5);
@@ -19,7 +20,7 @@ const EVERY: Duration = Duration::from_secs(5);
 /// Events on the projected topics not yet applied to the model behind `pool`: the sum over
 /// partitions of (high watermark − stored position).
 pub async fn events_behind(kafka: &KafkaConfig, pool: &PgPool) -> Result<u64, ProjectionError> {
-    let stored = stored_offsets(pool).await?;
+    let stored = offsets::stored(pool).await?;
     let kafka = kafka.clone();
     // Watermark and metadata calls block on the network: keep them off the executor.
     let highs = tokio::task::spawn_blocking(move || -> Result<Vec<_>, ProjectionError> {

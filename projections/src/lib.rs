@@ -5,23 +5,31 @@
 //! so every event takes effect exactly once; Kafka's committed offsets are informational. The
 //! state machine ([`apply`]) tolerates duplicates and any arrival order.
 
+//!
+//! Modules, each using only those above it (no cycles): [`db`], [`error`]; `event` (what a
+//! delivery decodes to); [`apply`] (the state machine over rows); `offsets` (every statement on
+//! `projector_offsets`); `rows` (upserts and history rows); `batch` (one transaction per batch,
+//! with its offsets); [`lag`]; `projector` (the loop); `rebuild`; [`store`] (the read side,
+//! [`ReadModel`]); [`replay`].
+
 pub mod apply;
 mod batch;
 pub mod db;
+pub mod error;
+mod event;
 pub mod lag;
+mod offsets;
 mod projector;
 mod rebuild;
 pub mod replay;
 mod rows;
 pub mod store;
 
+pub use apply::{FileRow, JobRow};
+pub use batch::{GROUP, NOTIFY_CHANNEL};
 pub use db::{connect, migrate};
-pub use projector::{projected_topics, run, ProjectionError};
+pub use error::ProjectionError;
+pub use event::{projected_topics, queued_from_request};
+pub use projector::run;
 pub use rebuild::{rebuild, RebuildReport, REBUILD_SCHEMA, RETIRED_SCHEMA};
-pub use store::ReadModel;
-
-/// The Postgres channel notified after every committed batch.
-pub const NOTIFY_CHANNEL: &str = "roar_projection";
-
-/// The projector's name in Kafka (committed offsets, dead letters).
-pub const GROUP: &str = "roar-projector";
+pub use store::{Commits, ReadModel};

@@ -7,47 +7,20 @@
 //! partitions' offset rows and skips events at or below the stored position, so a second
 //! instance never applies an event twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use roar_common::kafka::{client_config, Delivery, EventProducer};
 use roar_common::Config;
-use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS, MODELS};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{apply_batch, Sink};
-use crate::{lag, GROUP};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    #[error("projector database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("projector kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("projector migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("projector: {0}")]
-    Other(String),
-}
-
-impl ProjectionError {
-    /// Database and broker failures are transient; a failed migration or a missing topic
-    /// needs an operator.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ProjectionError::Db(_) | ProjectionError::Kafka(_))
-    }
-}
-
-/// The files and job-event topics, and every model's job topic: a `JobRequested` is what makes
-/// a job `queued`, so the orchestrator writes one event per request and never two.
-pub fn projected_topics() -> Vec<String> {
-    let mut t = vec![FILES.to_string(), JOB_EVENTS.to_string()];
-    t.extend(MODELS.iter().map(|m| jobs_topic(m)));
-    t
-}
+use crate::batch::{apply_batch, Sink, GROUP};
+use crate::error::ProjectionError;
+use crate::event::projected_topics;
+use crate::{lag, offsets};
 
 /// Runs the projector until `cancel` fires.
 pub async fn run(
@@ -191,8 +164,8 @@ pub(crate) async fn apply_until_done(
 }
 
 /// Assigns every partition of the projected topics at the position stored in `pool`'s
-/// `projector_offsets`, creating a row (position 0) for each partition that has none, so every
-/// batch can lock its partitions' rows. Returns the partitions.
+/// schema, creating a row (position 0) for each partition that has none, so every batch can
+/// lock its partitions' rows. Returns the partitions.
 pub(crate) async fn assign_from_db(
     consumer: &StreamConsumer,
     pool: &PgPool,
@@ -212,17 +185,8 @@ pub(crate) async fn assign_from_db(
         }
         all.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
     }
-    let (topics, parts): (Vec<String>, Vec<i32>) = all.iter().cloned().unzip();
-    sqlx::query(
-        "INSERT INTO projector_offsets (topic, partition, next_offset)
-         SELECT t, p, 0 FROM UNNEST($1::text[], $2::int[]) AS x(t, p)
-         ON CONFLICT (topic, partition) DO NOTHING",
-    )
-    .bind(&topics)
-    .bind(&parts)
-    .execute(pool)
-    .await?;
-    let stored = stored_offsets(pool).await?;
+    offsets::ensure(pool, &all).await?;
+    let stored = offsets::stored(pool).await?;
     let mut tpl = TopicPartitionList::new();
     for (t, p) in &all {
         let offset = stored
@@ -232,17 +196,6 @@ pub(crate) async fn assign_from_db(
     }
     consumer.assign(&tpl)?;
     Ok(all)
-}
-
-/// The positions stored in `pool`'s `projector_offsets`.
-pub(crate) async fn stored_offsets(
-    pool: &PgPool,
-) -> Result<HashMap<(String, i32), i64>, sqlx::Error> {
-    let rows: Vec<(String, i32, i64)> =
-        sqlx::query_as("SELECT topic, partition, next_offset FROM projector_offsets")
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
 }
 
 /// Kafka's committed offsets are only a hint for lag dashboards; the truth is in Postgres.

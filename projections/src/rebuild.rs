@@ -21,17 +21,16 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::Sink;
-use crate::projector::{
-    apply_until_done, assign_from_db, new_consumer, next_batch, stored_offsets, Batching,
-};
-use crate::ProjectionError;
+use crate::error::ProjectionError;
+use crate::offsets::{self, Positions};
+use crate::projector::{apply_until_done, assign_from_db, new_consumer, next_batch, Batching};
 
 /// The schema the rebuild is written into.
 pub const REBUILD_SCHEMA: &str = "roar_rebuild";
 /// Where the replaced tables are kept until the next rebuild (a manual way back).
 pub const RETIRED_SCHEMA: &str = "roar_retired";
 /// The read model's tables, moved together.
-const TABLES: [&str; 4] = ["files", "jobs", "events", "projector_offsets"];
+const TABLES: [&str; 4] = ["files", "jobs", "events", offsets::TABLE];
 /// How long the final catch-up may hold the live projector before the swap is retried.
 const SWAP_CATCH_UP: Duration = Duration::from_secs(30);
 
@@ -61,7 +60,7 @@ pub async fn rebuild(
         .execute(live)
         .await?;
     let side = schema_pool(cfg, REBUILD_SCHEMA).await?;
-    crate::migrate(&side).await?;
+    crate::db::migrate(&side).await?;
 
     let consumer = new_consumer(cfg)?;
     assign_from_db(&consumer, &side).await?;
@@ -78,25 +77,23 @@ pub async fn rebuild(
         // Phase 1: replay until close to the live positions.
         loop {
             if cancel.is_cancelled() {
-                return Err(ProjectionError::Other("rebuild canceled".into()));
+                return Err(ProjectionError::Canceled);
             }
             if let Some(b) = next_batch_within(&consumer, &batching, cancel, idle).await {
                 if !apply_until_done(&sink, &b, cancel).await {
-                    return Err(ProjectionError::Other("rebuild canceled".into()));
+                    return Err(ProjectionError::Canceled);
                 }
                 events += b.len() as u64;
             }
-            if behind(&stored_live(live).await?, &side).await? <= near {
+            if behind(&offsets::stored(live).await?, &side).await? <= near {
                 break;
             }
         }
         // Phase 2: hold the live projector, finish, swap.
         let hold = Instant::now();
         let mut tx = live.begin().await?;
-        sqlx::query("LOCK TABLE projector_offsets IN EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await?;
-        let target = stored_in_tx(&mut tx).await?;
+        offsets::hold_batches(&mut tx).await?;
+        let target = offsets::stored_in_tx(&mut tx).await?;
         let deadline = Instant::now() + SWAP_CATCH_UP;
         let mut caught_up = false;
         while Instant::now() < deadline && !cancel.is_cancelled() {
@@ -114,7 +111,7 @@ pub async fn rebuild(
         if !caught_up {
             tx.rollback().await?;
             if cancel.is_cancelled() {
-                return Err(ProjectionError::Other("rebuild canceled".into()));
+                return Err(ProjectionError::Canceled);
             }
             tracing::warn!("rebuild could not catch up within the swap window; trying again");
             continue;
@@ -193,23 +190,9 @@ async fn next_batch_within(
         .filter(|b| !b.is_empty())
 }
 
-type Positions = std::collections::HashMap<(String, i32), i64>;
-
-async fn stored_live(live: &PgPool) -> Result<Positions, sqlx::Error> {
-    stored_offsets(live).await
-}
-
-async fn stored_in_tx(tx: &mut Transaction<'_, Postgres>) -> Result<Positions, sqlx::Error> {
-    let rows: Vec<(String, i32, i64)> =
-        sqlx::query_as("SELECT topic, partition, next_offset FROM projector_offsets")
-            .fetch_all(&mut **tx)
-            .await?;
-    Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
-}
-
 /// Events below `target` that the rebuild does not hold yet.
 async fn behind(target: &Positions, side: &PgPool) -> Result<i64, sqlx::Error> {
-    let have = stored_offsets(side).await?;
+    let have = offsets::stored(side).await?;
     Ok(target
         .iter()
         .map(|(k, t)| (t - have.get(k).copied().unwrap_or(0)).max(0))

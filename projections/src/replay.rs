@@ -10,10 +10,9 @@ use roar_common::catalog::{self, CatalogError};
 use roar_common::kafka::{EventProducer, KafkaError};
 use roar_schemas::ids::{canonical_json, job_id};
 use roar_schemas::topics::jobs_topic;
-use roar_schemas::{EventMeta, FileStatus, JobRequested};
+use roar_schemas::{EventMeta, JobRequested};
 
-use crate::apply::JobRow;
-use crate::ReadModel;
+use crate::store::ReadModel;
 
 /// What to replay.
 #[derive(Debug, Clone, Default)]
@@ -79,19 +78,9 @@ pub async fn replay(
     {
         return Err(ReplayError::BadFileId(bad.clone()));
     }
-    let old: Vec<JobRow> = sqlx::query_as(
-        "SELECT j.* FROM jobs j LEFT JOIN files f ON f.file_id = j.file_id
-         WHERE j.model = $1 AND ($2::timestamptz IS NULL OR j.created_at >= $2)
-           AND (cardinality($3::text[]) = 0 OR j.file_id = ANY($3))
-           AND COALESCE(f.status, '') <> $4
-         ORDER BY j.file_id, j.created_at, j.job_id",
-    )
-    .bind(&spec.model)
-    .bind(spec.since)
-    .bind(&spec.files)
-    .bind(FileStatus::Deleted.as_str())
-    .fetch_all(&read.pool)
-    .await?;
+    let old = read
+        .jobs_of_model(&spec.model, spec.since, &spec.files)
+        .await?;
 
     let base = EventMeta::new("", spec.actor.clone());
     let mut report = ReplayReport {

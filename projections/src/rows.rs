@@ -1,11 +1,10 @@
 //! Writing read-model rows: file and job upserts and the batch's history rows.
 
 use roar_common::kafka::Delivery;
-use roar_schemas::FileEvent;
 use sqlx::{Postgres, Transaction};
 
 use crate::apply::{FileRow, JobRow};
-use crate::batch::Decoded;
+use crate::event::Decoded;
 
 const FILE_COLUMNS: &[&str] = &[
     "owner",
@@ -105,21 +104,10 @@ pub(crate) struct History {
 
 impl History {
     pub(crate) fn push(&mut self, d: &Delivery, ev: &Decoded) {
-        let (meta, file_id, job_id, kind, body) = match ev {
-            Decoded::File(e) => (
-                &e.meta,
-                &e.file_id,
-                None,
-                file_kind(e),
-                serde_json::to_string(&e.body),
-            ),
-            Decoded::Job(e) => (
-                &e.meta,
-                &e.file_id,
-                Some(e.job_id.clone()),
-                e.body.kind().to_string(),
-                serde_json::to_string(e),
-            ),
+        let meta = ev.meta();
+        let (file_id, job_id, body) = match ev {
+            Decoded::File(e) => (&e.file_id, None, serde_json::to_string(&e.body)),
+            Decoded::Job(e) => (&e.file_id, Some(e.job_id.clone()), serde_json::to_string(e)),
         };
         self.topic.push(d.topic.clone());
         self.partition.push(d.partition);
@@ -127,7 +115,7 @@ impl History {
         self.event_id.push(meta.event_id.clone());
         self.file_id.push(file_id.clone());
         self.job_id.push(job_id);
-        self.kind.push(kind);
+        self.kind.push(ev.kind().to_string());
         self.occurred_at.push(meta.occurred_at);
         self.request_id.push(meta.request_id.clone());
         self.body.push(body.unwrap_or_else(|_| "null".into()));
@@ -163,16 +151,4 @@ impl History {
         .await
         .map(|_| ())
     }
-}
-
-pub(crate) fn file_kind(e: &FileEvent) -> String {
-    use roar_schemas::FileBody::*;
-    match e.body {
-        Registered { .. } => "file_registered",
-        Uploaded(_) => "file_uploaded",
-        Probed(_) => "file_probed",
-        ProbeFailed { .. } => "file_probe_failed",
-        Deleted { .. } => "file_deleted",
-    }
-    .to_string()
 }

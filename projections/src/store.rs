@@ -1,13 +1,17 @@
-//! Read-side queries over the read model, used by the orchestrator.
+//! Read-side queries over the read model, used by the orchestrator. Its SQL is here, behind
+//! [`ReadModel`]'s methods; the pool stays private so readers cannot grow queries of their own.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use roar_schemas::FileStatus;
+use roar_schemas::{FileStatus, JobStatus};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 use crate::apply::{apply_file, apply_job, FileRow, JobRow};
-use crate::batch::{decode, Decoded};
+use crate::batch::NOTIFY_CHANNEL;
+use crate::event::{decode, Decoded};
+use crate::offsets;
 
 /// One entry of a file's event history.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -22,7 +26,20 @@ pub struct HistoryRow {
 /// Queries over the projection's tables.
 #[derive(Clone, Debug)]
 pub struct ReadModel {
-    pub pool: PgPool,
+    pool: PgPool,
+}
+
+/// A page position: the last (time, id) of the previous page.
+pub type Before = Option<(DateTime<Utc>, String)>;
+
+/// Wakes on every committed projector batch (Postgres `LISTEN`).
+pub struct Commits(PgListener);
+
+impl Commits {
+    /// Waits for the next commit; an error means the connection is lost (listen again).
+    pub async fn next(&mut self) -> Result<(), sqlx::Error> {
+        self.0.recv().await.map(|_| ())
+    }
 }
 
 impl ReadModel {
@@ -58,7 +75,7 @@ impl ReadModel {
         &self,
         owner: &str,
         limit: i64,
-        before: Option<(chrono::DateTime<chrono::Utc>, String)>,
+        before: Before,
     ) -> Result<Vec<FileRow>, sqlx::Error> {
         let (t, id) = match before {
             Some((t, id)) => (Some(t), Some(id)),
@@ -73,6 +90,54 @@ impl ReadModel {
         .bind(t)
         .bind(id)
         .bind(limit)
+        .bind(FileStatus::Deleted.as_str())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// A page of every user's jobs (only those with `status`, when given), most recently
+    /// changed first; `before` is the last (updated_at, job_id) seen.
+    pub async fn jobs_page(
+        &self,
+        status: Option<JobStatus>,
+        limit: i64,
+        before: Before,
+    ) -> Result<Vec<JobRow>, sqlx::Error> {
+        let (t, id) = match before {
+            Some((t, id)) => (Some(t), Some(id)),
+            None => (None, None),
+        };
+        sqlx::query_as(
+            "SELECT * FROM jobs WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::timestamptz IS NULL OR (updated_at, job_id) < ($2, $3))
+             ORDER BY updated_at DESC, job_id DESC LIMIT $4",
+        )
+        .bind(status.map(JobStatus::as_str))
+        .bind(t)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// `model`'s jobs on files that are not deleted (all files, or only `files` when given),
+    /// first requested at or after `since` when given; by file, oldest first.
+    pub async fn jobs_of_model(
+        &self,
+        model: &str,
+        since: Option<DateTime<Utc>>,
+        files: &[String],
+    ) -> Result<Vec<JobRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT j.* FROM jobs j LEFT JOIN files f ON f.file_id = j.file_id
+             WHERE j.model = $1 AND ($2::timestamptz IS NULL OR j.created_at >= $2)
+               AND (cardinality($3::text[]) = 0 OR j.file_id = ANY($3))
+               AND COALESCE(f.status, '') <> $4
+             ORDER BY j.file_id, j.created_at, j.job_id",
+        )
+        .bind(model)
+        .bind(since)
+        .bind(files)
         .bind(FileStatus::Deleted.as_str())
         .fetch_all(&self.pool)
         .await
@@ -164,14 +229,14 @@ impl ReadModel {
         partition: i32,
         offset: i64,
     ) -> Result<bool, sqlx::Error> {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT next_offset FROM projector_offsets WHERE topic = $1 AND partition = $2",
-        )
-        .bind(topic)
-        .bind(partition)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(next.is_some_and(|n| n > offset))
+        offsets::has_applied(&self.pool, topic, partition, offset).await
+    }
+
+    /// Starts listening for projector commits.
+    pub async fn listen(&self) -> Result<Commits, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        Ok(Commits(listener))
     }
 
     /// Checks the database answers (readiness).

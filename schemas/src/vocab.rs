@@ -74,13 +74,6 @@ macro_rules! text_enum {
             }
         }
 
-        /// Compares with the stored text (what a row read back or an event carries).
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use roar_projections::ReadModel;
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
+use roar_schemas::{FileStatus, JobStatus};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::support::projection::*;
@@ -259,20 +260,20 @@ async fn events_out_of_order_and_duplicated_across_topics_end_in_the_right_state
     env.wait_history(produced).await;
     let read = ReadModel::new(env.pool.clone());
     let ja = read.job(&a.job_id).await.unwrap().unwrap();
-    assert_eq!(ja.status, "completed");
+    assert_eq!(ja.status, JobStatus::Completed);
     assert_eq!(ja.progress, 100.0);
     assert_eq!(ja.owner, "bob");
     assert_eq!(ja.started_at, Some(at(2)));
     assert_eq!(ja.finished_at, Some(at(9)));
     assert_eq!(ja.outputs[0]["path"], "outputs/a.json");
     let jb = read.job(&b.job_id).await.unwrap().unwrap();
-    assert_eq!(jb.status, "completed", "{jb:?}");
+    assert_eq!(jb.status, JobStatus::Completed, "{jb:?}");
     assert_eq!(jb.attempt, 2);
     assert_eq!(jb.error_code, None);
     assert_eq!(jb.outputs[0]["path"], "outputs/b.json");
     assert_eq!(jb.requested_at, Some(at(9)));
     let f = read.file(&up.file_id).await.unwrap().unwrap();
-    assert_eq!(f.status, "uploaded");
+    assert_eq!(f.status, FileStatus::Uploaded);
     assert_eq!(f.owner, "bob");
     assert_eq!(
         env.count("SELECT count(*) FROM events").await,
@@ -348,14 +349,14 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_keeps_flowi
             .job(&r.job_id)
             .await
             .unwrap()
-            .is_some_and(|j| j.status == "completed")
+            .is_some_and(|j| j.status == JobStatus::Completed)
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let j = read.job(&r.job_id).await.unwrap().unwrap();
-    assert_eq!(j.status, "completed");
+    assert_eq!(j.status, JobStatus::Completed);
     assert_eq!(j.owner, "carol");
     assert_eq!(j.file_id, up.file_id);
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use roar_projections::replay::{ReplayError, ReplaySpec};
 use roar_projections::ReadModel;
-use roar_schemas::{EventMeta, FileBody, FileEvent, ProbeSummary};
+use roar_schemas::{EventMeta, FileBody, FileEvent, FileStatus, JobStatus, ProbeSummary};
 
 use crate::support::projection::*;
 
@@ -57,17 +57,17 @@ async fn status_as_of_a_past_time_folds_the_history_up_to_it() {
     assert_eq!(read.file_as_of(f, at(-1)).await.unwrap(), None);
     assert_eq!(
         read.file_as_of(f, at(5)).await.unwrap().unwrap().status,
-        "uploaded"
+        FileStatus::Uploaded
     );
     let ready = read.file_as_of(f, at(15)).await.unwrap().unwrap();
-    assert_eq!(ready.status, "ready");
+    assert_eq!(ready.status, FileStatus::Ready);
     assert_eq!(ready.probe.as_ref().unwrap()["codec"], "flac");
     assert!(read.jobs_as_of(f, at(19)).await.unwrap().is_empty());
     let queued = read.jobs_as_of(f, at(20)).await.unwrap();
     assert_eq!(queued.len(), 1);
-    assert_eq!(queued[0].status, "queued");
+    assert_eq!(queued[0].status, JobStatus::Queued);
     let running = read.jobs_as_of(f, at(25)).await.unwrap();
-    assert_eq!(running[0].status, "running");
+    assert_eq!(running[0].status, JobStatus::Running);
     assert_eq!(running[0].progress, 50.0);
     // As of now, the fold equals the live rows exactly.
     assert_eq!(
@@ -129,9 +129,9 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
     assert_eq!(pitch.len(), 2, "{jobs:#?}");
     let old = pitch.iter().find(|j| j.job_id == ra.job_id).unwrap();
     let new = pitch.iter().find(|j| j.job_id != ra.job_id).unwrap();
-    assert_eq!(old.status, "completed");
+    assert_eq!(old.status, JobStatus::Completed);
     assert_eq!(old.model_version, "v1");
-    assert_eq!(new.status, "queued");
+    assert_eq!(new.status, JobStatus::Queued);
     assert_eq!(new.model_version, "crepe-tiny-v2");
     assert_eq!(new.variation, "tiny");
     assert_eq!(new.owner, "finn");
@@ -157,7 +157,7 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
     let b_jobs = wait_jobs(&read, &b.file_id, 2).await;
     assert!(b_jobs
         .iter()
-        .any(|j| j.variation == "full" && j.status == "queued"));
+        .any(|j| j.variation == "full" && j.status == JobStatus::Queued));
 
     // Jobs since a time after all of them: nothing to do. A bad variation or file id: an error.
     let later = ReplaySpec {

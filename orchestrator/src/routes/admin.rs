@@ -4,7 +4,6 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use roar_projections::apply::JobRow;
 use roar_schemas::JobStatus;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -120,21 +119,7 @@ pub async fn list(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let limit = cursor::limit(q.limit)?;
     let before = q.cursor.as_deref().map(cursor::decode).transpose()?;
-    let (t, id) = match before {
-        Some((t, id)) => (Some(t), Some(id)),
-        None => (None, None),
-    };
-    let rows: Vec<JobRow> = sqlx::query_as(
-        "SELECT * FROM jobs WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::timestamptz IS NULL OR (updated_at, job_id) < ($2, $3))
-         ORDER BY updated_at DESC, job_id DESC LIMIT $4",
-    )
-    .bind(status.map(JobStatus::as_str))
-    .bind(t)
-    .bind(id)
-    .bind(limit + 1)
-    .fetch_all(&s.read.pool)
-    .await?;
+    let rows = s.read.jobs_page(status, limit + 1, before).await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = more
