@@ -6,6 +6,7 @@
 //! - `api_*`: the HTTP API from outside (requests in, status codes, bodies and events out);
 //! - `e2e_*`: jobs through the real workers and models;
 //! - `projection_*`: the projector and the read model alone, fed with hand-made events;
+//! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
 //! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files.
 //!
 //! `support` is the one harness they share.
@@ -19,6 +20,7 @@ mod api_status_as_of;
 mod api_stream;
 mod api_upload;
 mod cli_fetch;
+mod consumer_loop;
 mod deploy_config;
 mod e2e_demucs;
 mod e2e_models;

@@ -193,13 +193,16 @@ pub async fn run_consumer(
             // next owner of the partition.
             break;
         }
+        // Nothing in an iteration returns early: the final commit below always runs.
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            &delivery.topic,
-            delivery.partition,
-            Offset::Offset(delivery.offset + 1),
-        )?;
-        match consumer.store_offsets(&tpl) {
+        let stored_now = tpl
+            .add_partition_offset(
+                &delivery.topic,
+                delivery.partition,
+                Offset::Offset(delivery.offset + 1),
+            )
+            .and_then(|()| consumer.store_offsets(&tpl));
+        match stored_now {
             Ok(()) => {
                 stored.insert(
                     (delivery.topic.clone(), delivery.partition),
@@ -216,7 +219,9 @@ pub async fn run_consumer(
         }
     }
 
-    // Final, synchronous commit of exactly what was stored.
+    // Final, synchronous commit of exactly what was stored, so a failure is logged here. A
+    // loop that never gets here (a handler that panics) is covered by the consumer's close on
+    // drop: with auto-commit on, librdkafka commits the stored offsets then.
     if !stored.is_empty() {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &stored {
