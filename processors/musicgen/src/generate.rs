@@ -205,6 +205,8 @@ impl MusicGen {
             (Some(m), Some(x)) => Some(x.chroma(m)?),
             _ => None,
         };
+        let window = ((req.window_seconds * fr).round() as usize).max(2);
+        let context = window - ((req.stride_seconds * fr).round() as usize).clamp(1, window - 1);
         let mut codes: Vec<Vec<u32>> = vec![Vec::new(); k];
         if let Some(audio) = &req.continuation {
             if !progress(Progress {
@@ -214,15 +216,15 @@ impl MusicGen {
             }) {
                 return Err(MusicgenError::Canceled);
             }
-            codes = self.encodec.encode(audio)?;
+            // A continued song longer than the context only contributes its end, and only
+            // that end is encoded: EnCodec's activations (64+ channels at 32 kHz) would
+            // otherwise grow with the song.
+            let hop = self.cfg.audio_encoder.hop_length();
+            codes = self
+                .encodec
+                .encode(&audio[audio.len().saturating_sub(context * hop)..])?;
         }
-        let window = ((req.window_seconds * fr).round() as usize).max(2);
-        let context = window - ((req.stride_seconds * fr).round() as usize).clamp(1, window - 1);
-        // A continued song longer than the context only contributes its end.
-        let keep = codes[0].len().min(context);
-        for c in codes.iter_mut() {
-            c.drain(..c.len() - keep);
-        }
+        let keep = codes[0].len();
         let new = ((req.duration_seconds * fr).round() as usize).max(1);
         let windows = plan(keep, new, window, context);
         let total: usize = windows.iter().map(|w| w.frames + k - 1 - w.prompt).sum();
