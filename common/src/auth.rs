@@ -16,7 +16,7 @@ use jsonwebtoken::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AuthConfig;
+use crate::config::{asymmetric_algorithm, AuthConfig};
 
 /// The claims roar reads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -72,19 +72,6 @@ pub struct Authenticator {
     jwks: Arc<RwLock<Vec<JwksKey>>>,
 }
 
-/// The asymmetric algorithms `auth.jwks_algorithms` may name.
-pub fn parse_asymmetric(name: &str) -> Option<Algorithm> {
-    match name {
-        "RS256" => Some(Algorithm::RS256),
-        "RS384" => Some(Algorithm::RS384),
-        "RS512" => Some(Algorithm::RS512),
-        "PS256" => Some(Algorithm::PS256),
-        "ES256" => Some(Algorithm::ES256),
-        "ES384" => Some(Algorithm::ES384),
-        _ => None,
-    }
-}
-
 fn is_rsa(alg: Algorithm) -> bool {
     !matches!(alg, Algorithm::ES256 | Algorithm::ES384)
 }
@@ -103,7 +90,7 @@ impl Authenticator {
         let asymmetric = cfg
             .jwks_algorithms
             .iter()
-            .filter_map(|a| parse_asymmetric(a))
+            .filter_map(|a| asymmetric_algorithm(a))
             .collect();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.issuer]);

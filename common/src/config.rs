@@ -138,6 +138,21 @@ pub struct AuthConfig {
     pub jwks_refresh_seconds: u64,
 }
 
+/// The asymmetric algorithms `auth.jwks_algorithms` may name (validated at start-up; the
+/// authenticator accepts exactly these).
+pub fn asymmetric_algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm;
+    match name {
+        "RS256" => Some(Algorithm::RS256),
+        "RS384" => Some(Algorithm::RS384),
+        "RS512" => Some(Algorithm::RS512),
+        "PS256" => Some(Algorithm::PS256),
+        "ES256" => Some(Algorithm::ES256),
+        "ES384" => Some(Algorithm::ES384),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessorConfig {
@@ -420,7 +435,7 @@ impl Config {
             .auth
             .jwks_algorithms
             .iter()
-            .find(|a| crate::auth::parse_asymmetric(a).is_none())
+            .find(|a| asymmetric_algorithm(a).is_none())
         {
             return bad(format!(
                 "auth.jwks_algorithms: {a:?} is not one of RS256, RS384, RS512, PS256, ES256, ES384"
