@@ -3,6 +3,8 @@
 //! lists it at `GET /models`; the processors check the same rules before running. Normalising
 //! fills in defaults, so `{}` and the explicit defaults name the same job.
 
+use std::sync::LazyLock;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -113,8 +115,13 @@ fn p(name: &'static str, kind: ParamKind, default: Option<Value>, d: &'static st
 const STEMS_6: &[&str] = &["vocals", "drums", "bass", "other", "guitar", "piano"];
 const AUDIO_FORMATS: &[&str] = &["wav16", "wav24", "float32", "flac", "mp3"];
 
-/// Every model roar knows, in a stable order.
-pub fn models() -> Vec<ModelSpec> {
+/// Every model roar knows, in a stable order. Built once: `resolve` runs on every request.
+pub fn models() -> &'static [ModelSpec] {
+    static ALL: LazyLock<Vec<ModelSpec>> = LazyLock::new(build);
+    &ALL
+}
+
+fn build() -> Vec<ModelSpec> {
     use serde_json::json;
     use ParamKind::*;
     vec![
@@ -343,8 +350,8 @@ pub fn models() -> Vec<ModelSpec> {
 }
 
 /// The spec of `model`, if roar knows it.
-pub fn model(name: &str) -> Option<ModelSpec> {
-    models().into_iter().find(|m| m.name == name)
+pub fn model(name: &str) -> Option<&'static ModelSpec> {
+    models().iter().find(|m| m.name == name)
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {

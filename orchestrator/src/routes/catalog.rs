@@ -18,10 +18,10 @@ use crate::{ApiError, AppState};
 pub async fn models(State(s): State<AppState>, _user: User) -> Result<Json<Value>, ApiError> {
     let live = s.control.live_workers(chrono::Utc::now());
     let models: Vec<Value> = roar_common::catalog::models()
-        .into_iter()
+        .iter()
         .map(|m| {
             let workers: Vec<_> = live.iter().filter(|w| w.model == m.name).collect();
-            let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
+            let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
             v["live"] = json!(!workers.is_empty());
             v["workers"] = json!(workers);
             v
