@@ -4,7 +4,7 @@
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
-use crate::wire::DecodeError;
+use crate::schema_set::DecodeError;
 
 pub(crate) fn record(fields: Vec<(&str, Value)>) -> Value {
     Value::Record(

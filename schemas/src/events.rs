@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::avro::{opt_bytes, opt_micros, opt_string, record, string, union_names, Fields};
-use crate::wire::{DecodeError, SchemaSet};
+use crate::schema_set::{DecodeError, SchemaSet};
 
 /// A roar event type: one Avro record schema, stored on one kind of topic.
 pub trait Event: Sized + Clone + std::fmt::Debug + PartialEq {
@@ -377,6 +377,9 @@ pub struct Output {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobBody {
+    /// Projection-only: no role writes it to a topic. The projector applies each
+    /// [`JobRequested`] as this event, so the history and the SSE stream show `queued`; a
+    /// consumer of the topics reads `JobRequested` on `roar.jobs.<model>.v1` instead.
     Queued {
         owner: String,
         model_version: String,

@@ -4,6 +4,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::events::{EventMeta, JobRequested};
+
 fn digest(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -40,6 +42,62 @@ pub fn job_id(
             model_version
         ])
     )
+}
+
+/// What names a job: the file, model, variation, parameters (canonical JSON) and model version
+/// (everything that determines its outputs) with the id derived from them. [`JobIdentity::new`]
+/// is the one place a job id is derived, so a request, a retry and a replay cannot disagree on
+/// it; [`JobIdentity::request`] is the one way to a [`JobRequested`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobIdentity {
+    job_id: String,
+    file_id: String,
+    model: String,
+    variation: String,
+    params_json: String,
+    model_version: String,
+}
+
+impl JobIdentity {
+    /// `params` are the normalised parameters (the catalogue's `Resolved::params`); any key
+    /// order names the same job.
+    pub fn new(
+        file_id: &str,
+        model: &str,
+        variation: &str,
+        params: &serde_json::Value,
+        model_version: &str,
+    ) -> Self {
+        let params_json = canonical_json(params);
+        Self {
+            job_id: job_id(file_id, model, variation, &params_json, model_version),
+            file_id: file_id.to_string(),
+            model: model.to_string(),
+            variation: variation.to_string(),
+            params_json,
+            model_version: model_version.to_string(),
+        }
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// The request for `attempt` (1 for the first) of this job, `owner`'s, to start at once.
+    pub fn request(self, meta: EventMeta, owner: String, attempt: i32) -> JobRequested {
+        JobRequested {
+            meta,
+            job_id: self.job_id,
+            file_id: self.file_id,
+            owner,
+            model: self.model,
+            variation: self.variation,
+            model_version: self.model_version,
+            params_json: self.params_json,
+            attempt,
+            not_before: None,
+        }
+    }
 }
 
 /// A file or job id as this crate makes them: a letter and 32 lowercase hex digits. Anything
@@ -99,5 +157,47 @@ mod tests {
         let j1 = job_id("f1", "demucs", "htdemucs", &canonical_json(&a), "1");
         let j2 = job_id("f1", "demucs", "htdemucs", &canonical_json(&a), "2");
         assert_ne!(j1, j2);
+    }
+
+    #[test]
+    fn a_job_identity_names_its_request() {
+        let params: serde_json::Value = serde_json::json!({"shifts": 1, "overlap": 0.25});
+        let reordered: serde_json::Value = serde_json::json!({"overlap": 0.25, "shifts": 1});
+        let id = JobIdentity::new("f1", "demucs", "htdemucs", &params, "v4");
+        assert_eq!(
+            id,
+            JobIdentity::new("f1", "demucs", "htdemucs", &reordered, "v4")
+        );
+        assert_eq!(
+            id.job_id(),
+            job_id("f1", "demucs", "htdemucs", &canonical_json(&params), "v4")
+        );
+        for other in [
+            JobIdentity::new("f2", "demucs", "htdemucs", &params, "v4"),
+            JobIdentity::new("f1", "whisper", "htdemucs", &params, "v4"),
+            JobIdentity::new("f1", "demucs", "htdemucs_6s", &params, "v4"),
+            JobIdentity::new("f1", "demucs", "htdemucs", &serde_json::json!({}), "v4"),
+            JobIdentity::new("f1", "demucs", "htdemucs", &params, "v5"),
+        ] {
+            assert_ne!(other.job_id(), id.job_id());
+        }
+        let job_id = id.job_id().to_string();
+        let meta = EventMeta::new("r1", "user:u1");
+        let r = id.request(meta.clone(), "u1".into(), 2);
+        assert_eq!(
+            r,
+            JobRequested {
+                meta,
+                job_id,
+                file_id: "f1".into(),
+                owner: "u1".into(),
+                model: "demucs".into(),
+                variation: "htdemucs".into(),
+                model_version: "v4".into(),
+                params_json: r#"{"overlap":0.25,"shifts":1}"#.into(),
+                attempt: 2,
+                not_before: None,
+            }
+        );
     }
 }

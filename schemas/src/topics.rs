@@ -2,9 +2,11 @@
 
 /// Uploaded files' life: FileRegistered, FileUploaded, FileProbed, FileProbeFailed, FileDeleted.
 pub const FILES: &str = "roar.files.v1";
-/// Job events from every model: queued, started, progress, completed, failed, ...
+/// What happened to jobs: started, progress, completed, failed, ... from the model workers and
+/// the orchestrator (cancel, `/notify`). Never `queued`: that is a `JobRequested` on the job's
+/// model topic (see `schemas/README.md`).
 pub const JOB_EVENTS: &str = "roar.job-events.v1";
-/// Cancel requests; every processor instance reads all of it.
+/// Cancel requests and worker heartbeats; every worker and orchestrator instance reads all of it.
 pub const CONTROL: &str = "roar.control.v1";
 /// Messages a consumer could not handle.
 pub const DLQ: &str = "roar.dlq.v1";
