@@ -458,8 +458,16 @@ fn check(ps: &ParamSpec, value: &Value) -> Result<Value, String> {
             _ => Err(format!("expected one of: {}", values.join(", "))),
         },
         ParamKind::Text { max_len } => match value.as_str() {
-            Some(s) if s.chars().count() <= *max_len => Ok(json!(s)),
-            Some(_) => Err(format!("longer than {max_len} characters")),
+            Some(s) if s.chars().count() > *max_len => {
+                Err(format!("longer than {max_len} characters"))
+            }
+            Some(s) => match s.chars().find(|c| !is_text(*c)) {
+                Some(c) => Err(format!(
+                    "contains U+{:04X}, which is not text (control characters other than tab and newlines, and Unicode noncharacters, are refused)",
+                    u32::from(c)
+                )),
+                None => Ok(json!(s)),
+            },
             None => Err("expected a string".into()),
         },
         ParamKind::Subset { values } => {
@@ -482,6 +490,13 @@ fn check(ps: &ParamSpec, value: &Value) -> Result<Value, String> {
             Ok(json!(seen))
         }
     }
+}
+
+/// Whether `c` may appear in a free-text parameter. NUL in particular cannot be stored in a
+/// PostgreSQL text or jsonb value, and no model prompt needs a control character.
+fn is_text(c: char) -> bool {
+    let noncharacter = matches!(u32::from(c), 0xFDD0..=0xFDEF) || (u32::from(c) & 0xFFFE) == 0xFFFE;
+    (!c.is_control() || matches!(c, '\t' | '\n' | '\r')) && !noncharacter
 }
 
 #[cfg(test)]
@@ -525,6 +540,40 @@ mod tests {
         assert!(e.contains("distinct"), "{e}");
         assert!(resolve("demucs", None, Some(&json!([1]))).is_err());
         assert!(resolve("whisper", None, Some(&json!({"beam_size": 2.5}))).is_err());
+    }
+
+    #[test]
+    fn free_text_refuses_nul_and_other_non_text() {
+        let prompt = |s: &str| resolve("whisper", None, Some(&json!({ "initial_prompt": s })));
+        for bad in [
+            "a\u{0}b",
+            "\u{1b}[31m",
+            "x\u{7f}",
+            "\u{85}",
+            "\u{FFFF}",
+            "\u{FDD0}",
+            "\u{10FFFE}",
+        ] {
+            let e = prompt(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("initial_prompt") && e.contains("not text"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = prompt("a\u{0}b").unwrap_err().to_string();
+        assert!(e.contains("U+0000"), "{e}");
+        for good in [
+            "",
+            "Verse one:\n\tla la\r\n",
+            "naïve café 東京 🎤",
+            "\u{FFFD}",
+        ] {
+            let r = prompt(good).unwrap();
+            assert_eq!(r.params["initial_prompt"], good);
+        }
+        // Every text parameter gets the same rule.
+        assert!(resolve("musicgen", None, Some(&json!({"prompt": "\u{0}"}))).is_err());
+        assert!(resolve("whisper", None, Some(&json!({"language": "e\u{0}"}))).is_err());
     }
 
     #[test]

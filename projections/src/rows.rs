@@ -1,6 +1,7 @@
 //! Writing read-model rows: file and job upserts and the batch's history rows.
 
 use roar_common::kafka::Delivery;
+use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
 use crate::apply::{FileRow, JobRow};
@@ -81,9 +82,35 @@ async fn upsert<T: serde::Serialize>(
     if rows.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let mut json = serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    scrub_json(&mut json);
     sqlx::query(sql).bind(json).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// PostgreSQL text and jsonb cannot hold NUL (U+0000): a row carrying one fails its whole
+/// batch, and alone it would be dead-lettered although the event is valid. The read model
+/// shows U+FFFD in its place; the history's `payload` keeps the event's exact bytes.
+fn scrub(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+/// [`scrub`] over every string and object key of a JSON value.
+fn scrub_json(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = scrub(s),
+        Value::Array(items) => items.iter_mut().for_each(scrub_json),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (scrub(&k), v))
+                    .collect();
+            }
+            map.values_mut().for_each(scrub_json);
+        }
+        _ => {}
+    }
 }
 
 /// The history rows of a batch, inserted with one statement.
@@ -106,18 +133,22 @@ impl History {
     pub(crate) fn push(&mut self, d: &Delivery, ev: &Decoded) {
         let meta = ev.meta();
         let (file_id, job_id, body) = match ev {
-            Decoded::File(e) => (&e.file_id, None, serde_json::to_string(&e.body)),
-            Decoded::Job(e) => (&e.file_id, Some(e.job_id.clone()), serde_json::to_string(e)),
+            Decoded::File(e) => (&e.file_id, None, serde_json::to_value(&e.body)),
+            Decoded::Job(e) => (&e.file_id, Some(e.job_id.clone()), serde_json::to_value(e)),
         };
-        self.topic.push(d.topic.clone());
+        let body = body.map(|mut v| {
+            scrub_json(&mut v);
+            v.to_string()
+        });
+        self.topic.push(scrub(&d.topic));
         self.partition.push(d.partition);
         self.offset.push(d.offset);
-        self.event_id.push(meta.event_id.clone());
-        self.file_id.push(file_id.clone());
-        self.job_id.push(job_id);
+        self.event_id.push(scrub(&meta.event_id));
+        self.file_id.push(scrub(file_id));
+        self.job_id.push(job_id.as_deref().map(scrub));
         self.kind.push(ev.kind().to_string());
         self.occurred_at.push(meta.occurred_at);
-        self.request_id.push(meta.request_id.clone());
+        self.request_id.push(scrub(&meta.request_id));
         self.body.push(body.unwrap_or_else(|_| "null".into()));
         self.payload.push(d.payload.clone().unwrap_or_default());
     }
@@ -150,5 +181,29 @@ impl History {
         .execute(&mut **tx)
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_is_replaced_everywhere_and_nothing_else_changes() {
+        let mut v = json!({
+            "a\u{0}": ["x\u{0}y", 1, null, {"k": "\u{0}"}],
+            "b": "naïve\ttext",
+        });
+        scrub_json(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "a\u{FFFD}": ["x\u{FFFD}y", 1, null, {"k": "\u{FFFD}"}],
+                "b": "naïve\ttext",
+            })
+        );
+        assert!(!v.to_string().contains("\\u0000"));
+        assert_eq!(scrub("ok"), "ok");
     }
 }

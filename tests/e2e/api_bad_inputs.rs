@@ -242,6 +242,17 @@ async fn bad_inputs_get_their_exact_status_and_never_a_5xx() {
         ),
         with_json(
             case(
+                "NUL in a free-text param",
+                "POST",
+                "/process",
+                Some(&format!("Bearer {alice}")),
+                422,
+            ),
+            &json!({"file_id": file, "model": "whisper", "params": {"initial_prompt": "la\u{0}la"}})
+                .to_string(),
+        ),
+        with_json(
+            case(
                 "empty list",
                 "POST",
                 "/process",

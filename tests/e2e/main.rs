@@ -30,3 +30,4 @@ mod e2e_runtime;
 mod projection_exactly_once;
 mod projection_history;
 mod projection_rebuild;
+mod projection_text;
