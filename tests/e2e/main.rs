@@ -7,6 +7,7 @@
 //! - `e2e_*`: jobs through the real workers and models;
 //! - `projection_*`: the projector and the read model alone, fed with hand-made events;
 //! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
+//! - `consumer_rebalance`: the same loop under shutdown and rebalance;
 //! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files.
 //!
 //! `support` is the one harness they share.
@@ -21,6 +22,7 @@ mod api_stream;
 mod api_upload;
 mod cli_fetch;
 mod consumer_loop;
+mod consumer_rebalance;
 mod deploy_config;
 mod e2e_demucs;
 mod e2e_models;

@@ -6,6 +6,12 @@
 //! polling while a handler runs, pausing the assigned partitions once a message arrives
 //! meanwhile, so a job that runs for an hour never trips `max.poll.interval.ms` and the member
 //! keeps its partitions.
+//!
+//! Rebalances: a message fetched for a partition this member has since lost is dropped, not
+//! processed (its new owner reads it from the committed offset), and an offset of a lost
+//! partition is never stored or committed, so it cannot move the new owner's position
+//! ([`super::rebalance`]). A retryable failure during shutdown is abandoned, not dead-lettered:
+//! the next owner tries the message again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use roar_schemas::{DeadLetter, DeadLetterKind, Event, EventMeta};
 use tokio_util::sync::CancellationToken;
 
+use super::rebalance::LoopContext;
 use super::{client_config, EventProducer, KafkaError};
 use crate::config::KafkaConfig;
 use crate::metrics::{DLQ_MESSAGES, HANDLER_RETRIES, MESSAGES_CONSUMED};
@@ -118,7 +125,7 @@ pub async fn run_consumer(
     producer: EventProducer,
     cancel: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = client_config(&spec.kafka)
+    let consumer: StreamConsumer<LoopContext> = client_config(&spec.kafka)
         .set("group.id", &spec.group)
         .set("enable.auto.commit", "true")
         .set(
@@ -135,20 +142,26 @@ pub async fn run_consumer(
             "max.poll.interval.ms",
             spec.kafka.max_poll_interval_ms.to_string(),
         )
-        .create()?;
+        .create_with_context(LoopContext::default())?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %spec.group, topics = ?spec.topics, "consumer started");
 
-    let mut buffered: VecDeque<Delivery> = VecDeque::new();
-    let mut stored: HashMap<(String, i32), i64> = HashMap::new();
+    let ctx = consumer.context().clone();
+    let mut buffered: Buffer = VecDeque::new();
+    // Offset to commit per partition, with the generation it was stored at.
+    let mut stored: HashMap<(String, i32), (i64, u64)> = HashMap::new();
     loop {
-        let delivery = match buffered.pop_front() {
+        let (tag, delivery) = match buffered.pop_front() {
+            Some((tag, d)) if ctx.revoked_since(&d.topic, d.partition, tag) => {
+                tracing::debug!(topic = %d.topic, partition = d.partition, offset = d.offset, "partition revoked; buffered message dropped");
+                continue;
+            }
             Some(d) => d,
             None => tokio::select! {
                 _ = cancel.cancelled() => break,
                 m = consumer.recv() => match m {
-                    Ok(m) => Delivery::from_message(&m),
+                    Ok(m) => (ctx.generation(), Delivery::from_message(&m)),
                     Err(e) => {
                         tracing::warn!(group = %spec.group, error = %e, "consumer error");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -167,6 +180,15 @@ pub async fn run_consumer(
             &cancel,
         )
         .await;
+        if ctx.revoked_since(&delivery.topic, delivery.partition, tag) {
+            // Lost while the handler ran: the new owner redoes the message (a dead letter or
+            // an offset from here would duplicate or move its work).
+            tracing::info!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, "partition revoked while handling; offset left to the new owner");
+            if cancel.is_cancelled() {
+                break;
+            }
+            continue;
+        }
         let store = match outcome {
             Ok(()) => {
                 metrics::counter!(MESSAGES_CONSUMED, "topic" => delivery.topic.clone(), "group" => spec.group.clone(), "outcome" => "ok").increment(1);
@@ -206,7 +228,7 @@ pub async fn run_consumer(
             Ok(()) => {
                 stored.insert(
                     (delivery.topic.clone(), delivery.partition),
-                    delivery.offset + 1,
+                    (delivery.offset + 1, ctx.generation()),
                 );
             }
             // The partition was revoked while we worked; its new owner redoes the message.
@@ -219,12 +241,14 @@ pub async fn run_consumer(
         }
     }
 
-    // Final, synchronous commit of exactly what was stored, so a failure is logged here. A
-    // loop that never gets here (a handler that panics) is covered by the consumer's close on
-    // drop: with auto-commit on, librdkafka commits the stored offsets then.
+    // Final, synchronous commit of exactly what was stored, for the partitions still ours, so
+    // a failure is logged here. A loop that never gets here (a handler that panics) is covered
+    // by the consumer's close on drop: with auto-commit on, librdkafka commits the stored
+    // offsets then (it refuses to store any for a partition this member no longer holds).
+    stored.retain(|(topic, partition), (_, tag)| !ctx.revoked_since(topic, *partition, *tag));
     if !stored.is_empty() {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &stored {
+        for ((topic, partition), (offset, _)) in &stored {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
@@ -235,14 +259,19 @@ pub async fn run_consumer(
     Ok(())
 }
 
+/// Messages fetched while a handler ran, in order, each with the rebalance generation it was
+/// received at.
+type Buffer = VecDeque<(u64, Delivery)>;
+
 /// Runs the handler, polling all the while; retries retryable failures with exponential
-/// backoff up to `max_handler_attempts`.
+/// backoff up to `max_handler_attempts`. A retryable failure once shutdown has begun is
+/// `Abandoned`: it says nothing about the message, so it must not reach the DLQ.
 async fn handle_with_retries(
     spec: &ConsumerSpec,
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<LoopContext>,
     handler: &dyn Handler,
     delivery: &Delivery,
-    buffered: &mut VecDeque<Delivery>,
+    buffered: &mut Buffer,
     cancel: &CancellationToken,
 ) -> Result<(), HandleError> {
     let mut paused = false;
@@ -270,6 +299,10 @@ async fn handle_with_retries(
                     break Err(HandleError::Abandoned);
                 }
             }
+            Err(HandleError::Retry(reason)) if cancel.is_cancelled() => {
+                tracing::info!(group = %spec.group, topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, %reason, "retryable failure during shutdown; left for the next owner");
+                break Err(HandleError::Abandoned);
+            }
             other => break other,
         }
     };
@@ -287,8 +320,8 @@ async fn handle_with_retries(
 /// message would cost a fetch round trip each); it and anything already fetched are kept, in
 /// order, for after the current message.
 async fn poll_while<F>(
-    consumer: &StreamConsumer,
-    buffered: &mut VecDeque<Delivery>,
+    consumer: &StreamConsumer<LoopContext>,
+    buffered: &mut Buffer,
     paused: &mut bool,
     work: F,
 ) -> Result<(), HandleError>
@@ -302,7 +335,8 @@ where
             r = &mut work => return r,
             m = consumer.recv() => {
                 if let Ok(m) = m {
-                    buffered.push_back(Delivery::from_message(&m));
+                    let tag = consumer.context().generation();
+                    buffered.push_back((tag, Delivery::from_message(&m)));
                     if !*paused {
                         if let Ok(assignment) = consumer.assignment() {
                             *paused = consumer.pause(&assignment).is_ok();

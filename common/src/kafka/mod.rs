@@ -6,6 +6,7 @@ mod admin;
 mod consumer;
 mod control;
 mod producer;
+mod rebalance;
 
 pub use admin::ensure_topics;
 pub use consumer::{run_consumer, send_dead_letter, ConsumerSpec, Delivery, HandleError, Handler};
