@@ -39,4 +39,9 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+# On a CPU with AVX-512 the kernel tests must run the AVX-512 kernels: a detection or build
+# mistake then fails them instead of leaving only the portable kernels tested.
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+  export ROAR_REQUIRE_AVX512="${ROAR_REQUIRE_AVX512:-1}"
+fi
 cargo nextest run --workspace --no-fail-fast "$@"

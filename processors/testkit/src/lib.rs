@@ -2,14 +2,23 @@
 //! skip NaN, so a "largest difference" folded with them reports a partly-NaN output as close;
 //! every helper here treats a non-finite value on either side as a failure instead, and says
 //! where it is. Dev-dependency only: nothing in a release build uses it.
+//!
+//! [`kernel_ran`] is for tests of kernels that only run on some CPUs: it says which kernel ran,
+//! and fails when [`REQUIRE_AVX512`] asks for the AVX-512 one on a machine where it could not.
+//! With the `candle` feature, [`tensor`] compares candle tensors the same way.
 
 use std::fmt;
+
+#[cfg(feature = "candle")]
+pub mod tensor;
 
 /// Why two buffers are not close.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mismatch {
     /// The buffers differ in length.
     Length { got: usize, want: usize },
+    /// The tensors differ in shape.
+    Shape { got: Vec<usize>, want: Vec<usize> },
     /// A value that is NaN or infinite, on the side named.
     NonFinite {
         index: usize,
@@ -30,6 +39,7 @@ impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Mismatch::Length { got, want } => write!(f, "length {got}, expected {want}"),
+            Mismatch::Shape { got, want } => write!(f, "shape {got:?}, expected {want:?}"),
             Mismatch::NonFinite { index, side, value } => {
                 write!(f, "non-finite {value} at index {index} ({side})")
             }
@@ -108,6 +118,35 @@ pub fn assert_finite(what: &str, values: &[f32]) {
     }
 }
 
+/// The environment variable that makes [`kernel_ran`] fail when the AVX-512 kernel could not
+/// run: CI sets it to `1` on hosts whose CPU has `avx512f`, so that a detection bug or a
+/// missing build feature cannot turn the kernel tests into tests of the fallback only.
+pub const REQUIRE_AVX512: &str = "ROAR_REQUIRE_AVX512";
+
+/// Prints which kernel `test` ran (`avx512`: the AVX-512 one, else the portable one) and panics
+/// when [`REQUIRE_AVX512`] is `1` and the AVX-512 kernel did not run.
+#[track_caller]
+pub fn kernel_ran(test: &str, avx512: bool) {
+    let required = std::env::var(REQUIRE_AVX512).is_ok_and(|v| v == "1");
+    match kernel_report(test, avx512, required) {
+        Ok(line) => eprintln!("{line}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// [`kernel_ran`]'s decision: the line to print, or why the test must fail.
+pub fn kernel_report(test: &str, avx512: bool, required: bool) -> Result<String, String> {
+    match (avx512, required) {
+        (true, _) => Ok(format!("{test}: ran the AVX-512 kernel")),
+        (false, false) => Ok(format!(
+            "{test}: ran the portable kernel (the AVX-512 one cannot run here)"
+        )),
+        (false, true) => Err(format!(
+            "{test}: {REQUIRE_AVX512}=1 but the AVX-512 kernel did not run"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +200,16 @@ mod tests {
     #[should_panic(expected = "logits: non-finite")]
     fn assert_close_panics_on_nan() {
         assert_close("logits", &[f32::NAN], &[f32::NAN], 1.0);
+    }
+
+    #[test]
+    fn kernel_report_fails_only_when_avx512_was_required_and_missed() {
+        assert!(kernel_report("t", true, true).unwrap().contains("AVX-512"));
+        assert!(kernel_report("t", false, false)
+            .unwrap()
+            .contains("portable"));
+        let err = kernel_report("t", false, true).unwrap_err();
+        assert!(err.contains(REQUIRE_AVX512), "{err}");
     }
 
     #[test]
