@@ -7,10 +7,12 @@
 //! divides by the row sums (64 values per row instead of 2 688). Other devices run candle's
 //! batched matmuls and softmax in blocks of queries.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast::{contiguous, softmax_rows_unnormalised, SharedMut};
+use crate::fast::{contiguous, softmax_rows_unnormalised};
+use crate::gemm::{product, MatMut, MatRef, Threads};
+use crate::parallel::{every, Blocks};
 
 /// Queries per task: small enough that a block of scores stays in L2.
 pub const QUERY_BLOCK: usize = 64;
@@ -19,28 +21,16 @@ struct Attention {
     heads: usize,
 }
 
-/// `dst = lhs @ rhs` for row-major `[m, k] × [k, n]` with the given row strides, on this
-/// thread (the caller parallelises over tasks).
-///
-/// # Safety
-/// As [`crate::conv::product`].
-unsafe fn product(
-    dims: (usize, usize, usize),
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: *const f32,
-    lhs_rs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-) {
-    crate::conv::product_on(
-        gemm::Parallelism::None,
-        dims,
-        false,
-        (dst, dst_rs),
-        (lhs, lhs_rs),
-        (rhs, rhs_rs),
-    )
+/// Row ranges of a `[b·n, ·]` matrix: each item's `n` rows in blocks of `block` (the last
+/// block of each item possibly shorter).
+pub(crate) fn item_blocks(b: usize, n: usize, block: usize) -> Vec<std::ops::Range<usize>> {
+    (0..b)
+        .flat_map(|bi| {
+            every(n, block)
+                .into_iter()
+                .map(move |r| bi * n + r.start..bi * n + r.end)
+        })
+        .collect()
 }
 
 impl CustomOp3 for Attention {
@@ -76,47 +66,51 @@ impl CustomOp3 for Attention {
         let (b, c) = (bh / heads, heads * d);
         let blocks = n.div_ceil(QUERY_BLOCK);
         let mut out = vec![0f32; b * n * c];
-        let dst = SharedMut(out.as_mut_ptr());
+        if d == 0 {
+            return Ok((CpuStorage::F32(out), Shape::from_dims(&[b, n, c])));
+        }
+        // Task (i, block) writes rows start..start+len of item bi, columns h·d..h·d+d.
+        let blocks_out = Blocks::new(
+            &mut out,
+            (b * n, c),
+            item_blocks(b, n, QUERY_BLOCK),
+            every(c, d),
+        );
         (0..bh * blocks).into_par_iter().for_each_init(
             || (vec![0f32; QUERY_BLOCK * m], vec![0f32; QUERY_BLOCK]),
             |(scores, sums), task| {
-                let (i, start) = (task / blocks, (task % blocks) * QUERY_BLOCK);
+                let (i, block) = (task / blocks, task % blocks);
+                let start = block * QUERY_BLOCK;
                 let len = QUERY_BLOCK.min(n - start);
                 let scores = &mut scores[..len * m];
                 let q = &q[(i * n + start) * d..][..len * d];
                 let k_t = &k_t[i * d * m..][..d * m];
                 let v = &v[i * m * d..][..m * d];
                 let (bi, h) = (i / heads, i % heads);
-                // SAFETY: every pointer/stride pair stays inside the slices taken above (row
-                // strides d, m and c with len, m and d columns); the output region of task
-                // (i, start) is rows start..start+len of item bi, columns h·d..h·d+d, which
-                // no other task writes.
-                unsafe {
-                    product(
-                        (len, m, d),
-                        scores.as_mut_ptr(),
-                        m,
-                        q.as_ptr(),
-                        d,
-                        k_t.as_ptr(),
-                        m,
-                    );
-                }
+                product(
+                    MatMut::new(scores, len, m, m),
+                    MatRef::new(q, len, d, d),
+                    MatRef::new(k_t, d, m, m),
+                    false,
+                    Threads::One,
+                );
                 // exp(s - max) now, the division by each row's sum on the d-wide output row.
                 softmax_rows_unnormalised(scores, m, &mut sums[..len]);
-                let out = dst.at((bi * n + start) * c + h * d);
-                // SAFETY: as above; the rows scaled are the `len` rows of `d` columns this
-                // task's product just wrote.
-                unsafe {
-                    product((len, d, m), out, c, scores.as_ptr(), m, v.as_ptr(), d);
-                    for (r, sum) in sums[..len].iter().enumerate() {
-                        let row = std::slice::from_raw_parts_mut(out.add(r * c), d);
-                        let inv = 1.0 / sum;
-                        row.iter_mut().for_each(|x| *x *= inv);
-                    }
+                let mut dst = blocks_out.take(bi * blocks + block, h);
+                product(
+                    dst.matrix(),
+                    MatRef::new(scores, len, m, m),
+                    MatRef::new(v, m, d, d),
+                    false,
+                    Threads::One,
+                );
+                for (r, sum) in sums[..len].iter().enumerate() {
+                    let inv = 1.0 / sum;
+                    dst.row(r).iter_mut().for_each(|x| *x *= inv);
                 }
             },
         );
+        drop(blocks_out);
         Ok((CpuStorage::F32(out), Shape::from_dims(&[b, n, c])))
     }
 }
@@ -167,17 +161,49 @@ impl CustomOp3 for TokenMajor {
     }
 }
 
-/// Whether float32 attention with `head`-wide heads runs the x86 kernel on this machine.
-#[cfg(target_arch = "x86_64")]
-fn x86_kernel(head: usize) -> bool {
-    head == crate::attention_x86::HEAD && crate::attention_x86::available()
+/// Which implementation runs an attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The register-tiled kernel for 64-wide heads on x86-64 CPUs with AVX-512 (float32).
+    Avx512,
+    /// The portable CPU kernel above (float32).
+    Cpu,
+    /// candle's matmuls and softmax in blocks of queries (other devices and dtypes).
+    Candle,
+}
+
+/// The kernel [`attention`] runs for `head`-wide heads of `dtype` on `device`.
+pub fn kernel(device: &Device, dtype: DType, head: usize) -> Kernel {
+    if !device.is_cpu() || dtype != DType::F32 {
+        return Kernel::Candle;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if head == crate::attention_x86::HEAD && crate::attention_x86::available() {
+        return Kernel::Avx512;
+    }
+    let _ = head;
+    Kernel::Cpu
 }
 
 /// `softmax(q kᵀ) v` per head, heads merged back into channels. `q`: `[B, N, H·d]` (already
 /// scaled), `k` and `v`: `[B, M, H·d]` → `[B, N, H·d]`. On the CPU in float32, 64-wide heads
 /// run the AVX-512 kernel where the CPU has it, other widths the portable kernel above; other
-/// devices (or dtypes) run candle's ops in query blocks.
+/// devices (or dtypes) run candle's ops in query blocks ([`kernel`] says which).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> crate::Result<Tensor> {
+    let c = q.dim(2)?;
+    let head = c.checked_div(heads).unwrap_or(0);
+    attention_with(q, k, v, heads, kernel(q.device(), q.dtype(), head))
+}
+
+/// [`attention`] on the kernel given: an error when it cannot run these tensors here (the
+/// AVX-512 kernel on another CPU or head width, a CPU kernel off the CPU or in another dtype).
+pub fn attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    kernel: Kernel,
+) -> crate::Result<Tensor> {
     let (b, n, c) = q.dims3()?;
     let m = k.dim(1)?;
     if heads == 0 || c % heads != 0 || m == 0 {
@@ -187,9 +213,21 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> crate::Res
         .into());
     }
     let d = c / heads;
-    let cpu = q.device().is_cpu() && q.dtype() == candle_core::DType::F32;
+    let possible = match kernel {
+        Kernel::Candle => true,
+        Kernel::Cpu => self::kernel(q.device(), q.dtype(), d) != Kernel::Candle,
+        Kernel::Avx512 => self::kernel(q.device(), q.dtype(), d) == Kernel::Avx512,
+    };
+    if !possible {
+        return Err(candle_core::Error::Msg(format!(
+            "attention: the {kernel:?} kernel cannot run {d}-wide heads of {:?} on {:?}",
+            q.dtype(),
+            q.device()
+        ))
+        .into());
+    }
     #[cfg(target_arch = "x86_64")]
-    if cpu && x86_kernel(d) {
+    if kernel == Kernel::Avx512 {
         return Ok(q.contiguous()?.apply_op3_no_bwd(
             &k.contiguous()?,
             &v.contiguous()?,
@@ -209,7 +247,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> crate::Res
         .permute((0, 2, 3, 1))?
         .contiguous()?
         .reshape((b * heads, d, m))?;
-    if cpu {
+    if kernel == Kernel::Cpu {
         return Ok(qh.apply_op3_no_bwd(&k_t, &vh, &Attention { heads })?);
     }
     // Queries in blocks: the full score matrix (heads × 2688² floats for the released
@@ -229,6 +267,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> crate::Res
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device, Tensor};
+    use roar_testkit::tensor::assert_tensor_close;
+
+    use super::Kernel;
 
     /// The textbook formula per head on token-major `[B, N, H·d]` tensors, in float64.
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Tensor {
@@ -257,7 +298,7 @@ mod tests {
             .unwrap()
     }
 
-    fn check(heads: usize, d: usize, n: usize, m: usize, dtype: DType) {
+    fn check(heads: usize, d: usize, n: usize, m: usize, dtype: DType, kernel: Kernel) {
         let dev = Device::Cpu;
         let b = 2;
         let rand = |len| {
@@ -270,32 +311,49 @@ mod tests {
         // unit spread, not √d-wide ones whose softmax amplifies float32 rounding.
         let q = (rand(n) / (d as f64).sqrt()).unwrap();
         let (k, v) = (rand(m), rand(m));
-        let got = super::attention(&q, &k, &v, heads)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap();
+        let got = super::attention_with(&q, &k, &v, heads, kernel).unwrap();
         let want = reference(&q, &k, &v, heads);
-        let diff = crate::fast::max_abs_diff(&got, &want);
-        assert!(
-            diff < 1e-5,
-            "{heads}×{d}, {n}×{m} {dtype:?}: max diff {diff}"
-        );
+        let what = format!("{kernel:?} {heads}×{d}, {n}×{m} {dtype:?}");
+        assert_tensor_close(&what, &got, &want, 1e-5);
     }
 
     /// The portable CPU kernel (8-wide heads), with a ragged last block of queries.
     #[test]
     fn portable_kernel_matches_softmax_qk_v() {
-        check(3, 8, 2 * super::QUERY_BLOCK + 5, 37, DType::F32);
+        check(
+            3,
+            8,
+            2 * super::QUERY_BLOCK + 5,
+            37,
+            DType::F32,
+            Kernel::Cpu,
+        );
     }
 
-    /// 64-wide heads: the AVX-512 kernel where the CPU has it. Sizes cut every blocking
-    /// unevenly (48-query blocks, 6-row tiles, 64-key panels, 128-key chunks), and one query
-    /// or one key alone.
+    /// 64-wide heads (the released models) on the kernel this CPU runs them with, the AVX-512
+    /// one where it has it (required when `ROAR_REQUIRE_AVX512=1`), and on the portable
+    /// kernel, which CPUs without AVX-512 run. Sizes cut every blocking unevenly (48-query
+    /// blocks, 6-row tiles, 64-key panels, 128-key chunks), and one query or one key alone.
     #[test]
-    fn head_64_kernel_matches_softmax_qk_v() {
-        for (n, m) in [(101, 200), (48, 64), (1, 129), (7, 1)] {
-            check(2, 64, n, m, DType::F32);
+    fn head_64_kernels_match_softmax_qk_v() {
+        let fast = super::kernel(&Device::Cpu, DType::F32, 64);
+        roar_testkit::kernel_ran("attention, 64-wide heads", fast == Kernel::Avx512);
+        for kernel in [fast, Kernel::Cpu] {
+            for (n, m) in [(101, 200), (48, 64), (1, 129), (7, 1)] {
+                check(2, 64, n, m, DType::F32, kernel);
+            }
         }
+    }
+
+    #[test]
+    fn a_kernel_that_cannot_run_is_an_error() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 3, 2 * 8), DType::F32, &dev).unwrap();
+        assert!(super::attention_with(&x, &x, &x, 2, Kernel::Avx512).is_err());
+        let x = x.to_dtype(DType::F64).unwrap();
+        assert!(super::attention_with(&x, &x, &x, 2, Kernel::Cpu).is_err());
+        assert_eq!(super::kernel(&dev, DType::F64, 64), Kernel::Candle);
+        assert_eq!(super::kernel(&dev, DType::F32, 8), Kernel::Cpu);
     }
 
     #[test]
@@ -311,9 +369,11 @@ mod tests {
         }
     }
 
-    /// Candle's ops, which other devices run (reached on the CPU with float64).
+    /// Candle's ops, which other devices run: in float64 as the CPU reaches them by default,
+    /// and in float32 when asked for.
     #[test]
     fn candle_ops_path_matches_softmax_qk_v() {
-        check(2, 16, 70, 33, DType::F64);
+        check(2, 16, 70, 33, DType::F64, Kernel::Candle);
+        check(2, 64, 70, 33, DType::F32, Kernel::Candle);
     }
 }

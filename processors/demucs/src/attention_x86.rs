@@ -14,7 +14,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use crate::fast::{written_by, SharedMut};
+use crate::attention::item_blocks;
+use crate::parallel::{every, Output};
 
 /// Head width the register blocking is written for.
 pub(crate) const HEAD: usize = 64;
@@ -56,83 +57,81 @@ pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32>
     let stride = panels * PANEL;
     let packed = pack_keys(k, dims);
     let blocks = n.div_ceil(BLOCK);
-    let run = |dst: SharedMut| {
-        (0..b * heads * blocks).into_par_iter().for_each_init(
-            || {
-                (
-                    vec![0f32; BLOCK * HEAD],
-                    vec![0f32; BLOCK * stride],
-                    vec![0f32; BLOCK * HEAD],
-                    vec![0f32; BLOCK],
-                )
-            },
-            |(qb, scores, acc, sums), task| {
-                let (i, start) = (task / blocks, (task % blocks) * BLOCK);
-                let (bi, h) = (i / heads, i % heads);
-                let len = BLOCK.min(n - start);
-                let tiles = len.div_ceil(ROWS);
-                // Queries copied into a zero-padded block so that every register tile is whole.
-                qb.fill(0.0);
-                for r in 0..len {
-                    let at = (bi * n + start + r) * c + h * HEAD;
-                    qb[r * HEAD..][..HEAD].copy_from_slice(&q[at..at + HEAD]);
-                }
-                let keys = &packed[i * stride * HEAD..][..stride * HEAD];
-                for p in 0..panels {
-                    let panel = &keys[p * PANEL * HEAD..][..PANEL * HEAD];
-                    for t in 0..tiles {
-                        // SAFETY: AVX-512 was checked above; the tile reads ROWS × HEAD queries
-                        // from qb and one whole panel, and writes ROWS rows of PANEL scores at
-                        // column p·PANEL of rows with stride `stride`, all inside `scores`.
-                        unsafe {
-                            scores_tile(
-                                qb[t * ROWS * HEAD..].as_ptr(),
-                                panel.as_ptr(),
-                                scores[t * ROWS * stride + p * PANEL..].as_mut_ptr(),
-                                stride,
-                            )
-                        }
+    // Task (i, block) writes rows start..start+len of item bi, columns h·64..h·64+64.
+    let out = Output::new((b * n, c), item_blocks(b, n, BLOCK), every(c, HEAD));
+    (0..b * heads * blocks).into_par_iter().for_each_init(
+        || {
+            (
+                vec![0f32; BLOCK * HEAD],
+                vec![0f32; BLOCK * stride],
+                vec![0f32; BLOCK * HEAD],
+                vec![0f32; BLOCK],
+            )
+        },
+        |(qb, scores, acc, sums), task| {
+            let (i, block) = (task / blocks, task % blocks);
+            let start = block * BLOCK;
+            let (bi, h) = (i / heads, i % heads);
+            let len = BLOCK.min(n - start);
+            let tiles = len.div_ceil(ROWS);
+            // Queries copied into a zero-padded block so that every register tile is whole.
+            qb.fill(0.0);
+            for r in 0..len {
+                let at = (bi * n + start + r) * c + h * HEAD;
+                qb[r * HEAD..][..HEAD].copy_from_slice(&q[at..at + HEAD]);
+            }
+            let keys = &packed[i * stride * HEAD..][..stride * HEAD];
+            for p in 0..panels {
+                let panel = &keys[p * PANEL * HEAD..][..PANEL * HEAD];
+                for t in 0..tiles {
+                    // SAFETY: AVX-512 was checked above; the tile reads ROWS × HEAD queries
+                    // from qb and one whole panel, and writes ROWS rows of PANEL scores at
+                    // column p·PANEL of rows with stride `stride`, all inside `scores`.
+                    unsafe {
+                        scores_tile(
+                            qb[t * ROWS * HEAD..].as_ptr(),
+                            panel.as_ptr(),
+                            scores[t * ROWS * stride + p * PANEL..].as_mut_ptr(),
+                            stride,
+                        )
                     }
                 }
-                for (r, sum) in sums[..len].iter_mut().enumerate() {
-                    // SAFETY: AVX-512 was checked above.
-                    *sum = unsafe { exp_shifted(&mut scores[r * stride..][..m]) };
-                }
-                acc.fill(0.0);
-                let values = &v[bi * m * c + h * HEAD..];
-                for j0 in (0..m).step_by(CHUNK) {
-                    let keys = CHUNK.min(m - j0);
-                    for t in 0..tiles {
-                        // SAFETY: AVX-512 was checked; the tile reads `keys` scores from ROWS rows
-                        // of `scores` (columns j0.. < m ≤ stride) and `keys` value rows of HEAD
-                        // floats at stride c starting at key j0 of this item and head (inside
-                        // `v`), and accumulates ROWS × HEAD floats of `acc`.
-                        unsafe {
-                            values_tile(
-                                scores[t * ROWS * stride + j0..].as_ptr(),
-                                stride,
-                                values[j0 * c..].as_ptr(),
-                                c,
-                                keys,
-                                acc[t * ROWS * HEAD..].as_mut_ptr(),
-                            )
-                        }
+            }
+            for (r, sum) in sums[..len].iter_mut().enumerate() {
+                // SAFETY: AVX-512 was checked above.
+                *sum = unsafe { exp_shifted(&mut scores[r * stride..][..m]) };
+            }
+            acc.fill(0.0);
+            let values = &v[bi * m * c + h * HEAD..];
+            for j0 in (0..m).step_by(CHUNK) {
+                let keys = CHUNK.min(m - j0);
+                for t in 0..tiles {
+                    // SAFETY: AVX-512 was checked; the tile reads `keys` scores from ROWS rows
+                    // of `scores` (columns j0.. < m ≤ stride) and `keys` value rows of HEAD
+                    // floats at stride c starting at key j0 of this item and head (inside
+                    // `v`), and accumulates ROWS × HEAD floats of `acc`.
+                    unsafe {
+                        values_tile(
+                            scores[t * ROWS * stride + j0..].as_ptr(),
+                            stride,
+                            values[j0 * c..].as_ptr(),
+                            c,
+                            keys,
+                            acc[t * ROWS * HEAD..].as_mut_ptr(),
+                        )
                     }
                 }
-                for r in 0..len {
-                    let inv = 1.0 / sums[r];
-                    let row = &mut acc[r * HEAD..][..HEAD];
-                    row.iter_mut().for_each(|a| *a *= inv);
-                    let at = (bi * n + start + r) * c + h * HEAD;
-                    // SAFETY: row start+r of item bi, columns h·64.., is written by this task
-                    // only (tasks split items, heads and query rows), inside the output.
-                    unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.at(at), HEAD) };
-                }
-            },
-        );
-    };
-    // SAFETY: the tasks cover every (item, head, query row), each writing its 64 columns.
-    unsafe { written_by(b * n * c, run) }
+            }
+            let mut dst = out.take(bi * blocks + block, h);
+            for r in 0..len {
+                let inv = 1.0 / sums[r];
+                let row = &mut acc[r * HEAD..][..HEAD];
+                row.iter_mut().for_each(|a| *a *= inv);
+                dst.push(row);
+            }
+        },
+    );
+    out.finish()
 }
 
 /// Keys per head as panels of `[HEAD][PANEL]` (channel-major, keys along a row), the last
@@ -165,41 +164,45 @@ fn pack_keys(k: &[f32], Dims { b, heads, m, .. }: Dims) -> Vec<f32> {
 /// AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn exp_shifted(row: &mut [f32]) -> f32 {
-    let (len, p) = (row.len(), row.as_mut_ptr());
-    let tail = (len % 16) as u32;
-    let mask: __mmask16 = ((1u32 << tail) - 1) as u16;
-    let whole = len - tail as usize;
-    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-    for i in (0..whole).step_by(16) {
-        mx = _mm512_max_ps(mx, _mm512_loadu_ps(p.add(i)));
-    }
-    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, mask, p.add(whole)));
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    let exp = |x: __m512| {
-        let x = _mm512_max_ps(_mm512_sub_ps(x, max), _mm512_set1_ps(-87.3));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-        let mut y = _mm512_set1_ps(0.001_388_889);
-        for c in [0.008_333_334, 0.041_666_668, 0.166_666_67, 0.5, 1.0, 1.0] {
-            y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+    // SAFETY: the caller guarantees AVX-512F; every load and store is at an index below
+    // `whole` (whole vectors) or masked to the `tail` elements after it, inside `row`.
+    unsafe {
+        let (len, p) = (row.len(), row.as_mut_ptr());
+        let tail = (len % 16) as u32;
+        let mask: __mmask16 = ((1u32 << tail) - 1) as u16;
+        let whole = len - tail as usize;
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..whole).step_by(16) {
+            mx = _mm512_max_ps(mx, _mm512_loadu_ps(p.add(i)));
         }
-        _mm512_scalef_ps(y, n)
-    };
-    let mut sum = _mm512_setzero_ps();
-    for i in (0..whole).step_by(16) {
-        let y = exp(_mm512_loadu_ps(p.add(i)));
-        _mm512_storeu_ps(p.add(i), y);
-        sum = _mm512_add_ps(sum, y);
+        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, mask, p.add(whole)));
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let exp = |x: __m512| {
+            let x = _mm512_max_ps(_mm512_sub_ps(x, max), _mm512_set1_ps(-87.3));
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+            );
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+            let mut y = _mm512_set1_ps(0.001_388_889);
+            for c in [0.008_333_334, 0.041_666_668, 0.166_666_67, 0.5, 1.0, 1.0] {
+                y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+            }
+            _mm512_scalef_ps(y, n)
+        };
+        let mut sum = _mm512_setzero_ps();
+        for i in (0..whole).step_by(16) {
+            let y = exp(_mm512_loadu_ps(p.add(i)));
+            _mm512_storeu_ps(p.add(i), y);
+            sum = _mm512_add_ps(sum, y);
+        }
+        if tail > 0 {
+            let y = exp(_mm512_maskz_loadu_ps(mask, p.add(whole)));
+            _mm512_mask_storeu_ps(p.add(whole), mask, y);
+            sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(mask, y));
+        }
+        _mm512_reduce_add_ps(sum)
     }
-    if tail > 0 {
-        let y = exp(_mm512_maskz_loadu_ps(mask, p.add(whole)));
-        _mm512_mask_storeu_ps(p.add(whole), mask, y);
-        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(mask, y));
-    }
-    _mm512_reduce_add_ps(sum)
 }
 
 /// `ROWS × PANEL` scores: `s[r][j] = Σ_d q[r][d] · panel[d][j]`.
@@ -209,25 +212,29 @@ unsafe fn exp_shifted(row: &mut [f32]) -> f32 {
 /// `PANEL` floats at row stride `s_rs`.
 #[target_feature(enable = "avx512f")]
 unsafe fn scores_tile(q: *const f32, panel: *const f32, s: *mut f32, s_rs: usize) {
-    let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
-    for d in 0..HEAD {
-        let k = panel.add(d * PANEL);
-        let kv = [
-            _mm512_loadu_ps(k),
-            _mm512_loadu_ps(k.add(16)),
-            _mm512_loadu_ps(k.add(32)),
-            _mm512_loadu_ps(k.add(48)),
-        ];
-        for (r, row) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(*q.add(r * HEAD + d));
-            for (a, kv) in row.iter_mut().zip(&kv) {
-                *a = _mm512_fmadd_ps(x, *kv, *a);
+    // SAFETY: the caller guarantees AVX-512F and the extents of `q`, `panel` and `s`
+    // (this function's contract), which bound every offset used below.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
+        for d in 0..HEAD {
+            let k = panel.add(d * PANEL);
+            let kv = [
+                _mm512_loadu_ps(k),
+                _mm512_loadu_ps(k.add(16)),
+                _mm512_loadu_ps(k.add(32)),
+                _mm512_loadu_ps(k.add(48)),
+            ];
+            for (r, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*q.add(r * HEAD + d));
+                for (a, kv) in row.iter_mut().zip(&kv) {
+                    *a = _mm512_fmadd_ps(x, *kv, *a);
+                }
             }
         }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (l, a) in row.iter().enumerate() {
-            _mm512_storeu_ps(s.add(r * s_rs + l * 16), *a);
+        for (r, row) in acc.iter().enumerate() {
+            for (l, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(s.add(r * s_rs + l * 16), *a);
+            }
         }
     }
 }
@@ -246,30 +253,34 @@ unsafe fn values_tile(
     keys: usize,
     acc: *mut f32,
 ) {
-    let mut a = [[_mm512_setzero_ps(); 4]; ROWS];
-    for (r, row) in a.iter_mut().enumerate() {
-        for (l, x) in row.iter_mut().enumerate() {
-            *x = _mm512_loadu_ps(acc.add(r * HEAD + l * 16));
-        }
-    }
-    for j in 0..keys {
-        let vr = v.add(j * v_rs);
-        let vv = [
-            _mm512_loadu_ps(vr),
-            _mm512_loadu_ps(vr.add(16)),
-            _mm512_loadu_ps(vr.add(32)),
-            _mm512_loadu_ps(vr.add(48)),
-        ];
+    // SAFETY: the caller guarantees AVX-512F and the extents of `p`, `v` and `acc`
+    // (this function's contract), which bound every offset used below.
+    unsafe {
+        let mut a = [[_mm512_setzero_ps(); 4]; ROWS];
         for (r, row) in a.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(*p.add(r * p_rs + j));
-            for (o, vv) in row.iter_mut().zip(&vv) {
-                *o = _mm512_fmadd_ps(x, *vv, *o);
+            for (l, x) in row.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(acc.add(r * HEAD + l * 16));
             }
         }
-    }
-    for (r, row) in a.iter().enumerate() {
-        for (l, x) in row.iter().enumerate() {
-            _mm512_storeu_ps(acc.add(r * HEAD + l * 16), *x);
+        for j in 0..keys {
+            let vr = v.add(j * v_rs);
+            let vv = [
+                _mm512_loadu_ps(vr),
+                _mm512_loadu_ps(vr.add(16)),
+                _mm512_loadu_ps(vr.add(32)),
+                _mm512_loadu_ps(vr.add(48)),
+            ];
+            for (r, row) in a.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*p.add(r * p_rs + j));
+                for (o, vv) in row.iter_mut().zip(&vv) {
+                    *o = _mm512_fmadd_ps(x, *vv, *o);
+                }
+            }
+        }
+        for (r, row) in a.iter().enumerate() {
+            for (l, x) in row.iter().enumerate() {
+                _mm512_storeu_ps(acc.add(r * HEAD + l * 16), *x);
+            }
         }
     }
 }

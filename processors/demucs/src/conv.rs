@@ -21,7 +21,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::fast::{contiguous, filled_planes, gelu_in_place, glu_slice, Reused};
+use crate::fast::{contiguous, gelu_in_place, glu_slice, Reused};
+use crate::gemm::{product, MatMut, MatRef, Threads};
+use crate::parallel::filled_planes;
 use crate::winograd::Winograd;
 
 /// Column-buffer (and transposed-tap buffer) size per gemm, in floats: large enough that each
@@ -228,21 +230,19 @@ impl Conv2d {
             let oi = &mut out[item * cout_out * positions..(item + 1) * cout_out * positions];
             for p0 in (0..positions).step_by(group) {
                 let len = group.min(positions - p0);
-                let (rhs, rhs_rs) = if direct {
-                    (xi[p0..].as_ptr(), positions)
+                let rhs = if direct {
+                    MatRef::new(&xi[p0..], k, len, positions)
                 } else {
                     cols[..k * len]
                         .par_chunks_mut(len)
                         .enumerate()
                         .for_each(|(r, row)| self.fill_row(r, d, xi, si, p0, row));
-                    (cols.as_ptr(), len)
+                    MatRef::new(&cols, k, len, len)
                 };
                 if epi == Epilogue::Glu {
                     let dst = &mut scratch[..self.cout * len];
                     fill_bias(dst, len, &self.bias);
-                    // SAFETY: `dst` is `[cout, len]`, the weights `[cout, k]`, `rhs` `[k, len]`
-                    // with row stride `rhs_rs`, all in bounds and not aliasing `dst`.
-                    unsafe { self.gemm(dst.as_mut_ptr(), len, rhs, rhs_rs, len) };
+                    self.gemm(MatMut::new(dst, self.cout, len, len), rhs);
                     let (a, g) = dst.split_at(cout_out * len);
                     oi.par_chunks_mut(positions)
                         .zip(a.par_chunks(len).zip(g.par_chunks(len)))
@@ -251,9 +251,7 @@ impl Conv2d {
                     oi.par_chunks_mut(positions)
                         .zip(self.bias.par_iter())
                         .for_each(|(o, b)| o[p0..p0 + len].fill(*b));
-                    // SAFETY: as above, `dst` being the output's columns p0.. with row stride
-                    // `positions`.
-                    unsafe { self.gemm(oi[p0..].as_mut_ptr(), positions, rhs, rhs_rs, len) };
+                    self.gemm(MatMut::new(&mut oi[p0..], self.cout, len, positions), rhs);
                     if epi == Epilogue::Gelu {
                         oi.par_chunks_mut(positions)
                             .for_each(|o| gelu_in_place(&mut o[p0..p0 + len]));
@@ -265,25 +263,10 @@ impl Conv2d {
     }
 
     /// `dst[cout, len] += weight @ rhs[k, len]`.
-    ///
-    /// # Safety
-    /// `dst` and `rhs` must address matrices of those shapes with the given row strides.
-    unsafe fn gemm(
-        &self,
-        dst: *mut f32,
-        dst_rs: usize,
-        rhs: *const f32,
-        rhs_rs: usize,
-        len: usize,
-    ) {
+    fn gemm(&self, dst: MatMut<'_>, rhs: MatRef<'_>) {
         let k = self.kernel.0 * self.kernel.1 * self.cin;
-        product(
-            (self.cout, len, k),
-            true,
-            (dst, dst_rs),
-            (self.weight.as_ptr(), k),
-            (rhs, rhs_rs),
-        )
+        let weight = MatRef::new(&self.weight, self.cout, k, k);
+        product(dst, weight, rhs, true, Threads::All)
     }
 }
 
@@ -335,63 +318,6 @@ fn fill_bias(dst: &mut [f32], len: usize, bias: &[f32]) {
     dst.par_chunks_mut(len)
         .zip(bias.par_iter())
         .for_each(|(r, b)| r.fill(*b));
-}
-
-/// `dst = lhs @ rhs`, or `dst += lhs @ rhs` when `accumulate`, for row-major `[m, k] × [k, n]` with the given row strides, on every
-/// rayon thread.
-///
-/// # Safety
-/// Each pointer must address its matrix with its row stride, and `dst` must not alias the
-/// inputs.
-pub(crate) unsafe fn product(
-    dims: (usize, usize, usize),
-    accumulate: bool,
-    dst: (*mut f32, usize),
-    lhs: (*const f32, usize),
-    rhs: (*const f32, usize),
-) {
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    product_on(par, dims, accumulate, dst, lhs, rhs)
-}
-
-/// [`product`] with the given parallelism (`None` inside tasks that are already parallel).
-///
-/// # Safety
-/// As [`product`].
-pub(crate) unsafe fn product_on(
-    par: gemm::Parallelism,
-    (m, n, k): (usize, usize, usize),
-    accumulate: bool,
-    (dst, dst_rs): (*mut f32, usize),
-    (lhs, lhs_rs): (*const f32, usize),
-    (rhs, rhs_rs): (*const f32, usize),
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        1,
-        lhs_rs as isize,
-        rhs,
-        1,
-        rhs_rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    )
 }
 
 struct ConvOp<'a> {
@@ -528,17 +454,15 @@ impl ConvTranspose {
                 let jn = rows.min(h - j0);
                 let cols = jn * w;
                 let y = &mut taps[..k * cout * cols];
-                // SAFETY: `y` is `[k·cout, cols]`, the weights `[k·cout, cin]`, the input's
-                // rows j0.. `[cin, cols]` with row stride h·w.
-                unsafe {
-                    product(
-                        (k * cout, cols, self.cin),
-                        false,
-                        (y.as_mut_ptr(), cols),
-                        (self.weight.as_ptr(), self.cin),
-                        (xi[j0 * w..].as_ptr(), h * w),
-                    )
-                };
+                // `[k·cout, cols]` = the weights `[k·cout, cin]` × the input's rows j0..
+                // (`[cin, cols]` at row stride h·w).
+                product(
+                    MatMut::new(y, k * cout, cols, cols),
+                    MatRef::new(&self.weight, k * cout, self.cin, self.cin),
+                    MatRef::new(&xi[j0 * w..], self.cin, cols, h * w),
+                    false,
+                    Threads::All,
+                );
                 let y = &*y;
                 oi.par_chunks_mut(out_plane)
                     .enumerate()
@@ -604,6 +528,7 @@ impl CustomOp1 for ConvTrOp<'_> {
 mod tests {
     use super::*;
     use candle_core::{Device, IndexOp};
+    use roar_testkit::tensor::assert_tensor_close;
 
     /// Uniform in [-1, 1) from a fixed seed (a small LCG: reproducible failures).
     fn rand(shape: &[usize], seed: u64) -> Tensor {
@@ -660,14 +585,6 @@ mod tests {
             }
         }
         (out, ho, wo)
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max)
     }
 
     #[allow(clippy::type_complexity)]
@@ -755,24 +672,17 @@ mod tests {
                 let with_skip = conv.forward(&x, Some(&skip), Epilogue::None).unwrap();
                 let gelu = conv.forward(&x, Some(&skip), Epilogue::Gelu).unwrap();
                 let glu = conv.forward(&x, Some(&skip), Epilogue::Glu).unwrap();
-                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let r = flat(&reference);
-                assert!(max_diff(&flat(&plain), &r) < 1e-5, "{name}, group {group}");
-                assert!(
-                    max_diff(&flat(&with_skip), &r) < 1e-5,
-                    "{name}, group {group}: skip"
-                );
-                let want_gelu = flat(&reference.gelu_erf().unwrap());
-                assert!(max_diff(&flat(&gelu), &want_gelu) < 1e-5, "{name}: gelu");
+                let what = format!("{name}, group {group}, winograd {winograd:?}");
+                assert_tensor_close(&what, &plain, &reference, 1e-5);
+                assert_tensor_close(&format!("{what}: skip"), &with_skip, &reference, 1e-5);
+                let want_gelu = reference.gelu_erf().unwrap();
+                assert_tensor_close(&format!("{what}: gelu"), &gelu, &want_gelu, 1e-5);
                 let half = cout / 2;
                 let want_glu = (reference.i((.., ..half)).unwrap()
                     * candle_nn::ops::sigmoid(&reference.i((.., half..)).unwrap()).unwrap())
                 .unwrap();
                 assert_eq!(glu.dims(), &[n, half, ho, wo], "{name}");
-                assert!(
-                    max_diff(&flat(&glu), &flat(&want_glu)) < 1e-5,
-                    "{name}: glu"
-                );
+                assert_tensor_close(&format!("{what}: glu"), &glu, &want_glu, 1e-5);
             }
         }
     }
@@ -824,12 +734,8 @@ mod tests {
                     } else {
                         want.clone()
                     };
-                    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    assert_eq!(got.dims(), want.dims());
-                    assert!(
-                        max_diff(&flat(&got), &flat(&want)) < 1e-5,
-                        "h {h} w {w} crop {crop:?} group {group} gelu {gelu}"
-                    );
+                    let what = format!("h {h} w {w} crop {crop:?} group {group} gelu {gelu}");
+                    assert_tensor_close(&what, &got, &want, 1e-5);
                 }
             }
         }

@@ -7,11 +7,23 @@
 //! PyTorch state dict, and [`apply::separate`] runs it over a whole track in overlapping segments
 //! with triangular overlap-add and random shifts, reporting progress and stopping between
 //! segments when asked. Memory is bounded by the segment, not the track.
+//!
+//! `unsafe` is kept to the modules that need it: `gemm` (matrix products over checked
+//! views), `parallel` (blocks of a buffer written by parallel tasks), `simd_x86` (dispatch to
+//! the CPU's vector extensions) and the `*_x86` kernels (intrinsics); besides those, `alloc`
+//! calls glibc's `mallopt`. Every other module is safe code over their safe interfaces: the
+//! compiler holds them to it (`unsafe_code` is denied but for the modules named here).
 
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+#[allow(unsafe_code)]
 pub mod alloc;
 pub mod apply;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 mod attention_x86;
 pub mod checkpoint;
 pub mod config;
@@ -20,15 +32,22 @@ pub mod dconv;
 mod device_conv;
 mod error;
 pub mod fast;
+#[allow(unsafe_code)]
+mod gemm;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod layers;
 mod linear;
 pub mod model;
+#[allow(unsafe_code)]
+mod parallel;
 mod random;
 #[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 mod rows_x86;
 pub mod separator;
+#[allow(unsafe_code)]
+mod simd_x86;
 pub mod stft;
 mod token_norm;
 pub mod transformer;
@@ -39,6 +58,7 @@ pub use config::HTDemucsConfig;
 pub use error::{DemucsError, Result};
 pub use model::HTDemucs;
 pub use separator::Separator;
+use simd_x86::simd;
 
 /// What the apply loop needs from a model: one fixed-length segment in, one separation out.
 /// Implemented by [`HTDemucs`]; tests may implement it with simple closed-form separators.

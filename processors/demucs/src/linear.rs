@@ -7,8 +7,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::product;
-use crate::fast::{contiguous, gelu_in_place, written_by, SharedMut};
+use crate::fast::{contiguous, gelu_in_place};
+use crate::gemm::{product, MatMut, MatRef, Threads};
+use crate::parallel::{every, whole, Output};
 use crate::Result;
 
 pub(crate) struct Linear {
@@ -115,37 +116,26 @@ impl LinearOp<'_> {
             );
         }
         let rows = bn * n;
-        let fill = |d: SharedMut| {
-            (0..rows).into_par_iter().with_min_len(ROWS).for_each(|r| {
-                let dst = d.at(r * cout);
-                // SAFETY: row r of the `[rows, cout]` output, written by this task only.
-                let put = |j: usize, v: f32| unsafe { dst.add(j).write(v) };
-                match residual {
-                    Some(res) => {
-                        let res = &res[r * cout..(r + 1) * cout];
-                        self.b
-                            .iter()
-                            .zip(res)
-                            .enumerate()
-                            .for_each(|(j, (b, x))| put(j, x + b));
-                    }
-                    None => self.b.iter().enumerate().for_each(|(j, b)| put(j, *b)),
+        // Row r of the `[rows, cout]` output starts as the bias (plus the residual's row).
+        let out = Output::new((rows, cout), every(rows, 1), whole(cout));
+        (0..rows).into_par_iter().with_min_len(ROWS).for_each(|r| {
+            let mut dst = out.take(r, 0);
+            match residual {
+                Some(res) => {
+                    let res = &res[r * cout..(r + 1) * cout];
+                    dst.push_iter(self.b.iter().zip(res).map(|(b, x)| x + b));
                 }
-            })
-        };
-        // SAFETY: every row is written in full.
-        let mut out = unsafe { written_by(rows * cout, fill) };
-        // SAFETY: `out` is `[rows, cout]`, `x` `[rows, cin]`, the weights `[cin, cout]`, all
-        // row-major and distinct.
-        unsafe {
-            product(
-                (rows, cout, cin),
-                true,
-                (out.as_mut_ptr(), cout),
-                (x.as_ptr(), cin),
-                (self.w_t.as_ptr(), cout),
-            )
-        };
+                None => dst.push(self.b),
+            }
+        });
+        let mut out = out.finish();
+        product(
+            MatMut::new(&mut out, rows, cout, cout),
+            MatRef::new(x, rows, cin, cin),
+            MatRef::new(self.w_t, cin, cout, cout),
+            true,
+            Threads::All,
+        );
         if self.mode == Mode::Gelu {
             out.par_chunks_mut(ROWS * cout).for_each(gelu_in_place);
         }
@@ -188,6 +178,7 @@ impl CustomOp2 for LinearOp<'_> {
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
+    use roar_testkit::tensor::assert_tensor_close;
 
     use super::*;
 
@@ -207,14 +198,12 @@ mod tests {
             .unwrap()
             .broadcast_add(&b)
             .unwrap();
-        for l in [&cpu, &ops] {
-            assert!(crate::fast::max_abs_diff(&l.forward(&x).unwrap(), &want) < 1e-4);
-            assert!(
-                crate::fast::max_abs_diff(&l.forward_gelu(&x).unwrap(), &want.gelu_erf().unwrap())
-                    < 1e-4
-            );
+        for (name, l) in [("cpu", &cpu), ("ops", &ops)] {
+            assert_tensor_close(name, &l.forward(&x).unwrap(), &want, 1e-4);
+            let gelu = l.forward_gelu(&x).unwrap();
+            assert_tensor_close(name, &gelu, &want.gelu_erf().unwrap(), 1e-4);
             let r = l.forward_residual(&x, &res).unwrap();
-            assert!(crate::fast::max_abs_diff(&r, &(&res + &want).unwrap()) < 1e-4);
+            assert_tensor_close(name, &r, &(&res + &want).unwrap(), 1e-4);
         }
         assert!(cpu.forward_residual(&x, &x).is_err());
     }

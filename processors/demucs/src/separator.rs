@@ -119,9 +119,10 @@ pub fn load_model(path: &Path, variation: &str, device: &Device) -> Result<HTDem
         });
     }
     let cfg = read_config(path)?;
-    // SAFETY: the file is memory-mapped read-only and not modified while the model is built
-    // (tensors are copied out of the map by VarBuilder).
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? };
+    // Read whole rather than memory-mapped (which is `unsafe`: another process could change
+    // the file under the map): the tensors are copied out of it either way, and the mapped
+    // pages would count in the resident set as the buffer does.
+    let vb = VarBuilder::from_buffered_safetensors(std::fs::read(path)?, DType::F32, device)?;
     HTDemucs::load(vb, &cfg).map_err(|e| match e {
         DemucsError::Candle(c) => invalid(path, c),
         other => other,

@@ -113,6 +113,7 @@ impl CustomOp1 for TokenNorm {
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device, Tensor};
+    use roar_testkit::tensor::assert_tensor_close;
 
     use super::*;
 
@@ -152,8 +153,8 @@ mod tests {
         for (over, whole) in [(Over::Token, false), (Over::Item, true)] {
             let ours = TokenNorm::new(&w, &b, 1e-5, over).unwrap();
             let want = definition(&x, &w, &b, whole);
-            let d = crate::fast::max_abs_diff(&ours.forward(&x).unwrap(), &want);
-            assert!(d < 1e-5, "whole item {whole}: {d}");
+            let what = format!("whole item {whole}");
+            assert_tensor_close(&what, &ours.forward(&x).unwrap(), &want, 1e-5);
         }
         let ours = TokenNorm::new(&w, &b, 1e-5, Over::Item).unwrap();
         let wrong = Tensor::zeros((1, 3, 5), candle_core::DType::F32, &dev).unwrap();

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
+use crate::attention;
 use crate::config::HTDemucsConfig;
 use crate::linear::Linear;
 use crate::token_norm::{Over, TokenNorm};
@@ -21,6 +22,8 @@ struct Attention {
     v: Linear,
     out: Linear,
     heads: usize,
+    /// The CPU attention kernels; else candle's ops, as on other devices.
+    fused: bool,
 }
 
 impl Attention {
@@ -46,18 +49,19 @@ impl Attention {
             v: Linear::new(&part(&w, 2)?, &part(&b, 2)?, fused)?,
             out: Linear::new(&ow, &ob, fused)?,
             heads,
+            fused,
         })
     }
 
     /// `q`: `[B, N, C]`, `kv`: `[B, M, C]` → `[B, N, C]`.
     /// `residual + γ·attention(q, kv)`.
     fn forward_residual(&self, q: &Tensor, kv: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let y = crate::attention::attention(
-            &self.q.forward(q)?,
-            &self.k.forward(kv)?,
-            &self.v.forward(kv)?,
-            self.heads,
-        )?;
+        let (q, k, v) = (self.q.forward(q)?, self.k.forward(kv)?, self.v.forward(kv)?);
+        let y = if self.fused {
+            attention::attention(&q, &k, &v, self.heads)?
+        } else {
+            attention::attention_with(&q, &k, &v, self.heads, attention::Kernel::Candle)?
+        };
         self.out.forward_residual(&y, residual)
     }
 }

@@ -13,8 +13,11 @@
 
 use rayon::prelude::*;
 
-use crate::conv::{product_on, Epilogue};
-use crate::fast::{gelu_in_place, glu_slice, simd, written_by, Reused, SharedMut};
+use crate::conv::Epilogue;
+use crate::fast::{gelu_in_place, glu_slice, Reused};
+use crate::gemm::{product, MatMut, MatRef, Threads};
+use crate::parallel::{every, whole, Blocks, Output};
+use crate::simd;
 
 /// Transformed values per tile (4 × 4).
 const VALUES: usize = 16;
@@ -88,57 +91,64 @@ impl Winograd {
         let mut v = Reused::new(VALUES * cin * rows * tw);
         let mut m = Reused::new(VALUES * cout * rows * tw);
         let plane = h * w;
-        let run = |dst: SharedMut| {
-            for item in 0..n {
-                let x = &x[item * cin * plane..][..cin * plane];
-                let skip = skip.map(|s| &s[item * cin * plane..][..cin * plane]);
-                let dst = SharedMut(dst.at(item * cout_out * plane));
-                for r0 in (0..th).step_by(rows) {
-                    let tiles = rows.min(th - r0) * tw;
-                    let block = Block {
-                        r0,
-                        tiles,
-                        tw,
-                        h,
-                        w,
-                    };
-                    self.inputs(&block, x, skip, &mut v);
-                    let (vs, ms) = (SharedMut(v.as_mut_ptr()), SharedMut(m.as_mut_ptr()));
-                    (0..VALUES).into_par_iter().for_each(|xi| {
-                        // SAFETY: value xi's product reads U[xi] (`[cout, cin]`) and its
-                        // `[cin, tiles]` slice of v, and writes its own `[cout, tiles]` slice
-                        // of m; the buffers were sized for the largest block.
-                        unsafe {
-                            product_on(
-                                gemm::Parallelism::None,
-                                (cout, tiles, cin),
-                                false,
-                                (ms.at(xi * cout * tiles), tiles),
-                                (self.u[xi * cout * cin..].as_ptr(), cin),
-                                (vs.at(xi * cin * tiles), tiles),
-                            )
-                        }
+        // Output channel o of an item, in bands of `rows` tile rows (2·rows output rows).
+        let out = Output::new(
+            (n * cout_out, plane),
+            every(n * cout_out, 1),
+            every(plane, 2 * rows * w),
+        );
+        for item in 0..n {
+            let x = &x[item * cin * plane..][..cin * plane];
+            let skip = skip.map(|s| &s[item * cin * plane..][..cin * plane]);
+            for (band, r0) in (0..th).step_by(rows).enumerate() {
+                let tiles = rows.min(th - r0) * tw;
+                let block = Block {
+                    r0,
+                    tiles,
+                    tw,
+                    h,
+                    w,
+                };
+                self.inputs(&block, x, skip, &mut v[..VALUES * cin * tiles]);
+                // Value ξ's product reads U[ξ] (`[cout, cin]`) and its `[cin, tiles]` slice of
+                // v, and writes its own `[cout, tiles]` slice of m.
+                m[..VALUES * cout * tiles]
+                    .par_chunks_mut(cout * tiles)
+                    .zip(v[..VALUES * cin * tiles].par_chunks(cin * tiles))
+                    .enumerate()
+                    .for_each(|(xi, (mi, vi))| {
+                        product(
+                            MatMut::new(mi, cout, tiles, tiles),
+                            MatRef::new(&self.u[xi * cout * cin..], cout, cin, cin),
+                            MatRef::new(vi, cin, tiles, tiles),
+                            false,
+                            Threads::One,
+                        )
                     });
-                    self.outputs(&block, &m, bias, dst, epi);
-                }
+                self.outputs(&block, &m, bias, (&out, item * cout_out, band), epi);
             }
-        };
-        // SAFETY: the blocks cover every tile row of every item, and `outputs` writes all
-        // `w` columns of both rows of each tile row (the second only when it exists), for
-        // every output channel: every element of `[n, cout_out, h, w]`.
-        unsafe { written_by(n * cout_out * plane, run) }
+        }
+        out.finish()
     }
 
     /// `V = Bᵀ d B` of every tile in the block, `[16][cin][tiles]`.
     fn inputs(&self, b: &Block, x: &[f32], skip: Option<&[f32]>, v: &mut [f32]) {
         let (cin, tiles, plane) = (self.cin, b.tiles, b.h * b.w);
-        let vs = SharedMut(v.as_mut_ptr());
+        // Task c writes channel c's tiles of all 16 values: `[16][cin][tiles]` seen as a
+        // `[16, cin·tiles]` matrix, columns c·tiles..(c+1)·tiles.
+        let vs = Blocks::new(
+            v,
+            (VALUES, cin * tiles),
+            whole(VALUES),
+            every(cin * tiles, tiles),
+        );
         (0..cin).into_par_iter().for_each_init(
             || vec![0f32; 8 * (2 * b.tw + 2)],
             |rowbuf, c| {
                 let x = &x[c * plane..][..plane];
                 let skip = skip.map(|s| &s[c * plane..][..plane]);
                 let len = 2 * b.tw + 2;
+                let mut vc = vs.take(0, c);
                 for i in 0..tiles / b.tw {
                     let tr = b.r0 + i;
                     let (p, q) = rowbuf.split_at_mut(4 * len);
@@ -161,24 +171,33 @@ impl Winograd {
                     }
                     rows_bt(p, q, len);
                     for (a, qa) in q.chunks(len).enumerate() {
-                        // SAFETY: values 4a..4a+4 of channel c, tiles i·tw.., are written by
-                        // this task only, inside v (sized for [16][cin][tiles]).
-                        let col = |k: usize| unsafe {
-                            std::slice::from_raw_parts_mut(
-                                vs.at(((4 * a + k) * cin + c) * tiles + i * b.tw),
-                                b.tw,
-                            )
-                        };
-                        columns_bt(qa, col(0), col(1), col(2), col(3));
+                        // Values 4a..4a+4, tiles i·tw..(i+1)·tw.
+                        let [v0, v1, v2, v3] = vc.rows::<4>(4 * a);
+                        let cols = i * b.tw..(i + 1) * b.tw;
+                        columns_bt(
+                            qa,
+                            &mut v0[cols.clone()],
+                            &mut v1[cols.clone()],
+                            &mut v2[cols.clone()],
+                            &mut v3[cols],
+                        );
                     }
                 }
             },
         );
     }
 
-    /// `Y = Aᵀ M A` + bias of every tile, then the epilogue, into the output planes.
-    fn outputs(&self, b: &Block, m: &[f32], bias: &[f32], ds: SharedMut, epi: Epilogue) {
-        let (cout, tiles, plane) = (self.cout, b.tiles, b.h * b.w);
+    /// `Y = Aᵀ M A` + bias of every tile, then the epilogue, into the output: band `band` of
+    /// rows `first..` (one per output channel) of `out`.
+    fn outputs(
+        &self,
+        b: &Block,
+        m: &[f32],
+        bias: &[f32],
+        (out, first, band): (&Output, usize, usize),
+        epi: Epilogue,
+    ) {
+        let (cout, tiles) = (self.cout, b.tiles);
         let half = cout / 2;
         let channels = if epi == Epilogue::Glu { half } else { cout };
         let len = 2 * b.tw;
@@ -187,6 +206,8 @@ impl Winograd {
             |buf, o| {
                 let (ya, rest) = buf.split_at_mut(2 * len);
                 let (yg, done) = rest.split_at_mut(2 * len);
+                // Rows 2·r0.. of output channel o, in order.
+                let mut dst = out.take(first + o, band);
                 for i in 0..tiles / b.tw {
                     let base = i * b.tw;
                     let at = |ch: usize| &m[ch * tiles + base..];
@@ -211,16 +232,7 @@ impl Winograd {
                             }
                             Epilogue::None => a,
                         };
-                        // SAFETY: row f of output channel o of this item is written by this
-                        // task only, inside the `[cout_out, h, w]` planes `ds` points to
-                        // (which may be uninitialised: written through the raw pointer).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                row.as_ptr(),
-                                ds.at(o * plane + f * b.w),
-                                b.w,
-                            )
-                        };
+                        dst.push(row);
                     }
                 }
             },
