@@ -7,6 +7,13 @@ Writes into ../tests/fixtures/:
   small_6s.safetensors   small 6-source model without bottom channels
   small_io.safetensors   inputs, key intermediates and outputs of both, from the reference
   shapes.json            name -> shape of the full-size htdemucs / htdemucs_6s state dicts
+  head64.safetensors     small model whose transformer has 64-wide heads, like the released
+                         ones (the others have 16- and 32-wide heads), on a quarter-second
+                         segment: the attention kernel the released models run (float16)
+  head64_io.safetensors  its input, transformer outputs and output
+
+    python gen_fixtures.py            # all of them
+    python gen_fixtures.py head64     # only the head64 files (each set has its own seed)
 
 Random init with a fixed seed, then every parameter is perturbed so that layer scales and
 norms are far from their (near-zero / identity) initial values: otherwise the DConv and
@@ -83,8 +90,45 @@ def capture(model, mix, prefix, out, intermediates=True):
         h.remove()
 
 
+def head64():
+    """Two 64-wide heads (bottom_channels 128, t_heads 2) in a self- and a cross-attention
+    layer, a narrow feed-forward (t_hidden_scale 1) and a 0.25 s segment keep the file and the
+    test small; the time branch has 43 tokens and the frequency branch 88 (8 bins x 11 frames),
+    so the kernel's blocks of 48 queries and panels of 64 keys are both cut unevenly."""
+    torch.manual_seed(64)
+    model, _ = small(SOURCES4, bottom_channels=128, t_heads=2, t_layers=2, t_hidden_scale=1.0,
+                     segment=0.25)
+    # Stored in float16 (half the bytes; the loader widens it, as for the released models),
+    # so the reference runs on the same float16-rounded weights.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    half = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    save_file(half, os.path.join(OUT, "head64.safetensors"),
+              metadata={"config": json.dumps(config_of(model))})
+    n = 11025
+    t = torch.arange(n) / 44100.0
+    tone = 0.3 * torch.sin(2 * torch.pi * 330.0 * t) + 0.2 * torch.sin(2 * torch.pi * 2750.0 * t)
+    mix = (torch.stack([tone, 0.7 * tone]) + 0.05 * torch.randn(2, n))[None].contiguous()
+    io = {"mix": mix}
+
+    def tr(_mod, _inp, res):
+        io["head64.transformer.x"] = res[0].detach().clone().contiguous()
+        io["head64.transformer.xt"] = res[1].detach().clone().contiguous()
+    hook = model.crosstransformer.register_forward_hook(tr)
+    with torch.no_grad():
+        io["head64.output"] = model(mix).contiguous()
+    hook.remove()
+    save_file(io, os.path.join(OUT, "head64_io.safetensors"))
+    for k, v in io.items():
+        print(k, tuple(v.shape), float(v.abs().max()))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    if sys.argv[1:] == ["head64"]:
+        head64()
+        return
     torch.manual_seed(0)
     io = {}
     t = torch.arange(44100) / 44100.0
@@ -117,6 +161,7 @@ def main():
         json.dump(shapes, f, indent=1, sort_keys=True)
     for k, v in io.items():
         print(k, tuple(v.shape), float(v.abs().max()))
+    head64()
 
 
 if __name__ == "__main__":

@@ -113,13 +113,8 @@ fn opts(shifts: usize, overlap: f64) -> ApplyOptions {
 }
 
 fn assert_close(got: &[f32], want: &[f64], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (*g as f64 - w).abs() < 1e-4,
-            "{what}[{i}]: got {g}, want {w}"
-        );
-    }
+    let want: Vec<f32> = want.iter().map(|w| *w as f32).collect();
+    roar_testkit::assert_close(what, got, &want, 1e-4);
 }
 
 /// A gain separator's stems are exactly `g * (x - mean) + mean` however the track is cut up:
@@ -352,5 +347,7 @@ fn bad_inputs_are_rejected() {
         &[vec![0.0; 10], vec![0.0; 10]],
         &opts(1, 0.25),
     );
-    assert!(out.unwrap()[0].iter().flatten().all(|v| *v == 0.0));
+    let out = out.unwrap();
+    assert_eq!((out.len(), out[0].len(), out[0][0].len()), (1, 2, 10));
+    assert!(out[0].iter().flatten().all(|v| *v == 0.0));
 }

@@ -32,17 +32,19 @@ fn apply_matches_the_reference_apply_model() {
         })
         .unwrap();
         assert_eq!(calls, segments, "{case}: segments");
-        // The fixture keeps every third sample.
+        // The fixture keeps every third sample of `[sources, channels, samples]`.
         let want: Vec<Vec<Vec<f32>>> = io[case].to_vec3().unwrap();
-        let mut worst = 0f32;
-        for (got, want) in out.iter().zip(&want) {
-            for (got, want) in got.iter().zip(want) {
-                assert_eq!(got.len().div_ceil(3), want.len(), "{case}: length");
-                for (g, w) in got.iter().step_by(3).zip(want) {
-                    worst = worst.max((g - w).abs());
-                }
+        assert_eq!(want.len(), model.sources().len(), "{case}: fixture sources");
+        assert_eq!(out.len(), want.len(), "{case}: sources");
+        for (s, (got, want)) in out.iter().zip(&want).enumerate() {
+            assert_eq!(got.len(), mix.len(), "{case}: source {s} channels");
+            assert_eq!(want.len(), mix.len(), "{case}: fixture channels");
+            for (c, (got, want)) in got.iter().zip(want).enumerate() {
+                assert_eq!(got.len(), mix[c].len(), "{case}: length");
+                let kept: Vec<f32> = got.iter().step_by(3).copied().collect();
+                let what = format!("{case}: source {s} channel {c}");
+                roar_testkit::assert_close(&what, &kept, want, 1e-4);
             }
         }
-        assert!(worst < 1e-4, "{case}: max difference {worst}");
     }
 }

@@ -7,49 +7,45 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use roar_demucs::attention::{self, Kernel};
 use roar_demucs::separator::{load_model, read_config};
 use roar_demucs::HTDemucs;
+use roar_testkit::tensor::{assert_tensor_close, check_tensor_close};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 fn io() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join("small_io.safetensors"), &Device::Cpu).unwrap()
+    load_io("small_io.safetensors")
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+fn load_io(file: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join(file), &Device::Cpu).unwrap()
 }
 
 fn check(prefix: &str, file: &str, intermediates: bool) {
-    let io = io();
+    check_with(&io(), prefix, file, intermediates)
+}
+
+fn check_with(io: &HashMap<String, Tensor>, prefix: &str, file: &str, intermediates: bool) {
     let model = load_model(&fixtures().join(file), "test", &Device::Cpu).unwrap();
     let mut seen = Vec::new();
     let mut worst = Vec::new();
     let out = model
         .forward_traced(&io["mix"], &mut |name, t| {
             if let Some(want) = io.get(&format!("{prefix}.{name}")) {
-                worst.push((name.to_string(), max_abs_diff(t, want)));
+                worst.push((name.to_string(), check_tensor_close(t, want, 1e-4)));
                 seen.push(name.to_string());
             }
         })
         .unwrap();
-    let d = max_abs_diff(&out, &io[&format!("{prefix}.output")]);
     for (name, e) in &worst {
-        assert!(*e <= 1e-4, "{prefix}.{name}: max abs error {e}");
+        if let Err(e) = e {
+            panic!("{prefix}.{name}: {e}");
+        }
     }
-    assert!(d <= 1e-4, "{prefix} output: max abs error {d}");
+    assert_tensor_close(prefix, &out, &io[&format!("{prefix}.output")], 1e-4);
     if intermediates {
         // Every recorded intermediate was compared, not just the output.
         let recorded = io
@@ -71,13 +67,42 @@ fn six_source_model_without_bottom_channels_matches_reference() {
     check("small_6s", "small_6s.safetensors", false);
 }
 
+/// Two 64-wide heads, as in the released models (the models above have 16- and 32-wide
+/// heads): the AVX-512 attention kernel where the CPU has it (required when
+/// `ROAR_REQUIRE_AVX512=1`), the portable one elsewhere, float16 weights as released.
+#[test]
+fn model_with_64_wide_heads_matches_reference() {
+    let kernel = attention::kernel(&Device::Cpu, DType::F32, 64);
+    roar_testkit::kernel_ran("head64 model", kernel == Kernel::Avx512);
+    check_with(
+        &load_io("head64_io.safetensors"),
+        "head64",
+        "head64.safetensors",
+        true,
+    );
+}
+
+/// The same model on candle's ops only (the path other devices run).
+#[test]
+fn model_with_64_wide_heads_on_candle_ops_matches_reference() {
+    let io = load_io("head64_io.safetensors");
+    let path = fixtures().join("head64.safetensors");
+    let vb = VarBuilder::from_tensors(
+        candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
+        DType::F32,
+        &Device::Cpu,
+    );
+    let model = HTDemucs::load_portable(vb, &read_config(&path).unwrap()).unwrap();
+    let out = model.forward(&io["mix"]).unwrap();
+    assert_tensor_close("candle ops", &out, &io["head64.output"], 1e-4);
+}
+
 #[test]
 fn input_shorter_than_segment_is_padded_and_trimmed_like_reference() {
     let io = io();
     let model = load_model(&fixtures().join("small.safetensors"), "test", &Device::Cpu).unwrap();
     let out = model.forward(&io["mix_short"]).unwrap();
-    let d = max_abs_diff(&out, &io["small.output_short"]);
-    assert!(d <= 1e-4, "max abs error {d}");
+    assert_tensor_close("short", &out, &io["small.output_short"], 1e-4);
 }
 
 #[test]
@@ -87,8 +112,7 @@ fn convolutional_stft_path_used_on_gpus_matches_reference() {
         load_model(&fixtures().join("small.safetensors"), "test", &Device::Cpu).unwrap();
     model.use_dft_basis().unwrap();
     let out = model.forward(&io["mix"]).unwrap();
-    let d = max_abs_diff(&out, &io["small.output"]);
-    assert!(d <= 1e-4, "max abs error {d}");
+    assert_tensor_close("dft basis", &out, &io["small.output"], 1e-4);
 }
 
 #[test]
@@ -105,6 +129,5 @@ fn candle_ops_path_used_on_gpus_matches_reference() {
     );
     let model = HTDemucs::load_portable(vb, &cfg).unwrap();
     let out = model.forward(&io["mix"]).unwrap();
-    let d = max_abs_diff(&out, &io["small.output"]);
-    assert!(d <= 1e-4, "max abs error {d}");
+    assert_tensor_close("candle ops", &out, &io["small.output"], 1e-4);
 }

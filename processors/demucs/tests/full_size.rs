@@ -83,14 +83,8 @@ fn run(variation: &str, cfg: HTDemucsConfig) {
     let mix = Tensor::randn(0f32, 0.1, (1, 2, 44_100), &dev).unwrap();
     let out = model.forward(&mix).unwrap();
     assert_eq!(out.dims(), &[1, cfg.sources.len(), 2, 44_100]);
-    let finite = out
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .all(|v| v.is_finite());
-    assert!(finite, "{variation}: non-finite output");
+    let values = roar_testkit::tensor::values(variation, &out);
+    roar_testkit::assert_finite(variation, &values);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use roar_demucs::checkpoint::Checkpoint;
 use roar_demucs::hub::{self, Release};
 use roar_demucs::separator::read_config;
 use roar_demucs::{DemucsError, HTDemucs, Separator};
+use roar_testkit::tensor::assert_tensor_close;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -92,20 +93,6 @@ fn small_in_half() -> (HTDemucs, HashMap<String, Tensor>) {
     (HTDemucs::load(vb, &cfg).unwrap(), tensors)
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn a_downloaded_checkpoint_converts_into_the_same_model() {
     let (th, name) = th_fixture();
@@ -152,13 +139,13 @@ fn a_downloaded_checkpoint_converts_into_the_same_model() {
     let got = candle_core::safetensors::load(dest.join("model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(got.len(), want_tensors.len());
     for (k, t) in &want_tensors {
-        assert_eq!(max_abs_diff(&got[k], t), 0.0, "tensor {k}");
+        assert_tensor_close(k, &got[k], t, 0.0);
     }
     let len = small_cfg.segment_samples();
     let mix = Tensor::randn(0f32, 1.0, (1, 2, len), &Device::Cpu).unwrap();
     let out = sep.models[0].forward(&mix).unwrap();
     assert_eq!(out.dims(), [1, 4, 2, len]);
-    assert_eq!(max_abs_diff(&out, &want_model.forward(&mix).unwrap()), 0.0);
+    assert_tensor_close("output", &out, &want_model.forward(&mix).unwrap(), 0.0);
 
     // A second fetch keeps what is there (nothing is served any more for another name).
     let again = hub::fetch_release(
