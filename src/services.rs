@@ -1,5 +1,7 @@
 //! Starting each role from a configuration: topic bootstrap, the orchestrator, the projector and
-//! the processors. Each runs until its cancellation token fires.
+//! the processors, each with its metrics and probes (the orchestrator on its API port, the
+//! others on their `*.ops_addr`, see [`crate::ops`]). Each runs until its cancellation token
+//! fires.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use roar_common::auth::Authenticator;
 use roar_common::kafka::{
-    ensure_topics, run_consumer, ConsumerSpec, ControlFollower, EventProducer,
+    ensure_topics, run_consumer, BrokerWatch, ConsumerSpec, ControlFollower, EventProducer,
 };
+use roar_common::metrics::{BUILD_INFO, WORKERS_LIVE};
 use roar_common::storage::Storage;
 use roar_common::{telemetry, Config};
 use roar_orchestrator::AppState;
@@ -17,6 +20,8 @@ use roar_projections::ReadModel;
 use roar_schemas::topics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::ops::{self, Ops};
 
 /// Creates missing topics and waits for the broker (up to 60 s).
 pub async fn bootstrap_topics(cfg: &Config) -> Result<()> {
@@ -54,6 +59,8 @@ pub async fn orchestrator(
 ) -> Result<()> {
     let pool = database(&cfg).await?;
     let control = ControlFollower::spawn(&cfg.kafka, cancel.clone())?;
+    started("orchestrator");
+    tokio::spawn(count_live_workers(control.clone(), cancel.clone()));
     let state = AppState::new(
         cfg.clone(),
         EventProducer::new(&cfg.kafka)?,
@@ -67,16 +74,116 @@ pub async fn orchestrator(
     Ok(())
 }
 
-/// Runs the projector until `cancel` fires.
+/// Keeps `roar_workers_live{model}` at the number of workers the control topic says are alive,
+/// every model present (0 is what the "no live worker" alert looks for).
+async fn count_live_workers(control: Arc<ControlFollower>, cancel: CancellationToken) {
+    loop {
+        let live = control.live_workers(chrono::Utc::now());
+        for model in topics::MODELS {
+            let n = live.iter().filter(|w| w.model == model).count();
+            metrics::gauge!(WORKERS_LIVE, "model" => model).set(n as f64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// `roar_build_info{role, version} 1`: which roles this process runs.
+fn started(role: &'static str) {
+    metrics::gauge!(BUILD_INFO, "role" => role, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Serves `ops` on `addr` (the `knob` that set it is named if binding fails) in the background.
+async fn spawn_ops(
+    ops: &Ops,
+    addr: std::net::SocketAddr,
+    knob: &str,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let listener = ops::bind(addr, knob).await?;
+    tokio::spawn(ops.clone().serve(listener, cancel));
+    Ok(())
+}
+
+/// Readiness of a consumer: the broker answers for `topic`.
+fn broker_check(ops: Ops, cfg: &Config, topic: String) -> Result<Ops> {
+    let watch = Arc::new(BrokerWatch::new(&cfg.kafka, Duration::from_secs(2))?);
+    Ok(ops.check("broker", move || {
+        let (watch, topic) = (watch.clone(), topic.clone());
+        async move {
+            tokio::task::spawn_blocking(move || watch.ping(&topic))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }
+    }))
+}
+
+/// Readiness of a role that reads or writes objects: the store answers.
+fn storage_check(ops: Ops, storage: Storage) -> Ops {
+    ops.check("storage", move || {
+        let storage = storage.clone();
+        async move {
+            storage
+                .head("health/probe")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+}
+
+/// Runs the projector until `cancel` fires, with its ops endpoint on `projector.ops_addr`.
 pub async fn projector(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
+    let ops = broker_check(Ops::new("projector"), &cfg, topics::JOB_EVENTS.into())?;
+    spawn_ops(
+        &ops,
+        cfg.projector.ops_addr,
+        "projector.ops_addr",
+        cancel.clone(),
+    )
+    .await?;
     let pool = database(&cfg).await?;
+    let read_model = Arc::new(ReadModel::new(pool.clone()));
+    let ops = ops.check("database", move || {
+        let read_model = read_model.clone();
+        async move { read_model.ping().await.map_err(|e| e.to_string()) }
+    });
     let producer = EventProducer::new(&cfg.kafka)?;
+    tokio::spawn(roar_projections::observe::report_loop(
+        cfg.kafka.clone(),
+        pool.clone(),
+        cancel.clone(),
+    ));
+    started("projector");
+    ops.mark_started();
     roar_projections::run(&cfg, pool, producer, cancel).await?;
     Ok(())
 }
 
-/// Runs the probe processor (consumer group `roar-probe`) until `cancel` fires.
+/// Runs the probe processor (consumer group `roar-probe`) until `cancel` fires, with its ops
+/// endpoint on `processor.ops_addr`.
 pub async fn probe(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
+    let ops = processor_ops(&cfg, "probe", topics::FILES.into())?;
+    spawn_ops(
+        &ops,
+        cfg.processor.ops_addr,
+        "processor.ops_addr",
+        cancel.clone(),
+    )
+    .await?;
+    run_probe(cfg, ops, cancel).await
+}
+
+/// The readiness checks of a processor role consuming `topic`.
+fn processor_ops(cfg: &Config, role: &'static str, topic: String) -> Result<Ops> {
+    let ops = broker_check(Ops::new(role), cfg, topic)?;
+    Ok(storage_check(ops, Storage::from_config(&cfg.storage)?))
+}
+
+async fn run_probe(cfg: Arc<Config>, ops: Ops, cancel: CancellationToken) -> Result<()> {
     let producer = EventProducer::new(&cfg.kafka)?;
     let storage = Storage::from_config(&cfg.storage)?;
     let handler = roar_processors::probe::Probe::new(
@@ -89,14 +196,36 @@ pub async fn probe(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
         topics: vec![topics::FILES.into()],
         kafka: cfg.kafka.clone(),
     };
+    started("probe");
+    ops.mark_started();
     run_consumer(spec, handler, producer.clone(), cancel).await?;
     producer.flush(Duration::from_secs(5));
     Ok(())
 }
 
-/// Runs the worker of `model` (consumer group `roar-<model>`) until `cancel` fires.
+/// Runs the worker of `model` (consumer group `roar-<model>`) until `cancel` fires, with its ops
+/// endpoint on `processor.ops_addr` (up while the weights load; ready once they have).
 pub async fn processor(cfg: Arc<Config>, model: &str, cancel: CancellationToken) -> Result<()> {
+    let ops = processor_ops(&cfg, "processor", topics::jobs_topic(model))?;
+    spawn_ops(
+        &ops,
+        cfg.processor.ops_addr,
+        "processor.ops_addr",
+        cancel.clone(),
+    )
+    .await?;
     let model = load_model(&cfg, model)?;
+    run_model(cfg, model, ops, cancel).await
+}
+
+async fn run_model(
+    cfg: Arc<Config>,
+    model: Arc<dyn Model>,
+    ops: Ops,
+    cancel: CancellationToken,
+) -> Result<()> {
+    started("processor");
+    ops.mark_started();
     roar_processors::runtime::serve(model, &cfg, cancel).await?;
     Ok(())
 }
@@ -201,16 +330,21 @@ pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationTo
     let guard = cancel.child_token();
     set.spawn(orchestrator(cfg.clone(), listener, guard.clone()));
     set.spawn(projector(cfg.clone(), guard.clone()));
-    set.spawn(probe(cfg.clone(), guard.clone()));
+    // The probe and the model workers share one ops endpoint here: they share the process.
+    let ops = processor_ops(&cfg, "processor", topics::FILES.into())?;
+    spawn_ops(
+        &ops,
+        cfg.processor.ops_addr,
+        "processor.ops_addr",
+        guard.clone(),
+    )
+    .await?;
+    set.spawn(run_probe(cfg.clone(), ops.clone(), guard.clone()));
     // Model workers whose weights are here; the others are named with the fix.
     for name in topics::MODELS {
         match load_model(&cfg, name) {
             Ok(model) => {
-                let (cfg, guard) = (cfg.clone(), guard.clone());
-                set.spawn(async move {
-                    roar_processors::runtime::serve(model, &cfg, guard).await?;
-                    Ok(())
-                });
+                set.spawn(run_model(cfg.clone(), model, ops.clone(), guard.clone()));
             }
             Err(e) => {
                 tracing::warn!(model = name, reason = %format!("{e:#}"), "model worker not started")

@@ -172,6 +172,9 @@ pub struct ProcessorConfig {
     pub progress_per_second: f64,
     /// How often a worker announces itself on the control topic.
     pub heartbeat_seconds: u64,
+    /// Where a processor process (the probe or a model worker) serves `/metrics`, `/health` and
+    /// `/ready`; port 0 picks a free one.
+    pub ops_addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -184,6 +187,8 @@ pub struct ProjectorConfig {
     /// Longest the broker holds a fetch that has no new data (`fetch.wait.max.ms`); bounds the
     /// event→visible latency of a quiet topic (librdkafka's default, 500, shows as 0.5 s).
     pub fetch_wait_ms: u64,
+    /// Where the projector serves `/metrics`, `/health` and `/ready`; port 0 picks a free one.
+    pub ops_addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -287,6 +292,7 @@ impl Default for ProcessorConfig {
             models_dir: PathBuf::from(".roar/models"),
             progress_per_second: 2.0,
             heartbeat_seconds: 10,
+            ops_addr: "127.0.0.1:9182".parse().expect("static address"),
         }
     }
 }
@@ -297,6 +303,7 @@ impl Default for ProjectorConfig {
             batch_size: 2000,
             batch_linger_ms: 5,
             fetch_wait_ms: 10,
+            ops_addr: "127.0.0.1:9181".parse().expect("static address"),
         }
     }
 }

@@ -1,30 +1,54 @@
-//! Every metric name roar exports, in one place, with its description. Labels: `route`,
-//! `status`, `model`, `outcome`, `topic`, `group`.
+//! Every metric name roar exports, in one place, with its description. docs/operations.md has
+//! the same list as a table (which role exports each series, its labels, what to watch); the
+//! e2e test `ops_metrics` scrapes every role of a running stack and finds them. Labels:
+//! `route`, `status`, `model`, `outcome`, `topic`, `group`, `kind`, `role`, `device`.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
+// Every role.
+pub const BUILD_INFO: &str = "roar_build_info";
+pub const EVENTS_PRODUCED: &str = "roar_events_produced_total";
+// The orchestrator.
 pub const HTTP_REQUESTS: &str = "roar_http_requests_total";
 pub const HTTP_LATENCY: &str = "roar_http_request_duration_seconds";
-pub const EVENTS_PRODUCED: &str = "roar_events_produced_total";
+pub const WORKERS_LIVE: &str = "roar_workers_live";
+// Every consumer group (probe, workers).
 pub const MESSAGES_CONSUMED: &str = "roar_messages_consumed_total";
 pub const DLQ_MESSAGES: &str = "roar_dlq_messages_total";
 pub const HANDLER_RETRIES: &str = "roar_handler_retries_total";
+// The probe.
+pub const PROBE_FILES: &str = "roar_probe_files_total";
+pub const PROBE_SECONDS: &str = "roar_probe_seconds";
+// Model workers.
+pub const WORKER_DEVICE: &str = "roar_worker_device";
 pub const JOBS: &str = "roar_jobs_total";
 pub const JOBS_IN_FLIGHT: &str = "roar_jobs_in_flight";
 pub const INFERENCE_SECONDS: &str = "roar_inference_seconds";
 pub const JOB_QUEUE_SECONDS: &str = "roar_job_queue_seconds";
+// The projector, and what it observes of the whole pipeline.
 pub const PROJECTOR_EVENTS: &str = "roar_projector_events_total";
 pub const PROJECTOR_BATCH_SECONDS: &str = "roar_projector_batch_seconds";
 pub const PROJECTOR_LAG_EVENTS: &str = "roar_projector_lag_events";
 pub const PROJECTOR_LAG_SECONDS: &str = "roar_projector_lag_seconds";
+pub const CONSUMER_LAG: &str = "roar_consumer_lag";
+pub const QUEUE_DEPTH: &str = "roar_queue_depth";
+pub const DLQ_DEPTH: &str = "roar_dlq_depth";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
-    describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
-    describe_histogram!(HTTP_LATENCY, Unit::Seconds, "HTTP request latency by route");
+    describe_gauge!(
+        BUILD_INFO,
+        "1 per role running in this process, by role and version"
+    );
     describe_counter!(
         EVENTS_PRODUCED,
         "events acknowledged by the broker, by topic"
+    );
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+    describe_histogram!(HTTP_LATENCY, Unit::Seconds, "HTTP request latency by route");
+    describe_gauge!(
+        WORKERS_LIVE,
+        "workers that announced themselves on the control topic and have not expired, by model"
     );
     describe_counter!(
         MESSAGES_CONSUMED,
@@ -35,6 +59,16 @@ pub fn describe() {
         "messages sent to the dead-letter topic, by source topic and kind"
     );
     describe_counter!(HANDLER_RETRIES, "retryable handler failures, by group");
+    describe_counter!(PROBE_FILES, "uploads probed, by outcome (probed, failed)");
+    describe_histogram!(
+        PROBE_SECONDS,
+        Unit::Seconds,
+        "time to fetch and decode one upload"
+    );
+    describe_gauge!(
+        WORKER_DEVICE,
+        "1 per model worker, by model and the device it runs on (cpu, cuda:0, ...)"
+    );
     describe_counter!(JOBS, "jobs finished, by model and outcome");
     describe_gauge!(JOBS_IN_FLIGHT, "jobs running now, by model");
     describe_histogram!(
@@ -64,4 +98,13 @@ pub fn describe() {
         PROJECTOR_LAG_SECONDS,
         "age of the newest applied event when applied"
     );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "messages on a topic not yet committed by a consumer group, by group and topic"
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "jobs queued in the read model (requested, not started), by model"
+    );
+    describe_gauge!(DLQ_DEPTH, "messages held on the dead-letter topic");
 }

@@ -33,7 +33,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets(&[
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                    60.0, 300.0,
+                    60.0, 300.0, 900.0, 3600.0,
                 ])
                 .expect("static bucket list is non-empty");
             let recorder = builder.build_recorder();

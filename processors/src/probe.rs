@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use roar_common::kafka::{Delivery, EventProducer, HandleError, Handler};
+use roar_common::metrics::{PROBE_FILES, PROBE_SECONDS};
 use roar_common::storage::{Storage, StorageError};
 use roar_schemas::topics::FILES;
 use roar_schemas::{DeadLetterKind, FileBody, FileEvent, FileInfo, ProbeSummary};
@@ -153,10 +154,23 @@ impl Handler for Probe {
         };
         let span =
             tracing::info_span!("probe", file_id = %ev.file_id, request_id = %ev.meta.request_id);
-        let body = self.probe(&ev, info).instrument(span).await?;
-        if let FileBody::ProbeFailed { code, message } = &body {
-            tracing::info!(%code, %message, "upload is not usable audio");
-        }
+        self.probe_and_emit(&ev, info).instrument(span).await
+    }
+}
+
+impl Probe {
+    async fn probe_and_emit(&self, ev: &FileEvent, info: &FileInfo) -> Result<(), HandleError> {
+        let started = std::time::Instant::now();
+        let body = self.probe(ev, info).await?;
+        metrics::histogram!(PROBE_SECONDS).record(started.elapsed().as_secs_f64());
+        let outcome = match &body {
+            FileBody::ProbeFailed { code, message } => {
+                tracing::info!(%code, %message, "upload is not usable audio");
+                "failed"
+            }
+            _ => "probed",
+        };
+        metrics::counter!(PROBE_FILES, "outcome" => outcome).increment(1);
         let out = FileEvent {
             meta: ev.meta.follow(format!("service:{GROUP}")),
             file_id: ev.file_id.clone(),

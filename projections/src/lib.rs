@@ -3,7 +3,8 @@
 //! behind `/status`, `/songs` and the admin views. Each batch of events and the consumed offsets
 //! are written in one transaction, and on start the projector seeks to the offsets stored there,
 //! so every event takes effect exactly once; Kafka's committed offsets are informational. The
-//! state machine ([`apply`]) tolerates duplicates and any arrival order.
+//! state machine ([`apply`]) tolerates duplicates and any arrival order. It also reports what it
+//! sees of the whole pipeline ([`observe`]: queue depth, consumer lag, dead letters).
 
 //!
 //! Modules, each using only those above it (no cycles): [`db`], [`error`]; `event` (what a
@@ -18,6 +19,7 @@ pub mod db;
 pub mod error;
 mod event;
 pub mod lag;
+pub mod observe;
 mod offsets;
 mod projector;
 mod rebuild;

@@ -8,7 +8,8 @@
 //! - `projection_*`: the projector and the read model alone, fed with hand-made events;
 //! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
 //! - `consumer_rebalance`: the same loop under shutdown and rebalance;
-//! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files.
+//! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files;
+//! - `ops_*`: what operations see of each role run as its own process (metrics, probes).
 //!
 //! `support` is the one harness they share.
 
@@ -29,6 +30,7 @@ mod e2e_models;
 mod e2e_pitch;
 mod e2e_probe;
 mod e2e_runtime;
+mod ops_metrics;
 mod projection_exactly_once;
 mod projection_history;
 mod projection_rebuild;

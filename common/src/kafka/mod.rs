@@ -1,17 +1,20 @@
 //! Kafka plumbing on rdkafka: an idempotent producer of roar events, topic bootstrap, and an
 //! at-least-once consumer loop (decode → act → make durable → store offset) that keeps polling
-//! while a long handler runs and sends poison messages to the dead-letter topic.
+//! while a long handler runs and sends poison messages to the dead-letter topic, and what
+//! operations watch on the broker (reachability, consumer-group lag, topic depth).
 
 mod admin;
 mod consumer;
 mod control;
 mod producer;
 mod rebalance;
+mod watch;
 
 pub use admin::ensure_topics;
 pub use consumer::{run_consumer, send_dead_letter, ConsumerSpec, Delivery, HandleError, Handler};
 pub use control::{ControlFollower, LiveWorker, RunningGuard};
 pub use producer::EventProducer;
+pub use watch::BrokerWatch;
 
 use rdkafka::ClientConfig;
 

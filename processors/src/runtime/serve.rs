@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roar_common::kafka::{run_consumer, ConsumerSpec, ControlFollower, EventProducer, KafkaError};
+use roar_common::metrics::WORKER_DEVICE;
 use roar_common::storage::{Storage, StorageError};
 use roar_common::Config;
 use roar_schemas::topics::{jobs_topic, CONTROL};
@@ -83,6 +84,8 @@ pub async fn serve(
         cancel.clone(),
     ));
     tracing::info!(worker = %id, model = model.name(), variations = ?model.variations(), "worker started");
+    metrics::gauge!(WORKER_DEVICE, "model" => model.name().to_string(), "device" => model.device())
+        .set(1.0);
     let mut members = tokio::task::JoinSet::new();
     for _ in 0..cfg.processor.concurrency.max(1) {
         let spec = ConsumerSpec {

@@ -65,6 +65,9 @@ impl Infra {
         cfg.storage.url = format!("file://{}", self.store_dir().display());
         cfg.auth.jwt_secret = Secret::new(SECRET);
         cfg.http.addr = "127.0.0.1:0".parse().unwrap();
+        // Tests run in parallel: every ops endpoint on a port of its own.
+        cfg.projector.ops_addr = "127.0.0.1:0".parse().unwrap();
+        cfg.processor.ops_addr = "127.0.0.1:0".parse().unwrap();
         cfg.telemetry.log_level = "warn".into();
         // The CREPE weights the README's test command fetches; progress fast enough to observe.
         cfg.processor.models_dir = models_dir();
@@ -115,6 +118,19 @@ impl Services {
             cfg,
             cancel,
             handle: Some(handle),
+        };
+        s.wait_healthy().await;
+        s
+    }
+
+    /// Helpers for an orchestrator running elsewhere (another process) at `base`; `stop`
+    /// then stops nothing.
+    pub async fn attach(base: String, cfg: Config) -> Services {
+        let s = Services {
+            base,
+            cfg: Arc::new(cfg),
+            cancel: CancellationToken::new(),
+            handle: None,
         };
         s.wait_healthy().await;
         s

@@ -1,0 +1,89 @@
+//! What the projector watches of the whole pipeline, for dashboards and alerts: the jobs each
+//! model has queued (read model), every consumer group's lag on its topic and the dead-letter
+//! topic's depth (broker). The projector runs as one replica that is always up, so these series
+//! exist even while a model's workers are scaled to zero, which is when they matter.
+
+use std::time::Duration;
+
+use roar_common::config::KafkaConfig;
+use roar_common::kafka::BrokerWatch;
+use roar_common::metrics::{CONSUMER_LAG, DLQ_DEPTH, QUEUE_DEPTH};
+use roar_schemas::topics::{consumer_group, jobs_topic, DLQ, FILES, MODELS};
+use roar_schemas::JobStatus;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// How often the gauges are refreshed (Prometheus scrapes every 15 s by default).
+const EVERY: Duration = Duration::from_secs(10);
+
+/// The consumer groups whose lag is reported, each with the topic it consumes. A new
+/// consumer role adds its (group, topic) here.
+pub fn watched_groups() -> Vec<(String, String)> {
+    let mut v = vec![(consumer_group("probe"), FILES.to_string())];
+    v.extend(MODELS.iter().map(|m| (consumer_group(m), jobs_topic(m))));
+    v
+}
+
+/// Jobs per model in status `queued`, every model present (0 when it has none).
+pub async fn queued_per_model(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT model, count(*) FROM jobs WHERE status = $1 GROUP BY model")
+            .bind(JobStatus::Queued.as_str())
+            .fetch_all(pool)
+            .await?;
+    let mut out: Vec<(String, i64)> = MODELS.iter().map(|m| (m.to_string(), 0)).collect();
+    for (model, n) in rows {
+        match out.iter_mut().find(|(m, _)| *m == model) {
+            Some(slot) => slot.1 = n,
+            None => out.push((model, n)),
+        }
+    }
+    Ok(out)
+}
+
+/// Refreshes the gauges until `cancel` fires. A failed round is logged and retried on the next
+/// tick; the gauges keep their last values meanwhile.
+pub async fn report_loop(kafka: KafkaConfig, pool: PgPool, cancel: CancellationToken) {
+    let mut watch = None;
+    loop {
+        match queued_per_model(&pool).await {
+            Ok(rows) => {
+                for (model, n) in rows {
+                    metrics::gauge!(QUEUE_DEPTH, "model" => model).set(n as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "queue depth not read"),
+        }
+        let taken = watch.take();
+        let kafka_cfg = kafka.clone();
+        // Broker calls block: off the executor, with the clients moved in and back out.
+        let round = tokio::task::spawn_blocking(move || {
+            let mut w = match taken {
+                Some(w) => w,
+                None => BrokerWatch::new(&kafka_cfg, Duration::from_secs(5))?,
+            };
+            for (group, topic) in watched_groups() {
+                match w.group_lag(&group, &topic) {
+                    Ok(lag) => metrics::gauge!(CONSUMER_LAG, "group" => group, "topic" => topic)
+                        .set(lag as f64),
+                    Err(e) => tracing::debug!(%group, error = %e, "consumer lag not read"),
+                }
+            }
+            match w.depth(DLQ) {
+                Ok(n) => metrics::gauge!(DLQ_DEPTH).set(n as f64),
+                Err(e) => tracing::debug!(error = %e, "dead-letter depth not read"),
+            }
+            Ok::<_, roar_common::kafka::KafkaError>(w)
+        })
+        .await;
+        match round {
+            Ok(Ok(w)) => watch = Some(w),
+            Ok(Err(e)) => tracing::debug!(error = %e, "broker watch not created"),
+            Err(e) => tracing::warn!(error = %e, "broker watch task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
