@@ -189,7 +189,7 @@ async fn run_probe(cfg: Arc<Config>, ops: Ops, cancel: CancellationToken) -> Res
     let handler = roar_processors::probe::Probe::new(
         storage,
         producer.clone(),
-        cfg.processor.max_audio_seconds,
+        roar_processors::audio::Limits::from_config(&cfg.processor),
     );
     let spec = ConsumerSpec {
         group: roar_processors::probe::GROUP.into(),

@@ -164,8 +164,14 @@ pub struct ProcessorConfig {
     pub max_attempts: i32,
     /// First retry delay; doubles per attempt.
     pub retry_base_seconds: u64,
-    /// Largest input the probe decodes, in seconds of audio.
+    /// Longest audio the probe and the workers decode, in seconds actually decoded.
     pub max_audio_seconds: f64,
+    /// Largest input file the probe and the workers read, in bytes.
+    pub max_input_bytes: u64,
+    /// Most decoded samples a worker holds for its model (frames × channels × 4 bytes); the
+    /// probe fails files over it, so it should be the same for the probe and every worker.
+    /// Keep it well below a worker's memory limit.
+    pub max_decoded_bytes: u64,
     /// Where model weights live, one folder per model family (`crepe/tiny.pth`, ...).
     pub models_dir: PathBuf,
     /// Most progress events per second per job.
@@ -289,6 +295,8 @@ impl Default for ProcessorConfig {
             max_attempts: 3,
             retry_base_seconds: 5,
             max_audio_seconds: 3.0 * 3600.0,
+            max_input_bytes: 1 << 30,
+            max_decoded_bytes: 1 << 30,
             models_dir: PathBuf::from(".roar/models"),
             progress_per_second: 2.0,
             heartbeat_seconds: 10,
@@ -390,6 +398,13 @@ impl Config {
         }
         if self.processor.heartbeat_seconds < 1 {
             return bad("processor.heartbeat_seconds must be ≥ 1".into());
+        }
+        if !(self.processor.max_audio_seconds.is_finite() && self.processor.max_audio_seconds > 0.0)
+        {
+            return bad("processor.max_audio_seconds must be > 0".into());
+        }
+        if self.processor.max_input_bytes < 1 || self.processor.max_decoded_bytes < 1 {
+            return bad("processor.max_input_bytes and max_decoded_bytes must be ≥ 1".into());
         }
         if self.http.link_ttl_seconds < 1 || self.http.link_ttl_seconds > 7 * 24 * 3600 {
             return bad("http.link_ttl_seconds must be in 1..=604800 (S3's limit)".into());

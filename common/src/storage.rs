@@ -16,6 +16,9 @@ use object_store::{ObjectMeta, ObjectStore, PutPayload};
 
 use crate::config::StorageConfig;
 
+mod reader;
+pub use reader::{ObjectReader, ReadFailure};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object {0} not found")]
@@ -155,6 +158,11 @@ impl Storage {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A blocking, seekable reader of the object for decoders (bounded memory whatever its size).
+    pub async fn reader(&self, key: &str) -> Result<ObjectReader, StorageError> {
+        ObjectReader::open(self.store.clone(), Self::path(key)?).await
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {

@@ -1,31 +1,42 @@
-//! Audio decoding with symphonia (wav, flac, mp3, ogg/vorbis, aac, ...). Blocking and CPU-bound:
-//! call it from a blocking thread, never on the async executor.
+//! Audio decoding with symphonia (wav, flac, mp3, ogg/vorbis, aac, ...), streamed from object
+//! storage in bounded memory: the probe measures a file without keeping its samples
+//! ([`measure`]), a worker keeps only the decoded samples its model needs ([`decode_from`]).
+//! Limits count what is actually read and decoded, never what a header claims. Blocking and
+//! CPU-bound: call it from a blocking thread, never on the async executor.
 
 use std::io::Cursor;
 
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
-use symphonia::core::errors::Error as SymErr;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
+use roar_common::storage::{ObjectReader, ReadFailure};
+use symphonia::core::io::MediaSource;
 
-/// Why audio could not be decoded. None of these improve on retry.
+#[cfg(test)]
+mod lying_tests;
+#[cfg(test)]
+mod memory_tests;
+mod stream;
+
+pub use stream::{Format, MAX_CHANNELS, MAX_SAMPLE_RATE};
+
+/// Why audio could not be decoded. Only [`AudioError::Storage`] may pass on retry.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AudioError {
     #[error("not a recognised audio format: {0}")]
     UnknownFormat(String),
     #[error("no audio track in the file")]
     NoAudioTrack,
-    #[error("unsupported codec: {0}")]
+    #[error("unsupported audio: {0}")]
     UnsupportedCodec(String),
     #[error("corrupt audio: {0}")]
     Corrupt(String),
     #[error("audio longer than the {0} s limit")]
     TooLong(f64),
+    #[error("audio too large: {0}")]
+    TooLarge(String),
     #[error("the file holds no samples")]
     Empty,
+    /// The store failed while the file was read: nothing is known about the file.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 impl AudioError {
@@ -37,8 +48,114 @@ impl AudioError {
             AudioError::UnsupportedCodec(_) => "unsupported_codec",
             AudioError::Corrupt(_) => "corrupt_audio",
             AudioError::TooLong(_) => "too_long",
+            AudioError::TooLarge(_) => "too_large",
             AudioError::Empty => "empty_audio",
+            AudioError::Storage(_) => "storage_unavailable",
         }
+    }
+
+    /// Whether trying again may succeed (the file itself was never the problem).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AudioError::Storage(_))
+    }
+}
+
+/// What a decode may consume. Every bound is checked against what is actually read and
+/// decoded, as it is decoded: a file over a limit fails as soon as it crosses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Longest audio, seconds (frames decoded / the stream's rate).
+    pub max_seconds: f64,
+    /// Largest file, bytes.
+    pub max_input_bytes: u64,
+    /// Most decoded samples kept or measured, in bytes of f32 (frames × channels × 4): what a
+    /// worker must hold in memory for its model.
+    pub max_decoded_bytes: u64,
+}
+
+impl Limits {
+    /// Only a duration limit (tests and in-memory use).
+    pub fn seconds(max_seconds: f64) -> Self {
+        Self {
+            max_seconds,
+            max_input_bytes: u64::MAX,
+            max_decoded_bytes: u64::MAX,
+        }
+    }
+
+    /// The limits `processor.*` configures.
+    pub fn from_config(p: &roar_common::config::ProcessorConfig) -> Self {
+        Self {
+            max_seconds: p.max_audio_seconds,
+            max_input_bytes: p.max_input_bytes,
+            max_decoded_bytes: p.max_decoded_bytes,
+        }
+    }
+
+    fn check(&self, frames: u64, rate: u32, channels: usize) -> Result<(), AudioError> {
+        if frames as f64 / f64::from(rate.max(1)) > self.max_seconds {
+            return Err(AudioError::TooLong(self.max_seconds));
+        }
+        let bytes = frames
+            .saturating_mul(channels as u64)
+            .saturating_mul(std::mem::size_of::<f32>() as u64);
+        if bytes > self.max_decoded_bytes {
+            return Err(AudioError::TooLarge(format!(
+                "more than {} bytes of decoded samples",
+                self.max_decoded_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where encoded audio comes from.
+pub struct Source {
+    inner: Box<dyn MediaSource>,
+    size: u64,
+    failure: Option<ReadFailure>,
+}
+
+impl Source {
+    /// Bytes already in memory.
+    pub fn bytes(bytes: Vec<u8>) -> Self {
+        Self {
+            size: bytes.len() as u64,
+            inner: Box::new(Cursor::new(bytes)),
+            failure: None,
+        }
+    }
+
+    /// An object read from storage as the decoder asks for it (bounded memory).
+    pub fn object(reader: ObjectReader) -> Self {
+        Self {
+            size: reader.size(),
+            failure: Some(reader.failure()),
+            inner: Box::new(Object(reader)),
+        }
+    }
+}
+
+struct Object(ObjectReader);
+
+impl std::io::Read for Object {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Seek for Object {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
+
+impl MediaSource for Object {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.0.size())
     }
 }
 
@@ -74,21 +191,73 @@ impl Decoded {
 
     /// Peak absolute sample, in dBFS (−inf for digital silence).
     pub fn peak_dbfs(&self) -> f64 {
-        let peak = self.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
-        db(f64::from(peak))
+        let mut m = Measure::default();
+        stream::Sink::samples(&mut m, &self.samples);
+        m.peak_dbfs()
     }
 
     /// RMS over all samples of all channels, in dBFS.
     pub fn rms_dbfs(&self) -> f64 {
-        if self.samples.is_empty() {
+        let mut m = Measure::default();
+        stream::Sink::samples(&mut m, &self.samples);
+        m.rms_dbfs()
+    }
+}
+
+/// What the probe learns from a full pass over a file, without keeping its samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub format: Format,
+    pub frames: u64,
+    pub peak_dbfs: f64,
+    pub rms_dbfs: f64,
+}
+
+impl Measured {
+    pub fn duration_seconds(&self) -> f64 {
+        self.frames as f64 / f64::from(self.format.sample_rate.max(1))
+    }
+}
+
+#[derive(Default)]
+struct Measure {
+    peak: f32,
+    sum_sq: f64,
+    count: u64,
+}
+
+impl Measure {
+    fn peak_dbfs(&self) -> f64 {
+        db(f64::from(self.peak))
+    }
+
+    fn rms_dbfs(&self) -> f64 {
+        if self.count == 0 {
             return f64::NEG_INFINITY;
         }
-        let sum: f64 = self
-            .samples
-            .iter()
-            .map(|s| f64::from(*s) * f64::from(*s))
-            .sum();
-        db((sum / self.samples.len() as f64).sqrt())
+        db((self.sum_sq / self.count as f64).sqrt())
+    }
+}
+
+impl stream::Sink for Measure {
+    fn samples(&mut self, s: &[f32]) {
+        for x in s {
+            self.peak = self.peak.max(x.abs());
+            self.sum_sq += f64::from(*x) * f64::from(*x);
+        }
+        self.count += s.len() as u64;
+    }
+}
+
+/// Keeps every sample. No capacity is reserved from the header's length (it may lie); the
+/// vector grows as audio is actually decoded, up to the limit.
+struct Collect {
+    samples: Vec<f32>,
+}
+
+impl stream::Sink for Collect {
+    fn samples(&mut self, s: &[f32]) {
+        self.samples.extend_from_slice(s);
     }
 }
 
@@ -99,91 +268,41 @@ fn db(x: f64) -> f64 {
 /// Decodes a whole file held in memory. `hint` is a file extension or MIME type, used only to
 /// speed up format detection.
 pub fn decode(bytes: Vec<u8>, hint: Option<&str>, max_seconds: f64) -> Result<Decoded, AudioError> {
-    let mss = MediaSourceStream::new(
-        Box::new(Cursor::new(bytes)),
-        MediaSourceStreamOptions::default(),
-    );
-    let mut h = Hint::new();
-    if let Some(x) = hint {
-        if x.contains('/') {
-            h.mime_type(x);
-        } else {
-            h.with_extension(x);
-        }
-    }
-    let probed = symphonia::default::get_probe()
-        .format(
-            &h,
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| AudioError::UnknownFormat(e.to_string()))?;
-    let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL && t.codec_params.sample_rate.is_some())
-        .ok_or(AudioError::NoAudioTrack)?;
-    let track_id = track.id;
-    let codec = symphonia::default::get_codecs()
-        .get_codec(track.codec_params.codec)
-        .map(|c| c.short_name.to_string())
-        .unwrap_or_else(|| format!("{:?}", track.codec_params.codec));
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| AudioError::UnsupportedCodec(e.to_string()))?;
-    let mut sample_rate = track.codec_params.sample_rate.unwrap_or(0);
-    let mut channels = track.codec_params.channels.map(|c| c.count()).unwrap_or(0);
+    decode_from(Source::bytes(bytes), hint, &Limits::seconds(max_seconds))
+}
 
-    let mut samples: Vec<f32> = Vec::new();
-    let mut buf: Option<SampleBuffer<f32>> = None;
-    let mut decode_errors = 0usize;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymErr::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(SymErr::ResetRequired) => break,
-            Err(e) => return Err(AudioError::Corrupt(e.to_string())),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
-        match decoder.decode(&packet) {
-            Ok(audio) => {
-                let spec = *audio.spec();
-                sample_rate = spec.rate;
-                channels = spec.channels.count();
-                let b = buf.get_or_insert_with(|| SampleBuffer::new(audio.capacity() as u64, spec));
-                if b.capacity() < audio.capacity() * channels {
-                    *b = SampleBuffer::new(audio.capacity() as u64, spec);
-                }
-                b.copy_interleaved_ref(audio);
-                samples.extend_from_slice(b.samples());
-                let limit = max_seconds * f64::from(sample_rate.max(1)) * channels.max(1) as f64;
-                if samples.len() as f64 > limit {
-                    return Err(AudioError::TooLong(max_seconds));
-                }
-            }
-            // A damaged frame inside an otherwise good stream is skipped, as players do;
-            // a stream that is mostly damage is corrupt.
-            Err(SymErr::DecodeError(e)) => {
-                decode_errors += 1;
-                if decode_errors > 50 && samples.is_empty() {
-                    return Err(AudioError::Corrupt(e.to_string()));
-                }
-            }
-            Err(e) => return Err(AudioError::Corrupt(e.to_string())),
-        }
-    }
-    if samples.is_empty() || channels == 0 || sample_rate == 0 {
-        return Err(AudioError::Empty);
-    }
+/// Decodes `source` and keeps every sample (what a model runs on).
+pub fn decode_from(
+    source: Source,
+    hint: Option<&str>,
+    limits: &Limits,
+) -> Result<Decoded, AudioError> {
+    let mut sink = Collect {
+        samples: Vec::new(),
+    };
+    let (format, _) = stream::run(source, hint, limits, &mut sink)?;
     Ok(Decoded {
-        codec,
-        sample_rate,
-        channels,
-        samples,
+        codec: format.codec,
+        sample_rate: format.sample_rate,
+        channels: format.channels,
+        samples: sink.samples,
+    })
+}
+
+/// Decodes all of `source` to measure it, keeping no samples: every packet must decode (the
+/// probe's definition of a usable file), and the length is what was decoded.
+pub fn measure(
+    source: Source,
+    hint: Option<&str>,
+    limits: &Limits,
+) -> Result<Measured, AudioError> {
+    let mut m = Measure::default();
+    let (format, frames) = stream::run(source, hint, limits, &mut m)?;
+    Ok(Measured {
+        format,
+        frames,
+        peak_dbfs: m.peak_dbfs(),
+        rms_dbfs: m.rms_dbfs(),
     })
 }
 

@@ -1,7 +1,16 @@
 //! The probe (consumer group `roar-probe`): for every `FileUploaded`, decode the audio, write
 //! `outputs/{file_id}/metadata.json`, and emit `FileProbed`, or `FileProbeFailed` with a clear
-//! code when the upload is not decodable audio. A bad upload therefore ends in a failed state
+//! code when the upload is not usable audio. A bad upload therefore ends in a failed state
 //! rather than a stuck one.
+//!
+//! "Probed" means a workers' decode of the file will succeed: the container is recognised,
+//! it has an audio track in a supported codec with a sane rate (≤ 768 kHz) and channel count
+//! (≤ 32) that stay the same throughout, every packet decodes (damaged frames are skipped only
+//! once good audio has been decoded, as players do), at least one frame decodes, and the file
+//! is within the limits (bytes read, seconds and bytes of samples decoded). Length, peak and
+//! RMS are measured on what was decoded, never taken from the header. The file is streamed
+//! from storage and its samples are not kept, so memory stays at one chunk and one packet
+//! whatever the file's size.
 
 use std::sync::Arc;
 
@@ -16,7 +25,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audio::{self, AudioError};
+use crate::audio::{self, AudioError, Limits, Source};
 
 /// The consumer group of the probe.
 pub const GROUP: &str = "roar-probe";
@@ -40,7 +49,7 @@ pub struct Metadata<'a> {
     pub duration_seconds: f64,
     pub sample_rate: u32,
     pub channels: usize,
-    pub frames: usize,
+    pub frames: u64,
     pub peak_dbfs: f64,
     pub rms_dbfs: f64,
     pub request_ids: Vec<&'a str>,
@@ -50,21 +59,21 @@ pub struct Metadata<'a> {
 pub struct Probe {
     storage: Storage,
     producer: EventProducer,
-    max_audio_seconds: f64,
+    limits: Limits,
 }
 
 impl Probe {
-    pub fn new(storage: Storage, producer: EventProducer, max_audio_seconds: f64) -> Arc<Self> {
+    pub fn new(storage: Storage, producer: EventProducer, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             storage,
             producer,
-            max_audio_seconds,
+            limits,
         })
     }
 
     async fn probe(&self, ev: &FileEvent, info: &FileInfo) -> Result<FileBody, HandleError> {
-        let bytes = match self.storage.get(&info.storage_key).await {
-            Ok(b) => b,
+        let reader = match self.storage.reader(&info.storage_key).await {
+            Ok(r) => r,
             Err(StorageError::NotFound(k)) => {
                 return Ok(FileBody::ProbeFailed {
                     code: "missing_upload".into(),
@@ -75,15 +84,16 @@ impl Probe {
             Err(e) => return Err(HandleError::poison(DeadLetterKind::Invalid, e.to_string())),
         };
         let hint = extension(&info.filename).or_else(|| Some(info.mime.clone()));
-        let max = self.max_audio_seconds;
+        let limits = self.limits.clone();
         // Decoding a long song takes seconds of CPU: never on the async executor.
-        let decoded = tokio::task::spawn_blocking(move || {
-            audio::decode(bytes.to_vec(), hint.as_deref(), max)
+        let measured = tokio::task::spawn_blocking(move || {
+            audio::measure(Source::object(reader), hint.as_deref(), &limits)
         })
         .await
         .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
-        let d = match decoded {
+        let d = match measured {
             Ok(d) => d,
+            Err(e) if e.is_retryable() => return Err(HandleError::Retry(e.to_string())),
             Err(e) => return Ok(failed(&e)),
         };
         let key = metadata_key(&ev.file_id);
@@ -95,13 +105,13 @@ impl Probe {
             mime_type: &info.mime,
             size: info.size,
             sha256: &info.sha256,
-            codec: &d.codec,
+            codec: &d.format.codec,
             duration_seconds: d.duration_seconds(),
-            sample_rate: d.sample_rate,
-            channels: d.channels,
-            frames: d.frames(),
-            peak_dbfs: finite(d.peak_dbfs()),
-            rms_dbfs: finite(d.rms_dbfs()),
+            sample_rate: d.format.sample_rate,
+            channels: d.format.channels,
+            frames: d.frames,
+            peak_dbfs: finite(d.peak_dbfs),
+            rms_dbfs: finite(d.rms_dbfs),
             request_ids: vec![&ev.meta.request_id],
             processing_steps: vec!["probe"],
         };
@@ -113,11 +123,11 @@ impl Probe {
             .map_err(|e| HandleError::Retry(e.to_string()))?;
         Ok(FileBody::Probed(ProbeSummary {
             metadata_key: key,
-            codec: d.codec.clone(),
+            codec: d.format.codec.clone(),
             duration_seconds: d.duration_seconds(),
-            sample_rate: d.sample_rate as i32,
-            channels: d.channels as i32,
-            frames: d.frames() as i64,
+            sample_rate: d.format.sample_rate as i32,
+            channels: d.format.channels as i32,
+            frames: d.frames as i64,
             peak_dbfs: meta.peak_dbfs,
             rms_dbfs: meta.rms_dbfs,
         }))

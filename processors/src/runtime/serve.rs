@@ -53,7 +53,7 @@ pub fn options(cfg: &Config, worker_id: String) -> WorkerOptions {
         retry_base: Duration::from_secs(p.retry_base_seconds),
         shutdown_grace: Duration::from_secs(p.shutdown_grace_seconds),
         progress_interval: Duration::from_secs_f64(1.0 / p.progress_per_second),
-        max_audio_seconds: p.max_audio_seconds,
+        limits: crate::audio::Limits::from_config(p),
         max_retry_wait: Duration::from_secs(p.retry_base_seconds.saturating_mul(64).max(1)),
     }
 }

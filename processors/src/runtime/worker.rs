@@ -37,8 +37,8 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     /// Least time between two progress events of a job.
     pub progress_interval: Duration,
-    /// Longest input decoded, seconds.
-    pub max_audio_seconds: f64,
+    /// What decoding an input may consume (seconds, bytes read, bytes of samples kept).
+    pub limits: audio::Limits,
     /// Longest a retry waits for its `not_before` while holding the partition.
     pub max_retry_wait: Duration,
 }
@@ -293,8 +293,8 @@ impl Worker {
                 ))
             }
         };
-        let bytes = match self.storage.get(&upload_key(&req.file_id)).await {
-            Ok(b) => b,
+        let reader = match self.storage.reader(&upload_key(&req.file_id)).await {
+            Ok(r) => r,
             Err(StorageError::NotFound(_)) => {
                 return Ok(failed(
                     "missing_input",
@@ -307,13 +307,16 @@ impl Worker {
             }
             Err(e) => return Ok(failed("storage_error", e.to_string(), false)),
         };
-        let max = self.opts.max_audio_seconds;
-        let decoded = tokio::task::spawn_blocking(move || audio::decode(bytes.to_vec(), None, max))
-            .await
-            .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
+        let limits = self.opts.limits.clone();
+        // Streamed from storage: only the decoded samples the model needs are held.
+        let decoded = tokio::task::spawn_blocking(move || {
+            audio::decode_from(audio::Source::object(reader), None, &limits)
+        })
+        .await
+        .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
         let audio = match decoded {
             Ok(a) => a,
-            Err(e) => return Ok(failed(e.code(), e.to_string(), false)),
+            Err(e) => return Ok(failed(e.code(), e.to_string(), e.is_retryable())),
         };
 
         let _slot = self
