@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The static gates CI runs before the tests (.ci/run): formatting, unused dependencies, clippy on
-# every target, and the doc tests (nextest does not run those). Cheapest first, so a slip fails
-# in seconds; the doc tests build the libraries the test build then reuses.
+# The static gates CI runs before the tests (.ci/run): formatting, unused dependencies, the
+# deployment files, clippy on every target, and the doc tests (nextest does not run those).
+# Cheapest first, so a slip fails in seconds; the doc tests build the libraries the test build then reuses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -22,6 +22,11 @@ if ! command -v cargo-machete >/dev/null 2>&1; then
 fi
 echo "== cargo machete (unused dependencies)"
 cargo machete
+
+# The deployment files, offline: k8s schemas, promtool, docker-compose config (its header says
+# what it installs: about a minute on a fresh machine, seconds after).
+echo "== deployment files"
+scripts/check-deploy.sh
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -129,6 +129,8 @@ fn every_role_is_a_real_subcommand() {
         &["topics"],
         &["processor", "probe"],
         &["processor", "pitch"],
+        &["processor", "whisper"],
+        &["processor", "demucs"],
     ] {
         let required: Vec<String> = required.iter().map(|s| s.to_string()).collect();
         assert!(roles.contains(&required), "no container runs {required:?}");
