@@ -36,6 +36,12 @@ if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet 'moto[server]'
 fi
 
+# The analytics example's packages (tests/e2e/ops_analytics.rs runs it against the broker):
+# confluent-kafka, fastavro, avro, duckdb; about 100 MB of wheels, half a minute.
+if ! python3 -c 'import confluent_kafka, fastavro, avro, duckdb' >/dev/null 2>&1; then
+  python3 -m pip install --quiet -r examples/analytics/requirements.txt
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

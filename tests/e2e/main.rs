@@ -9,7 +9,8 @@
 //! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
 //! - `consumer_rebalance`: the same loop under shutdown and rebalance;
 //! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files;
-//! - `ops_*`: what operations see of each role run as its own process (metrics, probes).
+//! - `ops_*`: what operations see: each role run as its own process (metrics, probes), and a
+//!   foreign analytics client reading the topics.
 //!
 //! `support` is the one harness they share.
 
@@ -30,6 +31,7 @@ mod e2e_models;
 mod e2e_pitch;
 mod e2e_probe;
 mod e2e_runtime;
+mod ops_analytics;
 mod ops_metrics;
 mod projection_exactly_once;
 mod projection_history;
