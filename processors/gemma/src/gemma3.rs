@@ -91,7 +91,7 @@ impl Gemma3Config {
     }
 
     fn is_sliding(&self, layer: usize) -> bool {
-        (layer + 1) % self.pattern != 0
+        !(layer + 1).is_multiple_of(self.pattern)
     }
 }
 

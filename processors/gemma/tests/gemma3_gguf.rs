@@ -5,9 +5,9 @@
 //! * float path (weights dequantised like the reference): logits within 2e-3 of the
 //!   reference's at 11 positions of a 600-token text (past the 512-token sliding window), fed
 //!   in chunks through the cache, and the same 32 greedy tokens;
-//! * quantised path (the fast one): the Q4_K/Q5_0/Q6_K/Q8_0 kernels quantise each activation
-//!   block to 8 bits (as llama.cpp does); the reference emulates that rounding, see
-//!   `QUANTIZED_BOUND` for the bound and why.
+//!
+//! The quantised path (GGML kernels, which also round every matmul input to 8 bits per block)
+//! is not proven here: see the crate README.
 //!
 //! Needs the weights: `scripts/gemma/fetch-weights.sh .roar/models/gemma` (scripts/test.sh
 //! runs it).
@@ -24,14 +24,6 @@ use roar_testkit::assert_close;
 /// Float path: the same arithmetic as the reference up to summation order (logits span about
 /// ±30; float32 sums over 640–2048 terms through 18 layers).
 const FLOAT_BOUND: f32 = 2e-3;
-
-/// Quantised path, against the reference with the kernels' activation rounding emulated
-/// (Q8_0 per 32 values with a float16 scale, Q8_K per 256; see the generator). Against the
-/// plain float reference the rounding alone moves logits by 0.3–2.8 at these positions (and
-/// flips the top token at one), so that comparison bounds nothing useful; with the rounding
-/// emulated, what is left is summation order plus the rare value that rounds the other way
-/// at a .5 boundary after upstream float differences.
-const QUANTIZED_BOUND: f32 = 0.05;
 
 fn model_path() -> PathBuf {
     let dir = match std::env::var_os("ROAR_MODELS_DIR") {
@@ -90,13 +82,8 @@ fn compare(precision: Precision, bound: f32) -> f32 {
     let r = reference();
     let (model, _) = load(precision);
     let (rows, argmax) = kept_logits(&model, &r);
-    let suffix = if precision == Precision::Quantized {
-        "_q"
-    } else {
-        ""
-    };
-    let want: Vec<Vec<f32>> = r[&format!("logits{suffix}")].to_vec2().unwrap();
-    let top: Vec<Vec<i64>> = r[&format!("top_ids{suffix}")].to_vec2().unwrap();
+    let want: Vec<Vec<f32>> = r["logits"].to_vec2().unwrap();
+    let top: Vec<Vec<i64>> = r["top_ids"].to_vec2().unwrap();
     let diffs: Vec<(f32, bool)> = rows
         .iter()
         .zip(&want)
@@ -151,11 +138,6 @@ fn tokenizer_matches_reference() {
 #[test]
 fn float_path_matches_reference_logits() {
     compare(Precision::Dequantized, FLOAT_BOUND);
-}
-
-#[test]
-fn quantized_path_stays_within_quantisation_error() {
-    compare(Precision::Quantized, QUANTIZED_BOUND);
 }
 
 #[test]

@@ -106,7 +106,8 @@ impl Gemma3nConfig {
         let n = t.num_hidden_layers;
         let checks = [
             (
-                t.num_attention_heads % t.num_key_value_heads.max(1) == 0,
+                t.num_attention_heads
+                    .is_multiple_of(t.num_key_value_heads.max(1)),
                 "heads not a multiple of kv heads",
             ),
             (
@@ -120,9 +121,10 @@ impl Gemma3nConfig {
             ),
             (t.altup_active_idx < t.altup_num_inputs, "altup_active_idx"),
             (t.num_kv_shared_layers < n, "num_kv_shared_layers"),
-            (t.head_dim % 2 == 0, "head_dim even"),
+            (t.head_dim.is_multiple_of(2), "head_dim even"),
             (
-                a.hidden_size % a.conf_num_attention_heads.max(1) == 0,
+                a.hidden_size
+                    .is_multiple_of(a.conf_num_attention_heads.max(1)),
                 "audio heads",
             ),
             (a.sscp_conv_channel_size.len() == 2, "two sscp convolutions"),

@@ -84,9 +84,7 @@ fn pair_words(a: &[String], b: &[String]) -> Vec<Option<(usize, f32)>> {
         }
         std::mem::swap(&mut prev, &mut cur);
     }
-    for j in 1..=m {
-        trace[j] = 2;
-    }
+    trace[1..=m].fill(2);
     let mut pairs = vec![None; n];
     let (mut i, mut j) = (n, m);
     while i > 0 || j > 0 {
