@@ -54,6 +54,7 @@ fn file_life(n: usize) -> Vec<Msg> {
         params_json: "{}".into(),
         attempt: 1,
         not_before: None,
+        input: None,
     };
     let job = |body| JobEvent {
         meta: meta(),

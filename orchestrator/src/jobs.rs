@@ -144,6 +144,7 @@ pub async fn request(
         params_json,
         attempt,
         not_before: None,
+        input: None,
     };
     let (emitted, attempt, token) = emit_request(s, spec).await?;
     let mut body = base;
@@ -215,6 +216,7 @@ pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<Value, Api
         params_json: canonical_json(&job.params),
         attempt: job.attempt.max(1) + 1,
         not_before: None,
+        input: None,
     };
     let (_, attempt, token) = emit_request(s, ev).await?;
     Ok(json!({

@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use roar_common::catalog::{self, CatalogError};
 use roar_common::kafka::{EventProducer, KafkaError};
-use roar_schemas::ids::{canonical_json, job_id};
+use roar_schemas::ids::JobIdentity;
 use roar_schemas::topics::jobs_topic;
-use roar_schemas::{EventMeta, JobRequested};
+use roar_schemas::EventMeta;
 
 use crate::store::ReadModel;
 
@@ -102,14 +102,14 @@ pub async fn replay(
             }
         };
         let version = spec.model_version.clone().unwrap_or(resolved.model_version);
-        let params = canonical_json(&resolved.params);
-        let id = job_id(
+        let identity = JobIdentity::new(
             &j.file_id,
             &spec.model,
             &resolved.variation,
-            &params,
+            &resolved.params,
             &version,
         );
+        let id = identity.job_id().to_string();
         if !seen.insert(id.clone()) {
             continue;
         }
@@ -119,18 +119,7 @@ pub async fn replay(
         }
         let mut meta = base.follow(spec.actor.clone());
         meta.request_id = report.request_id.clone();
-        to_send.push(JobRequested {
-            meta,
-            job_id: id,
-            file_id: j.file_id.clone(),
-            owner: j.owner.clone(),
-            model: spec.model.clone(),
-            variation: resolved.variation,
-            model_version: version,
-            params_json: params,
-            attempt: 1,
-            not_before: None,
-        });
+        to_send.push(identity.request(meta, j.owner.clone(), 1));
     }
     let topic = jobs_topic(&spec.model);
     for chunk in to_send.chunks(256) {

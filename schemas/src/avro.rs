@@ -183,6 +183,18 @@ impl Fields {
         Fields::new(what, v)
     }
 
+    /// Takes a `["null", record]` field.
+    pub(crate) fn opt_record(
+        &mut self,
+        name: &str,
+        what: &'static str,
+    ) -> Result<Option<Fields>, DecodeError> {
+        match unwrap_union(self.take(name)?) {
+            Value::Null => Ok(None),
+            v => Fields::new(what, v).map(Some),
+        }
+    }
+
     /// Takes a union-of-records field; returns the variant's record name and its fields.
     pub(crate) fn variant(
         &mut self,

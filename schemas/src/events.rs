@@ -298,6 +298,42 @@ pub struct JobRequested {
     pub attempt: i32,
     /// A retry is not started before this time.
     pub not_before: Option<DateTime<Utc>>,
+    /// What the job reads: `None` for the uploaded file, else one output of another job on the
+    /// same file (schema version 2; earlier requests decode as `None`).
+    pub input: Option<JobInput>,
+}
+
+/// One output of another job, the input of a job that chains on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobInput {
+    /// The upstream job.
+    pub job_id: String,
+    /// The upstream job's model and variation, which place its manifest:
+    /// `outputs/{file_id}/{model}/{variation}/{job_id}/manifest.json`.
+    pub model: String,
+    pub variation: String,
+    /// The output's name: its file name without the extension (`vocals` for `vocals.wav`).
+    pub output: String,
+}
+
+impl JobInput {
+    fn to_value(&self) -> Value {
+        record(vec![
+            ("job_id", string(&self.job_id)),
+            ("model", string(&self.model)),
+            ("variation", string(&self.variation)),
+            ("output", string(&self.output)),
+        ])
+    }
+
+    fn from_fields(mut f: Fields) -> Result<Self, DecodeError> {
+        Ok(Self {
+            job_id: f.string("job_id")?,
+            model: f.string("model")?,
+            variation: f.string("variation")?,
+            output: f.string("output")?,
+        })
+    }
 }
 
 impl Event for JobRequested {
@@ -307,7 +343,10 @@ impl Event for JobRequested {
         static S: LazyLock<SchemaSet> = LazyLock::new(|| {
             SchemaSet::new(
                 include_str!("../avro/job_request.avsc"),
-                &[include_str!("../avro/history/job_request.v1.avsc")],
+                &[
+                    include_str!("../avro/history/job_request.v1.avsc"),
+                    include_str!("../avro/history/job_request.v2.avsc"),
+                ],
             )
         });
         &S
@@ -328,6 +367,13 @@ impl Event for JobRequested {
                 "not_before",
                 opt_micros(self.not_before.map(|t| t.timestamp_micros())),
             ),
+            (
+                "input",
+                match &self.input {
+                    Some(i) => Value::Union(1, Box::new(i.to_value())),
+                    None => Value::Union(0, Box::new(Value::Null)),
+                },
+            ),
         ])
     }
 
@@ -344,6 +390,10 @@ impl Event for JobRequested {
             params_json: f.string("params_json")?,
             attempt: f.int("attempt")?,
             not_before: f.opt_micros("not_before")?.map(micros).transpose()?,
+            input: f
+                .opt_record("input", "JobInput")?
+                .map(JobInput::from_fields)
+                .transpose()?,
         })
     }
 

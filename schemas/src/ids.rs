@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::events::{EventMeta, JobRequested};
+use crate::events::{EventMeta, JobInput, JobRequested};
 
 fn digest(parts: &[&str]) -> String {
     let mut h = Sha256::new();
@@ -23,7 +23,8 @@ pub fn file_id(owner: &str, content_sha256: &str) -> String {
     )
 }
 
-/// `j` + 32 hex characters, from the file, model, variation, canonical params and model version.
+/// `j` + 32 hex characters, from the file, model, variation, canonical params and model version
+/// of a job that reads the uploaded file. [`JobIdentity`] derives every job's id.
 pub fn job_id(
     file_id: &str,
     model: &str,
@@ -44,8 +45,8 @@ pub fn job_id(
     )
 }
 
-/// What names a job: the file, model, variation, parameters (canonical JSON) and model version
-/// (everything that determines its outputs) with the id derived from them. [`JobIdentity::new`]
+/// What names a job: the file, model, variation, parameters (canonical JSON), model version and
+/// input (everything that determines its outputs) with the id derived from them. [`JobIdentity::new`]
 /// is the one place a job id is derived, so a request, a retry and a replay cannot disagree on
 /// it; [`JobIdentity::request`] is the one way to a [`JobRequested`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,7 @@ pub struct JobIdentity {
     variation: String,
     params_json: String,
     model_version: String,
+    input: Option<JobInput>,
 }
 
 impl JobIdentity {
@@ -76,11 +78,37 @@ impl JobIdentity {
             variation: variation.to_string(),
             params_json,
             model_version: model_version.to_string(),
+            input: None,
         }
+    }
+
+    /// The same job reading `input` (another job's output) instead of the upload: another id.
+    /// The upstream job id stands for the upstream's model, variation and parameters, so only
+    /// it and the output's name enter the digest; a job on the upload keeps the id it always had.
+    pub fn reading(mut self, input: JobInput) -> Self {
+        self.job_id = format!(
+            "j{}",
+            digest(&[
+                "roar.job.v2",
+                &self.file_id,
+                &self.model,
+                &self.variation,
+                &self.params_json,
+                &self.model_version,
+                &input.job_id,
+                &input.output,
+            ])
+        );
+        self.input = Some(input);
+        self
     }
 
     pub fn job_id(&self) -> &str {
         &self.job_id
+    }
+
+    pub fn input(&self) -> Option<&JobInput> {
+        self.input.as_ref()
     }
 
     /// The request for `attempt` (1 for the first) of this job, `owner`'s, to start at once.
@@ -96,6 +124,7 @@ impl JobIdentity {
             params_json: self.params_json,
             attempt,
             not_before: None,
+            input: self.input,
         }
     }
 }
@@ -197,7 +226,41 @@ mod tests {
                 params_json: r#"{"overlap":0.25,"shifts":1}"#.into(),
                 attempt: 2,
                 not_before: None,
+                input: None,
             }
         );
+    }
+
+    #[test]
+    fn the_input_is_part_of_a_jobs_identity() {
+        let params = serde_json::json!({});
+        let on_upload = JobIdentity::new("f1", "whisper", "tiny", &params, "v1");
+        let vocals = |job_id: &str, output: &str| JobInput {
+            job_id: job_id.into(),
+            model: "demucs".into(),
+            variation: "htdemucs".into(),
+            output: output.into(),
+        };
+        let on_vocals = on_upload.clone().reading(vocals("ja", "vocals"));
+        // Reading nothing keeps the id every earlier job was given.
+        assert_eq!(
+            on_upload.job_id(),
+            job_id("f1", "whisper", "tiny", "{}", "v1")
+        );
+        assert_ne!(on_vocals.job_id(), on_upload.job_id());
+        assert!(is_valid_id('j', on_vocals.job_id()));
+        // Asking twice is one job; another output or another upstream job is another job.
+        assert_eq!(on_vocals, on_upload.clone().reading(vocals("ja", "vocals")));
+        for other in [vocals("ja", "drums"), vocals("jb", "vocals")] {
+            assert_ne!(
+                on_upload.clone().reading(other).job_id(),
+                on_vocals.job_id()
+            );
+        }
+        let r = on_vocals
+            .clone()
+            .request(EventMeta::new("r", "pipeline"), "u1".into(), 1);
+        assert_eq!(r.job_id, on_vocals.job_id());
+        assert_eq!(r.input, Some(vocals("ja", "vocals")));
     }
 }

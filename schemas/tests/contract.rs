@@ -163,6 +163,21 @@ fn job_request() -> JobRequested {
         params_json: r#"{"viterbi":true}"#.into(),
         attempt: 1,
         not_before: None,
+        input: None,
+    }
+}
+
+fn job_request_with_input() -> JobRequested {
+    JobRequested {
+        model: "whisper".into(),
+        params_json: r#"{"word_timestamps":true}"#.into(),
+        input: Some(JobInput {
+            job_id: "j0".into(),
+            model: "demucs".into(),
+            variation: "htdemucs".into(),
+            output: "vocals".into(),
+        }),
+        ..job_request()
     }
 }
 
@@ -259,6 +274,7 @@ fn every_event_round_trips_and_matches_golden_bytes() {
         errors.extend(check(name, &e).err());
     }
     errors.extend(check("job_requested", &job_request()).err());
+    errors.extend(check("job_requested_with_input", &job_request_with_input()).err());
     errors.extend(check("control_cancel_requested", &control()).err());
     errors.extend(check("control_worker_alive", &worker_alive()).err());
     errors.extend(check("dead_letter", &dead_letter()).err());
@@ -446,4 +462,22 @@ fn a_message_written_with_an_earlier_version_decodes() {
         decode::<ControlEvent>(&bytes),
         Err(wire::DecodeError::UnknownSchema { .. })
     ));
+}
+
+#[test]
+fn a_job_request_written_before_inputs_existed_decodes_as_reading_the_upload() {
+    // The golden bytes job_request v1 wrote (kept when v2 added `input`): a request from before
+    // pipelines, still on the topics, must decode and mean what it meant then.
+    let v1 = std::fs::read(format!("{GOLDEN}/job_requested.v1.bin")).unwrap();
+    let v1_schema =
+        apache_avro::Schema::parse_str(include_str!("../avro/history/job_request.v1.avsc"))
+            .unwrap();
+    assert_eq!(v1[2..10], fingerprint(&v1_schema));
+    assert_ne!(
+        fingerprint(&v1_schema),
+        JobRequested::schemas().current_fingerprint
+    );
+    let old: JobRequested = decode(&v1).unwrap();
+    assert_eq!(old, job_request());
+    assert_eq!(old.input, None);
 }

@@ -33,6 +33,7 @@ async fn request(infra: &Infra, file_id: &str, owner: &str, params: Value) -> St
         params_json,
         attempt: 1,
         not_before: None,
+        input: None,
     };
     produce(infra, &jobs_topic("pitch"), file_id, &req).await;
     job_id

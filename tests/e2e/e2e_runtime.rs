@@ -69,6 +69,7 @@ async fn request(infra: &Infra, file_id: &str, tag: &str) -> String {
         params_json: "{}".into(),
         attempt: 1,
         not_before: None,
+        input: None,
     };
     produce(infra, &jobs_topic("gemma3n"), file_id, &req).await;
     job_id

@@ -200,6 +200,7 @@ pub fn request(
         params_json: params,
         attempt: 1,
         not_before: None,
+        input: None,
     }
 }
 
