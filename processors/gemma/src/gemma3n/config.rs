@@ -66,8 +66,9 @@ pub struct Gemma3nConfig {
     pub audio_token_id: u32,
     pub boa_token_id: u32,
     pub eoa_token_id: u32,
-    /// Where the vision tower's hard tokens start (ids from here up to the audio offset).
+    /// Where the vision range's hard tokens start (ids from here up to the audio offset).
     pub vision_vocab_offset: usize,
+    pub vision_rms_norm_eps: f64,
 }
 
 impl Gemma3nConfig {
@@ -93,6 +94,10 @@ impl Gemma3nConfig {
                 .pointer("/vision_config/vocab_offset")
                 .and_then(Value::as_u64)
                 .unwrap_or(262_144) as usize,
+            vision_rms_norm_eps: v
+                .pointer("/vision_config/rms_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-6),
             text,
             audio,
         };
@@ -139,6 +144,10 @@ impl Gemma3nConfig {
             (
                 a.vocab_offset + a.vocab_size == t.vocab_size,
                 "audio vocabulary ends the text vocabulary",
+            ),
+            (
+                self.vision_vocab_offset <= a.vocab_offset,
+                "vision range before the audio range",
             ),
         ];
         for (ok, what) in checks {

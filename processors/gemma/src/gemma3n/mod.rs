@@ -64,6 +64,9 @@ pub struct Gemma3n {
     pub text: text::TextModel,
     pub audio: audio::AudioEncoder,
     embed_audio: Embedder,
+    /// Embeds the vision range's hard tokens (roar has no vision tower, so no image soft
+    /// tokens; the ids themselves still embed as the reference embeds them).
+    embed_vision: Embedder,
     features: features::FeatureExtractor,
 }
 
@@ -85,8 +88,15 @@ impl Gemma3n {
             config.audio.rms_norm_eps,
             config.audio.vocab_offset,
         )?;
+        let embed_vision = Embedder::load(
+            &w,
+            "model.embed_vision",
+            config.vision_rms_norm_eps,
+            config.vision_vocab_offset,
+        )?;
         Ok(Self {
             features: features::FeatureExtractor::new(config.audio.input_feat_size),
+            embed_vision,
             text: tm,
             audio: am,
             embed_audio,
@@ -136,7 +146,8 @@ impl Gemma3n {
 
     /// Input embeddings and per-layer embeddings of a prompt. Ids in the audio vocabulary are
     /// embedded by the audio embedder; the `audio_token_id` placeholders take `audio`'s rows
-    /// in order (their count must match). Image ids are refused (no vision tower).
+    /// in order (their count must match). Ids in the vision range are embedded by the vision
+    /// embedder (as hard tokens: there is no vision tower to give image soft tokens).
     pub fn embed_prompt(&self, ids: &[u32], audio: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         let c = &self.config;
         let vocab = c.text.vocab_size;
@@ -145,23 +156,20 @@ impl Gemma3n {
                 "token {bad} outside the vocabulary"
             )));
         }
-        if ids
-            .iter()
-            .any(|&i| (i as usize) >= c.vision_vocab_offset && (i as usize) < c.audio.vocab_offset)
-        {
-            return Err(GemmaError::InvalidInput(
-                "image tokens are not supported".into(),
-            ));
-        }
         let dev = self.device();
         let mut x = self.text.embed(&Tensor::new(ids, dev)?)?;
-        let audio_pos: Vec<usize> = (0..ids.len())
-            .filter(|&i| ids[i] as usize >= c.audio.vocab_offset)
-            .collect();
-        if !audio_pos.is_empty() {
-            let hard_ids: Vec<u32> = audio_pos.iter().map(|&i| ids[i]).collect();
-            let hard = self.embed_audio.hard(&hard_ids)?;
-            x = scatter_rows(&x, &audio_pos, &hard)?;
+        let vision = c.vision_vocab_offset..c.audio.vocab_offset;
+        for (range, embedder) in [
+            (vision, &self.embed_vision),
+            (c.audio.vocab_offset..vocab, &self.embed_audio),
+        ] {
+            let at: Vec<usize> = (0..ids.len())
+                .filter(|&i| range.contains(&(ids[i] as usize)))
+                .collect();
+            if !at.is_empty() {
+                let hard_ids: Vec<u32> = at.iter().map(|&i| ids[i]).collect();
+                x = scatter_rows(&x, &at, &embedder.hard(&hard_ids)?)?;
+            }
         }
         let slots: Vec<usize> = (0..ids.len())
             .filter(|&i| ids[i] == c.audio_token_id)
