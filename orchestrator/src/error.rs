@@ -4,9 +4,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::middleware::current_request_id;
+use crate::views::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -89,10 +89,16 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({ "error": message, "code": code, "request_id": request_id });
-        if let ApiError::Duplicate { file_id } = &self {
-            body["file_id"] = json!(file_id);
-        }
+        let file_id = match &self {
+            ApiError::Duplicate { file_id } => Some(file_id.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: message,
+            code: code.to_string(),
+            request_id,
+            file_id,
+        };
         let mut resp = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests {
             retry_after_seconds,

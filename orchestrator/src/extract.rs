@@ -1,7 +1,7 @@
 //! axum's own extractors answer bad input with plain-text bodies; these wrappers turn every
 //! rejection into the API's `{error, code, request_id}` with the status the mistake deserves.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -46,5 +46,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|q| ApiQuery(q.0))
             .map_err(|r: QueryRejection| ApiError::BadRequest(r.body_text()))
+    }
+}
+
+/// Path parameters. Every one is an identifier, so one that does not even decode (bad percent
+/// encoding, not UTF-8) names nothing: 404.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|r: PathRejection| {
+                tracing::debug!(rejection = %r.body_text(), "path parameters refused");
+                ApiError::NotFound
+            })
     }
 }

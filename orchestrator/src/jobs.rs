@@ -13,9 +13,9 @@ use roar_schemas::topics::{jobs_topic, CONTROL, JOB_EVENTS};
 use roar_schemas::{
     ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobRequested, JobStatus,
 };
-use serde_json::{json, Value};
 
 use crate::middleware::{current_request_id, User};
+use crate::views::{CancelAccepted, CommandStatus, JobRequestView, Outcome, RetryAccepted};
 use crate::{ApiError, AppState};
 
 /// How long a request the projection has not shown yet is remembered.
@@ -70,23 +70,13 @@ impl PendingRequests {
     }
 }
 
-/// The `status` a command answers with where it is not a job's stored [`JobStatus`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CommandStatus {
-    /// `POST /process`: the job completed already; its outputs are in the answer.
-    Skipped,
-    /// Cancel: the job may be running; every worker was asked to stop it.
-    CancelRequested,
-}
-
 fn actor(user: &User) -> String {
     format!("user:{}", user.id())
 }
 
 /// What a job request turned into.
 pub struct Requested {
-    pub body: Value,
+    pub view: JobRequestView,
     /// Whether a new event was emitted.
     pub emitted: bool,
 }
@@ -106,27 +96,36 @@ pub async fn request(
         &params_json,
         &r.model_version,
     );
-    let base = json!({
-        "job_id": job_id, "file_id": file.file_id, "model": r.model, "variation": r.variation,
-        "model_version": r.model_version, "params": r.params,
-    });
+    let view = |status: Outcome| JobRequestView {
+        job_id: job_id.clone(),
+        file_id: file.file_id.clone(),
+        model: r.model.to_string(),
+        variation: r.variation.clone(),
+        model_version: r.model_version.clone(),
+        params: r.params.clone(),
+        status,
+        attempt: None,
+        outputs: None,
+        consistency_token: None,
+    };
     let existing = s.read.job(&job_id).await?;
     let attempt = match &existing {
         Some(j) if j.status == JobStatus::Completed => {
-            let mut body = base;
-            body["status"] = json!(CommandStatus::Skipped);
-            body["outputs"] = crate::links::outputs_with_urls(s, j).await;
+            let outputs = crate::links::outputs_with_urls(s, j).await;
             return Ok(Requested {
-                body,
+                view: JobRequestView {
+                    outputs: Some(outputs),
+                    ..view(Outcome::Command(CommandStatus::Skipped))
+                },
                 emitted: false,
             });
         }
         Some(j) if !j.status.is_terminal() => {
-            let mut body = base;
-            body["status"] = json!(j.status);
-            body["attempt"] = json!(j.attempt);
             return Ok(Requested {
-                body,
+                view: JobRequestView {
+                    attempt: Some(j.attempt),
+                    ..view(Outcome::Job(j.status))
+                },
                 emitted: false,
             });
         }
@@ -147,11 +146,14 @@ pub async fn request(
         input: None,
     };
     let (emitted, attempt, token) = emit_request(s, spec).await?;
-    let mut body = base;
-    body["status"] = json!(JobStatus::Queued);
-    body["attempt"] = json!(attempt);
-    body["consistency_token"] = json!(token);
-    Ok(Requested { body, emitted })
+    Ok(Requested {
+        view: JobRequestView {
+            attempt: Some(attempt),
+            consistency_token: Some(token),
+            ..view(Outcome::Job(JobStatus::Queued))
+        },
+        emitted,
+    })
 }
 
 /// Sends a JobRequested unless the same or a later attempt is pending already.
@@ -195,7 +197,7 @@ pub async fn visible_job(s: &AppState, user: &User, job_id: &str) -> Result<JobR
 }
 
 /// Requests another attempt of a failed or canceled job.
-pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<Value, ApiError> {
+pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<RetryAccepted, ApiError> {
     if !job.status.is_closed() {
         return Err(ApiError::Conflict {
             code: "job_not_retryable",
@@ -219,14 +221,17 @@ pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<Value, Api
         input: None,
     };
     let (_, attempt, token) = emit_request(s, ev).await?;
-    Ok(json!({
-        "job_id": job.job_id, "file_id": job.file_id, "status": JobStatus::Queued,
-        "attempt": attempt, "consistency_token": token,
-    }))
+    Ok(RetryAccepted {
+        job_id: job.job_id.clone(),
+        file_id: job.file_id.clone(),
+        status: JobStatus::Queued,
+        attempt,
+        consistency_token: token,
+    })
 }
 
 /// Asks every worker to stop the job; a job no worker has started is canceled at once.
-pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<Value, ApiError> {
+pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<CancelAccepted, ApiError> {
     if job.status.is_terminal() {
         return Err(ApiError::Conflict {
             code: "job_finished",
@@ -260,14 +265,17 @@ pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<Value, Ap
         s.pending.release(&job.job_id);
     }
     let status = if canceled {
-        json!(JobStatus::Canceled)
+        Outcome::Job(JobStatus::Canceled)
     } else {
-        json!(CommandStatus::CancelRequested)
+        Outcome::Command(CommandStatus::CancelRequested)
     };
     tracing::info!(job_id = %job.job_id, canceled, "job cancel requested");
-    Ok(
-        json!({ "job_id": job.job_id, "file_id": job.file_id, "status": status, "consistency_token": token }),
-    )
+    Ok(CancelAccepted {
+        job_id: job.job_id.clone(),
+        file_id: job.file_id.clone(),
+        status,
+        consistency_token: token,
+    })
 }
 
 #[cfg(test)]

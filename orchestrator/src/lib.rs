@@ -13,6 +13,7 @@ pub mod openapi;
 mod ratelimit;
 mod routes;
 mod state;
+pub mod views;
 
 pub use error::ApiError;
 pub use state::AppState;

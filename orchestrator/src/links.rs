@@ -10,9 +10,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use roar_projections::apply::JobRow;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::views::{stored_outputs, OutputView};
 use crate::{ApiError, AppState};
 
 /// What a signed link allows.
@@ -112,24 +112,16 @@ pub fn output_key(job: &JobRow, path: &str) -> String {
     }
 }
 
-/// The job's outputs, each with a `url` to download it.
-pub async fn outputs_with_urls(s: &AppState, job: &JobRow) -> Value {
-    let Some(items) = job.outputs.as_array() else {
-        return json!([]);
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let mut o = item.clone();
-        if let Some(path) = item.get("path").and_then(Value::as_str) {
-            let key = output_key(job, path);
-            match download_url(s, &key).await {
-                Ok(url) => o["url"] = json!(url),
-                Err(e) => tracing::warn!(job_id = %job.job_id, error = %e, "no download url"),
-            }
+/// The job's outputs, each with a `url` to download it (none where no link could be made).
+pub async fn outputs_with_urls(s: &AppState, job: &JobRow) -> Vec<OutputView> {
+    let mut out = stored_outputs(job);
+    for o in &mut out {
+        match download_url(s, &output_key(job, &o.path)).await {
+            Ok(url) => o.url = Some(url),
+            Err(e) => tracing::warn!(job_id = %job.job_id, error = %e, "no download url"),
         }
-        out.push(o);
     }
-    Value::Array(out)
+    out
 }
 
 #[cfg(test)]

@@ -1,129 +1,14 @@
-//! The OpenAPI 3 description of the API, generated from the handlers' annotations and the
-//! types below (which document the JSON the handlers build). `schemas/openapi/orchestrator.yaml`
-//! is this, checked in; a test fails when it is stale (`ROAR_UPDATE_OPENAPI=1` rewrites it,
-//! and the test fails all the same until a run finds nothing to rewrite).
+//! The OpenAPI 3.1 description of the API, generated from the handlers' annotations and the
+//! types in [`crate::views`] they read and answer with. `schemas/openapi/orchestrator.yaml` is
+//! this, checked in; a test fails when it is stale (`ROAR_UPDATE_OPENAPI=1` rewrites it, and
+//! the test fails all the same until a run finds nothing to rewrite).
 
-use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-/// Every error: a message, a stable code, and the request id to quote in a report.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
-    /// e.g. `bad_request`, `unauthorized`, `not_found`, `duplicate`, `file_not_ready`,
-    /// `job_finished`, `unprocessable`, `too_large`, `rate_limited`, `unavailable`.
-    pub code: String,
-    pub request_id: String,
-    /// On `duplicate` (409): the existing file.
-    pub file_id: Option<String>,
-}
-
-/// `POST /process`: one model on one file, or `models` for several; a JSON list of these
-/// is accepted too (at most 20 jobs per request).
-#[derive(Serialize, ToSchema)]
-pub struct ProcessRequest {
-    pub file_id: String,
-    /// demucs | whisper | musicgen | pitch | gemma3n (see `GET /models`).
-    pub model: Option<String>,
-    /// Model names, or `{model, variation?, params?}` objects.
-    pub models: Option<Vec<serde_json::Value>>,
-    pub variation: Option<String>,
-    pub params: Option<serde_json::Value>,
-}
-
-/// A job as `/process`, `/status` and the admin view show it.
-#[derive(Serialize, ToSchema)]
-pub struct JobView {
-    pub job_id: String,
-    pub file_id: String,
-    pub model: String,
-    pub variation: String,
-    pub model_version: String,
-    pub params: serde_json::Value,
-    /// queued | running | completed | failed | canceled; `/process` also answers `skipped`.
-    pub status: String,
-    pub attempt: i32,
-    pub progress: Option<f32>,
-    pub error: Option<serde_json::Value>,
-    /// `{path, kind, content_type, size, sha256, url}`; `url` downloads it until it expires.
-    pub outputs: Vec<serde_json::Value>,
-    /// Pass to `GET /status/{file_id}?after=` to read your own write.
-    pub consistency_token: Option<String>,
-}
-
-/// A file and its probe results.
-#[derive(Serialize, ToSchema)]
-pub struct FileView {
-    pub file_id: String,
-    pub filename: String,
-    pub mime: String,
-    pub size: i64,
-    pub sha256: String,
-    /// pending_upload | uploaded | ready | failed | deleted
-    pub status: String,
-    pub error: Option<serde_json::Value>,
-    /// codec, duration_seconds, sample_rate, channels, frames, peak_dbfs, rms_dbfs
-    pub metadata: Option<serde_json::Value>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct StatusView {
-    pub file: FileView,
-    pub jobs: Vec<JobView>,
-    /// Only with `?after=`: false when the wait ran out before the token was applied.
-    pub consistent: Option<bool>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SongsPage {
-    pub songs: Vec<FileView>,
-    /// Pass as `cursor` for the next page; null on the last.
-    pub next_cursor: Option<String>,
-}
-
-/// `POST /upload` (JSON): announce a direct upload.
-#[derive(Serialize, ToSchema)]
-pub struct UploadRequest {
-    pub filename: String,
-    pub size: u64,
-    /// Hex SHA-256 of the content; checked when the upload arrives.
-    pub sha256: String,
-    pub mime: Option<String>,
-}
-
-/// Where to PUT the bytes, until when, and (S3) what to call afterwards.
-#[derive(Serialize, ToSchema)]
-pub struct UploadTicket {
-    pub file_id: String,
-    pub status: String,
-    pub upload_url: String,
-    pub method: String,
-    pub expires_at: String,
-    pub complete_url: Option<String>,
-    pub consistency_token: String,
-}
-
-/// `POST /notify`: a job event from a worker outside the cluster.
-#[derive(Serialize, ToSchema)]
-pub struct NotifyRequest {
-    pub job_id: String,
-    pub file_id: Option<String>,
-    pub model: Option<String>,
-    /// started | progress | completed | failed | canceled
-    pub status: String,
-    pub worker: Option<String>,
-    pub attempt: Option<i32>,
-    pub progress: Option<f32>,
-    pub message: Option<String>,
-    /// `{path, kind, content_type, size, sha256}`, paths under `outputs/{file_id}/`.
-    pub outputs: Option<Vec<serde_json::Value>>,
-    pub duration_seconds: Option<f64>,
-    /// `{code, message, retryable}` for `failed`.
-    pub error: Option<serde_json::Value>,
-}
+use crate::views::{
+    ErrorBody, FileView, HistoryEventView, JobView, ProbeView, ProcessBody, StatusView,
+};
 
 struct Bearer;
 
@@ -142,10 +27,37 @@ impl Modify for Bearer {
     }
 }
 
+/// Path parameters are always required (OpenAPI says so); utoipa leaves `required` unset for
+/// parameters whose schema is hand-built (`schema_with`), so it is set here for all of them.
+struct PathParamsRequired;
+
+impl Modify for PathParamsRequired {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::Required;
+        for item in api.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for p in op.parameters.iter_mut().flatten() {
+                    if matches!(p.parameter_in, ParameterIn::Path) {
+                        p.required = Required::True;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "roar orchestrator", description = "The Lion's Roar Studio API: uploads, process requests, status, SSE, admin. Every error body is ErrorBody; every response carries X-Request-ID."),
-    modifiers(&Bearer),
+    info(title = "roar orchestrator", description = "The Lion's Roar Studio API: uploads, process requests, status, SSE, admin. Every error body is ErrorBody; every response carries X-Request-ID. Routes behind the bearer token also answer 401 (token refused), 429 (rate limit, with Retry-After) and 503 (a dependency is down)."),
+    modifiers(&Bearer, &PathParamsRequired),
     security(("bearer" = [])),
     paths(
         crate::routes::upload::upload,
@@ -166,9 +78,17 @@ impl Modify for Bearer {
         crate::routes::health::ready,
         crate::routes::health::metrics,
     ),
-    components(schemas(ErrorBody, ProcessRequest, JobView, FileView, StatusView, SongsPage, UploadRequest, UploadTicket, NotifyRequest))
+    // Referenced from descriptions or only through other schemas; listed so they are named.
+    components(schemas(ErrorBody, FileView, JobView, ProbeView, StatusView, HistoryEventView, ProcessBody))
 )]
 pub struct ApiDoc;
+
+/// The OpenAPI document as JSON (what a spec-driven client or fuzzer reads).
+pub fn json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
+}
 
 /// The OpenAPI document as YAML.
 pub fn yaml() -> String {

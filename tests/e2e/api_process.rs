@@ -361,7 +361,12 @@ async fn a_file_that_failed_to_decode_cannot_be_processed() {
             &json!({"file_id": id, "model": "whisper"}),
         )
         .await;
-    assert_eq!(code, 422, "{v}");
+    // The request is well formed; the file's state refuses it.
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (409, Some("file_failed")),
+        "{v}"
+    );
     assert!(
         v["error"]
             .as_str()

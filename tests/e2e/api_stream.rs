@@ -255,8 +255,22 @@ async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
             422,
         ),
         (json!({"job_id": JOB, "status": "failed"}), 422),
+        // Well formed, but not this job's: a conflict with what the job is.
         (
             json!({"job_id": JOB, "status": "progress", "progress": 1.0, "file_id": ids[1]}),
+            409,
+        ),
+        (
+            json!({"job_id": JOB, "status": "progress", "progress": 1.0, "model": "whisper"}),
+            409,
+        ),
+        (
+            json!({"job_id": JOB, "status": "completed", "outputs": [{"path": format!("outputs/{}/x.csv", ids[1]), "kind": "x", "content_type": "x", "size": 1, "sha256": "x"}]}),
+            409,
+        ),
+        // Malformed whatever the job: refused before it is looked up.
+        (
+            json!({"job_id": "j0123456789abcdef0123456789abcdef", "status": "progress", "progress": 420.0}),
             422,
         ),
         (

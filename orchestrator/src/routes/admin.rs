@@ -1,18 +1,18 @@
 //! Job commands and the admin view. Admins (role `admin`) act on every job; an owner may
 //! cancel their own.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use roar_schemas::JobStatus;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::jobs::{self, visible_job};
 use crate::middleware::User;
 use crate::routes::cursor;
-use crate::routes::status::job_json;
+use crate::views::{
+    AdminJobView, AuthErrors, CancelAccepted, ErrorBody, JobPath, JobView, JobsPage, JobsQuery,
+    RetryAccepted,
+};
 use crate::{ApiError, AppState};
 
 fn require_admin(user: &User) -> Result<(), ApiError> {
@@ -27,18 +27,19 @@ fn require_admin(user: &User) -> Result<(), ApiError> {
 
 /// `POST /admin/jobs/{job_id}/retry`.
 #[utoipa::path(post, path = "/admin/jobs/{job_id}/retry", tag = "admin",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     responses(
-        (status = 202, description = "a new attempt was requested", body = crate::openapi::JobView),
-        (status = 403, description = "needs the admin role", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such job", body = crate::openapi::ErrorBody),
-        (status = 409, description = "only failed or canceled jobs can be retried", body = crate::openapi::ErrorBody),
+        (status = 202, description = "a new attempt was requested", body = RetryAccepted),
+        (status = 403, description = "needs the admin role", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "only failed or canceled jobs can be retried (`job_not_retryable`)", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn retry(
     State(s): State<AppState>,
     user: User,
-    Path(job_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiPath(JobPath { job_id }): ApiPath<JobPath>,
+) -> Result<(StatusCode, Json<RetryAccepted>), ApiError> {
     require_admin(&user)?;
     let job = visible_job(&s, &user, &job_id).await?;
     Ok((
@@ -49,18 +50,19 @@ pub async fn retry(
 
 /// `POST /admin/jobs/{job_id}/cancel`.
 #[utoipa::path(post, path = "/admin/jobs/{job_id}/cancel", tag = "admin",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     responses(
-        (status = 202, description = "`canceled` or `cancel_requested`"),
-        (status = 403, description = "needs the admin role", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such job", body = crate::openapi::ErrorBody),
-        (status = 409, description = "the job has finished", body = crate::openapi::ErrorBody),
+        (status = 202, description = "`canceled` (it was queued) or `cancel_requested` (a worker stops it)", body = CancelAccepted),
+        (status = 403, description = "needs the admin role", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has finished (`job_finished`)", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn admin_cancel(
     State(s): State<AppState>,
     user: User,
-    Path(job_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiPath(JobPath { job_id }): ApiPath<JobPath>,
+) -> Result<(StatusCode, Json<CancelAccepted>), ApiError> {
     require_admin(&user)?;
     let job = visible_job(&s, &user, &job_id).await?;
     Ok((
@@ -71,17 +73,18 @@ pub async fn admin_cancel(
 
 /// `POST /jobs/{job_id}/cancel`: the owner (or an admin) cancels a job.
 #[utoipa::path(post, path = "/jobs/{job_id}/cancel", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(JobPath),
     responses(
-        (status = 202, description = "`canceled` (it was queued) or `cancel_requested` (a worker stops it)"),
-        (status = 404, description = "no such job of the caller's", body = crate::openapi::ErrorBody),
-        (status = 409, description = "the job has finished (`job_finished`)", body = crate::openapi::ErrorBody),
+        (status = 202, description = "`canceled` (it was queued) or `cancel_requested` (a worker stops it)", body = CancelAccepted),
+        (status = 404, description = "no such job of the caller's", body = ErrorBody),
+        (status = 409, description = "the job has finished (`job_finished`)", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn cancel(
     State(s): State<AppState>,
     user: User,
-    Path(job_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiPath(JobPath { job_id }): ApiPath<JobPath>,
+) -> Result<(StatusCode, Json<CancelAccepted>), ApiError> {
     let job = visible_job(&s, &user, &job_id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -89,44 +92,42 @@ pub async fn cancel(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobsQuery {
-    status: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
 /// `GET /admin/jobs?status=&limit=&cursor=`: every user's jobs, most recently changed first.
 #[utoipa::path(get, path = "/admin/jobs", tag = "admin",
-    params(("status" = Option<String>, Query, description = "queued | running | completed | failed | canceled"), ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    params(JobsQuery),
     responses(
-        (status = 200, description = "{jobs: [JobView + owner], next_cursor}, most recently changed first"),
-        (status = 400, description = "unknown status, invalid limit or cursor", body = crate::openapi::ErrorBody),
-        (status = 403, description = "needs the admin role", body = crate::openapi::ErrorBody),
+        (status = 200, description = "a page of jobs, most recently changed first", body = JobsPage),
+        (status = 400, description = "an unknown query parameter or status, a limit outside 1..=200, or an invalid cursor", body = ErrorBody),
+        (status = 403, description = "needs the admin role", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn list(
     State(s): State<AppState>,
     user: User,
     ApiQuery(q): ApiQuery<JobsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobsPage>, ApiError> {
     require_admin(&user)?;
-    let status = q
-        .status
-        .as_deref()
-        .map(str::parse::<JobStatus>)
-        .transpose()
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let status = q.status;
     let limit = cursor::limit(q.limit)?;
-    let before = q.cursor.as_deref().map(cursor::decode).transpose()?;
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| cursor::decode(c, 'j'))
+        .transpose()?;
     let rows = s.read.jobs_page(status, limit + 1, before).await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = more
         .then(|| page.last().map(|j| cursor::encode(j.updated_at, &j.job_id)))
         .flatten();
-    Ok(Json(json!({
-        "jobs": page.iter().map(|j| { let mut v = job_json(j); v["owner"] = json!(j.owner); v }).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(JobsPage {
+        jobs: page
+            .iter()
+            .map(|j| AdminJobView {
+                job: JobView::new(j, crate::views::stored_outputs(j)),
+                owner: j.owner.clone(),
+            })
+            .collect(),
+        next_cursor: next,
+    }))
 }

@@ -6,29 +6,21 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use roar_projections::store::HistoryRow;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::middleware::User;
 use crate::notifier;
 use crate::routes::status::visible_file;
+use crate::views::{AuthErrors, ErrorBody, EventsHeaders, EventsQuery, FilePath, HistoryEventView};
 use crate::{ApiError, AppState};
 
 const PAGE: i64 = 200;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    /// Same as the `Last-Event-ID` header (for clients that cannot set headers).
-    last_event_id: Option<i64>,
-}
 
 struct Cursor {
     s: AppState,
@@ -40,29 +32,32 @@ struct Cursor {
 }
 
 fn to_event(r: &HistoryRow) -> Event {
-    let data = json!({
-        "seq": r.seq, "kind": r.kind, "job_id": r.job_id,
-        "occurred_at": r.occurred_at, "body": r.body,
-    });
+    let data = serde_json::to_string(&HistoryEventView::from(r))
+        .expect("a history row serialises (string keys, finite numbers)");
     Event::default()
         .id(r.seq.to_string())
         .event(r.kind.clone())
-        .data(data.to_string())
+        .data(data)
 }
 
 /// `GET /status/{file_id}/events`.
 #[utoipa::path(get, path = "/status/{file_id}/events", tag = "status",
-    params(("file_id" = String, Path), ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event"), ("last_event_id" = Option<i64>, Query, description = "same, for clients that cannot set headers")),
+    params(
+        FilePath,
+        EventsHeaders,
+        EventsQuery,
+    ),
     responses(
-        (status = 200, description = "text/event-stream: `id` is the history sequence, `event` the kind (file_uploaded, file_probed, queued, started, progress, completed, failed, canceled, ...), `data` JSON {seq, kind, job_id, occurred_at, body}; `: heartbeat` comments keep it open", content_type = "text/event-stream"),
-        (status = 400, description = "invalid Last-Event-ID", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such file of the caller's", body = crate::openapi::ErrorBody),
-        (status = 503, description = "too many streams open", body = crate::openapi::ErrorBody),
+        (status = 200, description = "`text/event-stream`: `id` is the history sequence, `event` the kind (file_uploaded, file_probed, queued, started, progress, completed, failed, canceled, ...), `data` a `HistoryEventView` as JSON; `: heartbeat` comments keep it open. The stream does not end while the server runs.", content_type = "text/event-stream"),
+        (status = 400, description = "an unknown query parameter, or a Last-Event-ID (header or query) that is not a non-negative integer", body = ErrorBody),
+        (status = 404, description = "no such file of the caller's", body = ErrorBody),
+        AuthErrors,
+        (status = 503, description = "too many streams open (`http.sse_max_streams`), or a dependency is unavailable", body = ErrorBody),
     ))]
 pub async fn events(
     State(s): State<AppState>,
     user: User,
-    Path(file_id): Path<String>,
+    ApiPath(FilePath { file_id }): ApiPath<FilePath>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -77,7 +72,15 @@ pub async fn events(
                 .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id".into()))
         })
         .transpose()?;
-    let last = header.or(q.last_event_id).unwrap_or(0).max(0);
+    let query = q
+        .last_event_id
+        .map(|n| {
+            (n >= 0).then_some(n).ok_or_else(|| {
+                ApiError::BadRequest("last_event_id must be a non-negative event id".into())
+            })
+        })
+        .transpose()?;
+    let last = header.or(query).unwrap_or(0);
     let slot = s
         .sse_slots
         .clone()

@@ -1,21 +1,14 @@
 //! `GET /files/{name}?t=&sig=`: serves an object of the local store to whoever holds a signed
 //! link (the link is the credential, as a presigned S3 URL would be).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::links;
+use crate::views::{ErrorBody, LinkQuery};
 use crate::{ApiError, AppState};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinkQuery {
-    t: String,
-    sig: String,
-}
 
 fn content_type(key: &str) -> &'static str {
     match key.rsplit('.').next().unwrap_or_default() {
@@ -31,15 +24,17 @@ fn content_type(key: &str) -> &'static str {
 }
 
 #[utoipa::path(get, path = "/files/{name}", tag = "files", security(()),
-    params(("name" = String, Path, description = "the file name (cosmetic)"), ("t" = String, Query), ("sig" = String, Query)),
+    params(("name" = String, Path, description = "the file name (cosmetic: the link names the object)"), LinkQuery),
     responses(
-        (status = 200, description = "the object", content_type = "application/octet-stream"),
-        (status = 403, description = "invalid or expired link", body = crate::openapi::ErrorBody),
-        (status = 404, description = "the object is gone", body = crate::openapi::ErrorBody),
+        (status = 200, description = "the object, with the content type its extension implies (`application/octet-stream` when unknown)", content_type = "*/*"),
+        (status = 400, description = "a parameter missing or unknown", body = ErrorBody),
+        (status = 403, description = "invalid or expired link", body = ErrorBody),
+        (status = 404, description = "the object is gone", body = ErrorBody),
+        (status = 503, description = "the object store is unavailable", body = ErrorBody),
     ))]
 pub async fn download(
     State(s): State<AppState>,
-    Path(_name): Path<String>,
+    ApiPath(_name): ApiPath<String>,
     ApiQuery(q): ApiQuery<LinkQuery>,
 ) -> Result<Response, ApiError> {
     let claims = links::verify(s.cfg.link_secret(), &q.t, &q.sig, "GET")?;

@@ -7,89 +7,49 @@ use axum::http::StatusCode;
 use axum::Json;
 use roar_schemas::topics::JOB_EVENTS;
 use roar_schemas::{EventMeta, JobBody, JobEvent, Output};
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::extract::ApiJson;
 use crate::jobs::consistency_token;
 use crate::middleware::{current_request_id, User};
+use crate::views::schema::is_output_path;
+use crate::views::{
+    AuthErrors, ErrorBody, JsonBodyErrors, NotifyAccepted, NotifyRequest, NotifyStatus,
+};
 use crate::{ApiError, AppState};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Notify {
-    job_id: String,
-    /// Checked against the job when given.
-    file_id: Option<String>,
-    model: Option<String>,
-    status: Reported,
-    worker: Option<String>,
-    attempt: Option<i32>,
-    progress: Option<f32>,
-    message: Option<String>,
-    #[serde(default)]
-    outputs: Vec<Output>,
-    duration_seconds: Option<f64>,
-    error: Option<NotifyError>,
-}
-
-/// What an external worker reports: the job event it stands for.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Reported {
-    Started,
-    Progress,
-    Completed,
-    Failed,
-    Canceled,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyError {
-    code: String,
-    message: String,
-    #[serde(default)]
-    retryable: bool,
-}
-
-fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
+/// The job event a report stands for. What can be checked without the job is checked here,
+/// so a malformed report is 422 whether or not the job exists.
+fn body_of(n: NotifyRequest) -> Result<JobBody, ApiError> {
     let bad = |m: &str| ApiError::Unprocessable(m.to_string());
-    for o in &n.outputs {
-        let under = format!("outputs/{file_id}/");
-        let clean = o.path.starts_with(&under)
-            && o.path
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != "..");
-        if !clean {
-            return Err(ApiError::Unprocessable(format!(
-                "output path {:?} must be a key under {under}",
-                o.path
-            )));
-        }
+    if n.progress.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+        return Err(bad("progress must be within 0..=100"));
     }
     Ok(match n.status {
-        Reported::Started => JobBody::Started {
+        NotifyStatus::Started => JobBody::Started {
             worker: n.worker.unwrap_or_else(|| "external".into()),
             attempt: n.attempt.unwrap_or(1),
         },
-        Reported::Progress => {
-            let p = n
+        NotifyStatus::Progress => JobBody::Progress {
+            percent: n
                 .progress
-                .ok_or_else(|| bad("progress needs `progress` (0..=100)"))?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(bad("progress must be within 0..=100"));
-            }
-            JobBody::Progress {
-                percent: p,
-                message: n.message.unwrap_or_default(),
-            }
-        }
-        Reported::Completed => JobBody::Completed {
-            outputs: n.outputs,
+                .ok_or_else(|| bad("progress needs `progress` (0..=100)"))?,
+            message: n.message.unwrap_or_default(),
+        },
+        NotifyStatus::Completed => JobBody::Completed {
+            outputs: n
+                .outputs
+                .into_iter()
+                .map(|o| Output {
+                    path: o.path,
+                    kind: o.kind,
+                    content_type: o.content_type,
+                    size: o.size,
+                    sha256: o.sha256,
+                })
+                .collect(),
             duration_seconds: n.duration_seconds.unwrap_or(0.0),
         },
-        Reported::Failed => {
+        NotifyStatus::Failed => {
             let e = n
                 .error
                 .ok_or_else(|| bad("failed needs `error` {code, message}"))?;
@@ -99,44 +59,78 @@ fn body_of(n: Notify, file_id: &str) -> Result<JobBody, ApiError> {
                 retryable: e.retryable,
             }
         }
-        Reported::Canceled => JobBody::Canceled {
+        NotifyStatus::Canceled => JobBody::Canceled {
             reason: n.message.unwrap_or_else(|| "canceled by worker".into()),
         },
     })
 }
 
+/// Output paths are keys under an output folder (checked without the job: 422), the job's
+/// file's (checked with it: 409).
+fn check_output_paths(body: &JobBody, file_id: Option<&str>) -> Result<(), ApiError> {
+    let JobBody::Completed { outputs, .. } = body else {
+        return Ok(());
+    };
+    for o in outputs {
+        if !is_output_path(&o.path) {
+            return Err(ApiError::Unprocessable(format!(
+                "output path {:?} must be a key under outputs/{{file_id}}/",
+                o.path
+            )));
+        }
+        if let Some(f) = file_id {
+            if !o.path.starts_with(&format!("outputs/{f}/")) {
+                return Err(mismatch(format!(
+                    "output path {:?} is not under the job's outputs/{f}/",
+                    o.path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mismatch(message: String) -> ApiError {
+    ApiError::Conflict {
+        code: "job_mismatch",
+        message,
+    }
+}
+
 /// `POST /notify`.
 #[utoipa::path(post, path = "/notify", tag = "workers",
-    request_body = crate::openapi::NotifyRequest,
+    request_body = NotifyRequest,
     responses(
-        (status = 202, description = "the job event was published"),
-        (status = 403, description = "needs the service role", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such job", body = crate::openapi::ErrorBody),
-        (status = 422, description = "invalid status, progress, outputs, or a file/model that is not the job's", body = crate::openapi::ErrorBody),
+        (status = 202, description = "the job event was published", body = NotifyAccepted),
+        (status = 403, description = "needs the service role", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "a file_id, model or output path that is not the job's (`job_mismatch`)", body = ErrorBody),
+        JsonBodyErrors,
+        (status = 422, description = "the JSON does not have the documented shape; `progress` without a percent or outside 0..=100; `failed` without `error`", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn notify(
     State(s): State<AppState>,
     user: User,
-    ApiJson(n): ApiJson<Notify>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiJson(n): ApiJson<NotifyRequest>,
+) -> Result<(StatusCode, Json<NotifyAccepted>), ApiError> {
     if !user.0.has_role("service") {
         return Err(ApiError::Forbidden(
             "this endpoint needs the service role".into(),
         ));
     }
-    if !roar_schemas::ids::is_valid_id('j', &n.job_id) {
+    let (job_id, status) = (n.job_id.clone(), n.status);
+    let (file_id, model) = (n.file_id.clone(), n.model.clone());
+    let body = body_of(n)?;
+    check_output_paths(&body, None)?;
+    if !roar_schemas::ids::is_valid_id('j', &job_id) {
         return Err(ApiError::NotFound);
     }
-    let job = s.read.job(&n.job_id).await?.ok_or(ApiError::NotFound)?;
-    if n.file_id.as_deref().is_some_and(|f| f != job.file_id)
-        || n.model.as_deref().is_some_and(|m| m != job.model)
-    {
-        return Err(ApiError::Unprocessable(
-            "file_id or model does not match the job".into(),
-        ));
+    let job = s.read.job(&job_id).await?.ok_or(ApiError::NotFound)?;
+    if file_id.is_some_and(|f| f != job.file_id) || model.is_some_and(|m| m != job.model) {
+        return Err(mismatch("file_id or model is not the job's".into()));
     }
-    let job_id = n.job_id.clone();
-    let body = body_of(n, &job.file_id)?;
+    check_output_paths(&body, Some(&job.file_id))?;
     let kind = body.kind();
     let ev = JobEvent {
         meta: EventMeta::new(current_request_id(), format!("service:{}", user.id())),
@@ -150,8 +144,48 @@ pub async fn notify(
     tracing::info!(%job_id, kind, "job event from an external worker");
     Ok((
         StatusCode::ACCEPTED,
-        Json(
-            json!({ "job_id": job_id, "event": kind, "consistency_token": consistency_token(JOB_EVENTS, p, o) }),
-        ),
+        Json(NotifyAccepted {
+            job_id,
+            event: status,
+            consistency_token: consistency_token(JOB_EVENTS, p, o),
+        }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(status: &str) -> NotifyRequest {
+        serde_json::from_value(serde_json::json!({
+            "job_id": "j0123456789abcdef0123456789abcdef",
+            "status": status,
+            "progress": 50.0,
+            "error": {"code": "x", "message": "y"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_answered_event_is_the_kind_of_the_published_one() {
+        for status in ["started", "progress", "completed", "failed", "canceled"] {
+            let body = body_of(request(status)).unwrap();
+            assert_eq!(body.kind(), status);
+            let echoed = serde_json::to_value(request(status).status).unwrap();
+            assert_eq!(echoed, status);
+        }
+    }
+
+    #[test]
+    fn a_report_is_checked_before_the_job_is_looked_up() {
+        let mut n = request("started");
+        n.progress = Some(100.5);
+        assert!(matches!(body_of(n), Err(ApiError::Unprocessable(_))));
+        let mut n = request("progress");
+        n.progress = None;
+        assert!(matches!(body_of(n), Err(ApiError::Unprocessable(_))));
+        let mut n = request("failed");
+        n.error = None;
+        assert!(matches!(body_of(n), Err(ApiError::Unprocessable(_))));
+    }
 }

@@ -7,33 +7,26 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use roar_common::storage::{upload_key, StorageError};
 use roar_schemas::topics::FILES;
 use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo, FileStatus};
-use serde::Deserialize;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::jobs::consistency_token;
 use crate::links::{self, LinkClaims, UploadClaims};
 use crate::middleware::{current_request_id, User};
 use crate::routes::upload::clean_filename;
+use crate::views::{
+    AuthErrors, ErrorBody, FilePath, LinkQuery, UploadCreated, UploadRequest, UploadTicket,
+    Uploaded,
+};
 use crate::{ApiError, AppState};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UploadRequest {
-    filename: String,
-    size: u64,
-    sha256: String,
-    mime: Option<String>,
-}
 
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -44,7 +37,7 @@ pub async fn register(
     s: AppState,
     user: User,
     req: UploadRequest,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UploadCreated>), ApiError> {
     let max = s.cfg.http.max_upload_bytes;
     if req.size == 0 {
         return Err(ApiError::Unprocessable(
@@ -133,14 +126,14 @@ pub async fn register(
     let (p, o) = s.producer.send(FILES, &file_id, &event).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "file_id": file_id,
-            "status": FileStatus::PendingUpload,
-            "upload_url": upload_url,
-            "method": "PUT",
-            "expires_at": expires_at,
-            "complete_url": complete_url,
-            "consistency_token": consistency_token(FILES, p, o),
+        Json(UploadCreated::Ticket(UploadTicket {
+            file_id,
+            status: FileStatus::PendingUpload,
+            upload_url,
+            method: "PUT".into(),
+            expires_at,
+            complete_url,
+            consistency_token: consistency_token(FILES, p, o),
         })),
     ))
 }
@@ -161,30 +154,25 @@ async fn emit_uploaded(
     Ok(consistency_token(FILES, p, o))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinkQuery {
-    t: String,
-    sig: String,
-}
-
 /// `PUT /upload/{file_id}?t=&sig=`: the local store's signed upload link.
 #[utoipa::path(put, path = "/upload/{file_id}", tag = "files", security(()),
-    params(("file_id" = String, Path), ("t" = String, Query, description = "signed claims"), ("sig" = String, Query, description = "HMAC")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(FilePath, LinkQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "exactly the registered bytes"),
     responses(
-        (status = 201, description = "stored; FileUploaded emitted"),
-        (status = 403, description = "invalid or expired link", body = crate::openapi::ErrorBody),
-        (status = 409, description = "already uploaded", body = crate::openapi::ErrorBody),
-        (status = 413, description = "more bytes than registered", body = crate::openapi::ErrorBody),
-        (status = 422, description = "size or sha256 differs from the registration", body = crate::openapi::ErrorBody),
+        (status = 201, description = "stored and checked; FileUploaded emitted", body = Uploaded),
+        (status = 400, description = "a parameter missing or unknown, or the upload was interrupted", body = ErrorBody),
+        (status = 403, description = "invalid or expired link, or a link for another file", body = ErrorBody),
+        (status = 409, description = "already uploaded (`duplicate`)", body = ErrorBody),
+        (status = 413, description = "more bytes than registered", body = ErrorBody),
+        (status = 422, description = "fewer bytes than registered, or another sha256", body = ErrorBody),
+        (status = 503, description = "the read model or the object store is unavailable", body = ErrorBody),
     ))]
 pub async fn put_signed(
     State(s): State<AppState>,
-    Path(file_id): Path<String>,
+    ApiPath(FilePath { file_id }): ApiPath<FilePath>,
     ApiQuery(q): ApiQuery<LinkQuery>,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let claims = links::verify(s.cfg.link_secret(), &q.t, &q.sig, "PUT")?;
     let up = claims
         .up
@@ -245,29 +233,35 @@ pub async fn put_signed(
         sha256: up.sha256,
         storage_key: claims.k,
     };
+    let (size, sha256) = (up.size, info.sha256.clone());
     let token = emit_uploaded(&s, format!("user:{}", up.owner), &file_id, info).await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "file_id": file_id, "status": FileStatus::Uploaded, "consistency_token": token }),
-        ),
+        Json(Uploaded {
+            file_id,
+            status: FileStatus::Uploaded,
+            size,
+            sha256,
+            consistency_token: token,
+        }),
     ))
 }
 
 /// `POST /upload/{file_id}/complete`: after a PUT to a presigned URL, checks what arrived.
 #[utoipa::path(post, path = "/upload/{file_id}/complete", tag = "files",
-    params(("file_id" = String, Path)),
+    params(FilePath),
     responses(
-        (status = 200, description = "checked; FileUploaded emitted"),
-        (status = 404, description = "not the caller's file", body = crate::openapi::ErrorBody),
-        (status = 409, description = "nothing uploaded yet (`upload_missing`) or not pending (`not_pending`)", body = crate::openapi::ErrorBody),
-        (status = 422, description = "size or sha256 differs; the object is removed", body = crate::openapi::ErrorBody),
+        (status = 200, description = "checked; FileUploaded emitted", body = Uploaded),
+        (status = 404, description = "no such file of the caller's", body = ErrorBody),
+        (status = 409, description = "nothing uploaded yet (`upload_missing`) or the file is not waiting for an upload (`not_pending`)", body = ErrorBody),
+        (status = 422, description = "size or sha256 differs from the registration; the object is removed", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn complete(
     State(s): State<AppState>,
     user: User,
-    Path(file_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    ApiPath(FilePath { file_id }): ApiPath<FilePath>,
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let f = crate::routes::status::visible_file(&s, &user, &file_id).await?;
     if f.status != FileStatus::PendingUpload {
         return Err(ApiError::Conflict {
@@ -315,8 +309,33 @@ pub async fn complete(
     let token = emit_uploaded(&s, format!("user:{}", user.id()), &file_id, info).await?;
     Ok((
         StatusCode::OK,
-        Json(
-            json!({ "file_id": file_id, "status": FileStatus::Uploaded, "consistency_token": token }),
-        ),
+        Json(Uploaded {
+            file_id,
+            status: FileStatus::Uploaded,
+            size: f.size.max(0) as u64,
+            sha256: f.sha256,
+            consistency_token: token,
+        }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_sha256_form_is_what_register_accepts() {
+        let pattern = crate::views::schema::pattern_of(&crate::views::schema::sha256_any_case());
+        let hex = "0123456789abcdef".repeat(4);
+        for s in [
+            hex.clone(),
+            hex.to_uppercase(),
+            hex[1..].to_string(),
+            format!("{hex}0"),
+            format!("{}g", &hex[1..]),
+            String::new(),
+        ] {
+            assert_eq!(pattern.is_match(&s), is_sha256(&s), "{s}");
+        }
+    }
 }

@@ -9,47 +9,31 @@ use axum::Json;
 use roar_common::catalog::{self, Resolved};
 use roar_projections::apply::FileRow;
 use roar_schemas::FileStatus;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::extract::ApiJson;
 use crate::jobs;
 use crate::middleware::User;
 use crate::routes::status::visible_file;
+use crate::views::{
+    AuthErrors, ErrorBody, JsonBodyErrors, ModelChoice, ProcessBody, ProcessRequest,
+    ProcessResponse, RequestedJobs, MAX_JOBS_PER_REQUEST,
+};
 use crate::{ApiError, AppState};
 
-/// Most jobs one request may ask for.
-pub const MAX_JOBS_PER_REQUEST: usize = 20;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProcessRequest {
-    file_id: String,
-    model: Option<String>,
-    models: Option<Vec<ModelChoice>>,
-    variation: Option<String>,
-    params: Option<Value>,
-}
-
-/// An entry of `models`: a name (defaults for the rest) or a full choice.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ModelChoice {
-    Name(String),
-    Full {
-        model: String,
-        variation: Option<String>,
-        params: Option<Value>,
-    },
-}
-
+/// One request's jobs; `at` is its index in a list body (whose entries name one model each).
 fn parse_one(v: Value, at: Option<usize>) -> Result<Vec<(String, Resolved)>, ApiError> {
     let here = at.map(|i| format!("request {i}: ")).unwrap_or_default();
-    let req: ProcessRequest =
-        serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("{here}{e}")))?;
     let bad = |m: String| ApiError::Unprocessable(format!("{here}{m}"));
+    let req: ProcessRequest = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
     let choices: Vec<(String, Option<String>, Option<Value>)> = match (req.model, req.models) {
         (Some(m), None) => vec![(m, req.variation, req.params)],
+        (None, Some(_)) if at.is_some() => {
+            return Err(bad(
+                "in a list, each request names one `model`; use `models` in a single request"
+                    .into(),
+            ))
+        }
         (None, Some(list)) => {
             if req.variation.is_some() || req.params.is_some() {
                 return Err(bad(
@@ -59,16 +43,18 @@ fn parse_one(v: Value, at: Option<usize>) -> Result<Vec<(String, Resolved)>, Api
             if list.is_empty() {
                 return Err(bad("`models` is empty".into()));
             }
-            list.into_iter()
-                .map(|c| match c {
-                    ModelChoice::Name(m) => (m, None, None),
-                    ModelChoice::Full {
-                        model,
-                        variation,
-                        params,
-                    } => (model, variation, params),
-                })
-                .collect()
+            let mut out = Vec::with_capacity(list.len());
+            for (i, entry) in list.into_iter().enumerate() {
+                out.push(match entry {
+                    Value::String(m) => (m, None, None),
+                    other => {
+                        let c: ModelChoice = serde_json::from_value(other)
+                            .map_err(|e| bad(format!("models[{i}]: {e}")))?;
+                        (c.model, c.variation, c.params)
+                    }
+                });
+            }
+            out
         }
         (Some(_), Some(_)) => return Err(bad("give either `model` or `models`, not both".into())),
         (None, None) => return Err(bad("missing field `model`".into())),
@@ -111,15 +97,19 @@ fn parse(body: Value) -> Result<Vec<(String, Resolved)>, ApiError> {
     Ok(all)
 }
 
-/// The file must be processable: decoded by the probe.
+/// The file must be processable: decoded by the probe. Either refusal is about the file's
+/// state, not the request's form, so both are 409 (the request may be right for another file).
 fn check_ready(f: &FileRow) -> Result<(), ApiError> {
     match f.status {
         FileStatus::Ready => Ok(()),
-        FileStatus::Failed => Err(ApiError::Unprocessable(format!(
-            "file {} could not be decoded ({}); upload a valid audio file",
-            f.file_id,
-            f.error_message.as_deref().unwrap_or("unknown error")
-        ))),
+        FileStatus::Failed => Err(ApiError::Conflict {
+            code: "file_failed",
+            message: format!(
+                "file {} could not be decoded ({}); upload a valid audio file",
+                f.file_id,
+                f.error_message.as_deref().unwrap_or("unknown error")
+            ),
+        }),
         other => Err(ApiError::Conflict {
             code: "file_not_ready",
             message: format!(
@@ -132,23 +122,22 @@ fn check_ready(f: &FileRow) -> Result<(), ApiError> {
 
 /// `POST /process`.
 #[utoipa::path(post, path = "/process", tag = "jobs",
-    request_body = crate::openapi::ProcessRequest,
+    request_body = ProcessBody,
     responses(
-        (status = 202, description = "a job (or a new attempt) was requested; with `models` or a list: {jobs: [...]}", body = crate::openapi::JobView),
-        (status = 200, description = "nothing new: the job is queued or running already, or `skipped` (completed, with outputs)", body = crate::openapi::JobView),
-        (status = 400, description = "malformed JSON", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such file of the caller's", body = crate::openapi::ErrorBody),
-        (status = 409, description = "the file is not ready yet (`file_not_ready`)", body = crate::openapi::ErrorBody),
-        (status = 413, description = "body larger than http.max_body_bytes", body = crate::openapi::ErrorBody),
-        (status = 415, description = "not JSON", body = crate::openapi::ErrorBody),
-        (status = 422, description = "unknown model, variation or params (the message lists what is valid), or the file failed to decode", body = crate::openapi::ErrorBody),
+        (status = 202, description = "at least one job (or a new attempt) was requested; one `model`: the job, `models` or a list: `{jobs: [...]}` in request order", body = ProcessResponse),
+        (status = 200, description = "nothing new: each job is queued or running already, or `skipped` (completed, with outputs)", body = ProcessResponse),
+        (status = 404, description = "no such file of the caller's", body = ErrorBody),
+        (status = 409, description = "the file is not ready yet (`file_not_ready`: retry when `/status` shows it ready), or it could not be decoded (`file_failed`)", body = ErrorBody),
+        JsonBodyErrors,
+        (status = 422, description = "the JSON does not have the documented shape: an unknown model, variation or parameter, a value out of range (the message lists what is valid), more than 20 jobs", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn process(
     State(s): State<AppState>,
     user: User,
     ApiJson(body): ApiJson<Value>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let single = !body.is_array() && body.get("models").is_none();
+) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
+    let single = !body.is_array() && body.get("models").is_none_or(Value::is_null);
     let wanted = parse(body)?;
     let mut files: HashMap<String, FileRow> = HashMap::new();
     for (file_id, _) in &wanted {
@@ -163,23 +152,25 @@ pub async fn process(
     for (file_id, r) in &wanted {
         let out = jobs::request(&s, &user, &files[file_id], r).await?;
         emitted |= out.emitted;
-        results.push(out.body);
+        results.push(out.view);
     }
     let code = if emitted {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    if single {
-        let one = results.pop().unwrap_or(Value::Null);
-        return Ok((code, Json(one)));
-    }
-    Ok((code, Json(json!({ "jobs": results }))))
+    let response = if single && results.len() == 1 {
+        ProcessResponse::One(results.remove(0))
+    } else {
+        ProcessResponse::Many(RequestedJobs { jobs: results })
+    };
+    Ok((code, Json(response)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn every_body_shape_parses_and_mistakes_say_what_is_valid() {
@@ -214,5 +205,28 @@ mod tests {
             .map(|_| json!({"file_id": f, "model": "pitch"}))
             .collect();
         assert!(parse(Value::Array(too_many)).is_err());
+    }
+
+    #[test]
+    fn null_is_absent_and_what_the_schema_forbids_is_refused() {
+        let f = "f0123456789abcdef0123456789abcdef";
+        let one = parse(json!({"file_id": f, "model": "pitch", "variation": null, "params": null, "models": null}))
+            .unwrap();
+        assert_eq!(one[0].1.variation, "tiny");
+        let many = parse(
+            json!({"file_id": f, "model": null, "models": [{"model": "pitch", "variation": null}]}),
+        )
+        .unwrap();
+        assert_eq!(many.len(), 1);
+        // An unknown key in a `models` entry is a typo, not something to ignore.
+        let e = parse(json!({"file_id": f, "models": [{"model": "pitch", "variaton": "full"}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("models[0]") && e.contains("variaton"), "{e}");
+        // A list names one model per entry.
+        let e = parse(json!([{"file_id": f, "models": ["pitch"]}]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("request 0:"), "{e}");
     }
 }

@@ -1,15 +1,14 @@
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
-use roar_projections::apply::{FileRow, JobRow};
+use roar_projections::apply::FileRow;
 use roar_schemas::FileStatus;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::middleware::User;
-use crate::{notifier, ApiError, AppState};
+use crate::views::{AuthErrors, ErrorBody, FilePath, FileView, JobView, StatusQuery, StatusView};
+use crate::{links, notifier, ApiError, AppState};
 
 /// A file the caller may see, or 404 (also for other users' files: no existence oracle).
 pub(crate) async fn visible_file(
@@ -26,61 +25,25 @@ pub(crate) async fn visible_file(
     }
 }
 
-pub(crate) fn file_json(f: &FileRow) -> Value {
-    json!({
-        "file_id": f.file_id,
-        "filename": f.filename,
-        "mime": f.mime,
-        "size": f.size,
-        "sha256": f.sha256,
-        "status": f.status,
-        "error": f.error_code.as_ref().map(|c| json!({ "code": c, "message": f.error_message })),
-        "metadata": f.probe,
-        "created_at": f.created_at,
-        "updated_at": f.updated_at,
-    })
-}
-
-pub(crate) fn job_json(j: &JobRow) -> Value {
-    json!({
-        "job_id": j.job_id,
-        "file_id": j.file_id,
-        "model": j.model,
-        "variation": j.variation,
-        "model_version": j.model_version,
-        "params": j.params,
-        "status": j.status,
-        "skipped": j.skipped,
-        "progress": j.progress,
-        "message": j.message,
-        "attempt": j.attempt,
-        "error": j.error_code.as_ref().map(|c| json!({ "code": c, "message": j.error_message, "retryable": j.retryable })),
-        "outputs": j.outputs,
-        "created_at": j.created_at,
-        "started_at": j.started_at,
-        "finished_at": j.finished_at,
-        "updated_at": j.updated_at,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatusQuery {
-    /// A consistency token from a command response: wait (bounded) until it is projected.
-    after: Option<String>,
-    /// Show the file and its jobs as they were at this time (RFC 3339), from the history.
-    as_of: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// Parses `topic:partition:offset`; only roar's own topics are accepted.
+/// Parses `topic:partition:offset` (decimal digits only); only roar's own topics are accepted.
 pub(crate) fn parse_token(t: &str) -> Result<(String, i32, i64), ApiError> {
     let bad = || ApiError::BadRequest(format!("invalid consistency token {t:?}"));
+    fn digits(s: &str, most: usize) -> Option<&str> {
+        (!s.is_empty() && s.len() <= most && s.bytes().all(|b| b.is_ascii_digit())).then_some(s)
+    }
     let mut it = t.rsplitn(3, ':');
-    let offset: i64 = it.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
-    let partition: i32 = it.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let offset: i64 = it
+        .next()
+        .and_then(|o| digits(o, 18))
+        .and_then(|o| o.parse().ok())
+        .ok_or_else(bad)?;
+    let partition: i32 = it
+        .next()
+        .and_then(|p| digits(p, 9))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(bad)?;
     let topic = it.next().ok_or_else(bad)?;
-    let known = roar_schemas::topics::all(1).iter().any(|s| s.name == topic);
-    if !known || offset < 0 || partition < 0 {
+    if !roar_schemas::topics::all(1).iter().any(|s| s.name == topic) {
         return Err(bad());
     }
     Ok((topic.to_string(), partition, offset))
@@ -104,21 +67,22 @@ async fn wait_applied(s: &AppState, token: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// `GET /status/{file_id}[?after=token]`: the file and every job on it, outputs with links.
+/// `GET /status/{file_id}[?after=token][&as_of=time]`: the file and every job on it, outputs
+/// with links.
 #[utoipa::path(get, path = "/status/{file_id}", tag = "status",
-    params(("file_id" = String, Path), ("after" = Option<String>, Query, description = "a consistency token: wait (bounded) until it is applied"),
-        ("as_of" = Option<String>, Query, description = "RFC 3339 time: the file and its jobs as they were then (folded from the event history)")),
+    params(FilePath, StatusQuery),
     responses(
-        (status = 200, description = "the file and every job, outputs with download URLs", body = crate::openapi::StatusView),
-        (status = 400, description = "invalid consistency token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such file of the caller's", body = crate::openapi::ErrorBody),
+        (status = 200, description = "the file and every job, outputs with download URLs", body = StatusView),
+        (status = 400, description = "an unknown query parameter, a consistency token of another form, or a time that is not RFC 3339", body = ErrorBody),
+        (status = 404, description = "no such file of the caller's, or it did not exist at `as_of`", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn status(
     State(s): State<AppState>,
     user: User,
-    Path(file_id): Path<String>,
+    ApiPath(FilePath { file_id }): ApiPath<FilePath>,
     ApiQuery(q): ApiQuery<StatusQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusView>, ApiError> {
     let consistent = match &q.after {
         Some(t) => Some(wait_applied(&s, t).await?),
         None => None,
@@ -135,19 +99,42 @@ pub async fn status(
             (f, jobs)
         }
     };
-    let mut out = Vec::with_capacity(jobs.len());
+    let mut views = Vec::with_capacity(jobs.len());
     for j in &jobs {
-        let mut v = job_json(j);
-        v["outputs"] = crate::links::outputs_with_urls(&s, j).await;
-        out.push(v);
+        views.push(JobView::new(j, links::outputs_with_urls(&s, j).await));
     }
-    let mut body = json!({ "file": file_json(&f), "jobs": out });
-    if let Some(t) = q.as_of {
-        body["as_of"] = json!(t);
-    }
-    if let Some(c) = consistent {
+    Ok(Json(StatusView {
+        file: FileView::from(&f),
+        jobs: views,
+        as_of: q.as_of,
         // false: the wait ran out; what follows may not include the command yet.
-        body["consistent"] = json!(c);
+        consistent,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_token_form_is_what_parse_token_accepts() {
+        let pattern = crate::views::schema::pattern_of(&crate::views::schema::consistency_token());
+        for t in [
+            "roar.files.v1:0:0",
+            "roar.job-events.v1:3:123456789012345678",
+            "roar.jobs.pitch.v1:123456789:1",
+            "roar.files.v1:1234567890:1",
+            "roar.files.v1:1:1234567890123456789",
+            "roar.files.v1:+1:1",
+            "roar.files.v1:1:-1",
+            "roar.files.v1::1",
+            "roar.files.v1:1",
+            "roarXfiles.v1:1:1",
+            "other.topic:0:1",
+            "../../x",
+            "",
+        ] {
+            assert_eq!(pattern.is_match(t), parse_token(t).is_ok(), "{t}");
+        }
     }
-    Ok(Json(body))
 }

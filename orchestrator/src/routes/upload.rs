@@ -4,7 +4,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use roar_schemas::topics::FILES;
 use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo, FileStatus};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -12,6 +11,9 @@ use roar_common::storage::upload_key;
 
 use crate::jobs::consistency_token;
 use crate::middleware::{current_request_id, User};
+use crate::views::{
+    AuthErrors, ErrorBody, MultipartUpload, UploadCreated, UploadRequest, Uploaded,
+};
 use crate::{ApiError, AppState};
 
 /// Keeps only the last path segment of a client-supplied name, without control characters.
@@ -28,20 +30,25 @@ pub(crate) fn clean_filename(name: &str) -> String {
 
 /// `POST /upload`: JSON registers a direct upload (see `presign`); multipart carries the bytes.
 #[utoipa::path(post, path = "/upload", tag = "files",
-    request_body(content = crate::openapi::UploadRequest, description = "JSON registers a direct upload; multipart/form-data with a `file` field uploads small files in the request"),
+    request_body(description = "JSON registers a direct upload; multipart/form-data with a `file` part uploads a small file in the request",
+        content(
+            (UploadRequest = "application/json"),
+            (MultipartUpload = "multipart/form-data"),
+        )),
     responses(
-        (status = 201, description = "JSON: where to PUT the bytes; multipart: the file, uploaded", body = crate::openapi::UploadTicket),
-        (status = 400, description = "malformed body", body = crate::openapi::ErrorBody),
-        (status = 409, description = "the caller already uploaded this content: `file_id` names it", body = crate::openapi::ErrorBody),
-        (status = 413, description = "larger than http.max_upload_bytes", body = crate::openapi::ErrorBody),
-        (status = 415, description = "neither JSON nor multipart", body = crate::openapi::ErrorBody),
-        (status = 422, description = "invalid size or sha256", body = crate::openapi::ErrorBody),
+        (status = 201, description = "JSON: where to PUT the bytes (`UploadTicket`); multipart: the file, uploaded (`Uploaded`)", body = UploadCreated),
+        (status = 400, description = "malformed JSON or multipart body, no `file` part, or an empty file", body = ErrorBody),
+        (status = 409, description = "the caller already uploaded this content (`duplicate`): `file_id` names it", body = ErrorBody),
+        (status = 413, description = "larger than `http.max_upload_bytes` (a JSON body: larger than `http.max_body_bytes`)", body = ErrorBody),
+        (status = 415, description = "neither JSON nor multipart/form-data", body = ErrorBody),
+        (status = 422, description = "JSON of another shape: a missing or unknown field, a size of 0, a sha256 that is not 64 hex digits", body = ErrorBody),
+        AuthErrors,
     ))]
 pub async fn upload(
     State(s): State<AppState>,
     user: User,
     req: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UploadCreated>), ApiError> {
     let ct = req
         .headers()
         .get(CONTENT_TYPE)
@@ -53,10 +60,11 @@ pub async fn upload(
         let bytes = axum::body::to_bytes(req.into_body(), s.cfg.http.max_body_bytes)
             .await
             .map_err(|_| ApiError::PayloadTooLarge("request body too large".into()))?;
-        let body = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
-            _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
-        })?;
+        let body: UploadRequest =
+            serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
+                _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
+            })?;
         return crate::routes::presign::register(s, user, body).await;
     }
     if !ct.starts_with("multipart/form-data") {
@@ -75,7 +83,7 @@ async fn multipart_upload(
     s: AppState,
     user: User,
     mut mp: Multipart,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UploadCreated>), ApiError> {
     let max = s.cfg.http.max_upload_bytes;
     let field = loop {
         match mp
@@ -165,12 +173,12 @@ async fn multipart_upload(
     tracing::info!(%file_id, size, "file uploaded");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "file_id": file_id,
-            "status": FileStatus::Uploaded,
-            "size": size,
-            "sha256": sha256,
-            "consistency_token": consistency_token(FILES, partition, offset),
+        Json(UploadCreated::Uploaded(Uploaded {
+            file_id,
+            status: FileStatus::Uploaded,
+            size,
+            sha256,
+            consistency_token: consistency_token(FILES, partition, offset),
         })),
     ))
 }

@@ -1,0 +1,36 @@
+//! The API's vocabulary: every request and response body and every query string the handlers
+//! accept or return, as types. Handlers deserialize into these and serialize these, and the
+//! OpenAPI document (`crate::openapi`) is derived from the same types, so the document cannot
+//! drift from what is on the wire without a compile error or a failing test.
+//!
+//! Conversions from the read model's rows live beside the views; nothing here touches the
+//! network or the database.
+
+mod errors;
+mod files;
+mod jobs;
+mod models;
+mod numbers;
+mod process;
+mod queries;
+pub(crate) mod schema;
+
+pub use errors::{AuthErrors, ErrorBody, JsonBodyErrors};
+pub use files::{
+    FileError, FileView, MultipartUpload, ProbeView, SongsPage, UploadCreated, UploadRequest,
+    UploadTicket, Uploaded,
+};
+pub use jobs::{
+    stored_outputs, AdminJobView, CancelAccepted, CommandStatus, HistoryEventView, JobError,
+    JobRequestView, JobView, JobsPage, NotifyAccepted, NotifyError, NotifyOutput, NotifyRequest,
+    NotifyStatus, Outcome, OutputView, ProcessResponse, RequestedJobs, RetryAccepted, StatusView,
+};
+pub use models::{
+    HealthView, ModelView, ModelsView, ParamKindView, ParamView, ReadyView, VariationView,
+    WorkerView,
+};
+pub use process::{ModelChoice, ProcessBody, ProcessRequest, MAX_JOBS_PER_REQUEST};
+pub use queries::{
+    EventsHeaders, EventsQuery, FilePath, JobPath, JobsQuery, LinkQuery, PageQuery, StatusQuery,
+    DEFAULT_LIMIT, MAX_LIMIT, MIN_LIMIT,
+};

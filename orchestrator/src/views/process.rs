@@ -1,0 +1,235 @@
+//! `POST /process` bodies. The handler reads them with these types; their schema is built from
+//! the model catalogue (the same one the handler validates against), so every model, variation
+//! and parameter range the handler accepts is in the document, and nothing else is.
+
+use std::borrow::Cow;
+
+use roar_common::catalog::{self, ModelSpec, ParamKind};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, Object, ObjectBuilder, OneOfBuilder, Ref, Schema,
+    SchemaType, Type,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+use super::schema as s;
+
+/// Most jobs one request may ask for (entries of `models`, or of a list body).
+pub const MAX_JOBS_PER_REQUEST: usize = 20;
+
+/// One request: `model` (with `variation` and `params`) or `models`. `null` is the same as
+/// absent everywhere.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessRequest {
+    pub file_id: String,
+    pub model: Option<String>,
+    /// Model names or [`ModelChoice`] objects (kept as JSON so that a mistake in one entry is
+    /// reported with its index).
+    pub models: Option<Vec<Value>>,
+    pub variation: Option<String>,
+    pub params: Option<Value>,
+}
+
+/// An object entry of `models`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelChoice {
+    pub model: String,
+    pub variation: Option<String>,
+    pub params: Option<Value>,
+}
+
+/// The body of `POST /process`: one [`ProcessRequest`] or a list of single-model ones. Only its
+/// schema is used; the handler reads the body as JSON and each request with the types above.
+pub struct ProcessBody;
+
+fn nullable(types: &[Type]) -> SchemaType {
+    types.iter().cloned().chain([Type::Null]).collect()
+}
+
+/// `additionalProperties: false`: the handler refuses unknown keys.
+fn closed() -> AdditionalProperties<Schema> {
+    AdditionalProperties::FreeForm(false)
+}
+
+fn null() -> Object {
+    ObjectBuilder::new().schema_type(Type::Null).build()
+}
+
+/// The schema of one parameter's value; `null` means "absent" to the handler.
+fn param_schema(kind: &ParamKind, description: &str) -> Schema {
+    let b = ObjectBuilder::new().description(Some(description));
+    let b = match kind {
+        ParamKind::Bool => b.schema_type(nullable(&[Type::Boolean])),
+        ParamKind::Int { min, max } => b
+            .schema_type(nullable(&[Type::Integer]))
+            .minimum(Some(*min))
+            .maximum(Some(*max)),
+        ParamKind::Float { min, max } => b
+            .schema_type(nullable(&[Type::Number]))
+            .minimum(Some(*min))
+            .maximum(Some(*max)),
+        ParamKind::Enum { values } => b.schema_type(nullable(&[Type::String])).enum_values(Some(
+            values.iter().map(|v| Value::from(*v)).chain([Value::Null]),
+        )),
+        ParamKind::Text { max_len } => b
+            .schema_type(nullable(&[Type::String]))
+            .max_length(Some(*max_len)),
+        ParamKind::Subset { values } => {
+            return ArrayBuilder::new()
+                .schema_type(nullable(&[Type::Array]))
+                .min_items(Some(1))
+                .unique_items(true)
+                .items(s::words(values.iter().copied()))
+                .description(Some(description))
+                .build()
+                .into();
+        }
+    };
+    b.build().into()
+}
+
+/// `model`, `variation` and `params` of `m`, as an object builder to add more to.
+fn model_fields(m: &ModelSpec) -> ObjectBuilder {
+    let mut params = ObjectBuilder::new()
+        .schema_type(nullable(&[Type::Object]))
+        .additional_properties(Some(closed()))
+        .description(Some(format!(
+            "{}'s parameters; absent ones take their defaults (see `GET /models`)",
+            m.name
+        )));
+    for p in &m.params {
+        params = params.property(p.name, param_schema(&p.kind, p.description));
+    }
+    let variations = m
+        .variations
+        .iter()
+        .map(|v| Value::from(v.name))
+        .chain([Value::Null]);
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(closed()))
+        .property("model", s::one_word(m.name))
+        .required("model")
+        .property(
+            "variation",
+            ObjectBuilder::new()
+                .schema_type(nullable(&[Type::String]))
+                .enum_values(Some(variations))
+                .description(Some(format!("default: {}", m.default_variation))),
+        )
+        .property("params", params)
+}
+
+fn choice_name(m: &ModelSpec) -> String {
+    format!("ModelChoice_{}", m.name)
+}
+
+fn single_name(m: &ModelSpec) -> String {
+    format!("ProcessOne_{}", m.name)
+}
+
+fn reference(name: &str) -> Ref {
+    Ref::from_schema_name(name)
+}
+
+/// Every schema the body's schema refers to, by name.
+fn components() -> Vec<(String, RefOr<Schema>)> {
+    let models = catalog::models();
+    let mut out = Vec::new();
+    for m in &models {
+        out.push((
+            choice_name(m),
+            model_fields(m)
+                .description(Some(format!("{}: {}", m.name, m.description)))
+                .build()
+                .into(),
+        ));
+        out.push((
+            single_name(m),
+            model_fields(m)
+                .property("file_id", s::file_id())
+                .required("file_id")
+                .property("models", null())
+                .description(Some(format!(
+                    "one {} job on one file: {}",
+                    m.name, m.description
+                )))
+                .build()
+                .into(),
+        ));
+    }
+    let mut by_name = s::words(models.iter().map(|m| m.name));
+    by_name.description = Some("a model with its defaults".into());
+    let mut entry = OneOfBuilder::new().item(by_name);
+    for m in &models {
+        entry = entry.item(reference(&choice_name(m)));
+    }
+    out.push((
+        "ProcessMany".into(),
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(closed()))
+            .description(Some(
+                "several models on one file; variation and params per model",
+            ))
+            .property("file_id", s::file_id())
+            .required("file_id")
+            .property(
+                "models",
+                ArrayBuilder::new()
+                    .items(entry)
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_JOBS_PER_REQUEST)),
+            )
+            .required("models")
+            .property("model", null())
+            .property("variation", null())
+            .property("params", null())
+            .build()
+            .into(),
+    ));
+    let mut one = OneOfBuilder::new();
+    for m in &models {
+        one = one.item(reference(&single_name(m)));
+    }
+    out.push(("ProcessRequest".into(), one.into()));
+    out
+}
+
+impl PartialSchema for ProcessBody {
+    fn schema() -> RefOr<Schema> {
+        let mut single = OneOfBuilder::new();
+        for m in &catalog::models() {
+            single = single.item(reference(&single_name(m)));
+        }
+        OneOfBuilder::new()
+            .item(reference("ProcessRequest"))
+            .item(reference("ProcessMany"))
+            .item(
+                ArrayBuilder::new()
+                    .items(single)
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_JOBS_PER_REQUEST))
+                    .description(Some("several requests, one model each")),
+            )
+            .description(Some(
+                "one model on one file, several models on one file, or a list of single-model \
+                 requests; at most 20 jobs per request",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ProcessBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ProcessBody")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.extend(components());
+    }
+}
