@@ -44,6 +44,15 @@ if ! python3 -c 'import confluent_kafka, fastavro, avro, duckdb' >/dev/null 2>&1
   python3 -m pip install --quiet -r examples/analytics/requirements.txt
 fi
 
+# schemathesis, the spec-driven HTTP fuzzer the OpenAPI property test runs, in its own
+# virtualenv (pinned: a new release may generate other cases from the same seed).
+SCHEMATHESIS_VERSION=4.32.5
+if ! .roar/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  rm -rf .roar/schemathesis
+  python3 -m venv .roar/schemathesis
+  .roar/schemathesis/bin/pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

@@ -17,6 +17,7 @@
 mod support;
 
 mod api_bad_inputs;
+mod api_fuzz;
 mod api_jwks;
 mod api_process;
 mod api_status_as_of;
