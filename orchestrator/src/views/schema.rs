@@ -138,7 +138,7 @@ mod tests {
         }
         for other in [
             format!("outputs/{f}"),
-            format!("outputs/F0123456789abcdef0123456789abcdef/a"),
+            "outputs/F0123456789abcdef0123456789abcdef/a".to_string(),
             format!("uploads/{f}/a"),
             format!("x/outputs/{f}/a"),
             "outputs/x/a".to_string(),
