@@ -54,10 +54,27 @@ impl Modify for PathParamsRequired {
     }
 }
 
+/// `POST /notify`'s body says which fields each status needs (see
+/// [`crate::views::notify_request_schema`]).
+struct NotifyConditions;
+
+impl Modify for NotifyConditions {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let schemas = &mut api.components.get_or_insert_with(Default::default).schemas;
+        let derived = schemas
+            .remove("NotifyRequest")
+            .expect("NotifyRequest is a component (the /notify body)");
+        schemas.insert(
+            "NotifyRequest".into(),
+            crate::views::notify_request_schema(derived).into(),
+        );
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "roar orchestrator", description = "The Lion's Roar Studio API: uploads, process requests, status, SSE, admin. Every error body is ErrorBody; every response carries X-Request-ID. Routes behind the bearer token also answer 401 (token refused), 429 (rate limit, with Retry-After) and 503 (a dependency is down)."),
-    modifiers(&Bearer, &PathParamsRequired),
+    modifiers(&Bearer, &PathParamsRequired, &NotifyConditions),
     security(("bearer" = [])),
     paths(
         crate::routes::upload::upload,

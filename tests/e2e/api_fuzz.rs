@@ -19,7 +19,7 @@ use crate::support::{fixture, Infra, Services};
 const SEED: &str = "20261206";
 /// Generated cases per operation and phase: enough to cover every schema branch, small
 /// enough for CI (see docs/api.md for the measured run time).
-const MAX_EXAMPLES: &str = "30";
+const MAX_EXAMPLES: &str = "15";
 
 /// `ROAR_TEST_SCHEMATHESIS`, the virtualenv scripts/test.sh makes, or `schemathesis` on PATH.
 fn schemathesis() -> PathBuf {
@@ -142,7 +142,9 @@ async fn every_operation_answers_as_its_openapi_document_says() {
     std::fs::write(&config_path, CONFIG).unwrap();
 
     let started = Instant::now();
-    let out = tokio::process::Command::new(&bin)
+    // The child writes straight to the test's output (nextest keeps it, and shows it on a
+    // failure or a timeout), so a slow run shows how far it got.
+    let status = tokio::process::Command::new(&bin)
         .arg("--config-file")
         .arg(&config_path)
         .arg("--no-color")
@@ -156,8 +158,8 @@ async fn every_operation_answers_as_its_openapi_document_says() {
         .args(["--generation-database", "none", "--request-timeout", "10"])
         .current_dir(dir)
         .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(600), out)
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(600), status)
         .await
         .expect("schemathesis finishes within 10 minutes")
         .unwrap_or_else(|e| {
@@ -166,15 +168,10 @@ async fn every_operation_answers_as_its_openapi_document_says() {
                 bin.display()
             )
         });
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     eprintln!(
-        "schemathesis ran for {:.1} s:\n{text}",
+        "schemathesis ran for {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    assert!(out.status.success(), "schemathesis found failures (above)");
+    assert!(status.success(), "schemathesis found failures (above)");
     svc.stop().await;
 }

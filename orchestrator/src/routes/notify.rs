@@ -24,6 +24,14 @@ fn body_of(n: NotifyRequest) -> Result<JobBody, ApiError> {
     if n.progress.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
         return Err(bad("progress must be within 0..=100"));
     }
+    // Whatever the status: a report the document calls malformed is refused, even where its
+    // outputs would be dropped.
+    if let Some(o) = n.outputs.iter().find(|o| !is_output_path(&o.path)) {
+        return Err(bad(&format!(
+            "output path {:?} must be a key under outputs/{{file_id}}/",
+            o.path
+        )));
+    }
     Ok(match n.status {
         NotifyStatus::Started => JobBody::Started {
             worker: n.worker.unwrap_or_else(|| "external".into()),
@@ -65,29 +73,20 @@ fn body_of(n: NotifyRequest) -> Result<JobBody, ApiError> {
     })
 }
 
-/// Output paths are keys under an output folder (checked without the job: 422), the job's
-/// file's (checked with it: 409).
-fn check_output_paths(body: &JobBody, file_id: Option<&str>) -> Result<(), ApiError> {
+/// A completed job's outputs are its file's (409 otherwise; their form is checked in
+/// [`body_of`]).
+fn check_output_paths(body: &JobBody, file_id: &str) -> Result<(), ApiError> {
     let JobBody::Completed { outputs, .. } = body else {
         return Ok(());
     };
-    for o in outputs {
-        if !is_output_path(&o.path) {
-            return Err(ApiError::Unprocessable(format!(
-                "output path {:?} must be a key under outputs/{{file_id}}/",
-                o.path
-            )));
-        }
-        if let Some(f) = file_id {
-            if !o.path.starts_with(&format!("outputs/{f}/")) {
-                return Err(mismatch(format!(
-                    "output path {:?} is not under the job's outputs/{f}/",
-                    o.path
-                )));
-            }
-        }
+    let folder = format!("outputs/{file_id}/");
+    match outputs.iter().find(|o| !o.path.starts_with(&folder)) {
+        Some(o) => Err(mismatch(format!(
+            "output path {:?} is not under the job's {folder}",
+            o.path
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn mismatch(message: String) -> ApiError {
@@ -106,7 +105,7 @@ fn mismatch(message: String) -> ApiError {
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 409, description = "a file_id, model or output path that is not the job's (`job_mismatch`)", body = ErrorBody),
         JsonBodyErrors,
-        (status = 422, description = "the JSON does not have the documented shape; `progress` without a percent or outside 0..=100; `failed` without `error`", body = ErrorBody),
+        (status = 422, description = "the JSON does not have the documented shape; `progress` without a percent or outside 0..=100; `failed` without `error`; an output path that is not a key under an output folder", body = ErrorBody),
         AuthErrors,
     ))]
 pub async fn notify(
@@ -122,7 +121,6 @@ pub async fn notify(
     let (job_id, status) = (n.job_id.clone(), n.status);
     let (file_id, model) = (n.file_id.clone(), n.model.clone());
     let body = body_of(n)?;
-    check_output_paths(&body, None)?;
     if !roar_schemas::ids::is_valid_id('j', &job_id) {
         return Err(ApiError::NotFound);
     }
@@ -130,7 +128,7 @@ pub async fn notify(
     if file_id.is_some_and(|f| f != job.file_id) || model.is_some_and(|m| m != job.model) {
         return Err(mismatch("file_id or model is not the job's".into()));
     }
-    check_output_paths(&body, Some(&job.file_id))?;
+    check_output_paths(&body, &job.file_id)?;
     let kind = body.kind();
     let ev = JobEvent {
         meta: EventMeta::new(current_request_id(), format!("service:{}", user.id())),
@@ -187,5 +185,22 @@ mod tests {
         let mut n = request("failed");
         n.error = None;
         assert!(matches!(body_of(n), Err(ApiError::Unprocessable(_))));
+        // A malformed output path is refused whatever the status, even one that drops outputs.
+        for (status, path, ok) in [
+            ("progress", "", false),
+            ("completed", "outputs/x", false),
+            (
+                "completed",
+                "outputs/f0123456789abcdef0123456789abcdef/pitch.csv",
+                true,
+            ),
+        ] {
+            let mut n = request(status);
+            n.outputs = vec![serde_json::from_value(serde_json::json!({
+                "path": path, "kind": "pitch", "content_type": "text/csv", "size": 1, "sha256": "00",
+            }))
+            .unwrap()];
+            assert_eq!(body_of(n).is_ok(), ok, "{status} {path:?}");
+        }
     }
 }

@@ -37,7 +37,7 @@ pub(crate) fn clean_filename(name: &str) -> String {
         )),
     responses(
         (status = 201, description = "JSON: where to PUT the bytes (`UploadTicket`); multipart: the file, uploaded (`Uploaded`)", body = UploadCreated),
-        (status = 400, description = "malformed JSON or multipart body, no `file` part, or an empty file", body = ErrorBody),
+        (status = 400, description = "malformed JSON or multipart body, no `file` part, a part other than `file`, or an empty file", body = ErrorBody),
         (status = 409, description = "the caller already uploaded this content (`duplicate`): `file_id` names it", body = ErrorBody),
         (status = 413, description = "larger than `http.max_upload_bytes` (a JSON body: larger than `http.max_body_bytes`)", body = ErrorBody),
         (status = 415, description = "neither JSON nor multipart/form-data", body = ErrorBody),
@@ -78,26 +78,31 @@ pub async fn upload(
     multipart_upload(s, user, mp).await
 }
 
-/// The multipart upload (field `file`): stores the bytes, then emits `FileUploaded`.
+fn unexpected_part(name: Option<&str>) -> ApiError {
+    ApiError::BadRequest(format!(
+        "multipart body has a part {:?}; send one part, `file`",
+        name.unwrap_or("")
+    ))
+}
+
+/// The multipart upload (one part, `file`): stores the bytes, then emits `FileUploaded`.
 async fn multipart_upload(
     s: AppState,
     user: User,
     mut mp: Multipart,
 ) -> Result<(StatusCode, Json<UploadCreated>), ApiError> {
     let max = s.cfg.http.max_upload_bytes;
-    let field = loop {
-        match mp
-            .next_field()
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
-        {
-            Some(f) if f.name() == Some("file") => break f,
-            Some(_) => continue,
-            None => {
-                return Err(ApiError::BadRequest(
-                    "multipart body has no `file` field".into(),
-                ))
-            }
+    let field = match mp
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
+    {
+        Some(f) if f.name() == Some("file") => f,
+        Some(f) => return Err(unexpected_part(f.name())),
+        None => {
+            return Err(ApiError::BadRequest(
+                "multipart body has no `file` field".into(),
+            ))
         }
     };
     let filename = clean_filename(field.file_name().unwrap_or("upload"));
@@ -131,6 +136,20 @@ async fn multipart_upload(
     .await;
     if let Err(e) = copied {
         let _ = writer.abort().await;
+        let _ = s.storage.delete(&tmp_key).await;
+        return Err(e);
+    }
+    drop(field);
+    // The body ends with the file: a later part is as much a mistake as an earlier one. (The
+    // writer is shut down by now; only the stored object is left to remove.)
+    let rest = match mp.next_field().await {
+        Ok(None) => Ok(()),
+        Ok(Some(f)) => Err(unexpected_part(f.name())),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "malformed multipart body: {e}"
+        ))),
+    };
+    if let Err(e) = rest {
         let _ = s.storage.delete(&tmp_key).await;
         return Err(e);
     }

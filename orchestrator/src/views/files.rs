@@ -100,10 +100,13 @@ pub struct UploadRequest {
 }
 
 /// `POST /upload` with a `multipart/form-data` body: small files in the request itself.
+/// One part, `file`: the handler refuses any other (400), so a part name it could not read
+/// (multipart headers allow no control characters) is never a valid body.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // only its OpenAPI description is used: the handler streams the part
 pub struct MultipartUpload {
-    /// The content (its part's filename and content type are kept); other parts are ignored.
+    /// The content (its part's filename and content type are kept).
     #[schema(value_type = String, format = Binary, min_length = 1)]
     pub file: Vec<u8>,
 }

@@ -7,7 +7,10 @@ use roar_projections::store::HistoryRow;
 use roar_schemas::JobStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::openapi::schema::Object;
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, Object, ObjectBuilder, Ref, Schema, Type,
+};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use super::files::FileView;
@@ -308,6 +311,40 @@ pub struct NotifyRequest {
     pub duration_seconds: Option<f64>,
     /// Required for `failed`.
     pub error: Option<NotifyError>,
+}
+
+/// `NotifyRequest`'s document: the derived object, and what a derive cannot say, the fields a
+/// status needs (`progress` a percent, `failed` an `error`; 422 without them).
+pub fn notify_request_schema(derived: RefOr<Schema>) -> Schema {
+    let status = |names: &[&str]| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names.iter().copied()))
+    };
+    let needs = |name: &str, field: &str, schema: RefOr<Schema>| {
+        ObjectBuilder::new()
+            .property("status", status(&[name]))
+            .property(field, schema)
+            .required(field)
+    };
+    let percent = ObjectBuilder::new().schema_type(Type::Number).build();
+    AllOfBuilder::new()
+        .item(derived)
+        .item(
+            AnyOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .property("status", status(&["started", "completed", "canceled"])),
+                )
+                .item(needs("progress", "progress", percent.into()))
+                .item(needs(
+                    "failed",
+                    "error",
+                    Ref::from_schema_name("NotifyError").into(),
+                )),
+        )
+        .build()
+        .into()
 }
 
 /// An output a worker wrote.

@@ -21,9 +21,10 @@ pub use files::{
     UploadTicket, Uploaded,
 };
 pub use jobs::{
-    stored_outputs, AdminJobView, CancelAccepted, CommandStatus, HistoryEventView, JobError,
-    JobRequestView, JobView, JobsPage, NotifyAccepted, NotifyError, NotifyOutput, NotifyRequest,
-    NotifyStatus, Outcome, OutputView, ProcessResponse, RequestedJobs, RetryAccepted, StatusView,
+    notify_request_schema, stored_outputs, AdminJobView, CancelAccepted, CommandStatus,
+    HistoryEventView, JobError, JobRequestView, JobView, JobsPage, NotifyAccepted, NotifyError,
+    NotifyOutput, NotifyRequest, NotifyStatus, Outcome, OutputView, ProcessResponse, RequestedJobs,
+    RetryAccepted, StatusView,
 };
 pub use models::{
     HealthView, ModelView, ModelsView, ParamKindView, ParamView, ReadyView, VariationView,
