@@ -77,7 +77,8 @@ fn param_schema(kind: &ParamKind, description: &str) -> Schema {
         )),
         ParamKind::Text { max_len } => b
             .schema_type(nullable(&[Type::String]))
-            .max_length(Some(*max_len)),
+            .max_length(Some(*max_len))
+            .pattern(Some(s::text_pattern())),
         ParamKind::Subset { values } => {
             return ArrayBuilder::new()
                 .schema_type(nullable(&[Type::Array]))
@@ -140,7 +141,7 @@ fn reference(name: &str) -> Ref {
 fn components() -> Vec<(String, RefOr<Schema>)> {
     let models = catalog::models();
     let mut out = Vec::new();
-    for m in &models {
+    for m in models {
         out.push((
             choice_name(m),
             model_fields(m)
@@ -165,7 +166,7 @@ fn components() -> Vec<(String, RefOr<Schema>)> {
     let mut by_name = s::words(models.iter().map(|m| m.name));
     by_name.description = Some("a model with its defaults".into());
     let mut entry = OneOfBuilder::new().item(by_name);
-    for m in &models {
+    for m in models {
         entry = entry.item(reference(&choice_name(m)));
     }
     out.push((
@@ -193,7 +194,7 @@ fn components() -> Vec<(String, RefOr<Schema>)> {
             .into(),
     ));
     let mut one = OneOfBuilder::new();
-    for m in &models {
+    for m in models {
         one = one.item(reference(&single_name(m)));
     }
     out.push(("ProcessRequest".into(), one.into()));
@@ -203,7 +204,7 @@ fn components() -> Vec<(String, RefOr<Schema>)> {
 impl PartialSchema for ProcessBody {
     fn schema() -> RefOr<Schema> {
         let mut single = OneOfBuilder::new();
-        for m in &catalog::models() {
+        for m in catalog::models() {
             single = single.item(reference(&single_name(m)));
         }
         OneOfBuilder::new()

@@ -109,6 +109,21 @@ pub fn job_status() -> Object {
     words(JobStatus::ALL.iter().map(|s| s.as_str()))
 }
 
+/// What the catalogue accepts in a free-text parameter: no control character but tab and
+/// newlines, no Unicode noncharacter. The noncharacters beyond the first plane are written as
+/// themselves, because the regex dialects that read this document spell their escapes
+/// differently.
+pub fn text_pattern() -> String {
+    let mut p = String::from(r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\uFDD0-\uFDEF\uFFFE\uFFFF");
+    for plane in 1..=16u32 {
+        for low in [0xFFFE, 0xFFFF] {
+            p.extend(char::from_u32(plane << 16 | low));
+        }
+    }
+    p.push_str("]*$");
+    p
+}
+
 /// The `pattern` of a hand-built schema as a regex (JSON Schema patterns are unanchored
 /// ECMA-262 regexes; ours anchor themselves and use only what `regex` reads the same way).
 #[cfg(test)]
@@ -145,6 +160,20 @@ mod tests {
         ] {
             assert!(!is_output_path(&other), "{other}");
             assert!(!pattern.is_match(&other), "{other}");
+        }
+    }
+
+    #[test]
+    fn the_text_pattern_says_what_the_catalogue_accepts() {
+        let pattern = regex::Regex::new(&text_pattern()).unwrap();
+        let astral =
+            (1..=16u32).flat_map(|p| [p << 16 | 0xFFFD, p << 16 | 0xFFFE, p << 16 | 0xFFFF]);
+        let chars = (0..0x3100).chain(0xFDC0..0x10000).chain(astral);
+        for c in chars.filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            let params = serde_json::json!({ "initial_prompt": text });
+            let accepted = roar_common::catalog::resolve("whisper", None, Some(&params)).is_ok();
+            assert_eq!(pattern.is_match(&text), accepted, "U+{:04X}", u32::from(c));
         }
     }
 
