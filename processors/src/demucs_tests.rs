@@ -111,15 +111,9 @@ fn expected(x: &[Vec<f32>], g: f32) -> Vec<Vec<f32>> {
 }
 
 fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>]) {
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(b) {
-        assert_eq!(x.len(), y.len());
-        let err = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0, f32::max);
-        assert!(err < 1e-4, "max error {err}");
+    assert_eq!(a.len(), b.len(), "channels");
+    for (c, (x, y)) in a.iter().zip(b).enumerate() {
+        roar_testkit::assert_close(&format!("channel {c}"), x, y, 1e-4);
     }
 }
 

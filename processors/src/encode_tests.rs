@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::audio::decode;
+use roar_testkit::assert_close;
 
 const RATE: u32 = 44_100;
 
@@ -33,13 +34,6 @@ fn round_trip(audio: &[Vec<f32>], format: Format) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn max_error(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn lossless_formats_round_trip_within_their_precision() {
     let audio = stereo(0.5, 0.8);
@@ -51,9 +45,8 @@ fn lossless_formats_round_trip_within_their_precision() {
     ] {
         let back = round_trip(&audio, format);
         for c in 0..2 {
-            assert_eq!(back[c].len(), audio[c].len(), "{format:?} length");
-            let err = max_error(&back[c], &audio[c]);
-            assert!(err <= tolerance, "{format:?} channel {c}: error {err}");
+            let what = format!("{format:?} channel {c}");
+            assert_close(&what, &back[c], &audio[c], tolerance);
         }
     }
 }
@@ -62,12 +55,12 @@ fn lossless_formats_round_trip_within_their_precision() {
 fn mono_is_written_as_one_channel() {
     let audio = vec![stereo(0.2, 0.5).remove(0)];
     let back = round_trip(&audio, Format::Flac);
-    assert!(max_error(&back[0], &audio[0]) <= 0.5 / 32768.0);
+    assert_close("mono", &back[0], &audio[0], 0.5 / 32768.0);
     // Shorter than one FLAC block.
     let short = vec![audio[0][..1000].to_vec()];
     let back = round_trip(&short, Format::Flac);
     assert_eq!(back[0].len(), 1000);
-    assert!(max_error(&back[0], &short[0]) <= 0.5 / 32768.0);
+    assert_close("short mono", &back[0], &short[0], 0.5 / 32768.0);
 }
 
 /// MP3 is lossy and delayed by the codec; the tones must survive and the bitrate must show in

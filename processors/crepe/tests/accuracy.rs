@@ -83,11 +83,18 @@ fn score(track: &PitchTrack, truth: &dyn Fn(f64) -> f64, seconds: f64) -> (f64, 
         .filter(|&&i| cents_between(track.f0_hz[i] as f64, truth(track.times[i])).abs() <= 50.0)
         .count();
     let voiced = frames.iter().filter(|&&i| track.voiced[i]).count();
+    // With no frame inside the tone the shares would be 0/0 = NaN, which passes `< 0.95`.
+    assert!(
+        !frames.is_empty(),
+        "no frame inside {seconds} s of {} frames",
+        track.len()
+    );
     let n = frames.len() as f64;
     (close as f64 / n, voiced as f64 / n)
 }
 
 fn unvoiced_share(track: &PitchTrack) -> f64 {
+    assert!(!track.is_empty(), "no frames");
     track.voiced.iter().filter(|&&v| !v).count() as f64 / track.len() as f64
 }
 
@@ -105,12 +112,12 @@ fn tones() -> Vec<Case> {
 
 #[test]
 fn tiny_tracks_tones_within_50_cents() {
-    let Some(crepe) = common::load(Capacity::Tiny) else {
-        return;
-    };
+    let crepe = common::load(Capacity::Tiny);
     let mut failures = Vec::new();
+    let mut scored = 0;
     for (name, seconds, f0) in tones() {
         for (decoder, track) in run(&crepe, &tone(seconds, &f0)) {
+            scored += 1;
             let (close, voiced) = score(&track, &f0, seconds);
             println!(
                 "{decoder:?} {name} {:.1} Hz: {:.1}% within 50 cents, {:.1}% voiced",
@@ -123,14 +130,13 @@ fn tiny_tracks_tones_within_50_cents() {
             }
         }
     }
+    assert_eq!(scored, tones().len() * DECODERS.len(), "tracks scored");
     assert!(failures.is_empty(), "below 95%: {failures:?}");
 }
 
 #[test]
 fn tiny_calls_silence_and_noise_unvoiced() {
-    let Some(crepe) = common::load(Capacity::Tiny) else {
-        return;
-    };
+    let crepe = common::load(Capacity::Tiny);
     let silent = run(&crepe, &vec![0.0; SAMPLE_RATE as usize]);
     let noisy = run(&crepe, &noise(1.0));
     for ((decoder, s), (_, n)) in silent.iter().zip(&noisy) {
@@ -148,9 +154,7 @@ fn tiny_calls_silence_and_noise_unvoiced() {
 
 #[test]
 fn tiny_tracks_short_notes_between_silences() {
-    let Some(crepe) = common::load(Capacity::Tiny) else {
-        return;
-    };
+    let crepe = common::load(Capacity::Tiny);
     // 0.4 s silence, 0.3 s A4, 0.3 s silence, 0.3 s C4, 0.4 s silence.
     let gap = |s: f64| vec![0.0f32; (s * SR) as usize];
     let notes = [(0.4, 440.0), (1.0, 261.63)];
@@ -179,6 +183,11 @@ fn tiny_tracks_short_notes_between_silences() {
                 voiced_outside += track.voiced[i] as usize;
             }
         }
+        // Both notes and all three silences must have been scored.
+        assert!(
+            inside > 0 && outside > 0,
+            "{decoder:?}: {inside} note frames, {outside} silent"
+        );
         let share = good as f64 / inside as f64;
         println!(
             "{decoder:?}: {:.1}% of note frames voiced and within 50 cents; \

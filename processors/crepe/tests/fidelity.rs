@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{load, max_abs_diff, read_npy};
+use common::{load, read_npy};
 use roar_crepe::convert::{bin_range, cents_between};
 use roar_crepe::decode::{decode, Decoder};
 use roar_crepe::frames::frame;
 use roar_crepe::{Capacity, TrackOptions, PITCH_BINS, WINDOW_SIZE};
+use roar_testkit::assert_close;
 
 const TOLERANCE: f32 = 1e-4;
 const HOP: usize = 256;
@@ -18,23 +19,20 @@ fn framing_matches_torchcrepe_preprocess() {
     let audio = read_npy("audio.npy");
     let want = read_npy("frames.npy");
     let got = frame(&audio.data, HOP, true);
-    assert_eq!(got.len(), want.data.len());
-    let err = max_abs_diff(&got, &want.data);
+    let err = assert_close("framing", &got, &want.data, TOLERANCE);
     println!("framing max abs error: {err:e}");
-    assert!(err <= TOLERANCE, "framing differs by {err}");
 }
 
 fn check_activations(capacity: Capacity) {
-    let Some(crepe) = load(capacity) else { return };
+    let crepe = load(capacity);
     let frames = read_npy("frames.npy");
     let want = read_npy(&format!("act_{capacity}.npy"));
     assert_eq!(want.shape, vec![frames.shape[0], PITCH_BINS]);
 
     // The network alone, on torchcrepe's own frames.
     let got = crepe.activations_vec(&frames.data).unwrap();
-    let err = max_abs_diff(&got, &want.data);
+    let err = assert_close(&format!("{capacity} network"), &got, &want.data, TOLERANCE);
     println!("{capacity}: network max abs error {err:e}");
-    assert!(err <= TOLERANCE, "{capacity}: activations differ by {err}");
 
     // Framing + network, in small batches, from the raw audio.
     let audio = read_npy("audio.npy");
@@ -50,12 +48,13 @@ fn check_activations(capacity: Capacity) {
             true
         })
         .unwrap();
-    let err = max_abs_diff(&got, &want.data);
-    println!("{capacity}: end-to-end max abs error {err:e}");
-    assert!(
-        err <= TOLERANCE,
-        "{capacity}: end-to-end activations differ by {err}"
+    let err = assert_close(
+        &format!("{capacity} end to end"),
+        &got,
+        &want.data,
+        TOLERANCE,
     );
+    println!("{capacity}: end-to-end max abs error {err:e}");
     assert_eq!(calls, 1 + frames.shape[0].div_ceil(7));
     assert_eq!(frames.shape[1], WINDOW_SIZE);
 }
@@ -86,24 +85,23 @@ fn check_decoder(capacity: Capacity, name: &str, decoder: Decoder, repeat: usize
     assert_eq!(want.shape, vec![2, n]);
     let d = decode(&act, bin_range(50.0, 2006.0, PITCH_BINS), decoder);
     let (want_hz, want_p) = want.data.split_at(n);
-    let worst_cents = d
+    let what = format!("{capacity} {name}{suffix}");
+    // Pitch compared in cents from the reference's, against zero.
+    assert_eq!(d.f0_hz.len(), n, "{what}: frames");
+    let off: Vec<f32> = d
         .f0_hz
         .iter()
         .zip(want_hz)
-        .map(|(&a, &b)| cents_between(a as f64, b as f64).abs())
-        .fold(0.0, f64::max);
-    let p_err = max_abs_diff(&d.periodicity, want_p);
-    println!(
-        "{capacity} {name}{suffix}: pitch within {worst_cents:.2e} cents, periodicity {p_err:e}"
+        .map(|(&a, &b)| cents_between(a as f64, b as f64) as f32)
+        .collect();
+    let worst_cents = assert_close(&format!("{what}: cents off"), &off, &vec![0.0; n], 0.01);
+    let p_err = assert_close(
+        &format!("{what}: periodicity"),
+        &d.periodicity,
+        want_p,
+        1e-6,
     );
-    assert!(
-        worst_cents < 0.01,
-        "{capacity} {name}{suffix}: {worst_cents} cents off"
-    );
-    assert!(
-        p_err <= 1e-6,
-        "{capacity} {name}{suffix}: periodicity off by {p_err}"
-    );
+    println!("{what}: pitch within {worst_cents:.2e} cents, periodicity {p_err:e}");
 }
 
 #[test]

@@ -8,9 +8,7 @@ use crate::synth::add_tone;
 
 #[test]
 fn crepe_tiny_melody_to_notes() {
-    let Some(crepe) = common::load(Capacity::Tiny) else {
-        return;
-    };
+    let crepe = common::load(Capacity::Tiny);
     // (MIDI, seconds): legato steps, a repeated note after a rest, a leap,
     // a low note and a high one.
     let melody = [
@@ -65,9 +63,7 @@ fn crepe_tiny_melody_to_notes() {
 
 #[test]
 fn crepe_tiny_vibrato_and_portamento() {
-    let Some(crepe) = common::load(Capacity::Tiny) else {
-        return;
-    };
+    let crepe = common::load(Capacity::Tiny);
     // A4 with +-60 cents of 5.5 Hz vibrato for 1.5 s, a 100 ms slide up to
     // C5 held 0.8 s, silence, then E4 plain for 0.5 s.
     let sr = 16_000.0;

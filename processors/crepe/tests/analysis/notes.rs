@@ -231,6 +231,7 @@ fn audio_sets_velocity_and_silences_frames() {
 
     // Without audio every note gets the default velocity.
     let n = notes(&t);
+    assert!(!n.is_empty());
     assert!(n
         .iter()
         .all(|x| x.velocity == NoteOptions::default().default_velocity));

@@ -13,6 +13,7 @@ fn check(t: Option<Tempo>, bpm: f64, what: &str) -> Tempo {
         t.bpm
     );
     assert!(t.confidence > 0.3, "{what}: {t:?}");
+    assert!(t.beats.len() >= 2, "{what}: beats {:?}", t.beats);
     assert!(t.beats.iter().all(|b| b.is_finite()));
     assert!(t.beats.windows(2).all(|w| w[1] > w[0]));
     t
