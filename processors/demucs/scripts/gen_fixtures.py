@@ -93,7 +93,7 @@ def capture(model, mix, prefix, out, intermediates=True):
 def head64():
     """Two 64-wide heads (bottom_channels 128, t_heads 2) in a self- and a cross-attention
     layer, a narrow feed-forward (t_hidden_scale 1) and a 0.25 s segment keep the file and the
-    test small; the time branch has 43 tokens and the frequency branch 88 (8 bins x 11 frames),
+    test small; the time branch has 44 tokens and the frequency branch 88 (8 bins x 11 frames),
     so the kernel's blocks of 48 queries and panels of 64 keys are both cut unevenly."""
     torch.manual_seed(64)
     model, _ = small(SOURCES4, bottom_channels=128, t_heads=2, t_layers=2, t_hidden_scale=1.0,
