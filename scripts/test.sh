@@ -53,6 +53,13 @@ if ! .roar/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEM
   .roar/schemathesis/bin/pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
+# The TypeScript SDK's packages (openapi-typescript, typescript; ~45 MB, seconds from the
+# lockfile); tests/e2e/e2e_sdk_typescript.rs runs its tests against the real stack.
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+(cd sdk/typescript && npm ci --silent --no-audit --no-fund)
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi

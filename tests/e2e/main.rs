@@ -4,7 +4,8 @@
 //! parallel, each in its own process. The modules are named by what they exercise:
 //!
 //! - `api_*`: the HTTP API from outside (requests in, status codes, bodies and events out);
-//! - `e2e_*`: jobs through the real workers and models;
+//! - `e2e_*`: jobs through the real workers and models (`e2e_sdk_typescript`: the TypeScript
+//!   SDK's own tests, run against a stack this test starts);
 //! - `projection_*`: the projector and the read model alone, fed with hand-made events;
 //! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
 //! - `consumer_rebalance`: the same loop under shutdown and rebalance;
@@ -32,6 +33,7 @@ mod e2e_models;
 mod e2e_pitch;
 mod e2e_probe;
 mod e2e_runtime;
+mod e2e_sdk_typescript;
 mod ops_analytics;
 mod ops_metrics;
 mod projection_exactly_once;
