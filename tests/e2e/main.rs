@@ -29,6 +29,7 @@ mod consumer_loop;
 mod consumer_rebalance;
 mod deploy_config;
 mod e2e_demucs;
+mod e2e_job_input;
 mod e2e_models;
 mod e2e_pitch;
 mod e2e_probe;

@@ -12,13 +12,14 @@ use roar_common::kafka::{
     send_dead_letter, ControlFollower, Delivery, EventProducer, HandleError, Handler,
 };
 use roar_common::metrics::{INFERENCE_SECONDS, JOBS, JOBS_IN_FLIGHT, JOB_QUEUE_SECONDS};
-use roar_common::storage::{job_output_dir, upload_key, Storage, StorageError};
+use roar_common::storage::{job_output_dir, Storage};
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
 use roar_schemas::{DeadLetterKind, JobBody, JobEvent, JobRequested, Output};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::input;
 use super::manifest;
 use super::model::{Input, Model, ModelError, RunContext};
 use super::progress;
@@ -293,27 +294,17 @@ impl Worker {
                 ))
             }
         };
-        let reader = match self.storage.reader(&upload_key(&req.file_id)).await {
-            Ok(r) => r,
-            Err(StorageError::NotFound(_)) => {
-                return Ok(failed(
-                    "missing_input",
-                    "the uploaded file is missing from storage".into(),
-                    false,
-                ))
-            }
-            Err(e) if e.is_retryable() => {
-                return Ok(failed("storage_unavailable", e.to_string(), true))
-            }
-            Err(e) => return Ok(failed("storage_error", e.to_string(), false)),
+        // The upload, or the upstream job's output its manifest names (size and sha256 checked).
+        let source = match input::open(&self.storage, req, &self.opts.limits).await? {
+            Ok(s) => s,
+            Err(u) => return Ok(failed(u.code, u.message, u.retryable)),
         };
         let limits = self.opts.limits.clone();
-        // Streamed from storage: only the decoded samples the model needs are held.
-        let decoded = tokio::task::spawn_blocking(move || {
-            audio::decode_from(audio::Source::object(reader), None, &limits)
-        })
-        .await
-        .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
+        // Only the decoded samples the model needs are held.
+        let decoded =
+            tokio::task::spawn_blocking(move || audio::decode_from(source, None, &limits))
+                .await
+                .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
         let audio = match decoded {
             Ok(a) => a,
             Err(e) => return Ok(failed(e.code(), e.to_string(), e.is_retryable())),
