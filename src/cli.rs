@@ -84,15 +84,16 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum ModelsCmd {
     /// Download a model's official weights into processor.models_dir, converted to roar's
-    /// layout (e.g. `roar models fetch demucs htdemucs_ft`).
+    /// layout (e.g. `roar models fetch demucs htdemucs_ft`, `roar models fetch musicgen small`).
     Fetch {
-        /// Only `demucs` for now.
+        /// demucs | musicgen
         model: String,
-        /// htdemucs | htdemucs_ft | htdemucs_6s
+        /// demucs: htdemucs | htdemucs_ft | htdemucs_6s; musicgen: small | medium | large | melody
         variation: String,
         /// Where the checkpoints are: a URL root or a local directory with the same layout
-        /// (default: the official one).
-        #[arg(long, env = "ROAR_DEMUCS_URL_ROOT")]
+        /// (default: the official one; else ROAR_DEMUCS_URL_ROOT or ROAR_MUSICGEN_URL_ROOT,
+        /// read by each model's downloader so one model's mirror never serves the other).
+        #[arg(long)]
         url_root: Option<String>,
         /// Download again even when the weights are already there.
         #[arg(long)]
@@ -154,20 +155,8 @@ async fn run(cli: Cli) -> Result<()> {
                 }),
             ..
         } => {
-            anyhow::ensure!(
-                model == "demucs",
-                "`roar models fetch` downloads demucs weights only, not {model:?}"
-            );
-            let dir = cfg.processor.models_dir.join("demucs");
-            let root = roar_demucs::hub::resolve_root(url_root.as_deref());
-            eprintln!(
-                "fetching demucs {variation} from {root} into {}",
-                dir.display()
-            );
             let dest = tokio::task::spawn_blocking(move || {
-                roar_demucs::hub::fetch_with(&dir, &variation, &root, force, &mut |step| {
-                    eprintln!("{step}")
-                })
+                fetch_weights(&cfg, &model, &variation, url_root.as_deref(), force)
             })
             .await??;
             println!("{}", dest.display());
@@ -235,5 +224,51 @@ async fn run(cli: Cli) -> Result<()> {
                 m => services::processor(Arc::new(cfg), m, cancel).await,
             }
         }
+    }
+}
+
+/// `roar models fetch`: each model's downloader fills `<models_dir>/<model>/<variation>/`,
+/// printing its steps on stderr (blocking I/O: called off the runtime).
+fn fetch_weights(
+    cfg: &Config,
+    model: &str,
+    variation: &str,
+    url_root: Option<&str>,
+    force: bool,
+) -> Result<PathBuf> {
+    let dir = cfg.processor.models_dir.join(model);
+    let mut report = |step: &str| eprintln!("{step}");
+    match model {
+        "demucs" => {
+            let root = roar_demucs::hub::resolve_root(url_root);
+            eprintln!(
+                "fetching demucs {variation} from {root} into {}",
+                dir.display()
+            );
+            Ok(roar_demucs::hub::fetch_with(
+                &dir,
+                variation,
+                &root,
+                force,
+                &mut report,
+            )?)
+        }
+        "musicgen" => {
+            let root = roar_musicgen::hub::resolve_root(url_root);
+            eprintln!(
+                "fetching musicgen {variation} from {root} into {}",
+                dir.display()
+            );
+            Ok(roar_musicgen::hub::fetch_with(
+                &dir,
+                variation,
+                &root,
+                force,
+                &mut report,
+            )?)
+        }
+        other => anyhow::bail!(
+            "`roar models fetch` downloads demucs and musicgen weights only, not {other:?}"
+        ),
     }
 }

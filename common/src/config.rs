@@ -361,13 +361,14 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        // ROAR_CONFIG names the file and ROAR_DEMUCS_URL_ROOT is `roar models fetch`'s download
-        // root; neither is a service setting. ROAR_MODELS_DIR is the model crates'
+        // ROAR_CONFIG names the file and ROAR_DEMUCS_URL_ROOT / ROAR_MUSICGEN_URL_ROOT are
+        // `roar models fetch`'s download roots; none is a service setting. ROAR_MODELS_DIR is the model crates'
         // own variable (their tests and tools read it): an alias of processor.models_dir.
         fig = fig.merge(Env::prefixed("ROAR_").split("__").ignore(&[
             "CONFIG",
             "MODELS_DIR",
             "DEMUCS_URL_ROOT",
+            "MUSICGEN_URL_ROOT",
         ]));
         if let Some(dir) = std::env::var_os("ROAR_MODELS_DIR") {
             if std::env::var_os("ROAR_PROCESSOR__MODELS_DIR").is_none() {

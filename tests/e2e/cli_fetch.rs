@@ -1,4 +1,4 @@
-//! `roar models fetch demucs <variation>`: the command reaches the downloader with the
+//! `roar models fetch demucs|musicgen <variation>`: the command reaches the downloader with the
 //! configured models dir and root, and refuses what it must (no network needed: a local
 //! directory stands in for the download root).
 
@@ -11,7 +11,8 @@ fn roar(models_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
         .args(args)
         .env("ROAR_PROCESSOR__MODELS_DIR", models_dir)
         .env_remove("ROAR_MODELS_DIR")
-        .env_remove("ROAR_DEMUCS_URL_ROOT");
+        .env_remove("ROAR_DEMUCS_URL_ROOT")
+        .env_remove("ROAR_MUSICGEN_URL_ROOT");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -32,10 +33,17 @@ fn unknown_models_and_variations_are_refused_by_name() {
         "{}",
         stderr(&out)
     );
+    let out = roar(models.path(), &["musicgen", "huge"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown musicgen variation \"huge\""),
+        "{}",
+        stderr(&out)
+    );
     let out = roar(models.path(), &["whisper", "small"], &[]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("demucs weights only"),
+        stderr(&out).contains("demucs and musicgen weights only, not \"whisper\""),
         "{}",
         stderr(&out)
     );
@@ -86,4 +94,80 @@ fn a_checkpoint_that_fails_its_checksum_is_not_installed() {
         "nothing is left in {}",
         dir.display()
     );
+}
+
+/// A local directory laid out as `<root>/<repo>/<file>` holding the tiny random-init MusicGen.
+fn musicgen_root() -> tempfile::TempDir {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("processors/musicgen/tests/fixtures/tiny");
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("facebook/musicgen-small");
+    std::fs::create_dir_all(&repo).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture.join(f), repo.join(f)).unwrap();
+    }
+    root
+}
+
+#[test]
+fn musicgen_is_fetched_into_the_models_dir_and_a_second_fetch_keeps_it() {
+    let root = musicgen_root();
+    let models = tempfile::tempdir().unwrap();
+    let out = roar(
+        models.path(),
+        &["musicgen", "small"],
+        &[("ROAR_MUSICGEN_URL_ROOT", root.path())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = models.path().join("musicgen/small");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dest.to_str().unwrap()
+    );
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert_eq!(
+            std::fs::read(dest.join(f)).unwrap(),
+            std::fs::read(root.path().join("facebook/musicgen-small").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // Complete already: nothing is downloaded again without --force.
+    let root_arg = root.path().to_str().unwrap();
+    let again = roar(
+        models.path(),
+        &["musicgen", "small", "--url-root", root_arg],
+        &[],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already there") && !stderr(&again).contains("downloading"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn a_musicgen_download_missing_a_tensor_leaves_nothing_complete() {
+    let root = musicgen_root();
+    // A config that needs more decoder layers than the weights hold.
+    let config = root.path().join("facebook/musicgen-small/config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let layers = json["decoder"]["num_hidden_layers"].as_u64().unwrap();
+    json["decoder"]["num_hidden_layers"] = (layers + 1).into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let root_arg = root.path().to_str().unwrap();
+    let out = roar(
+        models.path(),
+        &["musicgen", "small", "--url-root", root_arg],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("decoder.model.decoder.layers.{layers}.")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!models.path().join("musicgen/small/config.json").exists());
 }
