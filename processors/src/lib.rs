@@ -11,3 +11,17 @@ pub mod pitch;
 pub mod probe;
 pub mod runtime;
 pub mod whisper;
+
+use roar_schemas::DeadLetterKind;
+
+/// The error code a job or upload ends with when its message was dead-lettered by the
+/// consumer loop (the letter itself keeps the full cause for an operator).
+pub(crate) fn dead_letter_code(kind: DeadLetterKind) -> &'static str {
+    match kind {
+        DeadLetterKind::Failed => "retries_exhausted",
+        DeadLetterKind::WrongModel => "wrong_model",
+        DeadLetterKind::Invalid => "invalid_request",
+        DeadLetterKind::Undecodable => "undecodable",
+        DeadLetterKind::JobFailed => "failed",
+    }
+}

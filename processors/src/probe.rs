@@ -166,6 +166,35 @@ impl Handler for Probe {
             tracing::info_span!("probe", file_id = %ev.file_id, request_id = %ev.meta.request_id);
         self.probe_and_emit(&ev, info).instrument(span).await
     }
+
+    /// An upload whose probe was dead-lettered fails, so the file never stays `uploaded`.
+    async fn dead_lettered(
+        &self,
+        d: &Delivery,
+        kind: DeadLetterKind,
+        reason: &str,
+    ) -> Result<(), HandleError> {
+        let Ok(ev) = d.decode::<FileEvent>() else {
+            return Ok(());
+        };
+        if !matches!(ev.body, FileBody::Uploaded(_)) {
+            return Ok(());
+        }
+        metrics::counter!(PROBE_FILES, "outcome" => "failed").increment(1);
+        let out = FileEvent {
+            meta: ev.meta.follow(format!("service:{GROUP}")),
+            file_id: ev.file_id.clone(),
+            body: FileBody::ProbeFailed {
+                code: crate::dead_letter_code(kind).into(),
+                message: reason.to_string(),
+            },
+        };
+        self.producer
+            .send(FILES, &ev.file_id, &out)
+            .await
+            .map(|_| ())
+            .map_err(|e| HandleError::Retry(e.to_string()))
+    }
 }
 
 impl Probe {

@@ -28,6 +28,7 @@ mod cli_fetch;
 mod consumer_loop;
 mod consumer_rebalance;
 mod deploy_config;
+mod e2e_dead_letter;
 mod e2e_demucs;
 mod e2e_job_input;
 mod e2e_models;

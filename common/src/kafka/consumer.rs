@@ -12,6 +12,10 @@
 //! partition is never stored or committed, so it cannot move the new owner's position
 //! ([`super::rebalance`]). A retryable failure during shutdown is abandoned, not dead-lettered:
 //! the next owner tries the message again.
+//!
+//! A dead letter ends what its message started: once the message is in the DLQ, the
+//! handler's [`Handler::dead_lettered`] emits the terminal event (a failed job, a failed
+//! probe) before the offset moves, so a user never waits on a message nobody will handle.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -107,6 +111,20 @@ pub trait Handler: Send + Sync + 'static {
         delivery: &Delivery,
         cancel: &CancellationToken,
     ) -> Result<(), HandleError>;
+
+    /// Called once `delivery` is safely in the dead-letter topic, before its offset is stored.
+    /// A handler whose messages start something a user waits on (a job, a probe) ends it here
+    /// with the cause, so nothing stays queued or running forever behind a dead letter. A
+    /// retryable error is tried again (with backoff) until shutdown; then the offset is not
+    /// stored and the next owner handles the message again.
+    async fn dead_lettered(
+        &self,
+        _delivery: &Delivery,
+        _kind: DeadLetterKind,
+        _reason: &str,
+    ) -> Result<(), HandleError> {
+        Ok(())
+    }
 }
 
 /// What to consume and as whom.
@@ -196,17 +214,12 @@ pub async fn run_consumer(
             }
             Err(HandleError::Poison { kind, reason }) => {
                 send_to_dlq(&spec.group, &producer, &delivery, kind, &reason, &cancel).await
+                    && settle(&spec.group, &*handler, &delivery, kind, &reason, &cancel).await
             }
             Err(HandleError::Retry(reason)) => {
-                send_to_dlq(
-                    &spec.group,
-                    &producer,
-                    &delivery,
-                    DeadLetterKind::Failed,
-                    &reason,
-                    &cancel,
-                )
-                .await
+                let kind = DeadLetterKind::Failed;
+                send_to_dlq(&spec.group, &producer, &delivery, kind, &reason, &cancel).await
+                    && settle(&spec.group, &*handler, &delivery, kind, &reason, &cancel).await
             }
             Err(HandleError::Abandoned) => false,
         };
@@ -372,6 +385,37 @@ async fn send_to_dlq(
                     _ = cancel.cancelled() => return false,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Lets the handler end what a dead-lettered message started; returns whether that is done
+/// (or nothing is left to do), so the offset may be stored.
+async fn settle(
+    group: &str,
+    handler: &dyn Handler,
+    d: &Delivery,
+    kind: DeadLetterKind,
+    reason: &str,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match handler.dead_lettered(d, kind, reason).await {
+            Ok(()) => return true,
+            Err(HandleError::Retry(e)) => {
+                tracing::warn!(%group, topic = %d.topic, partition = d.partition, offset = d.offset, error = %e, "cannot end the dead-lettered message's work yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(HandleError::Abandoned) => return false,
+            Err(e @ HandleError::Poison { .. }) => {
+                tracing::warn!(%group, topic = %d.topic, partition = d.partition, offset = d.offset, error = %e, "the dead-lettered message names nothing to end");
+                return true;
             }
         }
     }

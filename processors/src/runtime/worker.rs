@@ -429,4 +429,33 @@ impl Handler for Worker {
             model = %req.model, variation = %req.variation, attempt = req.attempt, request_id = %req.meta.request_id);
         self.process(d, &req, cancel).instrument(span).await
     }
+
+    /// A request in the DLQ ends its job as failed, so its status never stays queued or
+    /// running (a request whose ids are not roar ids names no job anyone can see).
+    async fn dead_lettered(
+        &self,
+        d: &Delivery,
+        kind: DeadLetterKind,
+        reason: &str,
+    ) -> Result<(), HandleError> {
+        let Ok(req) = d.decode::<JobRequested>() else {
+            return Ok(());
+        };
+        if !roar_schemas::ids::is_valid_id('j', &req.job_id)
+            || !roar_schemas::ids::is_valid_id('f', &req.file_id)
+        {
+            return Ok(());
+        }
+        metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "failed").increment(1);
+        self.emit(
+            &req,
+            JobBody::Failed {
+                code: crate::dead_letter_code(kind).into(),
+                message: reason.to_string(),
+                // Only a handler that kept failing on infrastructure may pass another time.
+                retryable: kind == DeadLetterKind::Failed,
+            },
+        )
+        .await
+    }
 }
