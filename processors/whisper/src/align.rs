@@ -1,5 +1,7 @@
-//! Word timestamps: the cross-attention of the alignment heads over the audio frames,
-//! normalised and median-filtered, aligned to the tokens by dynamic time warping.
+//! Word timestamps, as faster-whisper (and openai-whisper) compute them: the cross-attention
+//! of the alignment heads over the window's real frames, standardised across tokens and
+//! median-filtered along time, aligned to the tokens by dynamic time warping. The fixes
+//! for pauses and punctuation are in `words.rs`.
 
 use candle_core::{IndexOp, Tensor};
 
@@ -7,20 +9,36 @@ use crate::decode::log_softmax;
 use crate::error::Result;
 use crate::model::Model;
 use crate::tokenizer::WhisperTokenizer;
-use crate::Word;
+use crate::words::{limit_sentence_ends, median, merge_punctuation};
 
 /// Audio tokens per second (the encoder halves the 100 mel frames per second).
-const TOKENS_PER_SECOND: f32 = 50.0;
+const TOKENS_PER_SECOND: f64 = 50.0;
 
-/// One encoded window: `[1, 1500, d]`, `frames` real mel frames, starting at `offset` s.
+/// One encoded window: `[1, 1500, d]` with `frames` real mel frames.
 pub(crate) struct EncodedWindow<'a> {
     pub audio: &'a Tensor,
     pub frames: usize,
-    pub offset: f32,
 }
 
-/// Times the words of `text_tokens` (text only, no timestamps) spoken in `win`; each word
-/// comes with its token count so callers can hand words back to their segments.
+/// A word timed within its window. A punctuation mark merged into a neighbour stays in the
+/// list with no text and no tokens, so that words can be handed to segments by token count.
+#[derive(Debug, Clone)]
+pub(crate) struct AlignedWord {
+    pub word: String,
+    pub tokens: usize,
+    /// Seconds from the window's start.
+    pub start: f64,
+    pub end: f64,
+    pub probability: f32,
+}
+
+/// The words of a window, and the median word duration (at most 0.7 s) the fixes use.
+pub(crate) struct Alignment {
+    pub words: Vec<AlignedWord>,
+    pub median: f64,
+}
+
+/// Times the words of `text_tokens` (text only, no timestamps) spoken in `win`.
 pub(crate) fn align_words(
     model: &Model,
     tok: &WhisperTokenizer,
@@ -28,30 +46,30 @@ pub(crate) fn align_words(
     win: &EncodedWindow,
     sot_seq: &[u32],
     text_tokens: &[u32],
-) -> Result<Vec<(Word, usize)>> {
-    let EncodedWindow {
-        audio,
-        frames,
-        offset,
-    } = *win;
+    language: &str,
+) -> Result<Alignment> {
+    let none = Alignment {
+        words: Vec::new(),
+        median: 0.0,
+    };
     if text_tokens.is_empty() {
-        return Ok(Vec::new());
+        return Ok(none);
     }
     let sp = &tok.specials;
     let mut tokens = sot_seq.to_vec();
     tokens.push(sp.no_timestamps);
     tokens.extend_from_slice(text_tokens);
     tokens.push(sp.eot);
-    let mut state = model.decoder.start(audio, 1)?;
-    let t = Tensor::new(tokens.as_slice(), audio.device())?.unsqueeze(0)?;
+    let mut state = model.decoder.start(win.audio, 1)?;
+    let t = Tensor::new(tokens.as_slice(), win.audio.device())?.unsqueeze(0)?;
     let (logits, weights) = model.decoder.forward(&t, &mut state, heads)?;
     let Some(weights) = weights else {
-        return Ok(Vec::new());
+        return Ok(none);
     };
-    let n_audio = (frames / 2).max(1).min(weights.dim(2)?);
+    let n_audio = (win.frames / 2).max(1).min(weights.dim(2)?);
     let w: Vec<Vec<Vec<f32>>> = weights.narrow(2, 0, n_audio)?.to_vec3()?;
 
-    // Probability of each text token where it was predicted.
+    // Probability of each text token where it was predicted, among text tokens only.
     let base = sot_seq.len();
     let mut probs = Vec::with_capacity(text_tokens.len());
     for (i, &tt) in text_tokens.iter().enumerate() {
@@ -60,106 +78,76 @@ pub(crate) fn align_words(
         probs.push(lp[tt as usize].exp());
     }
 
-    // Per head: standardise each token row, then median-filter along time; average heads.
-    let rows = tokens.len();
-    let mut matrix = vec![vec![0f32; n_audio]; rows];
-    for head in &w {
-        for (r, row) in head.iter().enumerate() {
-            let mean = row.iter().sum::<f32>() / n_audio as f32;
-            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n_audio as f32;
-            let sd = var.sqrt().max(1e-8);
-            let z: Vec<f32> = row.iter().map(|v| (v - mean) / sd).collect();
-            for (m, v) in matrix[r].iter_mut().zip(median_filter(&z, 7)) {
+    let matrix = attention_matrix(&w);
+    // Rows from <|notimestamps|> (predicting the first text token) to the last text token
+    // (predicting the end).
+    let cost: Vec<Vec<f32>> = matrix[base..tokens.len() - 1]
+        .iter()
+        .map(|r| r.iter().map(|v| -v).collect())
+        .collect();
+    let (text_idx, time_idx) = dtw(&cost);
+    let jumps: Vec<f64> = (0..text_idx.len())
+        .filter(|&i| i == 0 || text_idx[i] != text_idx[i - 1])
+        .map(|i| time_idx[i] as f64 / TOKENS_PER_SECOND)
+        .collect();
+
+    let mut words = Vec::new();
+    let mut k = 0;
+    for (word, wt) in tok.split_words(text_tokens, language)? {
+        let at = |i: usize| jumps.get(i).or(jumps.last()).copied().unwrap_or(0.0);
+        let n = wt.len();
+        words.push(AlignedWord {
+            word,
+            tokens: n,
+            start: at(k),
+            end: at(k + n),
+            probability: probs[k..k + n].iter().sum::<f32>() / n as f32,
+        });
+        k += n;
+    }
+    let mut durations: Vec<f64> = words
+        .iter()
+        .map(|w| w.end - w.start)
+        .filter(|&d| d != 0.0)
+        .collect();
+    let median = median(&mut durations).min(0.7);
+    if !durations.is_empty() {
+        limit_sentence_ends(&mut words, median * 2.0);
+    }
+    merge_punctuation(&mut words);
+    Ok(Alignment { words, median })
+}
+
+/// Per alignment head: each token's attention renormalised over the real frames (the
+/// reference's softmax over them alone), standardised across tokens frame by frame, then
+/// median-filtered along time; the heads averaged. `[rows][frames]`.
+fn attention_matrix(w: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
+    let rows = w.first().map_or(0, Vec::len);
+    let frames = w.first().and_then(|h| h.first()).map_or(0, Vec::len);
+    let mut matrix = vec![vec![0f32; frames]; rows];
+    for head in w {
+        let mut h: Vec<Vec<f32>> = head
+            .iter()
+            .map(|row| {
+                let s: f32 = row.iter().sum();
+                row.iter().map(|v| v / s.max(f32::MIN_POSITIVE)).collect()
+            })
+            .collect();
+        for f in 0..frames {
+            let mean = h.iter().map(|r| r[f]).sum::<f32>() / rows as f32;
+            let var = h.iter().map(|r| (r[f] - mean).powi(2)).sum::<f32>() / rows as f32;
+            let sd = var.sqrt().max(f32::MIN_POSITIVE);
+            for r in &mut h {
+                r[f] = (r[f] - mean) / sd;
+            }
+        }
+        for (m, r) in matrix.iter_mut().zip(&h) {
+            for (m, v) in m.iter_mut().zip(median_filter(r, 7)) {
                 *m += v / w.len() as f32;
             }
         }
     }
-    // Rows from <|notimestamps|> up to the last text token.
-    let m: Vec<Vec<f32>> = matrix[base..rows - 1]
-        .iter()
-        .map(|r| r.iter().map(|v| -v).collect())
-        .collect();
-    let (text_idx, time_idx) = dtw(&m);
-
-    let mut jumps = Vec::new();
-    for i in 0..text_idx.len() {
-        if i == 0 || text_idx[i] != text_idx[i - 1] {
-            jumps.push(time_idx[i] as f32 / TOKENS_PER_SECOND);
-        }
-    }
-    let words = tok.split_words(text_tokens)?;
-    let mut out = Vec::with_capacity(words.len());
-    let mut k = 0;
-    for (word, wt) in words {
-        let start = jumps.get(k).copied().unwrap_or(0.0);
-        let end = jumps
-            .get(k + wt.len())
-            .copied()
-            .unwrap_or_else(|| jumps.last().copied().unwrap_or(0.0));
-        let p = probs[k..k + wt.len()].iter().sum::<f32>() / wt.len() as f32;
-        k += wt.len();
-        let n = wt.len();
-        out.push((
-            Word {
-                start: offset + start,
-                end: offset + end.max(start),
-                word,
-                probability: p,
-            },
-            n,
-        ));
-    }
-    limit_sentence_ends(&mut out);
-    Ok(out)
-}
-
-/// DTW lets a sentence's closing mark (and the word after it) soak up the pause that
-/// follows; cap such words at twice the median word length (at most 1.4 s).
-fn limit_sentence_ends(words: &mut [(Word, usize)]) {
-    let mut durs: Vec<f32> = words
-        .iter()
-        .map(|(w, _)| w.end - w.start)
-        .filter(|&d| d > 0.0)
-        .collect();
-    if durs.is_empty() {
-        return;
-    }
-    durs.sort_by(f32::total_cmp);
-    let max = durs[durs.len() / 2].min(0.7) * 2.0;
-    let is_end = |w: &Word| matches!(w.word.trim(), "." | "!" | "?" | "。" | "！" | "？");
-    for i in 1..words.len() {
-        if words[i].0.end - words[i].0.start > max {
-            if is_end(&words[i].0) {
-                words[i].0.end = words[i].0.start + max;
-            } else if is_end(&words[i - 1].0) {
-                words[i].0.start = words[i].0.end - max;
-            }
-        }
-    }
-}
-
-/// Glues lone punctuation onto the word before it (or after it, for opening marks).
-pub(crate) fn merge_punctuation(words: &mut Vec<Word>) {
-    let mut i = 0;
-    while i < words.len() {
-        let t = words[i].word.trim();
-        let is_punct = !t.is_empty() && t.chars().all(|c| c.is_ascii_punctuation());
-        let opening = matches!(t, "\"" | "'" | "(" | "[" | "{" | "¿" | "¡");
-        if is_punct && !opening && i > 0 {
-            let w = words.remove(i);
-            words[i - 1].word.push_str(w.word.trim_start());
-            words[i - 1].end = words[i - 1].end.max(w.end);
-            continue;
-        }
-        if is_punct && opening && i + 1 < words.len() {
-            let w = words.remove(i);
-            let next = &mut words[i];
-            next.word = format!("{}{}", w.word, next.word.trim_start());
-            next.start = w.start.min(next.start);
-            continue;
-        }
-        i += 1;
-    }
+    matrix
 }
 
 fn median_filter(x: &[f32], width: usize) -> Vec<f32> {

@@ -239,6 +239,14 @@ pub(crate) fn decode_window(
     })
 }
 
+/// Beam search as CTranslate2 runs it for faster-whisper: each step ranks every
+/// hypothesis's continuations together by total log-probability; among the best `beam`
+/// candidates, those that end the text are finished, and the best `beam` that do not end it
+/// go on. An end ranked below the best `beam` is not a finished hypothesis: taking those
+/// too fills the finished list with unlikely early endings and stops the search before the
+/// good hypotheses end (the long-form defect this replaced). The search stops once
+/// `beam * patience` hypotheses have finished or at `sample_len` tokens (where the live
+/// ones count as finished), and the finished one with the best mean log-probability wins.
 fn beam_search(
     model: &Model,
     state: &mut crate::model::DecoderState,
@@ -249,11 +257,15 @@ fn beam_search(
     sample_len: usize,
 ) -> Result<(Vec<u32>, f32)> {
     let dev = state_device(model);
+    let eot = rules.sp.eot;
     let max_finished = ((beam as f32 * patience).round() as usize).max(1);
     let mut beams: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
     let mut logits = vec![first];
     let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
-    for _ in 0..sample_len {
+    for step in 0..sample_len {
+        let last_step = step + 1 == sample_len;
+        // Each hypothesis offers its best beam + 1 tokens: enough for the best `beam`
+        // candidates overall and, after at most one end of text each, `beam` to go on.
         let mut cands: Vec<(f32, usize, u32)> = Vec::new();
         for (i, (seq, score)) in beams.iter().enumerate() {
             let mut l = logits[i].clone();
@@ -268,22 +280,25 @@ fn beam_search(
                 }
             }
         }
-        cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Equal scores in hypothesis then token order, as a top-k over [beam, vocab] gives.
+        cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let mut next: Vec<(Vec<u32>, f32)> = Vec::new();
         let mut rows: Vec<u32> = Vec::new();
-        for (score, i, tok) in cands {
-            if tok == rules.sp.eot {
-                if finished.len() < max_finished {
-                    finished.push((beams[i].0.clone(), score));
+        for (rank, &(score, i, tok)) in cands.iter().enumerate() {
+            if rank < beam && (tok == eot || last_step) {
+                let mut seq = beams[i].0.clone();
+                if tok != eot {
+                    seq.push(tok);
                 }
-            } else if next.len() < beam {
-                let mut s = beams[i].0.clone();
-                s.push(tok);
-                next.push((s, score));
+                finished.push((seq, score));
+            } else if tok != eot && next.len() < beam {
+                let mut seq = beams[i].0.clone();
+                seq.push(tok);
+                next.push((seq, score));
                 rows.push(i as u32);
             }
         }
-        if finished.len() >= max_finished || next.is_empty() {
+        if last_step || finished.len() >= max_finished || next.is_empty() {
             break;
         }
         state.reorder(&rows)?;
@@ -301,13 +316,12 @@ fn beam_search(
     if finished.is_empty() {
         finished = beams;
     }
-    // Rank by mean log-probability so long hypotheses are not penalised for length.
+    // Rank by mean log-probability (length penalty 1) so long hypotheses are not penalised
+    // for their length; the first of equals wins, as in a stable sort.
+    let mean = |h: &(Vec<u32>, f32)| h.1 / h.0.len().max(1) as f32;
     let best = finished
         .into_iter()
-        .max_by(|a, b| {
-            let mean = |h: &(Vec<u32>, f32)| h.1 / h.0.len().max(1) as f32;
-            mean(a).total_cmp(&mean(b))
-        })
+        .reduce(|best, h| if mean(&h) > mean(&best) { h } else { best })
         .expect("at least one hypothesis");
     Ok(best)
 }

@@ -19,6 +19,8 @@ mod align;
 mod ct2;
 mod decode;
 pub mod error;
+#[cfg(test)]
+mod fidelity;
 mod format;
 #[cfg(feature = "hub")]
 mod hub;
@@ -27,6 +29,8 @@ mod model;
 pub mod tokenizer;
 mod transcribe;
 mod weights;
+mod window;
+mod words;
 
 use std::path::Path;
 

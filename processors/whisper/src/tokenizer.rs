@@ -95,9 +95,10 @@ impl WhisperTokenizer {
             .map(|(i, _)| *i)
     }
 
-    /// Splits text tokens into words: a word starts at a token that begins with a space
-    /// or is punctuation; tokens that only form a character together stay together.
-    pub fn split_words(&self, tokens: &[u32]) -> Result<Vec<(String, Vec<u32>)>> {
+    /// Splits text tokens into words: a word starts at a token that begins with a space or
+    /// is punctuation; tokens that only form a character together stay together. Languages
+    /// written without spaces (`zh`, `ja`, `th`, `lo`, `my`, `yue`) split at every character.
+    pub fn split_words(&self, tokens: &[u32], language: &str) -> Result<Vec<(String, Vec<u32>)>> {
         // First group tokens into valid UTF-8 pieces.
         let mut pieces: Vec<(String, Vec<u32>)> = Vec::new();
         let mut cur = Vec::new();
@@ -111,10 +112,15 @@ impl WhisperTokenizer {
         if !cur.is_empty() {
             pieces.push((self.decode(&cur)?, cur));
         }
+        if matches!(language, "zh" | "ja" | "th" | "lo" | "my" | "yue") {
+            return Ok(pieces);
+        }
         let mut words: Vec<(String, Vec<u32>)> = Vec::new();
         for (s, toks) in pieces {
             let starts_word = s.starts_with(' ');
-            let punct = s.trim().chars().all(|c| c.is_ascii_punctuation()) && !s.trim().is_empty();
+            // The reference asks whether the piece occurs in Python's `string.punctuation`
+            // (so `.`, `),` and a lone space count; `...` does not): the same here.
+            let punct = ASCII_PUNCTUATION.contains(s.trim());
             match words.last_mut() {
                 Some(last) if !starts_word && !punct => {
                     last.0.push_str(&s);
@@ -126,3 +132,6 @@ impl WhisperTokenizer {
         Ok(words)
     }
 }
+
+/// Python's `string.punctuation`.
+const ASCII_PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";

@@ -1,21 +1,18 @@
-//! Long-form transcription: 30 s windows moved by the last complete timestamp (seek),
-//! temperature fallback, silence skipping, prompt carry-over, word timing.
-
-use std::io::Write;
+//! Long-form transcription: 30 s windows moved by the last complete timestamp (or, with
+//! word timestamps, the last word), silence skipping, prompt carry-over, word timing.
 
 use candle_core::{IndexOp, Tensor};
 
-use crate::align::{align_words, merge_punctuation, EncodedWindow};
-use crate::decode::{decode_window, log_softmax, WindowParams, WindowResult};
+use crate::align::{align_words, EncodedWindow};
+use crate::decode::log_softmax;
 use crate::error::{Result, WhisperError};
 use crate::mel::{HOP, N_FRAMES, SAMPLE_RATE};
-use crate::{Segment, Task, TranscribeOptions, Transcript, Whisper};
-
-/// Seconds per timestamp token.
-const TS_STEP: f32 = 0.02;
+use crate::window::{decode_with_fallback, split_window, window_start};
+use crate::words::{assign_words, TimedSegment};
+use crate::{Segment, Task, TranscribeOptions, Transcript, Whisper, Word};
 
 /// Mel frames of the audio plus 30 s of silence, as `[n_mels, frames]` rows.
-struct Mel {
+pub(crate) struct Mel {
     data: Vec<f32>,
     frames: usize,
     n_mels: usize,
@@ -23,7 +20,12 @@ struct Mel {
 
 impl Mel {
     /// `[1, n_mels, 3000]` from `seek`, `len` real frames then zeros.
-    fn window(&self, seek: usize, len: usize, dev: &candle_core::Device) -> Result<Tensor> {
+    pub(crate) fn window(
+        &self,
+        seek: usize,
+        len: usize,
+        dev: &candle_core::Device,
+    ) -> Result<Tensor> {
         let mut w = vec![0f32; self.n_mels * N_FRAMES];
         for m in 0..self.n_mels {
             let src = &self.data[m * self.frames + seek..m * self.frames + seek + len];
@@ -45,7 +47,7 @@ fn check_audio(samples: &[f32]) -> Result<()> {
     Ok(())
 }
 
-fn compute_mel(w: &Whisper, samples: &[f32]) -> Mel {
+pub(crate) fn compute_mel(w: &Whisper, samples: &[f32]) -> Mel {
     let (data, frames) = w.mel.log_mel(samples, N_FRAMES * HOP);
     Mel {
         data,
@@ -82,17 +84,6 @@ pub(crate) fn detect_language_of(w: &Whisper, samples: &[f32]) -> Result<(String
     let dev = w.model.decoder.device();
     let audio = w.model.encoder.forward(&mel.window(0, len, &dev)?)?;
     language_probs(w, &audio)
-}
-
-/// zlib compression ratio of the text: high for repetition loops.
-fn compression_ratio(text: &str) -> f32 {
-    if text.is_empty() {
-        return 0.0;
-    }
-    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    let _ = enc.write_all(text.as_bytes());
-    let z = enc.finish().map(|v| v.len()).unwrap_or(text.len());
-    text.len() as f32 / z.max(1) as f32
 }
 
 pub(crate) fn run(
@@ -151,12 +142,14 @@ pub(crate) fn run(
         _ => Vec::new(),
     };
     let mut prompt_reset = 0;
+    // End of the last speech heard (seconds), for the word-timing fixes at pauses.
+    let mut last_speech = 0.0f64;
     let mut segments: Vec<Segment> = Vec::new();
     let mut seek = 0;
     let mut sot_seq = vec![sp.sot];
     while seek < content {
         let len = (content - seek).min(N_FRAMES);
-        let offset = seek as f32 * HOP as f32 / SAMPLE_RATE as f32;
+        let seek_before = seek;
         let audio = w.model.encoder.forward(&mel.window(seek, len, &dev)?)?;
         if language.is_none() {
             language = Some(language_probs(w, &audio)?.0);
@@ -170,11 +163,9 @@ pub(crate) fn run(
                 sp.transcribe
             });
         }
-        let prompt = if opts.condition_on_previous_text {
-            &all_tokens[prompt_reset..]
-        } else {
-            &all_tokens[..0]
-        };
+        // Without conditioning the prompt is reset after every window, so only an initial
+        // prompt reaches the first.
+        let prompt = &all_tokens[prompt_reset..];
         let (res, ratio) = decode_with_fallback(w, &audio, opts, prompt, &sot_seq, seek as u64)?;
 
         let silent = opts.no_speech_threshold.is_some_and(|th| {
@@ -190,99 +181,88 @@ pub(crate) fn run(
             }
             continue;
         }
-        let first_new = segments.len();
         let toks = &res.tokens;
-        let is_ts = |t: u32| t >= sp.timestamp_begin;
-        let ts_time = |t: u32| (t - sp.timestamp_begin) as f32 * TS_STEP;
-        let single_ending =
-            toks.len() >= 2 && !is_ts(toks[toks.len() - 2]) && is_ts(toks[toks.len() - 1]);
-        let mut cuts: Vec<usize> = (1..toks.len())
-            .filter(|&i| is_ts(toks[i - 1]) && is_ts(toks[i]))
+        let (pieces, next_seek, single_ending) = split_window(toks, sp.timestamp_begin, seek, len);
+        let mut timed: Vec<TimedSegment> = pieces
+            .iter()
+            .map(|p| TimedSegment {
+                start: p.start,
+                end: p.end,
+                text_tokens: p.tokens.iter().filter(|&&t| t < sp.eot).count(),
+                words: Vec::new(),
+            })
             .collect();
-        let mut push = |start: f32, end: f32, slice: &[u32]| -> Result<()> {
-            let text_toks: Vec<u32> = slice.iter().copied().filter(|&t| t < sp.eot).collect();
-            let text = w.tokenizer.decode(&text_toks)?;
-            if text.trim().is_empty() {
-                return Ok(());
+        seek = next_seek;
+        if opts.word_timestamps {
+            // The whole window at once (as the reference does), so a later segment's first
+            // word is not stretched back over the speech before it.
+            let text: Vec<u32> = pieces
+                .iter()
+                .flat_map(|p| p.tokens.iter().copied().filter(|&t| t < sp.eot))
+                .collect();
+            let win = EncodedWindow {
+                audio: &audio,
+                frames: len,
+            };
+            let code = language.as_deref().unwrap_or("en");
+            let heads = &w.hints.alignment_heads;
+            let al = align_words(&w.model, &w.tokenizer, heads, &win, &sot_seq, &text, code)?;
+            // The reference offsets words by `seek / 100` and segments by `seek * 0.01`.
+            assign_words(&al, seek_before as f64 / 100.0, &mut timed, last_speech);
+            // The next window starts where the last word ended, unless the decoder said the
+            // speech ended in this window.
+            let last_end = timed
+                .iter()
+                .rev()
+                .find_map(|s| s.words.last().map(|w| w.end))
+                .or(timed.last().map(|s| s.end));
+            if let Some(end) = last_end {
+                last_speech = end;
+                let at = (end * 100.0).round_ties_even() as usize;
+                // (The reference would loop forever on a word ending within 5 ms of the
+                // window's start; roar moves on.)
+                if !single_ending && end > window_start(seek_before) && at > seek_before {
+                    seek = at;
+                }
             }
+        }
+        for (piece, t) in pieces.iter().zip(timed) {
+            let text_toks: Vec<u32> = piece
+                .tokens
+                .iter()
+                .copied()
+                .filter(|&t| t < sp.eot)
+                .collect();
+            let text = w.tokenizer.decode(&text_toks)?;
+            if t.start == t.end || text.trim().is_empty() {
+                continue;
+            }
+            // Timestamps stay in the prompt: without them the next window drifts into
+            // one long untimed segment.
+            all_tokens.extend_from_slice(piece.tokens);
+            let start = (t.start as f32).min(duration);
             segments.push(Segment {
                 id: segments.len(),
-                seek,
-                start: start.min(duration),
-                end: end.min(duration).max(start.min(duration)),
+                seek: seek_before,
+                start,
+                end: (t.end as f32).clamp(start, duration),
                 text,
-                tokens: slice.to_vec(),
+                tokens: piece.tokens.to_vec(),
                 temperature: res.temperature,
                 avg_logprob: res.avg_logprob,
                 compression_ratio: ratio,
                 no_speech_prob: res.no_speech_prob,
-                words: Vec::new(),
+                words: t
+                    .words
+                    .into_iter()
+                    .map(|w| Word {
+                        start: w.start as f32,
+                        end: w.end as f32,
+                        word: w.word,
+                        probability: w.probability,
+                    })
+                    .collect(),
             });
-            Ok(())
-        };
-        if !cuts.is_empty() {
-            if single_ending {
-                cuts.push(toks.len());
-            }
-            let mut last = 0;
-            for &cut in &cuts {
-                let s = &toks[last..cut];
-                push(offset + ts_time(s[0]), offset + ts_time(s[s.len() - 1]), s)?;
-                last = cut;
-            }
-            if single_ending {
-                seek += len;
-            } else {
-                // Resume where the last complete segment ended (2 mel frames per token step).
-                let step = (toks[last - 1] - sp.timestamp_begin) as usize * 2;
-                // A window must always move forward, whatever the model said.
-                seek += if step == 0 { len } else { step.min(len) };
-            }
-        } else {
-            let mut dur = len as f32 * HOP as f32 / SAMPLE_RATE as f32;
-            if let Some(&t) = toks.iter().rev().find(|&&t| is_ts(t)) {
-                if t != sp.timestamp_begin {
-                    dur = ts_time(t);
-                }
-            }
-            push(offset, offset + dur, toks)?;
-            seek += len;
-        }
-        if opts.word_timestamps && segments.len() > first_new {
-            // Align the whole window at once (as the reference does), so a later segment's
-            // first word is not stretched back over the speech before it.
-            let texts: Vec<Vec<u32>> = segments[first_new..]
-                .iter()
-                .map(|s| s.tokens.iter().copied().filter(|&t| t < sp.eot).collect())
-                .collect();
-            let all: Vec<u32> = texts.concat();
-            let win = EncodedWindow {
-                audio: &audio,
-                frames: len,
-                offset,
-            };
-            let heads = &w.hints.alignment_heads;
-            let mut words =
-                align_words(&w.model, &w.tokenizer, heads, &win, &sot_seq, &all)?.into_iter();
-            for (seg, text) in segments[first_new..].iter_mut().zip(&texts) {
-                let mut taken = 0;
-                while taken < text.len() {
-                    let Some((word, n)) = words.next() else { break };
-                    taken += n;
-                    seg.words.push(word);
-                }
-                merge_punctuation(&mut seg.words);
-                fit_segment_to_words(seg, duration);
-                for word in &mut seg.words {
-                    word.start = word.start.clamp(seg.start, seg.end);
-                    word.end = word.end.clamp(word.start, seg.end);
-                }
-            }
-        }
-        for seg in &segments[first_new..] {
-            // Timestamps stay in the prompt: without them the next window drifts into
-            // one long untimed segment.
-            all_tokens.extend(seg.tokens.iter().copied().filter(|&t| t != sp.eot));
         }
         if !opts.condition_on_previous_text || res.temperature > 0.5 {
             prompt_reset = all_tokens.len();
@@ -299,79 +279,4 @@ pub(crate) fn run(
         text,
         segments,
     })
-}
-
-/// Decodes a window at each temperature in turn until the result is neither repetitive
-/// nor unlikely (or it is silence).
-fn decode_with_fallback(
-    w: &Whisper,
-    audio: &Tensor,
-    opts: &TranscribeOptions,
-    prompt: &[u32],
-    sot_seq: &[u32],
-    seed: u64,
-) -> Result<(WindowResult, f32)> {
-    let mut best: Option<(WindowResult, f32)> = None;
-    for &t in &opts.temperatures {
-        let p = WindowParams {
-            temperature: t,
-            beam_size: opts.beam_size,
-            patience: opts.patience,
-            timestamps: true,
-            prompt,
-            sot_seq,
-            max_initial_timestamp: 1.0,
-            seed: opts.seed ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ t.to_bits() as u64,
-        };
-        let res = decode_window(&w.model, audio, &w.tokenizer.specials, &w.hints, &p)?;
-        let ratio = compression_ratio(&w.tokenizer.decode(&res.tokens)?);
-        let too_repetitive = opts
-            .compression_ratio_threshold
-            .is_some_and(|th| ratio > th);
-        let too_unlikely = opts
-            .logprob_threshold
-            .is_some_and(|th| res.avg_logprob < th);
-        let silence = opts
-            .no_speech_threshold
-            .is_some_and(|th| res.no_speech_prob > th);
-        let done = silence || (!too_repetitive && !too_unlikely);
-        best = Some((res, ratio));
-        if done {
-            break;
-        }
-    }
-    Ok(best.expect("temperatures is not empty"))
-}
-
-/// Takes the segment's bounds from its words (finer than 20 ms timestamp tokens), except
-/// where a first or last word runs more than 0.5 s past the timestamp the decoder gave:
-/// that is DTW stretching the word over a pause, and the decoder's bound wins.
-fn fit_segment_to_words(seg: &mut Segment, duration: f32) {
-    let mut durs: Vec<f32> = seg
-        .words
-        .iter()
-        .map(|w| w.end - w.start)
-        .filter(|&d| d > 0.0)
-        .collect();
-    durs.sort_by(f32::total_cmp);
-    let median = durs.get(durs.len() / 2).copied().unwrap_or(0.0).min(0.7);
-    let (start, end) = (seg.start, seg.end);
-    let n = seg.words.len();
-    if n == 0 {
-        return;
-    }
-    let first = &mut seg.words[0];
-    if start < first.end && start - 0.5 > first.start {
-        first.start = (first.end - median).min(start).max(0.0);
-    } else {
-        seg.start = first.start;
-    }
-    let last = &mut seg.words[n - 1];
-    if end > last.start && end + 0.5 < last.end {
-        last.end = (last.start + median).max(end);
-    } else {
-        seg.end = last.end;
-    }
-    seg.start = seg.start.min(duration);
-    seg.end = seg.end.clamp(seg.start, duration);
 }
