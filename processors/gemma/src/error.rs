@@ -20,6 +20,9 @@ pub enum GemmaError {
     /// Downloading weights failed (network, HTTP status, checksum); trying again may help.
     #[error("downloading {url}: {message}")]
     Download { url: String, message: String },
+    /// The download source has no such file.
+    #[error("not found: {url}")]
+    NotFound { url: String },
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
     #[error("tensor computation failed: {0}")]

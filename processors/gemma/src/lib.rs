@@ -8,6 +8,7 @@ pub mod error;
 pub mod gemma3;
 pub mod gemma3n;
 pub mod generate;
+pub mod hub;
 pub mod layers;
 pub mod lyrics;
 pub mod spm;
