@@ -130,11 +130,29 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The OpenTelemetry service name of a command: `roar-orchestrator`, `roar-pitch`, ...
+fn service_name(cmd: &Cmd) -> String {
+    match cmd {
+        Cmd::Orchestrator => "roar-orchestrator".into(),
+        Cmd::Processor { model } => format!("roar-{model}"),
+        Cmd::Projector { .. } => "roar-projector".into(),
+        Cmd::Dev { .. } => "roar-dev".into(),
+        _ => "roar".into(),
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
-    telemetry::init_tracing(&cfg.telemetry);
+    telemetry::init(&cfg.telemetry, &service_name(&cli.command));
     let _ = telemetry::metrics_handle();
-    match cli.command {
+    let result = run_command(cli.command, cfg).await;
+    // The exporter sends from its own thread and blocks while it does.
+    let _ = tokio::task::spawn_blocking(telemetry::flush_traces).await;
+    result
+}
+
+async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
+    match command {
         Cmd::Token { sub, roles, ttl } => {
             let auth = Authenticator::new(&cfg.auth);
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();

@@ -204,6 +204,13 @@ pub struct TelemetryConfig {
     pub log_format: String,
     /// tracing filter, e.g. `info,roar=debug`. `RUST_LOG` overrides it.
     pub log_level: String,
+    /// OTLP/HTTP (protobuf) collector that receives the spans, e.g. `http://otel:4318`
+    /// (`/v1/traces` is added when the URL has no path). Empty: spans are not exported, though
+    /// events still carry their `traceparent`.
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded (0..=1); a request's sampling decision follows it through
+    /// Kafka to the workers.
+    pub trace_sample_ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -321,6 +328,8 @@ impl Default for TelemetryConfig {
         Self {
             log_format: "pretty".into(),
             log_level: "info".into(),
+            otlp_endpoint: String::new(),
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -427,6 +436,20 @@ impl Config {
                 "telemetry.log_format must be pretty or json, got {:?}",
                 self.telemetry.log_format
             ));
+        }
+        let t = &self.telemetry;
+        if !(0.0..=1.0).contains(&t.trace_sample_ratio) {
+            return bad("telemetry.trace_sample_ratio must be in 0..=1".into());
+        }
+        if !t.otlp_endpoint.is_empty() {
+            let ok = url::Url::parse(&t.otlp_endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return bad(format!(
+                    "telemetry.otlp_endpoint is not an http(s) URL: {:?}",
+                    t.otlp_endpoint
+                ));
+            }
         }
         let scheme = self.storage.url.split("://").next().unwrap_or_default();
         if !["file", "s3", "memory"].contains(&scheme) || !self.storage.url.contains("://") {

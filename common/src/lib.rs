@@ -1,5 +1,6 @@
-//! Plumbing every roar service shares and none owns: the model catalogue, the typed configuration (defaults → file →
-//! `ROAR_` environment), telemetry (tracing and Prometheus metrics, with metric names in one
+//! Plumbing every roar service shares and none owns: the model catalogue, the typed
+//! configuration (defaults → file → `ROAR_` environment), telemetry (logs, OpenTelemetry spans
+//! whose W3C trace context travels in the events, Prometheus metrics with their names in one
 //! place), the process-wide shutdown token, Kafka producer/consumer/admin helpers built on
 //! rdkafka (idempotent producer, at-least-once consumer loop with pause/resume and a dead-letter
 //! topic), object storage on `object_store`, and JWT auth primitives.
@@ -12,5 +13,6 @@ pub mod metrics;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::Config;

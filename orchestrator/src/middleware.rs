@@ -1,5 +1,6 @@
 //! Request-scoped plumbing: the `X-Request-ID` (accepted or generated, echoed back, visible to
-//! error responses and logs), per-route metrics, CORS, and the authenticated caller.
+//! error responses and logs), the request's span (continuing a caller's W3C trace), per-route
+//! metrics, CORS, and the authenticated caller.
 
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use tracing::Instrument;
 use crate::{ApiError, AppState};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static(roar_common::trace::HEADER);
 
 tokio::task_local! {
     static CURRENT_REQUEST_ID: String;
@@ -47,7 +49,12 @@ pub async fn track(req: Request, next: Next) -> Response {
         .map_or("unmatched", |p| p.as_str())
         .to_string();
     let method = req.method().clone();
-    let span = tracing::info_span!("http", request_id = %id, %method, %route);
+    let span = tracing::info_span!("http", request_id = %id, %method, %route,
+        otel.name = %format!("{method} {route}"), otel.kind = "server");
+    // Continue the caller's trace (a W3C `traceparent` header); the events this request
+    // causes carry the trace on to the workers.
+    let parent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    roar_common::trace::set_parent(&span, parent);
     let started = Instant::now();
     let mut resp = CURRENT_REQUEST_ID
         .scope(id.clone(), next.run(req).instrument(span.clone()))

@@ -164,6 +164,8 @@ impl Handler for Probe {
         };
         let span =
             tracing::info_span!("probe", file_id = %ev.file_id, request_id = %ev.meta.request_id);
+        // A child of the upload's span: the FileProbed event then names this one.
+        roar_common::trace::set_parent(&span, ev.meta.traceparent.as_deref());
         self.probe_and_emit(&ev, info).instrument(span).await
     }
 

@@ -16,6 +16,7 @@ use roar_common::kafka::{client_config, Delivery, EventProducer};
 use roar_common::Config;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::batch::{apply_batch, Sink, GROUP};
 use crate::error::ProjectionError;
@@ -49,7 +50,9 @@ pub async fn run(
     let mut pending = next_batch(&consumer, &batching, &cancel, None).await;
     while let Some(batch) = pending {
         let applying = async {
-            let done = apply_until_done(&sink, &batch, &cancel).await;
+            let done = apply_until_done(&sink, &batch, &cancel)
+                .instrument(batch_span(&batch))
+                .await;
             if done {
                 commit_hint(&consumer, &batch);
             }
@@ -64,6 +67,26 @@ pub async fn run(
     lag_task.abort();
     tracing::info!("projector stopped");
     Ok(())
+}
+
+/// Most traces one batch span links to: a batch of thousands of events from one bulk replay
+/// would otherwise carry thousands of links.
+const MAX_LINKS: usize = 64;
+
+/// One span per applied batch, linked to the traces of the events in it (OpenTelemetry's
+/// shape for batch consumers: a batch has many parents, so it links rather than nests).
+fn batch_span(batch: &[Delivery]) -> tracing::Span {
+    let span = tracing::info_span!("projector.batch", events = batch.len());
+    let mut seen = std::collections::HashSet::new();
+    for tp in batch.iter().filter_map(|d| d.traceparent.as_deref()) {
+        if seen.len() >= MAX_LINKS {
+            break;
+        }
+        if seen.insert(tp) {
+            roar_common::trace::add_link(&span, tp);
+        }
+    }
+    span
 }
 
 /// A consumer for manual assignment; its group only names it in Kafka's lag tooling.

@@ -31,22 +31,27 @@ pub struct EventMeta {
 }
 
 impl EventMeta {
-    /// A fresh envelope: a new event id, stamped now.
+    /// A fresh envelope: a new event id, stamped now, in the current trace (if any).
     pub fn new(request_id: impl Into<String>, actor: impl Into<String>) -> Self {
         Self {
             event_id: uuid::Uuid::new_v4().to_string(),
             occurred_at: now_micros(),
             request_id: request_id.into(),
-            traceparent: None,
+            traceparent: crate::trace::current(),
             actor: actor.into(),
         }
     }
 
-    /// A follow-up envelope: same request and trace, new event id and time, another actor.
+    /// A follow-up envelope: same request, new event id and time, another actor. It names the
+    /// span active now (a worker's span is a child of the request's), else keeps this one's.
     pub fn follow(&self, actor: impl Into<String>) -> Self {
+        let next = Self::new(self.request_id.clone(), actor);
         Self {
-            traceparent: self.traceparent.clone(),
-            ..Self::new(self.request_id.clone(), actor)
+            traceparent: next
+                .traceparent
+                .clone()
+                .or_else(|| self.traceparent.clone()),
+            ..next
         }
     }
 

@@ -9,6 +9,7 @@ pub mod events;
 pub mod ids;
 mod schema_set;
 pub mod topics;
+pub mod trace;
 pub mod vocab;
 pub mod wire;
 

@@ -10,8 +10,8 @@
 //! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
 //! - `consumer_rebalance`: the same loop under shutdown and rebalance;
 //! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files;
-//! - `ops_*`: what operations see: each role run as its own process (metrics, probes), and a
-//!   foreign analytics client reading the topics.
+//! - `ops_*`: what operations see: each role run as its own process (metrics, probes), one
+//!   trace from a request to the worker, and a foreign analytics client reading the topics.
 //!
 //! `support` is the one harness they share.
 
@@ -38,6 +38,7 @@ mod e2e_runtime;
 mod e2e_sdk_typescript;
 mod ops_analytics;
 mod ops_metrics;
+mod ops_tracing;
 mod projection_exactly_once;
 mod projection_history;
 mod projection_rebuild;

@@ -43,6 +43,8 @@ pub struct Delivery {
     pub payload: Option<Vec<u8>>,
     /// Broker or producer timestamp, ms since the epoch.
     pub timestamp_ms: Option<i64>,
+    /// The `traceparent` Kafka header, if the producer set one.
+    pub traceparent: Option<String>,
 }
 
 impl Delivery {
@@ -54,6 +56,7 @@ impl Delivery {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             timestamp_ms: m.timestamp().to_millis(),
+            traceparent: traceparent_header(m),
         }
     }
 
@@ -73,6 +76,17 @@ impl Delivery {
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default()
     }
+}
+
+fn traceparent_header<M: Message>(m: &M) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == crate::trace::HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
 }
 
 /// How a handler failed.

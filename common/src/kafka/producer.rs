@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use roar_schemas::Event;
 
@@ -25,7 +26,8 @@ impl EventProducer {
         Ok(Self { inner })
     }
 
-    /// Encodes `event` (Avro single-object) and sends it; resolves to (partition, offset).
+    /// Encodes `event` (Avro single-object) and sends it; resolves to (partition, offset). The
+    /// envelope's `traceparent` also goes in a Kafka header, for tools that read headers only.
     pub async fn send<E: Event>(
         &self,
         topic: &str,
@@ -33,7 +35,9 @@ impl EventProducer {
         event: &E,
     ) -> Result<(i32, i64), KafkaError> {
         let payload = roar_schemas::encode(event);
-        self.send_raw(topic, key.as_bytes(), &payload).await
+        let trace = event.meta().traceparent.as_deref();
+        self.send_record(topic, key.as_bytes(), &payload, trace)
+            .await
     }
 
     /// Sends bytes as they are (the DLQ forwards undecodable payloads unchanged).
@@ -43,7 +47,23 @@ impl EventProducer {
         key: &[u8],
         payload: &[u8],
     ) -> Result<(i32, i64), KafkaError> {
-        let record = FutureRecord::to(topic).key(key).payload(payload);
+        self.send_record(topic, key, payload, None).await
+    }
+
+    async fn send_record(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<(i32, i64), KafkaError> {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(tp) = traceparent {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: crate::trace::HEADER,
+                value: Some(tp),
+            }));
+        }
         match self.inner.send(record, Duration::from_secs(30)).await {
             Ok(delivery) => {
                 metrics::counter!(EVENTS_PRODUCED, "topic" => topic.to_string()).increment(1);

@@ -427,6 +427,9 @@ impl Handler for Worker {
         }
         let span = tracing::info_span!("job", job_id = %req.job_id, file_id = %req.file_id,
             model = %req.model, variation = %req.variation, attempt = req.attempt, request_id = %req.meta.request_id);
+        // A child of the span that requested the job, so one trace runs from the HTTP request
+        // through this run to the events it emits (they take this span's context).
+        roar_common::trace::set_parent(&span, req.meta.traceparent.as_deref());
         self.process(d, &req, cancel).instrument(span).await
     }
 

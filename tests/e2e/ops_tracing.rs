@@ -1,0 +1,227 @@
+//! One trace from the HTTP request to the worker: a `POST /process` carrying a W3C
+//! `traceparent` puts that trace id on the job request (envelope and Kafka header), the pitch
+//! worker's span continues it, the job's events name the worker's span in the same trace, and
+//! the spans exported over OTLP/HTTP (to a collector stand-in here) carry the trace id.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::routing::post;
+use axum::Router;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use roar_common::kafka::Delivery;
+use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
+use roar_schemas::{JobBody, JobEvent, JobRequested};
+use serde_json::{json, Value};
+
+use crate::support::{melody_wav, Infra, Services};
+
+/// Every message on `topic` up to its high watermarks now.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Delivery> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "roar-test-trace-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut ends = std::collections::HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        let (_, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        if high > 0 {
+            ends.insert(p.id(), high);
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{topic} not read");
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let d = Delivery::from_message(&m.unwrap());
+        if ends
+            .get(&d.partition)
+            .is_some_and(|end| d.offset + 1 >= *end)
+        {
+            ends.remove(&d.partition);
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// (trace id, span id) of a `traceparent`.
+fn ids(traceparent: &str) -> (String, String) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    (parts[1].to_string(), parts[2].to_string())
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// An OTLP/HTTP collector stand-in: keeps every body posted to /v1/traces.
+async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body);
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_trace_links_the_request_the_job_events_and_the_worker_span() {
+    let infra = Infra::start().await;
+    let (otlp, exported) = collector().await;
+    let mut cfg = infra.config();
+    cfg.telemetry.otlp_endpoint = otlp;
+    let svc = Services::start(cfg).await;
+    let alice = svc.token("alice", &[]);
+    let file = svc
+        .ready_file(&alice, "tone.wav", melody_wav(&[(440.0, 0.5)], 16_000, 1))
+        .await;
+
+    // The caller's trace: a fresh trace id, so nothing else in the run can carry it.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let caller_span = "00f067aa0ba902b7";
+    let r = reqwest::Client::new()
+        .post(svc.url("/process"))
+        .bearer_auth(&alice)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&json!({"file_id": file, "model": "pitch", "variation": "tiny"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    svc.wait_job(&alice, &file, &job, |j| j["status"] == "completed")
+        .await;
+
+    let brokers = svc.cfg.kafka.brokers.clone();
+    let (requests, events) = tokio::task::spawn_blocking(move || {
+        (
+            read_topic(&brokers, &jobs_topic("pitch")),
+            read_topic(&brokers, JOB_EVENTS),
+        )
+    })
+    .await
+    .unwrap();
+
+    // The request: the orchestrator's span, a child of the caller's, in the caller's trace.
+    let (req, req_header) = requests
+        .iter()
+        .find_map(|d| {
+            let r: JobRequested = d.decode().ok()?;
+            (r.job_id == job).then(|| (r, d.traceparent.clone()))
+        })
+        .expect("the JobRequested on the model's topic");
+    let req_tp = req
+        .meta
+        .traceparent
+        .clone()
+        .expect("the request carries a traceparent");
+    assert_eq!(
+        req_header.as_deref(),
+        Some(req_tp.as_str()),
+        "envelope and header agree"
+    );
+    let (req_trace, req_span) = ids(&req_tp);
+    assert_eq!(req_trace, trace_id);
+    assert_ne!(
+        req_span, caller_span,
+        "the orchestrator's own span, not the caller's"
+    );
+
+    // The worker's events: the same trace, the worker's span (not the request's).
+    let job_events: Vec<(JobEvent, Option<String>)> = events
+        .iter()
+        .filter_map(|d| {
+            let e: JobEvent = d.decode().ok()?;
+            (e.job_id == job).then(|| (e, d.traceparent.clone()))
+        })
+        .collect();
+    let worker_span = |body: fn(&JobBody) -> bool| {
+        let (e, header) = job_events
+            .iter()
+            .find(|(e, _)| body(&e.body))
+            .expect("the worker's event");
+        let tp = e
+            .meta
+            .traceparent
+            .clone()
+            .expect("the event carries a traceparent");
+        assert_eq!(
+            header.as_deref(),
+            Some(tp.as_str()),
+            "envelope and header agree"
+        );
+        let (trace, span) = ids(&tp);
+        assert_eq!(trace, trace_id, "{:?}", e.body);
+        span
+    };
+    let started = worker_span(|b| matches!(b, JobBody::Started { .. }));
+    let completed = worker_span(|b| matches!(b, JobBody::Completed { .. }));
+    assert_ne!(
+        started, req_span,
+        "the worker's span continues the request's trace"
+    );
+    assert_eq!(started, completed, "one worker span runs the job");
+
+    // The exported spans carry the trace id (protobuf bytes: the raw 16-byte id) and the
+    // worker's span id.
+    tokio::task::spawn_blocking(roar_common::telemetry::flush_traces)
+        .await
+        .unwrap();
+    let bodies: Vec<Bytes> = exported.lock().unwrap().clone();
+    assert!(!bodies.is_empty(), "no spans exported");
+    let contains = |needle: &[u8]| {
+        bodies
+            .iter()
+            .any(|b| b.windows(needle.len()).any(|w| w == needle))
+    };
+    assert!(
+        contains(&hex_bytes(&trace_id)),
+        "the trace id was not exported"
+    );
+    assert!(
+        contains(&hex_bytes(&started)),
+        "the worker's span was not exported"
+    );
+    assert!(
+        contains(&hex_bytes(&req_span)),
+        "the request's span was not exported"
+    );
+    svc.stop().await;
+}
