@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use roar_common::catalog::Resolved;
 use roar_projections::apply::{FileRow, JobRow};
-use roar_schemas::ids::canonical_json;
+use roar_schemas::ids::{canonical_json, JobIdentity};
 use roar_schemas::topics::{jobs_topic, CONTROL, JOB_EVENTS};
 use roar_schemas::{
     ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobRequested, JobStatus,
@@ -88,14 +88,14 @@ pub async fn request(
     file: &FileRow,
     r: &Resolved,
 ) -> Result<Requested, ApiError> {
-    let params_json = canonical_json(&r.params);
-    let job_id = roar_schemas::ids::job_id(
+    let identity = JobIdentity::new(
         &file.file_id,
         r.model,
         &r.variation,
-        &params_json,
+        &r.params,
         &r.model_version,
     );
+    let job_id = identity.job_id().to_string();
     let view = |status: Outcome| JobRequestView {
         job_id: job_id.clone(),
         file_id: file.file_id.clone(),
@@ -132,19 +132,11 @@ pub async fn request(
         Some(j) => j.attempt.max(1) + 1,
         None => 1,
     };
-    let spec = JobRequested {
-        meta: EventMeta::new(current_request_id(), actor(user)),
-        job_id: job_id.clone(),
-        file_id: file.file_id.clone(),
-        owner: file.owner.clone(),
-        model: r.model.to_string(),
-        variation: r.variation.clone(),
-        model_version: r.model_version.clone(),
-        params_json,
+    let spec = identity.request(
+        EventMeta::new(current_request_id(), actor(user)),
+        file.owner.clone(),
         attempt,
-        not_before: None,
-        input: None,
-    };
+    );
     let (emitted, attempt, token) = emit_request(s, spec).await?;
     Ok(Requested {
         view: JobRequestView {
