@@ -37,16 +37,19 @@ pub(crate) struct Sink {
     pub notify: bool,
 }
 
-/// Applies a batch in one transaction with its offsets. If a row breaks a database constraint,
-/// the batch is re-applied one event per transaction so the culprit alone is set aside.
+/// Applies a batch in one transaction with its offsets. If a row breaks a rule of the data
+/// (a constraint, a value the database cannot store), the batch is re-applied one event per
+/// transaction so the culprit alone is set aside. Any other database failure (a deadlock, a
+/// timeout, a failover, a read-only replica, a lost connection) says nothing about the events:
+/// it is returned, and the caller tries the whole batch again; nothing is skipped.
 pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionError> {
     let started = Instant::now();
     match apply_in_tx(sink, batch).await {
-        Err(ProjectionError::Db(sqlx::Error::Database(e))) if batch.len() > 1 => {
+        Err(ProjectionError::Db(e)) if violated_by_data(&e) && batch.len() > 1 => {
             tracing::warn!(error = %e, "batch violates a constraint; applying one by one");
             for d in batch {
                 match apply_in_tx(sink, std::slice::from_ref(d)).await {
-                    Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
+                    Err(ProjectionError::Db(e)) if violated_by_data(&e) => {
                         dead_letter(sink, d, DeadLetterKind::Invalid, &e.to_string()).await?;
                         offsets::skip(&sink.pool, d).await?;
                     }
@@ -54,7 +57,7 @@ pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), P
                 }
             }
         }
-        Err(ProjectionError::Db(sqlx::Error::Database(e))) => {
+        Err(ProjectionError::Db(e)) if violated_by_data(&e) => {
             let d = &batch[0];
             dead_letter(sink, d, DeadLetterKind::Invalid, &e.to_string()).await?;
             offsets::skip(&sink.pool, d).await?;
@@ -63,6 +66,21 @@ pub(crate) async fn apply_batch(sink: &Sink, batch: &[Delivery]) -> Result<(), P
     }
     metrics::histogram!(PROJECTOR_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Whether a database error blames the data, so trying again can never help: SQLSTATE class
+/// 23 (integrity constraint violation) and 22 (data exception: a value out of range, text
+/// PostgreSQL cannot store). Every other class (40 rollback: deadlock or serialization; 08
+/// connection; 53 resources; 57 operator intervention, statement timeout; 25 read-only
+/// transaction; 55 lock not available; XX internal) is about the database's state, not the
+/// events.
+fn violated_by_data(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("23") || c.starts_with("22")),
+        _ => false,
+    }
 }
 
 async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionError> {
@@ -180,4 +198,69 @@ async fn dead_letter(
     metrics::counter!(DLQ_MESSAGES, "topic" => d.topic.clone(), "kind" => kind.as_str())
         .increment(1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl Error for Sqlstate {}
+
+    impl DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn db(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Sqlstate(code)))
+    }
+
+    #[test]
+    fn only_errors_that_blame_the_data_dead_letter() {
+        // unique, check, not null, foreign key; jsonb NUL, numeric out of range, bad text.
+        for code in [
+            "23505", "23514", "23502", "23503", "22P05", "22003", "22021",
+        ] {
+            assert!(violated_by_data(&db(code)), "{code}");
+        }
+        // deadlock, serialization, connection lost, admin shutdown, statement timeout,
+        // read-only replica, lock not available, disk full, out of memory, internal.
+        for code in [
+            "40P01", "40001", "08006", "57P01", "57014", "25006", "55P03", "53100", "53200",
+            "XX000",
+        ] {
+            assert!(!violated_by_data(&db(code)), "{code}");
+        }
+        assert!(!violated_by_data(&sqlx::Error::PoolTimedOut));
+    }
 }

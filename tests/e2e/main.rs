@@ -39,6 +39,7 @@ mod e2e_sdk_typescript;
 mod ops_analytics;
 mod ops_metrics;
 mod ops_tracing;
+mod projection_db_faults;
 mod projection_exactly_once;
 mod projection_history;
 mod projection_rebuild;
