@@ -249,6 +249,11 @@ pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
                 .context("starting the demucs worker (processor.models_dir)")?;
             Ok(Arc::new(m))
         }
+        "musicgen" => {
+            let m = roar_processors::musicgen::Musicgen::new(&cfg.processor.models_dir)
+                .context("starting the musicgen worker (processor.models_dir)")?;
+            Ok(Arc::new(m))
+        }
         m if topics::MODELS.contains(&m) => {
             anyhow::bail!("model {m} is not built into this binary yet")
         }

@@ -308,9 +308,19 @@ fn build() -> Vec<ModelSpec> {
         },
         ModelSpec {
             name: "musicgen",
-            description: "music generation from a text prompt (MusicGen)",
+            description: "music generation from a text prompt (MusicGen); with prompt_seconds \
+                          it continues the song's end, the melody variation follows its melody",
             default_variation: "small",
-            variations: vec![v("small", "musicgen-small-1", "300M parameters")],
+            variations: vec![
+                v("small", "musicgen-small-1", "300M parameters"),
+                v("medium", "musicgen-medium-1", "1.5B parameters"),
+                v("large", "musicgen-large-1", "3.3B parameters"),
+                v(
+                    "melody",
+                    "musicgen-melody-1",
+                    "1.5B parameters, follows the song's melody (chroma)",
+                ),
+            ],
             params: vec![
                 p(
                     "prompt",
@@ -326,6 +336,71 @@ fn build() -> Vec<ModelSpec> {
                     },
                     Some(json!(10.0)),
                     "seconds of audio",
+                ),
+                p(
+                    "prompt_seconds",
+                    Float {
+                        min: 0.1,
+                        max: 12.0,
+                    },
+                    None,
+                    "continue the song: seconds of its end the new music follows on from",
+                ),
+                p(
+                    "temperature",
+                    Float {
+                        min: 0.0,
+                        max: 10.0,
+                    },
+                    Some(json!(1.0)),
+                    "sampling temperature; 0 picks the likeliest code",
+                ),
+                p(
+                    "top_k",
+                    Int { min: 0, max: 2048 },
+                    Some(json!(250)),
+                    "sample among the k likeliest codes (0: all)",
+                ),
+                p(
+                    "top_p",
+                    Float {
+                        min: 0.01,
+                        max: 1.0,
+                    },
+                    Some(json!(1.0)),
+                    "nucleus sampling mass (1: off)",
+                ),
+                p(
+                    "guidance_scale",
+                    Float {
+                        min: 1.0,
+                        max: 50.0,
+                    },
+                    Some(json!(3.0)),
+                    "classifier-free guidance (1: off)",
+                ),
+                p(
+                    "seed",
+                    Int {
+                        min: 0,
+                        max: 9_007_199_254_740_991,
+                    },
+                    None,
+                    "the same seed and params generate the same music (default: from the job)",
+                ),
+                p(
+                    "format",
+                    Enum {
+                        values: AUDIO_FORMATS,
+                    },
+                    Some(json!("wav16")),
+                    "output format",
+                ),
+                p(
+                    "mp3_bitrate",
+                    Int { min: 64, max: 320 },
+                    Some(json!(320)),
+                    "kbit/s when format is mp3",
                 ),
             ],
         },

@@ -32,6 +32,7 @@ mod e2e_dead_letter;
 mod e2e_demucs;
 mod e2e_job_input;
 mod e2e_models;
+mod e2e_musicgen;
 mod e2e_pitch;
 mod e2e_probe;
 mod e2e_runtime;

@@ -504,7 +504,7 @@ export interface components {
              */
             variation?: "e2b" | null;
         };
-        /** @description musicgen: music generation from a text prompt (MusicGen) */
+        /** @description musicgen: music generation from a text prompt (MusicGen); with prompt_seconds it continues the song's end, the melody variation follows its melody */
         ModelChoice_musicgen: {
             /** @enum {string} */
             model: "musicgen";
@@ -512,14 +512,33 @@ export interface components {
             params?: {
                 /** @description seconds of audio */
                 duration?: number | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description classifier-free guidance (1: off) */
+                guidance_scale?: number | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
                 /** @description what to generate */
                 prompt?: string | null;
+                /** @description continue the song: seconds of its end the new music follows on from */
+                prompt_seconds?: number | null;
+                /** @description the same seed and params generate the same music (default: from the job) */
+                seed?: number | null;
+                /** @description sampling temperature; 0 picks the likeliest code */
+                temperature?: number | null;
+                /** @description sample among the k likeliest codes (0: all) */
+                top_k?: number | null;
+                /** @description nucleus sampling mass (1: off) */
+                top_p?: number | null;
             } | null;
             /**
              * @description default: small
              * @enum {string|null}
              */
-            variation?: "small" | null;
+            variation?: "small" | "medium" | "large" | "melody" | null;
         };
         /** @description pitch: monophonic pitch (CREPE), notes, key and tempo */
         ModelChoice_pitch: {
@@ -824,7 +843,7 @@ export interface components {
              */
             variation?: "e2b" | null;
         };
-        /** @description one musicgen job on one file: music generation from a text prompt (MusicGen) */
+        /** @description one musicgen job on one file: music generation from a text prompt (MusicGen); with prompt_seconds it continues the song's end, the melody variation follows its melody */
         ProcessOne_musicgen: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -835,14 +854,33 @@ export interface components {
             params?: {
                 /** @description seconds of audio */
                 duration?: number | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description classifier-free guidance (1: off) */
+                guidance_scale?: number | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
                 /** @description what to generate */
                 prompt?: string | null;
+                /** @description continue the song: seconds of its end the new music follows on from */
+                prompt_seconds?: number | null;
+                /** @description the same seed and params generate the same music (default: from the job) */
+                seed?: number | null;
+                /** @description sampling temperature; 0 picks the likeliest code */
+                temperature?: number | null;
+                /** @description sample among the k likeliest codes (0: all) */
+                top_k?: number | null;
+                /** @description nucleus sampling mass (1: off) */
+                top_p?: number | null;
             } | null;
             /**
              * @description default: small
              * @enum {string|null}
              */
-            variation?: "small" | null;
+            variation?: "small" | "medium" | "large" | "melody" | null;
         };
         /** @description one pitch job on one file: monophonic pitch (CREPE), notes, key and tempo */
         ProcessOne_pitch: {
