@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.database.url = Secret::new(pg.url("roar"));
     cfg.storage.url = format!("file://{}", dir.path().join("store").display());
     cfg.auth.jwt_secret = Secret::new("bench-secret-0123456789abcdef");
+    cfg.auth.link_secret = Secret::new("bench-link-key-4f1c9a7e2b8d6053a1e9");
     cfg.http.rate_limit_per_second = 0.0;
     cfg.telemetry.log_level = "error".into();
     roar_common::telemetry::init_tracing(&cfg.telemetry);

@@ -67,10 +67,11 @@ fn tansu_binary(cfg: &Config, opts: &DevOptions) -> Result<std::path::PathBuf> {
     })
 }
 
-fn dev_secret(dir: &Path) -> Result<String> {
-    let path = dir.join("dev-secret");
+/// A random key kept in `dir/name`, made on first use (64 hex characters).
+fn dev_secret(dir: &Path, name: &str) -> Result<String> {
+    let path = dir.join(name);
     if let Ok(s) = std::fs::read_to_string(&path) {
-        if s.trim().len() >= 16 {
+        if s.trim().len() >= roar_common::config::MIN_LINK_SECRET_LEN {
             return Ok(s.trim().to_string());
         }
     }
@@ -128,7 +129,11 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
         cfg.storage.url = format!("file://{}", dir.join("store").display());
     }
     if cfg.auth.jwt_secret.expose().is_empty() {
-        cfg.auth.jwt_secret = Secret::new(dev_secret(&dir)?);
+        cfg.auth.jwt_secret = Secret::new(dev_secret(&dir, "dev-secret")?);
+    }
+    // Links get a key of their own, kept per dev dir like the token key.
+    if cfg.auth.link_secret.expose().is_empty() {
+        cfg.auth.link_secret = Secret::new(dev_secret(&dir, "dev-link-secret")?);
     }
     cfg.validate()?;
 

@@ -57,6 +57,9 @@ pub async fn orchestrator(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<()> {
+    // Before anything connects: an API that would sign links with a missing or weak key must
+    // not start at all.
+    cfg.validate_link_signing()?;
     let pool = database(&cfg).await?;
     let control = ControlFollower::spawn(&cfg.kafka, cancel.clone())?;
     started("orchestrator");

@@ -128,7 +128,8 @@ pub struct AuthConfig {
     pub audience: String,
     /// Lifetime of tokens minted by `roar token`, in seconds.
     pub token_ttl_seconds: u64,
-    /// Key used to sign upload/download links of the local store. Defaults to jwt_secret.
+    /// Key that signs upload/download links of the local store (file://, memory://): at least
+    /// 32 characters, never the token key. Required by the orchestrator unless storage is S3.
     pub link_secret: Secret,
     /// The identity provider's JWKS (public keys for RS/ES tokens); empty disables them.
     pub jwks_url: String,
@@ -487,17 +488,91 @@ impl Config {
                 "auth.jwks_algorithms: {a:?} is not one of RS256, RS384, RS512, PS256, ES256, ES384"
             ));
         }
+        // A link key that is set is checked in every role; whether one is required at all is
+        // the orchestrator's question (`validate_link_signing`).
+        if !self.auth.link_secret.expose().is_empty() {
+            check_link_secret(&self.auth)?;
+        }
         Ok(())
     }
 
-    /// The key that signs local upload/download links.
+    /// The key that signs local upload/download links. Only `auth.link_secret`: an empty key
+    /// must never be filled in from the token key (or anything else), or links become forgeable
+    /// by whoever holds the other key, or by anyone when both are empty.
     pub fn link_secret(&self) -> &str {
-        if self.auth.link_secret.expose().is_empty() {
-            self.auth.jwt_secret.expose()
-        } else {
-            self.auth.link_secret.expose()
-        }
+        self.auth.link_secret.expose()
     }
+
+    /// Whether this configuration's API signs links itself: every store but S3, which
+    /// presigns its own URLs.
+    pub fn signs_links(&self) -> bool {
+        !self.storage.url.starts_with("s3://")
+    }
+
+    /// The orchestrator's start-up check: where it signs links, `auth.link_secret` must be a
+    /// real key. Kept out of `validate` because workers and the projector never sign links and
+    /// should not need (or hold) the key.
+    pub fn validate_link_signing(&self) -> Result<(), ConfigError> {
+        if !self.signs_links() {
+            return Ok(());
+        }
+        if self.link_secret().is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "auth.link_secret (ROAR_AUTH__LINK_SECRET) is not set, but storage.url {:?} \
+                 serves links the API signs: set at least {MIN_LINK_SECRET_LEN} random \
+                 characters (e.g. `openssl rand -hex 32`)",
+                self.storage.url
+            )));
+        }
+        check_link_secret(&self.auth)
+    }
+}
+
+/// Shortest `auth.link_secret` accepted (an HMAC-SHA256 key should carry 256 bits).
+pub const MIN_LINK_SECRET_LEN: usize = 32;
+
+/// Whether a secret is a template value someone forgot to replace (or a trivially guessable
+/// one), so that a copied example never becomes a production key.
+pub fn looks_like_placeholder(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    let words = [
+        "change",
+        "replace",
+        "example",
+        "placeholder",
+        "dev-only",
+        "default",
+        "secret",
+        "xxxx",
+    ];
+    let distinct = secret
+        .chars()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    words.iter().any(|w| lower.contains(w)) || distinct < 8
+}
+
+/// A set `auth.link_secret` must be long, not a placeholder, and not the token key (one key per
+/// purpose: a leaked link key must not mint tokens, nor the token key forge links).
+fn check_link_secret(auth: &AuthConfig) -> Result<(), ConfigError> {
+    let key = auth.link_secret.expose();
+    let bad = |why: &str| {
+        Err(ConfigError::Invalid(format!(
+            "auth.link_secret (ROAR_AUTH__LINK_SECRET) {why}"
+        )))
+    };
+    if key.len() < MIN_LINK_SECRET_LEN {
+        return bad(&format!(
+            "must be at least {MIN_LINK_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    if looks_like_placeholder(key) {
+        return bad("looks like a placeholder: set a random value (e.g. `openssl rand -hex 32`)");
+    }
+    if key == auth.jwt_secret.expose() {
+        return bad("must differ from auth.jwt_secret: one key per purpose");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -557,5 +632,64 @@ mod tests {
         let mut c = Config::default();
         c.auth.jwt_secret = Secret::new("short");
         assert!(c.validate().is_err());
+    }
+
+    /// JWKS tokens and no HS256 key used to leave links signed with an empty HMAC key.
+    #[test]
+    fn link_signing_needs_its_own_real_key() {
+        let jwks = || {
+            let mut c = Config::default();
+            c.storage.url = "file:///tmp/roar-store".into();
+            c.auth.jwks_url = "https://idp.example/jwks.json".into();
+            c
+        };
+        let c = jwks();
+        c.validate().unwrap();
+        assert!(c.link_secret().is_empty());
+        let e = c.validate_link_signing().unwrap_err().to_string();
+        assert!(
+            e.contains("auth.link_secret") && e.contains("ROAR_AUTH__LINK_SECRET"),
+            "{e}"
+        );
+
+        // No fallback from the token key either.
+        let mut c = jwks();
+        c.auth.jwt_secret = Secret::new("0123456789abcdef-token-key");
+        assert_eq!(c.link_secret(), "");
+        assert!(c.validate_link_signing().is_err());
+
+        let good = "9f2c4e7a1b3d5f6e8a0c2e4b6d8f1a3c";
+        for (key, why) in [
+            ("0123456789abcdef", "at least 32"),
+            ("REPLACE-ME-with-a-long-random-link-key", "placeholder"),
+            ("dev-only-link-secret-change-me-please", "placeholder"),
+            ("abababababababababababababababababab", "placeholder"),
+        ] {
+            let mut c = jwks();
+            c.auth.link_secret = Secret::new(key);
+            for e in [c.validate(), c.validate_link_signing()] {
+                let e = e.unwrap_err().to_string();
+                assert!(
+                    e.contains("auth.link_secret") && e.contains(why),
+                    "{key}: {e}"
+                );
+            }
+        }
+        let mut c = jwks();
+        c.auth.jwt_secret = Secret::new(good);
+        c.auth.link_secret = Secret::new(good);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("differ from auth.jwt_secret"), "{e}");
+
+        let mut c = jwks();
+        c.auth.link_secret = Secret::new(good);
+        c.validate().unwrap();
+        c.validate_link_signing().unwrap();
+        assert_eq!(c.link_secret(), good);
+
+        // S3 presigns its own URLs: no link key needed there.
+        let mut c = jwks();
+        c.storage.url = "s3://bucket".into();
+        c.validate_link_signing().unwrap();
     }
 }

@@ -55,6 +55,11 @@ pub fn sign(secret: &str, claims: &LinkClaims) -> String {
 /// Checks a link's signature, method and expiry.
 pub fn verify(secret: &str, t: &str, sig: &str, method: &str) -> Result<LinkClaims, ApiError> {
     let denied = || ApiError::Forbidden("invalid or expired link".into());
+    // Start-up refuses a short key; this keeps a misbuilt state (tests, benches) from
+    // accepting links anyone can sign.
+    if secret.len() < roar_common::config::MIN_LINK_SECRET_LEN {
+        return Err(denied());
+    }
     let sig = hex::decode(sig).map_err(|_| denied())?;
     mac(secret, t.as_bytes())
         .verify_slice(&sig)
@@ -150,19 +155,33 @@ mod tests {
         (t, sig)
     }
 
+    const K1: &str = "link-key-one-0a9b8c7d6e5f4a3b2c1d0e";
+    const K2: &str = "link-key-two-1f2e3d4c5b6a79880a1b2c";
+
     #[test]
     fn links_verify_only_unchanged_unexpired_and_for_their_method() {
         let future = chrono::Utc::now().timestamp() + 60;
-        let (t, sig) = parts(&sign("k1", &claims(future)));
-        assert_eq!(verify("k1", &t, &sig, "GET").unwrap(), claims(future));
-        assert!(verify("k2", &t, &sig, "GET").is_err());
-        assert!(verify("k1", &t, &sig, "PUT").is_err());
+        let (t, sig) = parts(&sign(K1, &claims(future)));
+        assert_eq!(verify(K1, &t, &sig, "GET").unwrap(), claims(future));
+        assert!(verify(K2, &t, &sig, "GET").is_err());
+        assert!(verify(K1, &t, &sig, "PUT").is_err());
         let mut tampered = claims(future);
         tampered.k = "outputs/g/x.json".into();
-        let (t2, _) = parts(&sign("k1", &tampered));
-        assert!(verify("k1", &t2, &sig, "GET").is_err());
-        let (t, sig) = parts(&sign("k1", &claims(future - 120)));
-        assert!(verify("k1", &t, &sig, "GET").is_err());
-        assert!(verify("k1", "!!", "zz", "GET").is_err());
+        let (t2, _) = parts(&sign(K1, &tampered));
+        assert!(verify(K1, &t2, &sig, "GET").is_err());
+        let (t, sig) = parts(&sign(K1, &claims(future - 120)));
+        assert!(verify(K1, &t, &sig, "GET").is_err());
+        assert!(verify(K1, "!!", "zz", "GET").is_err());
+    }
+
+    /// A state built without a real key (the old fallback left it empty) must not accept the
+    /// links anyone can sign with that key.
+    #[test]
+    fn links_signed_with_an_empty_or_short_key_never_verify() {
+        let future = chrono::Utc::now().timestamp() + 60;
+        for weak in ["", "short-key"] {
+            let (t, sig) = parts(&sign(weak, &claims(future)));
+            assert!(verify(weak, &t, &sig, "GET").is_err(), "{weak:?}");
+        }
     }
 }

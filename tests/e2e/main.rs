@@ -20,6 +20,7 @@ mod support;
 mod api_bad_inputs;
 mod api_fuzz;
 mod api_jwks;
+mod api_link_keys;
 mod api_process;
 mod api_status_as_of;
 mod api_stream;

@@ -42,6 +42,7 @@ fn spawn_role(infra: &Infra, log: &str, args: &[&str], env: &[(&str, String)]) -
         .env("ROAR_DATABASE__MAX_CONNECTIONS", "3")
         .env("ROAR_STORAGE__URL", &cfg.storage.url)
         .env("ROAR_AUTH__JWT_SECRET", cfg.auth.jwt_secret.expose())
+        .env("ROAR_AUTH__LINK_SECRET", cfg.auth.link_secret.expose())
         .env("ROAR_PROCESSOR__MODELS_DIR", &cfg.processor.models_dir)
         .env("ROAR_PROCESSOR__HEARTBEAT_SECONDS", "1")
         .env("ROAR_TELEMETRY__LOG_LEVEL", "warn")

@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
+/// The link-signing key of test servers: its own key, never the token key.
+pub const LINK_KEY: &str = "e2e-link-key-5b0d8f3a9c1e7246b8d0f2";
 
 pub struct Infra {
     pub pg: Postgres,
@@ -64,6 +66,7 @@ impl Infra {
         cfg.database.max_connections = 5;
         cfg.storage.url = format!("file://{}", self.store_dir().display());
         cfg.auth.jwt_secret = Secret::new(SECRET);
+        cfg.auth.link_secret = Secret::new(LINK_KEY);
         cfg.http.addr = "127.0.0.1:0".parse().unwrap();
         // Tests run in parallel: every ops endpoint on a port of its own.
         cfg.projector.ops_addr = "127.0.0.1:0".parse().unwrap();
