@@ -197,8 +197,21 @@ impl Services {
         file_id: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_within(token, file_id, Duration::from_secs(30), done)
+            .await
+    }
+
+    /// `wait_for` with a longer bound, for a condition that needs a model to run through a long
+    /// input (a loaded machine can take several times the quiet one's time).
+    pub async fn wait_for_within(
+        &self,
+        token: &str,
+        file_id: &str,
+        bound: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
-        for _ in 0..300 {
+        for _ in 0..bound.as_millis().div_ceil(100) {
             let r = self.status(token, file_id).await;
             if r.status().is_success() {
                 last = r.json().await.unwrap();
