@@ -374,11 +374,18 @@ impl Config {
         // ROAR_CONFIG names the file and ROAR_DEMUCS_URL_ROOT / ROAR_MUSICGEN_URL_ROOT are
         // `roar models fetch`'s download roots; none is a service setting. ROAR_MODELS_DIR is the model crates'
         // own variable (their tests and tools read it): an alias of processor.models_dir.
+        // The rest steer the test suite (scripts/test.sh sets ROAR_REQUIRE_AVX512 on AVX-512
+        // hosts), and a roar started by a test inherits them.
         fig = fig.merge(Env::prefixed("ROAR_").split("__").ignore(&[
             "CONFIG",
             "MODELS_DIR",
             "DEMUCS_URL_ROOT",
             "MUSICGEN_URL_ROOT",
+            "REQUIRE_AVX512",
+            "BLESS",
+            "UPDATE_OPENAPI",
+            "TEST_MOTO_SERVER",
+            "ANALYTICS_PYTHON",
         ]));
         if let Some(dir) = std::env::var_os("ROAR_MODELS_DIR") {
             if std::env::var_os("ROAR_PROCESSOR__MODELS_DIR").is_none() {
