@@ -41,6 +41,11 @@ enum Cmd {
     },
     /// Create the Kafka topics (services also do it at start-up).
     Topics,
+    /// The dead-letter topic: list the letters, or send one back to its source topic.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCmd,
+    },
     /// List the models, their variations and parameters, and whether this machine can serve
     /// them (weights under processor.models_dir).
     Models {
@@ -98,6 +103,22 @@ enum ModelsCmd {
         /// Download again even when the weights are already there.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCmd {
+    /// Every dead letter, newest first: id, time, consumer group, kind, re-drive, error.
+    List {
+        /// Print JSON (the `GET /admin/dlq` letter objects).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a letter's message back on its source topic once the cause is fixed (a repeat
+    /// sends nothing and says when it was sent).
+    Redrive {
+        /// The letter id from `roar dlq list` (`dlq-<topic>-<partition>-<offset>`).
+        id: String,
     },
 }
 
@@ -163,6 +184,18 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             Ok(())
         }
         Cmd::Topics => services::bootstrap_topics(&cfg).await,
+        Cmd::Dlq {
+            action: DlqCmd::List { json },
+        } => {
+            print!("{}", roar::dlq::list(&cfg, json).await?);
+            Ok(())
+        }
+        Cmd::Dlq {
+            action: DlqCmd::Redrive { id },
+        } => {
+            print!("{}", roar::dlq::redrive(&cfg, &id).await?);
+            Ok(())
+        }
         Cmd::Models {
             action:
                 Some(ModelsCmd::Fetch {

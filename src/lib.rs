@@ -4,6 +4,7 @@
 //! end-to-end tests run ([`stack`]: a tansu broker and a throw-away Postgres cluster).
 
 pub mod dev;
+pub mod dlq;
 pub mod ops;
 pub mod replay;
 pub mod services;

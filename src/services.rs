@@ -37,7 +37,8 @@ pub async fn bootstrap_topics(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-async fn database(cfg: &Config) -> Result<sqlx::PgPool> {
+/// Connects to the read model's database and migrates it.
+pub async fn database(cfg: &Config) -> Result<sqlx::PgPool> {
     let pool = roar_projections::connect(
         cfg.database.url.expose(),
         cfg.database.max_connections,

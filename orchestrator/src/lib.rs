@@ -3,6 +3,7 @@
 //! queries (`/status`, `/songs`) from the projection's read model in Postgres. It never runs
 //! models and never fetches a user-supplied URL.
 
+pub mod dlq;
 mod error;
 mod extract;
 mod jobs;

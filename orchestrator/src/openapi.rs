@@ -89,6 +89,8 @@ impl Modify for NotifyConditions {
         crate::routes::admin::retry,
         crate::routes::admin::admin_cancel,
         crate::routes::admin::list,
+        crate::routes::dlq::dead_letters,
+        crate::routes::dlq::redrive_letter,
         crate::routes::notify::notify,
         crate::routes::files::download,
         crate::routes::health::health,

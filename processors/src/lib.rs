@@ -24,5 +24,6 @@ pub(crate) fn dead_letter_code(kind: DeadLetterKind) -> &'static str {
         DeadLetterKind::Invalid => "invalid_request",
         DeadLetterKind::Undecodable => "undecodable",
         DeadLetterKind::JobFailed => "failed",
+        DeadLetterKind::Panicked => "handler_panicked",
     }
 }

@@ -47,6 +47,12 @@ impl ReadModel {
         Self { pool }
     }
 
+    /// The database itself, for what is not a query over the projection (the dead-letter
+    /// re-drive record).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn file(&self, file_id: &str) -> Result<Option<FileRow>, sqlx::Error> {
         sqlx::query_as::<_, FileRow>("SELECT * FROM files WHERE file_id = $1")
             .bind(file_id)

@@ -168,6 +168,9 @@ text_enum! {
         /// The job failed for good (permanent error or last attempt); the request is kept for
         /// inspection and manual replay.
         JobFailed = "job_failed",
+        /// The handler panicked on it (a bug in roar, not necessarily in the message): kept
+        /// for a re-drive once the fix is deployed.
+        Panicked = "panicked",
     }
 }
 
@@ -211,7 +214,7 @@ mod tests {
         );
         assert_eq!(
             DeadLetterKind::valid(),
-            "undecodable, invalid, wrong_model, failed, job_failed"
+            "undecodable, invalid, wrong_model, failed, job_failed, panicked"
         );
     }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{melody_wav, produce, Infra};
 
 /// Always succeeds: whatever fails here fails outside the model.
-struct Fine;
+pub(crate) struct Fine;
 
 impl Model for Fine {
     fn name(&self) -> &'static str {
@@ -37,7 +37,7 @@ impl Model for Fine {
     }
 }
 
-fn request(file_id: &str, model: &str, tag: &str) -> JobRequested {
+pub(crate) fn request(file_id: &str, model: &str, tag: &str) -> JobRequested {
     JobRequested {
         meta: EventMeta::new(format!("req-{tag}"), "user:alice"),
         job_id: ids::job_id(file_id, model, "e2b", tag, "fine-1"),

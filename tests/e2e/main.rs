@@ -31,6 +31,7 @@ mod consumer_rebalance;
 mod deploy_config;
 mod e2e_dead_letter;
 mod e2e_demucs;
+mod e2e_dlq_redrive;
 mod e2e_job_input;
 mod e2e_models;
 mod e2e_musicgen;

@@ -15,7 +15,9 @@
 //!
 //! A dead letter ends what its message started: once the message is in the DLQ, the
 //! handler's [`Handler::dead_lettered`] emits the terminal event (a failed job, a failed
-//! probe) before the offset moves, so a user never waits on a message nobody will handle.
+//! probe) before the offset moves, so a user never waits on a message nobody will handle. A
+//! handler that panics is such a case too (kind `panicked`): the loop goes on with the next
+//! message.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -269,9 +271,9 @@ pub async fn run_consumer(
     }
 
     // Final, synchronous commit of exactly what was stored, for the partitions still ours, so
-    // a failure is logged here. A loop that never gets here (a handler that panics) is covered
-    // by the consumer's close on drop: with auto-commit on, librdkafka commits the stored
-    // offsets then (it refuses to store any for a partition this member no longer holds).
+    // a failure is logged here. A loop that never gets here (the task aborted) is covered by
+    // the consumer's close on drop: with auto-commit on, librdkafka commits the stored offsets
+    // then (it refuses to store any for a partition this member no longer holds).
     stored.retain(|(topic, partition), (_, tag)| !ctx.revoked_since(topic, *partition, *tag));
     if !stored.is_empty() {
         let mut tpl = TopicPartitionList::new();
@@ -305,7 +307,7 @@ async fn handle_with_retries(
     let mut attempt = 0u32;
     let result = loop {
         attempt += 1;
-        let work = handler.handle(delivery, cancel);
+        let work = contain_panic(handler.handle(delivery, cancel));
         let result = poll_while(consumer, buffered, &mut paused, work).await;
         match result {
             Err(HandleError::Retry(reason))
@@ -339,6 +341,32 @@ async fn handle_with_retries(
         }
     }
     result
+}
+
+/// Turns a panic in a handler into a dead letter of kind `Panicked`, so a bug on one message
+/// ends that message's work (the DLQ, then its terminal event) instead of the whole loop: a
+/// crashed loop would be restarted onto the same message and crash again, blocking the
+/// partition for everyone behind it.
+async fn contain_panic<F>(work: F) -> Result<(), HandleError>
+where
+    F: std::future::Future<Output = Result<(), HandleError>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic payload".into());
+            tracing::error!(panic = %what, "handler panicked; the message goes to the dead-letter topic");
+            Err(HandleError::poison(
+                DeadLetterKind::Panicked,
+                format!("handler panicked: {what}"),
+            ))
+        }
+    }
 }
 
 /// Drives `work` to completion while polling the consumer, so the member stays in its group

@@ -6,6 +6,7 @@
 mod admin;
 mod consumer;
 mod control;
+pub mod dlq;
 mod producer;
 mod rebalance;
 mod watch;
@@ -27,6 +28,8 @@ pub enum KafkaError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("kafka: delivery of event to {topic} failed: {reason}")]
     Delivery { topic: String, reason: String },
+    #[error("kafka: reading {topic} failed: {reason}")]
+    Read { topic: String, reason: String },
     #[error("kafka: topic bootstrap failed for {topic}: {reason}")]
     Bootstrap { topic: String, reason: String },
     #[error("kafka consumer {group} stopped: {reason}")]

@@ -50,6 +50,21 @@ impl EventProducer {
         self.send_record(topic, key, payload, None).await
     }
 
+    /// Sends bytes as they are with one Kafka header (a re-driven dead letter names itself).
+    pub async fn send_with_header(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        (name, value): (&str, &str),
+    ) -> Result<(i32, i64), KafkaError> {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: name,
+            value: Some(value),
+        });
+        self.send_headers(topic, key, payload, headers).await
+    }
+
     async fn send_record(
         &self,
         topic: &str,
@@ -57,13 +72,27 @@ impl EventProducer {
         payload: &[u8],
         traceparent: Option<&str>,
     ) -> Result<(i32, i64), KafkaError> {
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        let mut headers = OwnedHeaders::new();
         if let Some(tp) = traceparent {
-            record = record.headers(OwnedHeaders::new().insert(Header {
+            headers = headers.insert(Header {
                 key: crate::trace::HEADER,
                 value: Some(tp),
-            }));
+            });
         }
+        self.send_headers(topic, key, payload, headers).await
+    }
+
+    async fn send_headers(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(i32, i64), KafkaError> {
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
         match self.inner.send(record, Duration::from_secs(30)).await {
             Ok(delivery) => {
                 metrics::counter!(EVENTS_PRODUCED, "topic" => topic.to_string()).increment(1);

@@ -15,7 +15,7 @@ use crate::views::{
 };
 use crate::{ApiError, AppState};
 
-fn require_admin(user: &User) -> Result<(), ApiError> {
+pub(crate) fn require_admin(user: &User) -> Result<(), ApiError> {
     if user.is_admin() {
         Ok(())
     } else {

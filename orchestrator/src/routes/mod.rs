@@ -7,6 +7,7 @@ use crate::AppState;
 pub(crate) mod admin;
 pub(crate) mod catalog;
 pub(crate) mod cursor;
+pub(crate) mod dlq;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod health;
@@ -38,6 +39,8 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/admin/jobs", get(admin::list))
         .route("/admin/jobs/{job_id}/retry", post(admin::retry))
         .route("/admin/jobs/{job_id}/cancel", post(admin::admin_cancel))
+        .route("/admin/dlq", get(dlq::dead_letters))
+        .route("/admin/dlq/{letter_id}/redrive", post(dlq::redrive_letter))
         .route("/notify", post(notify::notify))
         .route("/files/{name}", get(files::download))
         .route("/upload/{file_id}/complete", post(presign::complete))

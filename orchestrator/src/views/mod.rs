@@ -6,6 +6,7 @@
 //! Conversions from the read model's rows live beside the views; nothing here touches the
 //! network or the database.
 
+mod dlq;
 mod errors;
 mod files;
 mod jobs;
@@ -15,6 +16,10 @@ mod process;
 mod queries;
 pub(crate) mod schema;
 
+pub use dlq::{
+    is_letter_id, DeadLetterView, DeadLettersPage, LetterPath, RedriveAccepted, RedriveView,
+    LETTER_ID_PATTERN,
+};
 pub use errors::{AuthErrors, ErrorBody, JsonBodyErrors};
 pub use files::{
     FileError, FileView, MultipartUpload, ProbeView, SongsPage, UploadCreated, UploadRequest,

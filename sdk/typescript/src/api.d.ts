@@ -4,6 +4,40 @@
  */
 
 export interface paths {
+    "/admin/dlq": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /admin/dlq`. */
+        get: operations["dead_letters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/dlq/{letter_id}/redrive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** `POST /admin/dlq/{letter_id}/redrive`. */
+        post: operations["redrive_letter"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/jobs": {
         parameters: {
             query?: never;
@@ -315,6 +349,34 @@ export interface components {
             job_id: string;
             /** @enum {string} */
             status: "canceled" | "cancel_requested";
+        };
+        /** @description One message that a consumer gave up on. */
+        DeadLetterView: {
+            /** @description The consumer group that gave up on it. */
+            consumer_group: string;
+            /** Format: date-time */
+            dead_lettered_at: string;
+            /** @description Why, in words. */
+            error: string;
+            /** @description The message key (a file id or job id), as text. */
+            key?: string | null;
+            /** @description undecodable | invalid | wrong_model | failed | job_failed | panicked */
+            kind: string;
+            /** @description a dead letter's id: `dlq-<source topic>-<partition>-<offset>` */
+            letter_id: string;
+            redrive?: null | components["schemas"]["RedriveView"];
+            /** Format: int64 */
+            source_offset: number;
+            /** Format: int32 */
+            source_partition: number;
+            /** @description Where the message was read. */
+            source_topic: string;
+        };
+        /** @description `GET /admin/dlq`: the newest letters first. */
+        DeadLettersPage: {
+            letters: components["schemas"]["DeadLetterView"][];
+            /** @description How many letters the topic holds (one per source message). */
+            total: number;
         };
         /** @description Every error: a message, a stable code, and the request id to quote in a report. */
         ErrorBody: {
@@ -952,6 +1014,27 @@ export interface components {
             status: string;
             storage: boolean;
         };
+        /** @description `POST /admin/dlq/{letter_id}/redrive`. */
+        RedriveAccepted: {
+            /** @description a dead letter's id: `dlq-<source topic>-<partition>-<offset>` */
+            letter_id: string;
+            redrive: components["schemas"]["RedriveView"];
+            /** @description `false` when the letter had been re-driven before: nothing was sent again. */
+            sent_now: boolean;
+        };
+        /** @description Where and when a letter was sent back. */
+        RedriveView: {
+            /** @description Who asked (`user:<sub>` or `cli`). */
+            actor: string;
+            /** Format: int64 */
+            offset: number;
+            /** Format: int32 */
+            partition: number;
+            /** Format: date-time */
+            redriven_at: string;
+            /** @description The topic, partition and offset the message was written to again. */
+            topic: string;
+        };
         /** @description `POST /process` with `models` or a list: one entry per job, in request order. */
         RequestedJobs: {
             jobs: components["schemas"]["JobRequestView"][];
@@ -1060,6 +1143,148 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    dead_letters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the dead letters, newest first (at most 500), each with its re-drive if it had one */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeadLettersPage"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description needs the admin role */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, or token verification
+             *     is not configured; retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    redrive_letter: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                letter_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the message is back on its source topic (`sent_now` is false when an earlier re-drive sent it: nothing is sent twice) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedriveAccepted"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description needs the admin role */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such dead letter */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the letter kept no payload (`nothing_to_redrive`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, or token verification
+             *     is not configured; retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list: {
         parameters: {
             query?: {
