@@ -55,7 +55,7 @@ impl EventMeta {
         }
     }
 
-    fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         record(vec![
             ("event_id", string(&self.event_id)),
             (
@@ -68,7 +68,7 @@ impl EventMeta {
         ])
     }
 
-    fn from_fields(mut f: Fields) -> Result<Self, DecodeError> {
+    pub(crate) fn from_fields(mut f: Fields) -> Result<Self, DecodeError> {
         Ok(Self {
             event_id: f.string("event_id")?,
             occurred_at: micros(f.long("occurred_at")?)?,

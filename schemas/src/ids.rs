@@ -5,6 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::events::{EventMeta, JobInput, JobRequested};
+use crate::pipeline::PipelineStep;
 
 fn digest(parts: &[&str]) -> String {
     let mut h = Sha256::new();
@@ -127,6 +128,84 @@ impl JobIdentity {
             input: self.input,
         }
     }
+}
+
+/// `p` + 32 hex characters, from the owner, the file and the job ids of its steps (in any
+/// order): asking for the same steps twice names the same pipeline. Every step's job id covers
+/// its model, parameters and input, so the job ids alone stand for the whole DAG.
+pub fn pipeline_id<'a>(
+    owner: &str,
+    file_id: &str,
+    job_ids: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let mut ids: Vec<&str> = job_ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut parts = vec!["roar.pipeline.v1", owner, file_id];
+    parts.extend(ids);
+    format!("p{}", digest(&parts))
+}
+
+/// Why a pipeline step's job identity cannot be derived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("step {step:?} reads step {upstream:?}, which is not in the pipeline")]
+    UnknownUpstream { step: String, upstream: String },
+    #[error("step {step:?}: params_json is not a JSON object: {message}")]
+    Params { step: String, message: String },
+}
+
+impl StepError {
+    /// The pipeline event says what it says: re-reading it cannot help.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// The identity of `step`'s job in a pipeline on `file_id` whose steps are `steps`: a step that
+/// reads another step's output reads that step's job (`JobInput` with the upstream's job id,
+/// model and variation). The orchestrator derives `PipelineStep::job_id` with it, and the
+/// process manager requests the job with [`JobIdentity::request`] from it, so both agree.
+pub fn step_identity(
+    file_id: &str,
+    steps: &[PipelineStep],
+    step: &PipelineStep,
+) -> Result<JobIdentity, StepError> {
+    let params: serde_json::Value =
+        serde_json::from_str(&step.params_json).map_err(|e| StepError::Params {
+            step: step.name.clone(),
+            message: e.to_string(),
+        })?;
+    if !params.is_object() {
+        return Err(StepError::Params {
+            step: step.name.clone(),
+            message: "not an object".into(),
+        });
+    }
+    let id = JobIdentity::new(
+        file_id,
+        &step.model,
+        &step.variation,
+        &params,
+        &step.model_version,
+    );
+    let Some(input) = &step.input else {
+        return Ok(id);
+    };
+    let upstream =
+        steps
+            .iter()
+            .find(|s| s.name == input.step)
+            .ok_or_else(|| StepError::UnknownUpstream {
+                step: step.name.clone(),
+                upstream: input.step.clone(),
+            })?;
+    Ok(id.reading(JobInput {
+        job_id: upstream.job_id.clone(),
+        model: upstream.model.clone(),
+        variation: upstream.variation.clone(),
+        output: input.output.clone(),
+    }))
 }
 
 /// A file or job id as this crate makes them: a letter and 32 lowercase hex digits. Anything
@@ -262,5 +341,68 @@ mod tests {
             .request(EventMeta::new("r", "pipeline"), "u1".into(), 1);
         assert_eq!(r.job_id, on_vocals.job_id());
         assert_eq!(r.input, Some(vocals("ja", "vocals")));
+    }
+
+    fn step(name: &str, model: &str, input: Option<(&str, &str)>) -> PipelineStep {
+        PipelineStep {
+            name: name.into(),
+            job_id: String::new(),
+            model: model.into(),
+            variation: "tiny".into(),
+            model_version: "v1".into(),
+            params_json: r#"{"a":1}"#.into(),
+            input: input.map(|(step, output)| crate::pipeline::PipelineStepInput {
+                step: step.into(),
+                output: output.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_steps_identity_reads_its_upstream_job() {
+        let mut steps = vec![
+            step("separate", "demucs", None),
+            step("transcribe", "whisper", Some(("separate", "vocals"))),
+        ];
+        let sep = step_identity("f1", &steps, &steps[0]).unwrap();
+        assert_eq!(
+            sep,
+            JobIdentity::new("f1", "demucs", "tiny", &serde_json::json!({"a": 1}), "v1")
+        );
+        steps[0].job_id = sep.job_id().to_string();
+        let tr = step_identity("f1", &steps, &steps[1]).unwrap();
+        let expected =
+            JobIdentity::new("f1", "whisper", "tiny", &serde_json::json!({"a": 1}), "v1").reading(
+                JobInput {
+                    job_id: sep.job_id().into(),
+                    model: "demucs".into(),
+                    variation: "tiny".into(),
+                    output: "vocals".into(),
+                },
+            );
+        assert_eq!(tr, expected);
+        // A step naming a step that is not there, or with parameters that are not an object.
+        let orphan = step("pitch", "pitch", Some(("nowhere", "vocals")));
+        assert!(matches!(
+            step_identity("f1", &steps, &orphan),
+            Err(StepError::UnknownUpstream { .. })
+        ));
+        let mut bad = step("x", "pitch", None);
+        bad.params_json = "[1]".into();
+        assert!(matches!(
+            step_identity("f1", &steps, &bad),
+            Err(StepError::Params { .. })
+        ));
+    }
+
+    #[test]
+    fn a_pipeline_id_is_its_owner_file_and_job_ids_in_any_order() {
+        let p = pipeline_id("u1", "f1", ["ja", "jb"]);
+        assert!(is_valid_id('p', &p));
+        assert_eq!(p, pipeline_id("u1", "f1", ["jb", "ja"]));
+        assert_ne!(p, pipeline_id("u2", "f1", ["ja", "jb"]));
+        assert_ne!(p, pipeline_id("u1", "f2", ["ja", "jb"]));
+        assert_ne!(p, pipeline_id("u1", "f1", ["ja"]));
+        assert_ne!(p, pipeline_id("u1", "f1", ["ja", "jc"]));
     }
 }

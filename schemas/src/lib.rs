@@ -7,6 +7,7 @@
 mod avro;
 pub mod events;
 pub mod ids;
+pub mod pipeline;
 mod schema_set;
 pub mod topics;
 pub mod trace;
@@ -14,6 +15,7 @@ pub mod vocab;
 pub mod wire;
 
 pub use events::*;
+pub use pipeline::*;
 pub use vocab::{DeadLetterKind, FileStatus, JobStatus, UnknownWord};
 pub use wire::{decode, encode, DecodeError};
 

@@ -8,6 +8,9 @@ pub const FILES: &str = "roar.files.v1";
 pub const JOB_EVENTS: &str = "roar.job-events.v1";
 /// Cancel requests and worker heartbeats; every worker and orchestrator instance reads all of it.
 pub const CONTROL: &str = "roar.control.v1";
+/// Pipelines (jobs on one file, some reading another's output): PipelineRequested from the
+/// orchestrator, PipelineCancelRequested. A command topic and the pipelines' system of record.
+pub const PIPELINES: &str = "roar.pipelines.v1";
 /// Messages a consumer could not handle.
 pub const DLQ: &str = "roar.dlq.v1";
 
@@ -49,6 +52,12 @@ pub fn all(partitions: i32) -> Vec<TopicSpec> {
         },
         TopicSpec {
             name: JOB_EVENTS.into(),
+            key: "file_id",
+            partitions,
+            retention_ms: -1,
+        },
+        TopicSpec {
+            name: PIPELINES.into(),
             key: "file_id",
             partitions,
             retention_ms: -1,

@@ -222,6 +222,49 @@ fn dead_letter() -> DeadLetter {
     }
 }
 
+fn pipeline_requested() -> PipelineEvent {
+    let step =
+        |name: &str, job_id: &str, model: &str, input: Option<PipelineStepInput>| PipelineStep {
+            name: name.into(),
+            job_id: job_id.into(),
+            model: model.into(),
+            variation: "tiny".into(),
+            model_version: "1".into(),
+            params_json: "{}".into(),
+            input,
+        };
+    PipelineEvent {
+        meta: meta(),
+        pipeline_id: "p1".into(),
+        file_id: "f1".into(),
+        owner: "alice".into(),
+        body: PipelineBody::Requested {
+            preset: Some("transcribe-vocals".into()),
+            steps: vec![
+                step("separate", "j1", "demucs", None),
+                step(
+                    "transcribe",
+                    "j2",
+                    "whisper",
+                    Some(PipelineStepInput {
+                        step: "separate".into(),
+                        output: "vocals".into(),
+                    }),
+                ),
+            ],
+        },
+    }
+}
+
+fn pipeline_cancel_requested() -> PipelineEvent {
+    PipelineEvent {
+        body: PipelineBody::CancelRequested {
+            reason: Some("user".into()),
+        },
+        ..pipeline_requested()
+    }
+}
+
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 
 /// Compares `bytes` with the golden file `dir/name.bin`. Blessing rewrites a file that differs
@@ -278,6 +321,8 @@ fn every_event_round_trips_and_matches_golden_bytes() {
     errors.extend(check("control_cancel_requested", &control()).err());
     errors.extend(check("control_worker_alive", &worker_alive()).err());
     errors.extend(check("dead_letter", &dead_letter()).err());
+    errors.extend(check("pipeline_requested", &pipeline_requested()).err());
+    errors.extend(check("pipeline_cancel_requested", &pipeline_cancel_requested()).err());
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
 
@@ -318,6 +363,7 @@ fn current_schemas_read_every_committed_version() {
     compatible::<JobEvent>();
     compatible::<ControlEvent>();
     compatible::<DeadLetter>();
+    compatible::<PipelineEvent>();
 }
 
 #[test]
@@ -353,6 +399,7 @@ fn history_holds_the_current_version() {
     has_current::<JobEvent>();
     has_current::<ControlEvent>();
     has_current::<DeadLetter>();
+    has_current::<PipelineEvent>();
 }
 
 #[test]
@@ -442,6 +489,7 @@ fn no_two_union_branches_look_alike() {
     distinct::<FileEvent>();
     distinct::<JobEvent>();
     distinct::<ControlEvent>();
+    distinct::<PipelineEvent>();
 }
 
 #[test]
