@@ -29,6 +29,7 @@ mod cli_fetch;
 mod consumer_loop;
 mod consumer_rebalance;
 mod deploy_config;
+mod dev_restart;
 mod e2e_dead_letter;
 mod e2e_demucs;
 mod e2e_dlq_redrive;
