@@ -25,6 +25,7 @@ mod api_process;
 mod api_status_as_of;
 mod api_stream;
 mod api_upload;
+mod api_upload_repeat;
 mod cli_fetch;
 mod consumer_loop;
 mod consumer_rebalance;
