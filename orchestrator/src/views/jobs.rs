@@ -26,8 +26,7 @@ pub struct JobView {
     pub model: String,
     pub variation: String,
     pub model_version: String,
-    /// The normalised params (defaults filled in).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = s::job_params)]
     pub params: Value,
     #[schema(schema_with = s::job_status)]
     pub status: JobStatus,
@@ -212,8 +211,7 @@ pub struct JobRequestView {
     pub model: String,
     pub variation: String,
     pub model_version: String,
-    /// The normalised params (defaults filled in): equal params name the same job.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = s::job_params)]
     pub params: Value,
     /// `queued`: a new job or attempt was requested (or one is pending already); `running`: it
     /// runs already; `skipped`: it completed already, `outputs` are here.
@@ -389,8 +387,7 @@ pub struct HistoryEventView {
     pub kind: String,
     pub job_id: Option<String>,
     pub occurred_at: DateTime<Utc>,
-    /// The event's body as the history stores it.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = s::history_body)]
     pub body: Value,
 }
 

@@ -3,7 +3,7 @@
 //! the document by itself).
 
 use roar_schemas::{FileStatus, JobStatus};
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, Type};
 
 /// What `roar_schemas::ids::is_valid_id('f', ..)` accepts.
 pub const FILE_ID_PATTERN: &str = "^f[0-9a-f]{32}$";
@@ -24,6 +24,30 @@ pub fn words<'a>(words: impl IntoIterator<Item = &'a str>) -> Object {
         .schema_type(Type::String)
         .enum_values(Some(words))
         .build()
+}
+
+/// A JSON object of any members (a map), so that generated clients type it as one rather
+/// than as an empty object.
+fn json_map(description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .description(Some(description))
+        .build()
+}
+
+pub fn history_body() -> Object {
+    json_map(
+        "The event's body as the history stores it, by `kind`. File events carry their members \
+         at the top (`file_probed`: `duration_seconds`, `sample_rate`, `channels`, ...); job \
+         events are the job event, with `file_id`, `job_id` and the kind's own members under \
+         `body` (`progress`: `body.percent` 0-100 and `body.message`; `completed`: \
+         `body.outputs`; `failed`: `body.code`, `body.message`, `body.retryable`).",
+    )
+}
+
+pub fn job_params() -> Object {
+    json_map("The normalised params (defaults filled in): equal params name the same job.")
 }
 
 pub fn one_word(word: &str) -> Object {

@@ -425,8 +425,10 @@ export interface components {
         };
         /** @description The `data` of one Server-Sent Event on `GET /status/{file_id}/events`. */
         HistoryEventView: {
-            /** @description The event's body as the history stores it. */
-            body: Record<string, never>;
+            /** @description The event's body as the history stores it, by `kind`. File events carry their members at the top (`file_probed`: `duration_seconds`, `sample_rate`, `channels`, ...); job events are the job event, with `file_id`, `job_id` and the kind's own members under `body` (`progress`: `body.percent` 0-100 and `body.message`; `completed`: `body.outputs`; `failed`: `body.code`, `body.message`, `body.retryable`). */
+            body: {
+                [key: string]: unknown;
+            };
             job_id?: string | null;
             /** @description The event kind (also the SSE `event`), e.g. `file_uploaded`, `queued`, `progress`. */
             kind: string;
@@ -462,7 +464,9 @@ export interface components {
             /** @description Only when skipped, with download URLs. */
             outputs?: components["schemas"]["OutputView"][] | null;
             /** @description The normalised params (defaults filled in): equal params name the same job. */
-            params: Record<string, never>;
+            params: {
+                [key: string]: unknown;
+            };
             /** @enum {string} */
             status: "queued" | "running" | "skipped";
             variation: string;
@@ -485,8 +489,10 @@ export interface components {
             model: string;
             model_version: string;
             outputs: components["schemas"]["OutputView"][];
-            /** @description The normalised params (defaults filled in). */
-            params: Record<string, never>;
+            /** @description The normalised params (defaults filled in): equal params name the same job. */
+            params: {
+                [key: string]: unknown;
+            };
             /**
              * Format: float
              * @description Percent, 0–100.
