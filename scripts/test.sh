@@ -53,12 +53,19 @@ if ! .roar/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEM
   .roar/schemathesis/bin/pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-# The TypeScript SDK's packages (openapi-typescript, typescript; ~45 MB, seconds from the
-# lockfile); tests/e2e/e2e_sdk_typescript.rs runs its tests against the real stack.
+# The TypeScript SDK's packages (openapi-typescript, typescript, esbuild, playwright-core,
+# js-yaml; ~70 MB, seconds from the lockfile); tests/e2e/e2e_sdk_typescript.rs runs its tests
+# (and the checks that the studio's build, the Yaak workspace and the generated types are
+# current) against the real stack.
 if ! command -v npm >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 (cd sdk/typescript && npm ci --silent --no-audit --no-fund)
+# Debian's chromium for the studio's browser test (tests/e2e/e2e_studio.rs drives it with
+# playwright-core, which downloads no browser): about 15 s and 350 MB installed, once.
+if [ -z "${CHROMIUM_BIN:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked

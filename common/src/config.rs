@@ -72,6 +72,9 @@ pub struct HttpConfig {
     pub sse_poll_ms: u64,
     /// Most SSE streams open at once (each holds a connection, not a database connection).
     pub sse_max_streams: usize,
+    /// Serve the `/studio` page from this folder instead of the copy built into the binary
+    /// (a customised page, or working on the page without rebuilding roar); empty: built in.
+    pub studio_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -240,6 +243,7 @@ impl Default for HttpConfig {
             sse_heartbeat_seconds: 15,
             sse_poll_ms: 2000,
             sse_max_streams: 10_000,
+            studio_dir: String::new(),
         }
     }
 }
@@ -432,6 +436,12 @@ impl Config {
         }
         if self.http.sse_heartbeat_seconds < 1 || self.http.sse_poll_ms < 10 {
             return bad("http.sse_heartbeat_seconds must be ≥ 1 and http.sse_poll_ms ≥ 10".into());
+        }
+        if !self.http.studio_dir.is_empty() && !Path::new(&self.http.studio_dir).is_dir() {
+            return bad(format!(
+                "http.studio_dir: {} is not a directory",
+                self.http.studio_dir
+            ));
         }
         if self.processor.concurrency < 1 {
             return bad("processor.concurrency must be ≥ 1".into());

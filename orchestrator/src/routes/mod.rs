@@ -15,6 +15,7 @@ pub(crate) mod notify;
 pub(crate) mod presign;
 pub(crate) mod process;
 pub(crate) mod status;
+pub(crate) mod studio;
 pub(crate) mod upload;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
@@ -44,5 +45,8 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/notify", post(notify::notify))
         .route("/files/{name}", get(files::download))
         .route("/upload/{file_id}/complete", post(presign::complete))
+        .route("/studio", get(studio::redirect))
+        .route("/studio/", get(studio::index))
+        .route("/studio/{name}", get(studio::asset))
         .merge(uploads)
 }

@@ -12,7 +12,7 @@ export type CancelAccepted = Schemas["CancelAccepted"];
 export type RetryAccepted = Schemas["RetryAccepted"];
 export type UploadTicket = Schemas["UploadTicket"];
 /** One event of a file's history (the SSE `data`); `body` as the history stores it. */
-export type HistoryEvent = Omit<Schemas["HistoryEventView"], "body"> & { body: Record<string, unknown> };
+export type HistoryEvent = Schemas["HistoryEventView"];
 
 /** A token, or a function asked for one before every request (so a refreshed token is used). */
 export type TokenProvider = string | (() => string | Promise<string>);
@@ -60,11 +60,14 @@ export class RoarClient {
   readonly #token: TokenProvider;
   readonly #fetch: typeof fetch;
   readonly #requestId: () => string;
+  /** Browsers upload with XMLHttpRequest: fetch cannot stream a request body over HTTP/1.1. */
+  readonly #xhr: boolean;
 
   constructor(opts: ClientOptions) {
     this.#base = opts.baseUrl.replace(/\/+$/, "");
     this.#token = opts.token;
     this.#fetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#xhr = !opts.fetch && typeof XMLHttpRequest === "function";
     this.#requestId = opts.requestId ?? (() => globalThis.crypto.randomUUID());
   }
 
@@ -187,6 +190,7 @@ export class RoarClient {
     });
     // The signed URL is the credential: no bearer token goes to it (it may be another host).
     const requestId = this.#requestId();
+    if (this.#xhr) return putXhr(url, bytes, requestId, opts);
     const res = await this.#fetch(url, {
       method: "PUT",
       headers: { "x-request-id": requestId, "content-length": String(total) },
@@ -250,6 +254,34 @@ export class RoarClient {
       opts.signal?.removeEventListener("abort", stop);
     }
   }
+}
+
+/** The browser's PUT: XMLHttpRequest reports the bytes the network has taken. */
+function putXhr(url: string, bytes: Uint8Array, requestId: string, opts: UploadOptions): Promise<UploadDone> {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", url);
+    xhr.setRequestHeader("x-request-id", requestId);
+    xhr.upload.onprogress = (e) => opts.onProgress?.(e.loaded, bytes.byteLength);
+    xhr.onerror = () => reject(new RoarError(0, "network", "the upload failed (network error)", requestId, null));
+    xhr.onabort = () => reject(new RoarError(0, "aborted", "the upload was aborted", requestId, null));
+    xhr.onload = () => {
+      const headers = new Headers();
+      for (const line of xhr.getAllResponseHeaders().trim().split(/[\r\n]+/)) {
+        const colon = line.indexOf(":");
+        if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+      }
+      const empty = [204, 205, 304].includes(xhr.status);
+      const res = new Response(empty ? null : xhr.responseText, { status: xhr.status, headers });
+      if (res.ok) {
+        opts.onProgress?.(bytes.byteLength, bytes.byteLength);
+        res.json().then((b) => resolve(b as UploadDone), reject);
+      } else {
+        RoarError.from(res, requestId).then(reject, reject);
+      }
+    };
+    xhr.send(new Blob([bytes as Uint8Array<ArrayBuffer>]));
+  });
 }
 
 function sleep(ms: number): Promise<void> {

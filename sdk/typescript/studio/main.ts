@@ -1,0 +1,376 @@
+// The studio page: sign in with a token, upload, pick a model and its params from /models,
+// follow the jobs live over SSE, then play, read and download what they made.
+import { RoarClient, RoarError, type FileView, type HistoryEvent, type ModelsView, type StatusView, type components } from "../src/index.js";
+import { drawPitch, parseF0Csv, type PitchPoint } from "./pitch.js";
+import { StemPlayer, showTranscript, wordsOf } from "./player.js";
+import { $, clearMessage, explain, formatBytes, h, show } from "./ui.js";
+
+type JobView = components["schemas"]["JobView"];
+type ParamView = components["schemas"]["ParamView"];
+
+const TOKEN_KEY = "roar.token";
+const FINISHED = new Set(["completed", "failed", "canceled"]);
+
+let client: RoarClient | null = null;
+let models: ModelsView | null = null;
+let current: { fileId: string; watch: AbortController; status: StatusView | null } | null = null;
+let pitch: PitchPoint[] = [];
+const player = new StemPlayer();
+player.onTime((t) => drawPitch($<HTMLCanvasElement>("pitch-canvas"), pitch, t));
+let highlight: (t: number) => void = () => {};
+player.onTime((t) => highlight(t));
+
+function api(): RoarClient {
+  if (!client) throw new Error("not signed in");
+  return client;
+}
+
+/** Runs an action, turning any failure into a message (a 401 also asks for a new token). */
+async function guard(action: () => Promise<void>): Promise<void> {
+  try {
+    await action();
+  } catch (err) {
+    show(explain(err));
+    if (err instanceof RoarError && err.status === 401) signOut(false);
+  }
+}
+
+// ---- sign in -------------------------------------------------------------------------------
+
+function signIn(token: string): Promise<void> {
+  return guard(async () => {
+    const c = new RoarClient({ baseUrl: location.origin, token: () => sessionStorage.getItem(TOKEN_KEY) ?? "" });
+    sessionStorage.setItem(TOKEN_KEY, token);
+    client = c;
+    models = await c.models();
+    $("sign-in").hidden = true;
+    $("studio").hidden = false;
+    $("sign-out").hidden = false;
+    clearMessage();
+    fillModels();
+    await refreshSongs();
+  });
+}
+
+function signOut(clearAll = true): void {
+  current?.watch.abort();
+  current = null;
+  client = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("studio").hidden = true;
+  $("sign-out").hidden = true;
+  $("sign-in").hidden = false;
+  if (clearAll) clearMessage();
+  $("token").focus();
+}
+
+// ---- upload --------------------------------------------------------------------------------
+
+async function uploadFile(file: File): Promise<void> {
+  const bar = $<HTMLProgressElement>("upload-progress");
+  const text = $("upload-text");
+  $("upload-state").hidden = false;
+  bar.value = 0;
+  text.textContent = `Uploading ${file.name}…`;
+  await guard(async () => {
+    const up = await api().upload(file, {
+      onProgress: (sent, total) => {
+        bar.value = total ? Math.round((sent / total) * 100) : 100;
+        text.textContent = `Uploading ${file.name}: ${formatBytes(sent)} of ${formatBytes(total)}`;
+      },
+    });
+    bar.value = 100;
+    if (up.duplicate) {
+      text.textContent = `${file.name} was uploaded before.`;
+      show(`Already uploaded: ${file.name} has the same content as a file you have, which is opened instead.`, "info");
+    } else {
+      text.textContent = `Uploaded ${file.name}.`;
+    }
+    await refreshSongs();
+    await openSong(up.file_id);
+  });
+}
+
+function setUpUpload(): void {
+  const drop = $("drop");
+  const input = $<HTMLInputElement>("file");
+  $("choose").addEventListener("click", () => input.click());
+  input.addEventListener("change", () => {
+    const f = input.files?.[0];
+    if (f) void uploadFile(f);
+    input.value = "";
+  });
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const f = e.dataTransfer?.files[0];
+    if (f) void uploadFile(f);
+  });
+}
+
+// ---- songs ---------------------------------------------------------------------------------
+
+async function refreshSongs(): Promise<void> {
+  const items: HTMLLIElement[] = [];
+  let n = 0;
+  for await (const s of api().songs({ pageSize: 50 })) {
+    items.push(songItem(s));
+    if (++n >= 200) break;
+  }
+  const list = $("song-list");
+  list.replaceChildren(...items);
+  if (!items.length) list.append(h("li", { class: "muted" }, "No songs yet: upload one."));
+}
+
+function songItem(s: FileView): HTMLLIElement {
+  const label = `${s.filename} · ${s.status} · ${formatBytes(s.size)}`;
+  const b = h("button", { type: "button", "data-file": s.file_id, "aria-current": String(current?.fileId === s.file_id) }, label);
+  b.addEventListener("click", () => void guard(() => openSong(s.file_id)));
+  return h("li", {}, b);
+}
+
+async function openSong(fileId: string): Promise<void> {
+  current?.watch.abort();
+  current = { fileId, watch: new AbortController(), status: null };
+  for (const b of document.querySelectorAll<HTMLButtonElement>("#song-list button")) {
+    b.setAttribute("aria-current", String(b.dataset.file === fileId));
+  }
+  pitch = [];
+  highlight = () => {};
+  shown.clear();
+  $("pitch").hidden = true;
+  $("transcript").hidden = true;
+  player.load([]);
+  $("jobs").replaceChildren();
+  $("song").hidden = false;
+  await refreshStatus();
+  $("song-title").focus();
+  void follow(current);
+}
+
+/** Follows the file's events: progress moves its bar, anything else re-reads the status. */
+async function follow(song: NonNullable<typeof current>): Promise<void> {
+  try {
+    for await (const ev of api().watch(song.fileId, { signal: song.watch.signal })) {
+      if (current !== song) return;
+      onEvent(ev);
+    }
+  } catch (err) {
+    if (current === song && !song.watch.signal.aborted) show(explain(err));
+  }
+}
+
+function onEvent(ev: HistoryEvent): void {
+  if (ev.kind === "progress" && ev.job_id) {
+    // A job event's own members are under `body` (the file's events have theirs at the top).
+    const own = (ev.body.body ?? {}) as { percent?: unknown; message?: unknown };
+    const percent = Number(own.percent);
+    const li = document.querySelector<HTMLLIElement>(`#jobs li[data-job="${ev.job_id}"]`);
+    if (li && Number.isFinite(percent)) {
+      li.querySelector("progress")!.value = percent;
+      li.querySelector(".percent")!.textContent = `${Math.round(percent)} %`;
+      const msg = typeof own.message === "string" ? own.message : "";
+      li.querySelector(".job-message")!.textContent = msg;
+      return;
+    }
+  }
+  void guard(refreshStatus);
+}
+
+let refreshing: Promise<void> | null = null;
+let again = false;
+
+/** Re-reads `/status` (one read at a time; a burst of events causes at most one more). */
+function refreshStatus(): Promise<void> {
+  if (refreshing) {
+    again = true;
+    return refreshing;
+  }
+  refreshing = (async () => {
+    do {
+      again = false;
+      const song = current;
+      if (!song) return;
+      const st = await api().status(song.fileId);
+      if (current !== song) return;
+      song.status = st;
+      renderStatus(st);
+    } while (again);
+  })().finally(() => (refreshing = null));
+  return refreshing;
+}
+
+function renderStatus(st: StatusView): void {
+  const f = st.file;
+  $("song-title").textContent = f.filename;
+  const meta = f.metadata ? ` · ${f.metadata.duration_seconds.toFixed(1)} s, ${f.metadata.sample_rate} Hz, ${f.metadata.channels} ch` : "";
+  $("song-meta").textContent = `${f.status}${meta}${f.error ? ` · ${f.error.code}: ${f.error.message ?? ""}` : ""}`;
+  $("jobs").replaceChildren(...[...st.jobs].reverse().map(jobItem));
+  if (!st.jobs.length) $("jobs").append(h("li", { class: "muted" }, "No jobs yet."));
+  void showResults(st.jobs);
+}
+
+function jobItem(j: JobView): HTMLLIElement {
+  const bar = h("progress", { max: "100", "aria-label": `${j.model} progress` });
+  bar.value = j.status === "completed" ? 100 : j.progress;
+  const li = h(
+    "li",
+    { "data-job": j.job_id, "data-status": j.status },
+    h("strong", {}, `${j.model}/${j.variation}`),
+    ` ${j.status} `,
+    bar,
+    h("span", { class: "percent" }, ` ${Math.round(bar.value)} %`),
+    " ",
+    h("span", { class: "job-message muted" }, j.error ? `${j.error.code}: ${j.error.message ?? ""}` : (j.message ?? "")),
+  );
+  if (!FINISHED.has(j.status)) {
+    const cancel = h("button", { type: "button" }, "Cancel");
+    cancel.addEventListener("click", () => void guard(async () => {
+      await api().cancel(j.job_id);
+      show(`Cancel requested for ${j.model}.`, "info");
+    }));
+    li.append(" ", cancel);
+  } else if (j.status !== "completed") {
+    const retry = h("button", { type: "button" }, "Retry");
+    retry.addEventListener("click", () => void guard(async () => {
+      await api().process({ file_id: j.file_id, model: j.model, variation: j.variation, params: j.params } as never);
+      await refreshStatus();
+    }));
+    li.append(" ", retry);
+  }
+  if (j.outputs.length) {
+    li.append(h("div", { class: "outputs" }, ...j.outputs.map((o) => h("a", { href: o.url ?? "#", download: o.path.split("/").pop() ?? "" }, `${o.path.split("/").pop()} (${formatBytes(o.size)})`))));
+  }
+  return li;
+}
+
+const shown = new Map<string, string>();
+
+/** Fills the player, pitch curve and transcript from the newest completed job of each kind. */
+async function showResults(jobs: JobView[]): Promise<void> {
+  const latest = (model: string) => [...jobs].reverse().find((j) => j.model === model && j.status === "completed" && j.outputs.length);
+  const demucs = latest("demucs");
+  if (demucs && shown.get("demucs") !== demucs.job_id + current?.fileId) {
+    shown.set("demucs", demucs.job_id + current?.fileId);
+    const stems = demucs.outputs.filter((o) => o.kind === "stem" && o.url).map((o) => ({ name: (o.path.split("/").pop() ?? "").replace(/\.[^.]+$/, ""), url: o.url! }));
+    player.load(stems);
+  }
+  const p = latest("pitch");
+  const f0 = p?.outputs.find((o) => o.kind === "f0" && o.path.endsWith(".csv") && o.url);
+  if (p && f0 && shown.get("pitch") !== p.job_id + current?.fileId) {
+    shown.set("pitch", p.job_id + current?.fileId);
+    pitch = parseF0Csv(await (await fetch(f0.url!)).text());
+    $("pitch").hidden = false;
+    const drawn = drawPitch($<HTMLCanvasElement>("pitch-canvas"), pitch, player.playing ? player.time : null);
+    $("pitch-canvas").dataset.points = String(drawn);
+  }
+  const w = latest("whisper");
+  const seg = w?.outputs.find((o) => o.kind === "segments" && o.url);
+  if (w && seg && shown.get("whisper") !== w.job_id + current?.fileId) {
+    shown.set("whisper", w.job_id + current?.fileId);
+    highlight = showTranscript(wordsOf(await (await fetch(seg.url!)).json()));
+  }
+}
+
+// ---- process -------------------------------------------------------------------------------
+
+function fillModels(): void {
+  const select = $<HTMLSelectElement>("model");
+  select.replaceChildren(...(models?.models ?? []).map((m) => h("option", { value: m.name }, m.live || !models?.workers_known ? m.name : `${m.name} (no worker running)`)));
+  fillModel();
+}
+
+function fillModel(): void {
+  const m = models?.models.find((x) => x.name === $<HTMLSelectElement>("model").value);
+  if (!m) return;
+  $("model-description").textContent = m.description;
+  const variation = $<HTMLSelectElement>("variation");
+  variation.replaceChildren(...m.variations.map((v) => h("option", { value: v.name, selected: v.name === m.default_variation }, v.name)));
+  $("params").replaceChildren(...m.params.map(paramInput));
+}
+
+function paramInput(p: ParamView): HTMLElement {
+  const id = `param-${p.name}`;
+  const hint = p.default !== undefined && p.default !== null ? ` (default ${JSON.stringify(p.default)})` : "";
+  const label = h("label", { title: p.description }, `${p.name}${hint} `);
+  let input: HTMLElement;
+  switch (p.type) {
+    case "bool":
+      input = h("select", { id, "data-param": p.name, "data-type": "bool" }, h("option", { value: "" }, "default"), h("option", { value: "true" }, "yes"), h("option", { value: "false" }, "no"));
+      break;
+    case "int":
+    case "float":
+      input = h("input", { id, type: "number", "data-param": p.name, "data-type": p.type, min: String(p.min), max: String(p.max), step: p.type === "int" ? "1" : "any", placeholder: "default" });
+      break;
+    case "enum":
+      input = h("select", { id, "data-param": p.name, "data-type": "text" }, h("option", { value: "" }, "default"), ...p.values.map((v) => h("option", { value: v }, v)));
+      break;
+    case "subset":
+      input = h("select", { id, multiple: true, "data-param": p.name, "data-type": "subset" }, ...p.values.map((v) => h("option", { value: v }, v)));
+      break;
+    default:
+      input = h("input", { id, type: "text", "data-param": p.name, "data-type": "text", maxlength: String(p.max_len), placeholder: "default" });
+  }
+  label.append(input);
+  return label;
+}
+
+/** The params the user set (the others take the server's defaults). */
+function chosenParams(): Record<string, unknown> {
+  const params: Record<string, unknown> = {};
+  for (const el of document.querySelectorAll<HTMLInputElement | HTMLSelectElement>("#params [data-param]")) {
+    const name = el.dataset.param!;
+    if (el instanceof HTMLSelectElement && el.multiple) {
+      const chosen = [...el.selectedOptions].map((o) => o.value);
+      if (chosen.length) params[name] = chosen;
+    } else if (el.value !== "") {
+      const t = el.dataset.type;
+      params[name] = t === "bool" ? el.value === "true" : t === "int" || t === "float" ? Number(el.value) : el.value;
+    }
+  }
+  return params;
+}
+
+async function runModel(): Promise<void> {
+  if (!current) return;
+  const model = $<HTMLSelectElement>("model").value;
+  const body = { file_id: current.fileId, model, variation: $<HTMLSelectElement>("variation").value, params: chosenParams() };
+  const res = await api().process(body as never);
+  const jobs = "jobs" in res ? (res.jobs as { status: string }[]) : [res as { status: string }];
+  show(`${model}: ${jobs.map((j) => j.status).join(", ")}.`, "info");
+  await refreshStatus();
+}
+
+// ---- start ---------------------------------------------------------------------------------
+
+function start(): void {
+  window.addEventListener("error", (e) => show(`The page hit an error: ${e.message}`));
+  window.addEventListener("unhandledrejection", (e) => show(explain(e.reason)));
+  $("sign-in-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const t = $<HTMLTextAreaElement>("token").value.trim();
+    if (t) void signIn(t);
+  });
+  $("sign-out").addEventListener("click", () => signOut());
+  $("refresh").addEventListener("click", () => void guard(refreshSongs));
+  $("model").addEventListener("change", fillModel);
+  $("process-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    void guard(runModel);
+  });
+  setUpUpload();
+  // `roar dev` prints a link with the token in the fragment (never sent to a server): keep
+  // it for this tab and take it out of the address bar.
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromLink) history.replaceState(null, "", location.pathname + location.search);
+  const token = fromLink ?? sessionStorage.getItem(TOKEN_KEY);
+  if (token) void signIn(token);
+  else signOut(false);
+}
+
+start();
