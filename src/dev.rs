@@ -1,10 +1,13 @@
 //! `roar dev`: the whole system on one machine with no Docker. A tansu broker (state in
 //! `.roar/broker/`), a PostgreSQL cluster (`.roar/pg/`, or `DATABASE_URL`), a local object store
 //! (`.roar/store/`) and every service in this process. State survives a restart; Ctrl-C stops
-//! everything cleanly.
+//! everything cleanly. The broker and PostgreSQL die with this process even when it is killed
+//! (SIGKILL included), and a start first stops anything an earlier run left in its directory,
+//! so a crashed `roar dev` is restarted by running it again; interrupted work is redelivered.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use roar_common::auth::Authenticator;
@@ -88,6 +91,20 @@ fn dev_secret(dir: &Path, name: &str) -> Result<String> {
 pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -> Result<()> {
     let dir = std::path::absolute(&cfg.dev.dir)?;
     std::fs::create_dir_all(dir.join("broker"))?;
+    // One roar dev per directory: what a live one runs is not a leftover.
+    let marker = dir.join("roar-dev.pid");
+    if let Some(pid) = stack::tied::pid_file_process(&marker) {
+        bail!(
+            "another `roar dev` (pid {pid}) is running on {}: stop it first",
+            dir.display()
+        );
+    }
+    // The marker outlives only a run that did not stop cleanly.
+    let unclean = marker.exists();
+    for what in stack::stop_leftovers(&dir) {
+        eprintln!("roar dev: stopped {what}, left running by an earlier run");
+    }
+    stack::tied::write_pid_file(&marker, std::process::id())?;
     let tansu = tansu_binary(&cfg, &opts)?;
 
     let external_db = std::env::var("DATABASE_URL")
@@ -123,7 +140,23 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
         &storage,
         &dir.join("broker/tansu.log"),
     )?;
+    // For the next start, should this broker ever outlive this process.
+    stack::tied::write_pid_file(&dir.join("broker/tansu.pid"), broker.pid())?;
     cfg.kafka.brokers = broker.bootstrap();
+    if unclean {
+        // The killed run's consumers are still members of their groups in the broker's state.
+        // A group whose leader vanished mid-generation can hand a new member no partitions, so
+        // joining waits until the broker has expired them (one session timeout).
+        let wait = Duration::from_millis(u64::from(cfg.kafka.session_timeout_ms) + 2000);
+        eprintln!(
+            "roar dev: the last run did not stop cleanly; waiting {} s for the broker to expire its consumers",
+            wait.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+    }
 
     if cfg.storage.url == roar_common::config::StorageConfig::default().url {
         cfg.storage.url = format!("file://{}", dir.join("store").display());
@@ -152,6 +185,7 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
     let cfg = Arc::new(cfg);
     let result = crate::services::all(cfg, listener, cancel).await;
     drop(broker);
+    let _ = std::fs::remove_file(&marker);
     result
 }
 

@@ -1,13 +1,17 @@
-//! Local infrastructure without Docker: a tansu broker (Kafka API) as a child process and a
-//! PostgreSQL cluster driven with `initdb`/`pg_ctl` from PATH. `roar dev` keeps both under
-//! `.roar/`; the end-to-end tests start throw-away ones on random ports.
+//! Local infrastructure without Docker: a tansu broker (Kafka API) and a PostgreSQL server
+//! (`initdb` and `postgres` from PATH), both child processes of roar that die with it, even by
+//! SIGKILL ([`tied`]). `roar dev` keeps both under `.roar/` and stops whatever an earlier run
+//! left there ([`stop_leftovers`]); the end-to-end tests start throw-away ones on random ports.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+pub mod tied;
 
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> Result<u16> {
@@ -43,16 +47,25 @@ fn pg_tool(tool: &str) -> Result<Command> {
     }
 }
 
-/// A PostgreSQL cluster in a directory, stopped when dropped.
+fn user_id(flag: &str) -> Result<u32> {
+    let out = Command::new("id").args([flag, "postgres"]).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("the `postgres` user must exist to run PostgreSQL as root")
+}
+
+/// A PostgreSQL server on a cluster directory: a child process, stopped (fast shutdown) when
+/// dropped and signalled the same way if roar dies first.
 pub struct Postgres {
     dir: PathBuf,
     pub port: u16,
-    keep_running: bool,
+    child: Child,
 }
 
 impl Postgres {
     /// Initialises `dir` if needed and starts the server on 127.0.0.1:`port` (user `roar`,
-    /// trust auth on loopback only).
+    /// trust auth on loopback only), waiting until it accepts connections.
     pub fn start(dir: &Path, port: u16) -> Result<Self> {
         let dir = std::path::absolute(dir)?;
         let data = dir.join("data");
@@ -76,32 +89,60 @@ impl Postgres {
                 bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        let log = dir.join("postgres.log");
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=on -c max_connections=200"
-        );
-        let out = pg_tool("pg_ctl")?
-            .args(["-w", "-t", "60", "-D"])
+        let log_path = dir.join("postgres.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let bin = on_path("postgres").context(
+            "`postgres` not found on PATH: install the PostgreSQL server binaries (e.g. apt-get install postgresql) or set ROAR_DATABASE__URL / DATABASE_URL to an existing server",
+        )?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-D")
             .arg(&data)
-            .args(["-l"])
-            .arg(&log)
-            .args(["-o", &opts, "start"])
-            .stdout(Stdio::null())
-            .output()
-            .context("running pg_ctl start")?;
-        if !out.status.success() {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            bail!(
-                "postgres did not start on port {port}: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "fsync=on", "-c", "max_connections=200"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if root {
+            // initdb refuses root and so does the server: run it as `postgres`.
+            cmd.uid(user_id("-u")?).gid(user_id("-g")?);
         }
-        Ok(Self {
-            dir,
-            port,
-            keep_running: false,
-        })
+        // SIGINT is PostgreSQL's fast shutdown: sessions end, a checkpoint is written.
+        let child = tied::spawn_tied(cmd, libc::SIGINT).context("starting postgres")?;
+        let mut pg = Self { dir, port, child };
+        pg.wait_ready(&data, &log_path)?;
+        Ok(pg)
+    }
+
+    /// Waits for `postmaster.pid` to say `ready` (what `pg_ctl -w` waits for).
+    fn wait_ready(&mut self, data: &Path, log: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let lock = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+            let ours = lock.lines().next() == Some(self.child.id().to_string().as_str());
+            if ours && lock.lines().nth(7).map(str::trim) == Some("ready") {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                bail!(
+                    "postgres did not start on port {} ({status}): {}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "postgres did not become ready on port {} within 60 s",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `postgres://roar@127.0.0.1:port/<db>`.
@@ -130,27 +171,52 @@ impl Postgres {
         &self.dir
     }
 
-    /// Leaves the server running when dropped.
-    pub fn detach(mut self) {
-        self.keep_running = true;
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if self.keep_running {
-            return;
-        }
-        if let Ok(mut c) = pg_tool("pg_ctl") {
-            let _ = c
-                .args(["-w", "-m", "fast", "-D"])
-                .arg(self.dir.join("data"))
-                .arg("stop")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        tied::stop(self.child.id(), libc::SIGINT, Duration::from_secs(60));
+        let _ = self.child.wait();
+    }
+}
+
+/// Stops what an earlier `roar dev` left in `dir` (a PostgreSQL server on `dir/pg/data`, a
+/// broker recorded in `dir/broker/tansu.pid`), in case it outlived its parent: a roar from
+/// before children were tied to it, or a server started by hand on the same cluster. Returns
+/// what it stopped, for the user.
+pub fn stop_leftovers(dir: &Path) -> Vec<String> {
+    let mut stopped = Vec::new();
+    let data = dir.join("pg/data");
+    if let Some(pid) = postmaster(&data) {
+        // Fast shutdown; the server removes its lock file on the way out.
+        if tied::stop(pid, libc::SIGINT, Duration::from_secs(60)) {
+            stopped.push(format!("PostgreSQL (pid {pid}) on {}", data.display()));
         }
     }
+    let pid_file = dir.join("broker/tansu.pid");
+    if let Some(pid) = tied::pid_file_process(&pid_file) {
+        if tied::stop(pid, libc::SIGTERM, Duration::from_secs(5)) {
+            stopped.push(format!("the tansu broker (pid {pid})"));
+        }
+    }
+    stopped
+}
+
+/// The live postmaster of the cluster in `data`, if any: the lock file's pid, when that process
+/// is a postgres whose lock file it is.
+fn postmaster(data: &Path) -> Option<u32> {
+    let lock = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let mut lines = lock.lines();
+    let pid: u32 = lines.next()?.trim().parse().ok()?;
+    let lock_dir = lines.next()?.trim();
+    let same_dir = std::fs::canonicalize(lock_dir).ok()? == std::fs::canonicalize(data).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let is_postgres = String::from_utf8_lossy(&cmdline).contains("postgres");
+    (same_dir && is_postgres && tied::alive(pid)).then_some(pid)
 }
 
 /// The tansu release this project is tested with.
@@ -230,24 +296,24 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let logf =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                storage,
-            ])
-            .env("RUST_LOG", "warn")
-            // tansu opens `sqlite:///abs/path.db` relative to its working directory (the
-            // leading slash is dropped): from `/` an absolute path stays what it says.
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf)
-            .spawn()
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            storage,
+        ])
+        .env("RUST_LOG", "warn")
+        // tansu opens `sqlite:///abs/path.db` relative to its working directory (the
+        // leading slash is dropped): from `/` an absolute path stays what it says.
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf);
+        let child = tied::spawn_tied(cmd, libc::SIGTERM)
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut broker = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -272,23 +338,17 @@ impl Broker {
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         // SIGTERM first so tansu can close its storage cleanly, then make sure.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
+        tied::stop(self.child.id(), libc::SIGTERM, Duration::from_secs(5));
         let _ = self.child.wait();
     }
 }

@@ -14,6 +14,7 @@ pub mod openapi;
 mod ratelimit;
 mod routes;
 mod state;
+mod uploads;
 pub mod views;
 
 pub use error::ApiError;

@@ -22,6 +22,7 @@ use crate::jobs::consistency_token;
 use crate::links::{self, LinkClaims, UploadClaims};
 use crate::middleware::{current_request_id, User};
 use crate::routes::upload::clean_filename;
+use crate::uploads::{self, UploadClaim};
 use crate::views::{
     AuthErrors, ErrorBody, FilePath, LinkQuery, UploadCreated, UploadRequest, UploadTicket,
     Uploaded,
@@ -62,13 +63,18 @@ pub async fn register(
         })
         .unwrap_or_else(|| "application/octet-stream".into());
     let file_id = roar_schemas::ids::file_id(user.id(), &sha256);
-    if let Some(existing) = s.read.file(&file_id).await? {
+    let existing = s.read.file(&file_id).await?;
+    if let Some(existing) = &existing {
         if !matches!(
             existing.status,
             FileStatus::Deleted | FileStatus::PendingUpload
         ) {
             return Err(ApiError::Duplicate { file_id });
         }
+    }
+    // Accepted a moment ago, before the projector has shown it: still a duplicate.
+    if uploads::is_claimed(&s, &file_id, existing.as_ref()).await? {
+        return Err(ApiError::Duplicate { file_id });
     }
     let ttl = s.cfg.http.link_ttl_seconds;
     let expires_at = roar_schemas::events::now_micros() + chrono::Duration::seconds(ttl as i64);
@@ -138,8 +144,11 @@ pub async fn register(
     ))
 }
 
+/// Emits `FileUploaded` under `claim`: confirmed once the broker has the event, released if
+/// it does not (so the client's retry is not refused as a duplicate).
 async fn emit_uploaded(
     s: &AppState,
+    claim: UploadClaim,
     actor: String,
     file_id: &str,
     info: FileInfo,
@@ -149,9 +158,17 @@ async fn emit_uploaded(
         file_id: file_id.to_string(),
         body: FileBody::Uploaded(info),
     };
-    let (p, o) = s.producer.send(FILES, file_id, &event).await?;
+    let (p, o) = match s.producer.send(FILES, file_id, &event).await {
+        Ok(at) => at,
+        Err(e) => {
+            claim.release(s).await;
+            return Err(e.into());
+        }
+    };
+    let token = consistency_token(FILES, p, o);
+    claim.confirm(s, &token).await;
     tracing::info!(%file_id, "direct upload completed");
-    Ok(consistency_token(FILES, p, o))
+    Ok(token)
 }
 
 /// `PUT /upload/{file_id}?t=&sig=`: the local store's signed upload link.
@@ -178,7 +195,8 @@ pub async fn put_signed(
         .up
         .filter(|u| u.file_id == file_id)
         .ok_or_else(|| ApiError::Forbidden("invalid or expired link".into()))?;
-    if let Some(f) = s.read.file(&file_id).await? {
+    let existing = s.read.file(&file_id).await?;
+    if let Some(f) = &existing {
         if !matches!(f.status, FileStatus::Deleted | FileStatus::PendingUpload) {
             return Err(ApiError::Duplicate { file_id });
         }
@@ -221,10 +239,19 @@ pub async fn put_signed(
         let _ = s.storage.delete(&tmp).await;
         return Err(e);
     }
-    s.storage
-        .rename(&tmp, &claims.k)
-        .await
-        .map_err(ApiError::internal)?;
+    // One of two concurrent uploads of the content wins; so does the first of two in a row,
+    // however far behind the read model is.
+    let claim = match uploads::claim(&s, &file_id, existing.as_ref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = s.storage.delete(&tmp).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = s.storage.rename(&tmp, &claims.k).await {
+        claim.release(&s).await;
+        return Err(ApiError::internal(e));
+    }
     let info = FileInfo {
         owner: up.owner.clone(),
         filename: up.filename,
@@ -234,7 +261,7 @@ pub async fn put_signed(
         storage_key: claims.k,
     };
     let (size, sha256) = (up.size, info.sha256.clone());
-    let token = emit_uploaded(&s, format!("user:{}", up.owner), &file_id, info).await?;
+    let token = emit_uploaded(&s, claim, format!("user:{}", up.owner), &file_id, info).await?;
     Ok((
         StatusCode::CREATED,
         Json(Uploaded {
@@ -306,7 +333,8 @@ pub async fn complete(
         sha256: f.sha256.clone(),
         storage_key: f.storage_key.clone(),
     };
-    let token = emit_uploaded(&s, format!("user:{}", user.id()), &file_id, info).await?;
+    let claim = uploads::claim(&s, &file_id, Some(&f)).await?;
+    let token = emit_uploaded(&s, claim, format!("user:{}", user.id()), &file_id, info).await?;
     Ok((
         StatusCode::OK,
         Json(Uploaded {

@@ -11,6 +11,7 @@ use roar_common::storage::upload_key;
 
 use crate::jobs::consistency_token;
 use crate::middleware::{current_request_id, User};
+use crate::uploads;
 use crate::views::{
     AuthErrors, ErrorBody, MultipartUpload, UploadCreated, UploadRequest, Uploaded,
 };
@@ -160,17 +161,28 @@ async fn multipart_upload(
     let sha256 = hex::encode(hasher.finalize());
     let file_id = roar_schemas::ids::file_id(user.id(), &sha256);
 
-    if let Some(existing) = s.read.file(&file_id).await? {
-        if existing.status != FileStatus::Deleted {
-            let _ = s.storage.delete(&tmp_key).await;
-            return Err(ApiError::Duplicate { file_id });
-        }
+    let existing = s.read.file(&file_id).await?;
+    if existing
+        .as_ref()
+        .is_some_and(|f| f.status != FileStatus::Deleted)
+    {
+        let _ = s.storage.delete(&tmp_key).await;
+        return Err(ApiError::Duplicate { file_id });
     }
+    // The read model lags the topic: the claim answers for uploads it does not show yet (and
+    // lets one of two concurrent uploads of the content win).
+    let claim = match uploads::claim(&s, &file_id, existing.as_ref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = s.storage.delete(&tmp_key).await;
+            return Err(e);
+        }
+    };
     let key = upload_key(&file_id);
-    s.storage
-        .rename(&tmp_key, &key)
-        .await
-        .map_err(ApiError::internal)?;
+    if let Err(e) = s.storage.rename(&tmp_key, &key).await {
+        claim.release(&s).await;
+        return Err(ApiError::internal(e));
+    }
 
     let event = FileEvent {
         meta: EventMeta::new(current_request_id(), format!("user:{}", user.id())),
@@ -184,11 +196,15 @@ async fn multipart_upload(
             storage_key: key,
         }),
     };
-    let (partition, offset) = s
-        .producer
-        .send(FILES, &file_id, &event)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (partition, offset) = match s.producer.send(FILES, &file_id, &event).await {
+        Ok(at) => at,
+        Err(e) => {
+            claim.release(&s).await;
+            return Err(ApiError::Unavailable(e.to_string()));
+        }
+    };
+    let token = consistency_token(FILES, partition, offset);
+    claim.confirm(&s, &token).await;
     tracing::info!(%file_id, size, "file uploaded");
     Ok((
         StatusCode::CREATED,
@@ -197,7 +213,7 @@ async fn multipart_upload(
             status: FileStatus::Uploaded,
             size,
             sha256,
-            consistency_token: consistency_token(FILES, partition, offset),
+            consistency_token: token,
         })),
     ))
 }

@@ -1,0 +1,110 @@
+//! Read-your-writes for uploads. The read model answers "is this content already uploaded?"
+//! only once the projector has applied the upload, so a repeat right after the first would be
+//! accepted again. A row in `upload_claims` (the read model's database, written here before
+//! the event) answers at once, on every replica, and lets one of two concurrent uploads of the
+//! same content win:
+//!
+//! - a claim is taken (`INSERT … ON CONFLICT`) before the object is published and the event
+//!   emitted, and confirmed with the event's consistency token once the broker has it;
+//! - a send that fails releases it, so the client's retry is not refused as a duplicate;
+//! - a claim never confirmed (the orchestrator died between the two) is taken over after
+//!   [`STALE_CLAIM`];
+//! - a claim older than the file's deletion is taken over (the content may be uploaded again).
+
+use chrono::{DateTime, Utc};
+use roar_projections::FileRow;
+use roar_schemas::FileStatus;
+
+use crate::{ApiError, AppState};
+
+/// How long an unconfirmed claim blocks another upload of the same content: longer than any
+/// upload's publish-and-send takes.
+const STALE_CLAIM: chrono::Duration = chrono::Duration::seconds(60);
+
+/// A claim this request holds until it is confirmed or released.
+pub(crate) struct UploadClaim {
+    file_id: String,
+}
+
+/// Takes the claim on `file_id`, or answers `Duplicate` when another upload of the content
+/// holds it (or has been accepted). `existing` is the read model's row, if any.
+pub(crate) async fn claim(
+    s: &AppState,
+    file_id: &str,
+    existing: Option<&FileRow>,
+) -> Result<UploadClaim, ApiError> {
+    let deleted_at: Option<DateTime<Utc>> = existing
+        .filter(|f| f.status == FileStatus::Deleted)
+        .map(|f| f.updated_at);
+    let now = Utc::now();
+    let taken = sqlx::query(
+        "INSERT INTO upload_claims (file_id, claimed_at, token) VALUES ($1, $2, NULL)
+         ON CONFLICT (file_id) DO UPDATE SET claimed_at = $2, token = NULL
+         WHERE (upload_claims.token IS NULL AND upload_claims.claimed_at < $3)
+            OR upload_claims.claimed_at < $4",
+    )
+    .bind(file_id)
+    .bind(now)
+    .bind(now - STALE_CLAIM)
+    .bind(deleted_at)
+    .execute(s.read.pool())
+    .await?
+    .rows_affected()
+        == 1;
+    if taken {
+        Ok(UploadClaim {
+            file_id: file_id.to_string(),
+        })
+    } else {
+        Err(ApiError::Duplicate {
+            file_id: file_id.to_string(),
+        })
+    }
+}
+
+/// Whether an upload of `file_id` was accepted (or is being accepted) after the read model's
+/// `existing` row: a new upload ticket for it would be a duplicate.
+pub(crate) async fn is_claimed(
+    s: &AppState,
+    file_id: &str,
+    existing: Option<&FileRow>,
+) -> Result<bool, ApiError> {
+    let deleted_at = existing
+        .filter(|f| f.status == FileStatus::Deleted)
+        .map(|f| f.updated_at);
+    let claimed_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT claimed_at FROM upload_claims
+         WHERE file_id = $1 AND (token IS NOT NULL OR claimed_at >= $2)",
+    )
+    .bind(file_id)
+    .bind(Utc::now() - STALE_CLAIM)
+    .fetch_optional(s.read.pool())
+    .await?;
+    Ok(claimed_at.is_some_and(|c| deleted_at.is_none_or(|d| c > d)))
+}
+
+impl UploadClaim {
+    /// The upload's event is on the topic: the claim stands for good.
+    pub(crate) async fn confirm(self, s: &AppState, token: &str) {
+        let done = sqlx::query("UPDATE upload_claims SET token = $2 WHERE file_id = $1")
+            .bind(&self.file_id)
+            .bind(token)
+            .execute(s.read.pool())
+            .await;
+        // The event is durable either way; an unconfirmed claim only blocks for STALE_CLAIM.
+        if let Err(e) = done {
+            tracing::warn!(file_id = %self.file_id, error = %e, "upload claim not confirmed");
+        }
+    }
+
+    /// The upload failed before its event was sent: another try may claim the content.
+    pub(crate) async fn release(self, s: &AppState) {
+        let done = sqlx::query("DELETE FROM upload_claims WHERE file_id = $1 AND token IS NULL")
+            .bind(&self.file_id)
+            .execute(s.read.pool())
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(file_id = %self.file_id, error = %e, "upload claim not released");
+        }
+    }
+}
