@@ -39,8 +39,13 @@ enum Cmd {
         #[arg(long)]
         no_install: bool,
     },
-    /// Create the Kafka topics (services also do it at start-up).
-    Topics,
+    /// Create the Kafka topics (services also do it at start-up) and make every topic keep its
+    /// messages as long as roar needs (`retention.ms`: the command and file topics forever).
+    Topics {
+        /// Only report topics whose retention is wrong (exit 1 if any), change nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// The dead-letter topic: list the letters, or send one back to its source topic.
     Dlq {
         #[command(subcommand)]
@@ -183,7 +188,17 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             println!("{token}");
             Ok(())
         }
-        Cmd::Topics => services::bootstrap_topics(&cfg).await,
+        Cmd::Topics { check } => {
+            let drift = roar::topics::ensure(&cfg, check).await?;
+            print!("{}", roar::topics::describe(&drift, !check));
+            if check && !drift.is_empty() {
+                anyhow::bail!(
+                    "{} topic(s) keep their messages for the wrong time: run `roar topics` to set them",
+                    drift.len()
+                );
+            }
+            Ok(())
+        }
         Cmd::Dlq {
             action: DlqCmd::List { json },
         } => {

@@ -9,3 +9,4 @@ pub mod ops;
 pub mod replay;
 pub mod services;
 pub mod stack;
+pub mod topics;

@@ -75,12 +75,14 @@ pub fn all(partitions: i32) -> Vec<TopicSpec> {
             retention_ms: 30 * DAY_MS,
         },
     ];
+    // The job requests are commands: a rebuild reads each job's owner and params from them, so
+    // they keep as long as the files do (`roar topics` sets this on topics made before).
     for m in MODELS {
         out.push(TopicSpec {
             name: jobs_topic(m),
             key: "file_id",
             partitions,
-            retention_ms: 30 * DAY_MS,
+            retention_ms: -1,
         });
     }
     out

@@ -44,6 +44,7 @@ mod e2e_sdk_typescript;
 mod e2e_studio;
 mod ops_analytics;
 mod ops_metrics;
+mod ops_topics;
 mod ops_tracing;
 mod projection_db_faults;
 mod projection_exactly_once;
