@@ -126,6 +126,30 @@ async fn dead_lettered_requests_and_uploads_end_failed_with_their_cause() {
         .await;
     assert_eq!(st["file"]["error"]["code"], "invalid_request", "{st:#}");
 
+    // A probe that cannot read an upload for another reason than its absence (a store outage;
+    // here a regular file where the upload's folder should be) is retried, then ends failed as
+    // retryable (re-drivable), never as an invalid upload.
+    std::fs::write(infra.store_dir().join("uploads/blocked"), b"not a folder").unwrap();
+    let sha = format!("{:064x}", 8);
+    let down_file = ids::file_id("alice", &sha);
+    let up = FileEvent {
+        meta: EventMeta::new("up-down", "user:alice"),
+        file_id: down_file.clone(),
+        body: FileBody::Uploaded(FileInfo {
+            owner: "alice".into(),
+            filename: "c.wav".into(),
+            mime: "audio/wav".into(),
+            size: 10,
+            sha256: sha,
+            storage_key: "uploads/blocked/c.wav".into(),
+        }),
+    };
+    produce(&infra, FILES, &down_file, &up).await;
+    let st = svc
+        .wait_for(&alice, &down_file, |v| v["file"]["status"] == "failed")
+        .await;
+    assert_eq!(st["file"]["error"]["code"], "retries_exhausted", "{st:#}");
+
     cancel.cancel();
     worker.await.unwrap().unwrap();
     svc.stop().await;
