@@ -649,6 +649,12 @@ mod tests {
         let mut c = Config::default();
         c.auth.jwt_secret = Secret::new("short");
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.http.studio_dir = "/nonexistent/roar-studio".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("http.studio_dir"), "{e}");
+        c.http.studio_dir = std::env::temp_dir().display().to_string();
+        c.validate().unwrap();
     }
 
     /// JWKS tokens and no HS256 key used to leave links signed with an empty HMAC key.
