@@ -267,7 +267,7 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             variation,
             model_version,
         } => {
-            let spec = roar_projections::replay::ReplaySpec {
+            let spec = roar_orchestrator::commands::replay::ReplaySpec {
                 model,
                 since,
                 files,

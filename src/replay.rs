@@ -1,12 +1,12 @@
 //! `roar projector rebuild` and `roar replay`: thin wrappers that connect, call the projections
-//! crate, and print what happened.
+//! crate (rebuild) or the orchestrator's replay command, and print what happened.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use roar_common::kafka::EventProducer;
 use roar_common::Config;
-use roar_projections::replay::{ReplayReport, ReplaySpec};
+use roar_orchestrator::commands::replay::{ReplayReport, ReplaySpec};
 use roar_projections::ReadModel;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub async fn replay(cfg: &Config, spec: ReplaySpec) -> Result<ReplayReport> {
     services::bootstrap_topics(cfg).await?;
     let read = ReadModel::new(live_pool(cfg).await?);
     let producer = EventProducer::new(&cfg.kafka)?;
-    let report = roar_projections::replay::replay(&read, &producer, &spec).await?;
+    let report = roar_orchestrator::commands::replay::replay(&read, &producer, &spec).await?;
     producer.flush(Duration::from_secs(5));
     for (file_id, job_id) in &report.requested {
         println!("requested {job_id} for {file_id}");

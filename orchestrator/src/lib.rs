@@ -3,10 +3,10 @@
 //! queries (`/status`, `/songs`) from the projection's read model in Postgres. It never runs
 //! models and never fetches a user-supplied URL.
 
+pub mod commands;
 pub mod dlq;
 mod error;
 mod extract;
-mod jobs;
 mod links;
 mod middleware;
 mod notifier;

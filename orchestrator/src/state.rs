@@ -9,7 +9,7 @@ use roar_projections::ReadModel;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::PendingRequests;
+use crate::commands::jobs::PendingRequests;
 use crate::notifier::Notifier;
 use crate::ratelimit::RateLimiter;
 

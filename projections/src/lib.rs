@@ -11,7 +11,8 @@
 //! delivery decodes to); [`apply`] (the state machine over rows); `offsets` (every statement on
 //! `projector_offsets`); `rows` (upserts and history rows); `batch` (one transaction per batch,
 //! with its offsets); [`lag`]; `projector` (the loop); `rebuild`; [`store`] (the read side,
-//! [`ReadModel`]); [`replay`].
+//! [`ReadModel`]). The crate emits nothing but its own bookkeeping: `roar replay`'s requests
+//! come from the orchestrator's commands.
 
 pub mod apply;
 mod batch;
@@ -23,7 +24,6 @@ pub mod observe;
 mod offsets;
 mod projector;
 mod rebuild;
-pub mod replay;
 mod rows;
 pub mod store;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use roar_projections::replay::{ReplayError, ReplaySpec};
+use roar_orchestrator::commands::replay::{ReplayError, ReplaySpec};
 use roar_projections::ReadModel;
 use roar_schemas::{EventMeta, FileBody, FileEvent, FileStatus, JobStatus, ProbeSummary};
 
@@ -175,7 +175,7 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
     let read_err = |spec| {
         let read = read.clone();
         let producer = env.producer.clone();
-        async move { roar_projections::replay::replay(&read, &producer, &spec).await }
+        async move { roar_orchestrator::commands::replay::replay(&read, &producer, &spec).await }
     };
     let bogus = ReplaySpec {
         model: "pitch".into(),

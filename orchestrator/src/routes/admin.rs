@@ -5,10 +5,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
+use crate::commands;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::jobs::{self, visible_job};
 use crate::middleware::User;
 use crate::routes::cursor;
+use crate::routes::status::visible_job;
 use crate::views::{
     AdminJobView, AuthErrors, CancelAccepted, ErrorBody, JobPath, JobView, JobsPage, JobsQuery,
     RetryAccepted,
@@ -44,7 +45,7 @@ pub async fn retry(
     let job = visible_job(&s, &user, &job_id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(jobs::retry(&s, &user, &job).await?),
+        Json(commands::jobs::retry(&s, &user, &job).await?),
     ))
 }
 
@@ -67,7 +68,7 @@ pub async fn admin_cancel(
     let job = visible_job(&s, &user, &job_id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(jobs::cancel(&s, &user, &job).await?),
+        Json(commands::cancel::cancel(&s, &user, &job).await?),
     ))
 }
 
@@ -88,7 +89,7 @@ pub async fn cancel(
     let job = visible_job(&s, &user, &job_id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(jobs::cancel(&s, &user, &job).await?),
+        Json(commands::cancel::cancel(&s, &user, &job).await?),
     ))
 }
 

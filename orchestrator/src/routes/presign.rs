@@ -12,17 +12,16 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use roar_common::storage::{upload_key, StorageError};
-use roar_schemas::topics::FILES;
-use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo, FileStatus};
+use roar_schemas::{FileInfo, FileStatus};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::commands;
+use crate::commands::files::clean_filename;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::jobs::consistency_token;
 use crate::links::{self, LinkClaims, UploadClaims};
-use crate::middleware::{current_request_id, User};
-use crate::routes::upload::clean_filename;
-use crate::uploads::{self, UploadClaim};
+use crate::middleware::User;
+use crate::uploads;
 use crate::views::{
     AuthErrors, ErrorBody, FilePath, LinkQuery, UploadCreated, UploadRequest, UploadTicket,
     Uploaded,
@@ -121,15 +120,8 @@ pub async fn register(
             (url, None)
         }
     };
-    let event = FileEvent {
-        meta: EventMeta::new(current_request_id(), format!("user:{}", user.id())),
-        file_id: file_id.clone(),
-        body: FileBody::Registered {
-            info,
-            upload_expires_at: expires_at,
-        },
-    };
-    let (p, o) = s.producer.send(FILES, &file_id, &event).await?;
+    let actor = commands::user_actor(user.id());
+    let token = commands::files::registered(&s, actor, &file_id, info, expires_at).await?;
     Ok((
         StatusCode::CREATED,
         Json(UploadCreated::Ticket(UploadTicket {
@@ -139,36 +131,9 @@ pub async fn register(
             method: "PUT".into(),
             expires_at,
             complete_url,
-            consistency_token: consistency_token(FILES, p, o),
+            consistency_token: token,
         })),
     ))
-}
-
-/// Emits `FileUploaded` under `claim`: confirmed once the broker has the event, released if
-/// it does not (so the client's retry is not refused as a duplicate).
-async fn emit_uploaded(
-    s: &AppState,
-    claim: UploadClaim,
-    actor: String,
-    file_id: &str,
-    info: FileInfo,
-) -> Result<String, ApiError> {
-    let event = FileEvent {
-        meta: EventMeta::new(current_request_id(), actor),
-        file_id: file_id.to_string(),
-        body: FileBody::Uploaded(info),
-    };
-    let (p, o) = match s.producer.send(FILES, file_id, &event).await {
-        Ok(at) => at,
-        Err(e) => {
-            claim.release(s).await;
-            return Err(e.into());
-        }
-    };
-    let token = consistency_token(FILES, p, o);
-    claim.confirm(s, &token).await;
-    tracing::info!(%file_id, "direct upload completed");
-    Ok(token)
 }
 
 /// `PUT /upload/{file_id}?t=&sig=`: the local store's signed upload link.
@@ -261,7 +226,9 @@ pub async fn put_signed(
         storage_key: claims.k,
     };
     let (size, sha256) = (up.size, info.sha256.clone());
-    let token = emit_uploaded(&s, claim, format!("user:{}", up.owner), &file_id, info).await?;
+    let token =
+        commands::files::uploaded(&s, claim, commands::user_actor(&up.owner), &file_id, info)
+            .await?;
     Ok((
         StatusCode::CREATED,
         Json(Uploaded {
@@ -334,7 +301,9 @@ pub async fn complete(
         storage_key: f.storage_key.clone(),
     };
     let claim = uploads::claim(&s, &file_id, Some(&f)).await?;
-    let token = emit_uploaded(&s, claim, format!("user:{}", user.id()), &file_id, info).await?;
+    let token =
+        commands::files::uploaded(&s, claim, commands::user_actor(user.id()), &file_id, info)
+            .await?;
     Ok((
         StatusCode::OK,
         Json(Uploaded {

@@ -11,8 +11,8 @@ use roar_projections::apply::FileRow;
 use roar_schemas::FileStatus;
 use serde_json::Value;
 
+use crate::commands;
 use crate::extract::ApiJson;
-use crate::jobs;
 use crate::middleware::User;
 use crate::routes::status::visible_file;
 use crate::views::{
@@ -150,7 +150,7 @@ pub async fn process(
     let mut results = Vec::with_capacity(wanted.len());
     let mut emitted = false;
     for (file_id, r) in &wanted {
-        let out = jobs::request(&s, &user, &files[file_id], r).await?;
+        let out = commands::jobs::request(&s, &user, &files[file_id], r).await?;
         emitted |= out.emitted;
         results.push(out.view);
     }

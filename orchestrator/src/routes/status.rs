@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::Json;
-use roar_projections::apply::FileRow;
+use roar_projections::apply::{FileRow, JobRow};
 use roar_schemas::FileStatus;
 
 use crate::extract::{ApiPath, ApiQuery};
@@ -23,6 +23,30 @@ pub(crate) async fn visible_file(
         Some(f) if user.may_access(&f.owner) && f.status != FileStatus::Deleted => Ok(f),
         _ => Err(ApiError::NotFound),
     }
+}
+
+/// A job the caller may see, or 404 (other users' jobs included).
+pub(crate) async fn visible_job(
+    s: &AppState,
+    user: &User,
+    job_id: &str,
+) -> Result<JobRow, ApiError> {
+    if !roar_schemas::ids::is_valid_id('j', job_id) {
+        return Err(ApiError::NotFound);
+    }
+    let job = s.read.job(job_id).await?.ok_or(ApiError::NotFound)?;
+    if user.may_access(&job.owner) {
+        return Ok(job);
+    }
+    // Rows made from job events alone may lack the owner: the file knows it.
+    if job.owner.is_empty() {
+        if let Some(f) = s.read.file(&job.file_id).await? {
+            if user.may_access(&f.owner) {
+                return Ok(job);
+            }
+        }
+    }
+    Err(ApiError::NotFound)
 }
 
 /// Parses `topic:partition:offset` (decimal digits only); only roar's own topics are accepted.

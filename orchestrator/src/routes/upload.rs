@@ -2,32 +2,20 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::Json;
-use roar_schemas::topics::FILES;
-use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo, FileStatus};
+use roar_schemas::{FileInfo, FileStatus};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use roar_common::storage::upload_key;
 
-use crate::jobs::consistency_token;
-use crate::middleware::{current_request_id, User};
+use crate::commands;
+use crate::commands::files::clean_filename;
+use crate::middleware::User;
 use crate::uploads;
 use crate::views::{
     AuthErrors, ErrorBody, MultipartUpload, UploadCreated, UploadRequest, Uploaded,
 };
 use crate::{ApiError, AppState};
-
-/// Keeps only the last path segment of a client-supplied name, without control characters.
-pub(crate) fn clean_filename(name: &str) -> String {
-    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(255).collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').to_string();
-    if cleaned.is_empty() {
-        "upload".into()
-    } else {
-        cleaned
-    }
-}
 
 /// `POST /upload`: JSON registers a direct upload (see `presign`); multipart carries the bytes.
 #[utoipa::path(post, path = "/upload", tag = "files",
@@ -184,28 +172,16 @@ async fn multipart_upload(
         return Err(ApiError::internal(e));
     }
 
-    let event = FileEvent {
-        meta: EventMeta::new(current_request_id(), format!("user:{}", user.id())),
-        file_id: file_id.clone(),
-        body: FileBody::Uploaded(FileInfo {
-            owner: user.id().to_string(),
-            filename,
-            mime,
-            size: size as i64,
-            sha256: sha256.clone(),
-            storage_key: key,
-        }),
+    let info = FileInfo {
+        owner: user.id().to_string(),
+        filename,
+        mime,
+        size: size as i64,
+        sha256: sha256.clone(),
+        storage_key: key,
     };
-    let (partition, offset) = match s.producer.send(FILES, &file_id, &event).await {
-        Ok(at) => at,
-        Err(e) => {
-            claim.release(&s).await;
-            return Err(ApiError::Unavailable(e.to_string()));
-        }
-    };
-    let token = consistency_token(FILES, partition, offset);
-    claim.confirm(&s, &token).await;
-    tracing::info!(%file_id, size, "file uploaded");
+    let actor = commands::user_actor(user.id());
+    let token = commands::files::uploaded(&s, claim, actor, &file_id, info).await?;
     Ok((
         StatusCode::CREATED,
         Json(UploadCreated::Uploaded(Uploaded {
@@ -216,18 +192,4 @@ async fn multipart_upload(
             consistency_token: token,
         })),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filenames_lose_paths_and_control_characters() {
-        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
-        assert_eq!(clean_filename("C:\\music\\song.mp3"), "song.mp3");
-        assert_eq!(clean_filename("a\u{0}b\n.wav"), "ab.wav");
-        assert_eq!(clean_filename(".."), "upload");
-        assert_eq!(clean_filename(""), "upload");
-    }
 }

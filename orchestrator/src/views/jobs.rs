@@ -280,6 +280,19 @@ pub enum NotifyStatus {
     Canceled,
 }
 
+impl NotifyStatus {
+    /// The spelling on the wire (serde's `snake_case`; a unit test keeps them equal).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyStatus::Started => "started",
+            NotifyStatus::Progress => "progress",
+            NotifyStatus::Completed => "completed",
+            NotifyStatus::Failed => "failed",
+            NotifyStatus::Canceled => "canceled",
+        }
+    }
+}
+
 /// `POST /notify`: a job event from a worker outside the cluster.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -314,12 +327,13 @@ pub struct NotifyRequest {
 /// `NotifyRequest`'s document: the derived object, and what a derive cannot say, the fields a
 /// status needs (`progress` a percent, `failed` an `error`; 422 without them).
 pub fn notify_request_schema(derived: RefOr<Schema>) -> Schema {
-    let status = |names: &[&str]| {
+    use NotifyStatus as N;
+    let status = |names: &[NotifyStatus]| {
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .enum_values(Some(names.iter().copied()))
+            .enum_values(Some(names.iter().map(|n| n.as_str())))
     };
-    let needs = |name: &str, field: &str, schema: RefOr<Schema>| {
+    let needs = |name: NotifyStatus, field: &str, schema: RefOr<Schema>| {
         ObjectBuilder::new()
             .property("status", status(&[name]))
             .property(field, schema)
@@ -332,11 +346,11 @@ pub fn notify_request_schema(derived: RefOr<Schema>) -> Schema {
             AnyOfBuilder::new()
                 .item(
                     ObjectBuilder::new()
-                        .property("status", status(&["started", "completed", "canceled"])),
+                        .property("status", status(&[N::Started, N::Completed, N::Canceled])),
                 )
-                .item(needs("progress", "progress", percent.into()))
+                .item(needs(N::Progress, "progress", percent.into()))
                 .item(needs(
-                    "failed",
+                    N::Failed,
                     "error",
                     Ref::from_schema_name("NotifyError").into(),
                 )),

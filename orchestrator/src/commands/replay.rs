@@ -1,18 +1,19 @@
 //! `roar replay`: asks again for a model's jobs on the files that had them, with another
 //! variation or model version. The job id includes both, so each request names a new job whose
 //! outputs land beside the old ones, and the old job stays in `/status`. The files and their
-//! old jobs come from the read model; the requests go to `roar.jobs.<model>.v1` like any other.
+//! old jobs come from the read model (a query); the requests go to `roar.jobs.<model>.v1` like
+//! any other, with the job identity `/process` derives.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use roar_common::catalog::{self, CatalogError};
 use roar_common::kafka::{EventProducer, KafkaError};
-use roar_schemas::ids::JobIdentity;
+use roar_projections::ReadModel;
 use roar_schemas::topics::jobs_topic;
 use roar_schemas::EventMeta;
 
-use crate::store::ReadModel;
+use super::jobs::identity;
 
 /// What to replay.
 #[derive(Debug, Clone, Default)]
@@ -101,14 +102,11 @@ pub async fn replay(
                 continue;
             }
         };
-        let version = spec.model_version.clone().unwrap_or(resolved.model_version);
-        let identity = JobIdentity::new(
-            &j.file_id,
-            &spec.model,
-            &resolved.variation,
-            &resolved.params,
-            &version,
-        );
+        let version = spec
+            .model_version
+            .clone()
+            .unwrap_or_else(|| resolved.model_version.clone());
+        let identity = identity(&j.file_id, &resolved, &version);
         let id = identity.job_id().to_string();
         if !seen.insert(id.clone()) {
             continue;

@@ -1,6 +1,6 @@
-//! Commands on jobs: request (idempotent by job id), retry, cancel. Each is one or two events;
-//! the read model tells what already exists, and a short in-process memory of requests that
-//! the projection has not applied yet keeps a quick double-click from emitting twice.
+//! `JobRequested`: a job's first request (idempotent by job id) and its retries. The read model
+//! tells what already exists, and a short in-process memory of requests that the projection has
+//! not applied yet keeps a quick double-click from emitting twice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,24 +9,18 @@ use std::time::{Duration, Instant};
 use roar_common::catalog::Resolved;
 use roar_projections::apply::{FileRow, JobRow};
 use roar_schemas::ids::{canonical_json, JobIdentity};
-use roar_schemas::topics::{jobs_topic, CONTROL, JOB_EVENTS};
-use roar_schemas::{
-    ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobRequested, JobStatus,
-};
+use roar_schemas::topics::jobs_topic;
+use roar_schemas::{EventMeta, JobRequested, JobStatus};
 
+use super::{actor, consistency_token};
 use crate::middleware::{current_request_id, User};
-use crate::views::{CancelAccepted, CommandStatus, JobRequestView, Outcome, RetryAccepted};
+use crate::views::{CommandStatus, JobRequestView, Outcome, RetryAccepted};
 use crate::{ApiError, AppState};
 
 /// How long a request the projection has not shown yet is remembered.
 const PENDING_TTL: Duration = Duration::from_secs(60);
 /// Most remembered requests (bounded memory).
 const PENDING_MAX: usize = 10_000;
-
-/// The consistency token of an acknowledged event: `?after=` waits until it is projected.
-pub fn consistency_token(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}:{partition}:{offset}")
-}
 
 /// job_id → (attempt, consistency token, when sent).
 type Pending = HashMap<String, (i32, String, Instant)>;
@@ -65,13 +59,15 @@ impl PendingRequests {
         }
     }
 
-    fn release(&self, job_id: &str) {
+    pub(super) fn release(&self, job_id: &str) {
         self.lock().remove(job_id);
     }
 }
 
-fn actor(user: &User) -> String {
-    format!("user:{}", user.id())
+/// The identity of `r` (a validated catalogue request) on `file_id`, recorded as
+/// `model_version`: the one place a request becomes a job id, for `/process` and replays alike.
+pub(super) fn identity(file_id: &str, r: &Resolved, model_version: &str) -> JobIdentity {
+    JobIdentity::new(file_id, r.model, &r.variation, &r.params, model_version)
 }
 
 /// What a job request turned into.
@@ -88,13 +84,7 @@ pub async fn request(
     file: &FileRow,
     r: &Resolved,
 ) -> Result<Requested, ApiError> {
-    let identity = JobIdentity::new(
-        &file.file_id,
-        r.model,
-        &r.variation,
-        &r.params,
-        &r.model_version,
-    );
+    let identity = identity(&file.file_id, r, &r.model_version);
     let job_id = identity.job_id().to_string();
     let view = |status: Outcome| JobRequestView {
         job_id: job_id.clone(),
@@ -168,26 +158,6 @@ async fn emit_request(s: &AppState, ev: JobRequested) -> Result<(bool, i32, Stri
     }
 }
 
-/// A job the caller may see, or 404 (other users' jobs included).
-pub async fn visible_job(s: &AppState, user: &User, job_id: &str) -> Result<JobRow, ApiError> {
-    if !roar_schemas::ids::is_valid_id('j', job_id) {
-        return Err(ApiError::NotFound);
-    }
-    let job = s.read.job(job_id).await?.ok_or(ApiError::NotFound)?;
-    if user.may_access(&job.owner) {
-        return Ok(job);
-    }
-    // Rows made from job events alone may lack the owner: the file knows it.
-    if job.owner.is_empty() {
-        if let Some(f) = s.read.file(&job.file_id).await? {
-            if user.may_access(&f.owner) {
-                return Ok(job);
-            }
-        }
-    }
-    Err(ApiError::NotFound)
-}
-
 /// Requests another attempt of a failed or canceled job.
 pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<RetryAccepted, ApiError> {
     if !job.status.is_closed() {
@@ -218,54 +188,6 @@ pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<RetryAccep
         file_id: job.file_id.clone(),
         status: JobStatus::Queued,
         attempt,
-        consistency_token: token,
-    })
-}
-
-/// Asks every worker to stop the job; a job no worker has started is canceled at once.
-pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<CancelAccepted, ApiError> {
-    if job.status.is_terminal() {
-        return Err(ApiError::Conflict {
-            code: "job_finished",
-            message: format!("job is already {}", job.status),
-        });
-    }
-    let meta = EventMeta::new(current_request_id(), actor(user));
-    let reason = format!("canceled by {}", actor(user));
-    let control = ControlEvent {
-        meta: meta.clone(),
-        job_id: job.job_id.clone(),
-        body: ControlBody::CancelRequested {
-            file_id: job.file_id.clone(),
-            reason: reason.clone(),
-        },
-    };
-    let (p, o) = s.producer.send(CONTROL, &job.job_id, &control).await?;
-    let mut token = consistency_token(CONTROL, p, o);
-    let canceled = job.status == JobStatus::Queued;
-    if canceled {
-        let ev = JobEvent {
-            meta: meta.follow(actor(user)),
-            job_id: job.job_id.clone(),
-            file_id: job.file_id.clone(),
-            model: job.model.clone(),
-            variation: job.variation.clone(),
-            body: JobBody::Canceled { reason },
-        };
-        let (p, o) = s.producer.send(JOB_EVENTS, &job.file_id, &ev).await?;
-        token = consistency_token(JOB_EVENTS, p, o);
-        s.pending.release(&job.job_id);
-    }
-    let status = if canceled {
-        Outcome::Job(JobStatus::Canceled)
-    } else {
-        Outcome::Command(CommandStatus::CancelRequested)
-    };
-    tracing::info!(job_id = %job.job_id, canceled, "job cancel requested");
-    Ok(CancelAccepted {
-        job_id: job.job_id.clone(),
-        file_id: job.file_id.clone(),
-        status,
         consistency_token: token,
     })
 }

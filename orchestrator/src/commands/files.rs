@@ -1,0 +1,92 @@
+//! File events: `FileRegistered` when a direct upload gets its ticket, `FileUploaded` once the
+//! bytes are stored and checked (multipart, signed PUT, or a presigned PUT's completion).
+
+use chrono::{DateTime, Utc};
+use roar_schemas::topics::FILES;
+use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo};
+
+use super::consistency_token;
+use crate::middleware::current_request_id;
+use crate::uploads::UploadClaim;
+use crate::ApiError;
+use crate::AppState;
+
+async fn emit(
+    s: &AppState,
+    actor: String,
+    file_id: &str,
+    body: FileBody,
+) -> Result<String, ApiError> {
+    let event = FileEvent {
+        meta: EventMeta::new(current_request_id(), actor),
+        file_id: file_id.to_string(),
+        body,
+    };
+    let (p, o) = s.producer.send(FILES, file_id, &event).await?;
+    Ok(consistency_token(FILES, p, o))
+}
+
+/// Keeps only the last path segment of a client-supplied name, without control characters.
+pub fn clean_filename(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(255).collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_string();
+    if cleaned.is_empty() {
+        "upload".into()
+    } else {
+        cleaned
+    }
+}
+
+/// A direct upload was registered; its bytes are due before `upload_expires_at`.
+pub async fn registered(
+    s: &AppState,
+    actor: String,
+    file_id: &str,
+    info: FileInfo,
+    upload_expires_at: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    let body = FileBody::Registered {
+        info,
+        upload_expires_at,
+    };
+    emit(s, actor, file_id, body).await
+}
+
+/// The file's bytes are stored under `info.storage_key`, their size and sha256 checked. The
+/// upload's `claim` is confirmed once the broker has the event, released if it does not (so the
+/// client's retry is not refused as a duplicate).
+pub async fn uploaded(
+    s: &AppState,
+    claim: UploadClaim,
+    actor: String,
+    file_id: &str,
+    info: FileInfo,
+) -> Result<String, ApiError> {
+    let size = info.size;
+    match emit(s, actor, file_id, FileBody::Uploaded(info)).await {
+        Ok(token) => {
+            claim.confirm(s, &token).await;
+            tracing::info!(%file_id, size, "file uploaded");
+            Ok(token)
+        }
+        Err(e) => {
+            claim.release(s).await;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_lose_paths_and_control_characters() {
+        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
+        assert_eq!(clean_filename("C:\\music\\song.mp3"), "song.mp3");
+        assert_eq!(clean_filename("a\u{0}b\n.wav"), "ab.wav");
+        assert_eq!(clean_filename(".."), "upload");
+        assert_eq!(clean_filename(""), "upload");
+    }
+}
