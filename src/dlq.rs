@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use roar_common::kafka::EventProducer;
 use roar_common::Config;
-use roar_orchestrator::dlq;
+use roar_orchestrator::commands::dlq;
 use roar_orchestrator::views::{DeadLetterView, RedriveView};
 
 /// Prints every letter, newest first: one line each, or a JSON array with `json`.

@@ -4,7 +4,6 @@
 //! models and never fetches a user-supplied URL.
 
 pub mod commands;
-pub mod dlq;
 mod error;
 mod extract;
 mod links;

@@ -6,10 +6,13 @@
 //! - [`jobs`]: `JobRequested` for `POST /process` and for retries (idempotent by job id).
 //! - [`cancel`]: `CancelRequested` on the control topic, and `JobCanceled` for a queued job.
 //! - [`notify`]: the job events external workers report through `POST /notify`.
+//! - [`dlq`]: a dead letter's message back on its source topic (`POST /admin/dlq/{id}/redrive`,
+//!   `roar dlq redrive`), and the list of letters it works from.
 //! - [`replay`]: `JobRequested` for `roar replay` (a model's jobs again, another variation or
 //!   version); the read model only answers which jobs there were.
 
 pub(crate) mod cancel;
+pub mod dlq;
 pub(crate) mod files;
 pub(crate) mod jobs;
 pub(crate) mod notify;

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 
-use crate::dlq::{self, DlqError};
+use crate::commands::dlq::{self, DlqError};
 use crate::extract::ApiPath;
 use crate::middleware::User;
 use crate::routes::admin::require_admin;

@@ -5,8 +5,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::dlq::{Letter, Redrive};
-
 /// What a letter id looks like: `dlq-<source topic>-<partition>-<offset>`.
 pub const LETTER_ID_PATTERN: &str = "^dlq-[A-Za-z0-9._-]{1,249}-[0-9]{1,10}-[0-9]{1,19}$";
 
@@ -99,39 +97,6 @@ pub struct RedriveAccepted {
     pub redrive: RedriveView,
     /// `false` when the letter had been re-driven before: nothing was sent again.
     pub sent_now: bool,
-}
-
-impl From<&Redrive> for RedriveView {
-    fn from(r: &Redrive) -> Self {
-        Self {
-            redriven_at: r.redriven_at,
-            actor: r.actor.clone(),
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-        }
-    }
-}
-
-impl From<&Letter> for DeadLetterView {
-    fn from(l: &Letter) -> Self {
-        let d = &l.stored.letter;
-        Self {
-            letter_id: l.stored.id(),
-            source_topic: d.source_topic.clone(),
-            source_partition: d.source_partition,
-            source_offset: d.source_offset,
-            consumer_group: d.consumer_group.clone(),
-            kind: d.error_kind.clone(),
-            error: d.error.clone(),
-            key: d
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            dead_lettered_at: d.meta.occurred_at,
-            redrive: l.redriven.as_ref().map(RedriveView::from),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use roar_common::kafka::dlq::{self, StoredLetter};
 use roar_common::kafka::{EventProducer, KafkaError};
 use sqlx::PgPool;
 
+use crate::views::{DeadLetterView, RedriveView};
+
 /// Why a list or a re-drive failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -147,4 +149,38 @@ async fn find_redrive(pool: &PgPool, id: &str) -> Result<Option<Redrive>, sqlx::
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+// The answers of `/admin/dlq` are made from these.
+impl From<&Redrive> for RedriveView {
+    fn from(r: &Redrive) -> Self {
+        Self {
+            redriven_at: r.redriven_at,
+            actor: r.actor.clone(),
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+        }
+    }
+}
+
+impl From<&Letter> for DeadLetterView {
+    fn from(l: &Letter) -> Self {
+        let d = &l.stored.letter;
+        Self {
+            letter_id: l.stored.id(),
+            source_topic: d.source_topic.clone(),
+            source_partition: d.source_partition,
+            source_offset: d.source_offset,
+            consumer_group: d.consumer_group.clone(),
+            kind: d.error_kind.clone(),
+            error: d.error.clone(),
+            key: d
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            dead_lettered_at: d.meta.occurred_at,
+            redrive: l.redriven.as_ref().map(RedriveView::from),
+        }
+    }
 }
