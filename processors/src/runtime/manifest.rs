@@ -91,3 +91,44 @@ pub(crate) async fn write_outputs(
 pub(crate) fn valid_output_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.') && name != FILE_NAME
 }
+
+/// Where a worker notes that it handled request `event_id` of job `job_id` to its end (an
+/// outcome event is on the log: completed, failed, canceled, skipped or a retry scheduled):
+/// `handled/{file_id}/{job_id}/{event_id}`, beside the file's outputs rather than among a job's
+/// own files. The same request delivered again (a redelivery, a process manager that emitted it
+/// twice across a crash) is then dropped instead of run a second time; a new request for the
+/// job (an admin retry, the next attempt) has another event id and runs.
+fn handled_key(req: &JobRequested) -> String {
+    // Event ids are UUIDs; anything else is hashed so it cannot leave the folder.
+    let id = &req.meta.event_id;
+    let name = if uuid_like(id) {
+        id.to_string()
+    } else {
+        hex::encode(Sha256::digest(id.as_bytes()))
+    };
+    format!("handled/{}/{}/{name}", req.file_id, req.job_id)
+}
+
+fn uuid_like(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// Whether request `req` (by its event id) was handled to its end already.
+pub(crate) async fn handled(storage: &Storage, req: &JobRequested) -> Result<bool, HandleError> {
+    storage
+        .head(&handled_key(req))
+        .await
+        .map(|m| m.is_some())
+        .map_err(|e| HandleError::Retry(e.to_string()))
+}
+
+/// Notes that request `req` was handled (best effort: its outcome is already durable, so a
+/// storage failure here is logged, never a reason to run the job again).
+pub(crate) async fn mark_handled(storage: &Storage, req: &JobRequested) {
+    if let Err(e) = storage
+        .put(&handled_key(req), Bytes::from_static(b"{}"))
+        .await
+    {
+        tracing::warn!(error = %e, "could not note the request as handled");
+    }
+}

@@ -430,7 +430,22 @@ impl Handler for Worker {
         // A child of the span that requested the job, so one trace runs from the HTTP request
         // through this run to the events it emits (they take this span's context).
         roar_common::trace::set_parent(&span, req.meta.traceparent.as_deref());
-        self.process(d, &req, cancel).instrument(span).await
+        async {
+            // The same request again (not a new attempt or retry: those have their own event
+            // ids): its outcome is on the log already, so running it again would run the job
+            // twice.
+            if manifest::handled(&self.storage, &req).await? {
+                tracing::info!(event_id = %req.meta.event_id, "request handled before; dropped");
+                metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "duplicate")
+                    .increment(1);
+                return Ok(());
+            }
+            self.process(d, &req, cancel).await?;
+            manifest::mark_handled(&self.storage, &req).await;
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     /// A request in the DLQ ends its job as failed, so its status never stays queued or
