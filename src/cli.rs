@@ -33,6 +33,8 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<ProjectorCmd>,
     },
+    /// The pipelines' process manager: requests each step's job once its upstream is done.
+    Pipeline,
     /// The whole system locally: broker, Postgres, storage and every service.
     Dev {
         /// Fail instead of installing the broker when it is missing.
@@ -162,6 +164,7 @@ fn service_name(cmd: &Cmd) -> String {
         Cmd::Orchestrator => "roar-orchestrator".into(),
         Cmd::Processor { model } => format!("roar-{model}"),
         Cmd::Projector { .. } => "roar-projector".into(),
+        Cmd::Pipeline => "roar-pipeline".into(),
         Cmd::Dev { .. } => "roar-dev".into(),
         _ => "roar".into(),
     }
@@ -281,6 +284,11 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             let cancel = shutdown::install();
             services::bootstrap_topics(&cfg).await?;
             services::projector(Arc::new(cfg), cancel).await
+        }
+        Cmd::Pipeline => {
+            let cancel = shutdown::install();
+            services::bootstrap_topics(&cfg).await?;
+            services::pipeline(Arc::new(cfg), cancel).await
         }
         Cmd::Processor { model } => {
             let cancel = shutdown::install();

@@ -1,5 +1,5 @@
-//! Starting each role from a configuration: topic bootstrap, the orchestrator, the projector and
-//! the processors, each with its metrics and probes (the orchestrator on its API port, the
+//! Starting each role from a configuration: topic bootstrap, the orchestrator, the projector, the
+//! pipelines' process manager and the processors, each with its metrics and probes (the orchestrator on its API port, the
 //! others on their `*.ops_addr`, see [`crate::ops`]). Each runs until its cancellation token
 //! fires.
 
@@ -164,6 +164,29 @@ pub async fn projector(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()
     started("projector");
     ops.mark_started();
     roar_projections::run(&cfg, pool, producer, cancel).await?;
+    Ok(())
+}
+
+/// Runs the pipelines' process manager (consumer group `roar-pipeline`) until `cancel` fires,
+/// with its ops endpoint on `pipeline.ops_addr`.
+pub async fn pipeline(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
+    let ops = broker_check(Ops::new("pipeline"), &cfg, topics::PIPELINES.into())?;
+    spawn_ops(
+        &ops,
+        cfg.pipeline.ops_addr,
+        "pipeline.ops_addr",
+        cancel.clone(),
+    )
+    .await?;
+    let pool = database(&cfg).await?;
+    let read_model = Arc::new(ReadModel::new(pool.clone()));
+    let ops = ops.check("database", move || {
+        let read_model = read_model.clone();
+        async move { read_model.ping().await.map_err(|e| e.to_string()) }
+    });
+    started("pipeline");
+    ops.mark_started();
+    roar_projections::pipeline::run(&cfg, pool, cancel).await?;
     Ok(())
 }
 
@@ -332,6 +355,23 @@ pub fn describe_models(cfg: &Config, json: bool) -> String {
 /// when `cancel` fires and all have stopped, or as soon as one fails (the others are then
 /// canceled too).
 pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
+    all_with(cfg, listener, cancel, Roles { pipeline: true }).await
+}
+
+/// Which optional roles [`all_with`] runs in the process.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    /// The pipelines' process manager (a test may run it as a process of its own, to kill it).
+    pub pipeline: bool,
+}
+
+/// [`all`], with the optional roles `roles` names.
+pub async fn all_with(
+    cfg: Arc<Config>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    roles: Roles,
+) -> Result<()> {
     bootstrap_topics(&cfg).await?;
     // Migrate once before the roles start so they don't race on the migration lock.
     database(&cfg).await?;
@@ -339,6 +379,9 @@ pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationTo
     let guard = cancel.child_token();
     set.spawn(orchestrator(cfg.clone(), listener, guard.clone()));
     set.spawn(projector(cfg.clone(), guard.clone()));
+    if roles.pipeline {
+        set.spawn(pipeline(cfg.clone(), guard.clone()));
+    }
     // The probe and the model workers share one ops endpoint here: they share the process.
     let ops = processor_ops(&cfg, "processor", topics::FILES.into())?;
     spawn_ops(

@@ -41,6 +41,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub processor: ProcessorConfig,
     pub projector: ProjectorConfig,
+    pub pipeline: PipelineConfig,
     pub telemetry: TelemetryConfig,
     pub dev: DevConfig,
 }
@@ -203,6 +204,14 @@ pub struct ProjectorConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Where the pipelines' process manager (`roar pipeline`) serves `/metrics`, `/health` and
+    /// `/ready`; port 0 picks a free one.
+    pub ops_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// `pretty` for terminals, `json` for production.
     pub log_format: String,
@@ -324,6 +333,14 @@ impl Default for ProjectorConfig {
             batch_linger_ms: 5,
             fetch_wait_ms: 10,
             ops_addr: "127.0.0.1:9181".parse().expect("static address"),
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            ops_addr: "127.0.0.1:9183".parse().expect("static address"),
         }
     }
 }

@@ -33,6 +33,10 @@ pub const PROJECTOR_LAG_SECONDS: &str = "roar_projector_lag_seconds";
 pub const CONSUMER_LAG: &str = "roar_consumer_lag";
 pub const QUEUE_DEPTH: &str = "roar_queue_depth";
 pub const DLQ_DEPTH: &str = "roar_dlq_depth";
+// The pipelines' process manager.
+pub const PIPELINE_EVENTS: &str = "roar_pipeline_events_total";
+pub const PIPELINE_STEPS: &str = "roar_pipeline_steps_total";
+pub const PIPELINE_HANDOFF_SECONDS: &str = "roar_pipeline_handoff_seconds";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -107,4 +111,17 @@ pub fn describe() {
         "jobs queued in the read model (requested, not started), by model"
     );
     describe_gauge!(DLQ_DEPTH, "messages held on the dead-letter topic");
+    describe_counter!(
+        PIPELINE_EVENTS,
+        "pipeline requests and cancels handled by the process manager, by kind"
+    );
+    describe_counter!(
+        PIPELINE_STEPS,
+        "pipeline steps the process manager requested or ended, by outcome"
+    );
+    describe_histogram!(
+        PIPELINE_HANDOFF_SECONDS,
+        Unit::Seconds,
+        "time from an upstream job's terminal event to its dependent's request"
+    );
 }

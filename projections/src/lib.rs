@@ -5,6 +5,9 @@
 //! so every event takes effect exactly once; Kafka's committed offsets are informational. The
 //! state machine ([`apply`]) tolerates duplicates and any arrival order. It also reports what it
 //! sees of the whole pipeline ([`observe`]: queue depth, consumer lag, dead letters).
+//! [`pipeline`] is the pipelines' process manager (`roar pipeline`): it keeps its own state in
+//! the same database (its tables, migrated with the read model's) and turns job outcomes into
+//! the next steps' requests.
 
 //!
 //! Modules, each using only those above it (no cycles): [`db`], [`error`]; `event` (what a
@@ -22,6 +25,7 @@ mod event;
 pub mod lag;
 pub mod observe;
 mod offsets;
+pub mod pipeline;
 mod projector;
 mod rebuild;
 mod rows;

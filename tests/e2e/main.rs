@@ -37,6 +37,7 @@ mod e2e_dlq_redrive;
 mod e2e_job_input;
 mod e2e_models;
 mod e2e_musicgen;
+mod e2e_pipeline;
 mod e2e_pitch;
 mod e2e_probe;
 mod e2e_runtime;

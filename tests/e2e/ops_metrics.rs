@@ -1,5 +1,5 @@
-//! Every role as its own `roar` process (orchestrator, projector, probe, the pitch worker), the
-//! way a deployment runs them: after an upload and a pitch job, each role's `/health`, `/ready`
+//! Every role as its own `roar` process (orchestrator, projector, probe, the pitch worker, the
+//! pipeline manager), the way a deployment runs them: after an upload and a pitch job, each role's `/health`, `/ready`
 //! and `/metrics` answer on its own port, and each `/metrics` carries the series
 //! docs/operations.md says that role exports. Every metric name in `roar_common::metrics` is in
 //! that table, and every `roar_*` series scraped is documented.
@@ -131,10 +131,10 @@ fn every_metric_name_is_documented_and_every_documented_name_declared() {
 async fn every_role_serves_health_ready_and_its_documented_metrics() {
     let infra = Infra::start().await;
     let api_port = free_port().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
+    let ports: Vec<u16> = (0..4).map(|_| free_port().unwrap()).collect();
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let mut procs = Procs(Vec::new());
-    let roles: [(&str, &[&str], (&str, String)); 4] = [
+    let roles: [(&str, &[&str], (&str, String)); 5] = [
         (
             "orchestrator",
             &["orchestrator"],
@@ -155,6 +155,11 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
             &["processor", "pitch"],
             ("ROAR_PROCESSOR__OPS_ADDR", addr(ports[2])),
         ),
+        (
+            "pipeline",
+            &["pipeline"],
+            ("ROAR_PIPELINE__OPS_ADDR", addr(ports[3])),
+        ),
     ];
     for (name, args, env) in &roles {
         let child = spawn_role(
@@ -171,6 +176,7 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
         ("projector", base(ports[0])),
         ("probe", base(ports[1])),
         ("pitch", base(ports[2])),
+        ("pipeline", base(ports[3])),
     ];
     for (role, url) in &endpoints {
         let health: Value =
@@ -203,7 +209,7 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
 
     // What each role must show once the work above went through it. The projector's view of
     // the pipeline refreshes on a timer: poll until it has caught up.
-    let expect: [(&str, &str, Series); 4] = [
+    let expect: [(&str, &str, Series); 5] = [
         (
             "orchestrator",
             &endpoints[0].1,
@@ -265,6 +271,18 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
                 ("roar_jobs_in_flight", vec!["model=\"pitch\""]),
                 ("roar_inference_seconds_count", vec!["model=\"pitch\""]),
                 ("roar_messages_consumed_total", vec!["group=\"roar-pitch\""]),
+            ],
+        ),
+        (
+            "pipeline",
+            &endpoints[4].1,
+            vec![
+                ("roar_build_info", vec!["role=\"pipeline\""]),
+                ("roar_pipeline_steps_total", vec!["outcome=\"requested\""]),
+                (
+                    "roar_messages_consumed_total",
+                    vec!["group=\"roar-pipeline\"", "topic=\"roar.job-events.v1\""],
+                ),
             ],
         ),
     ];

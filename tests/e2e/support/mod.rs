@@ -71,6 +71,7 @@ impl Infra {
         // Tests run in parallel: every ops endpoint on a port of its own.
         cfg.projector.ops_addr = "127.0.0.1:0".parse().unwrap();
         cfg.processor.ops_addr = "127.0.0.1:0".parse().unwrap();
+        cfg.pipeline.ops_addr = "127.0.0.1:0".parse().unwrap();
         cfg.telemetry.log_level = "warn".into();
         // The CREPE weights the README's test command fetches; progress fast enough to observe.
         cfg.processor.models_dir = models_dir();
@@ -107,6 +108,11 @@ pub struct Services {
 
 impl Services {
     pub async fn start(cfg: Config) -> Services {
+        Self::start_with(cfg, roar::services::Roles { pipeline: true }).await
+    }
+
+    /// [`Services::start`] with only the optional roles `roles` names in this process.
+    pub async fn start_with(cfg: Config, roles: roar::services::Roles) -> Services {
         roar_common::telemetry::init_tracing(&cfg.telemetry);
         let listener = tokio::net::TcpListener::bind(cfg.http.addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -115,7 +121,12 @@ impl Services {
         cfg.http.public_url = base.clone();
         let cfg = Arc::new(cfg);
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(roar::services::all(cfg.clone(), listener, cancel.clone()));
+        let handle = tokio::spawn(roar::services::all_with(
+            cfg.clone(),
+            listener,
+            cancel.clone(),
+            roles,
+        ));
         let s = Services {
             base,
             cfg,

@@ -1,0 +1,604 @@
+//! Pipelines through the `roar pipeline` process manager and the real workers (issue 16): a
+//! karaoke-shaped DAG (demucs two_stems=vocals → whisper and pitch on the vocals stem) on a
+//! generated two-source file (a tone under espeak-ng speech); a failing step ending its
+//! dependents `upstream_failed`; a pipeline canceled mid-run; the manager killed with SIGKILL
+//! mid-pipeline and restarted, after which every step ran exactly once and the read model equals
+//! a rebuild. Demucs is the small fixture network (processors/demucs/tests/fixtures), whisper
+//! tiny.en and CREPE tiny the real weights; pipelines are produced on `roar.pipelines.v1` as
+//! the orchestrator records them.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roar::services::Roles;
+use roar_common::catalog;
+use roar_common::storage::job_output_dir;
+use roar_schemas::ids::{pipeline_id, step_identity};
+use roar_schemas::pipeline::{PipelineBody, PipelineEvent, PipelineStep, PipelineStepInput};
+use roar_schemas::topics::{jobs_topic, JOB_EVENTS, PIPELINES};
+use roar_schemas::{EventMeta, JobBody, JobEvent, JobInput, JobRequested};
+use serde_json::{json, Value};
+
+use crate::support::{self, find_job, produce, Infra, Services};
+
+/// A models directory: the demucs fixture as `htdemucs`, the real whisper and CREPE weights.
+fn models() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let demucs = dir.path().join("demucs/htdemucs");
+    std::fs::create_dir_all(&demucs).unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/processors/demucs/tests/fixtures/small.safetensors"
+    );
+    std::fs::copy(fixture, demucs.join("model.safetensors")).unwrap();
+    let real = support::models_dir();
+    for m in ["whisper", "crepe"] {
+        std::os::unix::fs::symlink(real.join(m), dir.path().join(m)).unwrap();
+    }
+    dir
+}
+
+/// A sentence spoken by espeak-ng over a quieter 220 Hz tone, 22.05 kHz mono.
+fn speech_over_tone() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("speech.wav");
+    let out = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "170", "-w"])
+        .arg(&wav)
+        .arg("sing the song of the lazy dog")
+        .output()
+        .expect("espeak-ng is installed (the README's test command installs it)");
+    assert!(out.status.success());
+    let speech =
+        roar_processors::audio::decode(std::fs::read(wav).unwrap(), Some("wav"), 60.0).unwrap();
+    assert_eq!(speech.channels, 1);
+    let rate = speech.sample_rate as f32;
+    let mixed: Vec<f32> = speech
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| 0.6 * s + 0.2 * (2.0 * std::f32::consts::PI * 220.0 * i as f32 / rate).sin())
+        .collect();
+    roar_processors::audio::wav_pcm16(&mixed, speech.sample_rate, 1)
+}
+
+/// A step (its job id filled in by [`pipeline`]); `input`: (upstream step, output name).
+fn step(
+    name: &str,
+    model: &str,
+    variation: Option<&str>,
+    params: Value,
+    input: Option<(&str, &str)>,
+) -> PipelineStep {
+    let r = catalog::resolve(model, variation, Some(&params)).unwrap();
+    PipelineStep {
+        name: name.into(),
+        job_id: String::new(),
+        model: model.into(),
+        variation: r.variation,
+        model_version: r.model_version,
+        params_json: roar_schemas::ids::canonical_json(&r.params),
+        input: input.map(|(step, output)| PipelineStepInput {
+            step: step.into(),
+            output: output.into(),
+        }),
+    }
+}
+
+/// The `PipelineRequested` the orchestrator records for `steps` (upstream steps first).
+fn pipeline(owner: &str, file_id: &str, mut steps: Vec<PipelineStep>) -> PipelineEvent {
+    for i in 0..steps.len() {
+        let id = step_identity(file_id, &steps, &steps[i]).unwrap();
+        steps[i].job_id = id.job_id().to_string();
+    }
+    PipelineEvent {
+        meta: EventMeta::new("req-pipeline", format!("user:{owner}")),
+        pipeline_id: pipeline_id(owner, file_id, steps.iter().map(|s| s.job_id.as_str())),
+        file_id: file_id.into(),
+        owner: owner.into(),
+        body: PipelineBody::Requested {
+            preset: None,
+            steps,
+        },
+    }
+}
+
+fn karaoke(owner: &str, file_id: &str) -> PipelineEvent {
+    pipeline(
+        owner,
+        file_id,
+        vec![
+            step(
+                "separate",
+                "demucs",
+                None,
+                json!({"two_stems": "vocals"}),
+                None,
+            ),
+            step(
+                "transcribe",
+                "whisper",
+                None,
+                json!({"word_timestamps": true}),
+                Some(("separate", "vocals")),
+            ),
+            step(
+                "pitch",
+                "pitch",
+                Some("tiny"),
+                json!({}),
+                Some(("separate", "vocals")),
+            ),
+        ],
+    )
+}
+
+fn steps(p: &PipelineEvent) -> &[PipelineStep] {
+    match &p.body {
+        PipelineBody::Requested { steps, .. } => steps,
+        PipelineBody::CancelRequested { .. } => &[],
+    }
+}
+
+fn job_of<'a>(p: &'a PipelineEvent, name: &str) -> &'a str {
+    &steps(p).iter().find(|s| s.name == name).unwrap().job_id
+}
+
+/// Every event on `topic`, oldest first per partition (read up to the end as it is now).
+async fn read_all<E: roar_schemas::Event + Send + 'static>(brokers: &str, topic: &str) -> Vec<E> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "e2e-pipeline-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in md.topics()[0].partitions() {
+            let (lo, hi) = c
+                .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            if hi > lo {
+                ends.insert(p.id(), hi);
+                tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(lo))
+                    .unwrap();
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return out;
+        }
+        c.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ends.is_empty() && Instant::now() < deadline {
+            let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            if let Some(bytes) = m.payload() {
+                if let Ok(e) = roar_schemas::decode::<E>(bytes) {
+                    out.push(e);
+                }
+            }
+            if ends
+                .get(&m.partition())
+                .is_some_and(|end| m.offset() + 1 >= *end)
+            {
+                ends.remove(&m.partition());
+            }
+        }
+        assert!(ends.is_empty(), "{topic} not read to its end");
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// The requests of `models`' jobs on their topics.
+async fn requests(infra: &Infra, models: &[&str]) -> Vec<JobRequested> {
+    let mut out = Vec::new();
+    for m in models {
+        out.extend(read_all::<JobRequested>(&infra.broker.bootstrap(), &jobs_topic(m)).await);
+    }
+    out
+}
+
+/// Waits until every `(job, status)` holds in `/status` (models on a loaded machine: minutes).
+async fn wait_statuses(svc: &Services, token: &str, file: &str, want: &[(&str, &str)]) -> Value {
+    svc.wait_for_within(token, file, Duration::from_secs(300), |v| {
+        want.iter()
+            .all(|(job, status)| find_job(v, job).is_some_and(|j| j["status"] == *status))
+    })
+    .await
+}
+
+fn count(kinds: &[(Option<String>, String)], job: &str, kind: &str) -> usize {
+    kinds
+        .iter()
+        .filter(|(j, k)| j.as_deref() == Some(job) && k == kind)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_its_dependents() {
+    let infra = Infra::start().await;
+    let models = models();
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = models.path().to_path_buf();
+    let svc = Services::start(cfg).await;
+    let alice = svc.token("alice", &[]);
+    let file = svc.ready_file(&alice, "duet.wav", speech_over_tone()).await;
+
+    let k = karaoke("alice", &file);
+    produce(&infra, PIPELINES, &file, &k).await;
+    // A second pipeline on the same file shares the separation job, reads a stem two_stems
+    // does not write (so its step fails), and chains two more steps behind that one.
+    let broken = pipeline(
+        "alice",
+        &file,
+        vec![
+            step(
+                "separate",
+                "demucs",
+                None,
+                json!({"two_stems": "vocals"}),
+                None,
+            ),
+            step(
+                "drums",
+                "pitch",
+                Some("tiny"),
+                json!({}),
+                Some(("separate", "drums")),
+            ),
+            step(
+                "after",
+                "pitch",
+                Some("tiny"),
+                json!({"hop_ms": 20.0}),
+                Some(("drums", "f0")),
+            ),
+            step(
+                "after_that",
+                "whisper",
+                None,
+                json!({}),
+                Some(("after", "f0")),
+            ),
+        ],
+    );
+    assert_eq!(job_of(&broken, "separate"), job_of(&k, "separate"));
+    produce(&infra, PIPELINES, &file, &broken).await;
+
+    let (sep, tr, pi) = (
+        job_of(&k, "separate"),
+        job_of(&k, "transcribe"),
+        job_of(&k, "pitch"),
+    );
+    let (drums, after, after_that) = (
+        job_of(&broken, "drums"),
+        job_of(&broken, "after"),
+        job_of(&broken, "after_that"),
+    );
+    let st = wait_statuses(
+        &svc,
+        &alice,
+        &file,
+        &[
+            (sep, "completed"),
+            (tr, "completed"),
+            (pi, "completed"),
+            (drums, "failed"),
+            (after, "failed"),
+            (after_that, "failed"),
+        ],
+    )
+    .await;
+
+    // The dependents read the vocals stem: their requests name it, and the stem is the
+    // separation job's own output (size and sha256 as its manifest says; the workers check it).
+    let reqs = requests(&infra, &["demucs", "whisper", "pitch"]).await;
+    let vocals = JobInput {
+        job_id: sep.into(),
+        model: "demucs".into(),
+        variation: "htdemucs".into(),
+        output: "vocals".into(),
+    };
+    for job in [tr, pi] {
+        let r: Vec<_> = reqs.iter().filter(|r| r.job_id == job).collect();
+        assert_eq!(r.len(), 1, "{job} requested once: {r:?}");
+        assert_eq!(r[0].input.as_ref(), Some(&vocals), "{r:?}");
+        assert_eq!(r[0].owner, "alice");
+        assert_eq!(r[0].meta.request_id, "req-pipeline");
+    }
+    let sep_row = find_job(&st, sep).unwrap();
+    let stems: Vec<&str> = sep_row["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert!(stems.contains(&"vocals.wav"), "{sep_row:#}");
+    for job in [tr, pi] {
+        let row = find_job(&st, job).unwrap();
+        assert!(!row["outputs"].as_array().unwrap().is_empty(), "{row:#}");
+    }
+    let transcript = find_job(&st, tr).unwrap()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["path"].as_str().unwrap().ends_with("segments.json"));
+    assert!(transcript, "whisper wrote its segments");
+
+    // Each dependent started only after the separation completed (the manager waited).
+    let times = support::history_times(&infra, &file).await;
+    let at = |job: &str, kind: &str| {
+        times
+            .iter()
+            .find(|(j, k, _)| j.as_deref() == Some(job) && k == kind)
+            .map(|(_, _, t)| *t)
+            .unwrap_or_else(|| panic!("no {kind} of {job}: {times:?}"))
+    };
+    for job in [tr, pi, drums] {
+        assert!(at(job, "started") >= at(sep, "completed"), "{times:?}");
+    }
+
+    // The failing step failed on its own (the stem is not there); its dependents, never run,
+    // were ended by the manager naming the job they waited for.
+    let code = |job: &str| find_job(&st, job).unwrap()["error"]["code"].clone();
+    assert_eq!(code(drums), "missing_input");
+    for (job, upstream) in [(after, drums), (after_that, after)] {
+        let row = find_job(&st, job).unwrap();
+        assert_eq!(code(job), "upstream_failed", "{row:#}");
+        assert_eq!(row["error"]["retryable"], false);
+        let msg = row["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(upstream), "{msg}");
+    }
+    let kinds = support::history_kinds(&infra, &file).await;
+    for job in [after, after_that] {
+        assert_eq!(count(&kinds, job, "started"), 0, "{kinds:?}");
+        assert!(
+            !reqs.iter().any(|r| r.job_id == job),
+            "{job} was never requested"
+        );
+    }
+    // The shared separation ran once; the second pipeline's request of it was skipped.
+    assert_eq!(count(&kinds, sep, "started"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, sep, "completed"), 1, "{kinds:?}");
+
+    // The manager's request of the failed step delivered again (what a manager killed between
+    // emitting and committing does) is dropped by the worker, not run a second time: a job
+    // requested after it on the same partition completes, and the failed step still started
+    // and failed once.
+    let again = reqs.iter().find(|r| r.job_id == drums).unwrap().clone();
+    produce(&infra, &jobs_topic("pitch"), &file, &again).await;
+    let marker = catalog::resolve("pitch", Some("tiny"), Some(&json!({"hop_ms": 30.0}))).unwrap();
+    let marker = roar_schemas::ids::JobIdentity::new(
+        &file,
+        "pitch",
+        "tiny",
+        &marker.params,
+        &marker.model_version,
+    )
+    .request(
+        EventMeta::new("req-marker", "user:alice"),
+        "alice".into(),
+        1,
+    );
+    produce(&infra, &jobs_topic("pitch"), &file, &marker).await;
+    wait_statuses(&svc, &alice, &file, &[(&marker.job_id, "completed")]).await;
+    let kinds = support::history_kinds(&infra, &file).await;
+    assert_eq!(count(&kinds, drums, "started"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, drums, "failed"), 1, "{kinds:?}");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canceling_a_pipeline_mid_run_cancels_the_running_step_and_every_later_one() {
+    let infra = Infra::start().await;
+    let svc = Services::start(infra.config()).await;
+    let alice = svc.token("alice", &[]);
+    let long = support::melody_wav(&[(330.0, 120.0)], 16_000, 1);
+    let file = svc.ready_file(&alice, "long.wav", long).await;
+    let p = pipeline(
+        "alice",
+        &file,
+        vec![
+            step("track", "pitch", Some("tiny"), json!({"hop_ms": 1.0}), None),
+            step(
+                "again",
+                "pitch",
+                Some("tiny"),
+                json!({}),
+                Some(("track", "f0")),
+            ),
+            step(
+                "transcribe",
+                "whisper",
+                None,
+                json!({}),
+                Some(("again", "f0")),
+            ),
+        ],
+    );
+    produce(&infra, PIPELINES, &file, &p).await;
+    let (track, again, tr) = (
+        job_of(&p, "track"),
+        job_of(&p, "again"),
+        job_of(&p, "transcribe"),
+    );
+    svc.wait_for_within(&alice, &file, Duration::from_secs(120), |v| {
+        find_job(v, track).is_some_and(|j| j["progress"].as_f64().unwrap_or(0.0) > 2.0)
+    })
+    .await;
+    let cancel = PipelineEvent {
+        meta: EventMeta::new("req-cancel", "user:alice"),
+        body: PipelineBody::CancelRequested {
+            reason: Some("changed my mind".into()),
+        },
+        ..p.clone()
+    };
+    produce(&infra, PIPELINES, &file, &cancel).await;
+    let st = wait_statuses(
+        &svc,
+        &alice,
+        &file,
+        &[(track, "canceled"), (again, "canceled"), (tr, "canceled")],
+    )
+    .await;
+    assert!(find_job(&st, track).unwrap()["progress"].as_f64().unwrap() < 100.0);
+    let kinds = support::history_kinds(&infra, &file).await;
+    for job in [again, tr] {
+        assert_eq!(count(&kinds, job, "started"), 0, "{kinds:?}");
+    }
+    let events = read_all::<JobEvent>(&infra.broker.bootstrap(), JOB_EVENTS).await;
+    let reason = events
+        .iter()
+        .find_map(|e| match &e.body {
+            JobBody::Canceled { reason } if e.job_id == tr => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("changed my mind"), "{reason}");
+    // Nothing was requested after the cancel.
+    assert!(requests(&infra, &["pitch", "whisper"])
+        .await
+        .iter()
+        .all(|r| r.job_id == track));
+    svc.stop().await;
+}
+
+/// `roar pipeline` as a process of its own (so it can be killed), on the test's stack.
+fn spawn_manager(infra: &Infra, cfg: &roar_common::Config, log: &str) -> Child {
+    let log = std::fs::File::create(infra.dir.path().join(log)).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_roar"))
+        .arg("pipeline")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROAR_KAFKA__BROKERS", &cfg.kafka.brokers)
+        .env("ROAR_KAFKA__PARTITIONS", cfg.kafka.partitions.to_string())
+        .env("ROAR_KAFKA__SESSION_TIMEOUT_MS", "6000")
+        .env("ROAR_DATABASE__URL", cfg.database.url.expose())
+        .env("ROAR_DATABASE__MAX_CONNECTIONS", "3")
+        .env("ROAR_STORAGE__URL", &cfg.storage.url)
+        .env("ROAR_PIPELINE__OPS_ADDR", "127.0.0.1:0")
+        .env("ROAR_TELEMETRY__LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("roar binary starts")
+}
+
+/// Every manifest under the store's outputs, by job folder.
+fn manifests(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join("outputs")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.file_name().is_some_and(|n| n == "manifest.json") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manager_killed_mid_pipeline_resumes_and_every_step_runs_once() {
+    let infra = Infra::start().await;
+    let models = models();
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = models.path().to_path_buf();
+    let svc = Services::start_with(cfg.clone(), Roles { pipeline: false }).await;
+    let alice = svc.token("alice", &[]);
+    let file = svc.ready_file(&alice, "duet.wav", speech_over_tone()).await;
+    let mut manager = spawn_manager(&infra, &cfg, "pipeline-1.log");
+
+    let k = karaoke("alice", &file);
+    produce(&infra, PIPELINES, &file, &k).await;
+    let (sep, tr, pi) = (
+        job_of(&k, "separate"),
+        job_of(&k, "transcribe"),
+        job_of(&k, "pitch"),
+    );
+    // Mid-pipeline: the first step is under way (requested by the manager, picked up).
+    svc.wait_for_within(&alice, &file, Duration::from_secs(120), |v| {
+        find_job(v, sep).is_some_and(|j| j["status"] == "running" || j["status"] == "completed")
+    })
+    .await;
+    manager.kill().unwrap(); // SIGKILL: no drain, no final commit.
+    manager.wait().unwrap();
+    // The separation finishes while no manager runs; nothing requests its dependents.
+    svc.wait_job(&alice, &file, sep, |j| j["status"] == "completed")
+        .await;
+    let mut manager = spawn_manager(&infra, &cfg, "pipeline-2.log");
+    let st = wait_statuses(
+        &svc,
+        &alice,
+        &file,
+        &[(sep, "completed"), (tr, "completed"), (pi, "completed")],
+    )
+    .await;
+    manager.kill().unwrap();
+    manager.wait().unwrap();
+
+    // Exactly once: one start and one completion per step, one manifest per job folder, and
+    // every request of a step carries the one event id the manager gives it.
+    let kinds = support::history_kinds(&infra, &file).await;
+    for job in [sep, tr, pi] {
+        assert_eq!(count(&kinds, job, "started"), 1, "{job}: {kinds:?}");
+        assert_eq!(count(&kinds, job, "completed"), 1, "{job}: {kinds:?}");
+        let row = find_job(&st, job).unwrap();
+        assert_eq!(row["skipped"], false, "{row:#}");
+    }
+    let found = manifests(&infra.store_dir());
+    assert_eq!(found.len(), 3, "{found:?}");
+    for (job, model, variation) in [
+        (sep, "demucs", "htdemucs"),
+        (tr, "whisper", "tiny.en"),
+        (pi, "pitch", "tiny"),
+    ] {
+        let dir = job_output_dir(&file, model, variation, job);
+        assert!(
+            found
+                .iter()
+                .any(|m| m.ends_with(format!("{dir}manifest.json"))),
+            "{dir}: {found:?}"
+        );
+    }
+    let reqs = requests(&infra, &["demucs", "whisper", "pitch"]).await;
+    for job in [sep, tr, pi] {
+        let mut ids: Vec<&str> = reqs
+            .iter()
+            .filter(|r| r.job_id == job)
+            .map(|r| r.meta.event_id.as_str())
+            .collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "{job}: {ids:?}");
+    }
+
+    // The read model equals one rebuilt from the topics.
+    let pool = sqlx::PgPool::connect(&infra.pg.url("roar")).await.unwrap();
+    let live = support::projection::snapshot(&pool, "public").await;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        roar_projections::rebuild(&svc.cfg, &pool, &tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("rebuild within 2 minutes")
+    .expect("rebuild succeeds");
+    let rebuilt = support::projection::snapshot(&pool, "public").await;
+    assert_eq!(live, rebuilt);
+    pool.close().await;
+    svc.stop().await;
+}
