@@ -126,6 +126,7 @@ fn every_role_is_a_real_subcommand() {
         &["orchestrator"][..],
         &["projector"],
         &["projector", "migrate"],
+        &["pipeline"],
         &["topics"],
         &["processor", "probe"],
         &["processor", "pitch"],
