@@ -96,15 +96,19 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum ModelsCmd {
     /// Download a model's official weights into processor.models_dir, converted to roar's
-    /// layout (e.g. `roar models fetch demucs htdemucs_ft`, `roar models fetch musicgen small`).
+    /// layout (e.g. `roar models fetch demucs htdemucs_ft`, `roar models fetch musicgen small`,
+    /// `roar models fetch gemma3n e2b`).
     Fetch {
-        /// demucs | musicgen
+        /// demucs | musicgen | gemma3n
         model: String,
-        /// demucs: htdemucs | htdemucs_ft | htdemucs_6s; musicgen: small | medium | large | melody
+        /// demucs: htdemucs | htdemucs_ft | htdemucs_6s; musicgen: small | medium | large |
+        /// melody; gemma3n: e2b | e4b (gated: HF_TOKEN; gemma3-270m comes from
+        /// scripts/gemma/fetch-weights.sh)
         variation: String,
         /// Where the checkpoints are: a URL root or a local directory with the same layout
-        /// (default: the official one; else ROAR_DEMUCS_URL_ROOT or ROAR_MUSICGEN_URL_ROOT,
-        /// read by each model's downloader so one model's mirror never serves the other).
+        /// (default: the official one; else ROAR_DEMUCS_URL_ROOT, ROAR_MUSICGEN_URL_ROOT or
+        /// ROAR_GEMMA_URL_ROOT, read by each model's downloader so one model's mirror never
+        /// serves another).
         #[arg(long)]
         url_root: Option<String>,
         /// Download again even when the weights are already there.
@@ -341,8 +345,24 @@ fn fetch_weights(
                 &mut report,
             )?)
         }
+        "gemma3n" => {
+            // The lyrics worker reads every Gemma from <models_dir>/gemma/<variation>/.
+            let dir = cfg.processor.models_dir.join("gemma");
+            let root = roar_gemma::hub::resolve_root(url_root);
+            eprintln!(
+                "fetching gemma3n {variation} from {root} into {}",
+                dir.display()
+            );
+            Ok(roar_gemma::hub::fetch(
+                &dir,
+                variation,
+                &root,
+                force,
+                &mut report,
+            )?)
+        }
         other => anyhow::bail!(
-            "`roar models fetch` downloads demucs and musicgen weights only, not {other:?}"
+            "`roar models fetch` downloads demucs, musicgen and gemma3n weights only, not {other:?}"
         ),
     }
 }

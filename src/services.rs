@@ -281,6 +281,11 @@ pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
                 .context("starting the musicgen worker (processor.models_dir)")?;
             Ok(Arc::new(m))
         }
+        "gemma3n" => {
+            let m = roar_processors::gemma3n::Lyrics::new(&cfg.processor.models_dir)
+                .context("starting the gemma3n (lyrics) worker (processor.models_dir)")?;
+            Ok(Arc::new(m))
+        }
         m if topics::MODELS.contains(&m) => {
             anyhow::bail!("model {m} is not built into this binary yet")
         }

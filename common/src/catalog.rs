@@ -406,19 +406,48 @@ fn build() -> Vec<ModelSpec> {
         },
         ModelSpec {
             name: "gemma3n",
-            description: "lyrics clean-up and alignment (Gemma 3n)",
-            default_variation: "e2b",
-            variations: vec![v("e2b", "gemma3n-e2b-1", "effective 2B parameters")],
+            description: "lyrics: the words sung, in lines and sections, each word timed \
+                          (txt, json, enhanced LRC, SRT, WebVTT)",
+            default_variation: "gemma3-270m",
+            variations: vec![
+                v(
+                    "gemma3-270m",
+                    "gemma3-270m-q4km-lyrics-1",
+                    "Gemma 3 270M cleans Whisper's transcript into lyric lines and sections",
+                ),
+                v(
+                    "e2b",
+                    "gemma3n-e2b-lyrics-1",
+                    "Gemma 3n E2B listens to the audio and writes the lyrics",
+                ),
+                v(
+                    "e4b",
+                    "gemma3n-e4b-lyrics-1",
+                    "Gemma 3n E4B listens to the audio and writes the lyrics",
+                ),
+            ],
             params: vec![
                 p(
-                    "task",
-                    Enum {
-                        values: &["lyrics", "align"],
-                    },
-                    Some(json!("lyrics")),
-                    "what to produce",
+                    "lyrics",
+                    Text { max_len: 64 * 1024 },
+                    None,
+                    "your own lyrics (lines; a blank line or a [Chorus]-style label between \
+                     sections): timed to the audio as given instead of written by the model",
                 ),
-                p("prompt", Text { max_len: 2000 }, None, "extra instructions"),
+                p(
+                    "whisper",
+                    Enum {
+                        values: &["base", "tiny.en"],
+                    },
+                    Some(json!("base")),
+                    "the Whisper variation that hears the words and times them",
+                ),
+                p(
+                    "language",
+                    Text { max_len: 8 },
+                    None,
+                    "ISO code of the language sung; detected when absent (Whisper base)",
+                ),
             ],
         },
     ]

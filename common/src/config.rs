@@ -392,8 +392,8 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        // ROAR_CONFIG names the file and ROAR_DEMUCS_URL_ROOT / ROAR_MUSICGEN_URL_ROOT are
-        // `roar models fetch`'s download roots; none is a service setting. ROAR_MODELS_DIR is the model crates'
+        // ROAR_CONFIG names the file and ROAR_DEMUCS_URL_ROOT / ROAR_MUSICGEN_URL_ROOT /
+        // ROAR_GEMMA_URL_ROOT are `roar models fetch`'s download roots; none is a service setting. ROAR_MODELS_DIR is the model crates'
         // own variable (their tests and tools read it): an alias of processor.models_dir.
         // The rest steer the test suite (scripts/test.sh sets ROAR_REQUIRE_AVX512 on AVX-512
         // hosts), and a roar started by a test inherits them.
@@ -402,6 +402,7 @@ impl Config {
             "MODELS_DIR",
             "DEMUCS_URL_ROOT",
             "MUSICGEN_URL_ROOT",
+            "GEMMA_URL_ROOT",
             "REQUIRE_AVX512",
             "BLESS",
             "UPDATE_OPENAPI",

@@ -1,4 +1,4 @@
-//! `roar models fetch demucs|musicgen <variation>`: the command reaches the downloader with the
+//! `roar models fetch demucs|musicgen|gemma3n <variation>`: the command reaches the downloader with the
 //! configured models dir and root, and refuses what it must (no network needed: a local
 //! directory stands in for the download root).
 
@@ -12,7 +12,8 @@ fn roar(models_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
         .env("ROAR_PROCESSOR__MODELS_DIR", models_dir)
         .env_remove("ROAR_MODELS_DIR")
         .env_remove("ROAR_DEMUCS_URL_ROOT")
-        .env_remove("ROAR_MUSICGEN_URL_ROOT");
+        .env_remove("ROAR_MUSICGEN_URL_ROOT")
+        .env_remove("ROAR_GEMMA_URL_ROOT");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -40,10 +41,18 @@ fn unknown_models_and_variations_are_refused_by_name() {
         "{}",
         stderr(&out)
     );
+    let out = roar(models.path(), &["gemma3n", "e9b"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown gemma3n variation \"e9b\"")
+            && stderr(&out).contains("e2b, e4b"),
+        "{}",
+        stderr(&out)
+    );
     let out = roar(models.path(), &["whisper", "small"], &[]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("demucs and musicgen weights only, not \"whisper\""),
+        stderr(&out).contains("demucs, musicgen and gemma3n weights only, not \"whisper\""),
         "{}",
         stderr(&out)
     );
@@ -170,4 +179,74 @@ fn a_musicgen_download_missing_a_tensor_leaves_nothing_complete() {
         stderr(&out)
     );
     assert!(!models.path().join("musicgen/small/config.json").exists());
+}
+
+#[test]
+fn gemma3n_is_fetched_where_the_lyrics_worker_reads_it() {
+    // The tiny random Gemma 3n laid out as the hub's `google/gemma-3n-E2B-it`.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("processors/gemma/tests/fixtures/gemma3n_tiny");
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("google/gemma-3n-E2B-it");
+    std::fs::create_dir_all(&repo).unwrap();
+    let files = ["config.json", "model.safetensors", "tokenizer.json"];
+    for f in files {
+        std::fs::copy(fixture.join(f), repo.join(f)).unwrap();
+    }
+    let models = tempfile::tempdir().unwrap();
+    let out = roar(
+        models.path(),
+        &["gemma3n", "e2b"],
+        &[("ROAR_GEMMA_URL_ROOT", root.path())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = models.path().join("gemma/e2b");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dest.to_str().unwrap()
+    );
+    for f in files {
+        assert_eq!(
+            std::fs::read(dest.join(f)).unwrap(),
+            std::fs::read(repo.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // The worker finds it (with a Whisper beside it to time the words).
+    std::fs::create_dir_all(models.path().join("whisper/base")).unwrap();
+    std::fs::write(models.path().join("whisper/base/tokenizer.json"), "{}").unwrap();
+    let m = roar_processors::gemma3n::Lyrics::new(models.path()).unwrap();
+    use roar_processors::runtime::Model;
+    assert_eq!(m.variations(), ["e2b"]);
+    // A second fetch keeps what is there; a truncated shard is refused and not installed.
+    let again = roar(
+        models.path(),
+        &[
+            "gemma3n",
+            "e2b",
+            "--url-root",
+            root.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already there"),
+        "{}",
+        stderr(&again)
+    );
+    let weights = std::fs::read(repo.join("model.safetensors")).unwrap();
+    std::fs::write(
+        repo.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let bad = roar(
+        other.path(),
+        &["gemma3n", "e2b"],
+        &[("ROAR_GEMMA_URL_ROOT", root.path())],
+    );
+    assert!(!bad.status.success());
+    assert!(!other.path().join("gemma/e2b/config.json").exists());
 }

@@ -64,6 +64,9 @@ fn job(status: &Value, job_id: &str) -> Value {
 async fn dead_lettered_requests_and_uploads_end_failed_with_their_cause() {
     let infra = Infra::start().await;
     let mut cfg = infra.config();
+    // No model weights: no real worker joins the gemma3n group this test serves itself.
+    let no_models = tempfile::tempdir().unwrap();
+    cfg.processor.models_dir = no_models.path().to_path_buf();
     cfg.kafka.max_handler_attempts = 2;
     let svc = crate::support::Services::start(cfg.clone()).await;
     let alice = svc.token("alice", &[]);

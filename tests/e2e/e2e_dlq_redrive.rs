@@ -34,6 +34,9 @@ fn roar_dlq(infra: &Infra, args: &[&str]) -> (bool, String, String) {
 async fn an_admin_redrives_a_dead_letter_once_and_its_job_completes() {
     let infra = Infra::start().await;
     let mut cfg = infra.config();
+    // No model weights: no real worker joins the gemma3n group this test serves itself.
+    let no_models = tempfile::tempdir().unwrap();
+    cfg.processor.models_dir = no_models.path().to_path_buf();
     cfg.kafka.max_handler_attempts = 2;
     let svc = crate::support::Services::start(cfg.clone()).await;
     let alice = svc.token("alice", &[]);

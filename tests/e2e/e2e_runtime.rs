@@ -86,6 +86,9 @@ fn job(status: &Value, job_id: &str) -> Value {
 async fn retryable_failures_are_retried_with_backoff_then_fail_for_good_into_the_dlq() {
     let infra = Infra::start().await;
     let mut cfg = infra.config();
+    // No model weights: no real worker joins the gemma3n group this test serves itself.
+    let no_models = tempfile::tempdir().unwrap();
+    cfg.processor.models_dir = no_models.path().to_path_buf();
     cfg.processor.max_attempts = 3;
     cfg.processor.retry_base_seconds = 1;
     let svc = Services::start(cfg.clone()).await;

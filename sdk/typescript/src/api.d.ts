@@ -552,25 +552,27 @@ export interface components {
              */
             variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
         };
-        /** @description gemma3n: lyrics clean-up and alignment (Gemma 3n) */
+        /** @description gemma3n: lyrics: the words sung, in lines and sections, each word timed (txt, json, enhanced LRC, SRT, WebVTT) */
         ModelChoice_gemma3n: {
             /** @enum {string} */
             model: "gemma3n";
             /** @description gemma3n's parameters; absent ones take their defaults (see `GET /models`) */
             params?: {
-                /** @description extra instructions */
-                prompt?: string | null;
+                /** @description ISO code of the language sung; detected when absent (Whisper base) */
+                language?: string | null;
+                /** @description your own lyrics (lines; a blank line or a [Chorus]-style label between sections): timed to the audio as given instead of written by the model */
+                lyrics?: string | null;
                 /**
-                 * @description what to produce
+                 * @description the Whisper variation that hears the words and times them
                  * @enum {string|null}
                  */
-                task?: "lyrics" | "align" | null;
+                whisper?: "base" | "tiny.en" | null;
             } | null;
             /**
-             * @description default: e2b
+             * @description default: gemma3-270m
              * @enum {string|null}
              */
-            variation?: "e2b" | null;
+            variation?: "gemma3-270m" | "e2b" | "e4b" | null;
         };
         /** @description musicgen: music generation from a text prompt (MusicGen); with prompt_seconds it continues the song's end, the melody variation follows its melody */
         ModelChoice_musicgen: {
@@ -888,7 +890,7 @@ export interface components {
              */
             variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
         };
-        /** @description one gemma3n job on one file: lyrics clean-up and alignment (Gemma 3n) */
+        /** @description one gemma3n job on one file: lyrics: the words sung, in lines and sections, each word timed (txt, json, enhanced LRC, SRT, WebVTT) */
         ProcessOne_gemma3n: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -897,19 +899,21 @@ export interface components {
             models?: null;
             /** @description gemma3n's parameters; absent ones take their defaults (see `GET /models`) */
             params?: {
-                /** @description extra instructions */
-                prompt?: string | null;
+                /** @description ISO code of the language sung; detected when absent (Whisper base) */
+                language?: string | null;
+                /** @description your own lyrics (lines; a blank line or a [Chorus]-style label between sections): timed to the audio as given instead of written by the model */
+                lyrics?: string | null;
                 /**
-                 * @description what to produce
+                 * @description the Whisper variation that hears the words and times them
                  * @enum {string|null}
                  */
-                task?: "lyrics" | "align" | null;
+                whisper?: "base" | "tiny.en" | null;
             } | null;
             /**
-             * @description default: e2b
+             * @description default: gemma3-270m
              * @enum {string|null}
              */
-            variation?: "e2b" | null;
+            variation?: "gemma3-270m" | "e2b" | "e4b" | null;
         };
         /** @description one musicgen job on one file: music generation from a text prompt (MusicGen); with prompt_seconds it continues the song's end, the melody variation follows its melody */
         ProcessOne_musicgen: {

@@ -8,6 +8,7 @@ pub mod audio;
 pub mod config;
 pub mod features;
 pub mod text;
+pub mod transcribe;
 pub mod weights;
 
 use std::path::Path;

@@ -1,0 +1,384 @@
+//! The `gemma3n` model on the runtime: lyrics. Whisper (run here, on the job's audio: the
+//! upload or, in a pipeline, the vocals stem) hears the words and their times; the lyric text
+//! comes from the user (`params.lyrics`), from Gemma 3 270M cleaning Whisper's transcript into
+//! lines and sections (variation `gemma3-270m`), or from Gemma 3n listening to the audio
+//! (`e2b`, `e4b`); roar-gemma aligns the text's words to Whisper's timed words. Outputs:
+//! `lyrics.txt`, `lyrics.json`, `lyrics.lrc` (enhanced, word times), `lyrics.srt`,
+//! `lyrics.vtt`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use roar_crepe::Device;
+use roar_gemma::gemma3::{Gemma3, Precision};
+use roar_gemma::gemma3n::transcribe::Transcriber;
+use roar_gemma::lyrics::{self, align, clean, format, LyricSheet, SheetError, TimedWord};
+use roar_gemma::spm::SpmTokenizer;
+use roar_gemma::GemmaError;
+use roar_whisper::{TranscribeOptions, Whisper, WhisperError};
+use serde_json::Value;
+
+use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
+
+/// Recorded in manifests and liveness announcements.
+pub const VERSION: &str = "gemma-lyrics-candle-1";
+
+/// The text model's variation (a GGUF file) and the audio models' (Hugging Face directories).
+const CLEANER: &str = "gemma3-270m";
+const LISTENERS: [&str; 2] = ["e2b", "e4b"];
+/// Whisper variations this worker can time words with, the preferred first.
+const WHISPERS: [&str; 2] = ["base", "tiny.en"];
+
+/// What writes the lyric text for a variation.
+enum Writer {
+    Cleaner(Box<(Gemma3, SpmTokenizer)>),
+    Listener(Box<Transcriber>),
+}
+
+/// Lyrics from audio; models loaded on first use and kept.
+pub struct Lyrics {
+    gemma_dir: PathBuf,
+    whisper_dir: PathBuf,
+    variations: Vec<String>,
+    whispers: Vec<String>,
+    writers: Mutex<HashMap<String, Arc<Writer>>>,
+    recognisers: Mutex<HashMap<String, Arc<Whisper>>>,
+}
+
+/// Why the worker cannot start: it needs a text or audio Gemma and a Whisper.
+#[derive(Debug, thiserror::Error)]
+pub enum LyricsSetupError {
+    #[error(
+        "no Gemma weights under {0} (gemma3-270m/model.gguf: scripts/gemma/fetch-weights.sh; \
+         e2b/config.json: roar models fetch gemma3n e2b)"
+    )]
+    NoGemma(PathBuf),
+    #[error("no Whisper weights under {0} to time the words (scripts/whisper/fetch-weights.sh)")]
+    NoWhisper(PathBuf),
+}
+
+impl Lyrics {
+    /// Serves the variations present under `models_dir/gemma/` (`gemma3-270m/model.gguf`,
+    /// `e2b/config.json`, `e4b/config.json`), timing words with the Whisper variations under
+    /// `models_dir/whisper/`. Nothing is loaded until a job needs it.
+    pub fn new(models_dir: &Path) -> Result<Self, LyricsSetupError> {
+        let gemma_dir = models_dir.join("gemma");
+        let whisper_dir = models_dir.join("whisper");
+        let mut variations = Vec::new();
+        if gemma_dir.join(CLEANER).join("model.gguf").is_file() {
+            variations.push(CLEANER.to_string());
+        }
+        for v in LISTENERS {
+            let d = gemma_dir.join(v);
+            if d.join("config.json").is_file() && d.join("tokenizer.json").is_file() {
+                variations.push(v.to_string());
+            }
+        }
+        if variations.is_empty() {
+            return Err(LyricsSetupError::NoGemma(gemma_dir));
+        }
+        let whispers: Vec<String> = WHISPERS
+            .iter()
+            .filter(|v| whisper_dir.join(v).join("tokenizer.json").is_file())
+            .map(|v| v.to_string())
+            .collect();
+        if whispers.is_empty() {
+            return Err(LyricsSetupError::NoWhisper(whisper_dir));
+        }
+        Ok(Self {
+            gemma_dir,
+            whisper_dir,
+            variations,
+            whispers,
+            writers: Mutex::new(HashMap::new()),
+            recognisers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn served(&self, variation: &str) -> Result<(), ModelError> {
+        if self.variations.iter().any(|v| v == variation) {
+            return Ok(());
+        }
+        Err(ModelError::permanent(
+            "unknown_variation",
+            format!(
+                "gemma3n {variation:?} is not served here (weights present for: {})",
+                self.variations.join(", ")
+            ),
+        ))
+    }
+
+    fn writer(&self, variation: &str) -> Result<Arc<Writer>, ModelError> {
+        self.served(variation)?;
+        let mut loaded = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = loaded.get(variation) {
+            return Ok(w.clone());
+        }
+        let dir = self.gemma_dir.join(variation);
+        let w = if variation == CLEANER {
+            // The dequantised path: the quantised one is not proven against the reference.
+            let (m, t) = Gemma3::load(
+                &dir.join("model.gguf"),
+                Precision::Dequantized,
+                &Device::Cpu,
+            )
+            .map_err(gemma_error)?;
+            Writer::Cleaner(Box::new((m, t)))
+        } else {
+            Writer::Listener(Box::new(
+                Transcriber::load(&dir, &Device::Cpu).map_err(gemma_error)?,
+            ))
+        };
+        let w = Arc::new(w);
+        loaded.insert(variation.to_string(), w.clone());
+        Ok(w)
+    }
+
+    /// The lyric text by the variation's model: Gemma 3 cleans what Whisper heard, Gemma 3n
+    /// listens to the audio itself.
+    fn write(
+        &self,
+        variation: &str,
+        audio: &[f32],
+        heard: &[TimedWord],
+        ctx: &mut RunContext,
+    ) -> Result<LyricSheet, ModelError> {
+        let writer = self.writer(variation)?;
+        let t = match &*writer {
+            Writer::Cleaner(m) => return clean_with(&m.0, &m.1, heard, ctx),
+            Writer::Listener(t) => t,
+        };
+        let text = t
+            .transcribe(audio, &mut |done| {
+                ctx.progress(50.0 + 45.0 * done, "listening for lyrics");
+                !ctx.stopped()
+            })
+            .map_err(gemma_error)?;
+        match LyricSheet::parse(&text) {
+            Ok(s) => Ok(s),
+            // Nothing sung (an instrumental): empty lyrics, not a failure.
+            Err(SheetError::NoWords) => Ok(LyricSheet::default()),
+            Err(e) => Err(ModelError::permanent("lyrics_error", e.to_string())),
+        }
+    }
+
+    fn recogniser(&self, variation: &str) -> Result<Arc<Whisper>, ModelError> {
+        if !self.whispers.iter().any(|v| v == variation) {
+            return Err(ModelError::permanent(
+                "unknown_variation",
+                format!(
+                    "whisper {variation:?} is not here to time the words (present: {})",
+                    self.whispers.join(", ")
+                ),
+            ));
+        }
+        let mut loaded = self.recognisers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = loaded.get(variation) {
+            return Ok(m.clone());
+        }
+        let m = Whisper::load(&self.whisper_dir, variation, &Device::Cpu).map_err(whisper_error)?;
+        let m = Arc::new(m);
+        loaded.insert(variation.to_string(), m.clone());
+        Ok(m)
+    }
+}
+
+fn gemma_error(e: GemmaError) -> ModelError {
+    match e {
+        GemmaError::Cancelled => ModelError::Canceled,
+        GemmaError::WeightsMissing { .. } => {
+            ModelError::permanent("weights_missing", e.to_string())
+        }
+        GemmaError::InvalidModel(_) | GemmaError::Tokenizer(_) => {
+            ModelError::permanent("invalid_weights", e.to_string())
+        }
+        GemmaError::InvalidInput(_) => ModelError::permanent("invalid_input", e.to_string()),
+        e if e.is_retryable() => ModelError::retryable("inference_error", e.to_string()),
+        e => ModelError::permanent("inference_error", e.to_string()),
+    }
+}
+
+fn whisper_error(e: WhisperError) -> ModelError {
+    match e {
+        WhisperError::Cancelled => ModelError::Canceled,
+        WhisperError::WeightsMissing { .. } => {
+            ModelError::permanent("weights_missing", e.to_string())
+        }
+        WhisperError::InvalidInput(_) => ModelError::permanent("invalid_params", e.to_string()),
+        e if e.is_retryable() => ModelError::retryable("inference_error", e.to_string()),
+        e => ModelError::permanent("inference_error", e.to_string()),
+    }
+}
+
+/// A job's parameters (already checked against the catalogue).
+#[derive(Debug, PartialEq)]
+struct Params {
+    /// The user's own lyrics: aligned as given, no model writes text.
+    lyrics: Option<LyricSheet>,
+    whisper: String,
+    language: Option<String>,
+}
+
+fn params(p: &Value) -> Result<Params, ModelError> {
+    let text = |k: &str| p.get(k).and_then(Value::as_str);
+    let lyrics = match text("lyrics") {
+        None => None,
+        Some(t) => Some(LyricSheet::parse(t).map_err(|e: SheetError| {
+            ModelError::permanent("invalid_params", format!("params.lyrics: {e}"))
+        })?),
+    };
+    Ok(Params {
+        lyrics,
+        whisper: text("whisper").unwrap_or(WHISPERS[0]).to_string(),
+        language: text("language").map(str::to_string),
+    })
+}
+
+/// Whisper's timed words, in order.
+fn heard_words(t: &roar_whisper::Transcript) -> Vec<TimedWord> {
+    t.segments
+        .iter()
+        .flat_map(|s| &s.words)
+        .map(|w| TimedWord {
+            word: w.word.clone(),
+            start: w.start,
+            end: w.end,
+            probability: w.probability,
+        })
+        .collect()
+}
+
+/// Gemma 3 continues each cleaning prompt greedily until a stop marker or its budget.
+fn clean_with(
+    model: &Gemma3,
+    tok: &SpmTokenizer,
+    heard: &[TimedWord],
+    ctx: &mut RunContext,
+) -> Result<LyricSheet, ModelError> {
+    let stop: Vec<u32> = ["<eos>", "<end_of_turn>"]
+        .iter()
+        .filter_map(|p| tok.token_id(p))
+        .collect();
+    let total = heard.len().max(1) as f32;
+    let mut done_words = 0usize;
+    let mut generate = |prompt: &str, budget: usize| -> Result<String, ModelError> {
+        ctx.checkpoint()?;
+        let ids = tok.encode(prompt, true);
+        let mut out: Vec<u32> = Vec::new();
+        let mut canceled = false;
+        roar_gemma::generate::greedy(model, &ids, budget, &stop, &mut |id| {
+            out.push(id);
+            if ctx.stopped() {
+                canceled = true;
+                return false;
+            }
+            // The answer ends at the next example's marker: stop there, not at the budget.
+            let text = tok.decode(&out, true);
+            !clean::STOP_MARKERS.iter().any(|m| text.contains(m))
+        })
+        .map_err(gemma_error)?;
+        if canceled {
+            return Err(ModelError::Canceled);
+        }
+        // The budget is three tokens a word: count a chunk's words from it.
+        done_words += budget.saturating_sub(16) / 3;
+        ctx.progress(
+            50.0 + 45.0 * (done_words as f32 / total).min(1.0),
+            "writing lyrics",
+        );
+        Ok(tok.decode(&out, true))
+    };
+    clean::clean_transcript(heard, &clean::CleanOptions::default(), &mut generate)
+}
+
+fn text_file(name: &str, kind: &str, content_type: &str, text: String) -> OutputFile {
+    OutputFile {
+        name: name.into(),
+        kind: kind.into(),
+        content_type: content_type.into(),
+        bytes: text.into_bytes(),
+    }
+}
+
+/// The five lyric files of timed lyrics.
+fn outputs(l: &lyrics::Lyrics) -> Result<Vec<OutputFile>, ModelError> {
+    let json = serde_json::to_string_pretty(&format::to_json(l))
+        .map_err(|e| ModelError::permanent("output_error", e.to_string()))?;
+    Ok(vec![
+        text_file(
+            "lyrics.txt",
+            "lyrics",
+            "text/plain; charset=utf-8",
+            format::to_text(l),
+        ),
+        text_file("lyrics.json", "lyrics_json", "application/json", json),
+        text_file(
+            "lyrics.lrc",
+            "lrc",
+            "text/plain; charset=utf-8",
+            format::to_lrc(l),
+        ),
+        text_file(
+            "lyrics.srt",
+            "subtitles",
+            "application/x-subrip",
+            format::to_srt(l),
+        ),
+        text_file("lyrics.vtt", "subtitles", "text/vtt", format::to_vtt(l)),
+    ])
+}
+
+impl Model for Lyrics {
+    fn name(&self) -> &'static str {
+        "gemma3n"
+    }
+
+    fn version(&self) -> String {
+        VERSION.into()
+    }
+
+    fn variations(&self) -> Vec<String> {
+        self.variations.clone()
+    }
+
+    fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {
+        let p = params(&input.params)?;
+        self.served(&input.variation)?;
+        let whisper = self.recogniser(&p.whisper)?;
+        ctx.progress(1.0, "resampling");
+        let audio = roar_crepe::resample::to_16k(&input.audio.mono(), input.audio.sample_rate)
+            .map_err(|e| ModelError::permanent("invalid_input", e.to_string()))?;
+        let duration = audio.len() as f32 / 16_000.0;
+        ctx.checkpoint()?;
+        let opts = TranscribeOptions {
+            language: p.language.clone(),
+            word_timestamps: true,
+            ..TranscribeOptions::default()
+        };
+        let transcript = {
+            let ctx = &mut *ctx;
+            whisper
+                .transcribe(&audio, &opts, &mut |done| {
+                    ctx.progress(2.0 + 48.0 * done, "hearing the words");
+                    !ctx.stopped()
+                })
+                .map_err(whisper_error)?
+        };
+        let heard = heard_words(&transcript);
+        ctx.checkpoint()?;
+        // The user's own lyrics need no model to write them: the variation is not loaded.
+        let sheet = match p.lyrics {
+            Some(sheet) => sheet,
+            None => self.write(&input.variation, &audio, &heard, ctx)?,
+        };
+        ctx.progress(96.0, "aligning");
+        let timed = align::align(&sheet, &heard, duration)
+            .map_err(|e| ModelError::permanent("lyrics_error", e.to_string()))?;
+        outputs(&timed)
+    }
+}
+
+#[cfg(test)]
+#[path = "gemma3n_tests.rs"]
+mod tests;
