@@ -6,6 +6,12 @@
 use std::sync::LazyLock;
 
 use serde::Serialize;
+
+mod pipelines;
+pub use pipelines::{
+    check_output, outputs, plan, preset, presets, OutputSpec, PlannedStep, Preset, PresetStep,
+    StepRequest, MAX_STEPS,
+};
 use serde_json::{Map, Value};
 
 /// What a parameter accepts.
@@ -83,6 +89,10 @@ pub enum CatalogError {
     },
     #[error("invalid params for {model}: {reason}")]
     InvalidParams { model: String, reason: String },
+    #[error("unknown preset {got:?}; valid presets: {valid}")]
+    UnknownPreset { got: String, valid: String },
+    #[error("invalid pipeline: {0}")]
+    InvalidPipeline(String),
 }
 
 /// A validated request: the variation resolved and the params normalised (defaults filled,

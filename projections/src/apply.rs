@@ -5,7 +5,7 @@
 //! a run; duplicates change nothing. See [`apply_job`] for why time, not arrival, decides.
 
 use chrono::{DateTime, Utc};
-use roar_schemas::{FileBody, FileEvent, FileStatus, JobBody, JobEvent, JobStatus};
+use roar_schemas::{FileBody, FileEvent, FileStatus, JobBody, JobEvent, JobInput, JobStatus};
 use serde_json::Value;
 
 pub use crate::error::Invalid;
@@ -57,6 +57,37 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     /// The newest request for this job (a failure older than it was superseded).
     pub requested_at: Option<DateTime<Utc>>,
+    /// What the job reads, when not the upload: one output of another job on the file.
+    pub input_job_id: Option<String>,
+    pub input_model: Option<String>,
+    pub input_variation: Option<String>,
+    pub input_output: Option<String>,
+}
+
+impl JobRow {
+    /// What the job reads: `None` for the upload.
+    pub fn input(&self) -> Option<JobInput> {
+        Some(JobInput {
+            job_id: self.input_job_id.clone()?,
+            model: self.input_model.clone()?,
+            variation: self.input_variation.clone()?,
+            output: self.input_output.clone()?,
+        })
+    }
+}
+
+/// Records what a requested job reads. The job id covers its input, so a request without one
+/// (every request before inputs existed) leaves a recorded input as it is.
+pub fn apply_input(r: &mut JobRow, input: Option<&JobInput>) -> Result<(), Invalid> {
+    let Some(i) = input else {
+        return Ok(());
+    };
+    check_id('j', &i.job_id, "input job_id")?;
+    r.input_job_id = Some(i.job_id.clone());
+    r.input_model = Some(i.model.clone());
+    r.input_variation = Some(i.variation.clone());
+    r.input_output = Some(i.output.clone());
+    Ok(())
 }
 
 fn check_id(prefix: char, id: &str, what: &str) -> Result<(), Invalid> {
@@ -168,6 +199,10 @@ pub fn apply_job(row: Option<JobRow>, ev: &JobEvent) -> Result<JobRow, Invalid> 
         started_at: None,
         finished_at: None,
         requested_at: None,
+        input_job_id: None,
+        input_model: None,
+        input_variation: None,
+        input_output: None,
     });
     if r.file_id != ev.file_id || r.model != ev.model || r.variation != ev.variation {
         return Err(Invalid(format!(

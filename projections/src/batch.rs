@@ -14,9 +14,9 @@ use roar_common::metrics::{
 use roar_schemas::DeadLetterKind;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::apply::{apply_file, apply_job, FileRow, JobRow};
-use crate::error::ProjectionError;
-use crate::event::Decoded;
+use crate::apply::{apply_file, apply_input, apply_job, FileRow, JobRow};
+use crate::error::{Invalid, ProjectionError};
+use crate::event::{queued_steps, Decoded};
 use crate::offsets;
 use crate::rows::{upsert_files, upsert_jobs, History};
 
@@ -96,9 +96,15 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
                 files.entry(e.file_id.clone()).or_default();
                 decoded.push((d, Decoded::File(e)));
             }
-            Ok(Decoded::Job(e)) => {
+            Ok(Decoded::Job(e, input)) => {
                 jobs.entry(e.job_id.clone()).or_default();
-                decoded.push((d, Decoded::Job(e)));
+                decoded.push((d, Decoded::Job(e, input)));
+            }
+            Ok(Decoded::Pipeline(e)) => {
+                for (q, _) in queued_steps(&e) {
+                    jobs.entry(q.job_id).or_default();
+                }
+                decoded.push((d, Decoded::Pipeline(e)));
             }
             Err(e) => dead_letter(sink, d, DeadLetterKind::Undecodable, &e).await?,
         }
@@ -113,10 +119,19 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
                 let slot = files.get_mut(&e.file_id).expect("loaded above");
                 apply_file(slot.clone(), e).map(|row| *slot = Some(row))
             }
-            Decoded::Job(e) => {
+            Decoded::Job(e, input) => {
                 let slot = jobs.get_mut(&e.job_id).expect("loaded above");
-                apply_job(slot.clone(), e).map(|row| *slot = Some(row))
+                apply_job(slot.clone(), e)
+                    .and_then(|mut row| apply_input(&mut row, input.as_ref()).map(|()| row))
+                    .map(|row| *slot = Some(row))
             }
+            Decoded::Pipeline(e) => match apply_pipeline(&mut jobs, e) {
+                Ok(()) => {
+                    crate::pipelines::apply(&mut tx, e).await?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         };
         match applied {
             Ok(()) => {
@@ -147,6 +162,29 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
             let lag = (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::gauge!(PROJECTOR_LAG_SECONDS).set(lag);
         }
+    }
+    Ok(())
+}
+
+/// Queues every step's job of a requested pipeline (all or nothing). The steps' jobs are not
+/// requested yet, so the rows keep their last request time: a failure is superseded only by a
+/// real request.
+fn apply_pipeline(
+    jobs: &mut HashMap<String, Option<JobRow>>,
+    e: &roar_schemas::PipelineEvent,
+) -> Result<(), Invalid> {
+    crate::pipelines::validate(e)?;
+    let mut rows = Vec::new();
+    for (q, input) in queued_steps(e) {
+        let before = jobs.get(&q.job_id).cloned().flatten();
+        let requested = before.as_ref().and_then(|r| r.requested_at);
+        let mut row = apply_job(before, &q)?;
+        row.requested_at = requested;
+        apply_input(&mut row, input.as_ref())?;
+        rows.push(row);
+    }
+    for row in rows {
+        jobs.insert(row.job_id.clone(), Some(row));
     }
     Ok(())
 }

@@ -3,13 +3,21 @@
 //! the projection (nobody sends it), so that one write by the orchestrator makes a job visible.
 
 use roar_common::kafka::Delivery;
-use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS, MODELS};
-use roar_schemas::{EventMeta, FileBody, FileEvent, JobBody, JobEvent, JobRequested};
+use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS, MODELS, PIPELINES};
+use roar_schemas::{
+    EventMeta, FileBody, FileEvent, JobBody, JobEvent, JobInput, JobRequested, PipelineBody,
+    PipelineEvent,
+};
 
-/// The files and job-event topics, and every model's job topic: a `JobRequested` is what makes
-/// a job `queued`, so the orchestrator writes one event per request and never two.
+/// The files, job-event and pipeline topics, and every model's job topic: a `JobRequested` is
+/// what makes a job `queued`, so the orchestrator writes one event per request and never two;
+/// a `PipelineRequested` makes every step's job `queued` at once.
 pub fn projected_topics() -> Vec<String> {
-    let mut t = vec![FILES.to_string(), JOB_EVENTS.to_string()];
+    let mut t = vec![
+        FILES.to_string(),
+        JOB_EVENTS.to_string(),
+        PIPELINES.to_string(),
+    ];
     t.extend(MODELS.iter().map(|m| jobs_topic(m)));
     t
 }
@@ -17,7 +25,9 @@ pub fn projected_topics() -> Vec<String> {
 /// An event as the state machine takes it.
 pub(crate) enum Decoded {
     File(FileEvent),
-    Job(JobEvent),
+    /// A job event; for a request (its `JobQueued`), what the job reads when not the upload.
+    Job(JobEvent, Option<JobInput>),
+    Pipeline(PipelineEvent),
 }
 
 impl Decoded {
@@ -29,7 +39,8 @@ impl Decoded {
     pub(crate) fn meta(&self) -> &EventMeta {
         match self {
             Decoded::File(e) => &e.meta,
-            Decoded::Job(e) => &e.meta,
+            Decoded::Job(e, _) => &e.meta,
+            Decoded::Pipeline(e) => &e.meta,
         }
     }
 
@@ -43,7 +54,11 @@ impl Decoded {
                 FileBody::ProbeFailed { .. } => "file_probe_failed",
                 FileBody::Deleted { .. } => "file_deleted",
             },
-            Decoded::Job(e) => e.body.kind(),
+            Decoded::Job(e, _) => e.body.kind(),
+            Decoded::Pipeline(e) => match e.body {
+                PipelineBody::Requested { .. } => "pipeline_requested",
+                PipelineBody::CancelRequested { .. } => "pipeline_cancel_requested",
+            },
         }
     }
 }
@@ -54,9 +69,12 @@ pub(crate) fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Decoded, Str
     let ev = if topic == FILES {
         roar_schemas::decode::<FileEvent>(bytes).map(Decoded::File)
     } else if topic == JOB_EVENTS {
-        roar_schemas::decode::<JobEvent>(bytes).map(Decoded::Job)
+        roar_schemas::decode::<JobEvent>(bytes).map(|e| Decoded::Job(e, None))
+    } else if topic == PIPELINES {
+        roar_schemas::decode::<PipelineEvent>(bytes).map(Decoded::Pipeline)
     } else {
-        roar_schemas::decode::<JobRequested>(bytes).map(|r| Decoded::Job(queued_from_request(&r)))
+        roar_schemas::decode::<JobRequested>(bytes)
+            .map(|r| Decoded::Job(queued_from_request(&r), r.input))
     };
     ev.map_err(|e| e.to_string())
 }
@@ -75,4 +93,40 @@ pub fn queued_from_request(r: &JobRequested) -> JobEvent {
             params_json: r.params_json.clone(),
         },
     }
+}
+
+/// The `JobQueued` of every step of a requested pipeline, with each step's input: the read
+/// model shows the whole pipeline as soon as it is asked for, before the process manager has
+/// requested the steps that wait on others.
+pub(crate) fn queued_steps(p: &PipelineEvent) -> Vec<(JobEvent, Option<JobInput>)> {
+    let PipelineBody::Requested { steps, .. } = &p.body else {
+        return Vec::new();
+    };
+    steps
+        .iter()
+        .map(|s| {
+            let input = s.input.as_ref().and_then(|i| {
+                let up = steps.iter().find(|u| u.name == i.step)?;
+                Some(JobInput {
+                    job_id: up.job_id.clone(),
+                    model: up.model.clone(),
+                    variation: up.variation.clone(),
+                    output: i.output.clone(),
+                })
+            });
+            let ev = JobEvent {
+                meta: p.meta.clone(),
+                job_id: s.job_id.clone(),
+                file_id: p.file_id.clone(),
+                model: s.model.clone(),
+                variation: s.variation.clone(),
+                body: JobBody::Queued {
+                    owner: p.owner.clone(),
+                    model_version: s.model_version.clone(),
+                    params_json: s.params_json.clone(),
+                },
+            };
+            (ev, input)
+        })
+        .collect()
 }

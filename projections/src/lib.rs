@@ -1,4 +1,4 @@
-//! The projection service: consumes `roar.files.v1`, `roar.job-events.v1` and every model's
+//! The projection service: consumes `roar.files.v1`, `roar.job-events.v1`, `roar.pipelines.v1` and every model's
 //! `roar.jobs.<model>.v1` (a request is what queues a job) and keeps the Postgres read model
 //! behind `/status`, `/songs` and the admin views. Each batch of events and the consumed offsets
 //! are written in one transaction, and on start the projector seeks to the offsets stored there,
@@ -26,6 +26,7 @@ pub mod lag;
 pub mod observe;
 mod offsets;
 pub mod pipeline;
+pub mod pipelines;
 mod projector;
 mod rebuild;
 mod rows;
@@ -36,6 +37,7 @@ pub use batch::{GROUP, NOTIFY_CHANNEL};
 pub use db::{connect, migrate};
 pub use error::ProjectionError;
 pub use event::{projected_topics, queued_from_request};
+pub use pipelines::{PipelineRow, PipelineStepRow};
 pub use projector::run;
 pub use rebuild::{rebuild, RebuildReport, REBUILD_SCHEMA, RETIRED_SCHEMA};
 pub use store::{Commits, ReadModel};

@@ -30,7 +30,14 @@ pub const REBUILD_SCHEMA: &str = "roar_rebuild";
 /// Where the replaced tables are kept until the next rebuild (a manual way back).
 pub const RETIRED_SCHEMA: &str = "roar_retired";
 /// The read model's tables, moved together.
-const TABLES: [&str; 4] = ["files", "jobs", "events", offsets::TABLE];
+const TABLES: [&str; 6] = [
+    "files",
+    "jobs",
+    "events",
+    "pipelines",
+    "pipeline_steps",
+    offsets::TABLE,
+];
 /// How long the final catch-up may hold the live projector before the swap is retried.
 const SWAP_CATCH_UP: Duration = Duration::from_secs(30);
 

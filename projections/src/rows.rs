@@ -41,6 +41,10 @@ const JOB_COLUMNS: &[&str] = &[
     "finished_at",
     "updated_at",
     "requested_at",
+    "input_job_id",
+    "input_model",
+    "input_variation",
+    "input_output",
 ];
 
 /// `INSERT … SELECT * FROM jsonb_populate_recordset(…) ON CONFLICT DO UPDATE`: every row of a
@@ -134,7 +138,8 @@ impl History {
         let meta = ev.meta();
         let (file_id, job_id, body) = match ev {
             Decoded::File(e) => (&e.file_id, None, serde_json::to_value(&e.body)),
-            Decoded::Job(e) => (&e.file_id, Some(e.job_id.clone()), serde_json::to_value(e)),
+            Decoded::Job(e, _) => (&e.file_id, Some(e.job_id.clone()), serde_json::to_value(e)),
+            Decoded::Pipeline(e) => (&e.file_id, None, serde_json::to_value(e)),
         };
         let body = body.map(|mut v| {
             scrub_json(&mut v);

@@ -12,6 +12,7 @@ use crate::apply::{apply_file, apply_job, FileRow, JobRow};
 use crate::batch::NOTIFY_CHANNEL;
 use crate::event::{decode, Decoded};
 use crate::offsets;
+use crate::pipelines::{PipelineRow, PipelineStepRow};
 
 /// One entry of a file's event history.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -73,6 +74,44 @@ impl ReadModel {
         sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE job_id = $1")
             .bind(job_id)
             .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn pipeline(&self, pipeline_id: &str) -> Result<Option<PipelineRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM pipelines WHERE pipeline_id = $1")
+            .bind(pipeline_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// The file's pipelines, oldest first.
+    pub async fn pipelines_for_file(&self, file_id: &str) -> Result<Vec<PipelineRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM pipelines WHERE file_id = $1 ORDER BY created_at, pipeline_id",
+        )
+        .bind(file_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The steps of the pipelines `ids`, each pipeline's in request order.
+    pub async fn pipeline_steps(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<PipelineStepRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM pipeline_steps WHERE pipeline_id = ANY($1) ORDER BY pipeline_id, position",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The jobs `ids` (those the read model has).
+    pub async fn jobs(&self, ids: &[String]) -> Result<Vec<JobRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM jobs WHERE job_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
             .await
     }
 
@@ -194,8 +233,11 @@ impl ReadModel {
     ) -> Result<Vec<JobRow>, sqlx::Error> {
         let mut jobs: BTreeMap<String, JobRow> = BTreeMap::new();
         for ev in self.history_until(file_id, t, true).await? {
-            if let Decoded::Job(e) = ev {
-                if let Ok(r) = apply_job(jobs.get(&e.job_id).cloned(), &e) {
+            if let Decoded::Job(e, input) = ev {
+                let applied = apply_job(jobs.get(&e.job_id).cloned(), &e).and_then(|mut r| {
+                    crate::apply::apply_input(&mut r, input.as_ref()).map(|()| r)
+                });
+                if let Ok(r) = applied {
                     jobs.insert(r.job_id.clone(), r);
                 }
             }

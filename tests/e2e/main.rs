@@ -21,6 +21,7 @@ mod api_bad_inputs;
 mod api_fuzz;
 mod api_jwks;
 mod api_link_keys;
+mod api_pipelines;
 mod api_process;
 mod api_status_as_of;
 mod api_stream;

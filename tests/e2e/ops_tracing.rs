@@ -4,62 +4,15 @@
 //! the spans exported over OTLP/HTTP (to a collector stand-in here) carry the trace id.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
-use roar_common::kafka::Delivery;
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
 use roar_schemas::{JobBody, JobEvent, JobRequested};
 use serde_json::{json, Value};
 
-use crate::support::{melody_wav, Infra, Services};
-
-/// Every message on `topic` up to its high watermarks now.
-fn read_topic(brokers: &str, topic: &str) -> Vec<Delivery> {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "roar-test-trace-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut ends = std::collections::HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        let (_, high) = c
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .unwrap();
-        if high > 0 {
-            ends.insert(p.id(), high);
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-    }
-    c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !ends.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "{topic} not read");
-        let Some(m) = c.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let d = Delivery::from_message(&m.unwrap());
-        if ends
-            .get(&d.partition)
-            .is_some_and(|end| d.offset + 1 >= *end)
-        {
-            ends.remove(&d.partition);
-        }
-        out.push(d);
-    }
-    out
-}
+use crate::support::{melody_wav, read_topic, Infra, Services};
 
 /// (trace id, span id) of a `traceparent`.
 fn ids(traceparent: &str) -> (String, String) {

@@ -10,11 +10,11 @@ use roar_common::catalog::Resolved;
 use roar_projections::apply::{FileRow, JobRow};
 use roar_schemas::ids::{canonical_json, JobIdentity};
 use roar_schemas::topics::jobs_topic;
-use roar_schemas::{EventMeta, JobRequested, JobStatus};
+use roar_schemas::{EventMeta, JobInput, JobRequested, JobStatus};
 
 use super::{actor, consistency_token};
 use crate::middleware::{current_request_id, User};
-use crate::views::{CommandStatus, JobRequestView, Outcome, RetryAccepted};
+use crate::views::{CommandStatus, JobInputView, JobRequestView, Outcome, RetryAccepted};
 use crate::{ApiError, AppState};
 
 /// How long a request the projection has not shown yet is remembered.
@@ -36,7 +36,7 @@ impl PendingRequests {
 
     /// Reserves `attempt` of `job_id` unless an equal or later attempt is already pending;
     /// returns the pending one's token then.
-    fn reserve(&self, job_id: &str, attempt: i32) -> Result<(), (i32, String)> {
+    pub(crate) fn reserve(&self, job_id: &str, attempt: i32) -> Result<(), (i32, String)> {
         let mut m = self.lock();
         let now = Instant::now();
         if m.len() >= PENDING_MAX {
@@ -53,13 +53,13 @@ impl PendingRequests {
         Ok(())
     }
 
-    fn confirm(&self, job_id: &str, token: &str) {
+    pub(crate) fn confirm(&self, job_id: &str, token: &str) {
         if let Some(e) = self.lock().get_mut(job_id) {
             e.1 = token.to_string();
         }
     }
 
-    pub(super) fn release(&self, job_id: &str) {
+    pub(crate) fn release(&self, job_id: &str) {
         self.lock().remove(job_id);
     }
 }
@@ -77,15 +77,31 @@ pub struct Requested {
     pub emitted: bool,
 }
 
-/// `POST /process` for one validated model request on a ready file.
+/// The identity of a job of `r` on `file_id`, reading `input` (`None`: the upload).
+pub(crate) fn identity_reading(
+    file_id: &str,
+    r: &Resolved,
+    input: Option<JobInput>,
+) -> JobIdentity {
+    let id = identity(file_id, r, &r.model_version);
+    match input {
+        Some(i) => id.reading(i),
+        None => id,
+    }
+}
+
+/// `POST /process` for one validated model request on a ready file, reading the upload or
+/// (`input`) one output of a completed job.
 pub async fn request(
     s: &AppState,
     user: &User,
     file: &FileRow,
     r: &Resolved,
+    input: Option<JobInput>,
 ) -> Result<Requested, ApiError> {
-    let identity = identity(&file.file_id, r, &r.model_version);
+    let identity = identity_reading(&file.file_id, r, input);
     let job_id = identity.job_id().to_string();
+    let input_view = identity.input().map(JobInputView::from);
     let view = |status: Outcome| JobRequestView {
         job_id: job_id.clone(),
         file_id: file.file_id.clone(),
@@ -97,6 +113,8 @@ pub async fn request(
         attempt: None,
         outputs: None,
         consistency_token: None,
+        input: input_view.clone(),
+        pipeline_id: None,
     };
     let existing = s.read.job(&job_id).await?;
     let attempt = match &existing {
@@ -180,7 +198,8 @@ pub async fn retry(s: &AppState, user: &User, job: &JobRow) -> Result<RetryAccep
         params_json: canonical_json(&job.params),
         attempt: job.attempt.max(1) + 1,
         not_before: None,
-        input: None,
+        // The job id covers its input: another attempt reads what the first one read.
+        input: job.input(),
     };
     let (_, attempt, token) = emit_request(s, ev).await?;
     Ok(RetryAccepted {

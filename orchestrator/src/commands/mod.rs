@@ -8,6 +8,8 @@
 //! - [`notify`]: the job events external workers report through `POST /notify`.
 //! - [`dlq`]: a dead letter's message back on its source topic (`POST /admin/dlq/{id}/redrive`,
 //!   `roar dlq redrive`), and the list of letters it works from.
+//! - [`pipelines`]: `PipelineRequested` (a preset, or a job whose input job has not completed),
+//!   and `PipelineCancelRequested` with the cancel of the steps already requested.
 //! - [`replay`]: `JobRequested` for `roar replay` (a model's jobs again, another variation or
 //!   version); the read model only answers which jobs there were.
 
@@ -16,6 +18,7 @@ pub mod dlq;
 pub(crate) mod files;
 pub(crate) mod jobs;
 pub(crate) mod notify;
+pub(crate) mod pipelines;
 pub mod replay;
 
 use crate::middleware::User;

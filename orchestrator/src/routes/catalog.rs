@@ -6,7 +6,9 @@ use axum::Json;
 use crate::extract::ApiQuery;
 use crate::middleware::User;
 use crate::routes::cursor;
-use crate::views::{AuthErrors, ErrorBody, FileView, ModelView, ModelsView, PageQuery, SongsPage};
+use crate::views::{
+    AuthErrors, ErrorBody, FileView, ModelView, ModelsView, PageQuery, PresetsView, SongsPage,
+};
 use crate::{ApiError, AppState};
 
 /// `GET /models`: the catalogue (variations, versions, params with their types) and, per model,
@@ -24,6 +26,7 @@ pub async fn models(State(s): State<AppState>, _user: User) -> Json<ModelsView> 
             .map(|m| ModelView::new(m, &live))
             .collect(),
         workers_known: s.control.caught_up(),
+        presets: PresetsView::all().presets,
     })
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod notify;
+pub(crate) mod pipelines;
 pub(crate) mod presign;
 pub(crate) mod process;
 pub(crate) mod status;
@@ -36,6 +37,9 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/process", post(process::process))
         .route("/songs", get(catalog::songs))
         .route("/models", get(catalog::models))
+        .route("/presets", get(pipelines::presets))
+        .route("/pipelines/{pipeline_id}", get(pipelines::get))
+        .route("/pipelines/{pipeline_id}/cancel", post(pipelines::cancel))
         .route("/jobs/{job_id}/cancel", post(admin::cancel))
         .route("/admin/jobs", get(admin::list))
         .route("/admin/jobs/{job_id}/retry", post(admin::retry))

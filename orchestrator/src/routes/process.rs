@@ -11,6 +11,8 @@ use roar_projections::apply::FileRow;
 use roar_schemas::FileStatus;
 use serde_json::Value;
 
+mod chained;
+
 use crate::commands;
 use crate::extract::ApiJson;
 use crate::middleware::User;
@@ -26,6 +28,12 @@ fn parse_one(v: Value, at: Option<usize>) -> Result<Vec<(String, Resolved)>, Api
     let here = at.map(|i| format!("request {i}: ")).unwrap_or_default();
     let bad = |m: String| ApiError::Unprocessable(format!("{here}{m}"));
     let req: ProcessRequest = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+    if req.input.as_ref().is_some_and(|v| !v.is_null()) || req.preset.is_some() {
+        return Err(bad(
+            "`input` goes with one `model` and `preset` stands alone, each in a single request object"
+                .into(),
+        ));
+    }
     let choices: Vec<(String, Option<String>, Option<Value>)> = match (req.model, req.models) {
         (Some(m), None) => vec![(m, req.variation, req.params)],
         (None, Some(_)) if at.is_some() => {
@@ -99,7 +107,7 @@ fn parse(body: Value) -> Result<Vec<(String, Resolved)>, ApiError> {
 
 /// The file must be processable: decoded by the probe. Either refusal is about the file's
 /// state, not the request's form, so both are 409 (the request may be right for another file).
-fn check_ready(f: &FileRow) -> Result<(), ApiError> {
+pub(crate) fn check_ready(f: &FileRow) -> Result<(), ApiError> {
     match f.status {
         FileStatus::Ready => Ok(()),
         FileStatus::Failed => Err(ApiError::Conflict {
@@ -137,6 +145,13 @@ pub async fn process(
     user: User,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
+    let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
+    if body.is_object() && given("preset") {
+        return chained::preset(&s, &user, body).await;
+    }
+    if body.is_object() && given("input") {
+        return chained::with_input(&s, &user, body).await;
+    }
     let single = !body.is_array() && body.get("models").is_none_or(Value::is_null);
     let wanted = parse(body)?;
     let mut files: HashMap<String, FileRow> = HashMap::new();
@@ -150,7 +165,7 @@ pub async fn process(
     let mut results = Vec::with_capacity(wanted.len());
     let mut emitted = false;
     for (file_id, r) in &wanted {
-        let out = commands::jobs::request(&s, &user, &files[file_id], r).await?;
+        let out = commands::jobs::request(&s, &user, &files[file_id], r, None).await?;
         emitted |= out.emitted;
         results.push(out.view);
     }

@@ -123,6 +123,8 @@ pub async fn status(
             (f, jobs)
         }
     };
+    let pipelines =
+        crate::commands::pipelines::views_for_file(&s, &f.file_id, &jobs, q.as_of).await?;
     let mut views = Vec::with_capacity(jobs.len());
     for j in &jobs {
         views.push(JobView::new(j, links::outputs_with_urls(&s, j).await));
@@ -130,6 +132,7 @@ pub async fn status(
     Ok(Json(StatusView {
         file: FileView::from(&f),
         jobs: views,
+        pipelines,
         as_of: q.as_of,
         // false: the wait ran out; what follows may not include the command yet.
         consistent,

@@ -14,6 +14,7 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use super::files::FileView;
+use super::pipelines::{JobInputView, PipelineRequestView, PipelineView};
 use super::schema as s;
 
 /// A job as `/status` and the admin view show it.
@@ -40,13 +41,15 @@ pub struct JobView {
     /// Why it failed (status `failed`).
     pub error: Option<JobError>,
     pub outputs: Vec<OutputView>,
+    /// What the job reads: `null` for the uploaded file, else one output of another job.
+    pub input: Option<JobInputView>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobError {
     pub code: String,
     pub message: Option<String>,
@@ -104,6 +107,7 @@ impl JobView {
                 retryable: j.retryable,
             }),
             outputs,
+            input: j.input().as_ref().map(JobInputView::from),
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
@@ -118,6 +122,8 @@ pub struct StatusView {
     pub file: FileView,
     /// Oldest first; outputs carry download URLs.
     pub jobs: Vec<JobView>,
+    /// The file's pipelines, oldest first: steps, their inputs and states, overall progress.
+    pub pipelines: Vec<PipelineView>,
     /// Only with `?as_of=`: the time the view was folded at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub as_of: Option<DateTime<Utc>>,
@@ -226,6 +232,14 @@ pub struct JobRequestView {
     /// Only when queued by this or a pending request: pass to `GET /status/{file_id}?after=`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consistency_token: Option<String>,
+    /// Only for a job that reads another job's output (`input`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<JobInputView>,
+    /// Only when the input's job has not completed yet: the two-step pipeline that runs the
+    /// input's job, then this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::pipelines::pipeline_id)]
+    pub pipeline_id: Option<String>,
 }
 
 /// `POST /process` with `models` or a list: one entry per job, in request order.
@@ -240,6 +254,8 @@ pub struct RequestedJobs {
 pub enum ProcessResponse {
     One(JobRequestView),
     Many(RequestedJobs),
+    /// A `preset`: the pipeline of its steps.
+    Pipeline(PipelineRequestView),
 }
 
 /// `POST /admin/jobs/{job_id}/retry`: another attempt was requested.

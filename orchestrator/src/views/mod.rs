@@ -12,6 +12,7 @@ mod files;
 mod jobs;
 mod models;
 mod numbers;
+mod pipelines;
 mod process;
 mod queries;
 pub(crate) mod schema;
@@ -35,7 +36,14 @@ pub use models::{
     HealthView, ModelView, ModelsView, ParamKindView, ParamView, ReadyView, VariationView,
     WorkerView,
 };
-pub use process::{ModelChoice, ProcessBody, ProcessRequest, MAX_JOBS_PER_REQUEST};
+pub use pipelines::{
+    overall, JobInputView, PipelineCancelAccepted, PipelinePath, PipelineRequestView,
+    PipelineStepView, PipelineView, PresetStepView, PresetView, PresetsView, StepInputView,
+    PIPELINE_ID_PATTERN,
+};
+pub use process::{
+    JobOutputRef, ModelChoice, ModelOutputRef, ProcessBody, ProcessRequest, MAX_JOBS_PER_REQUEST,
+};
 pub use queries::{
     EventsHeaders, EventsQuery, FilePath, JobPath, JobsQuery, LinkQuery, PageQuery, StatusQuery,
     DEFAULT_LIMIT, MAX_LIMIT, MIN_LIMIT,

@@ -14,6 +14,8 @@ pub struct ModelsView {
     /// False until the control topic has been read to its end: `live: false` may then only
     /// mean "not seen yet".
     pub workers_known: bool,
+    /// The presets `POST /process {file_id, preset}` accepts (also `GET /presets`).
+    pub presets: Vec<super::pipelines::PresetView>,
 }
 
 /// A model family of the catalogue and the workers serving it now.

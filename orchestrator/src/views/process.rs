@@ -31,6 +31,30 @@ pub struct ProcessRequest {
     pub models: Option<Vec<Value>>,
     pub variation: Option<String>,
     pub params: Option<Value>,
+    /// With one `model`: what the job reads instead of the upload ([`JobOutputRef`] or
+    /// [`ModelOutputRef`], told apart by `job_id`).
+    pub input: Option<Value>,
+    /// A catalogue preset: its steps run as one pipeline (nothing else but `file_id`).
+    pub preset: Option<String>,
+}
+
+/// `input: {job_id, output}`: one output of a job of the caller's on the same file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOutputRef {
+    pub job_id: String,
+    pub output: String,
+}
+
+/// `input: {model, variation, params, output}`: one output of that job on the upload, which is
+/// requested first when it has not completed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOutputRef {
+    pub model: String,
+    pub variation: Option<String>,
+    pub params: Option<Value>,
+    pub output: String,
 }
 
 /// An object entry of `models`.
@@ -155,6 +179,8 @@ fn components() -> Vec<(String, RefOr<Schema>)> {
                 .property("file_id", s::file_id())
                 .required("file_id")
                 .property("models", null())
+                .property("input", null())
+                .property("preset", null())
                 .description(Some(format!(
                     "one {} job on one file: {}",
                     m.name, m.description
@@ -190,14 +216,85 @@ fn components() -> Vec<(String, RefOr<Schema>)> {
             .property("model", null())
             .property("variation", null())
             .property("params", null())
+            .property("input", null())
+            .property("preset", null())
             .build()
             .into(),
     ));
+    out.extend(chained_components(models));
     let mut one = OneOfBuilder::new();
     for m in models {
         one = one.item(reference(&single_name(m)));
     }
     out.push(("ProcessRequest".into(), one.into()));
+    out
+}
+
+fn with_input_name(m: &ModelSpec) -> String {
+    format!("ProcessWithInput_{}", m.name)
+}
+
+/// `ProcessPreset`, `ProcessWithInput_<model>` and `JobOutputInput`.
+fn chained_components(models: &[ModelSpec]) -> Vec<(String, RefOr<Schema>)> {
+    let job_output = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(closed()))
+        .description(Some(
+            "one output of a job of the caller's on the same file. The handler also reads \
+             `{model, variation?, params?, output}`: that model's job on the upload, requested \
+             first (a two-step pipeline) when it has not completed; see docs/api.md",
+        ))
+        .property("job_id", s::job_id())
+        .required("job_id")
+        .property(
+            "output",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64))
+                .description(Some(
+                    "an output's name: its file name without the extension (`vocals`)",
+                )),
+        )
+        .required("output");
+    let mut out = vec![("JobOutputInput".to_string(), job_output.build().into())];
+    for m in models {
+        out.push((
+            with_input_name(m),
+            model_fields(m)
+                .property("file_id", s::file_id())
+                .required("file_id")
+                .property("input", reference("JobOutputInput"))
+                .required("input")
+                .property("models", null())
+                .property("preset", null())
+                .description(Some(format!(
+                    "one {} job on one output of another job (on the same file) instead of the upload",
+                    m.name
+                )))
+                .build()
+                .into(),
+        ));
+    }
+    let preset = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(closed()))
+        .description(Some(
+            "a preset's steps on one file, as one pipeline (see `GET /presets`)",
+        ))
+        .property("file_id", s::file_id())
+        .required("file_id")
+        .property(
+            "preset",
+            s::words(catalog::presets().iter().map(|p| p.name)),
+        )
+        .required("preset")
+        .property("model", null())
+        .property("models", null())
+        .property("variation", null())
+        .property("params", null())
+        .property("input", null());
+    out.push(("ProcessPreset".into(), preset.build().into()));
     out
 }
 
@@ -207,9 +304,13 @@ impl PartialSchema for ProcessBody {
         for m in catalog::models() {
             single = single.item(reference(&single_name(m)));
         }
-        OneOfBuilder::new()
+        let mut body = OneOfBuilder::new()
             .item(reference("ProcessRequest"))
-            .item(reference("ProcessMany"))
+            .item(reference("ProcessMany"));
+        for m in catalog::models() {
+            body = body.item(reference(&with_input_name(m)));
+        }
+        body.item(reference("ProcessPreset"))
             .item(
                 ArrayBuilder::new()
                     .items(single)
@@ -218,7 +319,8 @@ impl PartialSchema for ProcessBody {
                     .description(Some("several requests, one model each")),
             )
             .description(Some(
-                "one model on one file, several models on one file, or a list of single-model \
+                "one model on one file, several models on one file, one model on another job's \
+                 output (`input`), a preset's pipeline (`preset`), or a list of single-model \
                  requests; at most 20 jobs per request",
             ))
             .into()

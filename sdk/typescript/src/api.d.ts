@@ -193,6 +193,63 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/pipelines/{pipeline_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /pipelines/{pipeline_id}`: a pipeline's steps, their inputs and states, and overall
+         *     progress.
+         */
+        get: operations["pipeline"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/pipelines/{pipeline_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * `POST /pipelines/{pipeline_id}/cancel`: steps not requested yet end `canceled`; requested
+         *     ones are canceled like `POST /jobs/{job_id}/cancel` does.
+         */
+        post: operations["cancel_pipeline"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/presets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /presets`: the pipelines `POST /process {file_id, preset}` runs, step by step. */
+        get: operations["presets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/process": {
         parameters: {
             query?: never;
@@ -446,6 +503,22 @@ export interface components {
             /** @description Whether another attempt may succeed. */
             retryable?: boolean | null;
         };
+        /** @description What a job reads when not the uploaded file: one output of another job on the file. */
+        JobInputView: {
+            /** @description a job id: `j` and 32 lowercase hex digits */
+            job_id: string;
+            model: string;
+            /** @description The output's name: its file name without the extension (`vocals`). */
+            output: string;
+            variation: string;
+        };
+        /** @description one output of a job of the caller's on the same file. The handler also reads `{model, variation?, params?, output}`: that model's job on the upload, requested first (a two-step pipeline) when it has not completed; see docs/api.md */
+        JobOutputInput: {
+            /** @description a job id: `j` and 32 lowercase hex digits */
+            job_id: string;
+            /** @description an output's name: its file name without the extension (`vocals`) */
+            output: string;
+        };
         /** @description A job `POST /process` asked for (or found). */
         JobRequestView: {
             /**
@@ -457,6 +530,7 @@ export interface components {
             consistency_token?: string | null;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
+            input?: null | components["schemas"]["JobInputView"];
             /** @description a job id: `j` and 32 lowercase hex digits */
             job_id: string;
             model: string;
@@ -467,6 +541,8 @@ export interface components {
             params: {
                 [key: string]: unknown;
             };
+            /** @description a pipeline id: `p` and 32 lowercase hex digits */
+            pipeline_id?: string;
             /** @enum {string} */
             status: "queued" | "running" | "skipped";
             variation: string;
@@ -482,6 +558,7 @@ export interface components {
             file_id: string;
             /** Format: date-time */
             finished_at?: string | null;
+            input?: null | components["schemas"]["JobInputView"];
             /** @description a job id: `j` and 32 lowercase hex digits */
             job_id: string;
             /** @description The worker's last progress message. */
@@ -678,6 +755,8 @@ export interface components {
         /** @description `GET /models`. */
         ModelsView: {
             models: components["schemas"]["ModelView"][];
+            /** @description The presets `POST /process {file_id, preset}` accepts (also `GET /presets`). */
+            presets: components["schemas"]["PresetView"][];
             /**
              * @description False until the control topic has been read to its end: `live: false` may then only
              *     mean "not seen yet".
@@ -820,6 +899,90 @@ export interface components {
             description: string;
             name: string;
         };
+        /** @description `POST /pipelines/{pipeline_id}/cancel`. */
+        PipelineCancelAccepted: {
+            /** @description The steps' jobs a cancel was sent for (those already requested and not finished). */
+            canceled_jobs: string[];
+            consistency_token: string;
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            /** @description a pipeline id: `p` and 32 lowercase hex digits */
+            pipeline_id: string;
+            /** @enum {string} */
+            status: "cancel_requested";
+        };
+        /**
+         * @description `POST /process` with a `preset` (or an `input` whose upstream job has not completed): the
+         *     pipeline asked for, or the one that exists already.
+         */
+        PipelineRequestView: components["schemas"]["PipelineView"] & {
+            /** @description Only when requested by this or a pending request: pass to `GET /status/{file_id}?after=`. */
+            consistency_token?: string | null;
+        };
+        /** @description One step of a pipeline and the state of its job. */
+        PipelineStepView: {
+            error?: null | components["schemas"]["JobError"];
+            input?: null | components["schemas"]["StepInputView"];
+            /** @description a job id: `j` and 32 lowercase hex digits */
+            job_id: string;
+            model: string;
+            name: string;
+            /**
+             * Format: float
+             * @description Percent, 0–100.
+             */
+            progress: number;
+            /** @enum {string} */
+            status: "queued" | "running" | "completed" | "failed" | "canceled";
+            variation: string;
+        };
+        /** @description A pipeline: its steps, their inputs and states, and overall progress. */
+        PipelineView: {
+            /**
+             * Format: date-time
+             * @description When a cancel of the pipeline was asked for.
+             */
+            canceled_at?: string | null;
+            /** Format: date-time */
+            created_at?: string | null;
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            /** @description a pipeline id: `p` and 32 lowercase hex digits */
+            pipeline_id: string;
+            /** @description The preset it was expanded from, if any. */
+            preset?: string | null;
+            /**
+             * Format: float
+             * @description The mean of the steps' progress, 0–100.
+             */
+            progress: number;
+            /** @enum {string} */
+            status: "queued" | "running" | "completed" | "failed" | "canceled";
+            /** @description Upstream steps first. */
+            steps: components["schemas"]["PipelineStepView"][];
+        };
+        /** @description A step of a preset. */
+        PresetStepView: {
+            input?: null | components["schemas"]["StepInputView"];
+            model: string;
+            name: string;
+            /** @description The normalised params (defaults filled in): equal params name the same job. */
+            params: {
+                [key: string]: unknown;
+            };
+            variation: string;
+        };
+        /** @description A preset: `POST /process {file_id, preset}` runs its steps as one pipeline. */
+        PresetView: {
+            description: string;
+            name: string;
+            /** @description Upstream steps first. */
+            steps: components["schemas"]["PresetStepView"][];
+        };
+        /** @description `GET /presets`. */
+        PresetsView: {
+            presets: components["schemas"]["PresetView"][];
+        };
         /** @description The probe's summary of the decoded audio. Levels of digital silence are `null` (−∞ dBFS). */
         ProbeView: {
             /** Format: int32 */
@@ -838,21 +1001,24 @@ export interface components {
             /** Format: int32 */
             sample_rate: number;
         };
-        /** @description one model on one file, several models on one file, or a list of single-model requests; at most 20 jobs per request */
-        ProcessBody: components["schemas"]["ProcessRequest"] | components["schemas"]["ProcessMany"] | (components["schemas"]["ProcessOne_demucs"] | components["schemas"]["ProcessOne_whisper"] | components["schemas"]["ProcessOne_pitch"] | components["schemas"]["ProcessOne_musicgen"] | components["schemas"]["ProcessOne_gemma3n"])[];
+        /** @description one model on one file, several models on one file, one model on another job's output (`input`), a preset's pipeline (`preset`), or a list of single-model requests; at most 20 jobs per request */
+        ProcessBody: components["schemas"]["ProcessRequest"] | components["schemas"]["ProcessMany"] | components["schemas"]["ProcessWithInput_demucs"] | components["schemas"]["ProcessWithInput_whisper"] | components["schemas"]["ProcessWithInput_pitch"] | components["schemas"]["ProcessWithInput_musicgen"] | components["schemas"]["ProcessWithInput_gemma3n"] | components["schemas"]["ProcessPreset"] | (components["schemas"]["ProcessOne_demucs"] | components["schemas"]["ProcessOne_whisper"] | components["schemas"]["ProcessOne_pitch"] | components["schemas"]["ProcessOne_musicgen"] | components["schemas"]["ProcessOne_gemma3n"])[];
         /** @description several models on one file; variation and params per model */
         ProcessMany: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
+            input?: null;
             model?: null;
             models: (("demucs" | "whisper" | "pitch" | "musicgen" | "gemma3n") | components["schemas"]["ModelChoice_demucs"] | components["schemas"]["ModelChoice_whisper"] | components["schemas"]["ModelChoice_pitch"] | components["schemas"]["ModelChoice_musicgen"] | components["schemas"]["ModelChoice_gemma3n"])[];
             params?: null;
+            preset?: null;
             variation?: null;
         };
         /** @description one demucs job on one file: source separation (Hybrid Transformer Demucs v4) */
         ProcessOne_demucs: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
+            input?: null;
             /** @enum {string} */
             model: "demucs";
             models?: null;
@@ -884,6 +1050,7 @@ export interface components {
                  */
                 two_stems?: "vocals" | "drums" | "bass" | "other" | "guitar" | "piano" | null;
             } | null;
+            preset?: null;
             /**
              * @description default: htdemucs
              * @enum {string|null}
@@ -894,6 +1061,7 @@ export interface components {
         ProcessOne_gemma3n: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
+            input?: null;
             /** @enum {string} */
             model: "gemma3n";
             models?: null;
@@ -909,6 +1077,7 @@ export interface components {
                  */
                 whisper?: "base" | "tiny.en" | null;
             } | null;
+            preset?: null;
             /**
              * @description default: gemma3-270m
              * @enum {string|null}
@@ -919,6 +1088,7 @@ export interface components {
         ProcessOne_musicgen: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
+            input?: null;
             /** @enum {string} */
             model: "musicgen";
             models?: null;
@@ -948,6 +1118,7 @@ export interface components {
                 /** @description nucleus sampling mass (1: off) */
                 top_p?: number | null;
             } | null;
+            preset?: null;
             /**
              * @description default: small
              * @enum {string|null}
@@ -958,6 +1129,7 @@ export interface components {
         ProcessOne_pitch: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
+            input?: null;
             /** @enum {string} */
             model: "pitch";
             models?: null;
@@ -977,6 +1149,7 @@ export interface components {
                 /** @description confidence below which a frame is unvoiced */
                 voicing_threshold?: number | null;
             } | null;
+            preset?: null;
             /**
              * @description default: tiny
              * @enum {string|null}
@@ -987,6 +1160,7 @@ export interface components {
         ProcessOne_whisper: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
+            input?: null;
             /** @enum {string} */
             model: "whisper";
             models?: null;
@@ -1008,15 +1182,201 @@ export interface components {
                 /** @description word-level times from cross-attention */
                 word_timestamps?: boolean | null;
             } | null;
+            preset?: null;
             /**
              * @description default: tiny.en
              * @enum {string|null}
              */
             variation?: "tiny.en" | "base" | null;
         };
+        /** @description a preset's steps on one file, as one pipeline (see `GET /presets`) */
+        ProcessPreset: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input?: null;
+            model?: null;
+            models?: null;
+            params?: null;
+            /** @enum {string} */
+            preset: "karaoke" | "stems" | "transcribe-vocals";
+            variation?: null;
+        };
         ProcessRequest: components["schemas"]["ProcessOne_demucs"] | components["schemas"]["ProcessOne_whisper"] | components["schemas"]["ProcessOne_pitch"] | components["schemas"]["ProcessOne_musicgen"] | components["schemas"]["ProcessOne_gemma3n"];
         /** @description `POST /process` answers one job for one `model`, a list for `models` or a list body. */
-        ProcessResponse: components["schemas"]["JobRequestView"] | components["schemas"]["RequestedJobs"];
+        ProcessResponse: components["schemas"]["JobRequestView"] | components["schemas"]["RequestedJobs"] | components["schemas"]["PipelineRequestView"];
+        /** @description one demucs job on one output of another job (on the same file) instead of the upload */
+        ProcessWithInput_demucs: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input: components["schemas"]["JobOutputInput"];
+            /** @enum {string} */
+            model: "demucs";
+            models?: null;
+            /** @description demucs's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /**
+                 * @description write STEM and no_STEM only
+                 * @enum {string|null}
+                 */
+                two_stems?: "vocals" | "drums" | "bass" | "other" | "guitar" | "piano" | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: htdemucs
+             * @enum {string|null}
+             */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one gemma3n job on one output of another job (on the same file) instead of the upload */
+        ProcessWithInput_gemma3n: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input: components["schemas"]["JobOutputInput"];
+            /** @enum {string} */
+            model: "gemma3n";
+            models?: null;
+            /** @description gemma3n's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /** @description extra instructions */
+                prompt?: string | null;
+                /**
+                 * @description what to produce
+                 * @enum {string|null}
+                 */
+                task?: "lyrics" | "align" | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: e2b
+             * @enum {string|null}
+             */
+            variation?: "e2b" | null;
+        };
+        /** @description one musicgen job on one output of another job (on the same file) instead of the upload */
+        ProcessWithInput_musicgen: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input: components["schemas"]["JobOutputInput"];
+            /** @enum {string} */
+            model: "musicgen";
+            models?: null;
+            /** @description musicgen's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /** @description seconds of audio */
+                duration?: number | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description classifier-free guidance (1: off) */
+                guidance_scale?: number | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description what to generate */
+                prompt?: string | null;
+                /** @description continue the song: seconds of its end the new music follows on from */
+                prompt_seconds?: number | null;
+                /** @description the same seed and params generate the same music (default: from the job) */
+                seed?: number | null;
+                /** @description sampling temperature; 0 picks the likeliest code */
+                temperature?: number | null;
+                /** @description sample among the k likeliest codes (0: all) */
+                top_k?: number | null;
+                /** @description nucleus sampling mass (1: off) */
+                top_p?: number | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: small
+             * @enum {string|null}
+             */
+            variation?: "small" | "medium" | "large" | "melody" | null;
+        };
+        /** @description one pitch job on one output of another job (on the same file) instead of the upload */
+        ProcessWithInput_pitch: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input: components["schemas"]["JobOutputInput"];
+            /** @enum {string} */
+            model: "pitch";
+            models?: null;
+            /** @description pitch's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /**
+                 * @description how a pitch is read from the activations
+                 * @enum {string|null}
+                 */
+                decoder?: "normalized_viterbi" | "viterbi" | "weighted_argmax" | "argmax" | null;
+                /** @description highest pitch, Hz */
+                fmax?: number | null;
+                /** @description lowest pitch, Hz */
+                fmin?: number | null;
+                /** @description time between pitch frames, ms */
+                hop_ms?: number | null;
+                /** @description confidence below which a frame is unvoiced */
+                voicing_threshold?: number | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: tiny
+             * @enum {string|null}
+             */
+            variation?: "tiny" | "full" | null;
+        };
+        /** @description one whisper job on one output of another job (on the same file) instead of the upload */
+        ProcessWithInput_whisper: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input: components["schemas"]["JobOutputInput"];
+            /** @enum {string} */
+            model: "whisper";
+            models?: null;
+            /** @description whisper's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /** @description 1 is greedy decoding */
+                beam_size?: number | null;
+                /** @description text that conditions the first window */
+                initial_prompt?: string | null;
+                /** @description ISO code; detected when absent (multilingual models) */
+                language?: string | null;
+                /**
+                 * @description translate goes to English
+                 * @enum {string|null}
+                 */
+                task?: "transcribe" | "translate" | null;
+                /** @description first sampling temperature (falls back upwards) */
+                temperature?: number | null;
+                /** @description word-level times from cross-attention */
+                word_timestamps?: boolean | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: tiny.en
+             * @enum {string|null}
+             */
+            variation?: "tiny.en" | "base" | null;
+        };
         /** @description `GET /ready`. */
         ReadyView: {
             database: boolean;
@@ -1079,6 +1439,15 @@ export interface components {
             file: components["schemas"]["FileView"];
             /** @description Oldest first; outputs carry download URLs. */
             jobs: components["schemas"]["JobView"][];
+            /** @description The file's pipelines, oldest first: steps, their inputs and states, overall progress. */
+            pipelines: components["schemas"]["PipelineView"][];
+        };
+        /** @description What a step reads: one output of an earlier step of the pipeline. */
+        StepInputView: {
+            /** @description The upstream output's name (`vocals`). */
+            output: string;
+            /** @description The upstream step's name. */
+            step: string;
         };
         /** @description `POST /upload` answers a ticket (JSON body) or the uploaded file (multipart body). */
         UploadCreated: components["schemas"]["UploadTicket"] | components["schemas"]["Uploaded"];
@@ -1847,6 +2216,193 @@ export interface operations {
             };
             /** @description the JSON does not have the documented shape; `progress` without a percent or outside 0..=100; `failed` without `error`; an output path that is not a key under an output folder */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, or token verification
+             *     is not configured; retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    pipeline: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                pipeline_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the pipeline and the state of each step */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PipelineView"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such pipeline of the caller's (or not projected yet) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, or token verification
+             *     is not configured; retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancel_pipeline: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                pipeline_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the cancel was recorded; `canceled_jobs` were asked to stop */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PipelineCancelAccepted"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such pipeline of the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description every step has finished (`pipeline_finished`), or the cancel was asked for already (`pipeline_canceled`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, or token verification
+             *     is not configured; retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    presets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description every preset with its steps (models, normalised params, inputs) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PresetsView"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

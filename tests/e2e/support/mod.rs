@@ -421,6 +421,51 @@ pub async fn status_and_json(r: reqwest::Response) -> (u16, Value) {
     (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// Every message on `topic` up to its high watermarks now.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<roar_common::kafka::Delivery> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "roar-test-topic-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut ends = std::collections::HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        let (_, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        if high > 0 {
+            ends.insert(p.id(), high);
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{topic} not read");
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let d = roar_common::kafka::Delivery::from_message(&m.unwrap());
+        if ends
+            .get(&d.partition)
+            .is_some_and(|end| d.offset + 1 >= *end)
+        {
+            ends.remove(&d.partition);
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// The total number of messages on `topic` (sum of high watermarks).
 pub fn topic_len(brokers: &str, topic: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};

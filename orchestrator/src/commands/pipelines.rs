@@ -1,0 +1,397 @@
+//! Commands on pipelines: request one (a preset, or a job whose input job has not completed
+//! yet), cancel one, and read them back. The orchestrator records only `PipelineRequested` and
+//! `PipelineCancelRequested` on `roar.pipelines.v1`; the process manager (`roar pipeline`)
+//! requests each step's job when its input is ready.
+
+use std::collections::HashMap;
+
+use roar_common::catalog::{PlannedStep, Resolved};
+use roar_projections::apply::FileRow;
+use roar_projections::{JobRow, PipelineRow};
+use roar_schemas::ids::{self, canonical_json};
+use roar_schemas::topics::PIPELINES;
+use roar_schemas::{
+    EventMeta, JobInput, JobStatus, PipelineBody, PipelineEvent, PipelineStep, PipelineStepInput,
+};
+
+use super::jobs::{self, Requested};
+use super::{actor, cancel, consistency_token};
+use crate::middleware::{current_request_id, User};
+use crate::views::{
+    JobInputView, JobRequestView, Outcome, PipelineCancelAccepted, PipelineRequestView,
+    PipelineStepView, PipelineView, StepInputView,
+};
+use crate::{ApiError, AppState};
+
+/// A step before its job id is derived.
+fn step(name: &str, r: &Resolved, input: Option<(String, String)>) -> PipelineStep {
+    PipelineStep {
+        name: name.into(),
+        job_id: String::new(),
+        model: r.model.into(),
+        variation: r.variation.clone(),
+        model_version: r.model_version.clone(),
+        params_json: canonical_json(&r.params),
+        input: input.map(|(step, output)| PipelineStepInput { step, output }),
+    }
+}
+
+/// Derives every step's job id (upstream steps first, as `plan` orders them) and the pipeline's.
+fn with_ids(
+    file: &FileRow,
+    mut steps: Vec<PipelineStep>,
+) -> Result<(String, Vec<PipelineStep>), ApiError> {
+    for i in 0..steps.len() {
+        let id = ids::step_identity(&file.file_id, &steps[..i], &steps[i])
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        steps[i].job_id = id.job_id().to_string();
+    }
+    let pipeline_id = ids::pipeline_id(
+        &file.owner,
+        &file.file_id,
+        steps.iter().map(|s| s.job_id.as_str()),
+    );
+    Ok((pipeline_id, steps))
+}
+
+/// The view of a pipeline just asked for: every step queued.
+fn fresh_view(
+    file: &FileRow,
+    pipeline_id: &str,
+    preset: Option<&str>,
+    steps: &[PipelineStep],
+) -> PipelineView {
+    PipelineView::from_steps(
+        pipeline_id.into(),
+        file.file_id.clone(),
+        preset.map(Into::into),
+        steps
+            .iter()
+            .map(|s| PipelineStepView {
+                name: s.name.clone(),
+                job_id: s.job_id.clone(),
+                model: s.model.clone(),
+                variation: s.variation.clone(),
+                input: s.input.as_ref().map(|i| StepInputView {
+                    step: i.step.clone(),
+                    output: i.output.clone(),
+                }),
+                status: JobStatus::Queued,
+                progress: 0.0,
+                error: None,
+            })
+            .collect(),
+    )
+}
+
+/// What a pipeline request did.
+pub struct PipelineRequested {
+    pub view: PipelineRequestView,
+    /// Whether a new event was emitted.
+    pub emitted: bool,
+}
+
+/// Emits `PipelineRequested` for `steps` unless the pipeline exists (or is pending) already.
+async fn emit(
+    s: &AppState,
+    user: &User,
+    file: &FileRow,
+    preset: Option<&str>,
+    steps: Vec<PipelineStep>,
+) -> Result<PipelineRequested, ApiError> {
+    let (pipeline_id, steps) = with_ids(file, steps)?;
+    if let Some(p) = s.read.pipeline(&pipeline_id).await? {
+        return Ok(PipelineRequested {
+            view: PipelineRequestView {
+                pipeline: view(s, &p).await?,
+                consistency_token: None,
+            },
+            emitted: false,
+        });
+    }
+    let fresh = fresh_view(file, &pipeline_id, preset, &steps);
+    if let Err((_, token)) = s.pending.reserve(&pipeline_id, 1) {
+        return Ok(PipelineRequested {
+            view: PipelineRequestView {
+                pipeline: fresh,
+                consistency_token: Some(token),
+            },
+            emitted: false,
+        });
+    }
+    let ev = PipelineEvent {
+        meta: EventMeta::new(current_request_id(), actor(user)),
+        pipeline_id: pipeline_id.clone(),
+        file_id: file.file_id.clone(),
+        owner: file.owner.clone(),
+        body: PipelineBody::Requested {
+            preset: preset.map(Into::into),
+            steps,
+        },
+    };
+    match s.producer.send(PIPELINES, &file.file_id, &ev).await {
+        Ok((p, o)) => {
+            let token = consistency_token(PIPELINES, p, o);
+            s.pending.confirm(&pipeline_id, &token);
+            tracing::info!(pipeline_id = %pipeline_id, file_id = %file.file_id, preset = ?preset, "pipeline requested");
+            Ok(PipelineRequested {
+                view: PipelineRequestView {
+                    pipeline: fresh,
+                    consistency_token: Some(token),
+                },
+                emitted: true,
+            })
+        }
+        Err(e) => {
+            s.pending.release(&pipeline_id);
+            Err(e.into())
+        }
+    }
+}
+
+/// `POST /process {file_id, preset}`: the preset's steps as one pipeline.
+pub async fn request_preset(
+    s: &AppState,
+    user: &User,
+    file: &FileRow,
+    preset: &str,
+    planned: &[PlannedStep],
+) -> Result<PipelineRequested, ApiError> {
+    let steps = planned
+        .iter()
+        .map(|p| step(&p.name, &p.resolved, p.input.clone()))
+        .collect();
+    emit(s, user, file, Some(preset), steps).await
+}
+
+/// The job an `input` names, as a pipeline step that reads the upload.
+pub struct Upstream {
+    pub step: PipelineStep,
+    /// Whether its outputs exist (completed, or skipped because they did).
+    pub completed: bool,
+}
+
+impl Upstream {
+    /// A job the read model knows. Its id must be the one its row's request derives, which
+    /// holds for a job that reads the upload.
+    pub fn from_row(j: &JobRow) -> Self {
+        Self {
+            step: PipelineStep {
+                name: j.model.clone(),
+                job_id: j.job_id.clone(),
+                model: j.model.clone(),
+                variation: j.variation.clone(),
+                model_version: j.model_version.clone(),
+                params_json: canonical_json(&j.params),
+                input: None,
+            },
+            completed: j.status == JobStatus::Completed,
+        }
+    }
+
+    /// A model request on the upload of `file_id`; `completed` is for the caller to set from
+    /// the read model.
+    pub fn from_request(file_id: &str, r: &Resolved) -> Self {
+        let mut step = step(r.model, r, None);
+        step.job_id = jobs::identity_reading(file_id, r, None)
+            .job_id()
+            .to_string();
+        Self {
+            step,
+            completed: false,
+        }
+    }
+}
+
+/// `POST /process {file_id, model, input}`: a job on one output of `up`'s job. A completed
+/// upstream job is read at once (one `JobRequested`); otherwise a two-step pipeline runs the
+/// upstream job, then this one.
+pub async fn request_with_input(
+    s: &AppState,
+    user: &User,
+    file: &FileRow,
+    r: &Resolved,
+    up: Upstream,
+    output: &str,
+) -> Result<Requested, ApiError> {
+    let input = JobInput {
+        job_id: up.step.job_id.clone(),
+        model: up.step.model.clone(),
+        variation: up.step.variation.clone(),
+        output: output.into(),
+    };
+    let identity = jobs::identity_reading(&file.file_id, r, Some(input.clone()));
+    let existing = s.read.job(identity.job_id()).await?;
+    if up.completed || existing.is_some_and(|j| !j.status.is_closed()) {
+        return jobs::request(s, user, file, r, Some(input)).await;
+    }
+    let name = if up.step.name == r.model {
+        format!("{}-on-{output}", r.model)
+    } else {
+        r.model.to_string()
+    };
+    let upstream_name = up.step.name.clone();
+    let steps = vec![
+        up.step,
+        step(&name, r, Some((upstream_name, output.into()))),
+    ];
+    let out = emit(s, user, file, None, steps).await?;
+    let job = out
+        .view
+        .pipeline
+        .steps
+        .iter()
+        .find(|st| st.name == name)
+        .map(|st| (st.job_id.clone(), st.status))
+        .ok_or(ApiError::Internal(
+            "a requested pipeline lost its step".into(),
+        ))?;
+    debug_assert_eq!(job.0, identity.job_id());
+    Ok(Requested {
+        view: JobRequestView {
+            job_id: job.0,
+            file_id: file.file_id.clone(),
+            model: r.model.into(),
+            variation: r.variation.clone(),
+            model_version: r.model_version.clone(),
+            params: r.params.clone(),
+            status: Outcome::Job(job.1),
+            attempt: None,
+            outputs: None,
+            consistency_token: out.view.consistency_token,
+            input: Some(JobInputView::from(&input)),
+            pipeline_id: Some(out.view.pipeline.pipeline_id),
+        },
+        emitted: out.emitted,
+    })
+}
+
+/// A pipeline the caller may see, or 404 (other users' included).
+pub async fn visible(
+    s: &AppState,
+    user: &User,
+    pipeline_id: &str,
+) -> Result<PipelineRow, ApiError> {
+    if !ids::is_valid_id('p', pipeline_id) {
+        return Err(ApiError::NotFound);
+    }
+    let p = s
+        .read
+        .pipeline(pipeline_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if user.may_access(&p.owner) {
+        Ok(p)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// The read model's view of one pipeline.
+pub async fn view(s: &AppState, p: &PipelineRow) -> Result<PipelineView, ApiError> {
+    let steps = s
+        .read
+        .pipeline_steps(std::slice::from_ref(&p.pipeline_id))
+        .await?;
+    let ids: Vec<String> = steps.iter().map(|st| st.job_id.clone()).collect();
+    let jobs: HashMap<String, JobRow> = s
+        .read
+        .jobs(&ids)
+        .await?
+        .into_iter()
+        .map(|j| (j.job_id.clone(), j))
+        .collect();
+    Ok(PipelineView::new(
+        p,
+        &steps.iter().collect::<Vec<_>>(),
+        &jobs,
+    ))
+}
+
+/// The file's pipelines (those created by `until`, when given), with their steps' states taken
+/// from `jobs` (the file's jobs as `/status` shows them).
+pub async fn views_for_file(
+    s: &AppState,
+    file_id: &str,
+    jobs: &[JobRow],
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<PipelineView>, ApiError> {
+    let rows: Vec<PipelineRow> = s
+        .read
+        .pipelines_for_file(file_id)
+        .await?
+        .into_iter()
+        .filter(|p| until.is_none_or(|t| p.created_at <= t))
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = rows.iter().map(|p| p.pipeline_id.clone()).collect();
+    let steps = s.read.pipeline_steps(&ids).await?;
+    let by_id: HashMap<String, JobRow> =
+        jobs.iter().map(|j| (j.job_id.clone(), j.clone())).collect();
+    Ok(rows
+        .iter()
+        .map(|p| {
+            let mine: Vec<_> = steps
+                .iter()
+                .filter(|st| st.pipeline_id == p.pipeline_id)
+                .collect();
+            PipelineView::new(p, &mine, &by_id)
+        })
+        .collect())
+}
+
+/// Cancels a pipeline: `PipelineCancelRequested` (the process manager cancels the steps it has
+/// not requested), and the usual job cancel for every step already requested and not finished.
+pub async fn cancel(
+    s: &AppState,
+    user: &User,
+    p: &PipelineRow,
+) -> Result<PipelineCancelAccepted, ApiError> {
+    if p.canceled_at.is_some() {
+        return Err(ApiError::Conflict {
+            code: "pipeline_canceled",
+            message: "the pipeline's cancel was asked for already".into(),
+        });
+    }
+    let current = view(s, p).await?;
+    if current.steps.iter().all(|st| st.status.is_terminal()) {
+        return Err(ApiError::Conflict {
+            code: "pipeline_finished",
+            message: format!(
+                "every step has finished; the pipeline is {}",
+                current.status
+            ),
+        });
+    }
+    let ev = PipelineEvent {
+        meta: EventMeta::new(current_request_id(), actor(user)),
+        pipeline_id: p.pipeline_id.clone(),
+        file_id: p.file_id.clone(),
+        owner: p.owner.clone(),
+        body: PipelineBody::CancelRequested {
+            reason: Some(format!("canceled by {}", actor(user))),
+        },
+    };
+    let (part, off) = s.producer.send(PIPELINES, &p.file_id, &ev).await?;
+    let mut token = consistency_token(PIPELINES, part, off);
+    let ids: Vec<String> = current.steps.iter().map(|st| st.job_id.clone()).collect();
+    let mut canceled = Vec::new();
+    for j in s.read.jobs(&ids).await? {
+        // A step's row is queued from the pipeline's request; only a job with a request of its
+        // own may have reached a worker.
+        if j.requested_at.is_some() && !j.status.is_terminal() {
+            token = cancel::cancel(s, user, &j).await?.consistency_token;
+            canceled.push(j.job_id.clone());
+        }
+    }
+    tracing::info!(pipeline_id = %p.pipeline_id, jobs = canceled.len(), "pipeline cancel requested");
+    Ok(PipelineCancelAccepted {
+        pipeline_id: p.pipeline_id.clone(),
+        file_id: p.file_id.clone(),
+        status: "cancel_requested",
+        canceled_jobs: canceled,
+        consistency_token: token,
+    })
+}

@@ -1,0 +1,188 @@
+//! `POST /process` for chained work: a `preset` (a pipeline from the catalogue) or one model
+//! with an `input` (another job's output). Everything is checked before anything is emitted:
+//! the body's shape, the catalogue (models, outputs, the preset), the file, the input job.
+
+use axum::http::StatusCode;
+use axum::Json;
+use roar_common::catalog::{self, Resolved, StepRequest};
+use roar_projections::JobRow;
+use serde_json::Value;
+
+use super::check_ready;
+use crate::commands::pipelines::{self, Upstream};
+use crate::middleware::User;
+use crate::routes::status::visible_file;
+use crate::views::{stored_outputs, JobOutputRef, ModelOutputRef, ProcessRequest, ProcessResponse};
+use crate::{ApiError, AppState};
+
+fn bad(m: impl std::fmt::Display) -> ApiError {
+    ApiError::Unprocessable(m.to_string())
+}
+
+fn code(emitted: bool) -> StatusCode {
+    if emitted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// `{file_id, preset}`.
+pub(super) async fn preset(
+    s: &AppState,
+    user: &User,
+    body: Value,
+) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
+    let req: ProcessRequest = serde_json::from_value(body).map_err(bad)?;
+    let alone = req.model.is_none()
+        && req.models.is_none()
+        && req.variation.is_none()
+        && req.params.as_ref().is_none_or(Value::is_null)
+        && req.input.as_ref().is_none_or(Value::is_null);
+    if !alone {
+        return Err(bad(
+            "a preset request takes only `file_id` and `preset` (see `GET /presets`)",
+        ));
+    }
+    let file = visible_file(s, user, &req.file_id).await?;
+    check_ready(&file)?;
+    let name = req.preset.unwrap_or_default();
+    let preset = catalog::preset(&name).map_err(bad)?;
+    let steps: Vec<StepRequest> = preset.steps.iter().map(StepRequest::from).collect();
+    let planned = catalog::plan(&steps).map_err(bad)?;
+    let out = pipelines::request_preset(s, user, &file, preset.name, &planned).await?;
+    Ok((code(out.emitted), Json(ProcessResponse::Pipeline(out.view))))
+}
+
+/// The input's reference, told apart by `job_id`.
+enum InputRef {
+    Job(JobOutputRef),
+    Model(ModelOutputRef),
+}
+
+fn input_ref(v: Value) -> Result<InputRef, ApiError> {
+    let shape = "`input` is {job_id, output} or {model, variation?, params?, output}";
+    match &v {
+        Value::Object(m) if m.contains_key("job_id") => serde_json::from_value(v)
+            .map(InputRef::Job)
+            .map_err(|e| bad(format!("input: {e}; {shape}"))),
+        Value::Object(_) => serde_json::from_value(v)
+            .map(InputRef::Model)
+            .map_err(|e| bad(format!("input: {e}; {shape}"))),
+        _ => Err(bad(shape)),
+    }
+}
+
+/// `output` among the stored outputs of a completed job, by name (file name without extension).
+fn has_output(job: &JobRow, output: &str) -> Result<(), ApiError> {
+    let names: Vec<String> = stored_outputs(job)
+        .iter()
+        .filter_map(|o| o.path.rsplit('/').next())
+        .map(|f| f.split_once('.').map_or(f, |(stem, _)| stem).to_string())
+        .collect();
+    if names.iter().any(|n| n == output) {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "input job {} completed without an output {output:?} (it has {})",
+            job.job_id,
+            names.join(", ")
+        )))
+    }
+}
+
+/// `{file_id, model, variation?, params?, input}`.
+pub(super) async fn with_input(
+    s: &AppState,
+    user: &User,
+    body: Value,
+) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
+    let req: ProcessRequest = serde_json::from_value(body).map_err(bad)?;
+    if req.models.is_some() {
+        return Err(bad("`input` goes with one `model`, not `models`"));
+    }
+    let model = req.model.ok_or_else(|| bad("missing field `model`"))?;
+    let input = input_ref(req.input.unwrap_or(Value::Null))?;
+    let file = visible_file(s, user, &req.file_id).await?;
+    check_ready(&file)?;
+    let r = catalog::resolve(&model, req.variation.as_deref(), req.params.as_ref()).map_err(bad)?;
+    let output = match &input {
+        InputRef::Job(j) => j.output.clone(),
+        InputRef::Model(m) => m.output.clone(),
+    };
+    let model_up = match &input {
+        InputRef::Model(m) => Some(
+            catalog::resolve(&m.model, m.variation.as_deref(), m.params.as_ref())
+                .map_err(|e| bad(format!("input: {e}")))?,
+        ),
+        InputRef::Job(_) => None,
+    };
+    if let Some(up) = &model_up {
+        catalog::check_output(up, &output).map_err(|e| bad(format!("input: {e}")))?;
+    }
+    let up = match (input, model_up) {
+        (InputRef::Job(j), _) => upstream_job(s, user, &file.file_id, &j).await?,
+        (InputRef::Model(_), Some(up_r)) => {
+            upstream_request(s, &file.file_id, &up_r, &output).await?
+        }
+        (InputRef::Model(_), None) => return Err(ApiError::Internal("unresolved input".into())),
+    };
+    let out = pipelines::request_with_input(s, user, &file, &r, up, &output).await?;
+    Ok((code(out.emitted), Json(ProcessResponse::One(out.view))))
+}
+
+/// The upstream job an `input: {job_id, output}` names: the caller's, on the same file, with
+/// that output (written, or to be written).
+async fn upstream_job(
+    s: &AppState,
+    user: &User,
+    file_id: &str,
+    j: &JobOutputRef,
+) -> Result<Upstream, ApiError> {
+    let job = crate::routes::status::visible_job(s, user, &j.job_id).await?;
+    if job.file_id != file_id {
+        return Err(bad(format!(
+            "input job {} is on file {}, not {file_id}: a job reads outputs of jobs on its own file",
+            job.job_id, job.file_id
+        )));
+    }
+    let spec = catalog::resolve(&job.model, Some(&job.variation), Some(&job.params))
+        .map_err(|e| bad(format!("input job {}: {e}", job.job_id)))?;
+    catalog::check_output(&spec, &j.output).map_err(|e| bad(format!("input: {e}")))?;
+    let up = Upstream::from_row(&job);
+    if up.completed {
+        has_output(&job, &j.output)?;
+        return Ok(up);
+    }
+    // Not completed: it runs as the pipeline's first step, which reads the upload and must
+    // name this very job.
+    let same = roar_schemas::ids::step_identity(file_id, &[], &up.step)
+        .is_ok_and(|id| id.job_id() == job.job_id);
+    if job.input().is_some() || !same {
+        return Err(ApiError::Conflict {
+            code: "input_not_ready",
+            message: format!(
+                "input job {} has not completed (it is {}) and cannot be requested again here; ask once it has completed",
+                job.job_id, job.status
+            ),
+        });
+    }
+    Ok(up)
+}
+
+/// The upstream job an `input: {model, variation, params, output}` names, on the upload.
+async fn upstream_request(
+    s: &AppState,
+    file_id: &str,
+    r: &Resolved,
+    output: &str,
+) -> Result<Upstream, ApiError> {
+    let mut up = Upstream::from_request(file_id, r);
+    if let Some(row) = s.read.job(&up.step.job_id).await? {
+        if row.status == roar_schemas::JobStatus::Completed {
+            has_output(&row, output)?;
+            up.completed = true;
+        }
+    }
+    Ok(up)
+}
