@@ -37,6 +37,7 @@ mod e2e_demucs;
 mod e2e_dlq_redrive;
 mod e2e_job_input;
 mod e2e_lyrics;
+mod e2e_lyrics_accuracy;
 mod e2e_models;
 mod e2e_musicgen;
 mod e2e_pipeline;
