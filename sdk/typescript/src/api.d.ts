@@ -1257,20 +1257,22 @@ export interface components {
             models?: null;
             /** @description gemma3n's parameters; absent ones take their defaults (see `GET /models`) */
             params?: {
-                /** @description extra instructions */
-                prompt?: string | null;
+                /** @description ISO code of the language sung; detected when absent (Whisper base) */
+                language?: string | null;
+                /** @description your own lyrics (lines; a blank line or a [Chorus]-style label between sections): timed to the audio as given instead of written by the model */
+                lyrics?: string | null;
                 /**
-                 * @description what to produce
+                 * @description the Whisper variation that hears the words and times them
                  * @enum {string|null}
                  */
-                task?: "lyrics" | "align" | null;
+                whisper?: "base" | "tiny.en" | null;
             } | null;
             preset?: null;
             /**
-             * @description default: e2b
+             * @description default: gemma3-270m
              * @enum {string|null}
              */
-            variation?: "e2b" | null;
+            variation?: "gemma3-270m" | "e2b" | "e4b" | null;
         };
         /** @description one musicgen job on one output of another job (on the same file) instead of the upload */
         ProcessWithInput_musicgen: {
