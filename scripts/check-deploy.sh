@@ -39,6 +39,8 @@ promtool test rules monitoring/alerts.test.yml
 "$venv/bin/python" scripts/deploy/validate.py monitoring
 
 echo "== compose: docker-compose config"
+# The orchestrator's env_file is generated per checkout (git-ignored); config needs it present.
+compose/make-secrets.sh
 docker-compose -f compose/docker-compose.yml config -q
 docker-compose -f compose/docker-compose.yml -f compose/docker-compose.gpu.yml config -q
 echo "deployment files valid"

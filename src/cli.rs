@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use roar::{dev, services};
 use roar_common::auth::Authenticator;
+use roar_common::roles::Role;
 use roar_common::{shutdown, telemetry, Config};
 
 /// roar: turns songs into stems, transcripts, pitch curves, lyrics and generated music.
@@ -244,6 +245,7 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             dev::run(cfg, dev::DevOptions { no_install }, cancel).await
         }
         Cmd::Orchestrator => {
+            cfg.check_role_secrets(Role::Orchestrator)?;
             let cancel = shutdown::install();
             services::bootstrap_topics(&cfg).await?;
             let listener = tokio::net::TcpListener::bind(cfg.http.addr)
@@ -254,6 +256,7 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
         Cmd::Projector {
             action: Some(ProjectorCmd::Migrate),
         } => {
+            cfg.check_role_secrets(Role::Projector)?;
             let pool = roar_projections::connect(
                 cfg.database.url.expose(),
                 2,
@@ -266,7 +269,10 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
         }
         Cmd::Projector {
             action: Some(ProjectorCmd::Rebuild),
-        } => roar::replay::rebuild(&cfg, shutdown::install()).await,
+        } => {
+            cfg.check_role_secrets(Role::Projector)?;
+            roar::replay::rebuild(&cfg, shutdown::install()).await
+        }
         Cmd::Replay {
             model,
             since,
@@ -285,6 +291,7 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             roar::replay::replay(&cfg, spec).await.map(|_| ())
         }
         Cmd::Projector { action: None } => {
+            cfg.check_role_secrets(Role::Projector)?;
             let cancel = shutdown::install();
             services::bootstrap_topics(&cfg).await?;
             services::projector(Arc::new(cfg), cancel).await
@@ -295,6 +302,7 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             services::pipeline(Arc::new(cfg), cancel).await
         }
         Cmd::Processor { model } => {
+            cfg.check_role_secrets(Role::Processor)?;
             let cancel = shutdown::install();
             services::bootstrap_topics(&cfg).await?;
             match model.as_str() {

@@ -3,13 +3,14 @@
 //! whose W3C trace context travels in the events, Prometheus metrics with their names in one
 //! place), the process-wide shutdown token, Kafka producer/consumer/admin helpers built on
 //! rdkafka (idempotent producer, at-least-once consumer loop with pause/resume and a dead-letter
-//! topic), object storage on `object_store`, and JWT auth primitives.
+//! topic), object storage on `object_store`, JWT auth primitives, and which secrets each role may hold.
 
 pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod kafka;
 pub mod metrics;
+pub mod roles;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

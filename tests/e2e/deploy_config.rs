@@ -17,7 +17,7 @@ use crate::support::deploy::{
 /// `Config::load` reads the process environment: one load at a time, with only `vars` set.
 static ENV_LOCK: Mutex<()> = Mutex::new(());
 
-fn load_config(vars: &Env) -> Result<roar_common::Config, String> {
+pub(crate) fn load_config(vars: &Env) -> Result<roar_common::Config, String> {
     let _guard = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let ambient: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| k.to_string_lossy().starts_with("ROAR_"))
@@ -63,7 +63,7 @@ fn check_env(c: &Container) {
     }
 }
 
-fn all_containers() -> Vec<Container> {
+pub(crate) fn all_containers() -> Vec<Container> {
     let mut all = compose_containers();
     all.extend(K8s::load().containers());
     all

@@ -11,7 +11,8 @@
 //! - `consumer_rebalance`: the same loop under shutdown and rebalance;
 //! - `cli_fetch`, `deploy_config`: the `roar` binary's model fetch, and the deployment files;
 //! - `ops_*`: what operations see: each role run as its own process (metrics, probes), one
-//!   trace from a request to the worker, and a foreign analytics client reading the topics.
+//!   trace from a request to the worker, and a foreign analytics client reading the topics;
+//! - `security_*`: issue 21's attacks from outside (keys, tenants, links, quotas, deletion).
 //!
 //! `support` is the one harness they share.
 
@@ -55,3 +56,4 @@ mod projection_exactly_once;
 mod projection_history;
 mod projection_rebuild;
 mod projection_text;
+mod security_secrets;

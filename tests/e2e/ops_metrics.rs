@@ -31,6 +31,16 @@ impl Drop for Procs {
 fn spawn_role(infra: &Infra, log: &str, args: &[&str], env: &[(&str, String)]) -> Child {
     let cfg = infra.config();
     let log = std::fs::File::create(infra.dir.path().join(log)).expect("log file");
+    // Each role gets only the secrets it uses: the API keys go to the orchestrator alone (the
+    // other roles refuse to start with them).
+    let api_keys: Vec<(&str, &str)> = if args == ["orchestrator"] {
+        vec![
+            ("ROAR_AUTH__JWT_SECRET", cfg.auth.jwt_secret.expose()),
+            ("ROAR_AUTH__LINK_SECRET", cfg.auth.link_secret.expose()),
+        ]
+    } else {
+        Vec::new()
+    };
     Command::new(env!("CARGO_BIN_EXE_roar"))
         .args(args)
         .env_clear()
@@ -41,8 +51,7 @@ fn spawn_role(infra: &Infra, log: &str, args: &[&str], env: &[(&str, String)]) -
         .env("ROAR_DATABASE__URL", cfg.database.url.expose())
         .env("ROAR_DATABASE__MAX_CONNECTIONS", "3")
         .env("ROAR_STORAGE__URL", &cfg.storage.url)
-        .env("ROAR_AUTH__JWT_SECRET", cfg.auth.jwt_secret.expose())
-        .env("ROAR_AUTH__LINK_SECRET", cfg.auth.link_secret.expose())
+        .envs(api_keys)
         .env("ROAR_PROCESSOR__MODELS_DIR", &cfg.processor.models_dir)
         .env("ROAR_PROCESSOR__HEARTBEAT_SECONDS", "1")
         .env("ROAR_TELEMETRY__LOG_LEVEL", "warn")

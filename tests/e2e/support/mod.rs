@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "e2e-token-key-7c2a9f4e1b3d8065a7";
 /// The link-signing key of test servers: its own key, never the token key.
 pub const LINK_KEY: &str = "e2e-link-key-5b0d8f3a9c1e7246b8d0f2";
 

@@ -1,0 +1,109 @@
+//! Which secrets each production role may hold, checked when the role starts.
+//!
+//! A model worker decodes untrusted audio; if it held the token key, one decoder exploit would
+//! mint admin tokens. So a role that never checks tokens or signs links refuses to start with
+//! those keys in its environment, and the API refuses keys that are still a template's
+//! placeholder. `roar dev` skips these checks: it makes its own random keys per dev dir.
+
+use crate::config::{looks_like_placeholder, Config, ConfigError};
+
+/// A long-running (or one-shot) process of the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API: verifies tokens, signs links.
+    Orchestrator,
+    /// The projector and its `migrate`/`rebuild` commands: Postgres only.
+    Projector,
+    /// The probe and the model workers: Kafka and the object store only.
+    Processor,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Orchestrator => "orchestrator",
+            Role::Projector => "projector",
+            Role::Processor => "processor",
+        }
+    }
+}
+
+impl Config {
+    /// The start-up check of `role` in a deployment: it holds no key it does not use, and the
+    /// keys it does use are not placeholders.
+    pub fn check_role_secrets(&self, role: Role) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        let held = [
+            ("auth.jwt_secret", "ROAR_AUTH__JWT_SECRET", auth.jwt_secret.expose()),
+            ("auth.link_secret", "ROAR_AUTH__LINK_SECRET", auth.link_secret.expose()),
+        ];
+        match role {
+            Role::Orchestrator => {
+                for (key, var, value) in held {
+                    if !value.is_empty() && looks_like_placeholder(value) {
+                        return Err(ConfigError::Invalid(format!(
+                            "{key} ({var}) looks like a placeholder or an example value: set a \
+                             random one (e.g. `openssl rand -hex 32`); only `roar dev` runs \
+                             with development keys"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Role::Projector | Role::Processor => {
+                match held.iter().find(|(_, _, v)| !v.is_empty()) {
+                    Some((key, var, _)) => Err(ConfigError::Invalid(format!(
+                        "{key} ({var}) is set, but the {} never checks tokens nor signs links: \
+                         remove it from this role's environment (each role holds only the \
+                         secrets it uses; see docs/security.md)",
+                        role.name()
+                    ))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    const TOKEN_KEY: &str = "6f1d0c9a8b7e2f4351a0c9d8e7f6b5a4";
+    const LINK_KEY: &str = "a93c7e1f0b2d4865c7e9f1a3b5d70246";
+
+    #[test]
+    fn workers_and_the_projector_refuse_the_api_keys() {
+        for role in [Role::Processor, Role::Projector] {
+            assert!(Config::default().check_role_secrets(role).is_ok());
+            let mut c = Config::default();
+            c.auth.jwt_secret = Secret::new(TOKEN_KEY);
+            let e = c.check_role_secrets(role).unwrap_err().to_string();
+            assert!(e.contains("ROAR_AUTH__JWT_SECRET"), "{e}");
+            assert!(!e.contains(TOKEN_KEY), "a secret in an error: {e}");
+            let mut c = Config::default();
+            c.auth.link_secret = Secret::new(LINK_KEY);
+            let e = c.check_role_secrets(role).unwrap_err().to_string();
+            assert!(e.contains("ROAR_AUTH__LINK_SECRET"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_api_refuses_template_keys_and_accepts_random_ones() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = Secret::new(TOKEN_KEY);
+        c.auth.link_secret = Secret::new(LINK_KEY);
+        assert!(c.check_role_secrets(Role::Orchestrator).is_ok());
+        for shipped in [
+            "REPLACE-ME-with-a-long-random-secret",
+            "dev-only-jwt-secret-change-me",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            let mut t = c.clone();
+            t.auth.jwt_secret = Secret::new(shipped);
+            let e = t.check_role_secrets(Role::Orchestrator).unwrap_err();
+            assert!(e.to_string().contains("placeholder"), "{shipped}: {e}");
+        }
+    }
+}
