@@ -176,7 +176,8 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
     let addr = listener.local_addr()?;
     let token = Authenticator::new(&cfg.auth).mint("dev-user", &[], Some(7 * 24 * 3600))?;
     eprintln!(
-        "\nroar dev is up\n  API        http://{addr}  (try: curl http://{addr}/health)\n  metrics    http://{addr}/metrics\n  Kafka      {}\n  Postgres   {}\n  storage    {}\n  dev token  {token}\n  studio     http://{addr}/studio/#token={token}\n\nCtrl-C stops everything; state is kept in {}\n",
+        "\nroar dev is up\n  API        http://{addr}  (try: curl http://{addr}/health)\n  metrics    http://{}/metrics\n  Kafka      {}\n  Postgres   {}\n  storage    {}\n  dev token  {token}\n  studio     http://{addr}/studio/#token={token}\n\nCtrl-C stops everything; state is kept in {}\n",
+        cfg.http.metrics_addr,
         cfg.kafka.brokers,
         redact(cfg.database.url.expose()),
         cfg.storage.url,

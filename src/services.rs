@@ -1,6 +1,7 @@
 //! Starting each role from a configuration: topic bootstrap, the orchestrator, the projector, the
-//! pipelines' process manager and the processors, each with its metrics and probes (the orchestrator on its API port, the
-//! others on their `*.ops_addr`, see [`crate::ops`]). Each runs until its cancellation token
+//! pipelines' process manager and the processors, each with its metrics and probes (the
+//! orchestrator on `http.metrics_addr`, never its API port; the others on their `*.ops_addr`,
+//! see [`crate::ops`]). Each runs until its cancellation token
 //! fires.
 
 use std::sync::Arc;
@@ -61,6 +62,15 @@ pub async fn orchestrator(
     // Before anything connects: an API that would sign links with a missing or weak key must
     // not start at all.
     cfg.validate_link_signing()?;
+    // Metrics on a port of their own, which the network policy opens to Prometheus only.
+    let ops = Ops::new("orchestrator");
+    spawn_ops(
+        &ops,
+        cfg.http.metrics_addr,
+        "http.metrics_addr",
+        cancel.clone(),
+    )
+    .await?;
     let pool = database(&cfg).await?;
     let control = ControlFollower::spawn(&cfg.kafka, cancel.clone())?;
     started("orchestrator");
@@ -74,6 +84,7 @@ pub async fn orchestrator(
         telemetry::metrics_handle(),
         control,
     );
+    ops.mark_started();
     roar_orchestrator::serve(state, listener, cancel).await?;
     Ok(())
 }

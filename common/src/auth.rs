@@ -7,7 +7,7 @@
 //! and `nbf` are always checked. The JWKS URL comes from configuration only.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{
@@ -50,6 +50,10 @@ pub enum AuthError {
     NotConfigured,
     #[error("fetching the JWKS failed: {0}")]
     Jwks(String),
+    /// No key of the cached JWKS can check the token (an unknown `kid`, or none of its type):
+    /// the identity provider may have rotated, so `verify_fresh` fetches the JWKS again.
+    #[error("invalid token: no JWKS key matches the token")]
+    UnknownKey,
 }
 
 /// One usable public key of the JWKS.
@@ -70,6 +74,9 @@ pub struct Authenticator {
     cfg: AuthConfig,
     asymmetric: Vec<Algorithm>,
     jwks: Arc<RwLock<Vec<JwksKey>>>,
+    /// When a token with an unknown key last made us fetch the JWKS: held across the fetch,
+    /// so a burst of such tokens costs the identity provider one request per interval.
+    last_forced: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 fn is_rsa(alg: Algorithm) -> bool {
@@ -105,6 +112,7 @@ impl Authenticator {
             cfg: cfg.clone(),
             asymmetric,
             jwks: Arc::default(),
+            last_forced: Arc::default(),
         }
     }
 
@@ -142,7 +150,7 @@ impl Authenticator {
                 && k.alg.as_deref().is_none_or(|a| a == alg_name)
                 && (header.kid.is_none() || k.kid == header.kid)
         });
-        let mut last = AuthError::Invalid("no JWKS key matches the token".into());
+        let mut last = AuthError::UnknownKey;
         for k in candidates {
             match decode::<Claims>(token, &k.key, &validation) {
                 Ok(d) => return Ok(d.claims),
@@ -152,8 +160,35 @@ impl Authenticator {
         Err(last)
     }
 
+    /// `verify`, and when no cached key matches the token (the identity provider rotated), one
+    /// fetch of the JWKS and a second try. Fetches forced this way are at most one per
+    /// `auth.jwks_min_refetch_seconds`, so tokens with made-up `kid`s cannot flood the provider.
+    pub async fn verify_fresh(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::UnknownKey) => {}
+            other => return other,
+        }
+        let mut last = self.last_forced.lock().await;
+        let min = Duration::from_secs(self.cfg.jwks_min_refetch_seconds);
+        if last.is_some_and(|t| t.elapsed() < min) {
+            // Another request may have just fetched the key this token needs.
+            return self.verify(token);
+        }
+        *last = Some(Instant::now());
+        match self.refresh_jwks().await {
+            Ok(n) => tracing::info!(
+                keys = n,
+                "JWKS fetched again for a token with an unknown key"
+            ),
+            Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the previous keys"),
+        }
+        drop(last);
+        self.verify(token)
+    }
+
     /// Fetches the JWKS from `auth.jwks_url` (configuration only, never a token's `jku`) and
-    /// keeps its RSA and EC keys.
+    /// keeps its RSA and EC keys. A set without a usable key is an error and replaces nothing:
+    /// an identity provider's bad minute must not log every user out.
     pub async fn refresh_jwks(&self) -> Result<usize, AuthError> {
         if self.cfg.jwks_url.is_empty() {
             return Ok(0);
@@ -190,6 +225,11 @@ impl Authenticator {
             })
             .collect();
         let n = keys.len();
+        if n == 0 {
+            return Err(AuthError::Jwks(
+                "the JWKS has no usable RSA or EC key; keeping the previous keys".into(),
+            ));
+        }
         *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = keys;
         Ok(n)
     }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+
+pub use crate::link_keys::{LinkKeys, MIN_LINK_SECRET_LEN};
 use serde::{Deserialize, Serialize};
 
 /// A value that must never reach a log line.
@@ -51,6 +53,9 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address the orchestrator listens on.
     pub addr: SocketAddr,
+    /// Where the orchestrator serves `/metrics` (with `/health` and `/ready`) for Prometheus:
+    /// never the public API port, whose callers must not read per-route traffic and errors.
+    pub metrics_addr: SocketAddr,
     /// Base URL clients use to reach the orchestrator (for signed upload/download links).
     pub public_url: String,
     /// Largest JSON body accepted, in bytes.
@@ -76,6 +81,9 @@ pub struct HttpConfig {
     /// Serve the `/studio` page from this folder instead of the copy built into the binary
     /// (a customised page, or working on the page without rebuilding roar); empty: built in.
     pub studio_dir: String,
+    /// Most SSE streams one user may hold open at once (per orchestrator instance), so that
+    /// one user cannot take every slot.
+    pub sse_max_streams_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -98,6 +106,8 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u32,
     /// Attempts at a message whose handler reports a retryable error before it goes to the DLQ.
     pub max_handler_attempts: u32,
+    /// TLS and SASL of the broker connection (`kafka.security.*`).
+    pub security: crate::kafka::KafkaSecurity,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,12 +145,20 @@ pub struct AuthConfig {
     /// Key that signs upload/download links of the local store (file://, memory://): at least
     /// 32 characters, never the token key. Required by the orchestrator unless storage is S3.
     pub link_secret: Secret,
+    /// Id of `link_secret`, carried in every link it signs (1 to 16 of `A-Za-z0-9_-`).
+    pub link_key_id: String,
+    /// Retired link keys that still verify the links they signed, as `<id>:<key>` pairs
+    /// separated by commas; remove one once `http.link_ttl_seconds` have passed.
+    pub link_previous_keys: Secret,
     /// The identity provider's JWKS (public keys for RS/ES tokens); empty disables them.
     pub jwks_url: String,
     /// Asymmetric algorithms accepted with JWKS keys (RS256, RS384, RS512, PS256, ES256, ES384).
     pub jwks_algorithms: Vec<String>,
     /// How often the JWKS is fetched again, in seconds.
     pub jwks_refresh_seconds: u64,
+    /// Shortest interval between the extra JWKS fetches that tokens with an unknown `kid`
+    /// trigger (key rotation), in seconds.
+    pub jwks_min_refetch_seconds: u64,
 }
 
 /// The asymmetric algorithms `auth.jwks_algorithms` may name (validated at start-up; the
@@ -241,6 +259,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8080".parse().expect("static address"),
+            metrics_addr: "127.0.0.1:9180".parse().expect("static address"),
             public_url: "http://127.0.0.1:8080".into(),
             max_body_bytes: 1 << 20,
             max_upload_bytes: 1 << 30,
@@ -253,6 +272,7 @@ impl Default for HttpConfig {
             sse_poll_ms: 2000,
             sse_max_streams: 10_000,
             studio_dir: String::new(),
+            sse_max_streams_per_user: 16,
         }
     }
 }
@@ -268,6 +288,7 @@ impl Default for KafkaConfig {
             max_poll_interval_ms: 300_000,
             commit_interval_ms: 1_000,
             max_handler_attempts: 8,
+            security: crate::kafka::KafkaSecurity::default(),
         }
     }
 }
@@ -301,9 +322,12 @@ impl Default for AuthConfig {
             audience: "roar".into(),
             token_ttl_seconds: 3600,
             link_secret: Secret::default(),
+            link_key_id: "1".into(),
+            link_previous_keys: Secret::default(),
             jwks_url: String::new(),
             jwks_algorithms: vec!["RS256".into(), "ES256".into()],
             jwks_refresh_seconds: 300,
+            jwks_min_refetch_seconds: 30,
         }
     }
 }
@@ -425,6 +449,10 @@ impl Config {
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers is empty".into());
         }
+        self.kafka
+            .security
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         if self.kafka.partitions < 1 {
             return bad(format!(
                 "kafka.partitions must be ≥ 1, got {}",
@@ -460,6 +488,9 @@ impl Config {
                 "http.studio_dir: {} is not a directory",
                 self.http.studio_dir
             ));
+        }
+        if self.http.sse_max_streams_per_user < 1 {
+            return bad("http.sse_max_streams_per_user must be ≥ 1".into());
         }
         if self.processor.concurrency < 1 {
             return bad("processor.concurrency must be ≥ 1".into());
@@ -523,11 +554,9 @@ impl Config {
                 "auth.jwks_algorithms: {a:?} is not one of RS256, RS384, RS512, PS256, ES256, ES384"
             ));
         }
-        // A link key that is set is checked in every role; whether one is required at all is
+        // Link keys that are set are checked in every role; whether one is required at all is
         // the orchestrator's question (`validate_link_signing`).
-        if !self.auth.link_secret.expose().is_empty() {
-            check_link_secret(&self.auth)?;
-        }
+        LinkKeys::from_config(&self.auth)?;
         Ok(())
     }
 
@@ -559,12 +588,14 @@ impl Config {
                 self.storage.url
             )));
         }
-        check_link_secret(&self.auth)
+        LinkKeys::from_config(&self.auth).map(|_| ())
+    }
+
+    /// The link keys by id (current first); empty when none is configured.
+    pub fn link_keys(&self) -> Result<LinkKeys, ConfigError> {
+        LinkKeys::from_config(&self.auth)
     }
 }
-
-/// Shortest `auth.link_secret` accepted (an HMAC-SHA256 key should carry 256 bits).
-pub const MIN_LINK_SECRET_LEN: usize = 32;
 
 /// Whether a secret is a template value someone forgot to replace (or a trivially guessable
 /// one), so that a copied example never becomes a production key.
@@ -585,29 +616,6 @@ pub fn looks_like_placeholder(secret: &str) -> bool {
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     words.iter().any(|w| lower.contains(w)) || distinct < 8
-}
-
-/// A set `auth.link_secret` must be long, not a placeholder, and not the token key (one key per
-/// purpose: a leaked link key must not mint tokens, nor the token key forge links).
-fn check_link_secret(auth: &AuthConfig) -> Result<(), ConfigError> {
-    let key = auth.link_secret.expose();
-    let bad = |why: &str| {
-        Err(ConfigError::Invalid(format!(
-            "auth.link_secret (ROAR_AUTH__LINK_SECRET) {why}"
-        )))
-    };
-    if key.len() < MIN_LINK_SECRET_LEN {
-        return bad(&format!(
-            "must be at least {MIN_LINK_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"
-        ));
-    }
-    if looks_like_placeholder(key) {
-        return bad("looks like a placeholder: set a random value (e.g. `openssl rand -hex 32`)");
-    }
-    if key == auth.jwt_secret.expose() {
-        return bad("must differ from auth.jwt_secret: one key per purpose");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

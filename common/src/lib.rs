@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod kafka;
+pub mod link_keys;
 pub mod metrics;
 pub mod roles;
 pub mod shutdown;

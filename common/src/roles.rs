@@ -34,8 +34,21 @@ impl Config {
     pub fn check_role_secrets(&self, role: Role) -> Result<(), ConfigError> {
         let auth = &self.auth;
         let held = [
-            ("auth.jwt_secret", "ROAR_AUTH__JWT_SECRET", auth.jwt_secret.expose()),
-            ("auth.link_secret", "ROAR_AUTH__LINK_SECRET", auth.link_secret.expose()),
+            (
+                "auth.jwt_secret",
+                "ROAR_AUTH__JWT_SECRET",
+                auth.jwt_secret.expose(),
+            ),
+            (
+                "auth.link_secret",
+                "ROAR_AUTH__LINK_SECRET",
+                auth.link_secret.expose(),
+            ),
+            (
+                "auth.link_previous_keys",
+                "ROAR_AUTH__LINK_PREVIOUS_KEYS",
+                auth.link_previous_keys.expose(),
+            ),
         ];
         match role {
             Role::Orchestrator => {

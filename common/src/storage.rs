@@ -215,6 +215,13 @@ pub fn upload_key(file_id: &str) -> String {
     format!("uploads/{file_id}/original")
 }
 
+/// `staging/{file_id}/upload`: where a presigned PUT lands. `POST /upload/{id}/complete` copies
+/// it (hashing what it copies) to `upload_key` and deletes it, so no link ever writes the key
+/// the workers read, and a PUT after completion changes nothing that was checked.
+pub fn staging_key(file_id: &str) -> String {
+    format!("staging/{file_id}/upload")
+}
+
 /// `outputs/{file_id}/{model}/{variation}/{job_id}/`: one job's output folder (with a trailing
 /// slash). The job id keeps outputs of other params or model versions side by side.
 pub fn job_output_dir(file_id: &str, model: &str, variation: &str, job_id: &str) -> String {

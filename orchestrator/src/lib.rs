@@ -13,6 +13,7 @@ pub mod openapi;
 mod ratelimit;
 mod routes;
 mod state;
+mod streams;
 mod uploads;
 pub mod views;
 

@@ -125,12 +125,14 @@ impl FromRequestParts<AppState> for User {
             h.strip_prefix("Bearer ")
                 .ok_or(AuthError::Invalid("expected a Bearer token".into()))
         });
-        let claims = token
-            .and_then(|t| state.auth.verify(t.trim()))
-            .map_err(|e| match e {
-                AuthError::NotConfigured => ApiError::Unavailable(e.to_string()),
-                other => ApiError::Unauthorized(other.to_string()),
-            })?;
+        let claims = match token {
+            Ok(t) => state.auth.verify_fresh(t.trim()).await,
+            Err(e) => Err(e),
+        };
+        let claims = claims.map_err(|e| match e {
+            AuthError::NotConfigured => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Unauthorized(other.to_string()),
+        })?;
         state
             .limiter
             .check(&claims.sub)

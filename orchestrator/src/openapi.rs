@@ -98,7 +98,6 @@ impl Modify for NotifyConditions {
         crate::routes::files::download,
         crate::routes::health::health,
         crate::routes::health::ready,
-        crate::routes::health::metrics,
     ),
     // Referenced from descriptions or only through other schemas; listed so they are named.
     components(schemas(ErrorBody, FileView, JobView, ProbeView, StatusView, HistoryEventView, ProcessBody))
@@ -194,7 +193,6 @@ mod tests {
             "/files/{name}",
             "/health",
             "/ready",
-            "/metrics",
         ] {
             assert!(
                 doc.paths.paths.contains_key(path),

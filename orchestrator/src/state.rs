@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::jobs::PendingRequests;
 use crate::notifier::Notifier;
 use crate::ratelimit::RateLimiter;
+use crate::streams::UserStreams;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -28,6 +29,7 @@ pub struct AppState {
     pub(crate) notifier: Notifier,
     pub(crate) limiter: RateLimiter,
     pub(crate) sse_slots: Arc<Semaphore>,
+    pub(crate) user_streams: UserStreams,
     /// Fires when the server stops, so long-lived streams end and shutdown is not held up.
     pub(crate) shutdown: CancellationToken,
 }
@@ -45,6 +47,7 @@ impl AppState {
         Self {
             limiter: RateLimiter::new(cfg.http.rate_limit_per_second, cfg.http.rate_limit_burst),
             sse_slots: Arc::new(Semaphore::new(cfg.http.sse_max_streams)),
+            user_streams: UserStreams::new(cfg.http.sse_max_streams_per_user),
             cfg,
             producer,
             storage,

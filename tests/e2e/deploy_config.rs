@@ -84,7 +84,7 @@ fn every_yaml_document_parses() {
         .flat_map(|j| strings(&j["static_configs"][0]["targets"]))
         .collect();
     assert!(
-        targets.contains(&"orchestrator:8080".to_string()),
+        targets.contains(&"orchestrator:9180".to_string()),
         "Prometheus must scrape the orchestrator: {targets:?}"
     );
 }

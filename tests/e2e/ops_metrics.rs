@@ -140,7 +140,7 @@ fn every_metric_name_is_documented_and_every_documented_name_declared() {
 async fn every_role_serves_health_ready_and_its_documented_metrics() {
     let infra = Infra::start().await;
     let api_port = free_port().unwrap();
-    let ports: Vec<u16> = (0..4).map(|_| free_port().unwrap()).collect();
+    let ports: Vec<u16> = (0..5).map(|_| free_port().unwrap()).collect();
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let mut procs = Procs(Vec::new());
     let roles: [(&str, &[&str], (&str, String)); 5] = [
@@ -171,17 +171,17 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
         ),
     ];
     for (name, args, env) in &roles {
-        let child = spawn_role(
-            &infra,
-            &format!("{name}.log"),
-            args,
-            std::slice::from_ref(env),
-        );
+        let mut env = vec![env.clone()];
+        if *name == "orchestrator" {
+            // Metrics on their own port, never the API's.
+            env.push(("ROAR_HTTP__METRICS_ADDR", addr(ports[4])));
+        }
+        let child = spawn_role(&infra, &format!("{name}.log"), args, &env);
         procs.0.push((name.to_string(), child));
     }
     let base = |p: u16| format!("http://127.0.0.1:{p}");
     let endpoints = [
-        ("orchestrator", base(api_port)),
+        ("orchestrator", base(ports[4])),
         ("projector", base(ports[0])),
         ("probe", base(ports[1])),
         ("pitch", base(ports[2])),

@@ -98,7 +98,8 @@ fn the_api_refuses_the_shipped_example_keys() {
 fn role_of(args: &[String]) -> Option<Role> {
     match args.first().map(String::as_str) {
         Some("orchestrator") => Some(Role::Orchestrator),
-        Some("projector") => Some(Role::Projector),
+        // The pipelines' process manager, like the projector, holds the database only.
+        Some("projector" | "pipeline") => Some(Role::Projector),
         Some("processor") => Some(Role::Processor),
         _ => None,
     }

@@ -9,12 +9,14 @@ mod control;
 pub mod dlq;
 mod producer;
 mod rebalance;
+mod security;
 mod watch;
 
 pub use admin::ensure_topics;
 pub use consumer::{run_consumer, send_dead_letter, ConsumerSpec, Delivery, HandleError, Handler};
 pub use control::{ControlFollower, LiveWorker, RunningGuard};
 pub use producer::EventProducer;
+pub use security::KafkaSecurity;
 pub use watch::BrokerWatch;
 
 use rdkafka::ClientConfig;
@@ -50,5 +52,6 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         // Loopback and single-broker dev setups answer fast; fail over sooner than the default.
         .set("socket.keepalive.enable", "true")
         .set("log_level", "4");
+    cfg.security.apply(&mut c);
     c
 }

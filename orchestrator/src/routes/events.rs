@@ -17,6 +17,7 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::middleware::User;
 use crate::notifier;
 use crate::routes::status::visible_file;
+use crate::streams::UserStream;
 use crate::views::{AuthErrors, ErrorBody, EventsHeaders, EventsQuery, FilePath, HistoryEventView};
 use crate::{ApiError, AppState};
 
@@ -29,6 +30,7 @@ struct Cursor {
     buf: VecDeque<HistoryRow>,
     rx: tokio::sync::watch::Receiver<u64>,
     _slot: OwnedSemaphorePermit,
+    _user_slot: UserStream,
 }
 
 fn to_event(r: &HistoryRow) -> Event {
@@ -81,6 +83,16 @@ pub async fn events(
         })
         .transpose()?;
     let last = header.or(query).unwrap_or(0);
+    let user_slot = s
+        .user_streams
+        .acquire(user.id())
+        .ok_or_else(|| ApiError::Limit {
+            code: "too_many_streams",
+            message: format!(
+                "you have {} event streams open (http.sse_max_streams_per_user): close one first",
+                s.cfg.http.sse_max_streams_per_user
+            ),
+        })?;
     let slot = s
         .sse_slots
         .clone()
@@ -93,6 +105,7 @@ pub async fn events(
         last,
         buf: VecDeque::new(),
         _slot: slot,
+        _user_slot: user_slot,
         s,
     };
     let stream = futures::stream::unfold(cursor, |mut c| async move {

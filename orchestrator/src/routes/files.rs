@@ -37,7 +37,7 @@ pub async fn download(
     ApiPath(_name): ApiPath<String>,
     ApiQuery(q): ApiQuery<LinkQuery>,
 ) -> Result<Response, ApiError> {
-    let claims = links::verify(s.cfg.link_secret(), &q.t, &q.sig, "GET")?;
+    let claims = links::verify_current(&s, &q.t, &q.sig, "GET")?;
     let bytes = match s.storage.get(&claims.k).await {
         Ok(b) => b,
         Err(roar_common::storage::StorageError::NotFound(_)) => return Err(ApiError::NotFound),

@@ -46,10 +46,3 @@ pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<ReadyView>) {
         }),
     )
 }
-
-/// Prometheus exposition.
-#[utoipa::path(get, path = "/metrics", tag = "ops", security(()),
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(s): State<AppState>) -> String {
-    s.metrics.render()
-}

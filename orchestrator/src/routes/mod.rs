@@ -31,7 +31,6 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
         .route("/status/{file_id}", get(status::status))
         .route("/status/{file_id}/events", get(events::events))
         .route("/process", post(process::process))

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
-use roar_common::storage::{upload_key, StorageError};
+use roar_common::storage::{staging_key, upload_key, StorageError};
 use roar_schemas::{FileInfo, FileStatus};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -85,9 +85,11 @@ pub async fn register(
         sha256: sha256.clone(),
         storage_key: upload_key(&file_id),
     };
+    // A presigned PUT can be replayed until it expires: it writes a staging key, never the
+    // final one (`complete` copies what it checked).
     let (upload_url, complete_url) = match s
         .storage
-        .presign("PUT", &info.storage_key, Duration::from_secs(ttl))
+        .presign("PUT", &staging_key(&file_id), Duration::from_secs(ttl))
         .await
         .map_err(ApiError::internal)?
     {
@@ -115,7 +117,7 @@ pub async fn register(
             let url = format!(
                 "{}/upload/{file_id}?{}",
                 s.cfg.http.public_url.trim_end_matches('/'),
-                links::sign(s.cfg.link_secret(), &claims)
+                links::sign_current(&s, &claims)?
             );
             (url, None)
         }
@@ -155,7 +157,7 @@ pub async fn put_signed(
     ApiQuery(q): ApiQuery<LinkQuery>,
     body: Body,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
-    let claims = links::verify(s.cfg.link_secret(), &q.t, &q.sig, "PUT")?;
+    let claims = links::verify_current(&s, &q.t, &q.sig, "PUT")?;
     let up = claims
         .up
         .filter(|u| u.file_id == file_id)
@@ -267,30 +269,58 @@ pub async fn complete(
         code: "upload_missing",
         message: "nothing has been uploaded to the upload URL yet".into(),
     };
+    let staged = staging_key(&file_id);
     let meta = s
         .storage
-        .head(&f.storage_key)
+        .head(&staged)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(missing)?;
     let mismatch = |m: String| async {
-        let _ = s.storage.delete(&f.storage_key).await;
+        let _ = s.storage.delete(&staged).await;
         ApiError::Unprocessable(m)
     };
     if meta.size as i64 != f.size {
         return Err(mismatch(format!("got {} bytes, {} registered", meta.size, f.size)).await);
     }
-    let mut hasher = Sha256::new();
-    let mut stream = match s.storage.get_stream(&f.storage_key).await {
+    // Copy through a key no link can write, hashing exactly the bytes copied: a PUT racing
+    // this check cannot swap what lands under the final key.
+    let mut stream = match s.storage.get_stream(&staged).await {
         Ok(st) => st,
         Err(StorageError::NotFound(_)) => return Err(missing()),
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     };
-    while let Some(chunk) = stream.next().await {
-        hasher.update(&chunk.map_err(|e| ApiError::Unavailable(e.to_string()))?);
+    let tmp = format!("uploads/tmp/{}", uuid::Uuid::new_v4());
+    let mut writer = s.storage.writer(&tmp).map_err(ApiError::internal)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0i64;
+    let copied: Result<(), ApiError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            size += chunk.len() as i64;
+            if size > f.size {
+                break;
+            }
+            hasher.update(&chunk);
+            writer.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        Ok(())
     }
-    if hex::encode(hasher.finalize()) != f.sha256 {
-        return Err(mismatch("content does not match the registered sha256".into()).await);
+    .await;
+    let same = size == f.size && hex::encode(hasher.finalize()) == f.sha256;
+    if copied.is_err() || !same {
+        let _ = writer.abort().await;
+        let _ = s.storage.delete(&tmp).await;
+        copied?;
+        return Err(mismatch("content does not match the registered size and sha256".into()).await);
+    }
+    writer.shutdown().await.map_err(ApiError::internal)?;
+    s.storage
+        .rename(&tmp, &f.storage_key)
+        .await
+        .map_err(ApiError::internal)?;
+    if let Err(e) = s.storage.delete(&staged).await {
+        tracing::warn!(%file_id, error = %e, "staging object not deleted; it is left behind");
     }
     let info = FileInfo {
         owner: f.owner.clone(),

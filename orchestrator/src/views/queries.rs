@@ -119,8 +119,9 @@ pub struct LinkQuery {
     /// The signed claims (base64url).
     #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub t: String,
-    /// HMAC-SHA256 of `t`, hex.
-    #[param(pattern = "^[0-9a-fA-F]{64}$")]
+    /// `<key id>.<HMAC-SHA256 of t, hex>`: the id names the link key that signed it (keys
+    /// rotate; `auth.link_key_id`).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,16}\\.[0-9a-fA-F]{64}$")]
     pub sig: String,
 }
 

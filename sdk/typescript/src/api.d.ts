@@ -139,23 +139,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/metrics": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Prometheus exposition. */
-        get: operations["metrics"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/models": {
         parameters: {
             query?: never;
@@ -1908,7 +1891,10 @@ export interface operations {
             query: {
                 /** @description The signed claims (base64url). */
                 t: string;
-                /** @description HMAC-SHA256 of `t`, hex. */
+                /**
+                 * @description `<key id>.<HMAC-SHA256 of t, hex>`: the id names the link key that signed it (keys
+                 *     rotate; `auth.link_key_id`).
+                 */
                 sig: string;
             };
             header?: never;
@@ -2055,26 +2041,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    metrics: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Prometheus text exposition */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "text/plain": string;
                 };
             };
         };
@@ -2918,7 +2884,10 @@ export interface operations {
             query: {
                 /** @description The signed claims (base64url). */
                 t: string;
-                /** @description HMAC-SHA256 of `t`, hex. */
+                /**
+                 * @description `<key id>.<HMAC-SHA256 of t, hex>`: the id names the link key that signed it (keys
+                 *     rotate; `auth.link_key_id`).
+                 */
                 sig: string;
             };
             header?: never;

@@ -70,6 +70,7 @@ impl Infra {
         cfg.http.addr = "127.0.0.1:0".parse().unwrap();
         // Tests run in parallel: every ops endpoint on a port of its own.
         cfg.projector.ops_addr = "127.0.0.1:0".parse().unwrap();
+        cfg.http.metrics_addr = "127.0.0.1:0".parse().unwrap();
         cfg.processor.ops_addr = "127.0.0.1:0".parse().unwrap();
         cfg.pipeline.ops_addr = "127.0.0.1:0".parse().unwrap();
         cfg.telemetry.log_level = "warn".into();
