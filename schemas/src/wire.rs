@@ -14,6 +14,13 @@ pub use crate::schema_set::{fingerprint, DecodeError, SchemaSet};
 const MARKER: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
 
+/// The most bytes, or items, that one length or count inside a message may claim. A message is
+/// far smaller (brokers refuse more than a few MiB), so a larger claim is a lie. apache-avro's
+/// own default, 512 Mi counted in items, let a 60-byte message make the decoder reserve tens of
+/// GiB for an array and abort the process. The limit is process-wide and set before the first
+/// decode.
+pub const MAX_CLAIM: usize = 4 << 20;
+
 /// Encodes an event with its current schema.
 pub fn encode<E: Event>(event: &E) -> Vec<u8> {
     let set = E::schemas();
@@ -30,6 +37,7 @@ pub fn encode<E: Event>(event: &E) -> Vec<u8> {
 
 /// Decodes an event written with the current schema or any committed earlier version.
 pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, DecodeError> {
+    apache_avro::util::max_allocation_bytes(MAX_CLAIM);
     if bytes.len() < HEADER_LEN || bytes[..2] != MARKER {
         return Err(DecodeError::NotSingleObject);
     }

@@ -5,10 +5,13 @@
 //!
 //! [`kernel_ran`] is for tests of kernels that only run on some CPUs: it says which kernel ran,
 //! and fails when [`REQUIRE_AVX512`] asks for the AVX-512 one on a machine where it could not.
-//! With the `candle` feature, [`tensor`] compares candle tensors the same way.
+//! With the `candle` feature, [`tensor`] compares candle tensors the same way; with `fuzz`,
+//! `fuzz` has the fuzz harnesses' strategies and runner.
 
 use std::fmt;
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 #[cfg(feature = "candle")]
 pub mod tensor;
 
