@@ -431,6 +431,7 @@ impl Config {
             "BLESS",
             "UPDATE_OPENAPI",
             "TEST_MOTO_SERVER",
+            "TEST_SCHEMATHESIS",
             "ANALYTICS_PYTHON",
         ]));
         if let Some(dir) = std::env::var_os("ROAR_MODELS_DIR") {
