@@ -7,9 +7,10 @@
 
 use roar_common::catalog;
 use roar_schemas::ids::{self, JobIdentity};
-use roar_schemas::topics::{jobs_topic, JOB_EVENTS, PIPELINES};
+use roar_schemas::topics::{jobs_topic, CONTROL, JOB_EVENTS, PIPELINES};
 use roar_schemas::{
-    EventMeta, JobBody, JobEvent, JobInput, JobRequested, Output, PipelineBody, PipelineEvent,
+    ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobInput, JobRequested, Output,
+    PipelineBody, PipelineEvent,
 };
 use serde_json::{json, Value};
 
@@ -227,6 +228,19 @@ async fn a_preset_is_one_pipeline_request_and_the_status_shows_every_step_at_onc
         "{one:#}"
     );
 
+    // The manager requests the two steps that read the vocals. Waiting for both requests
+    // fixes the order the manager sees the completion and the cancel in (the two come on
+    // different topics): the cancel below then always meets requested steps.
+    for model in ["whisper", "pitch"] {
+        let topic = jobs_topic(model);
+        let mut waited = 0;
+        while topic_len(&svc.cfg.kafka.brokers, &topic) < 1 {
+            assert!(waited < 300, "the manager never requested the {model} step");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     // Cancel: recorded on the pipelines topic; the steps not yet requested are the process
     // manager's to cancel, so no job is named here.
     let (code, c) = svc
@@ -250,8 +264,43 @@ async fn a_preset_is_one_pipeline_request_and_the_status_shows_every_step_at_onc
     assert_eq!(code, 409, "{twice:#}");
     assert_eq!(twice["code"], "pipeline_canceled");
 
-    // A rebuild reproduces the pipelines and the steps' inputs, once the process manager has
-    // ended the canceled steps (nothing moves during the comparison).
+    // The requested steps are their workers' to stop: the manager asks on the control topic,
+    // and (no workers here) the test answers as each worker would, with JobCanceled.
+    let downstream: Vec<&str> = steps[1..].iter().map(|s| s.job_id.as_str()).collect();
+    let mut asked = Vec::new();
+    for _ in 0..300 {
+        asked = read_topic(&svc.cfg.kafka.brokers, CONTROL)
+            .iter()
+            .filter_map(|d| roar_schemas::decode::<ControlEvent>(d.payload.as_deref()?).ok())
+            .filter(|c| matches!(c.body, ControlBody::CancelRequested { .. }))
+            .map(|c| c.job_id)
+            .collect();
+        if downstream.iter().all(|j| asked.iter().any(|a| a == j)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for jid in &downstream {
+        assert!(
+            asked.iter().any(|a| a == jid),
+            "no cancel asked for {jid}: {asked:?}"
+        );
+        let job = support::find_job(&st, jid).unwrap();
+        let ev = JobEvent {
+            meta: EventMeta::new("test", "worker:test"),
+            job_id: (*jid).into(),
+            file_id: file.clone(),
+            model: job["model"].as_str().unwrap().into(),
+            variation: job["variation"].as_str().unwrap().into(),
+            body: JobBody::Canceled {
+                reason: "pipeline canceled".into(),
+            },
+        };
+        svc.producer().send(JOB_EVENTS, &file, &ev).await.unwrap();
+    }
+
+    // A rebuild reproduces the pipelines and the steps' inputs, once every step has ended
+    // (nothing moves during the comparison).
     let st_before = svc
         .wait_for(&alice, &file, |v| {
             v["pipelines"][0]["status"] != "queued" && v["pipelines"][0]["status"] != "running"
