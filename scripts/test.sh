@@ -61,6 +61,9 @@ if ! command -v npm >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 (cd sdk/typescript && npm ci --silent --no-audit --no-fund)
+# The Yaak CLI (one ~70 MB binary in its npm package, seconds): the SDK's tests import
+# dev/yaak/roar.yaak.json into a real Yaak and send its requests to the test stack.
+(cd dev/yaak && npm ci --silent --no-audit --no-fund)
 # Debian's chromium for the studio's browser test (tests/e2e/e2e_studio.rs drives it with
 # playwright-core, which downloads no browser): about 15 s and 350 MB installed, once.
 if [ -z "${CHROMIUM_BIN:-}" ] && ! command -v chromium >/dev/null 2>&1; then

@@ -1,8 +1,11 @@
 //! The `/studio` page: how the orchestrator serves it (redirect, compression, ETag, the
 //! Content-Security-Policy, unknown files), and the page itself in headless Chromium
-//! (sdk/typescript/studio/test/browser.test.mjs, playwright-core driving Debian's chromium)
-//! against this stack with the pitch worker (CREPE tiny) and the demucs worker (the small
-//! fixture network). scripts/test.sh installs chromium and the SDK's packages.
+//! (sdk/typescript/studio/test/*.test.mjs, playwright-core driving Debian's chromium): the
+//! user's way through it against a stack with the pitch (CREPE tiny), demucs (the small fixture
+//! network) and whisper (tiny.en) workers, and the refused and interrupted paths (413, 429,
+//! cancel, retry, a pipeline canceled, a refused token) against a stack with no model worker, a
+//! 1 MiB upload cap and a low rate limit. scripts/test.sh installs chromium and the SDK's
+//! packages.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,17 +83,20 @@ async fn the_studio_is_served_compressed_with_a_content_security_policy() {
     svc.stop().await;
 }
 
-/// A models directory with the CREPE weights the test command fetches and the demucs fixture
-/// as `demucs/htdemucs`: the pitch and demucs workers start, nothing else.
+/// A models directory with the CREPE and whisper weights the test command fetches and the
+/// demucs fixture as `demucs/htdemucs`: the pitch, whisper and demucs workers start, nothing
+/// else.
 fn studio_models() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let crepe = support::models_dir().join("crepe");
-    assert!(
-        crepe.exists(),
-        "{}: CREPE weights missing; scripts/test.sh fetches them",
-        crepe.display()
-    );
-    std::os::unix::fs::symlink(&crepe, dir.path().join("crepe")).unwrap();
+    for model in ["crepe", "whisper"] {
+        let weights = support::models_dir().join(model);
+        assert!(
+            weights.exists(),
+            "{}: weights missing; scripts/test.sh fetches them",
+            weights.display()
+        );
+        std::os::unix::fs::symlink(&weights, dir.path().join(model)).unwrap();
+    }
     let variation = dir.path().join("demucs/htdemucs");
     std::fs::create_dir_all(&variation).unwrap();
     let fixture = concat!(
@@ -113,8 +119,8 @@ fn chromium() -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_studio_page_works_in_a_real_browser() {
+/// Runs one of the studio's browser test files against `svc` as `user`.
+async fn browser_test(svc: &Services, user: &str, file: &str, limit: Duration) {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/typescript");
     assert!(
         sdk.join("node_modules/playwright-core").exists(),
@@ -122,17 +128,11 @@ async fn the_studio_page_works_in_a_real_browser() {
         sdk.display()
     );
     let browser = chromium();
-    let infra = Infra::start().await;
-    let models = studio_models();
-    let mut cfg = infra.config();
-    cfg.processor.models_dir = models.path().to_path_buf();
-    let svc = Services::start(cfg).await;
-    let token = svc.token("studio-user", &[]);
+    let token = svc.token(user, &[]);
     // Kept where CI keeps artifacts: target/ survives the run.
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/studio-screenshots");
-
     let run = tokio::process::Command::new("node")
-        .args(["--test", "studio/test/browser.test.mjs"])
+        .args(["--test", file])
         .current_dir(&sdk)
         .env("ROAR_STUDIO_URL", &svc.base)
         .env("ROAR_STUDIO_TOKEN", &token)
@@ -140,14 +140,54 @@ async fn the_studio_page_works_in_a_real_browser() {
         .env("ROAR_STUDIO_CHROMIUM", &browser)
         .kill_on_drop(true)
         .status();
-    let status = tokio::time::timeout(Duration::from_secs(280), run)
+    let status = tokio::time::timeout(limit, run)
         .await
-        .expect("the browser test finishes within 280 s")
+        .unwrap_or_else(|_| panic!("{file} finishes within {limit:?}"))
         .expect("node runs (Node 20 must be installed)");
     assert!(
         status.success(),
-        "the studio's browser test failed (output above; screenshots in {})",
+        "the studio's browser test {file} failed (output above; screenshots in {})",
         shots.display()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_studio_page_works_in_a_real_browser() {
+    let infra = Infra::start().await;
+    let models = studio_models();
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = models.path().to_path_buf();
+    let svc = Services::start(cfg).await;
+    browser_test(
+        &svc,
+        "studio-user",
+        "studio/test/browser.test.mjs",
+        Duration::from_secs(360),
+    )
+    .await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_studio_shows_refused_and_interrupted_paths_in_a_real_browser() {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    // No model worker: every job stays queued until it is canceled, so cancel is not a race.
+    let none = infra.dir.path().join("no-models");
+    std::fs::create_dir_all(&none).unwrap();
+    cfg.processor.models_dir = none;
+    // A 1 MiB upload cap for the 413, and a rate limit the page's own use stays under (100
+    // requests, then 10 a second) while a burst of 300 goes over it for the 429.
+    cfg.http.max_upload_bytes = 1 << 20;
+    cfg.http.rate_limit_per_second = 10.0;
+    cfg.http.rate_limit_burst = 100;
+    let svc = Services::start(cfg).await;
+    browser_test(
+        &svc,
+        "studio-paths",
+        "studio/test/paths.test.mjs",
+        Duration::from_secs(280),
+    )
+    .await;
     svc.stop().await;
 }

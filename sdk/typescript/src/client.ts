@@ -11,6 +11,10 @@ export type ModelsView = Schemas["ModelsView"];
 export type CancelAccepted = Schemas["CancelAccepted"];
 export type RetryAccepted = Schemas["RetryAccepted"];
 export type UploadTicket = Schemas["UploadTicket"];
+export type PresetsView = Schemas["PresetsView"];
+export type PresetView = Schemas["PresetView"];
+export type PipelineView = Schemas["PipelineView"];
+export type PipelineCancelAccepted = Schemas["PipelineCancelAccepted"];
 /** One event of a file's history (the SSE `data`); `body` as the history stores it. */
 export type HistoryEvent = Schemas["HistoryEventView"];
 
@@ -99,7 +103,15 @@ export class RoarClient {
     return (await this.#json<ModelsView>("GET", "/models")).body;
   }
 
-  /** `POST /process`: one model, several, or a list of requests. */
+  /** `GET /presets`: the named pipelines `process({ file_id, preset })` runs, with their steps. */
+  async presets(): Promise<PresetsView> {
+    return (await this.#json<PresetsView>("GET", "/presets")).body;
+  }
+
+  /**
+   * `POST /process`: one model, several, a list of requests, or a `preset` (the answer is then
+   * the pipeline of its steps, a `PipelineView` with `pipeline_id`).
+   */
   async process(body: ProcessBody): Promise<ProcessResponse> {
     return (await this.#json<ProcessResponse>("POST", "/process", { body })).body;
   }
@@ -126,6 +138,19 @@ export class RoarClient {
   /** `POST /jobs/{jobId}/cancel` (the job's owner). */
   async cancel(jobId: string): Promise<CancelAccepted> {
     return (await this.#json<CancelAccepted>("POST", `/jobs/${encodeURIComponent(jobId)}/cancel`)).body;
+  }
+
+  /** `GET /pipelines/{pipelineId}`: a pipeline's steps, their inputs and states, overall progress. */
+  async pipeline(pipelineId: string): Promise<PipelineView> {
+    return (await this.#json<PipelineView>("GET", `/pipelines/${encodeURIComponent(pipelineId)}`)).body;
+  }
+
+  /**
+   * `POST /pipelines/{pipelineId}/cancel`: steps not started end `canceled`, running ones are asked
+   * to stop. A 409 (`pipeline_finished`, `pipeline_canceled`) says there was nothing left to cancel.
+   */
+  async cancelPipeline(pipelineId: string): Promise<PipelineCancelAccepted> {
+    return (await this.#json<PipelineCancelAccepted>("POST", `/pipelines/${encodeURIComponent(pipelineId)}/cancel`)).body;
   }
 
   /** `POST /admin/jobs/{jobId}/retry` (admin role): a new attempt of a failed or canceled job. */

@@ -26,6 +26,15 @@ export class RoarError extends Error {
     this.body = body;
   }
 
+  /**
+   * Whether the same request may succeed later unchanged: the network failed (`status` 0), the
+   * server asked to slow down (429) or a dependency is unavailable (502, 503, 504). Anything
+   * else is the request's own fault (or a permission) and will fail again as it is.
+   */
+  get retryable(): boolean {
+    return this.status === 0 || this.status === 429 || this.status === 502 || this.status === 503 || this.status === 504;
+  }
+
   /** Builds the error from a response whose body has not been read yet. */
   static async from(res: Response, sentRequestId: string | null): Promise<RoarError> {
     const text = await res.text().catch(() => "");

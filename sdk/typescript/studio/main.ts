@@ -1,7 +1,9 @@
-// The studio page: sign in with a token, upload, pick a model and its params from /models,
-// follow the jobs live over SSE, then play, read and download what they made.
-import { RoarClient, RoarError, type FileView, type HistoryEvent, type ModelsView, type StatusView, type components } from "../src/index.js";
+// The studio page: sign in with a token, upload, pick a model and its params from /models or
+// a preset from /presets, follow the jobs and pipelines live over SSE, then play, read and
+// download what they made.
+import { RoarClient, RoarError, type FileView, type HistoryEvent, type ModelsView, type PipelineView, type StatusView, type components } from "../src/index.js";
 import { drawPitch, parseF0Csv, type PitchPoint } from "./pitch.js";
+import { chosenPreset, fillPresets, renderPipelines, stepProgress } from "./pipelines.js";
 import { StemPlayer, showTranscript, wordsOf } from "./player.js";
 import { $, clearMessage, explain, formatBytes, h, show } from "./ui.js";
 
@@ -42,7 +44,9 @@ function signIn(token: string): Promise<void> {
     const c = new RoarClient({ baseUrl: location.origin, token: () => sessionStorage.getItem(TOKEN_KEY) ?? "" });
     sessionStorage.setItem(TOKEN_KEY, token);
     client = c;
-    models = await c.models();
+    const [m, p] = await Promise.all([c.models(), c.presets()]);
+    models = m;
+    fillPresets(p.presets);
     $("sign-in").hidden = true;
     $("studio").hidden = false;
     $("sign-out").hidden = false;
@@ -72,6 +76,7 @@ async function uploadFile(file: File): Promise<void> {
   $("upload-state").hidden = false;
   bar.value = 0;
   text.textContent = `Uploading ${file.name}…`;
+  let done = false;
   await guard(async () => {
     const up = await api().upload(file, {
       onProgress: (sent, total) => {
@@ -80,6 +85,7 @@ async function uploadFile(file: File): Promise<void> {
       },
     });
     bar.value = 100;
+    done = true;
     if (up.duplicate) {
       text.textContent = `${file.name} was uploaded before.`;
       show(`Already uploaded: ${file.name} has the same content as a file you have, which is opened instead.`, "info");
@@ -89,6 +95,7 @@ async function uploadFile(file: File): Promise<void> {
     await refreshSongs();
     await openSong(up.file_id);
   });
+  if (!done) text.textContent = `${file.name} was not uploaded.`;
 }
 
 function setUpUpload(): void {
@@ -147,6 +154,7 @@ async function openSong(fileId: string): Promise<void> {
   $("transcript").hidden = true;
   player.load([]);
   $("jobs").replaceChildren();
+  renderPipelines([], cancelPipeline);
   $("song").hidden = false;
   await refreshStatus();
   $("song-title").focus();
@@ -173,9 +181,10 @@ function onEvent(ev: HistoryEvent): void {
     const li = document.querySelector<HTMLLIElement>(`#jobs li[data-job="${ev.job_id}"]`);
     if (li && Number.isFinite(percent)) {
       li.querySelector("progress")!.value = percent;
-      li.querySelector(".percent")!.textContent = `${Math.round(percent)} %`;
+      li.querySelector(".percent")!.textContent = ` ${Math.round(percent)} %`;
       const msg = typeof own.message === "string" ? own.message : "";
       li.querySelector(".job-message")!.textContent = msg;
+      stepProgress(ev.job_id, percent);
       return;
     }
   }
@@ -212,6 +221,7 @@ function renderStatus(st: StatusView): void {
   $("song-meta").textContent = `${f.status}${meta}${f.error ? ` · ${f.error.code}: ${f.error.message ?? ""}` : ""}`;
   $("jobs").replaceChildren(...[...st.jobs].reverse().map(jobItem));
   if (!st.jobs.length) $("jobs").append(h("li", { class: "muted" }, "No jobs yet."));
+  renderPipelines(st.pipelines, cancelPipeline);
   void showResults(st.jobs);
 }
 
@@ -222,7 +232,7 @@ function jobItem(j: JobView): HTMLLIElement {
     "li",
     { "data-job": j.job_id, "data-status": j.status },
     h("strong", {}, `${j.model}/${j.variation}`),
-    ` ${j.status} `,
+    ` ${j.status}${j.attempt > 1 ? ` (attempt ${j.attempt})` : ""} `,
     bar,
     h("span", { class: "percent" }, ` ${Math.round(bar.value)} %`),
     " ",
@@ -237,8 +247,13 @@ function jobItem(j: JobView): HTMLLIElement {
     li.append(" ", cancel);
   } else if (j.status !== "completed") {
     const retry = h("button", { type: "button" }, "Retry");
+    // The same request again is the next attempt of the same job (its id covers model,
+    // variation, params and input); the admin-only retry endpoint is not needed for that.
     retry.addEventListener("click", () => void guard(async () => {
-      await api().process({ file_id: j.file_id, model: j.model, variation: j.variation, params: j.params } as never);
+      const input = j.input ? { job_id: j.input.job_id, output: j.input.output } : undefined;
+      const res = await api().process({ file_id: j.file_id, model: j.model, variation: j.variation, params: j.params, input } as never);
+      const attempt = "attempt" in res && typeof res.attempt === "number" ? ` (attempt ${res.attempt})` : "";
+      show(`Retry of ${j.model} requested${attempt}.`, "info");
       await refreshStatus();
     }));
     li.append(" ", retry);
@@ -336,8 +351,25 @@ function chosenParams(): Record<string, unknown> {
   return params;
 }
 
+async function cancelPipeline(p: PipelineView): Promise<void> {
+  await guard(async () => {
+    const res = await api().cancelPipeline(p.pipeline_id);
+    const n = res.canceled_jobs.length;
+    show(`Cancel requested for the ${p.preset ?? "pipeline"} pipeline${n ? ` (${n} running step${n > 1 ? "s" : ""} asked to stop)` : ""}.`, "info");
+    await refreshStatus();
+  });
+}
+
 async function runModel(): Promise<void> {
   if (!current) return;
+  const preset = chosenPreset();
+  if (preset) {
+    const res = await api().process({ file_id: current.fileId, preset } as never);
+    const steps = "steps" in res ? (res.steps as unknown[]).length : 0;
+    show(`${preset}: a pipeline of ${steps} step${steps === 1 ? "" : "s"}, ${"status" in res ? res.status : "requested"}.`, "info");
+    await refreshStatus();
+    return;
+  }
   const model = $<HTMLSelectElement>("model").value;
   const body = { file_id: current.fileId, model, variation: $<HTMLSelectElement>("variation").value, params: chosenParams() };
   const res = await api().process(body as never);

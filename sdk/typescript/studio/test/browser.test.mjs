@@ -1,56 +1,35 @@
 // The /studio page in headless Chromium against the real stack that tests/e2e/e2e_studio.rs
-// started (the pitch worker on CREPE tiny, the demucs worker on the small fixture network):
-// sign in by the link `roar dev` prints, upload a generated WAV with progress, the duplicate
-// and unprocessable messages, pitch and demucs to 100 %, the stems playing together with solo,
-// the pitch curve. Every step leaves a screenshot in $ROAR_STUDIO_SCREENSHOTS.
+// started (the pitch worker on CREPE tiny, the demucs worker on the small fixture network,
+// whisper tiny.en): sign in by the link `roar dev` prints, upload a generated WAV with
+// progress, the duplicate and unprocessable messages, pitch to 100 % and its curve, a spoken
+// sentence transcribed, the "stems" preset as a pipeline to 100 %, the stems playing together
+// with solo while the transcript's current word is highlighted. The refused paths (413, 429,
+// cancel, retry, a pipeline canceled) are in paths.test.mjs. Every step leaves a screenshot in
+// $ROAR_STUDIO_SCREENSHOTS.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
 
-import { env, sineWav } from "../../test/helpers.mjs";
+import { sineWav } from "../../test/helpers.mjs";
+import { base, jobRow, launch, pipelineRow, speechWav, token } from "./page.mjs";
 
-const base = env("ROAR_STUDIO_URL");
-const token = env("ROAR_STUDIO_TOKEN");
-const shots = env("ROAR_STUDIO_SCREENSHOTS");
-const executablePath = process.env.ROAR_STUDIO_CHROMIUM || "/usr/bin/chromium";
-mkdirSync(shots, { recursive: true });
-
-let browser;
+let session;
 let page;
-const responses = [];
-let step = 0;
-
-async function shot(name) {
-  step += 1;
-  await page.screenshot({ path: join(shots, `${String(step).padStart(2, "0")}-${name}.png`), fullPage: true });
-}
+let responses;
+const shot = (name) => session.shot(name);
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    // As root in CI containers Chromium needs --no-sandbox; media must play without a gesture.
-    args: ["--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
-  });
-  page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
-  page.on("response", (r) => responses.push(r));
-  page.on("pageerror", (e) => console.error("page error:", e));
+  session = await launch("main");
+  page = session.page;
+  responses = session.responses;
 });
 
 after(async () => {
-  await browser?.close();
+  await session?.browser.close();
 });
 
-/** The job row of `model` once `done(row)` holds. */
-async function jobRow(model, status, timeout = 120_000) {
-  const row = page.locator(`#jobs li[data-status="${status}"]`, { has: page.locator("strong", { hasText: new RegExp(`^${model}/`) }) });
-  await row.first().waitFor({ timeout });
-  return row.first();
-}
+const jobRow_ = (model, status, timeout) => jobRow(page, model, status, timeout);
 
-test("the studio, as a user goes through it", { timeout: 240_000 }, async () => {
+test("the studio, as a user goes through it", { timeout: 330_000 }, async () => {
   // Signed in by the link: the token leaves the address bar.
   await page.goto(`${base}/studio/#token=${token}`);
   await page.locator("#studio").waitFor();
@@ -111,7 +90,7 @@ test("the studio, as a user goes through it", { timeout: 240_000 }, async () => 
     obs.observe(document.getElementById("jobs"), { subtree: true, childList: true, attributes: true, characterData: true });
   }));
   await page.click("#run");
-  const pitch = await jobRow("pitch", "completed");
+  const pitch = await jobRow_("pitch", "completed");
   assert.ok((await seen).length > 0);
   assert.equal(await pitch.locator("progress").evaluate((p) => p.value), 100);
   assert.match(await pitch.locator(".percent").textContent(), /100 %/);
@@ -119,20 +98,54 @@ test("the studio, as a user goes through it", { timeout: 240_000 }, async () => 
   await page.waitForFunction(() => Number(document.getElementById("pitch-canvas").dataset.points) > 10);
   await shot("pitch");
 
-  // Demucs on the fixture network: progress seen moving, then the stems.
-  await page.selectOption("#model", "demucs");
+  // A spoken sentence, transcribed by whisper with word times, and the "stems" preset on it
+  // (one pipeline: demucs on the fixture network) at the same time.
+  await page.setInputFiles("#file", { name: "fox.wav", mimeType: "audio/wav", buffer: speechWav(`the quick brown fox jumps over the lazy dog ${Date.now() % 1000}`) });
+  await page.locator("#upload-text", { hasText: "Uploaded fox.wav" }).waitFor();
+  await page.locator("#song-title", { hasText: "fox.wav" }).waitFor();
+  await page.locator("#song-meta", { hasText: /^ready/ }).waitFor({ timeout: 60_000 });
+  await page.selectOption("#model", "whisper");
+  await page.selectOption("#param-word_timestamps", "true");
   await page.click("#run");
-  await page.locator('#jobs li[data-status="queued"], #jobs li[data-status="running"], #jobs li[data-status="completed"]').first().waitFor();
-  const demucs = await jobRow("demucs", "completed", 150_000);
+  await page.locator("#jobs li", { has: page.locator("strong", { hasText: /^whisper\// }) }).first().waitFor();
+
+  await page.selectOption("#preset", "stems");
+  assert.equal(await page.locator("#single").isHidden(), true, "a preset hides the single-model inputs");
+  const planned = await page.locator("#preset-steps li").allTextContents();
+  assert.equal(planned.length, 1, planned.join(" | "));
+  assert.match(planned[0], /^separate: demucs\/htdemucs.*reads the upload/);
+  await shot("preset-chosen");
+  await page.click("#run");
+  await page.locator('#pipelines > li[data-preset="stems"]').waitFor();
+  const steps = await page.locator('#pipelines > li[data-preset="stems"] .steps li').evaluateAll((ls) => ls.map((l) => l.dataset.step));
+  assert.deepEqual(steps, ["separate"]);
+  const stems = await pipelineRow(page, "stems", "completed", 150_000);
+  assert.equal(await stems.locator(":scope > progress").evaluate((p) => p.value), 100);
+  assert.match(await stems.locator(":scope > .percent").textContent(), /100 %/);
+  assert.equal(await stems.locator('.steps li[data-step="separate"]').getAttribute("data-status"), "completed");
+  assert.equal(await stems.locator("button").count(), 0, "a finished pipeline has no cancel");
+  const demucs = await jobRow_("demucs", "completed", 30_000);
   assert.equal(await demucs.locator("progress").evaluate((p) => p.value), 100);
   await page.locator("#player:not([hidden])").waitFor();
-  const stems = await page.locator("#stems audio").evaluateAll((as) => as.map((a) => a.dataset.stem));
-  assert.deepEqual([...stems].sort(), ["bass", "drums", "other", "vocals"]);
-  await shot("stems");
+  const names = await page.locator("#stems audio").evaluateAll((as) => as.map((a) => a.dataset.stem));
+  assert.deepEqual([...names].sort(), ["bass", "drums", "other", "vocals"]);
+  await shot("pipeline-completed");
 
-  // Play them together: every element knows its duration and advances; solo mutes the others.
+  // The transcript: the words whisper heard, each with its time.
+  await jobRow_("whisper", "completed", 120_000);
+  await page.locator("#transcript:not([hidden])").waitFor();
+  const words = (await page.locator("#words span").allTextContents()).map((w) => w.toLowerCase().replace(/[^a-z]/g, ""));
+  const heard = ["quick", "brown", "fox", "lazy", "dog"].filter((w) => words.includes(w));
+  assert.ok(heard.length >= 3, `transcript words: ${words.join(" ")}`);
+  await shot("transcript");
+
+  // Play the stems together: every element knows its duration and advances; solo mutes the
+  // others; the word being spoken is highlighted as the clock passes it.
   await page.click("#play");
-  await page.waitForFunction(() => [...document.querySelectorAll("#stems audio")].every((a) => a.duration > 1.5 && a.currentTime > 0.3), null, { timeout: 30_000 });
+  await page.waitForFunction(() => [...document.querySelectorAll("#stems audio")].every((a) => a.duration > 1 && a.currentTime > 0.3), null, { timeout: 30_000 });
+  await page.waitForFunction(() => document.querySelectorAll("#words span.current").length === 1, null, { timeout: 30_000 });
+  const lit = await page.locator("#words span.current").evaluate((s) => ({ start: Number(s.dataset.start), now: document.querySelector("#stems audio").currentTime }));
+  assert.ok(lit.start <= lit.now + 0.5, `the highlighted word starts at ${lit.start} s, playback is at ${lit.now} s`);
   await page.click('button[aria-label="solo vocals"]');
   const muted = await page.locator("#stems audio").evaluateAll((as) => Object.fromEntries(as.map((a) => [a.dataset.stem, a.muted])));
   assert.deepEqual(muted, { bass: true, drums: true, other: true, vocals: false });
@@ -142,13 +155,4 @@ test("the studio, as a user goes through it", { timeout: 240_000 }, async () => 
   // Keyboard: the controls are reachable with Tab.
   await page.keyboard.press("Tab");
   assert.notEqual(await page.evaluate(() => document.activeElement?.tagName), "BODY");
-});
-
-test("a refused token is a message and the sign-in form, not a blank page", { timeout: 60_000 }, async () => {
-  // A page of its own: the same URL with another fragment would not load the page again.
-  page = await browser.newPage();
-  await page.goto(`${base}/studio/#token=not-a-token`);
-  await page.locator("#message", { hasText: "token was refused" }).waitFor();
-  await page.locator("#sign-in:not([hidden])").waitFor();
-  await shot("unauthorized");
 });
