@@ -193,9 +193,15 @@ function onEvent(ev: HistoryEvent): void {
 
 let refreshing: Promise<void> | null = null;
 let again = false;
+let after: string | undefined;
 
-/** Re-reads `/status` (one read at a time; a burst of events causes at most one more). */
-function refreshStatus(): Promise<void> {
+/**
+ * Re-reads `/status` (one read at a time; a burst of events causes at most one more). `token`,
+ * a command's consistency token, makes the read wait until the read model has applied it, so
+ * what the user just asked for shows at once.
+ */
+function refreshStatus(token?: string): Promise<void> {
+  if (token) after = token;
   if (refreshing) {
     again = true;
     return refreshing;
@@ -205,7 +211,9 @@ function refreshStatus(): Promise<void> {
       again = false;
       const song = current;
       if (!song) return;
-      const st = await api().status(song.fileId);
+      const wait = after;
+      after = undefined;
+      const st = await api().status(song.fileId, { after: wait });
       if (current !== song) return;
       song.status = st;
       renderStatus(st);
@@ -241,8 +249,9 @@ function jobItem(j: JobView): HTMLLIElement {
   if (!FINISHED.has(j.status)) {
     const cancel = h("button", { type: "button" }, "Cancel");
     cancel.addEventListener("click", () => void guard(async () => {
-      await api().cancel(j.job_id);
+      const res = await api().cancel(j.job_id);
       show(`Cancel requested for ${j.model}.`, "info");
+      await refreshStatus(res.consistency_token);
     }));
     li.append(" ", cancel);
   } else if (j.status !== "completed") {
@@ -254,7 +263,7 @@ function jobItem(j: JobView): HTMLLIElement {
       const res = await api().process({ file_id: j.file_id, model: j.model, variation: j.variation, params: j.params, input } as never);
       const attempt = "attempt" in res && typeof res.attempt === "number" ? ` (attempt ${res.attempt})` : "";
       show(`Retry of ${j.model} requested${attempt}.`, "info");
-      await refreshStatus();
+      await refreshStatus(tokenOf(res));
     }));
     li.append(" ", retry);
   }
@@ -351,12 +360,19 @@ function chosenParams(): Record<string, unknown> {
   return params;
 }
 
+/** The consistency token of a `/process` answer (one job, a pipeline, or the last of a list). */
+function tokenOf(res: object): string | undefined {
+  const one = (r: object) => ("consistency_token" in r && typeof r.consistency_token === "string" ? r.consistency_token : undefined);
+  if ("jobs" in res && Array.isArray(res.jobs)) return res.jobs.map(one).filter(Boolean).at(-1);
+  return one(res);
+}
+
 async function cancelPipeline(p: PipelineView): Promise<void> {
   await guard(async () => {
     const res = await api().cancelPipeline(p.pipeline_id);
     const n = res.canceled_jobs.length;
     show(`Cancel requested for the ${p.preset ?? "pipeline"} pipeline${n ? ` (${n} running step${n > 1 ? "s" : ""} asked to stop)` : ""}.`, "info");
-    await refreshStatus();
+    await refreshStatus(res.consistency_token);
   });
 }
 
@@ -367,7 +383,7 @@ async function runModel(): Promise<void> {
     const res = await api().process({ file_id: current.fileId, preset } as never);
     const steps = "steps" in res ? (res.steps as unknown[]).length : 0;
     show(`${preset}: a pipeline of ${steps} step${steps === 1 ? "" : "s"}, ${"status" in res ? res.status : "requested"}.`, "info");
-    await refreshStatus();
+    await refreshStatus(tokenOf(res));
     return;
   }
   const model = $<HTMLSelectElement>("model").value;
@@ -375,7 +391,7 @@ async function runModel(): Promise<void> {
   const res = await api().process(body as never);
   const jobs = "jobs" in res ? (res.jobs as { status: string }[]) : [res as { status: string }];
   show(`${model}: ${jobs.map((j) => j.status).join(", ")}.`, "info");
-  await refreshStatus();
+  await refreshStatus(tokenOf(res));
 }
 
 // ---- start ---------------------------------------------------------------------------------
