@@ -4,7 +4,7 @@
 import { RoarClient, RoarError, type FileView, type HistoryEvent, type ModelsView, type PipelineView, type StatusView, type components } from "../src/index.js";
 import { drawPitch, parseF0Csv, type PitchPoint } from "./pitch.js";
 import { chosenPreset, fillPresets, renderPipelines, stepProgress } from "./pipelines.js";
-import { StemPlayer, showTranscript, wordsOf } from "./player.js";
+import { StemPlayer, lyricWords, showTranscript, wordsOf } from "./player.js";
 import { $, clearMessage, explain, formatBytes, h, show } from "./ui.js";
 
 type JobView = components["schemas"]["JobView"];
@@ -293,10 +293,18 @@ async function showResults(jobs: JobView[]): Promise<void> {
     const drawn = drawPitch($<HTMLCanvasElement>("pitch-canvas"), pitch, player.playing ? player.time : null);
     $("pitch-canvas").dataset.points = String(drawn);
   }
+  // Aligned lyrics (gemma3n) when there are some, else whisper's transcript.
+  const g = latest("gemma3n");
+  const lyrics = g?.outputs.find((o) => o.kind === "lyrics_json" && o.url);
   const w = latest("whisper");
   const seg = w?.outputs.find((o) => o.kind === "segments" && o.url);
-  if (w && seg && shown.get("whisper") !== w.job_id + current?.fileId) {
-    shown.set("whisper", w.job_id + current?.fileId);
+  if (g && lyrics) {
+    if (shown.get("words") !== g.job_id + current?.fileId) {
+      shown.set("words", g.job_id + current?.fileId);
+      highlight = showTranscript(lyricWords(await (await fetch(lyrics.url!)).json()), "Lyrics");
+    }
+  } else if (w && seg && shown.get("words") !== w.job_id + current?.fileId) {
+    shown.set("words", w.job_id + current?.fileId);
     highlight = showTranscript(wordsOf(await (await fetch(seg.url!)).json()));
   }
 }

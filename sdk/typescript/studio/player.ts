@@ -108,7 +108,21 @@ export function wordsOf(segments: unknown): Word[] {
   return out;
 }
 
-export function showTranscript(words: Word[]): (time: number) => void {
+/** Words with times from gemma3n's lyrics.json (sections of lines of timed words). */
+export function lyricWords(lyrics: unknown): Word[] {
+  type Line = { text: string; start: number; end: number; words?: { text: string; start: number; end: number }[] };
+  const sections = (lyrics as { sections?: { lines?: Line[] }[] })?.sections ?? [];
+  const out: Word[] = [];
+  for (const line of sections.flatMap((s) => s.lines ?? [])) {
+    if (line.words?.length) for (const w of line.words) out.push({ start: w.start, end: w.end, text: w.text.trim() });
+    else out.push({ start: line.start, end: line.end, text: line.text.trim() });
+  }
+  return out;
+}
+
+/** Shows timed words under `title`; the returned function highlights the word at a time. */
+export function showTranscript(words: Word[], title = "Transcript"): (time: number) => void {
+  $("transcript-title").textContent = title;
   const box = $("words");
   const spans = words.map((w) => h("span", { "data-start": String(w.start) }, w.text));
   box.replaceChildren(...spans.flatMap((s) => [s, " "]));
