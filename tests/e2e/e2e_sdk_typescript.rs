@@ -2,7 +2,9 @@
 //! PostgreSQL, the object store and the roar services with the pitch worker, then runs the
 //! SDK's own tests (`npm test`: the generated types are current, the SDK compiles, and its
 //! node:test suite drives upload, duplicate, process, watch with a dropped stream, token
-//! refresh and typed errors through this server). scripts/test.sh installs its packages.
+//! refresh, typed errors and a preset's pipeline through this server, and imports the Yaak
+//! workspace into the real Yaak CLI, which sends its requests here). scripts/test.sh installs
+//! its packages (`npm ci` in sdk/typescript and dev/yaak).
 
 use std::path::Path;
 use std::time::Duration;

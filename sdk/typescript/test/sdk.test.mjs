@@ -123,4 +123,34 @@ test("a bad request is a typed error carrying code and request id", { timeout: 2
   assert.equal(unknown.status, 422);
   assert.equal(unknown.code, "unprocessable");
   assert.match(unknown.message, /karaoke/);
+  assert.equal(unknown.retryable, false, "a refused body fails again as it is");
+});
+
+test("presets run as one pipeline, followed and canceled through the SDK", { timeout: 240_000 }, async () => {
+  const client = new RoarClient({ baseUrl, token });
+  const { presets } = await client.presets();
+  const karaoke = presets.find((p) => p.name === "karaoke");
+  assert.ok(karaoke, JSON.stringify(presets.map((p) => p.name)));
+  assert.deepEqual(karaoke.steps.map((s) => s.name), ["separate", "transcribe", "pitch"]);
+
+  const { file_id } = await client.upload(sineWav(0.5, 262, 4), { filename: "karaoke.wav" });
+  await collect(client.watch(file_id), (ev) => ev.kind === "file_probed");
+  const asked = await client.process({ file_id, preset: "karaoke" });
+  assert.ok("pipeline_id" in asked, JSON.stringify(asked));
+  assert.match(asked.pipeline_id, /^p[0-9a-f]{32}$/);
+  assert.deepEqual(asked.steps.map((s) => s.name), ["separate", "transcribe", "pitch"]);
+
+  // This stack has no demucs worker: the first step waits, so the cancel always finds work.
+  await client.status(file_id, { after: asked.consistency_token });
+  const seen = await client.pipeline(asked.pipeline_id);
+  assert.equal(seen.file_id, file_id);
+  assert.equal(seen.preset, "karaoke");
+  const cancel = await client.cancelPipeline(asked.pipeline_id);
+  assert.equal(cancel.status, "cancel_requested");
+  const again = await client.cancelPipeline(asked.pipeline_id).catch((e) => e);
+  assert.ok(again instanceof RoarError, String(again));
+  assert.equal(again.status, 409);
+  assert.ok(["pipeline_canceled", "pipeline_finished"].includes(again.code), again.code);
+  const missing = await client.pipeline(`p${"0".repeat(32)}`).catch((e) => e);
+  assert.equal(missing.status, 404);
 });
