@@ -134,9 +134,12 @@ async function refreshSongs(): Promise<void> {
   if (!items.length) list.append(h("li", { class: "muted" }, "No songs yet: upload one."));
 }
 
+function songLabel(s: FileView): string {
+  return `${s.filename} · ${s.status} · ${formatBytes(s.size)}`;
+}
+
 function songItem(s: FileView): HTMLLIElement {
-  const label = `${s.filename} · ${s.status} · ${formatBytes(s.size)}`;
-  const b = h("button", { type: "button", "data-file": s.file_id, "aria-current": String(current?.fileId === s.file_id) }, label);
+  const b = h("button", { type: "button", "data-file": s.file_id, "aria-current": String(current?.fileId === s.file_id) }, songLabel(s));
   b.addEventListener("click", () => void guard(() => openSong(s.file_id)));
   return h("li", {}, b);
 }
@@ -225,6 +228,8 @@ function refreshStatus(token?: string): Promise<void> {
 function renderStatus(st: StatusView): void {
   const f = st.file;
   $("song-title").textContent = f.filename;
+  const listed = document.querySelector<HTMLButtonElement>(`#song-list button[data-file="${f.file_id}"]`);
+  if (listed) listed.textContent = songLabel(f);
   const meta = f.metadata ? ` · ${f.metadata.duration_seconds.toFixed(1)} s, ${f.metadata.sample_rate} Hz, ${f.metadata.channels} ch` : "";
   $("song-meta").textContent = `${f.status}${meta}${f.error ? ` · ${f.error.code}: ${f.error.message ?? ""}` : ""}`;
   $("jobs").replaceChildren(...[...st.jobs].reverse().map(jobItem));

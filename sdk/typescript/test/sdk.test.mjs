@@ -147,6 +147,8 @@ test("presets run as one pipeline, followed and canceled through the SDK", { tim
   assert.equal(seen.preset, "karaoke");
   const cancel = await client.cancelPipeline(asked.pipeline_id);
   assert.equal(cancel.status, "cancel_requested");
+  // Once the read model has the cancel, asking again is a 409 that says so.
+  await client.status(file_id, { after: cancel.consistency_token });
   const again = await client.cancelPipeline(asked.pipeline_id).catch((e) => e);
   assert.ok(again instanceof RoarError, String(again));
   assert.equal(again.status, 409);

@@ -54,8 +54,10 @@ test("the Yaak workspace imports into Yaak and its requests reach roar", { timeo
 
     // What Yaak holds now: every request by name, every environment.
     const lines = (out) => out.trim().split("\n").map((l) => l.match(/^(\S+) - (.*)$/)).filter(Boolean);
-    const requests = new Map(lines((await yk("request", "list")).stdout).map(([, id, name]) => [name, id]));
-    assert.deepEqual([...requests.keys()].sort(), r.httpRequests.map((q) => q.name).sort());
+    // Yaak lists a request as "<method> <name>".
+    const listed = lines((await yk("request", "list")).stdout);
+    assert.deepEqual(listed.map(([, , m]) => m).sort(), r.httpRequests.map((q) => `${q.method} ${q.name}`).sort());
+    const requests = new Map(listed.map(([, id, m]) => [m.slice(m.indexOf(" ") + 1), id]));
     const envs = new Map(lines((await yk("environment", "list")).stdout).map(([, id, name]) => [name.replace(/ \((environment|workspace)\)$/, ""), id]));
     assert.deepEqual([...envs.keys()].sort(), r.environments.map((e) => e.name).sort());
 
