@@ -57,15 +57,23 @@ export async function pipelineRow(page, preset, status, timeout = 120_000) {
   return row;
 }
 
-/** `text` spoken by espeak-ng (a mono WAV), as the transcription tests of tests/e2e make it. */
-export function speechWav(text) {
+/**
+ * `text` spoken by espeak-ng (a mono 16-bit WAV), as the transcription tests of tests/e2e make
+ * it; `salt` changes the low bits of one sample in the middle, so each run uploads new content
+ * that sounds the same.
+ */
+export function speechWav(text, salt = 0) {
   const dir = mkdtempSync(join(tmpdir(), "roar-studio-speech-"));
   try {
     const wav = join(dir, "speech.wav");
     const run = spawnSync("espeak-ng", ["-v", "en-us", "-s", "150", "-w", wav, text], { encoding: "utf8" });
     if (run.error) throw new Error(`espeak-ng is not installed (scripts/test.sh installs it): ${run.error.message}`);
     if (run.status !== 0) throw new Error(`espeak-ng failed: ${run.stderr}`);
-    return readFileSync(wav);
+    const bytes = readFileSync(wav);
+    const data = bytes.indexOf("data") + 8;
+    const sample = data + 2 * Math.floor((bytes.length - data) / 4);
+    bytes[sample] ^= 1 + (salt % 127);
+    return bytes;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

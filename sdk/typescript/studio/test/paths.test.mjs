@@ -28,10 +28,18 @@ test("too large, cancel, retry, a pipeline canceled, too many requests", { timeo
   await page.locator("#studio").waitFor();
   await page.locator("#preset option[value=karaoke]").waitFor({ state: "attached" });
 
-  // Over http.max_upload_bytes (1 MiB here): the server's 413 is a message, nothing is listed.
-  const big = Buffer.from(sineWav(40.0, 220, Date.now() % 20000, 16000));
-  assert.ok(big.length > 1 << 20, `${big.length} bytes`);
-  await page.setInputFiles("#file", { name: "long.wav", mimeType: "audio/wav", buffer: big });
+  // Dropped on the drop zone, a file over http.max_upload_bytes (1 MiB here): the server's 413
+  // is a message, nothing is listed.
+  const dropped = await page.evaluateHandle((seed) => {
+    const bytes = new Uint8Array(1_300_000);
+    bytes[0] = seed;
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "long.wav", { type: "audio/wav" }));
+    return dt;
+  }, Date.now() % 250);
+  await page.dispatchEvent("#drop", "dragover", { dataTransfer: dropped });
+  assert.equal(await page.locator("#drop.over").count(), 1, "the drop zone shows it will take the file");
+  await page.dispatchEvent("#drop", "drop", { dataTransfer: dropped });
   await page.locator("#message", { hasText: "too large for this server" }).waitFor();
   await page.locator("#upload-text", { hasText: "long.wav was not uploaded" }).waitFor();
   assert.equal(await page.locator("#song-list button", { hasText: "long.wav" }).count(), 0);
