@@ -166,11 +166,22 @@ fn decode_packets(
         b.copy_interleaved_ref(audio);
         frames += b.samples().len() as u64 / spec.channels.count().max(1) as u64;
         limits.check(frames, spec.rate, spec.channels.count())?;
+        sanitize(b.samples_mut());
         sink.samples(b.samples());
     }
     match format {
         Some(f) if frames > 0 => Ok((f, frames)),
         _ => Err(AudioError::Empty),
+    }
+}
+
+/// Float PCM is stored as is: a damaged or hostile file can hold samples far outside [-1, 1],
+/// infinities and NaNs (found by the audio fuzz target: a float WAV decoded to 7,884,319).
+/// Every sink is promised [-1, 1]: out-of-range values are clipped as a DAC would, and what is
+/// not a number is silence, so no model input, peak or RMS is ever NaN or infinite.
+fn sanitize(samples: &mut [f32]) {
+    for s in samples {
+        *s = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
     }
 }
 
