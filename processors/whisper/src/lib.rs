@@ -4,7 +4,8 @@
 //! it; float32/float16/int8/int16 weights are dequantised to f32) or a Hugging Face
 //! safetensors directory, and transcribes 16 kHz mono audio of any length: 30 s windows
 //! with seek, timestamp tokens, temperature fallback, beam search, language detection,
-//! transcribe/translate, initial prompt, and word timestamps from cross-attention + DTW.
+//! transcribe/translate, initial prompt, and word timestamps from cross-attention + DTW;
+//! forced alignment of text the caller already has ([`Whisper::force_align`]).
 //!
 //! ```no_run
 //! use roar_whisper::{Whisper, TranscribeOptions};
@@ -21,6 +22,7 @@ mod decode;
 pub mod error;
 #[cfg(test)]
 mod fidelity;
+mod force;
 mod format;
 #[cfg(feature = "hub")]
 mod hub;
@@ -38,6 +40,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 pub use error::{Result, WhisperError};
+pub use force::AlignSpan;
 pub use format::{to_srt, to_text, to_verbose_json, to_vtt};
 #[cfg(feature = "hub")]
 pub use hub::fetch_from_hub;

@@ -35,7 +35,7 @@ impl Mel {
     }
 }
 
-fn check_audio(samples: &[f32]) -> Result<()> {
+pub(crate) fn check_audio(samples: &[f32]) -> Result<()> {
     if samples.is_empty() {
         return Err(WhisperError::InvalidInput("no audio samples".into()));
     }
@@ -57,7 +57,7 @@ pub(crate) fn compute_mel(w: &Whisper, samples: &[f32]) -> Mel {
 }
 
 /// Language probabilities from the decoder's first step after `<|startoftranscript|>`.
-fn language_probs(w: &Whisper, audio: &Tensor) -> Result<(String, f32)> {
+pub(crate) fn language_probs(w: &Whisper, audio: &Tensor) -> Result<(String, f32)> {
     let sp = &w.tokenizer.specials;
     if !w.is_multilingual() || sp.languages.is_empty() {
         return Ok(("en".into(), 1.0));
