@@ -84,6 +84,22 @@ pub struct HttpConfig {
     /// Most SSE streams one user may hold open at once (per orchestrator instance), so that
     /// one user cannot take every slot.
     pub sse_max_streams_per_user: usize,
+    /// Longest a request may take to be answered, in seconds (503 `timeout` beyond). Uploads
+    /// are exempt (bounded by `body_idle_timeout_seconds` and their size); must exceed
+    /// `consistency_wait_ms`.
+    pub request_timeout_seconds: u64,
+    /// Longest a request body may stall between two chunks, in seconds (the upload ends with
+    /// 400 beyond).
+    pub body_idle_timeout_seconds: u64,
+    /// How often the orchestrator sweeps expired direct uploads and leftover temporary objects,
+    /// in seconds; 0 disables the sweeper.
+    pub sweep_interval_seconds: u64,
+    /// How long after its link expired a direct upload that never completed is kept (and
+    /// its staged object), and how old a leftover temporary object must be before it is
+    /// removed, in seconds.
+    pub upload_grace_seconds: u64,
+    /// Most history events `GET /status/{id}?as_of=` folds (422 beyond).
+    pub as_of_max_events: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -273,6 +289,11 @@ impl Default for HttpConfig {
             sse_max_streams: 10_000,
             studio_dir: String::new(),
             sse_max_streams_per_user: 16,
+            request_timeout_seconds: 30,
+            body_idle_timeout_seconds: 30,
+            sweep_interval_seconds: 300,
+            upload_grace_seconds: 3600,
+            as_of_max_events: 10_000,
         }
     }
 }
@@ -492,6 +513,19 @@ impl Config {
         }
         if self.http.sse_max_streams_per_user < 1 {
             return bad("http.sse_max_streams_per_user must be ≥ 1".into());
+        }
+        if self.http.request_timeout_seconds.saturating_mul(1000) <= self.http.consistency_wait_ms {
+            return bad(
+                "http.request_timeout_seconds must exceed http.consistency_wait_ms (a waiting \
+                 GET /status would time out)"
+                    .into(),
+            );
+        }
+        if self.http.body_idle_timeout_seconds < 1 {
+            return bad("http.body_idle_timeout_seconds must be ≥ 1".into());
+        }
+        if self.http.as_of_max_events < 1 {
+            return bad("http.as_of_max_events must be ≥ 1".into());
         }
         if self.processor.concurrency < 1 {
             return bad("processor.concurrency must be ≥ 1".into());

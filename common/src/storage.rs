@@ -160,6 +160,34 @@ impl Storage {
         }
     }
 
+    /// Bytes `range` (end exclusive; the whole object when `None`) of the object as a stream of
+    /// chunks, read only if the object still has `e_tag` (when given): a download streams
+    /// what it measured, never a replacement of another size. A changed object is `NotFound`.
+    pub async fn get_range_stream(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+        e_tag: Option<String>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError>
+    {
+        use futures::StreamExt;
+        let opts = object_store::GetOptions {
+            range: range.map(object_store::GetRange::Bounded),
+            if_match: e_tag,
+            ..Default::default()
+        };
+        match self.store.get_opts(&Self::path(key)?, opts).await {
+            Ok(r) => Ok(r
+                .into_stream()
+                .map(|c| c.map_err(StorageError::from))
+                .boxed()),
+            Err(
+                object_store::Error::NotFound { .. } | object_store::Error::Precondition { .. },
+            ) => Err(StorageError::NotFound(key.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A blocking, seekable reader of the object for decoders (bounded memory whatever its size).
     pub async fn reader(&self, key: &str) -> Result<ObjectReader, StorageError> {
         ObjectReader::open(self.store.clone(), Self::path(key)?).await
@@ -186,6 +214,34 @@ impl Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Keys under `prefix` (a folder, e.g. `uploads/tmp/`) last written before `before`, at
+    /// most `max` of them: what the orchestrator's sweeper removes. A missing folder is empty.
+    pub async fn list_older(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        max: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        use futures::StreamExt;
+        let folder = Self::path(prefix.trim_end_matches('/'))?;
+        let mut listed = self.store.list(Some(&folder));
+        let mut keys = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let meta = match meta {
+                Ok(m) => m,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            };
+            if meta.last_modified < before {
+                keys.push(meta.location.to_string());
+                if keys.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(keys)
     }
 
     /// Whether this store can hand out presigned URLs (S3). The local store uses links signed
@@ -255,6 +311,38 @@ mod tests {
             s.get("outputs/nope").await,
             Err(StorageError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn list_older_finds_only_older_objects_under_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StorageConfig {
+            url: format!("file://{}", dir.path().display()),
+            ..Default::default()
+        };
+        let s = Storage::from_config(&cfg).unwrap();
+        assert!(s
+            .list_older("uploads/tmp/", chrono::Utc::now(), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        s.put("uploads/tmp/a", Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        s.put("uploads/f1/original", Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+        let earlier = chrono::Utc::now() - chrono::Duration::seconds(3600);
+        assert_eq!(
+            s.list_older("uploads/tmp/", later, 10).await.unwrap(),
+            vec!["uploads/tmp/a".to_string()]
+        );
+        assert!(s
+            .list_older("uploads/tmp/", earlier, 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

@@ -32,10 +32,16 @@ pub enum ApiError {
     /// A per-user limit other than the request rate (`code` names it; 429).
     #[error("{message}")]
     Limit { code: &'static str, message: String },
+    /// A `Range` that starts beyond the object's end (416, with `Content-Range: bytes */size`).
+    #[error("the range is outside the object's {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The handler did not answer within `http.request_timeout_seconds`.
+    #[error("the request was not answered within {0} s; retry later")]
+    Timeout(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -55,8 +61,12 @@ impl ApiError {
             }
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Limit { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
+            ApiError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -104,14 +114,22 @@ impl IntoResponse for ApiError {
             file_id,
         };
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests {
-            retry_after_seconds,
-        } = &self
-        {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(*retry_after_seconds),
-            );
+        match &self {
+            ApiError::TooManyRequests {
+                retry_after_seconds,
+            } => {
+                resp.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(*retry_after_seconds),
+                );
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut()
+                        .insert(axum::http::header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
         }
         resp
     }

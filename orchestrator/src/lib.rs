@@ -14,6 +14,8 @@ mod ratelimit;
 mod routes;
 mod state;
 mod streams;
+mod sweeper;
+mod timeouts;
 mod uploads;
 pub mod views;
 
@@ -27,8 +29,13 @@ use tokio_util::sync::CancellationToken;
 /// The full router with its middleware.
 pub fn router(state: AppState) -> Router {
     let max_body = state.cfg.http.max_body_bytes;
+    let body_idle = std::time::Duration::from_secs(state.cfg.http.body_idle_timeout_seconds);
     let cors = middleware::cors(&state.cfg.http.cors_origins);
-    routes::routes(state.cfg.http.max_upload_bytes)
+    routes::routes(&state.cfg.http)
+        .layer(axum::middleware::from_fn_with_state(
+            body_idle,
+            timeouts::body_idle,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(middleware::track))
         .layer(cors)
@@ -44,6 +51,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     state.shutdown = cancel.clone();
     state.notifier.spawn(state.read.clone(), cancel.clone());
+    sweeper::spawn(state.clone(), cancel.clone());
     state.auth.start_jwks(cancel.clone()).await;
     tracing::info!(%addr, "orchestrator listening");
     axum::serve(listener, router(state))

@@ -247,6 +247,20 @@ impl ReadModel {
         Ok(out)
     }
 
+    /// How many history events (the file's and its jobs') occurred at or before `t`: what
+    /// folding the file at `t` reads.
+    pub async fn history_len_until(
+        &self,
+        file_id: &str,
+        t: DateTime<Utc>,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE file_id = $1 AND occurred_at <= $2")
+            .bind(file_id)
+            .bind(t)
+            .fetch_one(&self.pool)
+            .await
+    }
+
     /// A file's (or its jobs') history events that occurred at or before `t`, in apply order.
     async fn history_until(
         &self,

@@ -56,6 +56,8 @@ mod projection_exactly_once;
 mod projection_history;
 mod projection_rebuild;
 mod projection_text;
+mod security_bounds;
+mod security_downloads;
 mod security_jwks;
 mod security_links;
 mod security_metrics;

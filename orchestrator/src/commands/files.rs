@@ -1,5 +1,6 @@
 //! File events: `FileRegistered` when a direct upload gets its ticket, `FileUploaded` once the
-//! bytes are stored and checked (multipart, signed PUT, or a presigned PUT's completion).
+//! bytes are stored and checked (multipart, signed PUT, or a presigned PUT's completion), and
+//! `FileDeleted` (reason `upload_expired`) when the sweeper gives up on a direct upload.
 
 use chrono::{DateTime, Utc};
 use roar_schemas::topics::FILES;
@@ -75,6 +76,18 @@ pub async fn uploaded(
             Err(e)
         }
     }
+}
+
+/// The reason of the `FileDeleted` the sweeper emits for a direct upload never completed.
+pub const UPLOAD_EXPIRED: &str = "upload_expired";
+
+/// A direct upload's link expired long ago without the upload completing: the file is deleted,
+/// so it no longer counts as pending and its content may be registered again.
+pub async fn upload_expired(s: &AppState, file_id: &str) -> Result<String, ApiError> {
+    let body = FileBody::Deleted {
+        reason: Some(UPLOAD_EXPIRED.into()),
+    };
+    emit(s, "system:sweeper".into(), file_id, body).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
+use std::time::Duration;
+
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
+use roar_common::config::HttpConfig;
 
 use crate::AppState;
 
@@ -19,7 +22,10 @@ pub(crate) mod status;
 pub(crate) mod studio;
 pub(crate) mod upload;
 
-pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+pub fn routes(http: &HttpConfig) -> Router<AppState> {
+    let max_upload_bytes = http.max_upload_bytes;
+    let request_timeout = Duration::from_secs(http.request_timeout_seconds);
+    // Uploads stream for as long as their bytes keep coming: only the idle timeout bounds them.
     let uploads = Router::new()
         .route("/upload", post(upload::upload))
         .route("/upload/{file_id}", put(presign::put_signed))
@@ -51,5 +57,9 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/studio", get(studio::redirect))
         .route("/studio/", get(studio::index))
         .route("/studio/{name}", get(studio::asset))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            crate::timeouts::request,
+        ))
         .merge(uploads)
 }

@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use roar_projections::apply::{FileRow, JobRow};
 use roar_schemas::FileStatus;
 
@@ -91,14 +92,31 @@ async fn wait_applied(s: &AppState, token: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// Bounds an `as_of` read: not in the future (there is no history there yet), and no more
+/// events to fold than `http.as_of_max_events` (each is decoded and applied per request).
+async fn check_as_of(s: &AppState, file_id: &str, t: DateTime<Utc>) -> Result<(), ApiError> {
+    // A little clock skew between client and server is not the client's mistake.
+    if t > Utc::now() + chrono::Duration::seconds(60) {
+        return Err(ApiError::BadRequest("as_of is in the future".into()));
+    }
+    let max = s.cfg.http.as_of_max_events;
+    if s.read.history_len_until(file_id, t).await? > max {
+        return Err(ApiError::Unprocessable(format!(
+            "the file's history up to as_of has more than {max} events; pick an earlier time"
+        )));
+    }
+    Ok(())
+}
+
 /// `GET /status/{file_id}[?after=token][&as_of=time]`: the file and every job on it, outputs
 /// with links.
 #[utoipa::path(get, path = "/status/{file_id}", tag = "status",
     params(FilePath, StatusQuery),
     responses(
         (status = 200, description = "the file and every job, outputs with download URLs", body = StatusView),
-        (status = 400, description = "an unknown query parameter, a consistency token of another form, or a time that is not RFC 3339", body = ErrorBody),
+        (status = 400, description = "an unknown query parameter, a consistency token of another form, or a time that is not RFC 3339 or is in the future", body = ErrorBody),
         (status = 404, description = "no such file of the caller's, or it did not exist at `as_of`", body = ErrorBody),
+        (status = 422, description = "the history up to `as_of` is longer than `http.as_of_max_events`", body = ErrorBody),
         AuthErrors,
     ))]
 pub async fn status(
@@ -112,6 +130,9 @@ pub async fn status(
         None => None,
     };
     let f = visible_file(&s, &user, &file_id).await?;
+    if let Some(t) = q.as_of {
+        check_as_of(&s, &f.file_id, t).await?;
+    }
     let (f, jobs) = match q.as_of {
         // Ownership is checked on the current row above; the past one only has to exist.
         Some(t) => match s.read.file_as_of(&f.file_id, t).await? {

@@ -58,7 +58,8 @@ pub struct StatusQuery {
     #[param(schema_with = after_token)]
     pub after: Option<String>,
     /// Show the file and its jobs as they were at this time (RFC 3339), folded from the event
-    /// history; 404 when the file did not exist yet.
+    /// history; 404 when the file did not exist yet, 400 for a time in the future, 422 when
+    /// more than `http.as_of_max_events` events would be folded.
     pub as_of: Option<DateTime<Utc>>,
 }
 
