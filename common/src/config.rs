@@ -46,6 +46,34 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub telemetry: TelemetryConfig,
     pub dev: DevConfig,
+    pub quota: QuotaConfig,
+}
+
+/// Per-user limits the orchestrator enforces (each 0 = unlimited). `GET /me/usage` shows a
+/// user's usage against them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Jobs one user may have queued or running at once (429 `jobs_in_flight` beyond).
+    pub jobs_in_flight: u64,
+    /// Jobs one user may request in 24 hours, retries included (429 `jobs_per_day` beyond).
+    pub jobs_per_day: u64,
+    /// Bytes one user may store: uploads (pending ones reserved at their declared size) and
+    /// job outputs (413 `storage_quota` beyond).
+    pub stored_bytes: u64,
+    /// Direct uploads one user may have registered and not completed (429 `pending_uploads`).
+    pub pending_uploads: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            jobs_in_flight: 100,
+            jobs_per_day: 5000,
+            stored_bytes: 50 << 30,
+            pending_uploads: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -520,6 +548,9 @@ impl Config {
                  GET /status would time out)"
                     .into(),
             );
+        }
+        if self.http.upload_grace_seconds > 365 * 24 * 3600 {
+            return bad("http.upload_grace_seconds must be at most a year (31536000)".into());
         }
         if self.http.body_idle_timeout_seconds < 1 {
             return bad("http.body_idle_timeout_seconds must be ≥ 1".into());

@@ -12,6 +12,7 @@ pub const EVENTS_PRODUCED: &str = "roar_events_produced_total";
 pub const HTTP_REQUESTS: &str = "roar_http_requests_total";
 pub const HTTP_LATENCY: &str = "roar_http_request_duration_seconds";
 pub const WORKERS_LIVE: &str = "roar_workers_live";
+pub const SSE_HISTORY_READS: &str = "roar_sse_history_reads_total";
 // Every consumer group (probe, workers).
 pub const MESSAGES_CONSUMED: &str = "roar_messages_consumed_total";
 pub const DLQ_MESSAGES: &str = "roar_dlq_messages_total";
@@ -50,6 +51,11 @@ pub fn describe() {
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
     describe_histogram!(HTTP_LATENCY, Unit::Seconds, "HTTP request latency by route");
+    describe_counter!(
+        SSE_HISTORY_READS,
+        "history reads for event streams, by kind: fanout (one per commit for all streams), \
+         subscribe (first stream of a file), catch_up (a stream's backlog)"
+    );
     describe_gauge!(
         WORKERS_LIVE,
         "workers that announced themselves on the control topic and have not expired, by model"

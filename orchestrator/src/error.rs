@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The upload would take its owner past `quota.stored_bytes` (413 `storage_quota`).
+    #[error("{0}")]
+    StorageQuota(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("too many requests; retry in {retry_after_seconds} s")]
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::StorageQuota(_) => (StatusCode::PAYLOAD_TOO_LARGE, "storage_quota"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

@@ -6,9 +6,11 @@
 pub mod commands;
 mod error;
 mod extract;
+mod fanout;
 mod links;
 mod middleware;
 mod notifier;
+mod quotas;
 pub mod openapi;
 mod ratelimit;
 mod routes;
@@ -52,6 +54,10 @@ pub async fn serve(
     state.shutdown = cancel.clone();
     state.notifier.spawn(state.read.clone(), cancel.clone());
     sweeper::spawn(state.clone(), cancel.clone());
+    let poll = std::time::Duration::from_millis(state.cfg.http.sse_poll_ms);
+    state
+        .fanout
+        .spawn(state.read.clone(), &state.notifier, poll, cancel.clone());
     state.auth.start_jwks(cancel.clone()).await;
     tracing::info!(%addr, "orchestrator listening");
     axum::serve(listener, router(state))

@@ -26,17 +26,18 @@ pub struct LinkClaims {
     pub k: String,
     /// Expiry, unix seconds.
     pub e: i64,
-    /// For uploads: the file, its owner, name, mime, size and sha256.
+    /// For uploads: the file, its size and sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up: Option<UploadClaims>,
 }
 
+/// What an upload link binds. The claims are signed, not encrypted (anyone holding the link
+/// reads them), so they name no person: the owner, file name and type stay in the
+/// registration (`upload_registrations`), which the PUT reads back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UploadClaims {
     pub file_id: String,
-    pub owner: String,
-    pub filename: String,
-    pub mime: String,
     pub size: u64,
     pub sha256: String,
 }

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::jobs::PendingRequests;
+use crate::fanout::Fanout;
 use crate::notifier::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::streams::UserStreams;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub control: Arc<ControlFollower>,
     pub(crate) pending: PendingRequests,
     pub(crate) notifier: Notifier,
+    /// One history read per commit for every open event stream.
+    pub(crate) fanout: Fanout,
     pub(crate) limiter: RateLimiter,
     pub(crate) sse_slots: Arc<Semaphore>,
     pub(crate) user_streams: UserStreams,
@@ -57,6 +60,7 @@ impl AppState {
             control,
             pending: PendingRequests::default(),
             notifier: Notifier::default(),
+            fanout: Fanout::default(),
             shutdown: CancellationToken::new(),
         }
     }

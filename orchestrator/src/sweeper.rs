@@ -7,6 +7,8 @@
 //!   that is a leftover (an upload never completed, a process that died between writing and
 //!   publishing) and is removed.
 //!
+//! - Upload registrations (who registered what) older than that are forgotten.
+//!
 //! Every replica runs the sweeper; a transaction-scoped advisory lock lets one sweep at a time.
 
 use chrono::Utc;
@@ -71,7 +73,9 @@ pub(crate) async fn sweep(s: &AppState) -> Result<Option<Swept>, crate::ApiError
         i64::try_from(http.link_ttl_seconds.saturating_add(http.upload_grace_seconds))
             .unwrap_or(i64::MAX / 1_000_000),
     );
-    let cutoff = Utc::now() - keep;
+    let cutoff = Utc::now()
+        .checked_sub_signed(keep)
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
     let mut swept = Swept::default();
     // A pending file's `updated_at` is its (latest) registration: its link expired
     // `link_ttl_seconds` later.
@@ -109,6 +113,8 @@ pub(crate) async fn sweep(s: &AppState) -> Result<Option<Swept>, crate::ApiError
             swept.objects += 1;
         }
     }
+    crate::quotas::forget_old(s).await?;
+    crate::uploads::forget_registrations(s, cutoff).await?;
     lock.commit().await?;
     Ok(Some(swept))
 }

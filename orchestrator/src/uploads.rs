@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use roar_projections::FileRow;
-use roar_schemas::FileStatus;
+use roar_schemas::{FileInfo, FileStatus};
 
 use crate::{ApiError, AppState};
 
@@ -107,4 +107,65 @@ impl UploadClaim {
             tracing::warn!(file_id = %self.file_id, error = %e, "upload claim not released");
         }
     }
+}
+
+/// Who registered a direct upload, and what: read by its signed PUT, whose link names no person.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Registration {
+    pub owner: String,
+    pub filename: String,
+    pub mime: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// Records (or, registered again, replaces) the registration of `file_id` before its ticket
+/// is answered.
+pub(crate) async fn record_registration(
+    s: &AppState,
+    file_id: &str,
+    info: &FileInfo,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO upload_registrations
+           (file_id, owner, filename, mime, size, sha256, registered_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (file_id) DO UPDATE SET owner = $2, filename = $3, mime = $4, size = $5,
+           sha256 = $6, registered_at = $7",
+    )
+    .bind(file_id)
+    .bind(&info.owner)
+    .bind(&info.filename)
+    .bind(&info.mime)
+    .bind(info.size)
+    .bind(&info.sha256)
+    .bind(Utc::now())
+    .execute(s.read.pool())
+    .await?;
+    Ok(())
+}
+
+/// The registration of `file_id`, if it is recorded.
+pub(crate) async fn registration(
+    s: &AppState,
+    file_id: &str,
+) -> Result<Option<Registration>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT owner, filename, mime, size, sha256 FROM upload_registrations WHERE file_id = $1",
+    )
+    .bind(file_id)
+    .fetch_optional(s.read.pool())
+    .await?)
+}
+
+/// Forgets registrations whose links expired before `before` (the sweeper calls it).
+pub(crate) async fn forget_registrations(
+    s: &AppState,
+    before: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM upload_registrations WHERE registered_at < $1")
+        .bind(before)
+        .execute(s.read.pool())
+        .await?;
+    Ok(r.rows_affected())
 }

@@ -205,6 +205,61 @@ impl ReadModel {
         .await
     }
 
+    /// The sequence number of the file's last history entry (0 when it has none).
+    pub async fn last_seq(&self, file_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COALESCE(max(seq), 0)::bigint FROM events WHERE file_id = $1")
+            .bind(file_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// History entries of several files at once, each after its own `seq`, oldest first (at
+    /// most `limit` in all): what the SSE fan-out reads after a commit.
+    pub async fn history_after_each(
+        &self,
+        after: &[(String, i64)],
+        limit: i64,
+    ) -> Result<Vec<(String, HistoryRow)>, sqlx::Error> {
+        let (files, seqs): (Vec<String>, Vec<i64>) = after.iter().cloned().unzip();
+        type Row = (
+            String,
+            i64,
+            Option<String>,
+            String,
+            DateTime<Utc>,
+            serde_json::Value,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT e.file_id, e.seq, e.job_id, e.kind, e.occurred_at, e.body
+             FROM unnest($1::text[], $2::bigint[]) AS c(file_id, after)
+             CROSS JOIN LATERAL (
+                 SELECT file_id, seq, job_id, kind, occurred_at, body FROM events
+                 WHERE file_id = c.file_id AND seq > c.after ORDER BY seq LIMIT $3
+             ) e
+             ORDER BY e.seq LIMIT $3",
+        )
+        .bind(files)
+        .bind(seqs)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(file_id, seq, job_id, kind, occurred_at, body)| {
+                (
+                    file_id,
+                    HistoryRow {
+                        seq,
+                        job_id,
+                        kind,
+                        occurred_at,
+                        body,
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// The file as the read model showed it at `t`: its history up to `t` folded again with
     /// the projector's own apply functions. `None` if nothing was known about it by then.
     pub async fn file_as_of(

@@ -61,6 +61,7 @@ mod security_downloads;
 mod security_jwks;
 mod security_links;
 mod security_metrics;
+mod security_quotas;
 mod security_secrets;
 mod security_streams;
 mod security_uploads;

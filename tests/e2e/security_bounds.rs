@@ -84,7 +84,8 @@ async fn a_stalled_body_and_a_stuck_request_end_with_an_answer() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let stuck = svc.get_json(&alice, &format!("/status/{file}"));
+    let path = format!("/status/{file}");
+    let stuck = svc.get_json(&alice, &path);
     let answered = tokio::time::timeout(Duration::from_secs(20), stuck).await;
     let took = started.elapsed();
     lock.rollback().await.unwrap();

@@ -85,3 +85,46 @@ fn on(svc: &Services, link: &str) -> String {
     let path = &link[link.find("/upload/").expect("an upload link")..];
     format!("{}{path}", svc.base)
 }
+
+/// Hole 9 (leaks): an upload link's claims are signed, not encrypted, so they used to tell
+/// anyone holding the link the owner's user id and the file's name. They now carry neither;
+/// the PUT takes both from the registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_links_name_no_user_and_no_file_name() {
+    use base64::Engine;
+    let infra = Infra::start().await;
+    let svc = Services::start(infra.config()).await;
+    let user = "user-7f3a91-carol";
+    let carol = svc.token(user, &[]);
+    let audio = melody_wav(&[(440.0, 0.3)], 16_000, 1);
+    let name = "Carol private demo take 3.wav";
+    let req = json!({"filename": name, "size": audio.len(), "sha256": sha256_hex(&audio)});
+    let (code, reg) = svc.post_json(&carol, "/upload", &req).await;
+    assert_eq!(code, 201, "{reg}");
+    let url = reg["upload_url"].as_str().unwrap().to_string();
+    let t = url
+        .split("t=")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .expect("t");
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .expect("claims are base64url");
+    let claims = String::from_utf8_lossy(&claims).to_string();
+    for secret in [user, "carol", "Carol", "private demo"] {
+        assert!(!url.contains(secret), "{secret:?} in the link {url}");
+        assert!(!claims.contains(secret), "{secret:?} in the claims {claims}");
+    }
+    assert_eq!(put(&url, audio.clone()).await, 201);
+    let file = reg["file_id"].as_str().unwrap();
+    let st = svc
+        .wait_for(&carol, file, |v| v["file"]["status"] == "ready")
+        .await;
+    assert_eq!(st["file"]["filename"], name, "{st}");
+    // Another user's token does not see it: the owner came from the registration.
+    let (code, _) = svc
+        .get_json(&svc.token("mallory", &[]), &format!("/status/{file}"))
+        .await;
+    assert_eq!(code, 404);
+    svc.stop().await;
+}

@@ -161,6 +161,23 @@ async fn emit_request(s: &AppState, ev: JobRequested) -> Result<(bool, i32, Stri
     if let Err((attempt, token)) = s.pending.reserve(&ev.job_id, ev.attempt) {
         return Ok((false, attempt, token));
     }
+    // The owner's quota counts the request from here on (429 when it is full).
+    let admission = match crate::quotas::admit(
+        s,
+        &ev.owner,
+        crate::quotas::Kind::Job,
+        &ev.job_id,
+        0,
+        ev.meta.occurred_at,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            s.pending.release(&ev.job_id);
+            return Err(e);
+        }
+    };
     let topic = jobs_topic(&ev.model);
     match s.producer.send(&topic, &ev.file_id, &ev).await {
         Ok((p, o)) => {
@@ -170,6 +187,7 @@ async fn emit_request(s: &AppState, ev: JobRequested) -> Result<(bool, i32, Stri
             Ok((true, ev.attempt, token))
         }
         Err(e) => {
+            admission.release(s).await;
             s.pending.release(&ev.job_id);
             Err(e.into())
         }

@@ -1,21 +1,25 @@
 //! `GET /status/{file_id}/events`: the file's history as Server-Sent Events. The event id is
 //! the history sequence number, so a client that reconnects with `Last-Event-ID` gets exactly
-//! what it missed, from the database, whatever happened meanwhile.
+//! what it missed, from the database, whatever happened meanwhile. After that backlog, new rows
+//! come from the process's one fan-out read per commit ([`crate::fanout`]), not from a query of
+//! this stream's own.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
+use roar_common::metrics::SSE_HISTORY_READS;
 use roar_projections::store::HistoryRow;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, OwnedSemaphorePermit};
 
 use crate::extract::{ApiPath, ApiQuery};
 use crate::middleware::User;
-use crate::notifier;
 use crate::routes::status::visible_file;
 use crate::streams::UserStream;
 use crate::views::{AuthErrors, ErrorBody, EventsHeaders, EventsQuery, FilePath, HistoryEventView};
@@ -27,8 +31,11 @@ struct Cursor {
     s: AppState,
     file_id: String,
     last: i64,
-    buf: VecDeque<HistoryRow>,
-    rx: tokio::sync::watch::Receiver<u64>,
+    buf: VecDeque<Arc<HistoryRow>>,
+    /// The file's new rows, from the fan-out.
+    rx: broadcast::Receiver<Arc<HistoryRow>>,
+    /// Whether the backlog (rows before the subscription, or missed by falling behind) is read.
+    caught_up: bool,
     _slot: OwnedSemaphorePermit,
     _user_slot: UserStream,
 }
@@ -99,11 +106,15 @@ pub async fn events(
         .try_acquire_owned()
         .map_err(|_| ApiError::Unavailable("too many event streams open".into()))?;
     let heartbeat = Duration::from_secs(s.cfg.http.sse_heartbeat_seconds);
+    // Subscribed before the backlog is read: nothing committed in between is missed (rows
+    // seen twice are skipped by their sequence number).
+    let rx = s.fanout.subscribe(&s.read, &f.file_id).await?;
     let cursor = Cursor {
-        rx: s.notifier.subscribe(),
+        rx,
         file_id: f.file_id,
         last,
         buf: VecDeque::new(),
+        caught_up: false,
         _slot: slot,
         _user_slot: user_slot,
         s,
@@ -112,26 +123,41 @@ pub async fn events(
         let poll = Duration::from_millis(c.s.cfg.http.sse_poll_ms);
         loop {
             if let Some(r) = c.buf.pop_front() {
-                c.last = r.seq;
-                return Some((Ok(to_event(&r)), c));
+                if r.seq > c.last {
+                    c.last = r.seq;
+                    return Some((Ok(to_event(&r)), c));
+                }
+                continue;
             }
             if c.s.shutdown.is_cancelled() {
                 return None;
             }
-            // Mark the notification seen before reading, so a commit after the read wakes us.
-            c.rx.borrow_and_update();
-            match c.s.read.history_after(&c.file_id, c.last, PAGE).await {
-                Ok(rows) if !rows.is_empty() => {
-                    c.buf.extend(rows);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(file_id = %c.file_id, error = %e, "history read failed"),
-            }
             let shutdown = c.s.shutdown.clone();
+            if !c.caught_up {
+                metrics::counter!(SSE_HISTORY_READS, "kind" => "catch_up").increment(1);
+                match c.s.read.history_after(&c.file_id, c.last, PAGE).await {
+                    Ok(rows) => {
+                        c.caught_up = (rows.len() as i64) < PAGE;
+                        c.buf.extend(rows.into_iter().map(Arc::new));
+                    }
+                    Err(e) => {
+                        tracing::warn!(file_id = %c.file_id, error = %e, "history read failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return None,
+                            _ = tokio::time::sleep(poll) => {}
+                        }
+                    }
+                }
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                _ = notifier::wait(&mut c.rx, poll) => {}
+                r = c.rx.recv() => match r {
+                    Ok(row) => c.buf.push_back(row),
+                    // More than the broadcast holds arrived meanwhile: read them instead.
+                    Err(RecvError::Lagged(_)) => c.caught_up = false,
+                    Err(RecvError::Closed) => return None,
+                },
             }
         }
     });

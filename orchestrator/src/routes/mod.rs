@@ -14,6 +14,7 @@ pub(crate) mod dlq;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod health;
+pub(crate) mod me;
 pub(crate) mod notify;
 pub(crate) mod pipelines;
 pub(crate) mod presign;
@@ -41,6 +42,7 @@ pub fn routes(http: &HttpConfig) -> Router<AppState> {
         .route("/status/{file_id}/events", get(events::events))
         .route("/process", post(process::process))
         .route("/songs", get(catalog::songs))
+        .route("/me/usage", get(me::usage))
         .route("/models", get(catalog::models))
         .route("/presets", get(pipelines::presets))
         .route("/pipelines/{pipeline_id}", get(pipelines::get))

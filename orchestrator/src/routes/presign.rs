@@ -21,7 +21,7 @@ use crate::commands::files::clean_filename;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::links::{self, LinkClaims, UploadClaims};
 use crate::middleware::User;
-use crate::uploads;
+use crate::{quotas, uploads};
 use crate::views::{
     AuthErrors, ErrorBody, FilePath, LinkQuery, UploadCreated, UploadRequest, UploadTicket,
     Uploaded,
@@ -87,43 +87,51 @@ pub async fn register(
     };
     // A presigned PUT can be replayed until it expires: it writes a staging key, never the
     // final one (`complete` copies what it checked).
-    let (upload_url, complete_url) = match s
+    let presigned = s
         .storage
         .presign("PUT", &staging_key(&file_id), Duration::from_secs(ttl))
         .await
-        .map_err(ApiError::internal)?
-    {
+        .map_err(ApiError::internal)?;
+    let storage_key = info.storage_key.clone();
+    uploads::record_registration(&s, &file_id, &info).await?;
+    let admission = quotas::admit(
+        &s,
+        user.id(),
+        quotas::Kind::Registration,
+        &file_id,
+        req.size,
+        roar_schemas::events::now_micros(),
+    )
+    .await?;
+    let actor = commands::user_actor(user.id());
+    let token = match commands::files::registered(&s, actor, &file_id, info, expires_at).await {
+        Ok(t) => t,
+        Err(e) => {
+            admission.release(&s).await;
+            return Err(e);
+        }
+    };
+    let base = s.cfg.http.public_url.trim_end_matches('/');
+    let (upload_url, complete_url) = match presigned {
         Some(url) => (
             url.to_string(),
-            Some(format!(
-                "{}/upload/{file_id}/complete",
-                s.cfg.http.public_url.trim_end_matches('/')
-            )),
+            Some(format!("{base}/upload/{file_id}/complete")),
         ),
         None => {
             let claims = LinkClaims {
                 m: "PUT".into(),
-                k: info.storage_key.clone(),
+                k: storage_key,
                 e: expires_at.timestamp(),
                 up: Some(UploadClaims {
                     file_id: file_id.clone(),
-                    owner: info.owner.clone(),
-                    filename: info.filename.clone(),
-                    mime: info.mime.clone(),
                     size: req.size,
                     sha256: sha256.clone(),
                 }),
             };
-            let url = format!(
-                "{}/upload/{file_id}?{}",
-                s.cfg.http.public_url.trim_end_matches('/'),
-                links::sign_current(&s, &claims)?
-            );
-            (url, None)
+            let query = links::sign_current(&s, &claims)?;
+            (format!("{base}/upload/{file_id}?{query}"), None)
         }
     };
-    let actor = commands::user_actor(user.id());
-    let token = commands::files::registered(&s, actor, &file_id, info, expires_at).await?;
     Ok((
         StatusCode::CREATED,
         Json(UploadCreated::Ticket(UploadTicket {
@@ -161,6 +169,11 @@ pub async fn put_signed(
     let up = claims
         .up
         .filter(|u| u.file_id == file_id)
+        .ok_or_else(|| ApiError::Forbidden("invalid or expired link".into()))?;
+    // The owner, name and type come from the registration (the link does not carry them).
+    let registered = uploads::registration(&s, &file_id)
+        .await?
+        .filter(|r| r.size == up.size as i64 && r.sha256 == up.sha256)
         .ok_or_else(|| ApiError::Forbidden("invalid or expired link".into()))?;
     let existing = s.read.file(&file_id).await?;
     if let Some(f) = &existing {
@@ -219,17 +232,18 @@ pub async fn put_signed(
         claim.release(&s).await;
         return Err(ApiError::internal(e));
     }
+    let owner = registered.owner;
     let info = FileInfo {
-        owner: up.owner.clone(),
-        filename: up.filename,
-        mime: up.mime,
+        owner: owner.clone(),
+        filename: registered.filename,
+        mime: registered.mime,
         size: up.size as i64,
         sha256: up.sha256,
         storage_key: claims.k,
     };
     let (size, sha256) = (up.size, info.sha256.clone());
     let token =
-        commands::files::uploaded(&s, claim, commands::user_actor(&up.owner), &file_id, info)
+        commands::files::uploaded(&s, claim, commands::user_actor(&owner), &file_id, info)
             .await?;
     Ok((
         StatusCode::CREATED,

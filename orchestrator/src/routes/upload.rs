@@ -11,7 +11,7 @@ use roar_common::storage::upload_key;
 use crate::commands;
 use crate::commands::files::clean_filename;
 use crate::middleware::User;
-use crate::uploads;
+use crate::{quotas, uploads};
 use crate::views::{
     AuthErrors, ErrorBody, MultipartUpload, UploadCreated, UploadRequest, Uploaded,
 };
@@ -28,7 +28,7 @@ use crate::{ApiError, AppState};
         (status = 201, description = "JSON: where to PUT the bytes (`UploadTicket`); multipart: the file, uploaded (`Uploaded`)", body = UploadCreated),
         (status = 400, description = "malformed JSON or multipart body, no `file` part, a part other than `file`, or an empty file", body = ErrorBody),
         (status = 409, description = "the caller already uploaded this content (`duplicate`): `file_id` names it", body = ErrorBody),
-        (status = 413, description = "larger than `http.max_upload_bytes` (a JSON body: larger than `http.max_body_bytes`)", body = ErrorBody),
+        (status = 413, description = "larger than `http.max_upload_bytes` (a JSON body: larger than `http.max_body_bytes`), or it would take the caller past `quota.stored_bytes` (`storage_quota`)", body = ErrorBody),
         (status = 415, description = "neither JSON nor multipart/form-data", body = ErrorBody),
         (status = 422, description = "JSON of another shape: a missing or unknown field, a size of 0, a sha256 that is not 64 hex digits", body = ErrorBody),
         AuthErrors,
@@ -81,6 +81,8 @@ async fn multipart_upload(
     mut mp: Multipart,
 ) -> Result<(StatusCode, Json<UploadCreated>), ApiError> {
     let max = s.cfg.http.max_upload_bytes;
+    // A user at the storage quota is refused before the bytes are read.
+    quotas::check_storage(&s, user.id()).await?;
     let field = match mp
         .next_field()
         .await
@@ -159,9 +161,26 @@ async fn multipart_upload(
     }
     // The read model lags the topic: the claim answers for uploads it does not show yet (and
     // lets one of two concurrent uploads of the content win).
+    let admission = match quotas::admit(
+        &s,
+        user.id(),
+        quotas::Kind::Upload,
+        &file_id,
+        size,
+        roar_schemas::events::now_micros(),
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = s.storage.delete(&tmp_key).await;
+            return Err(e);
+        }
+    };
     let claim = match uploads::claim(&s, &file_id, existing.as_ref()).await {
         Ok(c) => c,
         Err(e) => {
+            admission.release(&s).await;
             let _ = s.storage.delete(&tmp_key).await;
             return Err(e);
         }
@@ -169,6 +188,7 @@ async fn multipart_upload(
     let key = upload_key(&file_id);
     if let Err(e) = s.storage.rename(&tmp_key, &key).await {
         claim.release(&s).await;
+        admission.release(&s).await;
         return Err(ApiError::internal(e));
     }
 
@@ -181,7 +201,13 @@ async fn multipart_upload(
         storage_key: key,
     };
     let actor = commands::user_actor(user.id());
-    let token = commands::files::uploaded(&s, claim, actor, &file_id, info).await?;
+    let token = match commands::files::uploaded(&s, claim, actor, &file_id, info).await {
+        Ok(t) => t,
+        Err(e) => {
+            admission.release(&s).await;
+            return Err(e);
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(UploadCreated::Uploaded(Uploaded {

@@ -29,11 +29,14 @@ pub enum AuthErrors {
     /// The token is missing, malformed, forged, expired, or for another audience.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`).
+    /// Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+    /// `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+    /// `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
     #[response(status = 429, headers(("Retry-After" = u64, description = "seconds until a request is allowed again")))]
     RateLimited(ErrorBody),
-    /// A dependency (broker, read model, object store) is unavailable, or token verification
-    /// is not configured; retry later.
+    /// A dependency (broker, read model, object store) is unavailable, token verification
+    /// is not configured, or the request was not answered within
+    /// `http.request_timeout_seconds` (`timeout`); retry later.
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }

@@ -16,12 +16,14 @@ mod pipelines;
 mod process;
 mod queries;
 pub(crate) mod schema;
+mod usage;
 
 pub use dlq::{
     is_letter_id, DeadLetterView, DeadLettersPage, LetterPath, RedriveAccepted, RedriveView,
     LETTER_ID_PATTERN,
 };
 pub use errors::{AuthErrors, ErrorBody, JsonBodyErrors};
+pub use usage::{Usage, UsageLimits};
 pub use files::{
     FileError, FileView, MultipartUpload, ProbeView, SongsPage, UploadCreated, UploadRequest,
     UploadTicket, Uploaded,
