@@ -73,10 +73,7 @@ impl Admission {
 }
 
 /// A user's usage, counted inside `tx` (which may hold the user's lock).
-async fn count(
-    tx: &mut sqlx::PgConnection,
-    owner: &str,
-) -> Result<Usage, sqlx::Error> {
+async fn count(tx: &mut sqlx::PgConnection, owner: &str) -> Result<Usage, sqlx::Error> {
     let since = Utc::now() - UNREFLECTED_WINDOW;
     let day = Utc::now() - chrono::Duration::days(1);
     let (in_flight, today): (i64, i64) = sqlx::query_as(
@@ -136,7 +133,7 @@ async fn count(
 /// `owner`'s usage and limits (`GET /me/usage`).
 pub(crate) async fn usage(s: &AppState, owner: &str) -> Result<Usage, ApiError> {
     let mut conn = s.read.pool().acquire().await?;
-    let mut u = count(&mut *conn, owner).await?;
+    let mut u = count(&mut conn, owner).await?;
     u.limits = limits(s);
     Ok(u)
 }
@@ -187,7 +184,7 @@ pub(crate) async fn admit(
         .bind(owner)
         .execute(&mut *tx)
         .await?;
-    let u = count(&mut *tx, owner).await?;
+    let u = count(&mut tx, owner).await?;
     let q = &s.cfg.quota;
     let over = |limit: u64, used: u64| limit > 0 && used >= limit;
     match kind {

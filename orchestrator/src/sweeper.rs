@@ -70,8 +70,11 @@ pub(crate) async fn sweep(s: &AppState) -> Result<Option<Swept>, crate::ApiError
     }
     let http = &s.cfg.http;
     let keep = chrono::Duration::seconds(
-        i64::try_from(http.link_ttl_seconds.saturating_add(http.upload_grace_seconds))
-            .unwrap_or(i64::MAX / 1_000_000),
+        i64::try_from(
+            http.link_ttl_seconds
+                .saturating_add(http.upload_grace_seconds),
+        )
+        .unwrap_or(i64::MAX / 1_000_000),
     );
     let cutoff = Utc::now()
         .checked_sub_signed(keep)

@@ -26,21 +26,24 @@ pub(crate) async fn body_idle(State(idle): State<Duration>, req: Request, next: 
     }
     let req = req.map(|body| {
         let chunks = body.into_data_stream();
-        Body::from_stream(futures::stream::unfold(Some(chunks), move |chunks| async move {
-            let mut chunks = chunks?;
-            match tokio::time::timeout(idle, chunks.next()).await {
-                Ok(Some(Ok(c))) => Some((Ok(c), Some(chunks))),
-                Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no request data for {} s", idle.as_secs()),
+        Body::from_stream(futures::stream::unfold(
+            Some(chunks),
+            move |chunks| async move {
+                let mut chunks = chunks?;
+                match tokio::time::timeout(idle, chunks.next()).await {
+                    Ok(Some(Ok(c))) => Some((Ok(c), Some(chunks))),
+                    Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no request data for {} s", idle.as_secs()),
+                        )),
+                        None,
                     )),
-                    None,
-                )),
-            }
-        }))
+                }
+            },
+        ))
     });
     next.run(req).await
 }

@@ -58,9 +58,7 @@ async fn a_stalled_body_and_a_stuck_request_end_with_an_answer() {
     assert!(answer.contains("no request data for 1 s"), "{answer}");
     // Nothing of the half body was kept or published.
     let store = infra.store_dir();
-    assert!(!store
-        .join(roar_common::storage::upload_key(&file))
-        .exists());
+    assert!(!store.join(roar_common::storage::upload_key(&file)).exists());
     let tmp = store.join("uploads/tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -90,7 +88,11 @@ async fn a_stalled_body_and_a_stuck_request_end_with_an_answer() {
     let took = started.elapsed();
     lock.rollback().await.unwrap();
     let (code, body) = answered.expect("the stuck request was answered");
-    assert_eq!((code, body["code"].as_str()), (503, Some("timeout")), "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (503, Some("timeout")),
+        "{body}"
+    );
     assert!(took < Duration::from_secs(15), "answered after {took:?}");
     let (code, body) = svc.get_json(&alice, &format!("/status/{file}")).await;
     assert_eq!(code, 200, "{body}");
@@ -149,10 +151,12 @@ async fn abandoned_uploads_and_leftover_objects_are_swept() {
     let again = register(&svc, &alice, &audio, "abandoned.flac").await;
     assert_eq!(again["file_id"], file.as_str());
     let (code, st) = svc.get_json(&alice, &format!("/status/{kept}")).await;
-    assert_eq!((code, st["file"]["status"].as_str()), (200, Some("ready")), "{st}");
-    assert!(store
-        .join(roar_common::storage::upload_key(&kept))
-        .exists());
+    assert_eq!(
+        (code, st["file"]["status"].as_str()),
+        (200, Some("ready")),
+        "{st}"
+    );
+    assert!(store.join(roar_common::storage::upload_key(&kept)).exists());
     svc.stop().await;
 }
 
@@ -173,11 +177,19 @@ async fn as_of_reads_out_of_range_are_refused() {
     let now = chrono::Utc::now();
     // Uploaded and probed: two events to fold, one allowed.
     let (code, body) = svc.get_json(&alice, &at(now)).await;
-    assert_eq!((code, body["code"].as_str()), (422, Some("unprocessable")), "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (422, Some("unprocessable")),
+        "{body}"
+    );
     let (code, body) = svc
         .get_json(&alice, &at(now + chrono::Duration::days(1)))
         .await;
-    assert_eq!((code, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
     assert!(body["error"].as_str().unwrap().contains("future"), "{body}");
     // Before the upload there is nothing to fold: the usual 404, not a refusal.
     let (code, body) = svc

@@ -74,17 +74,18 @@ async fn downloads_stream_whole_or_one_range() {
         .ready_file(&alice, "sine.wav", fixture("sine.wav"))
         .await;
     let (code, v) = svc
-        .post_json(&alice, "/process", &json!({"file_id": file, "model": "pitch"}))
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "pitch"}),
+        )
         .await;
     assert_eq!(code, 202, "{v}");
     let job = v["job_id"].as_str().unwrap().to_string();
     let queued = svc
         .wait_job(&alice, &file, &job, |j| j["status"] == "queued")
         .await;
-    let variation = queued["variation"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let variation = queued["variation"].as_str().unwrap().to_string();
     let bytes = object();
     let key = format!(
         "{}big.bin",
@@ -109,17 +110,11 @@ async fn downloads_stream_whole_or_one_range() {
             duration_seconds: 1.0,
         },
     };
-    svc.producer()
-        .send(JOB_EVENTS, &file, &done)
-        .await
-        .unwrap();
+    svc.producer().send(JOB_EVENTS, &file, &done).await.unwrap();
     let completed = svc
         .wait_job(&alice, &file, &job, |j| j["status"] == "completed")
         .await;
-    let url = completed["outputs"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let url = completed["outputs"][0]["url"].as_str().unwrap().to_string();
     let client = reqwest::Client::new();
     let get = |range: Option<&str>| {
         let mut r = client.get(&url);
@@ -154,7 +149,10 @@ async fn downloads_stream_whole_or_one_range() {
     }
     let r = get(Some(&format!("bytes={n}-"))).await.unwrap();
     assert_eq!(r.status(), 416);
-    assert_eq!(r.headers()["content-range"], format!("bytes */{n}").as_str());
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{n}").as_str()
+    );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "range_not_satisfiable", "{body}");
     // Several ranges, or a malformed one, may be ignored: the whole object.

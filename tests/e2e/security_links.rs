@@ -113,7 +113,10 @@ async fn upload_links_name_no_user_and_no_file_name() {
     let claims = String::from_utf8_lossy(&claims).to_string();
     for secret in [user, "carol", "Carol", "private demo"] {
         assert!(!url.contains(secret), "{secret:?} in the link {url}");
-        assert!(!claims.contains(secret), "{secret:?} in the claims {claims}");
+        assert!(
+            !claims.contains(secret),
+            "{secret:?} in the claims {claims}"
+        );
     }
     assert_eq!(put(&url, audio.clone()).await, 201);
     let file = reg["file_id"].as_str().unwrap();

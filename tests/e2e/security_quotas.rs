@@ -33,7 +33,10 @@ async fn quotas_refuse_bursts_and_show_in_usage() {
     let (code, u) = svc.get_json(&alice, "/me/usage").await;
     assert_eq!(code, 200, "{u}");
     assert_eq!(u["stored_bytes"], wav.len(), "{u}");
-    assert_eq!((u["jobs_in_flight"].as_u64(), u["jobs_today"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (u["jobs_in_flight"].as_u64(), u["jobs_today"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert_eq!(u["limits"]["jobs_in_flight"], 2, "{u}");
 
     // A burst of four distinct jobs at once: exactly two get in, whatever the projection shows.
@@ -42,15 +45,30 @@ async fn quotas_refuse_bursts_and_show_in_usage() {
         .buffer_unordered(4)
         .collect()
         .await;
-    let accepted: Vec<&Value> = answers.iter().filter(|(c, _)| *c == 202).map(|(_, v)| v).collect();
-    let refused: Vec<&Value> = answers.iter().filter(|(c, _)| *c == 429).map(|(_, v)| v).collect();
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(c, _)| *c == 202)
+        .map(|(_, v)| v)
+        .collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(c, _)| *c == 429)
+        .map(|(_, v)| v)
+        .collect();
     assert_eq!((accepted.len(), refused.len()), (2, 2), "{answers:?}");
     for v in &refused {
         assert_eq!(v["code"], "jobs_in_flight", "{v}");
-        assert!(v["error"].as_str().unwrap().contains("queued or running"), "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("queued or running"),
+            "{v}"
+        );
     }
     let (_, u) = svc.get_json(&alice, "/me/usage").await;
-    assert_eq!((u["jobs_in_flight"].as_u64(), u["jobs_today"].as_u64()), (Some(2), Some(2)), "{u}");
+    assert_eq!(
+        (u["jobs_in_flight"].as_u64(), u["jobs_today"].as_u64()),
+        (Some(2), Some(2)),
+        "{u}"
+    );
     // Bob has quotas of his own.
     let bobs = svc.ready_file(&bob, "sine.flac", flac.clone()).await;
     assert_eq!(request_job(&svc, &bob, &bobs, 5).await.0, 202);
@@ -70,7 +88,11 @@ async fn quotas_refuse_bursts_and_show_in_usage() {
     svc.wait_job(&alice, &file, &second, |j| j["status"] == "canceled")
         .await;
     let (code, v) = request_job(&svc, &alice, &file, 21).await;
-    assert_eq!((code, v["code"].as_str()), (429, Some("jobs_per_day")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (429, Some("jobs_per_day")),
+        "{v}"
+    );
 
     // Storage: the second file would pass the quota; refused, and nothing of it kept.
     let r = svc.upload(&alice, "sine.flac", flac.clone()).await;
@@ -96,9 +118,17 @@ async fn quotas_refuse_bursts_and_show_in_usage() {
     let (code, v) = register(vec![1, 2, 3]).await;
     assert_eq!(code, 201, "{v}");
     let (code, v) = register(vec![4, 5, 6]).await;
-    assert_eq!((code, v["code"].as_str()), (429, Some("pending_uploads")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (429, Some("pending_uploads")),
+        "{v}"
+    );
     let (_, u) = svc.get_json(&bob, "/me/usage").await;
     assert_eq!(u["pending_uploads"], 1, "{u}");
-    assert_eq!(u["stored_bytes"], flac.len() + 3, "the pending upload reserves its size: {u}");
+    assert_eq!(
+        u["stored_bytes"],
+        flac.len() + 3,
+        "the pending upload reserves its size: {u}"
+    );
     svc.stop().await;
 }

@@ -141,7 +141,10 @@ async fn one_read_per_change_feeds_every_stream_of_the_file() {
         reads(&metrics_url, "catch_up").await,
         reads(&metrics_url, "fanout").await,
     );
-    assert!(catch_up >= STREAMS as f64, "each stream read its backlog: {catch_up}");
+    assert!(
+        catch_up >= STREAMS as f64,
+        "each stream read its backlog: {catch_up}"
+    );
 
     const JOBS: u32 = 5;
     for secs in 0..JOBS {

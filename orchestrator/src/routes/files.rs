@@ -138,7 +138,10 @@ pub async fn download(
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     let header = |v: String| HeaderValue::from_str(&v).map_err(ApiError::internal);
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&claims.k)));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&claims.k)),
+    );
     h.insert(
         CONTENT_DISPOSITION,
         header(format!("attachment; filename=\"{name}\""))?,

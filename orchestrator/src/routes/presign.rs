@@ -21,11 +21,11 @@ use crate::commands::files::clean_filename;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::links::{self, LinkClaims, UploadClaims};
 use crate::middleware::User;
-use crate::{quotas, uploads};
 use crate::views::{
     AuthErrors, ErrorBody, FilePath, LinkQuery, UploadCreated, UploadRequest, UploadTicket,
     Uploaded,
 };
+use crate::{quotas, uploads};
 use crate::{ApiError, AppState};
 
 fn is_sha256(s: &str) -> bool {
@@ -243,8 +243,7 @@ pub async fn put_signed(
     };
     let (size, sha256) = (up.size, info.sha256.clone());
     let token =
-        commands::files::uploaded(&s, claim, commands::user_actor(&owner), &file_id, info)
-            .await?;
+        commands::files::uploaded(&s, claim, commands::user_actor(&owner), &file_id, info).await?;
     Ok((
         StatusCode::CREATED,
         Json(Uploaded {

@@ -11,10 +11,10 @@ use roar_common::storage::upload_key;
 use crate::commands;
 use crate::commands::files::clean_filename;
 use crate::middleware::User;
-use crate::{quotas, uploads};
 use crate::views::{
     AuthErrors, ErrorBody, MultipartUpload, UploadCreated, UploadRequest, Uploaded,
 };
+use crate::{quotas, uploads};
 use crate::{ApiError, AppState};
 
 /// `POST /upload`: JSON registers a direct upload (see `presign`); multipart carries the bytes.

@@ -23,7 +23,6 @@ pub use dlq::{
     LETTER_ID_PATTERN,
 };
 pub use errors::{AuthErrors, ErrorBody, JsonBodyErrors};
-pub use usage::{Usage, UsageLimits};
 pub use files::{
     FileError, FileView, MultipartUpload, ProbeView, SongsPage, UploadCreated, UploadRequest,
     UploadTicket, Uploaded,
@@ -50,3 +49,4 @@ pub use queries::{
     EventsHeaders, EventsQuery, FilePath, JobPath, JobsQuery, LinkQuery, PageQuery, StatusQuery,
     DEFAULT_LIMIT, MAX_LIMIT, MIN_LIMIT,
 };
+pub use usage::{Usage, UsageLimits};

@@ -139,6 +139,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/me/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/models": {
         parameters: {
             query?: never;
@@ -1477,6 +1493,56 @@ export interface components {
             /** @enum {string} */
             status: "uploaded";
         };
+        /**
+         * @description The caller's usage and limits (`quota.*`). Counts include requests the read model does not
+         *     show yet.
+         */
+        Usage: {
+            /**
+             * Format: int64
+             * @description Jobs queued or running.
+             */
+            jobs_in_flight: number;
+            /**
+             * Format: int64
+             * @description Jobs requested in the last 24 hours (retries included).
+             */
+            jobs_today: number;
+            limits: components["schemas"]["UsageLimits"];
+            /**
+             * Format: int64
+             * @description Direct uploads registered and not completed.
+             */
+            pending_uploads: number;
+            /**
+             * Format: int64
+             * @description Bytes stored: uploads (a pending direct upload at its declared size) and job outputs.
+             */
+            stored_bytes: number;
+        };
+        /** @description The limits; `null` where there is none. */
+        UsageLimits: {
+            /**
+             * Format: int64
+             * @description 429 `jobs_in_flight` at this many.
+             */
+            jobs_in_flight?: number | null;
+            /**
+             * Format: int64
+             * @description 429 `jobs_per_day` at this many.
+             */
+            jobs_per_day?: number | null;
+            /**
+             * Format: int64
+             * @description 429 `pending_uploads` at this many.
+             */
+            pending_uploads?: number | null;
+            /**
+             * Format: int64
+             * @description 413 `storage_quota` for an upload that would pass it.
+             */
+            stored_bytes?: number | null;
+        };
         VariationView: {
             description: string;
             /** @description Part of every job id: a new version is a new job. */
@@ -1543,7 +1609,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -1555,8 +1625,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -1624,7 +1695,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -1636,8 +1711,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -1699,7 +1775,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -1711,8 +1791,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -1780,7 +1861,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -1792,8 +1877,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -1861,7 +1947,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -1873,8 +1963,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -1897,7 +1988,10 @@ export interface operations {
                  */
                 sig: string;
             };
-            header?: never;
+            header?: {
+                /** @description one `bytes=` range (`a-b`, `a-`, `-n`); anything else is ignored and the whole object sent */
+                Range?: string | null;
+            };
             path: {
                 /** @description the file name (cosmetic: the link names the object) */
                 name: string;
@@ -1906,8 +2000,17 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the object, with the content type its extension implies (`application/octet-stream` when unknown) */
+            /** @description the object, streamed, with the content type its extension implies (`application/octet-stream` when unknown); `Accept-Ranges: bytes` */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": unknown;
+                };
+            };
+            /** @description the requested range of the object, with `Content-Range` */
+            206: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1935,6 +2038,15 @@ export interface operations {
             };
             /** @description the object is gone */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the range starts beyond the object's end (`range_not_satisfiable`; `Content-Range: bytes *\/size`) */
+            416: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2020,7 +2132,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2032,8 +2148,66 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    usage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description what the caller uses of each quota (`quota.*`), and the limits */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Usage"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2072,7 +2246,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2084,8 +2262,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2191,7 +2370,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2203,8 +2386,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2254,7 +2438,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2266,8 +2454,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2326,7 +2515,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2338,8 +2531,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2378,7 +2572,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2390,8 +2588,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2497,7 +2696,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2509,8 +2712,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2591,7 +2795,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2603,8 +2811,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2622,7 +2831,8 @@ export interface operations {
                 after?: string;
                 /**
                  * @description Show the file and its jobs as they were at this time (RFC 3339), folded from the event
-                 *     history; 404 when the file did not exist yet.
+                 *     history; 404 when the file did not exist yet, 400 for a time in the future, 422 when
+                 *     more than `http.as_of_max_events` events would be folded.
                  */
                 as_of?: string;
             };
@@ -2643,7 +2853,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatusView"];
                 };
             };
-            /** @description an unknown query parameter, a consistency token of another form, or a time that is not RFC 3339 */
+            /** @description an unknown query parameter, a consistency token of another form, or a time that is not RFC 3339 or is in the future */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2670,7 +2880,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /** @description the history up to `as_of` is longer than `http.as_of_max_events` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2682,8 +2905,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -2754,7 +2978,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2827,7 +3055,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description larger than `http.max_upload_bytes` (a JSON body: larger than `http.max_body_bytes`) */
+            /** @description larger than `http.max_upload_bytes` (a JSON body: larger than `http.max_body_bytes`), or it would take the caller past `quota.stored_bytes` (`storage_quota`) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2854,7 +3082,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2866,8 +3098,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
@@ -3024,7 +3257,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -3036,8 +3273,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
