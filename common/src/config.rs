@@ -245,6 +245,9 @@ pub struct ProcessorConfig {
     pub progress_per_second: f64,
     /// How often a worker announces itself on the control topic.
     pub heartbeat_seconds: u64,
+    /// How often a worker on CUDA reads its GPUs' utilisation and memory (`nvidia-smi`) for
+    /// `/metrics`; 0 turns it off. Workers on the CPU never read it.
+    pub gpu_metrics_seconds: u64,
     /// Where a processor process (the probe or a model worker) serves `/metrics`, `/health` and
     /// `/ready`; port 0 picks a free one.
     pub ops_addr: SocketAddr,
@@ -394,6 +397,7 @@ impl Default for ProcessorConfig {
             models_dir: PathBuf::from(".roar/models"),
             progress_per_second: 2.0,
             heartbeat_seconds: 10,
+            gpu_metrics_seconds: 15,
             ops_addr: "127.0.0.1:9182".parse().expect("static address"),
         }
     }

@@ -1,7 +1,7 @@
 //! Every metric name roar exports, in one place, with its description. docs/operations.md has
 //! the same list as a table (which role exports each series, its labels, what to watch); the
 //! e2e test `ops_metrics` scrapes every role of a running stack and finds them. Labels:
-//! `route`, `status`, `model`, `outcome`, `topic`, `group`, `kind`, `role`, `device`.
+//! `route`, `status`, `model`, `outcome`, `topic`, `group`, `kind`, `role`, `device`, `gpu`.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
@@ -26,6 +26,9 @@ pub const JOBS: &str = "roar_jobs_total";
 pub const JOBS_IN_FLIGHT: &str = "roar_jobs_in_flight";
 pub const INFERENCE_SECONDS: &str = "roar_inference_seconds";
 pub const JOB_QUEUE_SECONDS: &str = "roar_job_queue_seconds";
+// Model workers on CUDA only (absent on CPU).
+pub const GPU_UTILIZATION: &str = "roar_gpu_utilization_ratio";
+pub const GPU_MEMORY_USED: &str = "roar_gpu_memory_used_bytes";
 // The projector, and what it observes of the whole pipeline.
 pub const PROJECTOR_EVENTS: &str = "roar_projector_events_total";
 pub const PROJECTOR_BATCH_SECONDS: &str = "roar_projector_batch_seconds";
@@ -90,6 +93,16 @@ pub fn describe() {
         JOB_QUEUE_SECONDS,
         Unit::Seconds,
         "time from a job request to its start (queue lag), by model"
+    );
+    describe_gauge!(
+        GPU_UTILIZATION,
+        "share of the last sample period a kernel ran on the GPU (0..=1), by model and gpu; \
+         CUDA workers only"
+    );
+    describe_gauge!(
+        GPU_MEMORY_USED,
+        Unit::Bytes,
+        "GPU memory in use (every process on it), by model and gpu; CUDA workers only"
     );
     describe_counter!(
         PROJECTOR_EVENTS,

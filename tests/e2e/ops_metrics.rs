@@ -346,6 +346,10 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
     );
     // Each role's process is its own: the worker did not serve HTTP, the probe ran no job.
     assert!(value(&pitch, "roar_http_requests_total", &[]).is_none());
+    // The pitch worker runs on the CPU: its GPU series are absent (not 0, an idle GPU).
+    for gpu_series in ["roar_gpu_utilization_ratio", "roar_gpu_memory_used_bytes"] {
+        assert!(value(&pitch, gpu_series, &[]).is_none(), "{gpu_series}");
+    }
     let (_, probe) = get(&format!("{}/metrics", endpoints[2].1)).await;
     assert!(value(&probe, "roar_jobs_total", &[]).is_none());
     svc.stop().await;

@@ -1,7 +1,8 @@
 //! One trace from the HTTP request to the worker: a `POST /process` carrying a W3C
 //! `traceparent` puts that trace id on the job request (envelope and Kafka header), the pitch
 //! worker's span continues it, the job's events name the worker's span in the same trace, and
-//! the spans exported over OTLP/HTTP (to a collector stand-in here) carry the trace id.
+//! the spans exported over OTLP/HTTP (to a collector stand-in here) carry the trace id. The
+//! projector's batch spans, roots of their own, link to the request's and the worker's spans.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +27,75 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// Reads one protobuf varint off the front of `b`.
+fn varint(b: &mut &[u8]) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&x, rest) = b.split_first().expect("a truncated varint");
+        *b = rest;
+        v |= u64::from(x & 0x7f) << shift;
+        if x < 0x80 {
+            return v;
+        }
+    }
+    panic!("a varint longer than 10 bytes")
+}
+
+/// The length-delimited fields numbered `n` of one protobuf message (every OTLP field this test
+/// reads: messages, strings, ids), in order; other fields are skipped.
+fn field(mut msg: &[u8], n: u64) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !msg.is_empty() {
+        let key = varint(&mut msg);
+        let len = match key & 7 {
+            0 => {
+                varint(&mut msg);
+                continue;
+            }
+            1 => 8,
+            2 => varint(&mut msg) as usize,
+            5 => 4,
+            wire => panic!("protobuf wire type {wire}"),
+        };
+        let (value, rest) = msg.split_at(len);
+        if key >> 3 == n && key & 7 == 2 {
+            out.push(value);
+        }
+        msg = rest;
+    }
+    out
+}
+
+/// An exported span: its name, trace id, and the (trace id, span id) of each of its links.
+type ExportedSpan = (String, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Every span in OTLP `ExportTraceServiceRequest` bodies (resource_spans = 1 → scope_spans = 2
+/// → spans = 2; a span's trace_id = 1, name = 5, links = 13; a link's trace_id = 1, span_id = 2).
+fn exported_spans(bodies: &[Bytes]) -> Vec<ExportedSpan> {
+    let one = |msg: &[u8], n| {
+        field(msg, n)
+            .first()
+            .map(|v| v.to_vec())
+            .unwrap_or_default()
+    };
+    let mut spans = Vec::new();
+    for body in bodies {
+        for rs in field(body, 1) {
+            for ss in field(rs, 2) {
+                for span in field(ss, 2) {
+                    let links = field(span, 13)
+                        .into_iter()
+                        .map(|l| (one(l, 1), one(l, 2)))
+                        .collect();
+                    let name = String::from_utf8(one(span, 5)).expect("a UTF-8 span name");
+                    spans.push((name, one(span, 1), links));
+                }
+            }
+        }
+    }
+    spans
 }
 
 /// An OTLP/HTTP collector stand-in: keeps every body posted to /v1/traces.
@@ -175,6 +245,32 @@ async fn one_trace_links_the_request_the_job_events_and_the_worker_span() {
     assert!(
         contains(&hex_bytes(&req_span)),
         "the request's span was not exported"
+    );
+
+    // The projector's batches: roots of their own traces (a batch has many parents) that link
+    // to the span of each event they applied, the request's and the worker's.
+    let spans = exported_spans(&bodies);
+    let batches: Vec<_> = spans
+        .iter()
+        .filter(|(name, _, _)| name == "projector.batch")
+        .collect();
+    assert!(!batches.is_empty(), "no projector.batch span exported");
+    let trace = hex_bytes(&trace_id);
+    let linked = |span: &str| {
+        let want = (trace.clone(), hex_bytes(span));
+        batches.iter().any(|(_, _, links)| links.contains(&want))
+    };
+    assert!(linked(&req_span), "no batch links to the request's span");
+    assert!(linked(&started), "no batch links to the worker's span");
+    assert!(
+        batches.iter().all(|(_, t, _)| *t != trace),
+        "a batch span joined the request's trace instead of linking to it"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|(name, t, _)| name != "projector.batch" && *t == trace),
+        "the parser found none of the request's own spans"
     );
     svc.stop().await;
 }

@@ -3,6 +3,7 @@
 //! consumer loop store the offset. Models plug in through the [`Model`] trait; cancellation and
 //! worker liveness travel on the control topic.
 
+pub mod gpu;
 mod input;
 pub mod manifest;
 mod model;

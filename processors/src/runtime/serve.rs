@@ -86,6 +86,12 @@ pub async fn serve(
     tracing::info!(worker = %id, model = model.name(), variations = ?model.variations(), "worker started");
     metrics::gauge!(WORKER_DEVICE, "model" => model.name().to_string(), "device" => model.device())
         .set(1.0);
+    let gpu = super::gpu::spawn(
+        model.name(),
+        &model.device(),
+        Duration::from_secs(cfg.processor.gpu_metrics_seconds),
+        cancel.clone(),
+    );
     let mut members = tokio::task::JoinSet::new();
     for _ in 0..cfg.processor.concurrency.max(1) {
         let spec = ConsumerSpec {
@@ -109,6 +115,9 @@ pub async fn serve(
         }
     }
     let _ = heartbeat.await;
+    if let Some(gpu) = gpu {
+        let _ = gpu.await;
+    }
     producer.flush(Duration::from_secs(5));
     result
 }
