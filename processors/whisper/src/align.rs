@@ -9,7 +9,7 @@ use crate::decode::log_softmax;
 use crate::error::Result;
 use crate::model::Model;
 use crate::tokenizer::WhisperTokenizer;
-use crate::words::{limit_sentence_ends, median, merge_punctuation};
+use crate::words::{limit_sentence_ends, median, merge_punctuation, AlignedWord, Alignment};
 
 /// Audio tokens per second (the encoder halves the 100 mel frames per second).
 const TOKENS_PER_SECOND: f64 = 50.0;
@@ -18,24 +18,6 @@ const TOKENS_PER_SECOND: f64 = 50.0;
 pub(crate) struct EncodedWindow<'a> {
     pub audio: &'a Tensor,
     pub frames: usize,
-}
-
-/// A word timed within its window. A punctuation mark merged into a neighbour stays in the
-/// list with no text and no tokens, so that words can be handed to segments by token count.
-#[derive(Debug, Clone)]
-pub(crate) struct AlignedWord {
-    pub word: String,
-    pub tokens: usize,
-    /// Seconds from the window's start.
-    pub start: f64,
-    pub end: f64,
-    pub probability: f32,
-}
-
-/// The words of a window, and the median word duration (at most 0.7 s) the fixes use.
-pub(crate) struct Alignment {
-    pub words: Vec<AlignedWord>,
-    pub median: f64,
 }
 
 /// Times the words of `text_tokens` (text only, no timestamps) spoken in `win`.

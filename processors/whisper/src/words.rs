@@ -3,7 +3,23 @@
 //! fixes for words that DTW stretches over pauses. Times are seconds in f64, rounded to
 //! 10 ms as the reference rounds them, so that the seek derived from them is the same.
 
-use crate::align::{AlignedWord, Alignment};
+/// A word timed within its window. A punctuation mark merged into a neighbour stays in the
+/// list with no text and no tokens, so that words can be handed to segments by token count.
+#[derive(Debug, Clone)]
+pub(crate) struct AlignedWord {
+    pub word: String,
+    pub tokens: usize,
+    /// Seconds from the window's start.
+    pub start: f64,
+    pub end: f64,
+    pub probability: f32,
+}
+
+/// The words of a window, and the median word duration (at most 0.7 s) the fixes use.
+pub(crate) struct Alignment {
+    pub words: Vec<AlignedWord>,
+    pub median: f64,
+}
 
 /// Marks that open a word (merged into the word after them).
 const PREPENDED: &str = "\"'“¿([{-";
