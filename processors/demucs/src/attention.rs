@@ -12,25 +12,13 @@ use rayon::prelude::*;
 
 use crate::fast::{contiguous, softmax_rows_unnormalised};
 use crate::gemm::{product, MatMut, MatRef, Threads};
-use crate::parallel::{every, Blocks};
+use crate::parallel::{every, item_blocks, Blocks};
 
 /// Queries per task: small enough that a block of scores stays in L2.
 pub const QUERY_BLOCK: usize = 64;
 
 struct Attention {
     heads: usize,
-}
-
-/// Row ranges of a `[b·n, ·]` matrix: each item's `n` rows in blocks of `block` (the last
-/// block of each item possibly shorter).
-pub(crate) fn item_blocks(b: usize, n: usize, block: usize) -> Vec<std::ops::Range<usize>> {
-    (0..b)
-        .flat_map(|bi| {
-            every(n, block)
-                .into_iter()
-                .map(move |r| bi * n + r.start..bi * n + r.end)
-        })
-        .collect()
 }
 
 impl CustomOp3 for Attention {

@@ -14,8 +14,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use crate::attention::item_blocks;
-use crate::parallel::{every, Output};
+use crate::parallel::{every, item_blocks, Output};
 
 /// Head width the register blocking is written for.
 pub(crate) const HEAD: usize = 64;

@@ -24,22 +24,13 @@ use rayon::prelude::*;
 use crate::fast::{contiguous, gelu_in_place, glu_slice, Reused};
 use crate::gemm::{product, MatMut, MatRef, Threads};
 use crate::parallel::filled_planes;
+pub use crate::winograd::Epilogue;
 use crate::winograd::Winograd;
 
 /// Column-buffer (and transposed-tap buffer) size per gemm, in floats: large enough that each
 /// gemm is long and its weight packing is amortised, small enough to stay in the last-level
 /// cache.
 const GROUP_FLOATS: usize = 1 << 21;
-
-/// What runs on the convolution's output before it is returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Epilogue {
-    None,
-    /// GELU (erf form).
-    Gelu,
-    /// Gated linear unit over channels: the first half × sigmoid(the second half).
-    Glu,
-}
 
 /// A 2-D cross-correlation with zero padding (PyTorch's `Conv2d`, or `Conv1d` as `H = 1`).
 pub struct Conv2d {

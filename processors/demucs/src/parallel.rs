@@ -22,6 +22,18 @@ pub(crate) fn every(extent: usize, step: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// Row ranges of a `[b·n, ·]` matrix: each item's `n` rows in blocks of `block` (the last
+/// block of each item possibly shorter).
+pub(crate) fn item_blocks(b: usize, n: usize, block: usize) -> Vec<std::ops::Range<usize>> {
+    (0..b)
+        .flat_map(|bi| {
+            every(n, block)
+                .into_iter()
+                .map(move |r| bi * n + r.start..bi * n + r.end)
+        })
+        .collect()
+}
+
 /// The one range `0..extent` (an axis that is not cut).
 pub(crate) fn whole(extent: usize) -> Vec<Range<usize>> {
     std::iter::once(0..extent).collect()

@@ -13,11 +13,20 @@
 
 use rayon::prelude::*;
 
-use crate::conv::Epilogue;
 use crate::fast::{gelu_in_place, glu_slice, Reused};
 use crate::gemm::{product, MatMut, MatRef, Threads};
 use crate::parallel::{every, whole, Blocks, Output};
 use crate::simd;
+
+/// What runs on the convolution's output before it is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    /// GELU (erf form).
+    Gelu,
+    /// Gated linear unit over channels: the first half × sigmoid(the second half).
+    Glu,
+}
 
 /// Transformed values per tile (4 × 4).
 const VALUES: usize = 16;
