@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use roar_projections::apply::JobRow;
 use roar_projections::store::HistoryRow;
-use roar_schemas::JobStatus;
+use roar_schemas::{JobInput, JobStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::schema::{
@@ -13,9 +13,29 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
-use super::files::FileView;
-use super::pipelines::{JobInputView, PipelineRequestView, PipelineView};
 use super::schema as s;
+
+/// What a job reads when not the uploaded file: one output of another job on the file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobInputView {
+    #[schema(schema_with = s::job_id)]
+    pub job_id: String,
+    pub model: String,
+    pub variation: String,
+    /// The output's name: its file name without the extension (`vocals`).
+    pub output: String,
+}
+
+impl From<&JobInput> for JobInputView {
+    fn from(i: &JobInput) -> Self {
+        JobInputView {
+            job_id: i.job_id.clone(),
+            model: i.model.clone(),
+            variation: i.variation.clone(),
+            output: i.output.clone(),
+        }
+    }
+}
 
 /// A job as `/status` and the admin view show it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,22 +134,6 @@ impl JobView {
             updated_at: j.updated_at,
         }
     }
-}
-
-/// `GET /status/{file_id}`: the file and every job on it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusView {
-    pub file: FileView,
-    /// Oldest first; outputs carry download URLs.
-    pub jobs: Vec<JobView>,
-    /// The file's pipelines, oldest first: steps, their inputs and states, overall progress.
-    pub pipelines: Vec<PipelineView>,
-    /// Only with `?as_of=`: the time the view was folded at.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub as_of: Option<DateTime<Utc>>,
-    /// Only with `?after=`: false when the wait ran out before the token was applied.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consistent: Option<bool>,
 }
 
 /// A job in the admin list: the job and whose it is.
@@ -238,24 +242,8 @@ pub struct JobRequestView {
     /// Only when the input's job has not completed yet: the two-step pipeline that runs the
     /// input's job, then this one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = super::pipelines::pipeline_id)]
+    #[schema(schema_with = s::pipeline_id)]
     pub pipeline_id: Option<String>,
-}
-
-/// `POST /process` with `models` or a list: one entry per job, in request order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RequestedJobs {
-    pub jobs: Vec<JobRequestView>,
-}
-
-/// `POST /process` answers one job for one `model`, a list for `models` or a list body.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum ProcessResponse {
-    One(JobRequestView),
-    Many(RequestedJobs),
-    /// A `preset`: the pipeline of its steps.
-    Pipeline(PipelineRequestView),
 }
 
 /// `POST /admin/jobs/{job_id}/retry`: another attempt was requested.

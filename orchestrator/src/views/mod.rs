@@ -16,6 +16,7 @@ mod pipelines;
 mod process;
 mod queries;
 pub(crate) mod schema;
+mod status;
 mod usage;
 
 pub use dlq::{
@@ -29,24 +30,25 @@ pub use files::{
 };
 pub use jobs::{
     notify_request_schema, stored_outputs, AdminJobView, CancelAccepted, CommandStatus,
-    HistoryEventView, JobError, JobRequestView, JobView, JobsPage, NotifyAccepted, NotifyError,
-    NotifyOutput, NotifyRequest, NotifyStatus, Outcome, OutputView, ProcessResponse, RequestedJobs,
-    RetryAccepted, StatusView,
+    HistoryEventView, JobError, JobInputView, JobRequestView, JobView, JobsPage, NotifyAccepted,
+    NotifyError, NotifyOutput, NotifyRequest, NotifyStatus, Outcome, OutputView, RetryAccepted,
 };
 pub use models::{
     HealthView, ModelView, ModelsView, ParamKindView, ParamView, ReadyView, VariationView,
     WorkerView,
 };
 pub use pipelines::{
-    overall, JobInputView, PipelineCancelAccepted, PipelinePath, PipelineRequestView,
-    PipelineStepView, PipelineView, PresetStepView, PresetView, PresetsView, StepInputView,
-    PIPELINE_ID_PATTERN,
+    overall, PipelineCancelAccepted, PipelinePath, PipelineRequestView, PipelineStepView,
+    PipelineView, PresetStepView, PresetView, PresetsView, StepInputView,
 };
 pub use process::{
-    JobOutputRef, ModelChoice, ModelOutputRef, ProcessBody, ProcessRequest, MAX_JOBS_PER_REQUEST,
+    JobOutputRef, ModelChoice, ModelOutputRef, ProcessBody, ProcessRequest, ProcessResponse,
+    RequestedJobs, MAX_JOBS_PER_REQUEST,
 };
 pub use queries::{
     EventsHeaders, EventsQuery, FilePath, JobPath, JobsQuery, LinkQuery, PageQuery, StatusQuery,
     DEFAULT_LIMIT, MAX_LIMIT, MIN_LIMIT,
 };
+pub use schema::PIPELINE_ID_PATTERN;
+pub use status::StatusView;
 pub use usage::{Usage, UsageLimits};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use roar_common::catalog::{self, Preset};
 use roar_projections::{JobRow, PipelineRow, PipelineStepRow};
-use roar_schemas::{JobInput, JobStatus};
+use roar_schemas::JobStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::schema::Object;
@@ -22,28 +22,6 @@ pub struct StepInputView {
     pub step: String,
     /// The upstream output's name (`vocals`).
     pub output: String,
-}
-
-/// What a job reads when not the uploaded file: one output of another job on the file.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct JobInputView {
-    #[schema(schema_with = s::job_id)]
-    pub job_id: String,
-    pub model: String,
-    pub variation: String,
-    /// The output's name: its file name without the extension (`vocals`).
-    pub output: String,
-}
-
-impl From<&JobInput> for JobInputView {
-    fn from(i: &JobInput) -> Self {
-        JobInputView {
-            job_id: i.job_id.clone(),
-            model: i.model.clone(),
-            variation: i.variation.clone(),
-            output: i.output.clone(),
-        }
-    }
 }
 
 /// One step of a pipeline and the state of its job.
@@ -67,7 +45,7 @@ pub struct PipelineStepView {
 /// A pipeline: its steps, their inputs and states, and overall progress.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PipelineView {
-    #[schema(schema_with = pipeline_id)]
+    #[schema(schema_with = s::pipeline_id)]
     pub pipeline_id: String,
     #[schema(schema_with = s::file_id)]
     pub file_id: String,
@@ -87,16 +65,6 @@ pub struct PipelineView {
 }
 
 /// What `roar_schemas::ids::is_valid_id('p', ..)` accepts.
-pub const PIPELINE_ID_PATTERN: &str = "^p[0-9a-f]{32}$";
-
-pub fn pipeline_id() -> Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(PIPELINE_ID_PATTERN))
-        .description(Some("a pipeline id: `p` and 32 lowercase hex digits"))
-        .build()
-}
-
 /// The overall state of steps in these states.
 pub fn overall(states: &[JobStatus]) -> JobStatus {
     let any = |s: JobStatus| states.contains(&s);
@@ -206,7 +174,7 @@ pub struct PipelineRequestView {
 /// `POST /pipelines/{pipeline_id}/cancel`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PipelineCancelAccepted {
-    #[schema(schema_with = pipeline_id)]
+    #[schema(schema_with = s::pipeline_id)]
     pub pipeline_id: String,
     #[schema(schema_with = s::file_id)]
     pub file_id: String,
@@ -228,7 +196,7 @@ fn cancel_requested() -> Object {
 #[into_params(parameter_in = Path)]
 pub struct PipelinePath {
     /// A pipeline id (`p` and 32 lowercase hex digits).
-    #[param(schema_with = pipeline_id)]
+    #[param(schema_with = s::pipeline_id)]
     pub pipeline_id: String,
 }
 

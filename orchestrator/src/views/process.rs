@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use roar_common::catalog::{self, ModelSpec, ParamKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, Object, ObjectBuilder, OneOfBuilder, Ref, Schema,
@@ -14,6 +14,8 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
+use super::jobs::JobRequestView;
+use super::pipelines::PipelineRequestView;
 use super::schema as s;
 
 /// Most jobs one request may ask for (entries of `models`, or of a list body).
@@ -335,4 +337,20 @@ impl ToSchema for ProcessBody {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.extend(components());
     }
+}
+
+/// `POST /process` with `models` or a list: one entry per job, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestedJobs {
+    pub jobs: Vec<JobRequestView>,
+}
+
+/// `POST /process` answers one job for one `model`, a list for `models` or a list body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ProcessResponse {
+    One(JobRequestView),
+    Many(RequestedJobs),
+    /// A `preset`: the pipeline of its steps.
+    Pipeline(PipelineRequestView),
 }

@@ -9,6 +9,8 @@ use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, Type}
 pub const FILE_ID_PATTERN: &str = "^f[0-9a-f]{32}$";
 /// What `roar_schemas::ids::is_valid_id('j', ..)` accepts.
 pub const JOB_ID_PATTERN: &str = "^j[0-9a-f]{32}$";
+/// What `roar_schemas::ids::is_valid_id('p', ..)` accepts.
+pub const PIPELINE_ID_PATTERN: &str = "^p[0-9a-f]{32}$";
 
 fn string(pattern: &str, description: &str) -> Object {
     ObjectBuilder::new()
@@ -58,6 +60,13 @@ pub fn file_id() -> Object {
     string(
         FILE_ID_PATTERN,
         "a file id: `f` and 32 lowercase hex digits",
+    )
+}
+
+pub fn pipeline_id() -> Object {
+    string(
+        PIPELINE_ID_PATTERN,
+        "a pipeline id: `p` and 32 lowercase hex digits",
     )
 }
 
