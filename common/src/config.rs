@@ -9,9 +9,14 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-
-pub use crate::link_keys::{LinkKeys, MIN_LINK_SECRET_LEN};
 use serde::{Deserialize, Serialize};
+
+// Settings types with logic of their own; they build on this module, never the reverse.
+mod kafka_security;
+mod link_keys;
+
+pub use kafka_security::KafkaSecurity;
+pub use link_keys::{LinkKeys, MIN_LINK_SECRET_LEN};
 
 /// A value that must never reach a log line.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -151,7 +156,7 @@ pub struct KafkaConfig {
     /// Attempts at a message whose handler reports a retryable error before it goes to the DLQ.
     pub max_handler_attempts: u32,
     /// TLS and SASL of the broker connection (`kafka.security.*`).
-    pub security: crate::kafka::KafkaSecurity,
+    pub security: KafkaSecurity,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -340,7 +345,7 @@ impl Default for KafkaConfig {
             max_poll_interval_ms: 300_000,
             commit_interval_ms: 1_000,
             max_handler_attempts: 8,
-            security: crate::kafka::KafkaSecurity::default(),
+            security: KafkaSecurity::default(),
         }
     }
 }

@@ -9,7 +9,6 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod kafka;
-pub mod link_keys;
 pub mod metrics;
 pub mod roles;
 pub mod shutdown;

@@ -9,14 +9,12 @@ mod control;
 pub mod dlq;
 mod producer;
 mod rebalance;
-mod security;
 mod watch;
 
 pub use admin::ensure_topics;
 pub use consumer::{run_consumer, send_dead_letter, ConsumerSpec, Delivery, HandleError, Handler};
 pub use control::{ControlFollower, LiveWorker, RunningGuard};
 pub use producer::EventProducer;
-pub use security::KafkaSecurity;
 pub use watch::BrokerWatch;
 
 use rdkafka::ClientConfig;

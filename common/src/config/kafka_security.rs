@@ -6,7 +6,7 @@
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use super::Secret;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -3,7 +3,7 @@
 //! retired keys in `auth.link_previous_keys` still verify the links they signed until those
 //! expire (`http.link_ttl_seconds`), after which the operator removes them.
 
-use crate::config::{looks_like_placeholder, AuthConfig, ConfigError};
+use super::{looks_like_placeholder, AuthConfig, ConfigError};
 
 /// Shortest link key accepted (an HMAC-SHA256 key should carry 256 bits).
 pub const MIN_LINK_SECRET_LEN: usize = 32;
