@@ -292,40 +292,29 @@ fn clean_with(
     clean::clean_transcript(heard, &clean::CleanOptions::default(), &mut generate)
 }
 
-fn text_file(name: &str, kind: &str, content_type: &str, text: String) -> OutputFile {
-    OutputFile {
-        name: name.into(),
-        kind: kind.into(),
-        content_type: content_type.into(),
-        bytes: text.into_bytes(),
-    }
-}
-
 /// The five lyric files of timed lyrics.
 fn outputs(l: &lyrics::Lyrics) -> Result<Vec<OutputFile>, ModelError> {
-    let json = serde_json::to_string_pretty(&format::to_json(l))
-        .map_err(|e| ModelError::permanent("output_error", e.to_string()))?;
     Ok(vec![
-        text_file(
+        OutputFile::text(
             "lyrics.txt",
             "lyrics",
             "text/plain; charset=utf-8",
             format::to_text(l),
         ),
-        text_file("lyrics.json", "lyrics_json", "application/json", json),
-        text_file(
+        OutputFile::json("lyrics.json", "lyrics_json", &format::to_json(l))?,
+        OutputFile::text(
             "lyrics.lrc",
             "lrc",
             "text/plain; charset=utf-8",
             format::to_lrc(l),
         ),
-        text_file(
+        OutputFile::text(
             "lyrics.srt",
             "subtitles",
             "application/x-subrip",
             format::to_srt(l),
         ),
-        text_file("lyrics.vtt", "subtitles", "text/vtt", format::to_vtt(l)),
+        OutputFile::text("lyrics.vtt", "subtitles", "text/vtt", format::to_vtt(l)),
     ])
 }
 
@@ -347,8 +336,7 @@ impl Model for Lyrics {
         self.served(&input.variation)?;
         let whisper = self.recogniser(&p.whisper)?;
         ctx.progress(1.0, "resampling");
-        let audio = roar_crepe::resample::to_16k(&input.audio.mono(), input.audio.sample_rate)
-            .map_err(|e| ModelError::permanent("invalid_input", e.to_string()))?;
+        let audio = crate::whisper::speech_audio(input)?;
         let duration = audio.len() as f32 / 16_000.0;
         ctx.checkpoint()?;
         let opts = TranscribeOptions {

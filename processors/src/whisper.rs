@@ -109,18 +109,10 @@ fn options(params: &Value, multilingual: bool) -> Result<TranscribeOptions, Mode
     Ok(o)
 }
 
-fn text_file(name: &str, kind: &str, content_type: &str, text: String) -> OutputFile {
-    OutputFile {
-        name: name.into(),
-        kind: kind.into(),
-        content_type: content_type.into(),
-        bytes: text.into_bytes(),
-    }
-}
-
-fn json_bytes(v: &impl serde::Serialize) -> Result<String, ModelError> {
-    serde_json::to_string_pretty(v)
-        .map_err(|e| ModelError::permanent("output_error", e.to_string()))
+/// The job's audio as the speech models read it: mono at 16 kHz.
+pub(crate) fn speech_audio(input: &Input) -> Result<Vec<f32>, ModelError> {
+    roar_crepe::resample::to_16k(&input.audio.mono(), input.audio.sample_rate)
+        .map_err(|e| ModelError::permanent("invalid_input", e.to_string()))
 }
 
 impl Model for WhisperModel {
@@ -140,8 +132,7 @@ impl Model for WhisperModel {
         let whisper = self.model(&input.variation)?;
         let opts = options(&input.params, whisper.is_multilingual())?;
         ctx.progress(1.0, "resampling");
-        let audio = roar_crepe::resample::to_16k(&input.audio.mono(), input.audio.sample_rate)
-            .map_err(|e| ModelError::permanent("invalid_input", e.to_string()))?;
+        let audio = speech_audio(input)?;
         ctx.checkpoint()?;
         let transcript = {
             let ctx = &mut *ctx;
@@ -158,36 +149,30 @@ impl Model for WhisperModel {
             "segments": transcript.segments,
         });
         Ok(vec![
-            text_file(
+            OutputFile::text(
                 "transcription.txt",
                 "transcript",
                 "text/plain; charset=utf-8",
                 roar_whisper::to_text(&transcript),
             ),
-            text_file(
-                "segments.json",
-                "segments",
-                "application/json",
-                json_bytes(&segments)?,
-            ),
-            text_file(
+            OutputFile::json("segments.json", "segments", &segments)?,
+            OutputFile::text(
                 "transcript.srt",
                 "subtitles",
                 "application/x-subrip",
                 roar_whisper::to_srt(&transcript),
             ),
-            text_file(
+            OutputFile::text(
                 "transcript.vtt",
                 "subtitles",
                 "text/vtt",
                 roar_whisper::to_vtt(&transcript),
             ),
-            text_file(
+            OutputFile::json(
                 "verbose.json",
                 "verbose_json",
-                "application/json",
-                json_bytes(&roar_whisper::to_verbose_json(&transcript))?,
-            ),
+                &roar_whisper::to_verbose_json(&transcript),
+            )?,
         ])
     }
 }

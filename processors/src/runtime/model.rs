@@ -28,6 +28,25 @@ pub struct OutputFile {
     pub bytes: Vec<u8>,
 }
 
+impl OutputFile {
+    /// A text file (UTF-8).
+    pub fn text(name: &str, kind: &str, content_type: &str, text: String) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            content_type: content_type.into(),
+            bytes: text.into_bytes(),
+        }
+    }
+
+    /// A pretty-printed JSON file; a value that does not encode fails the job for good.
+    pub fn json(name: &str, kind: &str, value: &impl serde::Serialize) -> Result<Self, ModelError> {
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| ModelError::permanent("output_error", e.to_string()))?;
+        Ok(Self::text(name, kind, "application/json", text))
+    }
+}
+
 /// Why a model run ended without outputs.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ModelError {
