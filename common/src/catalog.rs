@@ -125,6 +125,27 @@ fn p(name: &'static str, kind: ParamKind, default: Option<Value>, d: &'static st
 const STEMS_6: &[&str] = &["vocals", "drums", "bass", "other", "guitar", "piano"];
 const AUDIO_FORMATS: &[&str] = &["wav16", "wav24", "float32", "flac", "mp3"];
 
+// The two parameters of every model that writes audio (one encoder writes it for all of them).
+fn audio_format() -> ParamSpec {
+    p(
+        "format",
+        ParamKind::Enum {
+            values: AUDIO_FORMATS,
+        },
+        Some(serde_json::json!("wav16")),
+        "output format",
+    )
+}
+
+fn mp3_bitrate() -> ParamSpec {
+    p(
+        "mp3_bitrate",
+        ParamKind::Int { min: 64, max: 320 },
+        Some(serde_json::json!(320)),
+        "kbit/s when format is mp3",
+    )
+}
+
 /// Every model roar knows, in a stable order. Built once: `resolve` runs on every request.
 pub fn models() -> &'static [ModelSpec] {
     static ALL: LazyLock<Vec<ModelSpec>> = LazyLock::new(build);
@@ -187,20 +208,8 @@ fn build() -> Vec<ModelSpec> {
                     None,
                     "segment length, seconds (default: the model's)",
                 ),
-                p(
-                    "format",
-                    Enum {
-                        values: AUDIO_FORMATS,
-                    },
-                    Some(json!("wav16")),
-                    "output format",
-                ),
-                p(
-                    "mp3_bitrate",
-                    Int { min: 64, max: 320 },
-                    Some(json!(320)),
-                    "kbit/s when format is mp3",
-                ),
+                audio_format(),
+                mp3_bitrate(),
                 p(
                     "clip",
                     Enum {
@@ -398,20 +407,8 @@ fn build() -> Vec<ModelSpec> {
                     None,
                     "the same seed and params generate the same music (default: from the job)",
                 ),
-                p(
-                    "format",
-                    Enum {
-                        values: AUDIO_FORMATS,
-                    },
-                    Some(json!("wav16")),
-                    "output format",
-                ),
-                p(
-                    "mp3_bitrate",
-                    Int { min: 64, max: 320 },
-                    Some(json!(320)),
-                    "kbit/s when format is mp3",
-                ),
+                audio_format(),
+                mp3_bitrate(),
             ],
         },
         ModelSpec {
