@@ -124,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         group: "bench-roar-loop".into(),
         topics: vec![topic.into()],
         kafka: cfg.kafka.clone(),
+        fetch_wait_ms: cfg.processor.fetch_wait_ms,
     };
     let t = Instant::now();
     let task = tokio::spawn(run_consumer(

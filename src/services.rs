@@ -233,6 +233,7 @@ async fn run_probe(cfg: Arc<Config>, ops: Ops, cancel: CancellationToken) -> Res
         group: roar_processors::probe::GROUP.into(),
         topics: vec![topics::FILES.into()],
         kafka: cfg.kafka.clone(),
+        fetch_wait_ms: cfg.processor.fetch_wait_ms,
     };
     started("probe");
     ops.mark_started();

@@ -256,6 +256,10 @@ pub struct ProcessorConfig {
     /// Where a processor process (the probe or a model worker) serves `/metrics`, `/health` and
     /// `/ready`; port 0 picks a free one.
     pub ops_addr: SocketAddr,
+    /// Longest the broker holds a fetch of the probe's or a worker's consumer that has no new
+    /// data (`fetch.wait.max.ms`): bounds how long a request on an idle topic waits before a
+    /// worker sees it (librdkafka's default, 500, adds up to 0.5 s to each job's pickup).
+    pub fetch_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -278,6 +282,10 @@ pub struct PipelineConfig {
     /// Where the pipelines' process manager (`roar pipeline`) serves `/metrics`, `/health` and
     /// `/ready`; port 0 picks a free one.
     pub ops_addr: SocketAddr,
+    /// Longest the broker holds a fetch of the manager's consumer that has no new data
+    /// (`fetch.wait.max.ms`): bounds the wait between an upstream step's completion and its
+    /// dependents' requests on a quiet log.
+    pub fetch_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -404,6 +412,7 @@ impl Default for ProcessorConfig {
             heartbeat_seconds: 10,
             gpu_metrics_seconds: 15,
             ops_addr: "127.0.0.1:9182".parse().expect("static address"),
+            fetch_wait_ms: 10,
         }
     }
 }
@@ -423,6 +432,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             ops_addr: "127.0.0.1:9183".parse().expect("static address"),
+            fetch_wait_ms: 10,
         }
     }
 }
@@ -448,6 +458,9 @@ impl Default for DevConfig {
         }
     }
 }
+
+/// Largest `*.fetch_wait_ms` accepted (librdkafka wants it well below `socket.timeout.ms`).
+pub const MAX_FETCH_WAIT_MS: u64 = 10_000;
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -572,6 +585,19 @@ impl Config {
         }
         if self.projector.batch_size < 1 {
             return bad("projector.batch_size must be ≥ 1".into());
+        }
+        for (knob, ms) in [
+            ("processor.fetch_wait_ms", self.processor.fetch_wait_ms),
+            ("projector.fetch_wait_ms", self.projector.fetch_wait_ms),
+            ("pipeline.fetch_wait_ms", self.pipeline.fetch_wait_ms),
+        ] {
+            // 0 turns every idle consumer into a busy loop against the broker; far above a
+            // few seconds it approaches librdkafka's socket timeout and only adds latency.
+            if !(1..=MAX_FETCH_WAIT_MS).contains(&ms) {
+                return bad(format!(
+                    "{knob} must be in 1..={MAX_FETCH_WAIT_MS}, got {ms}"
+                ));
+            }
         }
         if !["pretty", "json"].contains(&self.telemetry.log_format.as_str()) {
             return bad(format!(
@@ -756,6 +782,56 @@ mod tests {
         assert!(e.contains("http.studio_dir"), "{e}");
         c.http.studio_dir = std::env::temp_dir().display().to_string();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn fetch_waits_default_short_and_are_bounded() {
+        let c = Config::default();
+        c.validate().unwrap();
+        // Every consumer group defaults well below librdkafka's 500 ms, so a quiet topic does
+        // not add half a second to each hand-off.
+        for ms in [
+            c.processor.fetch_wait_ms,
+            c.projector.fetch_wait_ms,
+            c.pipeline.fetch_wait_ms,
+        ] {
+            assert!((1..=50).contains(&ms), "{ms}");
+        }
+        for (knob, set) in [
+            (
+                "processor.fetch_wait_ms",
+                (|c: &mut Config, v| c.processor.fetch_wait_ms = v) as fn(&mut Config, u64),
+            ),
+            ("projector.fetch_wait_ms", |c, v| {
+                c.projector.fetch_wait_ms = v
+            }),
+            ("pipeline.fetch_wait_ms", |c, v| {
+                c.pipeline.fetch_wait_ms = v
+            }),
+        ] {
+            for bad in [0, MAX_FETCH_WAIT_MS + 1] {
+                let mut c = Config::default();
+                set(&mut c, bad);
+                let e = c.validate().unwrap_err().to_string();
+                assert!(e.contains(knob), "{knob}={bad}: {e}");
+            }
+            let mut c = Config::default();
+            set(&mut c, MAX_FETCH_WAIT_MS);
+            c.validate().unwrap();
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ROAR_PIPELINE__FETCH_WAIT_MS", "25");
+            jail.set_env("ROAR_PROCESSOR__FETCH_WAIT_MS", "40");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (c.pipeline.fetch_wait_ms, c.processor.fetch_wait_ms),
+                (25, 40)
+            );
+            jail.set_env("ROAR_PIPELINE__FETCH_WAIT_MS", "0");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("pipeline.fetch_wait_ms"), "{e}");
+            Ok(())
+        });
     }
 
     /// JWKS tokens and no HS256 key used to leave links signed with an empty HMAC key.

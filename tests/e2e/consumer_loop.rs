@@ -113,6 +113,7 @@ async fn a_panicking_handler_dead_letters_its_message_and_the_loop_goes_on() {
         group: GROUP.into(),
         topics: vec![TOPIC.into()],
         kafka: cfg.kafka.clone(),
+        fetch_wait_ms: cfg.processor.fetch_wait_ms,
     };
     let producer = EventProducer::new(&cfg.kafka).unwrap();
     let handler = Arc::new(PanicsOnSecond::default());

@@ -88,6 +88,7 @@ impl Kafka {
             group: GROUP.into(),
             topics: vec![TOPIC.into()],
             kafka: self.config(),
+            fetch_wait_ms: 10,
         };
         let producer = EventProducer::new(&self.config()).unwrap();
         let cancel = CancellationToken::new();

@@ -149,6 +149,9 @@ pub struct ConsumerSpec {
     pub group: String,
     pub topics: Vec<String>,
     pub kafka: KafkaConfig,
+    /// librdkafka's `fetch.wait.max.ms`: the longest a message on an idle topic waits before
+    /// this member sees it (from the role's `*.fetch_wait_ms` knob).
+    pub fetch_wait_ms: u64,
 }
 
 /// Runs the loop until `cancel` fires, then waits for the running handler, commits the stored
@@ -176,6 +179,7 @@ pub async fn run_consumer(
             "max.poll.interval.ms",
             spec.kafka.max_poll_interval_ms.to_string(),
         )
+        .set("fetch.wait.max.ms", spec.fetch_wait_ms.to_string())
         .create_with_context(LoopContext::default())?;
     let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;

@@ -98,6 +98,7 @@ pub async fn serve(
             group: worker.group(),
             topics: vec![jobs_topic(model.name())],
             kafka: cfg.kafka.clone(),
+            fetch_wait_ms: cfg.processor.fetch_wait_ms,
         };
         members.spawn(run_consumer(
             spec,

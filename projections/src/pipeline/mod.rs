@@ -58,6 +58,7 @@ pub async fn run(cfg: &Config, pool: PgPool, cancel: CancellationToken) -> Resul
         group: GROUP.into(),
         topics: vec![PIPELINES.into(), JOB_EVENTS.into()],
         kafka: cfg.kafka.clone(),
+        fetch_wait_ms: cfg.pipeline.fetch_wait_ms,
     };
     // Zero-valued series from the start, so dashboards and alerts see the role before its
     // first pipeline.
