@@ -4,8 +4,12 @@
 //! dependents `upstream_failed`; a pipeline canceled mid-run; the manager killed with SIGKILL
 //! mid-pipeline and restarted, after which every step ran exactly once and the read model equals
 //! a rebuild. Demucs is the small fixture network (processors/demucs/tests/fixtures), whisper
-//! tiny.en and CREPE tiny the real weights; pipelines are produced on `roar.pipelines.v1` as
-//! the orchestrator records them.
+//! tiny.en and CREPE tiny the real weights. The karaoke pipelines are asked for through HTTP
+//! (`POST /process {file_id, preset}`), and cancels through `POST /pipelines/{id}/cancel`. Two
+//! DAGs no request can build are produced on `roar.pipelines.v1` as the orchestrator records
+//! them: one whose step reads a stem its upstream never writes (the API refuses that request,
+//! so only a worker's failure can exercise the manager's `upstream_failed`), and a chain of
+//! long pitch steps to cancel mid-run (requests only chain on audio outputs).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -104,34 +108,33 @@ fn pipeline(owner: &str, file_id: &str, mut steps: Vec<PipelineStep>) -> Pipelin
     }
 }
 
-fn karaoke(owner: &str, file_id: &str) -> PipelineEvent {
-    pipeline(
-        owner,
-        file_id,
-        vec![
-            step(
-                "separate",
-                "demucs",
-                None,
-                json!({"two_stems": "vocals"}),
-                None,
-            ),
-            step(
-                "transcribe",
-                "whisper",
-                None,
-                json!({"word_timestamps": true}),
-                Some(("separate", "vocals")),
-            ),
-            step(
-                "pitch",
-                "pitch",
-                Some("tiny"),
-                json!({}),
-                Some(("separate", "vocals")),
-            ),
-        ],
-    )
+/// `POST /process {file_id, preset: "karaoke"}` as `token`: the pipeline's id and its steps'
+/// job ids by step name.
+async fn request_karaoke(
+    svc: &Services,
+    token: &str,
+    file: &str,
+) -> (String, HashMap<String, String>) {
+    let (code, p) = svc
+        .post_json(
+            token,
+            "/process",
+            &json!({"file_id": file, "preset": "karaoke"}),
+        )
+        .await;
+    assert_eq!(code, 202, "{p:#}");
+    let jobs = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap().to_string();
+            (name, s["job_id"].as_str().unwrap().to_string())
+        })
+        .collect::<HashMap<_, _>>();
+    let names: Vec<&str> = jobs.keys().map(String::as_str).collect();
+    assert_eq!(jobs.len(), 3, "{names:?}");
+    (p["pipeline_id"].as_str().unwrap().to_string(), jobs)
 }
 
 fn steps(p: &PipelineEvent) -> &[PipelineStep] {
@@ -236,8 +239,7 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
     let alice = svc.token("alice", &[]);
     let file = svc.ready_file(&alice, "duet.wav", speech_over_tone()).await;
 
-    let k = karaoke("alice", &file);
-    produce(&infra, PIPELINES, &file, &k).await;
+    let (kid, k) = request_karaoke(&svc, &alice, &file).await;
     // A second pipeline on the same file shares the separation job, reads a stem two_stems
     // does not write (so its step fails), and chains two more steps behind that one.
     let broken = pipeline(
@@ -274,13 +276,13 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
             ),
         ],
     );
-    assert_eq!(job_of(&broken, "separate"), job_of(&k, "separate"));
+    assert_eq!(job_of(&broken, "separate"), k["separate"]);
     produce(&infra, PIPELINES, &file, &broken).await;
 
     let (sep, tr, pi) = (
-        job_of(&k, "separate"),
-        job_of(&k, "transcribe"),
-        job_of(&k, "pitch"),
+        k["separate"].as_str(),
+        k["transcribe"].as_str(),
+        k["pitch"].as_str(),
     );
     let (drums, after, after_that) = (
         job_of(&broken, "drums"),
@@ -305,6 +307,16 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
     // The dependents read the vocals stem: their requests name it, and the stem is the
     // separation job's own output (size and sha256 as its manifest says; the workers check it).
     let reqs = requests(&infra, &["demucs", "whisper", "pitch"]).await;
+    // The API recorded the preset as one pipeline; the manager's requests carry its request id.
+    let recorded = read_all::<PipelineEvent>(&infra.broker.bootstrap(), PIPELINES).await;
+    let recorded = recorded
+        .iter()
+        .find(|p| p.pipeline_id == kid)
+        .expect("the preset's PipelineRequested");
+    assert!(matches!(
+        &recorded.body,
+        PipelineBody::Requested { preset: Some(p), .. } if p == "karaoke"
+    ));
     let vocals = JobInput {
         job_id: sep.into(),
         model: "demucs".into(),
@@ -316,7 +328,7 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
         assert_eq!(r.len(), 1, "{job} requested once: {r:?}");
         assert_eq!(r[0].input.as_ref(), Some(&vocals), "{r:?}");
         assert_eq!(r[0].owner, "alice");
-        assert_eq!(r[0].meta.request_id, "req-pipeline");
+        assert_eq!(r[0].meta.request_id, recorded.meta.request_id);
     }
     let sep_row = find_job(&st, sep).unwrap();
     let stems: Vec<&str> = sep_row["outputs"]
@@ -438,14 +450,15 @@ async fn canceling_a_pipeline_mid_run_cancels_the_running_step_and_every_later_o
         find_job(v, track).is_some_and(|j| j["progress"].as_f64().unwrap_or(0.0) > 2.0)
     })
     .await;
-    let cancel = PipelineEvent {
-        meta: EventMeta::new("req-cancel", "user:alice"),
-        body: PipelineBody::CancelRequested {
-            reason: Some("changed my mind".into()),
-        },
-        ..p.clone()
-    };
-    produce(&infra, PIPELINES, &file, &cancel).await;
+    // Another user's cancel is refused and changes nothing.
+    let bob = svc.token("bob", &[]);
+    let path = format!("/pipelines/{}/cancel", p.pipeline_id);
+    let (code, _) = svc.post_json(&bob, &path, &json!({})).await;
+    assert_eq!(code, 404);
+    let (code, c) = svc.post_json(&alice, &path, &json!({})).await;
+    assert_eq!(code, 202, "{c:#}");
+    // The running step was asked to stop by the API; the others are the manager's to cancel.
+    assert_eq!(c["canceled_jobs"], json!([track]), "{c:#}");
     let st = wait_statuses(
         &svc,
         &alice,
@@ -466,7 +479,11 @@ async fn canceling_a_pipeline_mid_run_cancels_the_running_step_and_every_later_o
             _ => None,
         })
         .unwrap();
-    assert!(reason.contains("changed my mind"), "{reason}");
+    // The cause names the pipeline's cancel and who asked for it.
+    assert!(
+        reason.contains("pipeline canceled") && reason.contains("user:alice"),
+        "{reason}"
+    );
     // Nothing was requested after the cancel.
     assert!(requests(&infra, &["pitch", "whisper"])
         .await
@@ -524,12 +541,11 @@ async fn a_manager_killed_mid_pipeline_resumes_and_every_step_runs_once() {
     let file = svc.ready_file(&alice, "duet.wav", speech_over_tone()).await;
     let mut manager = spawn_manager(&infra, &cfg, "pipeline-1.log");
 
-    let k = karaoke("alice", &file);
-    produce(&infra, PIPELINES, &file, &k).await;
+    let (_, k) = request_karaoke(&svc, &alice, &file).await;
     let (sep, tr, pi) = (
-        job_of(&k, "separate"),
-        job_of(&k, "transcribe"),
-        job_of(&k, "pitch"),
+        k["separate"].as_str(),
+        k["transcribe"].as_str(),
+        k["pitch"].as_str(),
     );
     // Mid-pipeline: the first step is under way (requested by the manager, picked up).
     svc.wait_for_within(&alice, &file, Duration::from_secs(120), |v| {
