@@ -568,3 +568,92 @@ async fn an_input_chains_on_another_job_and_bad_inputs_emit_nothing() {
     assert_eq!(steps[1].input.as_ref().unwrap().output, "vocals");
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_job_still_waiting_on_its_own_input_joins_the_pipeline_with_its_ancestors() {
+    let infra = Infra::start().await;
+    let svc = Services::start(no_workers(&infra)).await;
+    let alice = svc.token("alice", &[]);
+    let file = svc
+        .ready_file(&alice, "sine.wav", fixture("sine.wav"))
+        .await;
+    let vocals = json!({"two_stems": "vocals"});
+    // A separation on the upload (no worker runs it), then one on its vocals: two steps.
+    let (code, sep) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "demucs", "params": vocals}),
+        )
+        .await;
+    assert_eq!(code, 202, "{sep:#}");
+    let sep_id = sep["job_id"].as_str().unwrap().to_string();
+    let (code, again) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "demucs", "params": vocals,
+                    "input": {"job_id": sep_id, "output": "vocals"}}),
+        )
+        .await;
+    assert_eq!(code, 202, "{again:#}");
+    assert!(again["pipeline_id"].is_string(), "{again:#}");
+    let again_id = again["job_id"].as_str().unwrap().to_string();
+    svc.wait_job(&alice, &file, &again_id, |j| {
+        j["input"]["job_id"] == sep_id.as_str()
+    })
+    .await;
+
+    // Pitch on the second separation, which has not run and itself waits on the first: both
+    // separations join the new pipeline, upstream first, each reading the one before.
+    let before = pipeline_events(&svc).len();
+    let body =
+        json!({"file_id": file, "model": "pitch", "input": {"job_id": again_id, "output": "vocals"}});
+    let (code, pitch) = svc.post_json(&alice, "/process", &body).await;
+    assert_eq!(code, 202, "{pitch:#}");
+    let pid = pitch["pipeline_id"].as_str().unwrap();
+    let events = pipeline_events(&svc);
+    assert_eq!(events.len(), before + 1);
+    let ev = events.last().unwrap();
+    assert_eq!(ev.pipeline_id, pid);
+    let PipelineBody::Requested { steps, preset } = &ev.body else {
+        panic!("{ev:?}");
+    };
+    assert!(preset.is_none());
+    let jobs: Vec<&str> = steps.iter().map(|s| s.job_id.as_str()).collect();
+    let pitch_id = pitch["job_id"].as_str().unwrap();
+    assert_eq!(jobs, [sep_id.as_str(), again_id.as_str(), pitch_id]);
+    assert!(steps[0].input.is_none());
+    for i in 1..steps.len() {
+        let input = steps[i].input.as_ref().unwrap();
+        assert_eq!(input.step, steps[i - 1].name, "{steps:?}");
+        assert_eq!(input.output, "vocals");
+        let id = ids::step_identity(&file, steps, &steps[i]).unwrap();
+        assert_eq!(id.job_id(), steps[i].job_id);
+    }
+    // The job's id covers its input: the second separation's vocals.
+    let p = catalog::resolve("pitch", None, None).unwrap();
+    let expect = JobIdentity::new(&file, "pitch", &p.variation, &p.params, &p.model_version)
+        .reading(JobInput {
+            job_id: again_id.clone(),
+            model: "demucs".into(),
+            variation: "htdemucs".into(),
+            output: "vocals".into(),
+        });
+    assert_eq!(pitch_id, expect.job_id());
+    assert_eq!(pitch["input"]["job_id"], again_id.as_str());
+
+    // Asked again once projected: the same job, nothing emitted.
+    svc.wait_job(&alice, &file, pitch_id, |j| {
+        j["input"]["job_id"] == again_id.as_str()
+    })
+    .await;
+    // (The manager may still be requesting the first separation again, so only the topics
+    // this request could write are compared.)
+    let (code, twice) = svc.post_json(&alice, "/process", &body).await;
+    assert_eq!(code, 200, "{twice:#}");
+    assert_eq!(twice["job_id"], pitch_id);
+    assert_eq!(pipeline_events(&svc).len(), before + 1);
+    assert_eq!(topic_len(&svc.cfg.kafka.brokers, &jobs_topic("pitch")), 0);
+    svc.stop().await;
+}

@@ -164,11 +164,26 @@ pub async fn request_preset(
     emit(s, user, file, Some(preset), steps).await
 }
 
-/// The job an `input` names, as a pipeline step that reads the upload.
+/// The job an `input` names, as a pipeline step.
 pub struct Upstream {
     pub step: PipelineStep,
+    /// The steps `step` reads through when it reads another job's output: its ancestors, the
+    /// one on the upload first, each reading the one before. Empty for a job on the upload.
+    pub ancestors: Vec<PipelineStep>,
     /// Whether its outputs exist (completed, or skipped because they did).
     pub completed: bool,
+}
+
+/// `base`, or `base-2`, `base-3`, … : a step name no step of `steps` has.
+fn unique_name(base: &str, steps: &[PipelineStep]) -> String {
+    let taken = |n: &str| steps.iter().any(|s| s.name == n);
+    if !taken(base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken(n))
+        .expect("an unbounded range has a free name")
 }
 
 impl Upstream {
@@ -185,8 +200,53 @@ impl Upstream {
                 params_json: canonical_json(&j.params),
                 input: None,
             },
+            ancestors: Vec::new(),
             completed: j.status == JobStatus::Completed,
         }
+    }
+
+    /// A job that has not completed, with the jobs it reads through: `chain` is its ancestry as
+    /// the read model has it, the job on the upload first and the named job last, each reading
+    /// an output of the one before. Requesting them again as pipeline steps runs nothing twice
+    /// (a finished job is skipped, a running one is waited for on its file's partition), and
+    /// each step keeps its job id, which the check here proves: a job asked for under another
+    /// model version (the catalogue changed since) has an id no step can derive, so it cannot
+    /// be chained on before it completes (409 `input_not_ready`).
+    pub fn from_chain(file_id: &str, chain: &[JobRow]) -> Result<Self, ApiError> {
+        let mut steps: Vec<PipelineStep> = Vec::with_capacity(chain.len());
+        for row in chain {
+            let mut st = Self::from_row(row).step;
+            st.name = unique_name(&row.model, &steps);
+            if let (Some(input), Some(up)) = (row.input(), steps.last()) {
+                st.input = Some(PipelineStepInput {
+                    step: up.name.clone(),
+                    output: input.output,
+                });
+            }
+            let same = ids::step_identity(file_id, &steps, &st)
+                .is_ok_and(|id| id.job_id() == row.job_id);
+            if !same {
+                return Err(ApiError::Conflict {
+                    code: "input_not_ready",
+                    message: format!(
+                        "input job {} has not completed (it is {}) and its upstream job {} cannot \
+                         be requested again here; ask once it has completed",
+                        chain.last().map_or("", |j| j.job_id.as_str()),
+                        chain.last().map_or(JobStatus::Queued, |j| j.status),
+                        row.job_id
+                    ),
+                });
+            }
+            steps.push(st);
+        }
+        let step = steps
+            .pop()
+            .ok_or_else(|| ApiError::Internal("an empty chain of input jobs".into()))?;
+        Ok(Self {
+            step,
+            ancestors: steps,
+            completed: false,
+        })
     }
 
     /// A model request on the upload of `file_id`; `completed` is for the caller to set from
@@ -198,14 +258,15 @@ impl Upstream {
             .to_string();
         Self {
             step,
+            ancestors: Vec::new(),
             completed: false,
         }
     }
 }
 
 /// `POST /process {file_id, model, input}`: a job on one output of `up`'s job. A completed
-/// upstream job is read at once (one `JobRequested`); otherwise a two-step pipeline runs the
-/// upstream job, then this one.
+/// upstream job is read at once (one `JobRequested`); otherwise a pipeline runs the upstream
+/// job (after the jobs it reads through, if any), then this one.
 pub async fn request_with_input(
     s: &AppState,
     user: &User,
@@ -225,16 +286,15 @@ pub async fn request_with_input(
     if up.completed || existing.is_some_and(|j| !j.status.is_closed()) {
         return jobs::request(s, user, file, r, Some(input)).await;
     }
-    let name = if up.step.name == r.model {
-        format!("{}-on-{output}", r.model)
+    let upstream_name = up.step.name.clone();
+    let mut steps = up.ancestors;
+    steps.push(up.step);
+    let name = if steps.iter().any(|s| s.name == r.model) {
+        unique_name(&format!("{}-on-{output}", r.model), &steps)
     } else {
         r.model.to_string()
     };
-    let upstream_name = up.step.name.clone();
-    let steps = vec![
-        up.step,
-        step(&name, r, Some((upstream_name, output.into()))),
-    ];
+    steps.push(step(&name, r, Some((upstream_name, output.into()))));
     let out = emit(s, user, file, None, steps).await?;
     let job = out
         .view

@@ -154,20 +154,45 @@ async fn upstream_job(
         has_output(&job, &j.output)?;
         return Ok(up);
     }
-    // Not completed: it runs as the pipeline's first step, which reads the upload and must
-    // name this very job.
-    let same = roar_schemas::ids::step_identity(file_id, &[], &up.step)
-        .is_ok_and(|id| id.job_id() == job.job_id);
-    if job.input().is_some() || !same {
-        return Err(ApiError::Conflict {
-            code: "input_not_ready",
-            message: format!(
-                "input job {} has not completed (it is {}) and cannot be requested again here; ask once it has completed",
-                job.job_id, job.status
-            ),
-        });
+    // Not completed: the pipeline asks for it again, after the jobs it reads through.
+    Upstream::from_chain(file_id, &ancestry(s, job).await?)
+}
+
+/// `job` and the jobs it reads through, the one on the upload first. Each is on the same file
+/// and of the same owner (a job reads outputs of jobs on its own file).
+async fn ancestry(s: &AppState, job: JobRow) -> Result<Vec<JobRow>, ApiError> {
+    let named = job.job_id.clone();
+    let not_ready = |message: String| ApiError::Conflict {
+        code: "input_not_ready",
+        message,
+    };
+    let mut chain = vec![job];
+    while let Some(input) = chain.last().and_then(JobRow::input) {
+        // The named job, its ancestors and the new job must fit in one pipeline.
+        if chain.len() + 1 >= catalog::MAX_STEPS {
+            return Err(not_ready(format!(
+                "input job {named} has not completed and reads through more than {} jobs; \
+                 ask once it has completed",
+                catalog::MAX_STEPS - 2
+            )));
+        }
+        if chain.iter().any(|j| j.job_id == input.job_id) {
+            return Err(ApiError::Internal(format!(
+                "job {named}'s inputs form a cycle at {}",
+                input.job_id
+            )));
+        }
+        let up = s.read.job(&input.job_id).await?.ok_or_else(|| {
+            not_ready(format!(
+                "input job {named} has not completed and reads job {}, which is not known yet; \
+                 ask once it has completed",
+                input.job_id
+            ))
+        })?;
+        chain.push(up);
     }
-    Ok(up)
+    chain.reverse();
+    Ok(chain)
 }
 
 /// The upstream job an `input: {model, variation, params, output}` names, on the upload.
