@@ -174,19 +174,30 @@ fn apply_pipeline(
     e: &roar_schemas::PipelineEvent,
 ) -> Result<(), Invalid> {
     crate::pipelines::validate(e)?;
+    let rows = pipeline_job_rows(e, |id| jobs.get(id).cloned().flatten())?;
+    for row in rows {
+        jobs.insert(row.job_id.clone(), Some(row));
+    }
+    Ok(())
+}
+
+/// The job rows a `PipelineRequested` makes: each step's job queued with its input, on top of
+/// its row so far (`before`), keeping the time a step's job was really requested (a queued
+/// step's row has none). The projector and `GET /status?as_of=` fold pipelines with it alike.
+pub(crate) fn pipeline_job_rows(
+    e: &roar_schemas::PipelineEvent,
+    before: impl Fn(&str) -> Option<JobRow>,
+) -> Result<Vec<JobRow>, Invalid> {
     let mut rows = Vec::new();
     for (q, input) in queued_steps(e) {
-        let before = jobs.get(&q.job_id).cloned().flatten();
+        let before = before(&q.job_id);
         let requested = before.as_ref().and_then(|r| r.requested_at);
         let mut row = apply_job(before, &q)?;
         row.requested_at = requested;
         apply_input(&mut row, input.as_ref())?;
         rows.push(row);
     }
-    for row in rows {
-        jobs.insert(row.job_id.clone(), Some(row));
-    }
-    Ok(())
+    Ok(rows)
 }
 
 async fn load_rows(

@@ -288,13 +288,24 @@ impl ReadModel {
     ) -> Result<Vec<JobRow>, sqlx::Error> {
         let mut jobs: BTreeMap<String, JobRow> = BTreeMap::new();
         for ev in self.history_until(file_id, t, true).await? {
-            if let Decoded::Job(e, input) = ev {
-                let applied = apply_job(jobs.get(&e.job_id).cloned(), &e).and_then(|mut r| {
-                    crate::apply::apply_input(&mut r, input.as_ref()).map(|()| r)
-                });
-                if let Ok(r) = applied {
-                    jobs.insert(r.job_id.clone(), r);
+            match ev {
+                Decoded::Job(e, input) => {
+                    let applied = apply_job(jobs.get(&e.job_id).cloned(), &e).and_then(|mut r| {
+                        crate::apply::apply_input(&mut r, input.as_ref()).map(|()| r)
+                    });
+                    if let Ok(r) = applied {
+                        jobs.insert(r.job_id.clone(), r);
+                    }
                 }
+                // A pipeline's steps are queued jobs from its request on, as in the projection,
+                // before the process manager requests any of them.
+                Decoded::Pipeline(p) => {
+                    let rows = crate::batch::pipeline_job_rows(&p, |id| jobs.get(id).cloned());
+                    for r in rows.into_iter().flatten() {
+                        jobs.insert(r.job_id.clone(), r);
+                    }
+                }
+                Decoded::File(_) => {}
             }
         }
         let mut out: Vec<JobRow> = jobs.into_values().collect();
@@ -316,7 +327,8 @@ impl ReadModel {
             .await
     }
 
-    /// A file's (or its jobs') history events that occurred at or before `t`, in apply order.
+    /// A file's history events (or its jobs' and pipelines') that occurred at or before `t`,
+    /// in apply order.
     async fn history_until(
         &self,
         file_id: &str,
@@ -325,12 +337,14 @@ impl ReadModel {
     ) -> Result<Vec<Decoded>, sqlx::Error> {
         let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT topic, payload FROM events
-             WHERE file_id = $1 AND occurred_at <= $2 AND (job_id IS NOT NULL) = $3
+             WHERE file_id = $1 AND occurred_at <= $2
+               AND ((job_id IS NOT NULL) = $3 OR ($3 AND topic = $4))
              ORDER BY seq",
         )
         .bind(file_id)
         .bind(t)
         .bind(jobs)
+        .bind(roar_schemas::topics::PIPELINES)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
