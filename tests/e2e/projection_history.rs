@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use roar_common::catalog;
 use roar_orchestrator::commands::replay::{ReplayError, ReplaySpec};
 use roar_projections::ReadModel;
-use roar_schemas::{EventMeta, FileBody, FileEvent, FileStatus, JobStatus, ProbeSummary};
+use roar_schemas::ids::JobIdentity;
+use roar_schemas::{EventMeta, FileBody, FileEvent, FileStatus, JobInput, JobStatus, ProbeSummary};
+use serde_json::json;
 
 use crate::support::projection::*;
 
@@ -196,5 +199,55 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
         read_err(bad_file).await,
         Err(ReplayError::BadFileId(_))
     ));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_of_a_job_on_another_jobs_output_reads_that_output_again() {
+    let env = Env::start().await;
+    let p = env.spawn_projector();
+    let read = ReadModel::new(env.pool.clone());
+    let a = uploaded("gil", 1, 0);
+    env.send_file(&a).await;
+    let sep = request(&a.file_id, "gil", "demucs", "htdemucs", "v1", 1);
+    let vocals = JobInput {
+        job_id: sep.job_id.clone(),
+        model: "demucs".into(),
+        variation: "htdemucs".into(),
+        output: "vocals".into(),
+    };
+    let mut on_vocals = request(&a.file_id, "gil", "pitch", "tiny", "v1", 2);
+    on_vocals.job_id = JobIdentity::new(&a.file_id, "pitch", "tiny", &json!({}), "v1")
+        .reading(vocals.clone())
+        .job_id()
+        .into();
+    on_vocals.input = Some(vocals.clone());
+    env.send_request(&sep).await;
+    env.send_request(&on_vocals).await;
+    let jobs = wait_jobs(&read, &a.file_id, 2).await;
+    let old = jobs.iter().find(|j| j.job_id == on_vocals.job_id).unwrap();
+    assert_eq!(old.input(), Some(vocals.clone()));
+
+    let spec = ReplaySpec {
+        model: "pitch".into(),
+        files: vec![a.file_id.clone()],
+        model_version: Some("crepe-tiny-v2".into()),
+        actor: "test".into(),
+        ..Default::default()
+    };
+    let report = roar::replay::replay(&env.cfg, spec).await.unwrap();
+    assert_eq!(report.requested.len(), 1, "{report:?}");
+    let jobs = wait_jobs(&read, &a.file_id, 3).await;
+    let new = jobs
+        .iter()
+        .find(|j| j.job_id == report.requested[0].1)
+        .unwrap_or_else(|| panic!("{jobs:#?}"));
+    assert_eq!(new.input(), Some(vocals.clone()), "{new:#?}");
+    let r = catalog::resolve("pitch", Some("tiny"), Some(&json!({}))).unwrap();
+    let expect =
+        JobIdentity::new(&a.file_id, "pitch", "tiny", &r.params, "crepe-tiny-v2").reading(vocals);
+    assert_eq!(new.job_id, expect.job_id());
+    // The upstream job was not asked for again.
+    assert_eq!(jobs.iter().filter(|j| j.model == "demucs").count(), 1);
     p.stop().await;
 }

@@ -2,7 +2,8 @@
 //! variation or model version. The job id includes both, so each request names a new job whose
 //! outputs land beside the old ones, and the old job stays in `/status`. The files and their
 //! old jobs come from the read model (a query); the requests go to `roar.jobs.<model>.v1` like
-//! any other, with the job identity `/process` derives.
+//! any other, with the job identity `/process` derives. A job that read another job's output
+//! (a pipeline step) is asked for on the same output; its upstream job is not replayed.
 
 use std::collections::HashSet;
 
@@ -106,7 +107,12 @@ pub async fn replay(
             .model_version
             .clone()
             .unwrap_or_else(|| resolved.model_version.clone());
-        let identity = identity(&j.file_id, &resolved, &version);
+        // A job that read another job's output reads the same output again: the input is
+        // part of the job's identity, and the upstream job is the same one.
+        let identity = match j.input() {
+            Some(input) => identity(&j.file_id, &resolved, &version).reading(input),
+            None => identity(&j.file_id, &resolved, &version),
+        };
         let id = identity.job_id().to_string();
         if !seen.insert(id.clone()) {
             continue;
