@@ -8,7 +8,7 @@ use std::time::Duration;
 use roar_common::config::KafkaConfig;
 use roar_common::kafka::BrokerWatch;
 use roar_common::metrics::{CONSUMER_LAG, DLQ_DEPTH, QUEUE_DEPTH};
-use roar_schemas::topics::{consumer_group, jobs_topic, DLQ, FILES, MODELS};
+use roar_schemas::topics::{consumer_group, jobs_topic, DLQ, FILES, JOB_EVENTS, MODELS, PIPELINES};
 use roar_schemas::JobStatus;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,10 @@ const EVERY: Duration = Duration::from_secs(10);
 pub fn watched_groups() -> Vec<(String, String)> {
     let mut v = vec![(consumer_group("probe"), FILES.to_string())];
     v.extend(MODELS.iter().map(|m| (consumer_group(m), jobs_topic(m))));
+    // The pipelines' process manager reads two topics; a lag on either delays hand-offs.
+    for topic in [PIPELINES, JOB_EVENTS] {
+        v.push((crate::pipeline::GROUP.to_string(), topic.to_string()));
+    }
     v
 }
 

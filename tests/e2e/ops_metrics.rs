@@ -243,6 +243,14 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
                 ("roar_projector_lag_seconds", vec![]),
                 ("roar_projector_lag_events", vec![]),
                 ("roar_consumer_lag", vec!["group=\"roar-pitch\""]),
+                (
+                    "roar_consumer_lag",
+                    vec!["group=\"roar-pipeline\"", "topic=\"roar.job-events.v1\""],
+                ),
+                (
+                    "roar_consumer_lag",
+                    vec!["group=\"roar-pipeline\"", "topic=\"roar.pipelines.v1\""],
+                ),
                 ("roar_queue_depth", vec!["model=\"pitch\""]),
                 ("roar_dlq_depth", vec![]),
             ],
