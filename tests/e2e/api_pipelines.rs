@@ -588,6 +588,8 @@ async fn an_input_job_still_waiting_on_its_own_input_joins_the_pipeline_with_its
         .await;
     assert_eq!(code, 202, "{sep:#}");
     let sep_id = sep["job_id"].as_str().unwrap().to_string();
+    // An input job must be in the read model to be named.
+    svc.wait_job(&alice, &file, &sep_id, |_| true).await;
     let (code, again) = svc
         .post_json(
             &alice,
@@ -607,8 +609,7 @@ async fn an_input_job_still_waiting_on_its_own_input_joins_the_pipeline_with_its
     // Pitch on the second separation, which has not run and itself waits on the first: both
     // separations join the new pipeline, upstream first, each reading the one before.
     let before = pipeline_events(&svc).len();
-    let body =
-        json!({"file_id": file, "model": "pitch", "input": {"job_id": again_id, "output": "vocals"}});
+    let body = json!({"file_id": file, "model": "pitch", "input": {"job_id": again_id, "output": "vocals"}});
     let (code, pitch) = svc.post_json(&alice, "/process", &body).await;
     assert_eq!(code, 202, "{pitch:#}");
     let pid = pitch["pipeline_id"].as_str().unwrap();
@@ -648,6 +649,36 @@ async fn an_input_job_still_waiting_on_its_own_input_joins_the_pipeline_with_its
         j["input"]["job_id"] == again_id.as_str()
     })
     .await;
+    // `?as_of=` now folds the same jobs as the live view, the steps only a pipeline names
+    // (queued, never requested) included.
+    let (_, live) = svc.get_json(&alice, &format!("/status/{file}")).await;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (code, past) = svc
+        .get_json(
+            &alice,
+            &format!("/status/{file}?as_of={}", now.replace('+', "%2B")),
+        )
+        .await;
+    assert_eq!(code, 200, "{past:#}");
+    let jobs = |v: &Value| -> Vec<(String, String, String)> {
+        let mut out: Vec<_> = v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                let input = j["input"]["job_id"].as_str().unwrap_or_default();
+                (
+                    j["job_id"].to_string(),
+                    j["status"].to_string(),
+                    input.into(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(jobs(&past), jobs(&live), "{past:#}");
+    assert!(jobs(&past).iter().any(|(j, _, _)| j.contains(pitch_id)));
     // (The manager may still be requesting the first separation again, so only the topics
     // this request could write are compared.)
     let (code, twice) = svc.post_json(&alice, "/process", &body).await;
@@ -655,5 +686,98 @@ async fn an_input_job_still_waiting_on_its_own_input_joins_the_pipeline_with_its
     assert_eq!(twice["job_id"], pitch_id);
     assert_eq!(pipeline_events(&svc).len(), before + 1);
     assert_eq!(topic_len(&svc.cfg.kafka.brokers, &jobs_topic("pitch")), 0);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_retry_of_a_failed_step_that_completes_revives_the_steps_failed_for_it() {
+    let infra = Infra::start().await;
+    let svc = Services::start(no_workers(&infra)).await;
+    let alice = svc.token("alice", &[]);
+    let admin = svc.token("root", &["admin"]);
+    let file = svc
+        .ready_file(&alice, "sine.wav", fixture("sine.wav"))
+        .await;
+    let (code, p) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "preset": "transcribe-vocals"}),
+        )
+        .await;
+    assert_eq!(code, 202, "{p:#}");
+    let sep_id = p["steps"][0]["job_id"].as_str().unwrap().to_string();
+    let tr_id = p["steps"][1]["job_id"].as_str().unwrap().to_string();
+    let sep = json!({"file_id": file, "model": "demucs", "job_id": sep_id,
+                     "variation": p["steps"][0]["variation"]});
+    let requests_of = |model: &str, job: &str| -> Vec<JobRequested> {
+        read_topic(&svc.cfg.kafka.brokers, &jobs_topic(model))
+            .iter()
+            .map(|d| roar_schemas::decode(d.payload.as_deref().unwrap()).unwrap())
+            .filter(|r: &JobRequested| r.job_id == job)
+            .collect()
+    };
+    // The manager requests the separation (so the failure below is its step's); then its
+    // worker fails it for good, and the manager fails the transcription for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while requests_of("demucs", &sep_id).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the manager never requested {sep_id}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let failed = JobEvent {
+        meta: EventMeta::new("test", "worker:test"),
+        job_id: sep_id.clone(),
+        file_id: file.clone(),
+        model: "demucs".into(),
+        variation: sep["variation"].as_str().unwrap().into(),
+        body: JobBody::Failed {
+            code: "oom".into(),
+            message: "out of memory".into(),
+            retryable: false,
+        },
+    };
+    svc.producer()
+        .send(JOB_EVENTS, &file, &failed)
+        .await
+        .unwrap();
+    let tr = svc
+        .wait_job(&alice, &file, &tr_id, |j| {
+            j["error"]["code"] == "upstream_failed"
+        })
+        .await;
+    assert_eq!(tr["status"], "failed", "{tr:#}");
+    svc.wait_job(&alice, &file, &sep_id, |j| j["status"] == "failed")
+        .await;
+    assert!(requests_of("whisper", &tr_id).is_empty());
+
+    // An admin retries the separation and it completes: the transcription is requested after
+    // all, on the separation's vocals, and its row is queued again.
+    let (code, retry) = svc
+        .post_json(&admin, &format!("/admin/jobs/{sep_id}/retry"), &json!({}))
+        .await;
+    assert_eq!(code, 202, "{retry:#}");
+    complete(&svc, &sep, &["vocals", "no_vocals"]).await;
+    let tr = svc
+        .wait_job(&alice, &file, &tr_id, |j| j["status"] == "queued")
+        .await;
+    assert!(tr["error"].is_null(), "{tr:#}");
+    let reqs = requests_of("whisper", &tr_id);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    let input = reqs[0].input.as_ref().unwrap();
+    assert_eq!(
+        (input.job_id.as_str(), input.output.as_str()),
+        (sep_id.as_str(), "vocals")
+    );
+    let (_, one) = svc
+        .get_json(
+            &alice,
+            &format!("/pipelines/{}", p["pipeline_id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(one["steps"][0]["status"], "completed", "{one:#}");
+    assert_eq!(one["steps"][1]["status"], "queued", "{one:#}");
     svc.stop().await;
 }

@@ -223,8 +223,8 @@ impl Upstream {
                     output: input.output,
                 });
             }
-            let same = ids::step_identity(file_id, &steps, &st)
-                .is_ok_and(|id| id.job_id() == row.job_id);
+            let same =
+                ids::step_identity(file_id, &steps, &st).is_ok_and(|id| id.job_id() == row.job_id);
             if !same {
                 return Err(ApiError::Conflict {
                     code: "input_not_ready",

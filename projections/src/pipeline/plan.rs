@@ -7,14 +7,17 @@ use std::collections::{HashMap, HashSet};
 use roar_schemas::pipeline::PipelineStep;
 
 /// Where a step stands, as the manager knows it. `Waiting`: not requested yet (its upstream
-/// has not finished). The manager moves a step out of `Waiting` once (requested, failed or
-/// canceled); its job's own terminal event moves a requested step to the end.
+/// has not finished). The manager moves a step out of `Waiting` (requested, failed for its
+/// upstream or canceled); its job's own terminal event moves a requested step to the end.
+/// `Failed` is a job's own failure; `UpstreamFailed` is the manager's verdict on a step that
+/// never ran, undone when the failed upstream job completes after all (an admin retry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepState {
     Waiting,
     Requested,
     Completed,
     Failed,
+    UpstreamFailed,
     Canceled,
 }
 
@@ -25,6 +28,7 @@ impl StepState {
             StepState::Requested => "requested",
             StepState::Completed => "completed",
             StepState::Failed => "failed",
+            StepState::UpstreamFailed => "upstream_failed",
             StepState::Canceled => "canceled",
         }
     }
@@ -35,6 +39,7 @@ impl StepState {
             "requested" => StepState::Requested,
             "completed" => StepState::Completed,
             "failed" => StepState::Failed,
+            "upstream_failed" => StepState::UpstreamFailed,
             "canceled" => StepState::Canceled,
             _ => return None,
         })
@@ -86,7 +91,7 @@ impl Action {
     pub fn next_state(&self) -> StepState {
         match self {
             Action::Request { .. } => StepState::Requested,
-            Action::Fail { .. } => StepState::Failed,
+            Action::Fail { .. } => StepState::UpstreamFailed,
             Action::Cancel { .. } => StepState::Canceled,
         }
     }
@@ -143,22 +148,59 @@ pub fn validate(steps: &[PipelineStep]) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Records `outcome` for every step whose job is `job_id` and that the manager has not ended
-/// itself; returns whether anything changed. A step ended by the manager (failed or canceled
-/// for its upstream) stays so: that event is on the log already.
+/// Records `outcome` for every step whose job is `job_id`; returns whether anything changed.
+/// A step's first end stays, with one exception: a failed step whose job completes after all
+/// (an admin retry, or a request of the same job from elsewhere) is completed, and the steps
+/// failed for it (`UpstreamFailed`, never run) wait again, so [`advance`] requests them. A
+/// failure or cancel after the first end changes nothing (the manager's own events included).
 pub fn record_outcome(steps: &mut [Step], job_id: &str, outcome: JobOutcome) -> bool {
     let mut changed = false;
+    let mut revived = false;
     for s in steps.iter_mut().filter(|s| s.def.job_id == job_id) {
-        if matches!(s.state, StepState::Waiting | StepState::Requested) {
-            s.state = match outcome {
-                JobOutcome::Done => StepState::Completed,
-                JobOutcome::Failed => StepState::Failed,
-                JobOutcome::Canceled => StepState::Canceled,
-            };
-            changed = true;
+        match (s.state, outcome) {
+            (StepState::Waiting | StepState::Requested, _) => {
+                s.state = match outcome {
+                    JobOutcome::Done => StepState::Completed,
+                    JobOutcome::Failed => StepState::Failed,
+                    JobOutcome::Canceled => StepState::Canceled,
+                };
+                changed = true;
+            }
+            (StepState::Failed | StepState::UpstreamFailed, JobOutcome::Done) => {
+                s.state = StepState::Completed;
+                changed = true;
+                revived = true;
+            }
+            _ => {}
         }
     }
+    if revived {
+        revive(steps);
+    }
     changed
+}
+
+/// Moves every `UpstreamFailed` step whose upstream no longer failed back to `Waiting`, until
+/// none is left: a revived upstream revives its whole failed subtree.
+fn revive(steps: &mut [Step]) {
+    loop {
+        let due = steps.iter().position(|s| {
+            s.state == StepState::UpstreamFailed
+                && s.def.input.as_ref().is_some_and(|i| {
+                    steps.iter().any(|u| {
+                        u.def.name == i.step
+                            && matches!(
+                                u.state,
+                                StepState::Waiting | StepState::Requested | StepState::Completed
+                            )
+                    })
+                })
+        });
+        match due {
+            Some(i) => steps[i].state = StepState::Waiting,
+            None => return,
+        }
+    }
 }
 
 /// The actions due now, applied to `steps` (their states move), in step order and until
@@ -189,7 +231,7 @@ pub fn advance(steps: &mut [Step], canceled: Option<&str>) -> Vec<Action> {
                             StepState::Completed => Some(Action::Request {
                                 step: s.def.name.clone(),
                             }),
-                            StepState::Failed => Some(Action::Fail {
+                            StepState::Failed | StepState::UpstreamFailed => Some(Action::Fail {
                                 step: s.def.name.clone(),
                                 upstream_step: up.def.name.clone(),
                                 upstream_job: up.def.job_id.clone(),
@@ -315,9 +357,70 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(states(&steps), [Failed; 4]);
+        assert_eq!(
+            states(&steps),
+            [Failed, UpstreamFailed, UpstreamFailed, UpstreamFailed]
+        );
         // The manager's own JobFailed coming back does not move anything.
         assert!(!record_outcome(&mut steps, "j-align", JobOutcome::Failed));
+    }
+
+    #[test]
+    fn a_failed_upstream_that_completes_after_all_revives_its_dependents() {
+        use StepState::*;
+        let mut steps = karaoke();
+        advance(&mut steps, None);
+        record_outcome(&mut steps, "j-separate", JobOutcome::Failed);
+        advance(&mut steps, None);
+        // A late failure of the failed job (a redelivery) changes nothing.
+        assert!(!record_outcome(
+            &mut steps,
+            "j-separate",
+            JobOutcome::Failed
+        ));
+        // An admin retry of the separation completes: its whole subtree waits again, and the
+        // direct dependents are requested; the deeper one waits for its own upstream.
+        assert!(record_outcome(&mut steps, "j-separate", JobOutcome::Done));
+        assert_eq!(states(&steps), [Completed, Waiting, Waiting, Waiting]);
+        let a = advance(&mut steps, None);
+        let names: Vec<&str> = a.iter().map(Action::step).collect();
+        assert_eq!(names, ["transcribe", "pitch"]);
+        assert!(a.iter().all(|a| matches!(a, Action::Request { .. })));
+        assert_eq!(states(&steps), [Completed, Requested, Waiting, Requested]);
+        record_outcome(&mut steps, "j-transcribe", JobOutcome::Done);
+        assert_eq!(
+            advance(&mut steps, None),
+            [Action::Request {
+                step: "align".into()
+            }]
+        );
+        // A redelivered completion requests nothing twice.
+        assert!(!record_outcome(&mut steps, "j-separate", JobOutcome::Done));
+        assert!(advance(&mut steps, None).is_empty());
+
+        // A step failed for its upstream whose own job is completed elsewhere revives the
+        // steps below it too, but not its failed upstream.
+        let mut steps = karaoke();
+        advance(&mut steps, None);
+        record_outcome(&mut steps, "j-separate", JobOutcome::Failed);
+        advance(&mut steps, None);
+        assert!(record_outcome(&mut steps, "j-transcribe", JobOutcome::Done));
+        assert_eq!(states(&steps), [Failed, Completed, Waiting, UpstreamFailed]);
+        let a = advance(&mut steps, None);
+        assert_eq!(
+            a,
+            [Action::Request {
+                step: "align".into()
+            }]
+        );
+        // A canceled step is not revived by anything.
+        let mut steps = karaoke();
+        advance(&mut steps, Some("stop"));
+        assert!(!record_outcome(
+            &mut steps,
+            "j-transcribe",
+            JobOutcome::Done
+        ));
     }
 
     #[test]
@@ -346,6 +449,22 @@ mod tests {
         record_outcome(&mut steps, "j-separate", JobOutcome::Done);
         assert!(advance(&mut steps, Some("changed my mind")).is_empty());
         assert_eq!(states(&steps), [Completed, Canceled, Canceled, Canceled]);
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        use StepState::*;
+        for s in [
+            Waiting,
+            Requested,
+            Completed,
+            Failed,
+            UpstreamFailed,
+            Canceled,
+        ] {
+            assert_eq!(StepState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(StepState::parse("lost"), None);
     }
 
     #[test]
