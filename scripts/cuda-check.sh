@@ -7,45 +7,14 @@
 #
 #   scripts/cuda-check.sh            # venv in target/cuda-venv, separate target/cuda-check dir
 #
-# Cost: about 0.9 GB of wheels (the venv), plus a check build of the dependency tree with the
-# cuda feature in its own target dir (tens of minutes on 2 cores). Not part of .ci/run.
+# The toolkit comes from scripts/cuda-env.sh. Cost: about 0.9 GB of wheels (the venv), plus a
+# check build of the dependency tree with the cuda feature in its own target dir (tens of
+# minutes on 2 cores). Not part of .ci/run.
 # CUDA_COMPUTE_CAP picks the PTX target (default 80); nothing here queries a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${CUDA_VENV:-target/cuda-venv}
-CUDA_SERIES=${CUDA_SERIES:-13.0}
-PYTHON=${PYTHON:-python3}
-
-if [ ! -x "$VENV/bin/pip" ]; then
-  "$PYTHON" -m venv "$VENV"
-fi
-# nvcc's own dependencies (crt headers, nvvm) are pinned as well: left free, pip pairs the
-# 13.0 nvcc with the newest nvvm.
-"$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  "nvidia-cuda-nvcc==${CUDA_SERIES}.*" \
-  "nvidia-cuda-crt==${CUDA_SERIES}.*" \
-  "nvidia-nvvm==${CUDA_SERIES}.*" \
-  "nvidia-cuda-runtime==${CUDA_SERIES}.*" \
-  "nvidia-cuda-cccl==${CUDA_SERIES}.*" \
-  "nvidia-cublas==${CUDA_SERIES}.*"
-
-# The CUDA 13 wheels install one toolkit tree, site-packages/nvidia/cu13/{bin,include,lib,nvvm}:
-# that is the CUDA_HOME. (Wheels lose the executable bit on some tools; lib64 is where some
-# build scripts look.)
-NVCC=$(find "$VENV" -path '*/nvidia/cu*/bin/nvcc' -type f | head -1)
-if [ -z "$NVCC" ]; then
-  echo "cuda-check: no nvcc in $VENV after installing the wheels" >&2
-  exit 1
-fi
-HOME_DIR=$(realpath "$(dirname "$(dirname "$NVCC")")")
-chmod +x "$HOME_DIR"/bin/* "$HOME_DIR"/nvvm/bin/* 2>/dev/null || true
-[ -e "$HOME_DIR/lib64" ] || ln -s lib "$HOME_DIR/lib64"
-export CUDA_HOME=$HOME_DIR CUDA_PATH=$HOME_DIR CUDA_ROOT=$HOME_DIR
-export PATH=$HOME_DIR/bin:$PATH
-export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-80}
-export LIBRARY_PATH=$HOME_DIR/lib64:${LIBRARY_PATH:-}
-export LD_LIBRARY_PATH=$HOME_DIR/lib64:${LD_LIBRARY_PATH:-}
-nvcc --version | tail -2
+# shellcheck source=scripts/cuda-env.sh
+source scripts/cuda-env.sh
 
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda-check} \
   cargo check --locked -p roar-processors --features cuda --all-targets

@@ -272,31 +272,36 @@ async fn run_model(
 /// The model implementation for `name`, with its weights found (or a clear error saying how to
 /// get them).
 pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
+    // Asked for only once the weights are found, so a machine without them says that first.
+    let device = || {
+        roar_processors::device::select(cfg.processor.device)
+            .with_context(|| format!("starting the {name} worker (processor.device)"))
+    };
     match name {
         "pitch" => {
             let m = roar_processors::pitch::Pitch::new(&cfg.processor.models_dir)
                 .context("starting the pitch worker (processor.models_dir)")?;
-            Ok(Arc::new(m))
+            Ok(Arc::new(m.on(device()?)))
         }
         "whisper" => {
             let m = roar_processors::whisper::WhisperModel::new(&cfg.processor.models_dir)
                 .context("starting the whisper worker (processor.models_dir)")?;
-            Ok(Arc::new(m))
+            Ok(Arc::new(m.on(device()?)))
         }
         "demucs" => {
             let m = roar_processors::demucs::Demucs::new(&cfg.processor.models_dir)
                 .context("starting the demucs worker (processor.models_dir)")?;
-            Ok(Arc::new(m))
+            Ok(Arc::new(m.on(device()?)))
         }
         "musicgen" => {
             let m = roar_processors::musicgen::Musicgen::new(&cfg.processor.models_dir)
                 .context("starting the musicgen worker (processor.models_dir)")?;
-            Ok(Arc::new(m))
+            Ok(Arc::new(m.on(device()?)))
         }
         "gemma3n" => {
             let m = roar_processors::gemma3n::Lyrics::new(&cfg.processor.models_dir)
                 .context("starting the gemma3n (lyrics) worker (processor.models_dir)")?;
-            Ok(Arc::new(m))
+            Ok(Arc::new(m.on(device()?)))
         }
         m if topics::MODELS.contains(&m) => {
             anyhow::bail!("model {m} is not built into this binary yet")

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+
+pub use crate::device::DeviceSpec;
 use serde::{Deserialize, Serialize};
 
 // Settings types with logic of their own; they build on this module, never the reverse.
@@ -260,6 +262,10 @@ pub struct ProcessorConfig {
     /// data (`fetch.wait.max.ms`): bounds how long a request on an idle topic waits before a
     /// worker sees it (librdkafka's default, 500, adds up to 0.5 s to each job's pickup).
     pub fetch_wait_ms: u64,
+    /// What a model worker runs its model on: `auto` (the first CUDA GPU when the build has CUDA
+    /// and one is there, else the CPU), `cpu`, `cuda:N` or `metal:N`; a GPU the build or the
+    /// machine lacks stops the worker at start-up with an error saying so.
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -413,6 +419,7 @@ impl Default for ProcessorConfig {
             gpu_metrics_seconds: 15,
             ops_addr: "127.0.0.1:9182".parse().expect("static address"),
             fetch_wait_ms: 10,
+            device: DeviceSpec::Auto,
         }
     }
 }
@@ -740,6 +747,23 @@ mod tests {
             jail.set_env("ROAR_PROCESSOR__MODELS_DIR", "/m/b");
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.processor.models_dir, PathBuf::from("/m/b"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn processor_device_comes_from_file_or_env_and_bad_ones_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::default().processor.device, DeviceSpec::Auto);
+            jail.create_file("roar.toml", "[processor]\ndevice = \"cpu\"\n")?;
+            let c = Config::load(Some(Path::new("roar.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.processor.device, DeviceSpec::Cpu);
+            jail.set_env("ROAR_PROCESSOR__DEVICE", "cuda:1");
+            let c = Config::load(Some(Path::new("roar.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.processor.device, DeviceSpec::Cuda(1));
+            jail.set_env("ROAR_PROCESSOR__DEVICE", "gpu");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("\"gpu\"") && e.contains("cuda:N"), "{e}");
             Ok(())
         });
     }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod device;
 pub mod kafka;
 pub mod metrics;
 pub mod roles;

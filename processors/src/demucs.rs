@@ -53,11 +53,16 @@ impl Demucs {
         }
         Ok(Self {
             dir,
-            // CUDA when built with it and a device is there; the CPU otherwise.
-            device: Device::cuda_if_available(0).unwrap_or(Device::Cpu),
+            device: Device::Cpu,
             variations,
             loaded: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Runs the model on `device` (from `processor.device`) instead of the CPU.
+    pub fn on(mut self, device: Device) -> Self {
+        self.device = device;
+        self
     }
 
     fn separator(&self, variation: &str) -> Result<Arc<Separator>, ModelError> {
@@ -288,7 +293,7 @@ impl Model for Demucs {
     }
 
     fn device(&self) -> String {
-        if self.device.is_cuda() { "cuda" } else { "cpu" }.into()
+        crate::device::label(&self.device)
     }
 
     fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {

@@ -39,6 +39,7 @@ enum Writer {
 /// Lyrics from audio; models loaded on first use and kept.
 pub struct Lyrics {
     gemma_dir: PathBuf,
+    device: Device,
     whisper_dir: PathBuf,
     variations: Vec<String>,
     whispers: Vec<String>,
@@ -88,12 +89,19 @@ impl Lyrics {
         }
         Ok(Self {
             gemma_dir,
+            device: Device::Cpu,
             whisper_dir,
             variations,
             whispers,
             writers: Mutex::new(HashMap::new()),
             recognisers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Runs the model on `device` (from `processor.device`) instead of the CPU.
+    pub fn on(mut self, device: Device) -> Self {
+        self.device = device;
+        self
     }
 
     fn served(&self, variation: &str) -> Result<(), ModelError> {
@@ -121,13 +129,13 @@ impl Lyrics {
             let (m, t) = Gemma3::load(
                 &dir.join("model.gguf"),
                 Precision::Dequantized,
-                &Device::Cpu,
+                &self.device,
             )
             .map_err(gemma_error)?;
             Writer::Cleaner(Box::new((m, t)))
         } else {
             Writer::Listener(Box::new(
-                Transcriber::load(&dir, &Device::Cpu).map_err(gemma_error)?,
+                Transcriber::load(&dir, &self.device).map_err(gemma_error)?,
             ))
         };
         let w = Arc::new(w);
@@ -177,7 +185,7 @@ impl Lyrics {
         if let Some(m) = loaded.get(variation) {
             return Ok(m.clone());
         }
-        let m = Whisper::load(&self.whisper_dir, variation, &Device::Cpu).map_err(whisper_error)?;
+        let m = Whisper::load(&self.whisper_dir, variation, &self.device).map_err(whisper_error)?;
         let m = Arc::new(m);
         loaded.insert(variation.to_string(), m.clone());
         Ok(m)
@@ -329,6 +337,9 @@ impl Model for Lyrics {
 
     fn variations(&self) -> Vec<String> {
         self.variations.clone()
+    }
+    fn device(&self) -> String {
+        crate::device::label(&self.device)
     }
 
     fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {

@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod demucs;
+pub mod device;
 pub mod encode;
 pub mod gemma3n;
 pub mod musicgen;

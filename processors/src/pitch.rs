@@ -56,6 +56,12 @@ impl Pitch {
         })
     }
 
+    /// Runs the model on `device` (from `processor.device`) instead of the CPU.
+    pub fn on(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
     fn model(&self, variation: &str) -> Result<Arc<Crepe>, ModelError> {
         let cap = capacity(variation).ok_or_else(|| {
             ModelError::permanent("unknown_variation", format!("no CREPE {variation:?}"))
@@ -132,6 +138,9 @@ impl Model for Pitch {
 
     fn variations(&self) -> Vec<String> {
         self.variations.clone()
+    }
+    fn device(&self) -> String {
+        crate::device::label(&self.device)
     }
 
     fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {

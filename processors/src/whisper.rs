@@ -20,6 +20,7 @@ const VARIATIONS: [&str; 2] = ["tiny.en", "base"];
 /// Whisper models by variation, loaded on first use and kept.
 pub struct WhisperModel {
     dir: PathBuf,
+    device: Device,
     variations: Vec<String>,
     loaded: Mutex<HashMap<String, Arc<Whisper>>>,
 }
@@ -43,9 +44,16 @@ impl WhisperModel {
         }
         Ok(Self {
             dir,
+            device: Device::Cpu,
             variations,
             loaded: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Runs the model on `device` (from `processor.device`) instead of the CPU.
+    pub fn on(mut self, device: Device) -> Self {
+        self.device = device;
+        self
     }
 
     fn model(&self, variation: &str) -> Result<Arc<Whisper>, ModelError> {
@@ -53,7 +61,7 @@ impl WhisperModel {
         if let Some(m) = loaded.get(variation) {
             return Ok(m.clone());
         }
-        let m = Arc::new(Whisper::load(&self.dir, variation, &Device::Cpu).map_err(error)?);
+        let m = Arc::new(Whisper::load(&self.dir, variation, &self.device).map_err(error)?);
         loaded.insert(variation.to_string(), m.clone());
         Ok(m)
     }
@@ -126,6 +134,9 @@ impl Model for WhisperModel {
 
     fn variations(&self) -> Vec<String> {
         self.variations.clone()
+    }
+    fn device(&self) -> String {
+        crate::device::label(&self.device)
     }
 
     fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {

@@ -125,7 +125,7 @@ pub trait Model: Send + Sync + 'static {
     fn version(&self) -> String;
     /// The variations this worker can run, e.g. `tiny`, `full`.
     fn variations(&self) -> Vec<String>;
-    /// `cpu` or `cuda`.
+    /// Where the model runs: `cpu`, `cuda:0`, ... ([`crate::device::label`]).
     fn device(&self) -> String {
         "cpu".into()
     }
