@@ -1,0 +1,238 @@
+//! The orchestrator under load from another process, so the server's CPU and memory are its
+//! own: `serve` starts the real stack (tansu in memory and a throw-away PostgreSQL as child
+//! processes; orchestrator, projector, probe and pipeline manager in this process, no model
+//! worker), uploads one file with a few jobs, prints one JSON line (`base`, `token`,
+//! `file_id`, `pid`) and serves until stdin closes. The other modes are the load generator,
+//! run as a second process against that line's values. `scripts/bench-api.sh` runs them all
+//! and reads the server's resident memory from /proc (see docs/benchmarks.md).
+//!
+//! ```sh
+//! cargo bench --bench api_load -- serve
+//! cargo bench --bench api_load -- get|post-new|post-existing BASE TOKEN FILE_ID [REQUESTS] [IN_FLIGHT]
+//! cargo bench --bench api_load -- sse BASE TOKEN FILE_ID [STREAMS] [HOLD_SECONDS]
+//! ```
+//!
+//! The load modes print one line: requests per second, p50/p99/max latency. `sse` opens
+//! STREAMS idle `GET /status/{id}/events` streams, prints `open N` once all are open, holds
+//! them HOLD_SECONDS and fails if any ended meanwhile.
+
+#[path = "../tests/e2e/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use serde_json::json;
+
+use crate::support::{Infra, Services};
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; everything else is ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let arg = |i: usize| {
+        args.get(i)
+            .cloned()
+            .context("missing argument (see the header)")
+    };
+    let num = |i: usize, default: usize| -> Result<usize> {
+        args.get(i)
+            .map_or(Ok(default), |a| a.parse().context("not a number"))
+    };
+    match args.first().map(String::as_str) {
+        Some("serve") => serve().await,
+        Some(mode @ ("get" | "post-new" | "post-existing")) => {
+            let target = Target::new(arg(1)?, arg(2)?, arg(3)?);
+            requests(&target, mode, num(4, 5000)?, num(5, 32)?).await
+        }
+        Some("sse") => {
+            let target = Target::new(arg(1)?, arg(2)?, arg(3)?);
+            sse(&target, num(4, 10_000)?, num(5, 10)?).await
+        }
+        _ => bail!("usage: api_load serve | get | post-new | post-existing | sse (see the header)"),
+    }
+}
+
+async fn serve() -> Result<()> {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    // No model worker here: the server's own cost is what is measured.
+    let empty = tempfile::tempdir()?;
+    cfg.processor.models_dir = empty.path().to_path_buf();
+    cfg.http.rate_limit_per_second = 0.0;
+    cfg.http.sse_max_streams_per_user = 1 << 20;
+    cfg.database.max_connections = 10;
+    cfg.telemetry.log_level = "error".into();
+    let svc = Services::start(cfg).await;
+    let token = svc.token("bench", &[]);
+    let file = svc
+        .ready_file(&token, "sine.wav", support::fixture("audio/sine.wav"))
+        .await;
+    // A few jobs, so /status has rows to render (no worker runs them).
+    for d in 0..5 {
+        let body = json!({"file_id": file, "model": "musicgen", "params": {"duration": 2 + d}});
+        let (code, _) = svc.post_json(&token, "/process", &body).await;
+        if code != 202 {
+            bail!("POST /process answered {code}");
+        }
+    }
+    let line =
+        json!({"base": svc.base, "token": token, "file_id": file, "pid": std::process::id()});
+    println!("{line}");
+    std::io::stdout().flush()?;
+    // Serve until whoever started us closes our stdin.
+    tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines() {}).await?;
+    svc.stop().await;
+    drop(infra);
+    Ok(())
+}
+
+struct Target {
+    base: String,
+    token: String,
+    file: String,
+}
+
+impl Target {
+    fn new(base: String, token: String, file: String) -> Self {
+        Self { base, token, file }
+    }
+}
+
+/// `n` requests of `mode`, `c` in flight, on one connection pool.
+async fn requests(t: &Target, mode: &str, n: usize, c: usize) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(c * 2)
+        .build()?;
+    let send = |i: usize| {
+        let req = match mode {
+            "get" => client.get(format!("{}/status/{}", t.base, t.file)),
+            _ => {
+                // A new job each time: the params differ, so does the job id. Started once per
+                // run so repeated runs against one server stay new.
+                let params = if mode == "post-new" {
+                    json!({"duration": 1.0 + i as f64 * 1e-6, "prompt": format!("bench {}", start_id())})
+                } else {
+                    json!({"duration": 2})
+                };
+                client
+                    .post(format!("{}/process", t.base))
+                    .json(&json!({"file_id": t.file, "model": "musicgen", "params": params}))
+            }
+        };
+        let req = req.bearer_auth(&t.token);
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(599) }
+    };
+    // Warm the pool and the server's caches first.
+    let _ = load(c * 4, c, &send).await;
+    let (lat, wall, failed) = load(n, c, &send).await;
+    report(mode, lat, wall, failed);
+    Ok(())
+}
+
+/// A per-process stamp, so post-new bodies differ between runs against one server.
+fn start_id() -> u128 {
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    })
+}
+
+/// Runs `n` requests made by `make(i)` with `c` in flight: latencies of the 2xx answers, the
+/// wall time, and how many were not 2xx.
+async fn load<F, Fut>(n: usize, c: usize, make: &F) -> (Vec<Duration>, Duration, usize)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let start = Instant::now();
+    let (mut lat, mut failed) = (Vec::with_capacity(n), 0);
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0;
+    while next < n || !inflight.is_empty() {
+        while next < n && inflight.len() < c {
+            let f = make(next);
+            inflight.push(async move {
+                let t = Instant::now();
+                (f.await, t.elapsed())
+            });
+            next += 1;
+        }
+        if let Some((code, d)) = inflight.next().await {
+            if (200..300).contains(&code) {
+                lat.push(d);
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    (lat, start.elapsed(), failed)
+}
+
+fn report(name: &str, mut lat: Vec<Duration>, wall: Duration, failed: usize) {
+    lat.sort();
+    if lat.is_empty() {
+        println!("{name}: every request failed ({failed})");
+        return;
+    }
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{name:<14} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ({} ok, {failed} failed)",
+        lat.len() as f64 / wall.as_secs_f64(),
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(*lat.last().expect("not empty")),
+        lat.len(),
+    );
+}
+
+/// Opens `streams` idle SSE streams (a connection each), holds them `hold` seconds, then
+/// checks every one is still open.
+async fn sse(t: &Target, streams: usize, hold: usize) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let url = format!("{}/status/{}/events", t.base, t.file);
+    let mut open = Vec::with_capacity(streams);
+    // A few hundred connects at a time: the listen backlog is finite.
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    while next < streams || !pending.is_empty() {
+        while next < streams && pending.len() < 256 {
+            pending.push(client.get(&url).bearer_auth(&t.token).send());
+            next += 1;
+        }
+        if let Some(r) = pending.next().await {
+            let r = r.context("opening a stream")?;
+            if r.status() != 200 {
+                bail!("stream {} answered {}", open.len(), r.status());
+            }
+            open.push(r.bytes_stream());
+        }
+    }
+    println!("open {}", open.len());
+    std::io::stdout().flush()?;
+    tokio::time::sleep(Duration::from_secs(hold as u64)).await;
+    // A stream the server closed (or broke) has ended by now; an open idle one has nothing.
+    let mut ended = 0;
+    for s in &mut open {
+        if matches!(s.next().now_or_never(), Some(None | Some(Err(_)))) {
+            ended += 1;
+        }
+    }
+    println!("{streams} streams held {hold} s; {ended} ended early");
+    if ended > 0 {
+        bail!("{ended} of {streams} streams ended while idle");
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The orchestrator API under load from a separate process (benches/api_load.rs): GET /status,
+# POST /process (an existing job; a new job each time, acknowledged by the broker) and N idle
+# SSE streams, with the server's CPU seconds and resident memory read from /proc (the server
+# process only: tansu and PostgreSQL are its children, the load generator is not). Release
+# profile. Take figures only on a quiet machine (`uptime`), and say which.
+#
+#   scripts/bench-api.sh [REQUESTS] [IN_FLIGHT] [SSE_STREAMS]      # default 20000 32 10000
+#   BENCH_OHA=1 scripts/bench-api.sh                                # also `oha` on GET /status
+#
+# BENCH_OHA=1 installs oha (`cargo install oha --locked`) when it is not on PATH: an
+# independent load generator to cross-check the first row. Needs the in-memory tansu
+# (scripts/install-tansu.sh) and PostgreSQL's server binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-20000}
+C=${2:-32}
+S=${3:-10000}
+for d in /usr/lib/postgresql/*/bin; do PATH=$d:$PATH; done
+# Every SSE stream is a socket at both ends.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((S + 1000)) ]; then
+  echo "bench-api: open files limit $(ulimit -n) is below $S streams; lower SSE_STREAMS" >&2
+  exit 1
+fi
+
+BIN=$(cargo bench -q --bench api_load --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "api_load":
+        print(m["executable"])
+')
+[ -x "$BIN" ] || { echo "bench-api: cargo did not report the api_load bench binary" >&2; exit 1; }
+
+DIR=$(mktemp -d)
+mkfifo "$DIR/stdin"
+"$BIN" serve <"$DIR/stdin" >"$DIR/serve.out" 2>"$DIR/serve.err" &
+SERVER=$!
+exec 3>"$DIR/stdin" # the server serves until this closes
+trap 'exec 3>&-; wait $SERVER 2>/dev/null; rm -rf "$DIR"' EXIT
+for _ in $(seq 1200); do
+  grep -q '^{"base"' "$DIR/serve.out" && break
+  kill -0 $SERVER 2>/dev/null || { cat "$DIR/serve.err" >&2; exit 1; }
+  sleep 0.1
+done
+LINE=$(grep -m1 '^{"base"' "$DIR/serve.out") || { echo "bench-api: the server did not start" >&2; exit 1; }
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$LINE" "$1"; }
+BASE=$(field base) TOKEN=$(field token) FILE=$(field file_id)
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
+TICK=$(getconf CLK_TCK)
+
+echo "# machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
+echo "# commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown), date: $(date -u +%Y-%m-%dT%H:%MZ), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $N requests per row, $C in flight, HTTP/1.1 on loopback; server RSS at start $(rss_kib) KiB"
+for mode in get post-existing post-new; do
+  t0=$(cpu_ticks)
+  "$BIN" "$mode" "$BASE" "$TOKEN" "$FILE" "$N" "$C"
+  echo "               server CPU: $(( ($(cpu_ticks) - t0) * 1000 / TICK )) ms"
+done
+
+if [ "${BENCH_OHA:-0}" = 1 ]; then
+  command -v oha >/dev/null || cargo install oha --locked
+  oha --no-tui -n "$N" -c "$C" -H "Authorization: Bearer $TOKEN" "$BASE/status/$FILE"
+fi
+
+before=$(rss_kib)
+"$BIN" sse "$BASE" "$TOKEN" "$FILE" "$S" 10 >"$DIR/sse.out" 2>&1 &
+CLIENT=$!
+for _ in $(seq 3000); do
+  grep -q '^open' "$DIR/sse.out" && break
+  kill -0 $CLIENT 2>/dev/null || break
+  sleep 0.1
+done
+grep -q '^open' "$DIR/sse.out" || { cat "$DIR/sse.out" >&2; exit 1; }
+sleep 5 # let every stream send its first event and settle
+after=$(rss_kib)
+wait $CLIENT
+cat "$DIR/sse.out"
+echo "$S idle SSE streams: server RSS $before -> $after KiB, +$(( after - before )) KiB ($(( (after - before) * 1024 / S )) bytes per stream)"
