@@ -81,7 +81,8 @@ enum Cmd {
         #[arg(long)]
         model_version: Option<String>,
     },
-    /// Print a signed development token (HS256, auth.jwt_secret).
+    /// Print a signed development token (HS256, auth.jwt_secret; unset: the key `roar dev` made
+    /// in dev.dir).
     Token {
         #[arg(long, default_value = "dev-user")]
         sub: String,
@@ -188,11 +189,18 @@ async fn run(cli: Cli) -> Result<()> {
 async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
     match command {
         Cmd::Token { sub, roles, ttl } => {
+            let mut cfg = cfg;
+            // After `roar dev` (which made its own key), tokens for that stack.
+            if cfg.auth.jwt_secret.expose().is_empty() {
+                if let Some(key) = dev::existing_token_key(&cfg) {
+                    cfg.auth.jwt_secret = roar_common::config::Secret::new(key);
+                }
+            }
             let auth = Authenticator::new(&cfg.auth);
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
-            let token = auth
-                .mint(&sub, &roles, ttl)
-                .context("set auth.jwt_secret (ROAR_AUTH__JWT_SECRET)")?;
+            let token = auth.mint(&sub, &roles, ttl).context(
+                "set auth.jwt_secret (ROAR_AUTH__JWT_SECRET), or run `roar dev` once in dev.dir",
+            )?;
             println!("{token}");
             Ok(())
         }

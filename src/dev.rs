@@ -87,6 +87,17 @@ fn dev_secret(dir: &Path, name: &str) -> Result<String> {
     Ok(s)
 }
 
+/// The file in dev.dir holding the token key `roar dev` made.
+pub const TOKEN_KEY_FILE: &str = "dev-secret";
+
+/// The token key `roar dev` signs with in `cfg.dev.dir` when auth.jwt_secret is unset (what
+/// `roar token` needs to mint tokens that stack accepts), if a `roar dev` has made one there.
+pub fn existing_token_key(cfg: &Config) -> Option<String> {
+    let s = std::fs::read_to_string(cfg.dev.dir.join(TOKEN_KEY_FILE)).ok()?;
+    let s = s.trim();
+    (s.len() >= roar_common::config::MIN_LINK_SECRET_LEN).then(|| s.to_string())
+}
+
 /// Runs the development stack until `cancel` fires.
 pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -> Result<()> {
     let dir = std::path::absolute(&cfg.dev.dir)?;
@@ -162,7 +173,7 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
         cfg.storage.url = format!("file://{}", dir.join("store").display());
     }
     if cfg.auth.jwt_secret.expose().is_empty() {
-        cfg.auth.jwt_secret = Secret::new(dev_secret(&dir, "dev-secret")?);
+        cfg.auth.jwt_secret = Secret::new(dev_secret(&dir, TOKEN_KEY_FILE)?);
     }
     // Links get a key of their own, kept per dev dir like the token key.
     if cfg.auth.link_secret.expose().is_empty() {

@@ -9,8 +9,8 @@
 //! - `projection_*`: the projector and the read model alone, fed with hand-made events;
 //! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
 //! - `consumer_rebalance`: the same loop under shutdown and rebalance;
-//! - `cli_device`, `cli_fetch`, `deploy_config`: the `roar` binary's `processor.device` and model
-//!   fetch, and the deployment files;
+//! - `cli_device`, `cli_fetch`, `cli_token`, `deploy_config`: the `roar` binary's `processor.device`,
+//!   model fetch and `roar token`, and the deployment files;
 //! - `ops_*`: what operations see: each role run as its own process (metrics, probes), one
 //!   trace from a request to the worker, and a foreign analytics client reading the topics;
 //! - `security_*`: issue 21's attacks from outside (keys, tenants, links, quotas, deletion).
@@ -31,6 +31,7 @@ mod api_upload;
 mod api_upload_repeat;
 mod cli_device;
 mod cli_fetch;
+mod cli_token;
 mod consumer_loop;
 mod consumer_rebalance;
 mod deploy_config;
