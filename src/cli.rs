@@ -38,7 +38,7 @@ enum Cmd {
     Pipeline,
     /// The whole system locally: broker, Postgres, storage and every service.
     Dev {
-        /// Fail instead of installing the broker when it is missing.
+        /// Fail instead of installing the broker when it is missing, and fetch no weights.
         #[arg(long)]
         no_install: bool,
     },

