@@ -143,7 +143,15 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
                 "PostgreSQL",
                 "ROAR_DEV__POSTGRES_PORT",
             )?;
-            let pg = Postgres::start(&dir.join("pg"), cfg.dev.postgres_port)?;
+            let (cluster, moved) = stack::reachable_cluster_dir(&dir.join("pg"))?;
+            if moved {
+                eprintln!(
+                    "roar dev: the postgres user cannot reach {}; its cluster is in {} (linked from there)",
+                    dir.join("pg").display(),
+                    cluster.display()
+                );
+            }
+            let pg = Postgres::start(&cluster, cfg.dev.postgres_port)?;
             pg.ensure_database("roar").await?;
             cfg.database.url = Secret::new(pg.url("roar"));
             Some(pg)

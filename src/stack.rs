@@ -55,6 +55,51 @@ fn user_id(flag: &str) -> Result<u32> {
         .context("the `postgres` user must exist to run PostgreSQL as root")
 }
 
+/// Where the cluster meant for `dir` can live. Run as root, PostgreSQL runs as `postgres`,
+/// which must traverse every directory above the cluster: a checkout in root's home (mode 0700)
+/// is out of its reach, and initdb failed there with "Permission denied". Then the cluster lives
+/// under `/var/lib/roar-dev/<dir's path>` and `dir` becomes a link to it, so later starts, the
+/// leftover check and the user still find it at `dir`. Returns the directory to start on
+/// (`dir` itself whenever that works) and whether it was moved.
+pub fn reachable_cluster_dir(dir: &Path) -> Result<(PathBuf, bool)> {
+    let dir = std::path::absolute(dir)?;
+    if !is_root() {
+        return Ok((dir, false));
+    }
+    if dir.is_symlink() {
+        // Moved by an earlier start.
+        return Ok((std::fs::canonicalize(&dir)?, true));
+    }
+    let parent = dir
+        .parent()
+        .context("the cluster directory has no parent")?;
+    std::fs::create_dir_all(parent)?;
+    let reachable = Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(parent)
+        .status()
+        .is_ok_and(|s| s.success());
+    if reachable {
+        return Ok((dir, false));
+    }
+    if dir.join("data/PG_VERSION").exists() {
+        bail!(
+            "the postgres user cannot reach the cluster in {}: let it traverse the directories above, or move the checkout",
+            dir.display()
+        );
+    }
+    // What a failed initdb left (an empty cluster directory) goes; the cluster moves.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let name = dir.to_string_lossy().trim_matches('/').replace('/', "-");
+    let target = Path::new("/var/lib/roar-dev").join(name);
+    std::fs::create_dir_all(&target)?;
+    std::os::unix::fs::symlink(&target, &dir)
+        .with_context(|| format!("linking {} to {}", dir.display(), target.display()))?;
+    Ok((target, true))
+}
+
 /// A PostgreSQL server on a cluster directory: a child process, stopped (fast shutdown) when
 /// dropped and signalled the same way if roar dies first.
 pub struct Postgres {

@@ -9,6 +9,7 @@
 //! - `projection_*`: the projector and the read model alone, fed with hand-made events;
 //! - `consumer_loop`: the shared at-least-once consumer loop against the broker alone;
 //! - `consumer_rebalance`: the same loop under shutdown and rebalance;
+//! - `dev_*`: `roar dev` itself (a crash and restart; a checkout the postgres user cannot reach);
 //! - `cli_device`, `cli_fetch`, `cli_token`, `deploy_config`: the `roar` binary's `processor.device`,
 //!   model fetch and `roar token`, and the deployment files;
 //! - `ops_*`: what operations see: each role run as its own process (metrics, probes), one
@@ -35,6 +36,7 @@ mod cli_token;
 mod consumer_loop;
 mod consumer_rebalance;
 mod deploy_config;
+mod dev_cluster;
 mod dev_restart;
 mod e2e_dead_letter;
 mod e2e_demucs;
