@@ -12,6 +12,7 @@
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 W=${1:-$(mktemp -d)}
+chmod 755 "$W" # as root, PostgreSQL runs as `postgres`, which must reach its cluster
 for d in /usr/lib/postgresql/*/bin; do PATH=$d:$PATH; done
 mkdir -p "$W/cargo-home"
 git clone -q "$SRC" "$W/roar"

@@ -27,6 +27,7 @@ BIN=${ROAR_BIN:-target/release/roar}
 [ -x "$BIN" ] || cargo build --release --bin roar
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DIR=$(mktemp -d)
+chmod 755 "$DIR" # as root, PostgreSQL runs as `postgres`, which must reach its cluster
 LOG=$DIR/roar-dev.log
 ROAR_DEV__DIR=$DIR/dev \
 ROAR_DEV__KAFKA_PORT=$(free_port) ROAR_DEV__POSTGRES_PORT=$(free_port) \
