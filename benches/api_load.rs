@@ -72,7 +72,7 @@ async fn serve() -> Result<()> {
     let svc = Services::start(cfg).await;
     let token = svc.token("bench", &[]);
     let file = svc
-        .ready_file(&token, "sine.wav", support::fixture("audio/sine.wav"))
+        .ready_file(&token, "sine.wav", support::fixture("sine.wav"))
         .await;
     // A few jobs, so /status has rows to render (no worker runs them).
     for d in 0..5 {
