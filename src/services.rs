@@ -295,7 +295,8 @@ pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
         }
         "musicgen" => {
             let m = roar_processors::musicgen::Musicgen::new(&cfg.processor.models_dir)
-                .context("starting the musicgen worker (processor.models_dir)")?;
+                .context("starting the musicgen worker (processor.models_dir)")?
+                .with_limits(cfg.musicgen.clone());
             Ok(Arc::new(m.on(device()?)))
         }
         "gemma3n" => {

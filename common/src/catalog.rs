@@ -95,6 +95,11 @@ pub enum CatalogError {
     InvalidPipeline(String),
 }
 
+/// The parameter that marks a musicgen job as generating its file's content (`POST /generate`):
+/// the worker writes the song as the file instead of reading one. Only the orchestrator's
+/// generate command sets it; it is not in the catalogue, so `POST /process` refuses it.
+pub const GENERATES_SONG: &str = "generates_song";
+
 /// A validated request: the variation resolved and the params normalised (defaults filled,
 /// keys sorted when encoded canonically).
 #[derive(Debug, Clone, PartialEq)]
@@ -347,23 +352,26 @@ fn build() -> Vec<ModelSpec> {
                     Some(json!("")),
                     "what to generate",
                 ),
+                // The service's own limits (musicgen.*, 30 s and 12 s by default) are checked
+                // on top of these ceilings.
                 p(
                     "duration",
                     Float {
                         min: 1.0,
-                        max: 30.0,
+                        max: crate::config::MusicgenConfig::DURATION_CEILING,
                     },
                     Some(json!(10.0)),
-                    "seconds of audio",
+                    "seconds of audio (at most musicgen.max_duration_seconds: 30 by default)",
                 ),
                 p(
                     "prompt_seconds",
                     Float {
                         min: 0.1,
-                        max: 12.0,
+                        max: crate::config::MusicgenConfig::PROMPT_SECONDS_CEILING,
                     },
                     None,
-                    "continue the song: seconds of its end the new music follows on from",
+                    "continue the song: seconds of its end the new music follows on from \
+                     (at most musicgen.max_prompt_seconds: 12 by default)",
                 ),
                 p(
                     "temperature",

@@ -49,6 +49,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub processor: ProcessorConfig,
+    pub musicgen: MusicgenConfig,
     pub projector: ProjectorConfig,
     pub pipeline: PipelineConfig,
     pub telemetry: TelemetryConfig,
@@ -268,6 +269,60 @@ pub struct ProcessorConfig {
     pub device: DeviceSpec,
 }
 
+/// Limits of music generation, checked by the orchestrator (422) and again by the musicgen
+/// worker (a request written to the topic directly fails for good).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MusicgenConfig {
+    /// Longest song one job generates, in seconds (generation time grows with it; at most
+    /// [`MusicgenConfig::DURATION_CEILING`]).
+    pub max_duration_seconds: f64,
+    /// Longest prompt, in characters (at most [`MusicgenConfig::PROMPT_CEILING`]).
+    pub max_prompt_chars: usize,
+    /// Longest end of a song a continuation reads, in seconds (at most
+    /// [`MusicgenConfig::PROMPT_SECONDS_CEILING`]).
+    pub max_prompt_seconds: f64,
+}
+
+impl MusicgenConfig {
+    /// What the catalogue accepts at most: a configured limit may only lower these.
+    pub const DURATION_CEILING: f64 = 300.0;
+    pub const PROMPT_CEILING: usize = 2000;
+    pub const PROMPT_SECONDS_CEILING: f64 = 30.0;
+
+    /// Checks a musicgen job's resolved parameters against these limits; the message names
+    /// the parameter and its limit.
+    pub fn check(&self, params: &serde_json::Value) -> Result<(), String> {
+        let num = |k: &str| params.get(k).and_then(serde_json::Value::as_f64);
+        if let Some(d) = num("duration") {
+            if d > self.max_duration_seconds {
+                return Err(format!(
+                    "duration {d} s is over this service's limit of {} s (musicgen.max_duration_seconds)",
+                    self.max_duration_seconds
+                ));
+            }
+        }
+        if let Some(p) = num("prompt_seconds") {
+            if p > self.max_prompt_seconds {
+                return Err(format!(
+                    "prompt_seconds {p} is over this service's limit of {} s (musicgen.max_prompt_seconds)",
+                    self.max_prompt_seconds
+                ));
+            }
+        }
+        if let Some(p) = params.get("prompt").and_then(serde_json::Value::as_str) {
+            let n = p.chars().count();
+            if n > self.max_prompt_chars {
+                return Err(format!(
+                    "prompt has {n} characters, over this service's limit of {} (musicgen.max_prompt_chars)",
+                    self.max_prompt_chars
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProjectorConfig {
@@ -420,6 +475,16 @@ impl Default for ProcessorConfig {
             ops_addr: "127.0.0.1:9182".parse().expect("static address"),
             fetch_wait_ms: 10,
             device: DeviceSpec::Auto,
+        }
+    }
+}
+
+impl Default for MusicgenConfig {
+    fn default() -> Self {
+        Self {
+            max_duration_seconds: 30.0,
+            max_prompt_chars: 2000,
+            max_prompt_seconds: 12.0,
         }
     }
 }
@@ -586,6 +651,32 @@ impl Config {
         }
         if self.http.as_of_max_events < 1 {
             return bad("http.as_of_max_events must be ≥ 1".into());
+        }
+        let m = &self.musicgen;
+        if !(m.max_duration_seconds >= 1.0
+            && m.max_duration_seconds <= MusicgenConfig::DURATION_CEILING)
+        {
+            return bad(format!(
+                "musicgen.max_duration_seconds must be in 1..={}, got {}",
+                MusicgenConfig::DURATION_CEILING,
+                m.max_duration_seconds
+            ));
+        }
+        if !(1..=MusicgenConfig::PROMPT_CEILING).contains(&m.max_prompt_chars) {
+            return bad(format!(
+                "musicgen.max_prompt_chars must be in 1..={}, got {}",
+                MusicgenConfig::PROMPT_CEILING,
+                m.max_prompt_chars
+            ));
+        }
+        if !(m.max_prompt_seconds >= 0.1
+            && m.max_prompt_seconds <= MusicgenConfig::PROMPT_SECONDS_CEILING)
+        {
+            return bad(format!(
+                "musicgen.max_prompt_seconds must be in 0.1..={}, got {}",
+                MusicgenConfig::PROMPT_SECONDS_CEILING,
+                m.max_prompt_seconds
+            ));
         }
         if self.processor.concurrency < 1 {
             return bad("processor.concurrency must be ≥ 1".into());
@@ -915,5 +1006,48 @@ mod tests {
         let mut c = jwks();
         c.storage.url = "s3://bucket".into();
         c.validate_link_signing().unwrap();
+    }
+
+    #[test]
+    fn musicgen_limits_are_checked_at_start_up_and_on_each_request() {
+        for (set, name) in [
+            ((0.5, 2000, 12.0), "max_duration_seconds"),
+            ((301.0, 2000, 12.0), "max_duration_seconds"),
+            ((f64::NAN, 2000, 12.0), "max_duration_seconds"),
+            ((30.0, 0, 12.0), "max_prompt_chars"),
+            ((30.0, 2001, 12.0), "max_prompt_chars"),
+            ((30.0, 2000, 0.0), "max_prompt_seconds"),
+            ((30.0, 2000, 31.0), "max_prompt_seconds"),
+        ] {
+            let mut c = Config::default();
+            (
+                c.musicgen.max_duration_seconds,
+                c.musicgen.max_prompt_chars,
+                c.musicgen.max_prompt_seconds,
+            ) = set;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(&format!("musicgen.{name}")), "{set:?}: {e}");
+        }
+        let m = MusicgenConfig {
+            max_duration_seconds: 20.0,
+            max_prompt_chars: 5,
+            max_prompt_seconds: 3.0,
+        };
+        let ok = serde_json::json!({"duration": 20.0, "prompt": "héllo", "prompt_seconds": 3});
+        m.check(&ok).unwrap();
+        for (bad, name) in [
+            (
+                serde_json::json!({"duration": 20.5}),
+                "max_duration_seconds",
+            ),
+            (serde_json::json!({"prompt": "hello!"}), "max_prompt_chars"),
+            (
+                serde_json::json!({"prompt_seconds": 3.5}),
+                "max_prompt_seconds",
+            ),
+        ] {
+            let e = m.check(&bad).unwrap_err();
+            assert!(e.contains(name), "{bad}: {e}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use roar_common::config::MusicgenConfig;
 use roar_musicgen::{Device, MusicGen, MusicgenError, Request, Sampling, Stage};
 use serde_json::{json, Value};
 
@@ -23,6 +24,7 @@ pub struct Musicgen {
     device: Device,
     variations: Vec<String>,
     loaded: Mutex<HashMap<String, Arc<MusicGen>>>,
+    limits: MusicgenConfig,
 }
 
 impl Musicgen {
@@ -47,12 +49,20 @@ impl Musicgen {
             device: Device::Cpu,
             variations,
             loaded: Mutex::new(HashMap::new()),
+            limits: MusicgenConfig::default(),
         })
     }
 
     /// Runs the model on `device` (from `processor.device`) instead of the CPU.
     pub fn on(mut self, device: Device) -> Self {
         self.device = device;
+        self
+    }
+
+    /// This service's limits (`musicgen.*`), checked again here: a request written to the
+    /// topic directly never passed the orchestrator's check.
+    pub fn with_limits(mut self, limits: MusicgenConfig) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -167,15 +177,18 @@ fn mono_at(input: &Input, rate: u32) -> Result<Vec<f32>, ModelError> {
 /// Generates for `input` with `model`.
 fn generate(
     model: &MusicGen,
+    limits: &MusicgenConfig,
     input: &Input,
     ctx: &mut RunContext,
 ) -> Result<Vec<OutputFile>, ModelError> {
+    limits.check(&input.params).map_err(bad)?;
     let p = params(&input.params, &input.job_id)?;
     let rate = model.sample_rate();
     ctx.progress(1.0, "preparing");
     let mut req = Request {
         prompt: Some(p.prompt.clone()).filter(|s| !s.trim().is_empty()),
         duration_seconds: p.duration,
+        max_duration_seconds: limits.max_duration_seconds as f32,
         sampling: p.sampling.clone(),
         ..Request::default()
     };
@@ -262,7 +275,7 @@ impl Model for Musicgen {
 
     fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {
         let model = self.model(&input.variation)?;
-        generate(&model, input, ctx)
+        generate(&model, &self.limits, input, ctx)
     }
 }
 

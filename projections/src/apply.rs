@@ -28,6 +28,15 @@ pub struct FileRow {
     pub request_ids: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A generated song's request (prompt, job_id, model, variation, duration_seconds); null
+    /// for uploads.
+    pub generation: Option<Value>,
+}
+
+/// Error codes of a generation that ended without its song (`FileGenerationFailed`): unlike a
+/// probe's verdict they do not settle the file, since a later attempt of the job may write it.
+pub fn is_generation_failure(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("generation_"))
 }
 
 /// A job as the read model shows it.
@@ -117,26 +126,69 @@ pub fn apply_file(row: Option<FileRow>, ev: &FileEvent) -> Result<FileRow, Inval
         request_ids: Vec::new(),
         created_at: at,
         updated_at: at,
+        generation: None,
     });
     if !ev.meta.request_id.is_empty() && !r.request_ids.contains(&ev.meta.request_id) {
         r.request_ids.push(ev.meta.request_id.clone());
     }
     r.created_at = r.created_at.min(at);
     r.updated_at = r.updated_at.max(at);
-    let settled = r.status.is_settled();
+    let fresh = r.sha256.is_empty() && r.status == FileStatus::PendingUpload && r.owner.is_empty();
+    let generation_failed =
+        r.status == FileStatus::Failed && is_generation_failure(r.error_code.as_deref());
+    let settled = r.status.is_settled() && !generation_failed;
     match &ev.body {
         FileBody::Registered { info, .. } | FileBody::Uploaded(info) => {
             if !r.owner.is_empty() && r.owner != info.owner {
                 return Err(Invalid(format!("file {} changes owner", ev.file_id)));
             }
             r.owner = info.owner.clone();
-            r.filename = info.filename.clone();
+            // A generated song keeps the name it was given at its request.
+            if r.generation.is_none() || r.filename.is_empty() {
+                r.filename = info.filename.clone();
+            }
             r.mime = info.mime.clone();
             r.size = info.size;
             r.sha256 = info.sha256.clone();
             r.storage_key = info.storage_key.clone();
             if matches!(ev.body, FileBody::Uploaded(_)) && !settled {
                 r.status = FileStatus::Uploaded;
+                r.error_code = None;
+                r.error_message = None;
+            }
+        }
+        FileBody::GenerationRequested(g) => {
+            if !r.owner.is_empty() && r.owner != g.owner {
+                return Err(Invalid(format!("file {} changes owner", ev.file_id)));
+            }
+            r.owner = g.owner.clone();
+            if r.filename.is_empty() {
+                r.filename = g.filename.clone();
+            }
+            r.generation = Some(serde_json::json!({
+                "prompt": g.prompt,
+                "job_id": g.job_id,
+                "model": g.model,
+                "variation": g.variation,
+                "duration_seconds": g.duration_seconds,
+            }));
+            // A new request (or a new attempt after a failed one) generates again; a song
+            // already written stays as it is.
+            if fresh || r.status == FileStatus::Generating || generation_failed {
+                r.status = FileStatus::Generating;
+                r.error_code = None;
+                r.error_message = None;
+            }
+        }
+        FileBody::GenerationFailed {
+            job_id: _,
+            code,
+            message,
+        } => {
+            if r.status == FileStatus::Generating {
+                r.status = FileStatus::Failed;
+                r.error_code = Some(code.clone());
+                r.error_message = Some(message.clone());
             }
         }
         FileBody::Probed(p) => {
@@ -643,5 +695,110 @@ mod tests {
         };
         e.job_id = "../x".into();
         assert!(apply_job(None, &e).is_err());
+    }
+
+    fn file_ev(body: FileBody) -> FileEvent {
+        FileEvent {
+            meta: EventMeta::new("r", "t"),
+            file_id: F.into(),
+            body,
+        }
+    }
+
+    fn generation(owner: &str) -> FileBody {
+        FileBody::GenerationRequested(roar_schemas::Generation {
+            owner: owner.into(),
+            filename: "calm piano.wav".into(),
+            prompt: "calm piano".into(),
+            job_id: J.into(),
+            model: "musicgen".into(),
+            variation: "small".into(),
+            duration_seconds: 5.0,
+        })
+    }
+
+    fn failure(code: &str) -> FileBody {
+        FileBody::GenerationFailed {
+            job_id: J.into(),
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    fn uploaded() -> FileBody {
+        FileBody::Uploaded(roar_schemas::FileInfo {
+            owner: "alice".into(),
+            filename: "generated.wav".into(),
+            mime: "audio/wav".into(),
+            size: 10,
+            sha256: "ab".repeat(32),
+            storage_key: "uploads/f/original".into(),
+        })
+    }
+
+    fn fold(bodies: Vec<FileBody>) -> Result<FileRow, Invalid> {
+        bodies
+            .into_iter()
+            .try_fold(None, |row, b| apply_file(row, &file_ev(b)).map(Some))
+            .map(|r| r.unwrap())
+    }
+
+    #[test]
+    fn a_generated_song_is_generating_until_its_job_writes_it() {
+        let r = fold(vec![generation("alice")]).unwrap();
+        assert_eq!(r.status, FileStatus::Generating);
+        assert_eq!(r.owner, "alice");
+        assert_eq!(r.generation.as_ref().unwrap()["prompt"], "calm piano");
+        let r = fold(vec![generation("alice"), uploaded()]).unwrap();
+        assert_eq!(r.status, FileStatus::Uploaded);
+        // The name given at the request stays; the content's facts come from the upload.
+        assert_eq!((r.filename.as_str(), r.size), ("calm piano.wav", 10));
+        // Asked again once written: nothing moves back.
+        let r = fold(vec![generation("alice"), uploaded(), generation("alice")]).unwrap();
+        assert_eq!(r.status, FileStatus::Uploaded);
+        assert!(fold(vec![generation("alice"), generation("bob")]).is_err());
+    }
+
+    #[test]
+    fn a_failed_generation_fails_the_song_until_a_new_attempt_writes_it() {
+        let r = fold(vec![generation("alice"), failure("generation_canceled")]).unwrap();
+        assert_eq!(r.status, FileStatus::Failed);
+        assert_eq!(r.error_code.as_deref(), Some("generation_canceled"));
+        let again = fold(vec![
+            generation("alice"),
+            failure("generation_canceled"),
+            generation("alice"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (again.status, again.error_code),
+            (FileStatus::Generating, None)
+        );
+        // A late failure of an earlier attempt, then the new attempt's song: the song wins.
+        let r = fold(vec![
+            generation("alice"),
+            failure("generation_canceled"),
+            uploaded(),
+        ])
+        .unwrap();
+        assert_eq!((r.status, r.error_code), (FileStatus::Uploaded, None));
+        // A failure never touches a song already written, nor a probe's verdict.
+        let r = fold(vec![
+            generation("alice"),
+            uploaded(),
+            failure("generation_failed"),
+        ])
+        .unwrap();
+        assert_eq!(r.status, FileStatus::Uploaded);
+        let r = fold(vec![
+            uploaded(),
+            FileBody::ProbeFailed {
+                code: "undecodable".into(),
+                message: "m".into(),
+            },
+            uploaded(),
+        ])
+        .unwrap();
+        assert_eq!(r.status, FileStatus::Failed);
     }
 }

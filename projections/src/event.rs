@@ -53,6 +53,8 @@ impl Decoded {
                 FileBody::Probed(_) => "file_probed",
                 FileBody::ProbeFailed { .. } => "file_probe_failed",
                 FileBody::Deleted { .. } => "file_deleted",
+                FileBody::GenerationRequested(_) => "file_generation_requested",
+                FileBody::GenerationFailed { .. } => "file_generation_failed",
             },
             Decoded::Job(e, _) => e.body.kind(),
             Decoded::Pipeline(e) => match e.body {

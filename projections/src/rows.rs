@@ -21,6 +21,7 @@ const FILE_COLUMNS: &[&str] = &[
     "request_ids",
     "created_at",
     "updated_at",
+    "generation",
 ];
 const JOB_COLUMNS: &[&str] = &[
     "owner",

@@ -24,6 +24,29 @@ pub fn file_id(owner: &str, content_sha256: &str) -> String {
     )
 }
 
+/// `f` + 32 hex characters for a song a model generates: from the owner and everything that
+/// determines the song (model, variation, canonical params, model version), so asking twice
+/// names the same file. Its own domain keeps it apart from every uploaded file's id.
+pub fn generated_file_id(
+    owner: &str,
+    model: &str,
+    variation: &str,
+    params_json: &str,
+    model_version: &str,
+) -> String {
+    format!(
+        "f{}",
+        digest(&[
+            "roar.generated-file.v1",
+            owner,
+            model,
+            variation,
+            params_json,
+            model_version
+        ])
+    )
+}
+
 /// `j` + 32 hex characters, from the file, model, variation, canonical params and model version
 /// of a job that reads the uploaded file. [`JobIdentity`] derives every job's id.
 pub fn job_id(
@@ -252,6 +275,26 @@ mod tests {
         assert!(is_valid_id('f', &a));
         assert!(!is_valid_id('j', &a));
         assert!(!is_valid_id('f', "f../../etc/passwd000000000000000000"));
+    }
+
+    #[test]
+    fn a_generated_file_id_is_its_request_and_never_an_upload() {
+        let g = generated_file_id("alice", "musicgen", "small", r#"{"prompt":"x"}"#, "1");
+        assert_eq!(
+            g,
+            generated_file_id("alice", "musicgen", "small", r#"{"prompt":"x"}"#, "1")
+        );
+        assert!(is_valid_id('f', &g));
+        for other in [
+            generated_file_id("bob", "musicgen", "small", r#"{"prompt":"x"}"#, "1"),
+            generated_file_id("alice", "musicgen", "medium", r#"{"prompt":"x"}"#, "1"),
+            generated_file_id("alice", "musicgen", "small", r#"{"prompt":"y"}"#, "1"),
+            generated_file_id("alice", "musicgen", "small", r#"{"prompt":"x"}"#, "2"),
+        ] {
+            assert_ne!(g, other);
+        }
+        // Another domain than uploads: the same words as a "content hash" give another id.
+        assert_ne!(g, file_id("alice", "musicgen"));
     }
 
     #[test]

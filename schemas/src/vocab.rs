@@ -132,6 +132,8 @@ text_enum! {
     FileStatus ("file status") {
         /// Registered for a direct upload that has not completed.
         PendingUpload = "pending_upload",
+        /// A song a model is generating (`POST /generate`); `uploaded` once its job wrote it.
+        Generating = "generating",
         /// Its bytes are stored; the probe has not decoded them yet.
         Uploaded = "uploaded",
         /// The probe decoded it: jobs may run on it.
@@ -210,7 +212,7 @@ mod tests {
         );
         assert_eq!(
             FileStatus::valid(),
-            "pending_upload, uploaded, ready, failed, deleted"
+            "pending_upload, generating, uploaded, ready, failed, deleted"
         );
         assert_eq!(
             DeadLetterKind::valid(),

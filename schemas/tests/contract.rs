@@ -78,6 +78,26 @@ fn file_events() -> Vec<(&'static str, FileEvent)> {
             }),
         ),
         ("file_deleted", ev(FileBody::Deleted { reason: None })),
+        (
+            "file_generation_requested",
+            ev(FileBody::GenerationRequested(Generation {
+                owner: "alice".into(),
+                filename: "calm piano.wav".into(),
+                prompt: "calm piano".into(),
+                job_id: "j1".into(),
+                model: "musicgen".into(),
+                variation: "small".into(),
+                duration_seconds: 8.5,
+            })),
+        ),
+        (
+            "file_generation_failed",
+            ev(FileBody::GenerationFailed {
+                job_id: "j1".into(),
+                code: "generation_canceled".into(),
+                message: "canceled by request".into(),
+            }),
+        ),
     ]
 }
 

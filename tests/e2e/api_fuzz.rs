@@ -78,6 +78,10 @@ async fn every_operation_answers_as_its_openapi_document_says() {
     cfg.http.rate_limit_per_second = 0.0;
     // `?after=` with a token far ahead waits this long; keep the run short.
     cfg.http.consistency_wait_ms = 100;
+    // The document states the catalogue's ceilings; a deployment's lower musicgen limits (30 s
+    // by default) are that deployment's documented 422s.
+    cfg.musicgen.max_duration_seconds = roar_common::config::MusicgenConfig::DURATION_CEILING;
+    cfg.musicgen.max_prompt_seconds = roar_common::config::MusicgenConfig::PROMPT_SECONDS_CEILING;
     let svc = Services::start(cfg).await;
     let token = svc.token("fuzzer", &["admin", "service"]);
 
@@ -129,6 +133,12 @@ async fn every_operation_answers_as_its_openapi_document_says() {
         "/process",
         "post",
         json!({"file_id": file, "models": ["pitch", {"model": "musicgen", "params": {"duration": 2}}]}),
+    );
+    example_body(
+        &mut spec,
+        "/generate",
+        "post",
+        json!({"prompt": "a calm piano", "duration_seconds": 2, "params": {"seed": 1}}),
     );
     example_body(
         &mut spec,

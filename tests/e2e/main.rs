@@ -41,6 +41,7 @@ mod dev_restart;
 mod e2e_dead_letter;
 mod e2e_demucs;
 mod e2e_dlq_redrive;
+mod e2e_generate;
 mod e2e_job_input;
 mod e2e_lyrics;
 mod e2e_lyrics_accuracy;

@@ -1,6 +1,7 @@
 //! Cancel: `CancelRequested` on the control topic asks every worker to stop the job; a job no
 //! worker has started also gets `JobCanceled` at once.
 
+use roar_common::catalog::GENERATES_SONG;
 use roar_projections::apply::JobRow;
 use roar_schemas::topics::{CONTROL, JOB_EVENTS};
 use roar_schemas::{ControlBody, ControlEvent, EventMeta, JobBody, JobEvent, JobStatus};
@@ -38,11 +39,16 @@ pub async fn cancel(s: &AppState, user: &User, job: &JobRow) -> Result<CancelAcc
             file_id: job.file_id.clone(),
             model: job.model.clone(),
             variation: job.variation.clone(),
-            body: JobBody::Canceled { reason },
+            body: JobBody::Canceled {
+                reason: reason.clone(),
+            },
         };
         let (p, o) = s.producer.send(JOB_EVENTS, &job.file_id, &ev).await?;
         token = consistency_token(JOB_EVENTS, p, o);
         s.pending.release(&job.job_id);
+        if job.params.get(GENERATES_SONG) == Some(&serde_json::Value::Bool(true)) {
+            super::generate::canceled(s, user, job, &reason).await?;
+        }
     }
     let status = if canceled {
         Outcome::Job(JobStatus::Canceled)

@@ -16,6 +16,7 @@
 pub(crate) mod cancel;
 pub mod dlq;
 pub(crate) mod files;
+pub(crate) mod generate;
 pub(crate) mod jobs;
 pub(crate) mod notify;
 pub(crate) mod pipelines;

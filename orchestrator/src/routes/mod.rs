@@ -13,6 +13,7 @@ pub(crate) mod cursor;
 pub(crate) mod dlq;
 pub(crate) mod events;
 pub(crate) mod files;
+pub(crate) mod generate;
 pub(crate) mod health;
 pub(crate) mod me;
 pub(crate) mod notify;
@@ -41,6 +42,7 @@ pub fn routes(http: &HttpConfig) -> Router<AppState> {
         .route("/status/{file_id}", get(status::status))
         .route("/status/{file_id}/events", get(events::events))
         .route("/process", post(process::process))
+        .route("/generate", post(generate::generate))
         .route("/songs", get(catalog::songs))
         .route("/me/usage", get(me::usage))
         .route("/models", get(catalog::models))

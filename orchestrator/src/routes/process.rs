@@ -137,7 +137,7 @@ pub(crate) fn check_ready(f: &FileRow) -> Result<(), ApiError> {
         (status = 404, description = "no such file of the caller's", body = ErrorBody),
         (status = 409, description = "the file is not ready yet (`file_not_ready`: retry when `/status` shows it ready), or it could not be decoded (`file_failed`)", body = ErrorBody),
         JsonBodyErrors,
-        (status = 422, description = "the JSON does not have the documented shape: an unknown model, variation or parameter, a value out of range (the message lists what is valid), more than 20 jobs", body = ErrorBody),
+        (status = 422, description = "the JSON does not have the documented shape: an unknown model, variation or parameter, a value out of range (the message lists what is valid), more than 20 jobs, a musicgen value over this service's limits (`musicgen.*`)", body = ErrorBody),
         AuthErrors,
     ))]
 pub async fn process(
@@ -154,6 +154,14 @@ pub async fn process(
     }
     let single = !body.is_array() && body.get("models").is_none_or(Value::is_null);
     let wanted = parse(body)?;
+    for (_, r) in &wanted {
+        if r.model == crate::views::GENERATOR {
+            s.cfg
+                .musicgen
+                .check(&r.params)
+                .map_err(ApiError::Unprocessable)?;
+        }
+    }
     let mut files: HashMap<String, FileRow> = HashMap::new();
     for (file_id, _) in &wanted {
         if !files.contains_key(file_id) {

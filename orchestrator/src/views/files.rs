@@ -6,6 +6,7 @@ use roar_schemas::FileStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::generate::GenerationView;
 use super::schema as s;
 
 /// A file and its probe results.
@@ -16,14 +17,17 @@ pub struct FileView {
     pub filename: String,
     pub mime: String,
     pub size: i64,
-    #[schema(schema_with = s::sha256_hex)]
+    #[schema(schema_with = s::file_sha256)]
     pub sha256: String,
     #[schema(schema_with = s::file_status)]
     pub status: FileStatus,
-    /// Why the probe could not decode it (status `failed`).
+    /// Why it failed (status `failed`): the probe could not decode it, or its generation ended
+    /// without it (`generation_failed`, `generation_canceled`).
     pub error: Option<FileError>,
     /// What the probe found (status `ready`).
     pub metadata: Option<ProbeView>,
+    /// A generated song's prompt and job (`POST /generate`); null for uploads.
+    pub generation: Option<GenerationView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -66,6 +70,11 @@ impl From<&FileRow> for FileView {
                 // a reason to fail the read.
                 serde_json::from_value(p.clone())
                     .map_err(|e| tracing::warn!(file_id = %f.file_id, error = %e, "unreadable probe summary"))
+                    .ok()
+            }),
+            generation: f.generation.as_ref().and_then(|g| {
+                serde_json::from_value(g.clone())
+                    .map_err(|e| tracing::warn!(file_id = %f.file_id, error = %e, "unreadable generation"))
                     .ok()
             }),
             created_at: f.created_at,

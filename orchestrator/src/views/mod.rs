@@ -9,6 +9,7 @@
 mod dlq;
 mod errors;
 mod files;
+mod generate;
 mod jobs;
 mod models;
 mod numbers;
@@ -27,6 +28,10 @@ pub use errors::{AuthErrors, ErrorBody, JsonBodyErrors};
 pub use files::{
     FileError, FileView, MultipartUpload, ProbeView, SongsPage, UploadCreated, UploadRequest,
     UploadTicket, Uploaded,
+};
+pub use generate::{
+    song_filename, GenerateAccepted, GenerateBody, GenerateRequest, GenerationView, GENERATOR,
+    NEEDS_A_SONG, NOT_IN_PARAMS,
 };
 pub use jobs::{
     notify_request_schema, stored_outputs, AdminJobView, CancelAccepted, CommandStatus,

@@ -86,7 +86,7 @@ fn null() -> Object {
 }
 
 /// The schema of one parameter's value; `null` means "absent" to the handler.
-fn param_schema(kind: &ParamKind, description: &str) -> Schema {
+pub(super) fn param_schema(kind: &ParamKind, description: &str) -> Schema {
     let b = ObjectBuilder::new().description(Some(description));
     let b = match kind {
         ParamKind::Bool => b.schema_type(nullable(&[Type::Boolean])),

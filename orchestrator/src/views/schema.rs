@@ -109,6 +109,14 @@ pub fn sha256_hex() -> Object {
     string("^[0-9a-f]{64}$", "hex SHA-256, lowercase")
 }
 
+/// A file's SHA-256: empty while a generated song has no content yet (`generating`).
+pub fn file_sha256() -> Object {
+    string(
+        "^([0-9a-f]{64})?$",
+        "hex SHA-256, lowercase; empty while a generated song is generating",
+    )
+}
+
 /// A SHA-256 as a client may give it.
 pub fn sha256_any_case() -> Object {
     string("^[0-9a-fA-F]{64}$", "hex SHA-256 (either case)")

@@ -9,6 +9,7 @@ pub mod manifest;
 mod model;
 mod progress;
 mod serve;
+mod song;
 mod worker;
 
 pub use manifest::Manifest;

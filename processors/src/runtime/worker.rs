@@ -23,6 +23,7 @@ use super::input;
 use super::manifest;
 use super::model::{Input, Model, ModelError, RunContext};
 use super::progress;
+use super::song;
 use crate::audio;
 
 /// How a worker behaves; built from `processor.*` in the config.
@@ -102,13 +103,19 @@ impl Worker {
         }
     }
 
+    fn actor(&self) -> String {
+        format!("worker:{}", self.opts.worker_id)
+    }
+
     async fn emit(&self, req: &JobRequested, body: JobBody) -> Result<(), HandleError> {
         let ev = self.event(req, body);
         self.producer
             .send(JOB_EVENTS, &req.file_id, &ev)
             .await
             .map(|_| ())
-            .map_err(|e| HandleError::Retry(e.to_string()))
+            .map_err(|e| HandleError::Retry(e.to_string()))?;
+        // A redelivery after a crash here emits both again: consumers expect duplicates.
+        song::after(&self.producer, req, &self.actor(), &ev.body).await
     }
 
     async fn process(
@@ -147,6 +154,16 @@ impl Worker {
         let dir = job_output_dir(&req.file_id, &req.model, &req.variation, &req.job_id);
         if let Some(m) = manifest::finished(&self.storage, &dir, &req.job_id).await? {
             tracing::info!("outputs exist; job skipped");
+            if song::generates_song(&req.params_json) {
+                song::register(
+                    &self.storage,
+                    &self.producer,
+                    req,
+                    &self.actor(),
+                    &m.outputs,
+                )
+                .await?;
+            }
             metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "skipped")
                 .increment(1);
             return self
@@ -294,20 +311,32 @@ impl Worker {
                 ))
             }
         };
-        // The upload, or the upstream job's output its manifest names (size and sha256 checked).
-        let source = match input::open(&self.storage, req, &self.opts.limits).await? {
-            Ok(s) => s,
-            Err(u) => return Ok(failed(u.code, u.message, u.retryable)),
-        };
-        let limits = self.opts.limits.clone();
-        // Only the decoded samples the model needs are held.
-        let decoded =
-            tokio::task::spawn_blocking(move || audio::decode_from(source, None, &limits))
-                .await
-                .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
-        let audio = match decoded {
-            Ok(a) => a,
-            Err(e) => return Ok(failed(e.code(), e.to_string(), e.is_retryable())),
+        let generating = song::generates_song(&req.params_json);
+        let audio = if generating {
+            // It makes its file's content: there is nothing to read.
+            audio::Decoded {
+                codec: "none".into(),
+                sample_rate: 0,
+                channels: 0,
+                samples: Vec::new(),
+            }
+        } else {
+            // The upload, or the upstream job's output its manifest names (size and sha256
+            // checked).
+            let source = match input::open(&self.storage, req, &self.opts.limits).await? {
+                Ok(s) => s,
+                Err(u) => return Ok(failed(u.code, u.message, u.retryable)),
+            };
+            let limits = self.opts.limits.clone();
+            // Only the decoded samples the model needs are held.
+            let decoded =
+                tokio::task::spawn_blocking(move || audio::decode_from(source, None, &limits))
+                    .await
+                    .map_err(|e| HandleError::Retry(format!("decoder thread: {e}")))?;
+            match decoded {
+                Ok(a) => a,
+                Err(e) => return Ok(failed(e.code(), e.to_string(), e.is_retryable())),
+            }
         };
 
         let _slot = self
@@ -403,6 +432,9 @@ impl Worker {
             ));
         }
         let outputs = manifest::write_outputs(&self.storage, req, dir, files, seconds).await?;
+        if generating {
+            song::register(&self.storage, &self.producer, req, &self.actor(), &outputs).await?;
+        }
         Ok(Outcome::Done(outputs, seconds))
     }
 }

@@ -20,6 +20,7 @@ const v = (name) => `\${[ ${name} ]}`;
 const EXAMPLES = {
   upload: { filename: "song.wav", size: 1764044, sha256: "0".repeat(64), mime: "audio/wav" },
   process: { file_id: v("file_id"), model: "pitch", params: { hop_ms: 10 } },
+  generate: { prompt: "a calm piano with soft rain", duration_seconds: 8, params: { seed: 7 } },
   notify: { job_id: v("job_id"), status: "progress", progress: 50, message: "halfway" },
 };
 // What a path or query parameter is filled with.

@@ -105,6 +105,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** `POST /generate`. */
+        post: operations["generate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -462,16 +479,72 @@ export interface components {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             filename: string;
+            generation?: null | components["schemas"]["GenerationView"];
             metadata?: null | components["schemas"]["ProbeView"];
             mime: string;
-            /** @description hex SHA-256, lowercase */
+            /** @description hex SHA-256, lowercase; empty while a generated song is generating */
             sha256: string;
             /** Format: int64 */
             size: number;
             /** @enum {string} */
-            status: "pending_upload" | "uploaded" | "ready" | "failed" | "deleted";
+            status: "pending_upload" | "generating" | "uploaded" | "ready" | "failed" | "deleted";
             /** Format: date-time */
             updated_at: string;
+        };
+        /** @description `POST /generate`'s answer: the song's file and the job generating it. */
+        GenerateAccepted: {
+            /**
+             * @description The token of the song's `FileGenerationRequested`, when this request emitted one: pass
+             *     it to `GET /status/{file_id}?after=`.
+             */
+            consistency_token?: string | null;
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            filename: string;
+            /** @description The generating job, as `POST /process` shows a job it requested or found. */
+            job: components["schemas"]["JobRequestView"];
+        };
+        /** @description a song to generate; asking again with the same body names the same song and job */
+        GenerateBody: {
+            /** @description seconds of music (default 10); at most `musicgen.max_duration_seconds` (30 by default) */
+            duration_seconds?: number | null;
+            /** @description musicgen's sampling and output parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description classifier-free guidance (1: off) */
+                guidance_scale?: number | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description the same seed and params generate the same music (default: from the job) */
+                seed?: number | null;
+                /** @description sampling temperature; 0 picks the likeliest code */
+                temperature?: number | null;
+                /** @description sample among the k likeliest codes (0: all) */
+                top_k?: number | null;
+                /** @description nucleus sampling mass (1: off) */
+                top_p?: number | null;
+            } | null;
+            /** @description what to generate (empty: music without a text condition); at most `musicgen.max_prompt_chars` characters (2000 by default) */
+            prompt: string;
+            /**
+             * @description default: small; `melody` follows a song: use `POST /process` on it
+             * @enum {string|null}
+             */
+            variation?: "small" | "medium" | "large" | null;
+        };
+        /** @description What a generated song was made from (null for uploads). */
+        GenerationView: {
+            /** Format: double */
+            duration_seconds: number;
+            /** @description a job id: `j` and 32 lowercase hex digits */
+            job_id: string;
+            model: string;
+            prompt: string;
+            variation: string;
         };
         /** @description `GET /health`. */
         HealthView: {
@@ -656,7 +729,7 @@ export interface components {
             model: "musicgen";
             /** @description musicgen's parameters; absent ones take their defaults (see `GET /models`) */
             params?: {
-                /** @description seconds of audio */
+                /** @description seconds of audio (at most musicgen.max_duration_seconds: 30 by default) */
                 duration?: number | null;
                 /**
                  * @description output format
@@ -669,7 +742,7 @@ export interface components {
                 mp3_bitrate?: number | null;
                 /** @description what to generate */
                 prompt?: string | null;
-                /** @description continue the song: seconds of its end the new music follows on from */
+                /** @description continue the song: seconds of its end the new music follows on from (at most musicgen.max_prompt_seconds: 12 by default) */
                 prompt_seconds?: number | null;
                 /** @description the same seed and params generate the same music (default: from the job) */
                 seed?: number | null;
@@ -1093,7 +1166,7 @@ export interface components {
             models?: null;
             /** @description musicgen's parameters; absent ones take their defaults (see `GET /models`) */
             params?: {
-                /** @description seconds of audio */
+                /** @description seconds of audio (at most musicgen.max_duration_seconds: 30 by default) */
                 duration?: number | null;
                 /**
                  * @description output format
@@ -1106,7 +1179,7 @@ export interface components {
                 mp3_bitrate?: number | null;
                 /** @description what to generate */
                 prompt?: string | null;
-                /** @description continue the song: seconds of its end the new music follows on from */
+                /** @description continue the song: seconds of its end the new music follows on from (at most musicgen.max_prompt_seconds: 12 by default) */
                 prompt_seconds?: number | null;
                 /** @description the same seed and params generate the same music (default: from the job) */
                 seed?: number | null;
@@ -2065,6 +2138,116 @@ export interface operations {
             };
         };
     };
+    generate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GenerateBody"];
+            };
+        };
+        responses: {
+            /** @description nothing new: the same request's song is being generated or exists already (`job.status` says which) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GenerateAccepted"];
+                };
+            };
+            /** @description the song was requested: its file is `generating` and `job` is `queued` (a new song, or a new attempt after a failed or canceled generation) */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GenerateAccepted"];
+                };
+            };
+            /** @description The body is not well-formed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the same request's song was deleted (`file_deleted`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `http.max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the JSON does not have the documented shape, or a value is over this service's limits (`musicgen.max_duration_seconds`, `musicgen.max_prompt_chars`); the message names the field and what is valid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, or token verification
+             *     is not configured; retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     health: {
         parameters: {
             query?: never;
@@ -2687,7 +2870,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description the JSON does not have the documented shape: an unknown model, variation or parameter, a value out of range (the message lists what is valid), more than 20 jobs */
+            /** @description the JSON does not have the documented shape: an unknown model, variation or parameter, a value out of range (the message lists what is valid), more than 20 jobs, a musicgen value over this service's limits (`musicgen.*`) */
             422: {
                 headers: {
                     [name: string]: unknown;

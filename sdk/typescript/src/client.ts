@@ -7,6 +7,8 @@ export type FileView = Schemas["FileView"];
 export type StatusView = Schemas["StatusView"];
 export type ProcessBody = Schemas["ProcessBody"];
 export type ProcessResponse = Schemas["ProcessResponse"];
+export type GenerateBody = Schemas["GenerateBody"];
+export type GenerateAccepted = Schemas["GenerateAccepted"];
 export type ModelsView = Schemas["ModelsView"];
 export type CancelAccepted = Schemas["CancelAccepted"];
 export type RetryAccepted = Schemas["RetryAccepted"];
@@ -114,6 +116,14 @@ export class RoarClient {
    */
   async process(body: ProcessBody): Promise<ProcessResponse> {
     return (await this.#json<ProcessResponse>("POST", "/process", { body })).body;
+  }
+
+  /**
+   * `POST /generate`: a song from a text prompt, no upload. The answer names the song
+   * (`file_id`, listed by `songs()` at once, `generating` until its job writes it) and the job.
+   */
+  async generate(body: GenerateBody): Promise<GenerateAccepted> {
+    return (await this.#json<GenerateAccepted>("POST", "/generate", { body })).body;
   }
 
   /**
