@@ -1,7 +1,8 @@
 //! Text → music with no upload, end to end: `POST /generate` → the song is a `generating` file
 //! of the caller's → the `roar-musicgen` worker (the tiny random-init fixture) writes it →
-//! `FileUploaded` → the probe makes it `ready` → `/songs` lists it with its prompt → pitch runs
-//! on it like on any upload. And a generation canceled mid-run ends `canceled` with no song.
+//! `FileUploaded` → the probe makes it `ready` → `/songs` lists it with its prompt → the `stems`
+//! preset (a pipeline: demucs, the small fixture network as `htdemucs`) separates it like any
+//! upload. And a generation canceled mid-run ends `canceled` with no song.
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::support::{self, Infra, Services};
 
-/// The tiny musicgen fixture as `musicgen/small`, and CREPE tiny for the pitch worker.
+/// The tiny musicgen fixture as `musicgen/small`, and the small demucs fixture as
+/// `demucs/htdemucs` (the `stems` preset's separation).
 fn models() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("musicgen/small");
@@ -22,11 +24,14 @@ fn models() -> tempfile::TempDir {
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(format!("{fixture}/{f}"), small.join(f)).unwrap();
     }
-    let crepe = dir.path().join("crepe");
-    std::fs::create_dir_all(&crepe).unwrap();
-    std::os::unix::fs::symlink(
-        support::models_dir().join("crepe/tiny.pth"),
-        crepe.join("tiny.pth"),
+    let demucs = dir.path().join("demucs/htdemucs");
+    std::fs::create_dir_all(&demucs).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/processors/demucs/tests/fixtures/small.safetensors"
+        ),
+        demucs.join("model.safetensors"),
     )
     .unwrap();
     dir
@@ -146,20 +151,46 @@ async fn a_prompt_becomes_a_song_of_the_caller_that_other_models_process() {
     assert_eq!(again["job"]["status"], "skipped");
     assert_eq!(support::topic_len(&brokers, &jobs_topic), 1);
 
-    // Another model processes the song like an upload.
+    // A pipeline separates the song like an upload: the `stems` preset's demucs step writes
+    // the four stems, each as long as the song.
     let (code, p) = svc
         .post_json(
             &alice,
             "/process",
-            &json!({"file_id": file, "model": "pitch"}),
+            &json!({"file_id": file, "preset": "stems"}),
         )
         .await;
     assert_eq!(code, 202, "{p:#}");
-    let pj = p["job_id"].as_str().unwrap();
+    let pid = p["pipeline_id"].as_str().unwrap().to_string();
+    let sep = p["steps"][0]["job_id"].as_str().unwrap().to_string();
     let done = svc
-        .wait_job(&alice, &file, pj, |j| j["status"] == "completed")
+        .wait_job(&alice, &file, &sep, |j| j["status"] == "completed")
         .await;
-    assert!(!done["outputs"].as_array().unwrap().is_empty(), "{done:#}");
+    let stems = done["outputs"].as_array().unwrap();
+    let mut names: Vec<&str> = stems.iter().map(name).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["bass.wav", "drums.wav", "other.wav", "vocals.wav"],
+        "{done:#}"
+    );
+    let vocals = stems.iter().find(|o| name(o) == "vocals.wav").unwrap();
+    let vocals = decode(svc.download(&alice, vocals).await, Some("wav"), 60.0).unwrap();
+    let seconds = |d: &roar_processors::audio::Decoded| {
+        d.samples.len() as f64 / d.channels as f64 / f64::from(d.sample_rate)
+    };
+    assert!(
+        (seconds(&vocals) - seconds(&audio)).abs() < 0.01,
+        "a stem is as long as the song: {} s vs {} s",
+        seconds(&vocals),
+        seconds(&audio)
+    );
+    let st = svc
+        .wait_for(&alice, &file, |v| {
+            v["pipelines"][0]["status"] == "completed"
+        })
+        .await;
+    assert_eq!(st["pipelines"][0]["pipeline_id"], pid.as_str());
     svc.stop().await;
 }
 

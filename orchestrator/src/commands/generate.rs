@@ -100,15 +100,9 @@ pub async fn song(
         }
         Some(f) => f.status == FileStatus::Failed,
     };
-    let job_id = roar_schemas::ids::JobIdentity::new(
-        &file_id,
-        r.model,
-        &r.variation,
-        &r.params,
-        &r.model_version,
-    )
-    .job_id()
-    .to_string();
+    let job_id = jobs::identity_reading(&file_id, &r, None)
+        .job_id()
+        .to_string();
     let mut token = None;
     if announce {
         let event = FileEvent {
@@ -129,7 +123,7 @@ pub async fn song(
         tracing::info!(%file_id, %job_id, "song generation requested");
     }
     let file = existing.unwrap_or_else(|| unprojected(&file_id, owner, &filename));
-    let job = jobs::request(s, user, &file, &r).await?;
+    let job = jobs::request(s, user, &file, &r, None).await?;
     let filename = if file.filename.is_empty() {
         filename
     } else {

@@ -1356,7 +1356,7 @@ export interface components {
             models?: null;
             /** @description musicgen's parameters; absent ones take their defaults (see `GET /models`) */
             params?: {
-                /** @description seconds of audio */
+                /** @description seconds of audio (at most musicgen.max_duration_seconds: 30 by default) */
                 duration?: number | null;
                 /**
                  * @description output format
@@ -1369,7 +1369,7 @@ export interface components {
                 mp3_bitrate?: number | null;
                 /** @description what to generate */
                 prompt?: string | null;
-                /** @description continue the song: seconds of its end the new music follows on from */
+                /** @description continue the song: seconds of its end the new music follows on from (at most musicgen.max_prompt_seconds: 12 by default) */
                 prompt_seconds?: number | null;
                 /** @description the same seed and params generate the same music (default: from the job) */
                 seed?: number | null;
