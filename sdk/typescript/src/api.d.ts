@@ -2223,7 +2223,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`). */
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
             429: {
                 headers: {
                     /** @description seconds until a request is allowed again */
@@ -2235,8 +2239,9 @@ export interface operations {
                 };
             };
             /**
-             * @description A dependency (broker, read model, object store) is unavailable, or token verification
-             *     is not configured; retry later.
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
              */
             503: {
                 headers: {
