@@ -1,10 +1,10 @@
 //! The `gemma3n` model on the runtime: lyrics. Whisper (run here, on the job's audio: the
 //! upload or, in a pipeline, the vocals stem) hears the words and their times; the lyric text
-//! comes from the user (`params.lyrics`), from Gemma 3 270M cleaning Whisper's transcript into
-//! lines and sections (variation `gemma3-270m`), or from Gemma 3n listening to the audio
-//! (`e2b`, `e4b`); roar-gemma aligns the text's words to Whisper's timed words. Outputs:
-//! `lyrics.txt`, `lyrics.json`, `lyrics.lrc` (enhanced, word times), `lyrics.srt`,
-//! `lyrics.vtt`.
+//! comes from Gemma 3 270M cleaning Whisper's transcript into lines and sections (variation
+//! `gemma3-270m`) or from Gemma 3n listening to the audio (`e2b`, `e4b`), and roar-gemma aligns
+//! its words to Whisper's timed words. Lyrics the user gives (`params.lyrics`) are timed by
+//! Whisper's forced alignment of those very words to the audio. Outputs: `lyrics.txt`,
+//! `lyrics.json`, `lyrics.lrc` (enhanced, word times), `lyrics.srt`, `lyrics.vtt`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use roar_crepe::Device;
 use roar_gemma::gemma3::{Gemma3, Precision};
 use roar_gemma::gemma3n::transcribe::Transcriber;
-use roar_gemma::lyrics::{self, align, clean, format, LyricSheet, SheetError, TimedWord};
+use roar_gemma::lyrics::{self, align, clean, format, spans, LyricSheet, SheetError, TimedWord};
 use roar_gemma::spm::SpmTokenizer;
 use roar_gemma::GemmaError;
-use roar_whisper::{TranscribeOptions, Whisper, WhisperError};
+use roar_whisper::{AlignSpan, TranscribeOptions, Whisper, WhisperError};
 use serde_json::Value;
 
 use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
@@ -245,9 +245,11 @@ fn params(p: &Value) -> Result<Params, ModelError> {
 
 /// Whisper's timed words, in order.
 fn heard_words(t: &roar_whisper::Transcript) -> Vec<TimedWord> {
-    t.segments
-        .iter()
-        .flat_map(|s| &s.words)
+    timed_words(t.segments.iter().flat_map(|s| &s.words))
+}
+
+fn timed_words<'a>(words: impl Iterator<Item = &'a roar_whisper::Word>) -> Vec<TimedWord> {
+    words
         .map(|w| TimedWord {
             word: w.word.clone(),
             start: w.start,
@@ -255,6 +257,42 @@ fn heard_words(t: &roar_whisper::Transcript) -> Vec<TimedWord> {
             probability: w.probability,
         })
         .collect()
+}
+
+/// The user's lyrics timed by Whisper's forced alignment of their own words (cross-attention
+/// over the given tokens, aligned to the audio by DTW), in spans of whole lines planned from
+/// `rough` (the lyrics aligned to the words Whisper heard). Lyrics Whisper cannot take in one
+/// window (more tokens than its decoder holds) keep the rough times.
+fn force_aligned(
+    whisper: &Whisper,
+    audio: &[f32],
+    sheet: &LyricSheet,
+    rough: lyrics::Lyrics,
+    language: &str,
+    ctx: &mut RunContext,
+) -> Result<lyrics::Lyrics, ModelError> {
+    let duration = audio.len() as f32 / 16_000.0;
+    let planned: Vec<AlignSpan> = spans::plan(&rough, duration)
+        .into_iter()
+        .map(|s| AlignSpan {
+            start: s.start,
+            end: s.end,
+            text: s.text,
+        })
+        .collect();
+    let forced = whisper.force_align(audio, &planned, Some(language), &mut |done| {
+        ctx.progress(50.0 + 45.0 * done, "aligning the given lyrics");
+        !ctx.stopped()
+    });
+    match forced {
+        Ok(words) => align::align(sheet, &timed_words(words.iter()), duration)
+            .map_err(|e| ModelError::permanent("lyrics_error", e.to_string())),
+        Err(WhisperError::InvalidInput(reason)) => {
+            tracing::warn!(%reason, "given lyrics keep the times of the words Whisper heard");
+            Ok(rough)
+        }
+        Err(e) => Err(whisper_error(e)),
+    }
 }
 
 /// Gemma 3 continues each cleaning prompt greedily until a stop marker or its budget.
@@ -366,15 +404,20 @@ impl Model for Lyrics {
         };
         let heard = heard_words(&transcript);
         ctx.checkpoint()?;
-        // The user's own lyrics need no model to write them: the variation is not loaded.
-        let sheet = match p.lyrics {
-            Some(sheet) => sheet,
-            None => self.write(&input.variation, &audio, &heard, ctx)?,
+        let align_heard = |sheet: &LyricSheet| {
+            align::align(sheet, &heard, duration)
+                .map_err(|e| ModelError::permanent("lyrics_error", e.to_string()))
         };
+        // The user's own lyrics need no model to write them (the variation is not loaded):
+        // Whisper aligns their words to the audio itself.
+        if let Some(sheet) = p.lyrics {
+            let rough = align_heard(&sheet)?;
+            let timed = force_aligned(&whisper, &audio, &sheet, rough, &transcript.language, ctx)?;
+            return outputs(&timed);
+        }
+        let sheet = self.write(&input.variation, &audio, &heard, ctx)?;
         ctx.progress(96.0, "aligning");
-        let timed = align::align(&sheet, &heard, duration)
-            .map_err(|e| ModelError::permanent("lyrics_error", e.to_string()))?;
-        outputs(&timed)
+        outputs(&align_heard(&sheet)?)
     }
 }
 

@@ -1,11 +1,13 @@
 //! Lyrics as data: a sheet of sections and lines (from a text model or the user), timed by
-//! aligning its words to a speech recogniser's timed words, and written out as text, JSON,
+//! aligning its words to a speech recogniser's timed words (for given lyrics, words the
+//! recogniser force-aligned in the spans `spans` plans), and written out as text, JSON,
 //! enhanced LRC, SRT and WebVTT. Pure functions over plain types: the model that writes the
 //! sheet and the recogniser that times the words are the caller's.
 
 pub mod align;
 pub mod clean;
 pub mod format;
+pub mod spans;
 
 use serde::{Deserialize, Serialize};
 
