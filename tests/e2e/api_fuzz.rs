@@ -74,8 +74,13 @@ async fn every_operation_answers_as_its_openapi_document_says() {
     let no_models = infra.dir.path().join("no-models");
     std::fs::create_dir_all(&no_models).unwrap();
     cfg.processor.models_dir = no_models;
-    // One user sends every request: the rate limit would only turn the run into 429s.
+    // One user sends every request: the rate limit and the per-user quotas (0 = unlimited)
+    // would only turn the run into 429s and 413s once it has asked for enough jobs.
     cfg.http.rate_limit_per_second = 0.0;
+    cfg.quota.jobs_in_flight = 0;
+    cfg.quota.jobs_per_day = 0;
+    cfg.quota.pending_uploads = 0;
+    cfg.quota.stored_bytes = 0;
     // `?after=` with a token far ahead waits this long; keep the run short.
     cfg.http.consistency_wait_ms = 100;
     // The document states the catalogue's ceilings; a deployment's lower musicgen limits (30 s
