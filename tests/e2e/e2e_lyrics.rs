@@ -5,7 +5,6 @@
 //! is proven there), which here only has to run: the user's own lyrics are timed without it.
 //! The models directory holds only these and Whisper, so no other model worker starts.
 
-use std::process::Command;
 use std::time::Duration;
 
 use roar_common::catalog;
@@ -24,20 +23,7 @@ const SUNG: &str = "carry me home carry me slow over the river where the willows
 
 /// `text` spoken by espeak-ng (22.05 kHz mono WAV).
 fn speech_wav(text: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("speech.wav");
-    let out = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "140", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .output()
-        .expect("espeak-ng is installed (the README's test command installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(wav).unwrap()
+    support::espeak_wav(text, 140)
 }
 
 /// A models dir: Gemma 3 270M and Whisper from the repository's, the tiny Gemma 3n as `e2b`.

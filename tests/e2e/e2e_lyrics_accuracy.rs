@@ -14,7 +14,6 @@
 //!   (processors/whisper/scripts/gen_force_align.py holds the reference side of roar's
 //!   forced alignment; its fixture test shows roar within 0.05 s of it).
 
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -24,7 +23,7 @@ use roar_processors::gemma3n::Lyrics;
 use roar_processors::runtime::{Input, Model, RunContext};
 use serde_json::{json, Value};
 
-use crate::support::models_dir;
+use crate::support::{self, models_dir};
 
 const RATE: usize = 22_050;
 const SECTIONS: [[&str; 2]; 2] = [
@@ -40,20 +39,7 @@ const SECTIONS: [[&str; 2]; 2] = [
 
 /// One word spoken by espeak-ng, silence trimmed from both ends (mono, 22.05 kHz).
 fn spoken(word: &str) -> Vec<f32> {
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("w.wav");
-    let out = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&wav)
-        .arg(word)
-        .output()
-        .expect("espeak-ng is installed (the README's test command installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = decode(std::fs::read(wav).unwrap(), Some("wav"), 60.0).unwrap();
+    let d = decode(support::espeak_wav(word, 150), Some("wav"), 60.0).unwrap();
     assert_eq!((d.sample_rate as usize, d.channels), (RATE, 1));
     let loud = |s: &&f32| s.abs() > 0.02;
     let first = d.samples.iter().position(|s| loud(&s)).unwrap();

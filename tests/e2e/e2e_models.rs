@@ -3,28 +3,13 @@
 //! `/status` with outputs and download links; `GET /models` shows the live workers; an owner's
 //! cancel stops a running job.
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 
 use crate::support::{self, Infra, Services};
 
 /// `text` spoken by espeak-ng as a WAV file (22.05 kHz mono, 16-bit).
 fn speech_wav(text: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("speech.wav");
-    let out = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .output()
-        .expect("espeak-ng is installed (the README's test command installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(wav).unwrap()
+    support::espeak_wav(text, 150)
 }
 
 fn output<'a>(job: &'a Value, name: &str) -> &'a Value {

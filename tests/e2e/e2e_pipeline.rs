@@ -45,17 +45,12 @@ fn models() -> tempfile::TempDir {
 
 /// A sentence spoken by espeak-ng over a quieter 220 Hz tone, 22.05 kHz mono.
 fn speech_over_tone() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("speech.wav");
-    let out = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "170", "-w"])
-        .arg(&wav)
-        .arg("sing the song of the lazy dog")
-        .output()
-        .expect("espeak-ng is installed (the README's test command installs it)");
-    assert!(out.status.success());
-    let speech =
-        roar_processors::audio::decode(std::fs::read(wav).unwrap(), Some("wav"), 60.0).unwrap();
+    let speech = roar_processors::audio::decode(
+        support::espeak_wav("sing the song of the lazy dog", 170),
+        Some("wav"),
+        60.0,
+    )
+    .unwrap();
     assert_eq!(speech.channels, 1);
     let rate = speech.sample_rate as f32;
     let mixed: Vec<f32> = speech

@@ -252,6 +252,24 @@ pub fn models_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".roar/models"))
 }
 
+/// `text` spoken by espeak-ng at `words_per_minute`, as a WAV file (22.05 kHz mono, 16-bit).
+pub fn espeak_wav(text: &str, words_per_minute: u32) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("speech.wav");
+    let out = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", &words_per_minute.to_string(), "-w"])
+        .arg(&wav)
+        .arg(text)
+        .output()
+        .expect("espeak-ng is installed (the README's test command installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(wav).unwrap()
+}
+
 /// A 16-bit WAV of a melody: each (Hz, seconds) a sine (0 Hz: silence), `channels` identical.
 pub fn melody_wav(notes: &[(f32, f32)], rate: u32, channels: u16) -> Vec<u8> {
     let mut mono = Vec::new();
