@@ -42,15 +42,17 @@ WORKDIR /var/lib/roar
 # Container defaults; everything else comes from ROAR_<SECTION>__<KEY> at run time.
 # The models directory is a mount point for the weights volume (compose/README.md). The API
 # serves /health and /ready on 8080 and /metrics (with /health, /ready) on 9180, the projector
-# on 9181, a processor on 9182, the pipelines' process manager on 9183.
+# on 9181, a processor on 9182, the pipelines' process manager on 9183, the webhook dispatcher
+# on 9184.
 ENV ROAR_HTTP__ADDR=0.0.0.0:8080 \
     ROAR_HTTP__METRICS_ADDR=0.0.0.0:9180 \
     ROAR_PROJECTOR__OPS_ADDR=0.0.0.0:9181 \
     ROAR_PROCESSOR__OPS_ADDR=0.0.0.0:9182 \
     ROAR_PIPELINE__OPS_ADDR=0.0.0.0:9183 \
+    ROAR_WEBHOOKS__OPS_ADDR=0.0.0.0:9184 \
     ROAR_TELEMETRY__LOG_FORMAT=json \
     ROAR_PROCESSOR__MODELS_DIR=/var/lib/roar/models \
     ROAR_STORAGE__URL=file:///var/lib/roar/store
-EXPOSE 8080 9180 9181 9182 9183
+EXPOSE 8080 9180 9181 9182 9183 9184
 ENTRYPOINT ["roar"]
 CMD ["--help"]

@@ -36,6 +36,8 @@ enum Cmd {
     },
     /// The pipelines' process manager: requests each step's job once its upstream is done.
     Pipeline,
+    /// The webhook dispatcher: delivers signed job events to the URLs users registered.
+    Webhooks,
     /// The whole system locally: broker, Postgres, storage and every service.
     Dev {
         /// Fail instead of installing the broker when it is missing, and fetch no weights.
@@ -171,6 +173,7 @@ fn service_name(cmd: &Cmd) -> String {
         Cmd::Processor { model } => format!("roar-{model}"),
         Cmd::Projector { .. } => "roar-projector".into(),
         Cmd::Pipeline => "roar-pipeline".into(),
+        Cmd::Webhooks => "roar-webhooks".into(),
         Cmd::Dev { .. } => "roar-dev".into(),
         _ => "roar".into(),
     }
@@ -308,6 +311,12 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
             let cancel = shutdown::install();
             services::bootstrap_topics(&cfg).await?;
             services::pipeline(Arc::new(cfg), cancel).await
+        }
+        Cmd::Webhooks => {
+            cfg.check_role_secrets(Role::Webhooks)?;
+            let cancel = shutdown::install();
+            services::bootstrap_topics(&cfg).await?;
+            services::webhooks(Arc::new(cfg), cancel).await
         }
         Cmd::Processor { model } => {
             cfg.check_role_secrets(Role::Processor)?;

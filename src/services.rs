@@ -1,5 +1,5 @@
 //! Starting each role from a configuration: topic bootstrap, the orchestrator, the projector, the
-//! pipelines' process manager and the processors, each with its metrics and probes (the
+//! pipelines' process manager, the webhook dispatcher and the processors, each with its metrics and probes (the
 //! orchestrator on `http.metrics_addr`, never its API port; the others on their `*.ops_addr`,
 //! see [`crate::ops`]). Each runs until its cancellation token
 //! fires.
@@ -201,6 +201,29 @@ pub async fn pipeline(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()>
     Ok(())
 }
 
+/// Runs the webhook dispatcher (consumer group `roar-webhooks`) until `cancel` fires, with its
+/// ops endpoint on `webhooks.ops_addr`.
+pub async fn webhooks(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
+    let ops = broker_check(Ops::new("webhooks"), &cfg, topics::JOB_EVENTS.into())?;
+    spawn_ops(
+        &ops,
+        cfg.webhooks.ops_addr,
+        "webhooks.ops_addr",
+        cancel.clone(),
+    )
+    .await?;
+    let pool = database(&cfg).await?;
+    let read_model = Arc::new(ReadModel::new(pool.clone()));
+    let ops = ops.check("database", move || {
+        let read_model = read_model.clone();
+        async move { read_model.ping().await.map_err(|e| e.to_string()) }
+    });
+    started("webhooks");
+    ops.mark_started();
+    roar_webhooks::run(&cfg, pool, cancel).await?;
+    Ok(())
+}
+
 /// Runs the probe processor (consumer group `roar-probe`) until `cancel` fires, with its ops
 /// endpoint on `processor.ops_addr`.
 pub async fn probe(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()> {
@@ -378,7 +401,16 @@ pub fn describe_models(cfg: &Config, json: bool) -> String {
 /// when `cancel` fires and all have stopped, or as soon as one fails (the others are then
 /// canceled too).
 pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationToken) -> Result<()> {
-    all_with(cfg, listener, cancel, Roles { pipeline: true }).await
+    all_with(
+        cfg,
+        listener,
+        cancel,
+        Roles {
+            pipeline: true,
+            webhooks: true,
+        },
+    )
+    .await
 }
 
 /// Which optional roles [`all_with`] runs in the process.
@@ -386,6 +418,8 @@ pub async fn all(cfg: Arc<Config>, listener: TcpListener, cancel: CancellationTo
 pub struct Roles {
     /// The pipelines' process manager (a test may run it as a process of its own, to kill it).
     pub pipeline: bool,
+    /// The webhook dispatcher.
+    pub webhooks: bool,
 }
 
 /// [`all`], with the optional roles `roles` names.
@@ -404,6 +438,9 @@ pub async fn all_with(
     set.spawn(projector(cfg.clone(), guard.clone()));
     if roles.pipeline {
         set.spawn(pipeline(cfg.clone(), guard.clone()));
+    }
+    if roles.webhooks {
+        set.spawn(webhooks(cfg.clone(), guard.clone()));
     }
     // The probe and the model workers share one ops endpoint here: they share the process.
     let ops = processor_ops(&cfg, "processor", topics::FILES.into())?;

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 // Settings types with logic of their own; they build on this module, never the reverse.
 mod kafka_security;
 mod link_keys;
+mod webhooks;
 
 pub use kafka_security::KafkaSecurity;
 pub use link_keys::{LinkKeys, MIN_LINK_SECRET_LEN};
+pub use webhooks::{Cidr, WebhooksConfig};
 
 /// A value that must never reach a log line.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,6 +57,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub dev: DevConfig,
     pub quota: QuotaConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Per-user limits the orchestrator enforces (each 0 = unlimited). `GET /me/usage` shows a
@@ -756,6 +759,7 @@ impl Config {
         // Link keys that are set are checked in every role; whether one is required at all is
         // the orchestrator's question (`validate_link_signing`).
         LinkKeys::from_config(&self.auth)?;
+        self.webhooks.validate()?;
         Ok(())
     }
 

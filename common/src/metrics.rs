@@ -41,6 +41,10 @@ pub const DLQ_DEPTH: &str = "roar_dlq_depth";
 pub const PIPELINE_EVENTS: &str = "roar_pipeline_events_total";
 pub const PIPELINE_STEPS: &str = "roar_pipeline_steps_total";
 pub const PIPELINE_HANDOFF_SECONDS: &str = "roar_pipeline_handoff_seconds";
+// The webhooks dispatcher.
+pub const WEBHOOK_DELIVERIES: &str = "roar_webhook_deliveries_total";
+pub const WEBHOOK_PENDING: &str = "roar_webhook_pending";
+pub const WEBHOOK_DELIVERY_SECONDS: &str = "roar_webhook_delivery_seconds";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -142,5 +146,19 @@ pub fn describe() {
         PIPELINE_HANDOFF_SECONDS,
         Unit::Seconds,
         "time from an upstream job's terminal event to its dependent's request"
+    );
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "webhook delivery attempts by outcome: delivered, retry (failed, tried again later), \
+         failed (out of attempts), refused (the SSRF guard)"
+    );
+    describe_gauge!(
+        WEBHOOK_PENDING,
+        "webhook deliveries waiting for an attempt (the retry queue)"
+    );
+    describe_histogram!(
+        WEBHOOK_DELIVERY_SECONDS,
+        Unit::Seconds,
+        "time of one webhook delivery attempt, connection included"
     );
 }

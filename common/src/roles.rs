@@ -16,6 +16,8 @@ pub enum Role {
     Projector,
     /// The probe and the model workers: Kafka and the object store only.
     Processor,
+    /// The webhook dispatcher: Kafka, Postgres and the outside world.
+    Webhooks,
 }
 
 impl Role {
@@ -24,6 +26,7 @@ impl Role {
             Role::Orchestrator => "orchestrator",
             Role::Projector => "projector",
             Role::Processor => "processor",
+            Role::Webhooks => "webhooks",
         }
     }
 }
@@ -63,7 +66,7 @@ impl Config {
                 }
                 Ok(())
             }
-            Role::Projector | Role::Processor => {
+            Role::Projector | Role::Processor | Role::Webhooks => {
                 match held.iter().find(|(_, _, v)| !v.is_empty()) {
                     Some((key, var, _)) => Err(ConfigError::Invalid(format!(
                         "{key} ({var}) is set, but the {} never checks tokens nor signs links: \
@@ -88,7 +91,7 @@ mod tests {
 
     #[test]
     fn workers_and_the_projector_refuse_the_api_keys() {
-        for role in [Role::Processor, Role::Projector] {
+        for role in [Role::Processor, Role::Projector, Role::Webhooks] {
             assert!(Config::default().check_role_secrets(role).is_ok());
             let mut c = Config::default();
             c.auth.jwt_secret = Secret::new(TOKEN_KEY);

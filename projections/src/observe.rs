@@ -25,6 +25,8 @@ pub fn watched_groups() -> Vec<(String, String)> {
     for topic in [PIPELINES, JOB_EVENTS] {
         v.push((crate::pipeline::GROUP.to_string(), topic.to_string()));
     }
+    // The webhook dispatcher (`roar_webhooks::GROUP`; that crate does not build on this one).
+    v.push(("roar-webhooks".to_string(), JOB_EVENTS.to_string()));
     v
 }
 

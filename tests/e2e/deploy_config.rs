@@ -127,6 +127,7 @@ fn every_role_is_a_real_subcommand() {
         &["projector"],
         &["projector", "migrate"],
         &["pipeline"],
+        &["webhooks"],
         &["topics"],
         &["processor", "probe"],
         &["processor", "pitch"],

@@ -531,7 +531,14 @@ async fn a_manager_killed_mid_pipeline_resumes_and_every_step_runs_once() {
     let models = models();
     let mut cfg = infra.config();
     cfg.processor.models_dir = models.path().to_path_buf();
-    let svc = Services::start_with(cfg.clone(), Roles { pipeline: false }).await;
+    let svc = Services::start_with(
+        cfg.clone(),
+        Roles {
+            pipeline: false,
+            webhooks: false,
+        },
+    )
+    .await;
     let alice = svc.token("alice", &[]);
     let file = svc.ready_file(&alice, "duet.wav", speech_over_tone()).await;
     let mut manager = spawn_manager(&infra, &cfg, "pipeline-1.log");

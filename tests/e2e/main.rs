@@ -71,3 +71,4 @@ mod security_quotas;
 mod security_secrets;
 mod security_streams;
 mod security_uploads;
+mod security_webhooks;

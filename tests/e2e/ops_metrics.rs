@@ -1,5 +1,5 @@
 //! Every role as its own `roar` process (orchestrator, projector, probe, the pitch worker, the
-//! pipeline manager), the way a deployment runs them: after an upload and a pitch job, each role's `/health`, `/ready`
+//! pipeline manager, the webhook dispatcher), the way a deployment runs them: after an upload and a pitch job, each role's `/health`, `/ready`
 //! and `/metrics` answer on its own port, and each `/metrics` carries the series
 //! docs/operations.md says that role exports. Every metric name in `roar_common::metrics` is in
 //! that table, and every `roar_*` series scraped is documented.
@@ -140,10 +140,10 @@ fn every_metric_name_is_documented_and_every_documented_name_declared() {
 async fn every_role_serves_health_ready_and_its_documented_metrics() {
     let infra = Infra::start().await;
     let api_port = free_port().unwrap();
-    let ports: Vec<u16> = (0..5).map(|_| free_port().unwrap()).collect();
+    let ports: Vec<u16> = (0..6).map(|_| free_port().unwrap()).collect();
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let mut procs = Procs(Vec::new());
-    let roles: [(&str, &[&str], (&str, String)); 5] = [
+    let roles: [(&str, &[&str], (&str, String)); 6] = [
         (
             "orchestrator",
             &["orchestrator"],
@@ -169,6 +169,11 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
             &["pipeline"],
             ("ROAR_PIPELINE__OPS_ADDR", addr(ports[3])),
         ),
+        (
+            "webhooks",
+            &["webhooks"],
+            ("ROAR_WEBHOOKS__OPS_ADDR", addr(ports[5])),
+        ),
     ];
     for (name, args, env) in &roles {
         let mut env = vec![env.clone()];
@@ -186,6 +191,7 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
         ("probe", base(ports[1])),
         ("pitch", base(ports[2])),
         ("pipeline", base(ports[3])),
+        ("webhooks", base(ports[5])),
     ];
     for (role, url) in &endpoints {
         let health: Value =
@@ -218,7 +224,7 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
 
     // What each role must show once the work above went through it. The projector's view of
     // the pipeline refreshes on a timer: poll until it has caught up.
-    let expect: [(&str, &str, Series); 5] = [
+    let expect: [(&str, &str, Series); 6] = [
         (
             "orchestrator",
             &endpoints[0].1,
@@ -251,6 +257,7 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
                     "roar_consumer_lag",
                     vec!["group=\"roar-pipeline\"", "topic=\"roar.pipelines.v1\""],
                 ),
+                ("roar_consumer_lag", vec!["group=\"roar-webhooks\""]),
                 ("roar_queue_depth", vec!["model=\"pitch\""]),
                 ("roar_dlq_depth", vec![]),
             ],
@@ -299,6 +306,22 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
                 (
                     "roar_messages_consumed_total",
                     vec!["group=\"roar-pipeline\"", "topic=\"roar.job-events.v1\""],
+                ),
+            ],
+        ),
+        (
+            "webhooks",
+            &endpoints[5].1,
+            vec![
+                ("roar_build_info", vec!["role=\"webhooks\""]),
+                (
+                    "roar_webhook_deliveries_total",
+                    vec!["outcome=\"delivered\""],
+                ),
+                ("roar_webhook_pending", vec![]),
+                (
+                    "roar_messages_consumed_total",
+                    vec!["group=\"roar-webhooks\"", "topic=\"roar.job-events.v1\""],
                 ),
             ],
         ),

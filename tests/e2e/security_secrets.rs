@@ -66,6 +66,7 @@ fn workers_and_the_projector_refuse_to_hold_the_api_keys() {
         &["processor", "probe"],
         &["projector"],
         &["projector", "migrate"],
+        &["webhooks"],
     ] {
         for var in ["ROAR_AUTH__JWT_SECRET", "ROAR_AUTH__LINK_SECRET"] {
             let e = start_error(args, &env(&[(var, REAL_KEY)]), Duration::from_secs(30))
@@ -101,6 +102,7 @@ fn role_of(args: &[String]) -> Option<Role> {
         // The pipelines' process manager, like the projector, holds the database only.
         Some("projector" | "pipeline") => Some(Role::Projector),
         Some("processor") => Some(Role::Processor),
+        Some("webhooks") => Some(Role::Webhooks),
         _ => None,
     }
 }
@@ -122,12 +124,13 @@ fn each_deployed_role_gets_only_the_secrets_it_uses() {
                     c.origin
                 );
             }
-            Some(Role::Projector) => {
-                assert!(!api_keys, "{}: the projector holds an API key", c.origin);
+            Some(Role::Projector | Role::Webhooks) => {
+                assert!(!api_keys, "{}: {:?} holds an API key", c.origin, c.args);
                 assert!(
                     !has("ROAR_STORAGE__S3_SECRET_ACCESS_KEY"),
-                    "{}: the projector holds the store's key",
-                    c.origin
+                    "{}: {:?} holds the store's key",
+                    c.origin,
+                    c.args
                 );
             }
             None => {

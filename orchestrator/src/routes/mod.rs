@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use roar_common::config::HttpConfig;
 
@@ -23,6 +23,7 @@ pub(crate) mod process;
 pub(crate) mod status;
 pub(crate) mod studio;
 pub(crate) mod upload;
+pub(crate) mod webhooks;
 
 pub fn routes(http: &HttpConfig) -> Router<AppState> {
     let max_upload_bytes = http.max_upload_bytes;
@@ -45,6 +46,12 @@ pub fn routes(http: &HttpConfig) -> Router<AppState> {
         .route("/generate", post(generate::generate))
         .route("/songs", get(catalog::songs))
         .route("/me/usage", get(me::usage))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/webhooks/{webhook_id}", delete(webhooks::delete))
+        .route(
+            "/webhooks/{webhook_id}/deliveries",
+            get(webhooks::deliveries),
+        )
         .route("/models", get(catalog::models))
         .route("/presets", get(pipelines::presets))
         .route("/pipelines/{pipeline_id}", get(pipelines::get))

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use roar_common::catalog::{self, Resolved};
 use roar_projections::apply::FileRow;
@@ -17,6 +18,7 @@ use crate::commands;
 use crate::extract::ApiJson;
 use crate::middleware::User;
 use crate::routes::status::visible_file;
+use crate::routes::webhooks;
 use crate::views::{
     AuthErrors, ErrorBody, JsonBodyErrors, ModelChoice, ProcessBody, ProcessRequest,
     ProcessResponse, RequestedJobs, MAX_JOBS_PER_REQUEST,
@@ -143,14 +145,26 @@ pub(crate) fn check_ready(f: &FileRow) -> Result<(), ApiError> {
 pub async fn process(
     State(s): State<AppState>,
     user: User,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
+    ApiJson(mut body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let callback = take_callback(&mut body)?;
     let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
+    if callback.is_some() && (given("preset") || given("input")) {
+        return Err(ApiError::Unprocessable(
+            "callback_url goes with `model` or `models` requests; for presets and chained jobs \
+             register a webhook (POST /webhooks)"
+                .into(),
+        ));
+    }
     if body.is_object() && given("preset") {
-        return chained::preset(&s, &user, body).await;
+        return chained::preset(&s, &user, body)
+            .await
+            .map(IntoResponse::into_response);
     }
     if body.is_object() && given("input") {
-        return chained::with_input(&s, &user, body).await;
+        return chained::with_input(&s, &user, body)
+            .await
+            .map(IntoResponse::into_response);
     }
     let single = !body.is_array() && body.get("models").is_none_or(Value::is_null);
     let wanted = parse(body)?;
@@ -170,9 +184,23 @@ pub async fn process(
             files.insert(file_id.clone(), f);
         }
     }
+    // Validated before anything is stored or emitted; stored before each job's request, so the
+    // dispatcher knows the callback before the job's first event.
+    let callback = match callback {
+        Some(req) => Some(webhooks::validate(&s, &user, req, false).await?),
+        None => None,
+    };
+    let mut callback_ids = Vec::new();
     let mut results = Vec::with_capacity(wanted.len());
     let mut emitted = false;
     for (file_id, r) in &wanted {
+        if let Some((req, secret)) = &callback {
+            let job_id = commands::jobs::identity_reading(file_id, r, None)
+                .job_id()
+                .to_string();
+            let reg = webhooks::register(&s, &user, req, secret, Some(job_id)).await?;
+            callback_ids.push(reg.webhook_id);
+        }
         let out = commands::jobs::request(&s, &user, &files[file_id], r, None).await?;
         emitted |= out.emitted;
         results.push(out.view);
@@ -187,7 +215,50 @@ pub async fn process(
     } else {
         ProcessResponse::Many(RequestedJobs { jobs: results })
     };
-    Ok((code, Json(response)))
+    let mut headers = HeaderMap::new();
+    if let Some((_, secret)) = &callback {
+        // The body's shape is the same with or without a callback: its ids and secret (for
+        // the signatures) travel as headers.
+        let ids = HeaderValue::from_str(&callback_ids.join(","));
+        headers.insert("callback-webhook-ids", ids.map_err(ApiError::internal)?);
+        let secret = HeaderValue::from_str(secret).map_err(ApiError::internal)?;
+        headers.insert("callback-secret", secret);
+    }
+    Ok((code, headers, Json(response)).into_response())
+}
+
+/// Removes `callback_url`, `callback_events` and `callback_secret` from a single request
+/// object: the job-scoped webhook they describe.
+fn take_callback(body: &mut Value) -> Result<Option<webhooks::WebhookRequest>, ApiError> {
+    let Some(obj) = body.as_object_mut() else {
+        return Ok(None);
+    };
+    let url = obj.remove("callback_url");
+    let events = obj.remove("callback_events");
+    let secret = obj.remove("callback_secret");
+    let Some(url) = url.filter(|v| !v.is_null()) else {
+        if events.is_some_and(|v| !v.is_null()) || secret.is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::Unprocessable(
+                "callback_events and callback_secret go with callback_url".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let bad = |m: String| ApiError::Unprocessable(m);
+    let req = webhooks::WebhookRequest {
+        url: serde_json::from_value(url).map_err(|e| bad(format!("callback_url: {e}")))?,
+        events: events
+            .filter(|v| !v.is_null())
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| bad(format!("callback_events: {e}")))?,
+        secret: secret
+            .filter(|v| !v.is_null())
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| bad(format!("callback_secret: {e}")))?,
+    };
+    Ok(Some(req))
 }
 
 #[cfg(test)]

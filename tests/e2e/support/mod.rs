@@ -73,6 +73,7 @@ impl Infra {
         cfg.http.metrics_addr = "127.0.0.1:0".parse().unwrap();
         cfg.processor.ops_addr = "127.0.0.1:0".parse().unwrap();
         cfg.pipeline.ops_addr = "127.0.0.1:0".parse().unwrap();
+        cfg.webhooks.ops_addr = "127.0.0.1:0".parse().unwrap();
         cfg.telemetry.log_level = "warn".into();
         // The CREPE weights the README's test command fetches; progress fast enough to observe.
         cfg.processor.models_dir = models_dir();
@@ -109,7 +110,14 @@ pub struct Services {
 
 impl Services {
     pub async fn start(cfg: Config) -> Services {
-        Self::start_with(cfg, roar::services::Roles { pipeline: true }).await
+        Self::start_with(
+            cfg,
+            roar::services::Roles {
+                pipeline: true,
+                webhooks: false,
+            },
+        )
+        .await
     }
 
     /// [`Services::start`] with only the optional roles `roles` names in this process.

@@ -1,0 +1,213 @@
+//! `POST /webhooks`, `GET /webhooks`, `DELETE /webhooks/{id}`, `GET /webhooks/{id}/deliveries`:
+//! a user's outbound webhooks (delivered by `roar webhooks`), and the `callback_url` of
+//! `POST /process`, stored as a registration scoped to its jobs.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use roar_webhooks::dispatch::{check_filters, DEFAULT_EVENTS};
+use roar_webhooks::guard::Guard;
+use roar_webhooks::{sign, store};
+use serde::{Deserialize, Serialize};
+
+use crate::extract::ApiJson;
+use crate::middleware::User;
+use crate::{ApiError, AppState};
+
+/// Deliveries listed per webhook.
+const DELIVERIES_SHOWN: i64 = 100;
+
+/// `POST /webhooks` (and what `callback_url` takes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    pub url: String,
+    /// `job.completed`, `job.*`, `*`, ... (default: every way a job ends).
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// `whsec_<base64 of 24..64 bytes>`; absent: one is made and returned once.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookView {
+    pub webhook_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    pub event_id: String,
+    pub event_type: String,
+    /// pending | delivered | failed | refused
+    pub status: String,
+    pub attempts: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
+}
+
+fn view(r: store::Registration, secret: bool) -> WebhookView {
+    WebhookView {
+        webhook_id: r.webhook_id,
+        url: r.url,
+        events: r.events,
+        job_id: r.job_id,
+        created_at: r.created_at,
+        secret: secret.then_some(r.secret),
+    }
+}
+
+/// Validates a registration of `user`'s without storing it: the URL through the SSRF guard
+/// (422 naming the address class), filters, secret, and (`counted`: not a job's callback) the
+/// per-user limit (429 `webhooks`). Returns the request as stored and its secret.
+pub(crate) async fn validate(
+    s: &AppState,
+    user: &User,
+    req: WebhookRequest,
+    counted: bool,
+) -> Result<(WebhookRequest, String), ApiError> {
+    let guard = Guard::from_config(&s.cfg.webhooks).map_err(ApiError::internal)?;
+    let url = guard
+        .check_url(&req.url)
+        .map_err(|e| ApiError::Unprocessable(format!("url: {e}")))?;
+    let events = req
+        .events
+        .clone()
+        .unwrap_or_else(|| DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect());
+    if events.is_empty() || events.len() > 16 {
+        return Err(ApiError::Unprocessable(
+            "events: give 1 to 16 filters (or leave it out for every way a job ends)".into(),
+        ));
+    }
+    check_filters(&events).map_err(|e| ApiError::Unprocessable(format!("events: {e}")))?;
+    let secret = match &req.secret {
+        Some(given) => {
+            sign::key(given).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+            given.clone()
+        }
+        None => sign::new_secret(),
+    };
+    let max = s.cfg.webhooks.max_per_user;
+    if counted && store::count(s.read.pool(), user.id()).await? as u64 >= max {
+        return Err(ApiError::Limit {
+            code: "webhooks",
+            message: format!(
+                "at most {max} webhooks per user (webhooks.max_per_user); delete one first"
+            ),
+        });
+    }
+    Ok((
+        WebhookRequest {
+            url: url.to_string(),
+            events: Some(events),
+            secret: None,
+        },
+        secret,
+    ))
+}
+
+/// Stores a validated registration.
+pub(crate) async fn register(
+    s: &AppState,
+    user: &User,
+    req: &WebhookRequest,
+    secret: &str,
+    job_id: Option<String>,
+) -> Result<store::Registration, ApiError> {
+    let r = store::Registration {
+        webhook_id: store::new_id(),
+        owner: user.id().to_string(),
+        job_id,
+        url: req.url.clone(),
+        events: req.events.clone().unwrap_or_default(),
+        secret: secret.to_string(),
+        created_at: Utc::now(),
+    };
+    store::insert(s.read.pool(), &r).await?;
+    tracing::info!(webhook_id = %r.webhook_id, job_id = ?r.job_id, "webhook registered");
+    Ok(r)
+}
+
+/// `POST /webhooks`: 201 with the registration and its secret (shown this once).
+pub async fn create(
+    State(s): State<AppState>,
+    user: User,
+    ApiJson(req): ApiJson<WebhookRequest>,
+) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
+    let (req, secret) = validate(&s, &user, req, true).await?;
+    let r = register(&s, &user, &req, &secret, None).await?;
+    Ok((StatusCode::CREATED, Json(view(r, true))))
+}
+
+/// `GET /webhooks`: the caller's webhooks and job callbacks, without secrets.
+pub async fn list(State(s): State<AppState>, user: User) -> Result<Json<WebhookList>, ApiError> {
+    let rows = store::list(s.read.pool(), user.id()).await?;
+    Ok(Json(WebhookList {
+        webhooks: rows.into_iter().map(|r| view(r, false)).collect(),
+    }))
+}
+
+/// `DELETE /webhooks/{id}`: 204; 404 when the caller holds no such webhook. Its pending
+/// deliveries go with it.
+pub async fn delete(
+    State(s): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if store::delete(s.read.pool(), user.id(), &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// `GET /webhooks/{id}/deliveries`: the newest 100 deliveries and how each went.
+pub async fn deliveries(
+    State(s): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    if store::get(s.read.pool(), user.id(), &id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let rows = store::deliveries(s.read.pool(), &id, DELIVERIES_SHOWN).await?;
+    Ok(Json(DeliveryList {
+        deliveries: rows
+            .into_iter()
+            .map(|d| DeliveryView {
+                next_attempt_at: (d.status == "pending").then_some(d.next_attempt_at),
+                event_id: d.event_id,
+                event_type: d.event_type,
+                status: d.status,
+                attempts: d.attempts,
+                last_status_code: d.last_status_code,
+                last_error: d.last_error,
+                created_at: d.created_at,
+                finished_at: d.finished_at,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,603 @@
+//! Issue 21, webhooks: registration refuses targets the SSRF guard forbids (422, nothing
+//! stored); the guard's classifier and resolver checks, driven directly with a resolver the
+//! test controls; and one stack run with `roar webhooks` in it: a signed delivery to a
+//! loopback receiver this test runs (opened by the development allow-list) that answers 500
+//! first and is retried, a job's `callback_url`, a name that resolves to a private address
+//! (refused before any connection), and a redirect to a loopback address outside the
+//! allow-list (never followed). No traffic leaves loopback.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use roar_common::config::{Cidr, WebhooksConfig};
+use roar_webhooks::deliver::backoff;
+use roar_webhooks::dispatch::{check_filters, matches, DEFAULT_EVENTS};
+use roar_webhooks::guard::{classify, Forbidden, Guard, GuardError, Lookup};
+use roar_webhooks::sign;
+use serde_json::{json, Value};
+
+use crate::support::{melody_wav, Infra, Services};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn the_classifier_names_every_internal_range_and_passes_public_ones() {
+    use Forbidden::*;
+    let table = [
+        ("0.0.0.0", Some(Unspecified)),
+        ("0.1.2.3", Some(Unspecified)),
+        ("10.0.0.1", Some(Private)),
+        ("10.255.255.255", Some(Private)),
+        ("100.64.0.1", Some(SharedAddressSpace)),
+        ("100.127.255.254", Some(SharedAddressSpace)),
+        ("100.128.0.1", None),
+        ("127.0.0.1", Some(Loopback)),
+        ("127.45.6.7", Some(Loopback)),
+        ("169.254.169.254", Some(Metadata)),
+        ("169.254.1.1", Some(LinkLocal)),
+        ("172.16.0.1", Some(Private)),
+        ("172.31.255.255", Some(Private)),
+        ("172.32.0.1", None),
+        ("192.0.0.8", Some(Reserved)),
+        ("192.0.2.10", Some(Documentation)),
+        ("192.168.1.1", Some(Private)),
+        ("198.18.0.1", Some(Reserved)),
+        ("198.51.100.7", Some(Documentation)),
+        ("203.0.113.9", Some(Documentation)),
+        ("224.0.0.251", Some(Multicast)),
+        ("239.255.255.250", Some(Multicast)),
+        ("240.0.0.1", Some(Reserved)),
+        ("255.255.255.255", Some(Broadcast)),
+        ("8.8.8.8", None),
+        ("1.1.1.1", None),
+        ("93.184.216.34", None),
+        ("::", Some(Unspecified)),
+        ("::1", Some(Loopback)),
+        ("::127.0.0.1", Some(Reserved)),
+        ("::ffff:127.0.0.1", Some(Loopback)),
+        ("::ffff:10.1.2.3", Some(Private)),
+        ("::ffff:169.254.169.254", Some(Metadata)),
+        ("::ffff:8.8.8.8", None),
+        ("64:ff9b::a9fe:a9fe", Some(Metadata)),
+        ("64:ff9b::c0a8:101", Some(Private)),
+        ("64:ff9b::808:808", None),
+        ("64:ff9b:1::1", Some(Private)),
+        ("2002:7f00:1::1", Some(Loopback)),
+        ("2002:0808:0808::1", None),
+        ("2001::1", Some(Reserved)),
+        ("2001:db8::1", Some(Documentation)),
+        ("3fff::1", Some(Documentation)),
+        ("100::1", Some(Reserved)),
+        ("fc00::1", Some(UniqueLocal)),
+        ("fd12:3456::1", Some(UniqueLocal)),
+        ("fd00:ec2::254", Some(Metadata)),
+        ("fe80::1", Some(LinkLocal)),
+        ("febf::1", Some(LinkLocal)),
+        ("fec0::1", Some(UniqueLocal)),
+        ("ff02::1", Some(Multicast)),
+        ("2606:4700:4700::1111", None),
+        ("2a00:1450:4001::200e", None),
+    ];
+    for (addr, want) in table {
+        assert_eq!(classify(ip(addr)), want, "{addr}");
+    }
+}
+
+/// A resolver the test controls: fixed answers, NXDOMAIN for the rest.
+struct Fixed(HashMap<&'static str, Vec<IpAddr>>);
+
+#[async_trait::async_trait]
+impl Lookup for Fixed {
+    async fn lookup(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        self.0
+            .get(host)
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "NXDOMAIN"))
+    }
+}
+
+fn guard(allow: &[&str]) -> Guard {
+    let names = HashMap::from([
+        ("public.test", vec![ip("93.184.216.34")]),
+        ("internal.test", vec![ip("10.0.0.5")]),
+        ("metadata.test", vec![ip("169.254.169.254")]),
+        ("mixed.test", vec![ip("93.184.216.34"), ip("192.168.0.2")]),
+        ("v6-loopback.test", vec![ip("::ffff:127.0.0.1")]),
+        ("empty.test", vec![]),
+    ]);
+    let allow = allow.iter().map(|c| Cidr::parse(c).unwrap()).collect();
+    Guard::with_lookup(allow, Arc::new(Fixed(names)), 2048)
+}
+
+#[tokio::test]
+async fn names_are_judged_by_every_address_they_resolve_to() {
+    let g = guard(&[]);
+    assert_eq!(
+        g.resolve_vetted("public.test").await,
+        Ok(vec![ip("93.184.216.34")])
+    );
+    for (name, class) in [
+        ("internal.test", Forbidden::Private),
+        ("metadata.test", Forbidden::Metadata),
+        ("mixed.test", Forbidden::Private),
+        ("v6-loopback.test", Forbidden::Loopback),
+    ] {
+        match g.resolve_vetted(name).await {
+            Err(GuardError::Forbidden { class: c, host, .. }) => {
+                assert_eq!((c, host.as_str()), (class, name))
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    for name in ["nowhere.test", "empty.test"] {
+        let e = g.resolve_vetted(name).await.unwrap_err();
+        assert!(e.retryable(), "{name}: {e}");
+    }
+    // A literal is judged as given, without a lookup.
+    assert!(matches!(
+        g.resolve_vetted("127.0.0.1").await,
+        Err(GuardError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        g.resolve_vetted("[::1]").await,
+        Err(GuardError::Forbidden { .. })
+    ));
+
+    // The allow-list opens its networks and nothing else.
+    let g = guard(&["127.0.0.1/32", "10.0.0.0/24"]);
+    assert!(g.resolve_vetted("internal.test").await.is_ok());
+    assert!(
+        g.resolve_vetted("v6-loopback.test").await.is_ok(),
+        "mapped form"
+    );
+    assert!(g.resolve_vetted("127.0.0.1").await.is_ok());
+    assert!(g.resolve_vetted("127.0.0.2").await.is_err());
+    assert!(g.resolve_vetted("metadata.test").await.is_err());
+    assert!(g.check_url("http://127.0.0.1:8080/hook").is_ok());
+    assert!(g.check_url("http://localhost:8080/hook").is_ok());
+}
+
+#[test]
+fn urls_that_cannot_be_delivered_safely_are_refused() {
+    let g = guard(&[]);
+    for ok in [
+        "https://hooks.example.com/roar",
+        "http://93.184.216.34:8080/x?y=1",
+        "https://internal.test/",
+    ] {
+        assert!(g.check_url(ok).is_ok(), "{ok}");
+    }
+    let refused = [
+        ("ftp://example.com/x", "only http and https"),
+        ("file:///etc/passwd", "only http and https"),
+        ("gopher://127.0.0.1:6379/", "only http and https"),
+        ("https://user:pw@example.com/", "credentials"),
+        ("https://user@example.com/", "credentials"),
+        ("not a url", "not a URL"),
+        ("http://127.0.0.1/", "loopback"),
+        ("http://localhost:9000/", "loopback"),
+        ("http://api.localhost/", "loopback"),
+        ("http://10.1.2.3/", "private"),
+        ("http://192.168.0.1/", "private"),
+        ("http://100.100.100.200/", "CGNAT"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://[fd00:ec2::254]/", "metadata"),
+        ("http://[::1]:8080/", "loopback"),
+        ("http://[::ffff:7f00:1]/", "loopback"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://0.0.0.0:80/", "unspecified"),
+        ("http://2130706433/", "loopback"),
+        ("http://0x7f.1/", "loopback"),
+    ];
+    for (url, why) in refused {
+        let e = g.check_url(url).unwrap_err();
+        assert!(!e.retryable(), "{url}");
+        assert!(e.to_string().contains(why), "{url}: {e}");
+    }
+    let long = format!("https://example.com/{}", "a".repeat(2048));
+    assert!(g
+        .check_url(&long)
+        .unwrap_err()
+        .to_string()
+        .contains("longer"));
+}
+
+#[test]
+fn networks_lists_filters_secrets_and_backoff_parse_as_documented() {
+    let n = Cidr::parse("10.0.0.0/8").unwrap();
+    assert!(n.contains(ip("10.255.0.1")));
+    assert!(!n.contains(ip("11.0.0.1")));
+    assert!(!n.contains(ip("::ffff:10.0.0.1")));
+    let v6 = Cidr::parse("fd00::/8").unwrap();
+    assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+    assert!(Cidr::parse("::/0").unwrap().contains(ip("2001:db8::1")));
+    for bad in ["10.0.0.0/33", "host/8", "::1/129", ""] {
+        assert_eq!(Cidr::parse(bad), None, "{bad}");
+    }
+    let c = WebhooksConfig {
+        allow_networks: "127.0.0.1/32, ::1".into(),
+        resolve: "Receiver.test=127.0.0.1".into(),
+        ..WebhooksConfig::default()
+    };
+    assert_eq!(c.allowed_networks().unwrap().len(), 2);
+    assert_eq!(
+        c.static_names().unwrap(),
+        vec![("receiver.test".to_string(), ip("127.0.0.1"))]
+    );
+    let mut cfg = roar_common::Config::default();
+    cfg.webhooks.resolve = "receiver.test=nowhere".into();
+    assert!(cfg.validate().unwrap_err().to_string().contains("nowhere"));
+    cfg.webhooks.resolve = String::new();
+    cfg.webhooks.allow_networks = "10.0.0.0/40".into();
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("10.0.0.0/40"));
+
+    let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(matches(&f(&["job.completed"]), "job.completed"));
+    assert!(!matches(&f(&["job.completed"]), "job.failed"));
+    assert!(matches(&f(&["job.*"]), "job.progress"));
+    assert!(matches(&f(&["*"]), "job.started"));
+    assert!(check_filters(&f(&DEFAULT_EVENTS)).is_ok());
+    for bad in ["job.queued", "file.*", "job.", "completed", ""] {
+        assert!(check_filters(&f(&[bad])).is_err(), "{bad}");
+    }
+
+    let s = sign::new_secret();
+    assert_eq!(sign::key(&s).unwrap().len(), 32);
+    assert_ne!(s, sign::new_secret());
+    for bad in [
+        "",
+        "whsec_",
+        "whsec_!!!",
+        "whsec_c2hvcnQ=",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(sign::key(bad).is_err(), "{bad}");
+    }
+    // The Standard Webhooks specification's published example (recomputed with Python's
+    // hmac module), so receivers using its reference libraries accept roar's signatures.
+    let k = sign::key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    assert_eq!(
+        sign::signature(
+            &k,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#
+        ),
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    );
+
+    let cfg = WebhooksConfig {
+        backoff_initial_ms: 1000,
+        backoff_max_ms: 5000,
+        ..WebhooksConfig::default()
+    };
+    let secs: Vec<i64> = (1..=5).map(|a| backoff(&cfg, a).num_seconds()).collect();
+    assert_eq!(secs, [1, 2, 4, 5, 5]);
+    assert_eq!(backoff(&cfg, 1000).num_seconds(), 5);
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    redirect_to: Arc<Mutex<String>>,
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let n = {
+        let mut got = r.got.lock().unwrap();
+        got.push(Received {
+            path: path.clone(),
+            headers,
+            body,
+        });
+        got.iter().filter(|g| g.path == path).count()
+    };
+    match path.as_str() {
+        // The first attempt fails: the dispatcher must try again.
+        "hook" if n == 1 => (StatusCode::INTERNAL_SERVER_ERROR, "busy").into_response(),
+        "redirect" => {
+            let to = r.redirect_to.lock().unwrap().clone();
+            (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+fn header(r: &Received, k: &str) -> String {
+    r.headers.get(k).unwrap().to_str().unwrap().to_string()
+}
+
+/// The signature a receiver expects of `r` with `secret`, computed with HMAC from its crate.
+fn expected_signature(secret: &str, r: &Received) -> String {
+    let (id, ts) = (header(r, "webhook-id"), header(r, "webhook-timestamp"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    format!("v1,{}", b64.encode(mac.finalize().into_bytes()))
+}
+
+/// Verifies a delivery the way a receiver would; returns its body.
+fn verify(secret: &str, r: &Received) -> Value {
+    let sig = header(r, "webhook-signature");
+    assert_eq!(
+        sig,
+        expected_signature(secret, r),
+        "signature of {}",
+        r.path
+    );
+    let ts = header(r, "webhook-timestamp");
+    let age = chrono::Utc::now().timestamp() - ts.parse::<i64>().unwrap();
+    assert!((0..300).contains(&age), "timestamp {ts}");
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+async fn deliveries_until(
+    svc: &Services,
+    token: &str,
+    webhook: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, v) = svc
+            .get_json(token, &format!("/webhooks/{webhook}/deliveries"))
+            .await;
+        assert_eq!(code, 200, "{v}");
+        if v["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1 && done(&d[0]))
+        {
+            return v["deliveries"][0].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{webhook}: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() {
+    // The receiver on 127.0.0.1 (allow-listed); the redirect's target on 127.0.0.2 (loopback,
+    // not allow-listed) only counts connections.
+    let receiver = Receiver::default();
+    let app = axum::Router::new()
+        .route("/{path}", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let trap = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let trap_port = trap.local_addr().unwrap().port();
+    let trapped = Arc::new(Mutex::new(0usize));
+    let count = trapped.clone();
+    tokio::spawn(async move {
+        while let Ok((_conn, _)) = trap.accept().await {
+            *count.lock().unwrap() += 1;
+        }
+    });
+    *receiver.redirect_to.lock().unwrap() = format!("http://127.0.0.2:{trap_port}/trap");
+
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    cfg.webhooks.allow_networks = "127.0.0.1/32".into();
+    cfg.webhooks.resolve = "receiver.test=127.0.0.1,internal.test=10.0.0.7".into();
+    cfg.webhooks.backoff_initial_ms = 200;
+    cfg.webhooks.backoff_max_ms = 400;
+    cfg.webhooks.max_attempts = 3;
+    cfg.webhooks.poll_interval_ms = 50;
+    cfg.webhooks.timeout_seconds = 5;
+    cfg.webhooks.connect_timeout_seconds = 2;
+    cfg.validate().unwrap();
+    let svc = Services::start_with(
+        cfg,
+        roar::services::Roles {
+            pipeline: false,
+            webhooks: true,
+        },
+    )
+    .await;
+    let alice = svc.token("alice", &[]);
+    let bob = svc.token("bob", &[]);
+
+    // Forbidden targets: 422 with the reason, nothing stored.
+    for (url, why) in [
+        ("http://10.1.2.3/hook".to_string(), "private"),
+        (
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "metadata",
+        ),
+        (format!("http://[::1]:{port}/hook"), "loopback"),
+        (format!("http://127.0.0.2:{port}/hook"), "loopback"),
+        (format!("http://[::ffff:10.0.0.1]:{port}/"), "private"),
+        ("ftp://receiver.test/hook".into(), "only http and https"),
+        (
+            format!("http://u:p@receiver.test:{port}/hook"),
+            "credentials",
+        ),
+    ] {
+        let (code, body) = svc
+            .post_json(&alice, "/webhooks", &json!({"url": url}))
+            .await;
+        assert_eq!(code, 422, "{url}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(why),
+            "{url}: {body}"
+        );
+    }
+    let (code, body) = svc
+        .post_json(
+            &alice,
+            "/webhooks",
+            &json!({"url": format!("http://receiver.test:{port}/hook"), "events": ["job.queued"]}),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let (_, listed) = svc.get_json(&alice, "/webhooks").await;
+    assert_eq!(listed["webhooks"], json!([]), "{listed}");
+
+    let register = |url: String| {
+        let (svc, alice) = (&svc, &alice);
+        async move {
+            let (code, body) = svc
+                .post_json(
+                    alice,
+                    "/webhooks",
+                    &json!({"url": url, "events": ["job.completed"]}),
+                )
+                .await;
+            assert_eq!(code, 201, "{url}: {body}");
+            (
+                body["webhook_id"].as_str().unwrap().to_string(),
+                body["secret"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (hook, hook_secret) = register(format!("http://receiver.test:{port}/hook")).await;
+    let (internal, _) = register(format!("http://internal.test:{port}/internal")).await;
+    let (redirect, _) = register(format!("http://127.0.0.1:{port}/redirect")).await;
+
+    // Another tenant sees none of it.
+    let (_, theirs) = svc.get_json(&bob, "/webhooks").await;
+    assert_eq!(theirs["webhooks"], json!([]));
+    assert_eq!(
+        svc.get_json(&bob, &format!("/webhooks/{hook}/deliveries"))
+            .await
+            .0,
+        404
+    );
+    let r = reqwest::Client::new()
+        .delete(svc.url(&format!("/webhooks/{hook}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A job with its own callback, and the user's webhooks, on one completion.
+    let file = svc
+        .ready_file(&alice, "tone.wav", melody_wav(&[(440.0, 0.5)], 16_000, 1))
+        .await;
+    let r = reqwest::Client::new()
+        .post(svc.url("/process"))
+        .bearer_auth(&alice)
+        .json(
+            &json!({"file_id": file, "model": "pitch", "variation": "tiny",
+                      "callback_url": format!("http://receiver.test:{port}/cb")}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let answered = |k: &str| r.headers().get(k).unwrap().to_str().unwrap().to_string();
+    let (callback, callback_secret) = (
+        answered("callback-webhook-ids"),
+        answered("callback-secret"),
+    );
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    svc.wait_job(&alice, &file, &job, |j| j["status"] == "completed")
+        .await;
+
+    let done = deliveries_until(&svc, &alice, &hook, |d| d["status"] == "delivered").await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["last_status_code"], 204, "{done}");
+    let cb = deliveries_until(&svc, &alice, &callback, |d| d["status"] == "delivered").await;
+    assert_eq!(cb["attempts"], 1, "{cb}");
+    let refused = deliveries_until(&svc, &alice, &internal, |d| d["status"] == "refused").await;
+    let e = refused["last_error"].as_str().unwrap();
+    assert!(e.contains("10.0.0.7") && e.contains("private"), "{refused}");
+    let failed = deliveries_until(&svc, &alice, &redirect, |d| d["status"] == "failed").await;
+    assert_eq!(failed["attempts"], 3, "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not followed"),
+        "{failed}"
+    );
+    assert_eq!(*trapped.lock().unwrap(), 0, "the redirect was followed");
+
+    // What the receiver got: signed, the same id on the retry, the job's event.
+    let got = receiver.got.lock().unwrap().clone();
+    let of = |p: &str| got.iter().filter(|g| g.path == p).collect::<Vec<_>>();
+    assert!(
+        of("internal").is_empty(),
+        "the guard let a private name through"
+    );
+    let hooks = of("hook");
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(
+        hooks[0].headers["webhook-id"],
+        hooks[1].headers["webhook-id"]
+    );
+    for h in &hooks {
+        let v = verify(&hook_secret, h);
+        assert_eq!(v["type"], "job.completed", "{v}");
+        assert_eq!(v["data"]["job_id"], job.as_str(), "{v}");
+        assert_eq!(v["data"]["file_id"], file.as_str(), "{v}");
+        assert_eq!(
+            h.headers["webhook-id"].to_str().unwrap(),
+            v["data"]["event_id"].as_str().unwrap()
+        );
+    }
+    let cbs = of("cb");
+    assert_eq!(cbs.len(), 1);
+    assert_eq!(
+        verify(&callback_secret, cbs[0])["data"]["job_id"],
+        job.as_str()
+    );
+    // The wrong key does not verify.
+    assert_ne!(
+        header(cbs[0], "webhook-signature"),
+        expected_signature(&sign::new_secret(), cbs[0])
+    );
+
+    // Deleting a webhook removes it and its record.
+    let r = reqwest::Client::new()
+        .delete(svc.url(&format!("/webhooks/{internal}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        svc.get_json(&alice, &format!("/webhooks/{internal}/deliveries"))
+            .await
+            .0,
+        404
+    );
+    svc.stop().await;
+}

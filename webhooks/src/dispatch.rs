@@ -1,0 +1,128 @@
+//! The consumer side: each job event becomes one pending delivery per matching registration,
+//! recorded in Postgres before the offset moves. Sending happens elsewhere ([`crate::deliver`]),
+//! so a slow or dead endpoint never holds a partition.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use roar_common::kafka::{Delivery, HandleError, Handler};
+use roar_schemas::topics::JOB_EVENTS;
+use roar_schemas::JobEvent;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::store;
+
+/// The event types a filter may name, as `job.<kind>` (`queued` is never on the topic: the
+/// projector derives it from the request).
+pub const JOB_KINDS: [&str; 7] = [
+    "started",
+    "progress",
+    "completed",
+    "failed",
+    "retry_scheduled",
+    "canceled",
+    "skipped",
+];
+
+/// The filters of a registration that names none: every way a job ends.
+pub const DEFAULT_EVENTS: [&str; 4] =
+    ["job.completed", "job.failed", "job.canceled", "job.skipped"];
+
+/// Longest an event waits for the read model to name its job's owner before it goes to the
+/// job's own callbacks only (the projector normally knows the file long before its jobs run).
+const OWNER_WAIT_SECONDS: i64 = 30;
+
+/// Checks filters: `*`, `job.*` or `job.<kind>`; the error names the valid ones.
+pub fn check_filters(events: &[String]) -> Result<(), String> {
+    for e in events {
+        let ok = e == "*"
+            || e == "job.*"
+            || e.strip_prefix("job.")
+                .is_some_and(|k| JOB_KINDS.contains(&k));
+        if !ok {
+            return Err(format!(
+                "unknown event filter {e:?}: use *, job.* or job.<{}>",
+                JOB_KINDS.join("|")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `filters` select the event type `ty` (`job.completed`).
+pub fn matches(filters: &[String], ty: &str) -> bool {
+    filters
+        .iter()
+        .any(|f| f == "*" || f == ty || (f == "job.*" && ty.starts_with("job.")))
+}
+
+/// The JSON body receivers get: `{type, timestamp, data}`; no file names or user ids.
+pub fn body(ev: &JobEvent) -> String {
+    json!({
+        "type": format!("job.{}", ev.body.kind()),
+        "timestamp": ev.meta.occurred_at,
+        "data": {
+            "event_id": ev.meta.event_id,
+            "job_id": ev.job_id,
+            "file_id": ev.file_id,
+            "model": ev.model,
+            "variation": ev.variation,
+            "event": ev.body,
+        },
+    })
+    .to_string()
+}
+
+/// The handler of `roar.job-events.v1` in the group `roar-webhooks`.
+pub struct Recorder {
+    pub pool: PgPool,
+}
+
+fn db(e: sqlx::Error) -> HandleError {
+    HandleError::Retry(format!("webhook tables: {e}"))
+}
+
+impl Recorder {
+    async fn on_job(&self, ev: &JobEvent) -> Result<(), HandleError> {
+        let ty = format!("job.{}", ev.body.kind());
+        let (regs, owner) = store::candidates(&self.pool, &ev.job_id, &ev.file_id)
+            .await
+            .map_err(db)?;
+        if owner.is_none()
+            && (Utc::now() - ev.meta.occurred_at).num_seconds() < OWNER_WAIT_SECONDS
+            && store::any_user_webhooks(&self.pool).await.map_err(db)?
+        {
+            return Err(HandleError::Retry(format!(
+                "the owner of job {} is not in the read model yet",
+                ev.job_id
+            )));
+        }
+        let ids: Vec<String> = regs
+            .iter()
+            .filter(|r| matches(&r.events, &ty))
+            .map(|r| r.webhook_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let n = store::record(&mut tx, &ids, &ev.meta.event_id, &ty, &body(ev), Utc::now())
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        tracing::debug!(job_id = %ev.job_id, file_id = %ev.file_id, event_type = %ty, deliveries = n, "webhook deliveries recorded");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, d: &Delivery, _cancel: &CancellationToken) -> Result<(), HandleError> {
+        if d.topic != JOB_EVENTS {
+            return Ok(());
+        }
+        let ev: JobEvent = d.decode()?;
+        self.on_job(&ev).await
+    }
+}

@@ -1,0 +1,257 @@
+//! The webhook tables (migration `webhooks` in roar-projections): registrations, written by
+//! the API, and deliveries, written by the dispatcher.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// One registration (`POST /webhooks`, or a job's `callback_url`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Registration {
+    pub webhook_id: String,
+    pub owner: String,
+    pub job_id: Option<String>,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One delivery's record (`GET /webhooks/{id}/deliveries`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery claimed for an attempt: what to send, where, signed with what.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Due {
+    pub webhook_id: String,
+    pub event_id: String,
+    pub body: String,
+    pub attempts: i32,
+    pub url: String,
+    pub secret: String,
+}
+
+/// A new webhook id.
+pub fn new_id() -> String {
+    format!("wh_{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn insert(pool: &PgPool, r: &Registration) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhook_registrations (webhook_id, owner, job_id, url, events, secret, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&r.webhook_id)
+    .bind(&r.owner)
+    .bind(&r.job_id)
+    .bind(&r.url)
+    .bind(&r.events)
+    .bind(&r.secret)
+    .bind(r.created_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// How many webhooks `owner` holds (job callbacks not counted: the job quotas bound them).
+pub async fn count(pool: &PgPool, owner: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_registrations WHERE owner = $1 AND job_id IS NULL",
+    )
+    .bind(owner)
+    .fetch_one(pool)
+    .await
+}
+
+/// `owner`'s registrations, oldest first.
+pub async fn list(pool: &PgPool, owner: &str) -> Result<Vec<Registration>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM webhook_registrations WHERE owner = $1 ORDER BY created_at, webhook_id",
+    )
+    .bind(owner)
+    .fetch_all(pool)
+    .await
+}
+
+/// `webhook_id` if `owner` holds it.
+pub async fn get(
+    pool: &PgPool,
+    owner: &str,
+    webhook_id: &str,
+) -> Result<Option<Registration>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM webhook_registrations WHERE webhook_id = $1 AND owner = $2")
+        .bind(webhook_id)
+        .bind(owner)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Deletes `webhook_id` (and its deliveries) if `owner` holds it; false if not.
+pub async fn delete(pool: &PgPool, owner: &str, webhook_id: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM webhook_registrations WHERE webhook_id = $1 AND owner = $2")
+        .bind(webhook_id)
+        .bind(owner)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// The newest deliveries of one registration.
+pub async fn deliveries(
+    pool: &PgPool,
+    webhook_id: &str,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT webhook_id, event_id, event_type, status, attempts, next_attempt_at,
+                last_status_code, last_error, created_at, finished_at
+         FROM webhook_deliveries WHERE webhook_id = $1
+         ORDER BY created_at DESC, event_id LIMIT $2",
+    )
+    .bind(webhook_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The registrations an event of `job_id` (on `file_id`) may go to: the job's callbacks, and
+/// every webhook of the job's owner (from the read model; `None` while the projector has not
+/// seen the job or its file yet). Filters are matched by the caller.
+pub async fn candidates(
+    pool: &PgPool,
+    job_id: &str,
+    file_id: &str,
+) -> Result<(Vec<Registration>, Option<String>), sqlx::Error> {
+    let owner: Option<String> = sqlx::query_scalar(
+        "SELECT owner FROM jobs WHERE job_id = $1 AND owner <> ''
+         UNION ALL SELECT owner FROM files WHERE file_id = $2 AND owner <> '' LIMIT 1",
+    )
+    .bind(job_id)
+    .bind(file_id)
+    .fetch_optional(pool)
+    .await?;
+    let regs = sqlx::query_as(
+        "SELECT * FROM webhook_registrations
+         WHERE job_id = $1 OR (job_id IS NULL AND owner = $2)",
+    )
+    .bind(job_id)
+    .bind(owner.as_deref().unwrap_or(""))
+    .fetch_all(pool)
+    .await?;
+    Ok((regs, owner))
+}
+
+/// Whether any user holds a webhook for all their jobs (when none does, an event whose owner
+/// is not known yet can only go to its job's callbacks).
+pub async fn any_user_webhooks(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_registrations WHERE job_id IS NULL)")
+        .fetch_one(pool)
+        .await
+}
+
+/// Records one pending delivery per registration (a repeat of the same event adds nothing).
+pub async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    webhook_ids: &[String],
+    event_id: &str,
+    event_type: &str,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO webhook_deliveries
+             (webhook_id, event_id, event_type, body, status, next_attempt_at, created_at)
+         SELECT id, $2, $3, $4, 'pending', $5, $5 FROM unnest($1::text[]) AS id
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(webhook_ids)
+    .bind(event_id)
+    .bind(event_type)
+    .bind(body)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Claims up to `limit` due deliveries for `lease` (another dispatcher skips them meanwhile;
+/// one that dies mid-attempt leaves them due again when the lease ends).
+pub async fn claim(
+    pool: &PgPool,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<Due>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS (
+             SELECT webhook_id, event_id FROM webhook_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE webhook_deliveries d
+         SET next_attempt_at = now() + make_interval(secs => $2)
+         FROM due, webhook_registrations r
+         WHERE d.webhook_id = due.webhook_id AND d.event_id = due.event_id
+           AND r.webhook_id = d.webhook_id
+         RETURNING d.webhook_id, d.event_id, d.body, d.attempts, r.url, r.secret",
+    )
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// `delivered`, `failed` or `refused` when the delivery is over; `pending` to retry at
+    /// `retry_at`.
+    pub status: &'static str,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub retry_at: DateTime<Utc>,
+}
+
+/// Records an attempt of a claimed delivery.
+pub async fn finish_attempt(
+    pool: &PgPool,
+    d: &Due,
+    a: &Attempt,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let finished = (a.status != "pending").then_some(now);
+    sqlx::query(
+        "UPDATE webhook_deliveries
+         SET status = $3, attempts = attempts + 1, next_attempt_at = $4,
+             last_status_code = $5, last_error = $6, finished_at = $7
+         WHERE webhook_id = $1 AND event_id = $2",
+    )
+    .bind(&d.webhook_id)
+    .bind(&d.event_id)
+    .bind(a.status)
+    .bind(a.retry_at)
+    .bind(a.status_code)
+    .bind(&a.error)
+    .bind(finished)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deliveries waiting for an attempt (the retry queue's depth).
+pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+        .fetch_one(pool)
+        .await
+}
