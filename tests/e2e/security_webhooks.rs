@@ -585,6 +585,41 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
         expected_signature(&sign::new_secret(), cbs[0])
     );
 
+    // Records past webhooks.retention_days go: finished deliveries, then job callbacks with
+    // nothing left; a user's webhook and fresh records stay.
+    let pool = sqlx::PgPool::connect(svc.cfg.database.url.expose())
+        .await
+        .unwrap();
+    for (table, column, id) in [
+        ("webhook_deliveries", "finished_at", &hook),
+        ("webhook_deliveries", "finished_at", &callback),
+        ("webhook_registrations", "created_at", &callback),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE {table} SET {column} = now() - interval '31 days' WHERE webhook_id = $1"
+        ))
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let days = svc.cfg.webhooks.retention_days;
+    assert_eq!(
+        roar_webhooks::store::sweep(&pool, days).await.unwrap(),
+        (2, 1)
+    );
+    let (_, left) = svc
+        .get_json(&alice, &format!("/webhooks/{hook}/deliveries"))
+        .await;
+    assert_eq!(left["deliveries"], json!([]), "{left}");
+    assert_eq!(
+        svc.get_json(&alice, &format!("/webhooks/{callback}/deliveries"))
+            .await
+            .0,
+        404
+    );
+    deliveries_until(&svc, &alice, &redirect, |d| d["status"] == "failed").await;
+
     // Deleting a webhook removes it and its record.
     let r = reqwest::Client::new()
         .delete(svc.url(&format!("/webhooks/{internal}")))

@@ -19,6 +19,9 @@ use crate::{sign, WebhookError};
 /// Bytes of a failed response's body kept in `last_error`.
 const ERROR_BODY_CHARS: usize = 256;
 
+/// How often old delivery records are swept (`webhooks.retention_days`).
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// Sends deliveries; one per dispatcher process.
 pub struct Sender {
     pool: PgPool,
@@ -55,7 +58,18 @@ impl Sender {
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         // A claim outlives the longest attempt, so no other dispatcher sends it meanwhile.
         let lease = Duration::from_secs(self.cfg.timeout_seconds * 2 + 5);
+        let mut last_sweep: Option<Instant> = None;
         loop {
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                last_sweep = Some(Instant::now());
+                match store::sweep(&self.pool, self.cfg.retention_days).await {
+                    Ok((d, c)) if d + c > 0 => {
+                        tracing::info!(deliveries = d, callbacks = c, "old webhook records deleted")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot sweep old webhook records"),
+                }
+            }
             let claimed = match store::claim(&self.pool, self.cfg.concurrency as i64, lease).await {
                 Ok(c) => c,
                 Err(e) => {

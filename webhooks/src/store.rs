@@ -255,3 +255,26 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .fetch_one(pool)
         .await
 }
+
+/// Deletes finished deliveries older than `days`, and job callbacks older than that with no
+/// delivery left; returns (deliveries, callbacks) deleted.
+pub async fn sweep(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> {
+    let deliveries = sqlx::query(
+        "DELETE FROM webhook_deliveries
+         WHERE status <> 'pending' AND finished_at < now() - make_interval(days => $1)",
+    )
+    .bind(days as i32)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let callbacks = sqlx::query(
+        "DELETE FROM webhook_registrations r
+         WHERE r.job_id IS NOT NULL AND r.created_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = r.webhook_id)",
+    )
+    .bind(days as i32)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok((deliveries, callbacks))
+}

@@ -34,6 +34,9 @@ pub struct WebhooksConfig {
     pub max_per_user: u64,
     /// Longest registered URL, in bytes.
     pub max_url_len: usize,
+    /// Days a finished delivery's record is kept (then deleted, with the job callbacks that
+    /// have nothing left to deliver).
+    pub retention_days: u32,
     /// Development only: networks the SSRF guard lets through although they are private,
     /// loopback or link-local, as comma-separated CIDRs (`127.0.0.1/32,::1/128`). Empty in
     /// production.
@@ -58,6 +61,7 @@ impl Default for WebhooksConfig {
             poll_interval_ms: 500,
             max_per_user: 25,
             max_url_len: 2048,
+            retention_days: 30,
             allow_networks: String::new(),
             resolve: String::new(),
         }
@@ -160,6 +164,9 @@ impl WebhooksConfig {
         }
         if !(1..=super::MAX_FETCH_WAIT_MS).contains(&self.fetch_wait_ms) {
             return bad("fetch_wait_ms must be in 1..=10000");
+        }
+        if !(1..=3650).contains(&self.retention_days) {
+            return bad("retention_days must be in 1..=3650");
         }
         if !(16..=8192).contains(&self.max_url_len) {
             return bad("max_url_len must be in 16..=8192");
