@@ -1,7 +1,6 @@
 //! What a job writes (its outputs, by name) and the presets: small pipelines of jobs on one
-//! file, where a step reads another step's output. Presets are data: adding a step (say a
-//! `lyrics` step on Gemma 3n once its worker lands) is one more [`PresetStep`] in [`presets`],
-//! validated by the same [`plan`] as every other pipeline.
+//! file, where a step reads another step's output. Presets are data: adding a step is one more
+//! [`PresetStep`] in [`presets`], validated by the same [`plan`] as every other pipeline.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -35,8 +34,8 @@ fn demucs_sources(variation: &str) -> &'static [&'static str] {
     }
 }
 
-/// The outputs a job of `r` writes (as the model's worker names them). Gemma 3n lists none until
-/// its worker lands, so nothing can read its outputs yet.
+/// The outputs a job of `r` writes (as the model's worker names them). Gemma 3n's lyric files
+/// are not listed: they are text, and only audio is another step's input.
 pub fn outputs(r: &Resolved) -> Vec<OutputSpec> {
     match r.model {
         "demucs" => {
@@ -118,18 +117,27 @@ pub fn presets() -> &'static [Preset] {
                 Some(("separate", "vocals")),
             )
         };
+        // The gemma3n worker hears and times the words itself (Whisper on the stem it reads), so
+        // its step reads the vocals, not the transcribe step's text.
+        let lyrics = || step("lyrics", "gemma3n", json!({}), Some(("separate", "vocals")));
         vec![
             Preset {
                 name: "karaoke",
                 description: "vocals separated from the accompaniment, then the vocals \
-                              transcribed with word timestamps and their pitch tracked",
-                // A lyrics-alignment step joins here as data once its model's worker exists:
-                // step("lyrics", "gemma3n", json!({"task": "align"}), Some(("separate", "vocals"))).
+                              transcribed with word timestamps, their pitch tracked and their \
+                              lyrics written in timed lines",
                 steps: vec![
                     separate_vocals(),
                     transcribe(),
                     step("pitch", "pitch", json!({}), Some(("separate", "vocals"))),
+                    lyrics(),
                 ],
+            },
+            Preset {
+                name: "lyrics",
+                description: "vocals separated, transcribed with word timestamps, and written \
+                              as timed lyric lines and sections (txt, json, LRC, SRT, WebVTT)",
+                steps: vec![separate_vocals(), transcribe(), lyrics()],
             },
             Preset {
                 name: "stems",
@@ -330,7 +338,12 @@ mod tests {
             assert_eq!(s.input, Some(("separate".into(), "vocals".into())));
         }
         let e = preset("karaoky").unwrap_err().to_string();
-        assert!(e.contains("karaoke, stems, transcribe-vocals"), "{e}");
+        assert!(e.contains("karaoke, lyrics, stems, transcribe-vocals"), "{e}");
+        let l = preset("lyrics").unwrap();
+        let models: Vec<&str> = l.steps.iter().map(|s| s.model).collect();
+        assert_eq!(models, ["demucs", "whisper", "gemma3n"]);
+        assert_eq!(l.steps[2].input, Some(("separate", "vocals")));
+        assert!(k.steps.iter().any(|s| s.model == "gemma3n"));
     }
 
     #[test]
