@@ -9,7 +9,7 @@ use serde::Serialize;
 
 mod pipelines;
 pub use pipelines::{
-    check_output, outputs, plan, preset, presets, OutputSpec, PlannedStep, Preset, PresetStep,
+    audio_output_names, check_output, outputs, plan, preset, presets, OutputSpec, PlannedStep, Preset, PresetStep,
     StepRequest, MAX_STEPS,
 };
 use serde_json::{Map, Value};

@@ -66,6 +66,36 @@ pub fn outputs(r: &Resolved) -> Vec<OutputSpec> {
     }
 }
 
+/// Every audio output a job of `model` can write, under any variation or params (demucs:
+/// each source of each variation, and `no_<source>` for `two_stems`), first seen first. The
+/// API's schema offers these as an `input: {model, output}`; whether one job writes the named
+/// output is [`check_output`]'s to say.
+pub fn audio_output_names(model: &super::ModelSpec) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for v in &model.variations {
+        let r = Resolved {
+            model: model.name,
+            variation: v.name.into(),
+            model_version: v.model_version.into(),
+            params: json!({}),
+        };
+        let mut found: Vec<String> = outputs(&r)
+            .into_iter()
+            .filter(|o| o.audio)
+            .map(|o| o.name)
+            .collect();
+        if model.name == "demucs" {
+            found.extend(demucs_sources(v.name).iter().map(|s| format!("no_{s}")));
+        }
+        for n in found {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    names
+}
+
 /// A step of a preset, as data.
 #[derive(Debug, Clone, Serialize)]
 pub struct PresetStep {
@@ -372,6 +402,24 @@ mod tests {
         assert!(check_output(&vocals, "vocals").is_ok());
         let e = check_output(&vocals, "drums").unwrap_err();
         assert!(e.contains("vocals, no_vocals"), "{e}");
+    }
+
+    #[test]
+    fn audio_output_names_cover_every_variation_and_only_audio() {
+        let of = |m: &str| {
+            let spec = crate::catalog::models().iter().find(|s| s.name == m).unwrap();
+            audio_output_names(spec)
+        };
+        let demucs = of("demucs");
+        for n in ["vocals", "no_vocals", "drums", "guitar", "no_piano"] {
+            assert!(demucs.contains(&n.to_string()), "{n}: {demucs:?}");
+        }
+        assert_eq!(demucs.len(), 12, "{demucs:?}");
+        // Each name is one some job of the model writes.
+        let six = resolve("demucs", Some("htdemucs_6s"), Some(&json!({"two_stems": "piano"})));
+        assert!(check_output(&six.unwrap(), "no_piano").is_ok());
+        assert_eq!(of("musicgen"), ["generated"]);
+        assert!(of("whisper").is_empty() && of("pitch").is_empty());
     }
 
     #[test]

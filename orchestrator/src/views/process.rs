@@ -236,15 +236,15 @@ fn with_input_name(m: &ModelSpec) -> String {
     format!("ProcessWithInput_{}", m.name)
 }
 
-/// `ProcessPreset`, `ProcessWithInput_<model>` and `JobOutputInput`.
+/// `ProcessPreset`, `ProcessWithInput_<model>`, and the inputs they take: `JobOutputInput`
+/// and `ModelOutputInput_<model>` (`JobInputRef` is either).
 fn chained_components(models: &[ModelSpec]) -> Vec<(String, RefOr<Schema>)> {
     let job_output = ObjectBuilder::new()
         .schema_type(Type::Object)
         .additional_properties(Some(closed()))
         .description(Some(
-            "one output of a job of the caller's on the same file. The handler also reads \
-             `{model, variation?, params?, output}`: that model's job on the upload, requested \
-             first (a two-step pipeline) when it has not completed; see docs/api.md",
+            "one output of a job of the caller's on the same file; a job that has not \
+             completed runs first, in a pipeline (see docs/api.md)",
         ))
         .property("job_id", s::job_id())
         .required("job_id")
@@ -260,13 +260,41 @@ fn chained_components(models: &[ModelSpec]) -> Vec<(String, RefOr<Schema>)> {
         )
         .required("output");
     let mut out = vec![("JobOutputInput".to_string(), job_output.build().into())];
+    // `{model, variation?, params?, output}`: one branch per model that writes audio, its
+    // output one of the names some job of that model writes.
+    let mut input = OneOfBuilder::new().item(reference("JobOutputInput"));
+    for m in models {
+        let names = catalog::audio_output_names(m);
+        if names.is_empty() {
+            continue;
+        }
+        let name = format!("ModelOutputInput_{}", m.name);
+        let mut output = s::words(names.iter().map(String::as_str));
+        output.description = Some(
+            "an output's name; the job named by model, variation and params must write it \
+             (demucs with `two_stems: X` writes `X` and `no_X`)"
+                .into(),
+        );
+        let schema = model_fields(m)
+            .property("output", output)
+            .required("output")
+            .description(Some(format!(
+                "one output of the {} job on the upload with these variation and params; it \
+                 runs first, in a pipeline, when it has not completed",
+                m.name
+            )))
+            .build();
+        out.push((name.clone(), schema.into()));
+        input = input.item(reference(&name));
+    }
+    out.push(("JobInputRef".to_string(), input.into()));
     for m in models {
         out.push((
             with_input_name(m),
             model_fields(m)
                 .property("file_id", s::file_id())
                 .required("file_id")
-                .property("input", reference("JobOutputInput"))
+                .property("input", reference("JobInputRef"))
                 .required("input")
                 .property("models", null())
                 .property("preset", null())
