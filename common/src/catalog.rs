@@ -9,8 +9,8 @@ use serde::Serialize;
 
 mod pipelines;
 pub use pipelines::{
-    audio_output_names, check_output, outputs, plan, preset, presets, OutputSpec, PlannedStep, Preset, PresetStep,
-    StepRequest, MAX_STEPS,
+    audio_output_names, check_output, outputs, plan, preset, presets, OutputSpec, PlannedStep,
+    Preset, PresetStep, StepRequest, MAX_STEPS,
 };
 use serde_json::{Map, Value};
 

@@ -407,7 +407,10 @@ mod tests {
     #[test]
     fn audio_output_names_cover_every_variation_and_only_audio() {
         let of = |m: &str| {
-            let spec = crate::catalog::models().iter().find(|s| s.name == m).unwrap();
+            let spec = crate::catalog::models()
+                .iter()
+                .find(|s| s.name == m)
+                .unwrap();
             audio_output_names(spec)
         };
         let demucs = of("demucs");
@@ -416,7 +419,11 @@ mod tests {
         }
         assert_eq!(demucs.len(), 12, "{demucs:?}");
         // Each name is one some job of the model writes.
-        let six = resolve("demucs", Some("htdemucs_6s"), Some(&json!({"two_stems": "piano"})));
+        let six = resolve(
+            "demucs",
+            Some("htdemucs_6s"),
+            Some(&json!({"two_stems": "piano"})),
+        );
         assert!(check_output(&six.unwrap(), "no_piano").is_ok());
         assert_eq!(of("musicgen"), ["generated"]);
         assert!(of("whisper").is_empty() && of("pitch").is_empty());

@@ -575,6 +575,7 @@ export interface components {
             /** @description Whether another attempt may succeed. */
             retryable?: boolean | null;
         };
+        JobInputRef: components["schemas"]["JobOutputInput"] | components["schemas"]["ModelOutputInput_demucs"] | components["schemas"]["ModelOutputInput_musicgen"];
         /** @description What a job reads when not the uploaded file: one output of another job on the file. */
         JobInputView: {
             /** @description a job id: `j` and 32 lowercase hex digits */
@@ -584,7 +585,7 @@ export interface components {
             output: string;
             variation: string;
         };
-        /** @description one output of a job of the caller's on the same file. The handler also reads `{model, variation?, params?, output}`: that model's job on the upload, requested first (a two-step pipeline) when it has not completed; see docs/api.md */
+        /** @description one output of a job of the caller's on the same file; a job that has not completed runs first, in a pipeline (see docs/api.md) */
         JobOutputInput: {
             /** @description a job id: `j` and 32 lowercase hex digits */
             job_id: string;
@@ -812,6 +813,90 @@ export interface components {
              * @enum {string|null}
              */
             variation?: "tiny.en" | "base" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params; it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name; the job named by model, variation and params must write it (demucs with `two_stems: X` writes `X` and `no_X`)
+             * @enum {string}
+             */
+            output: "drums" | "bass" | "other" | "vocals" | "no_drums" | "no_bass" | "no_other" | "no_vocals" | "guitar" | "piano" | "no_guitar" | "no_piano";
+            /** @description demucs's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /**
+                 * @description write STEM and no_STEM only
+                 * @enum {string|null}
+                 */
+                two_stems?: "vocals" | "drums" | "bass" | "other" | "guitar" | "piano" | null;
+            } | null;
+            /**
+             * @description default: htdemucs
+             * @enum {string|null}
+             */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the musicgen job on the upload with these variation and params; it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_musicgen: {
+            /** @enum {string} */
+            model: "musicgen";
+            /**
+             * @description an output's name; the job named by model, variation and params must write it (demucs with `two_stems: X` writes `X` and `no_X`)
+             * @enum {string}
+             */
+            output: "generated";
+            /** @description musicgen's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /** @description seconds of audio */
+                duration?: number | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description classifier-free guidance (1: off) */
+                guidance_scale?: number | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description what to generate */
+                prompt?: string | null;
+                /** @description continue the song: seconds of its end the new music follows on from */
+                prompt_seconds?: number | null;
+                /** @description the same seed and params generate the same music (default: from the job) */
+                seed?: number | null;
+                /** @description sampling temperature; 0 picks the likeliest code */
+                temperature?: number | null;
+                /** @description sample among the k likeliest codes (0: all) */
+                top_k?: number | null;
+                /** @description nucleus sampling mass (1: off) */
+                top_p?: number | null;
+            } | null;
+            /**
+             * @description default: small
+             * @enum {string|null}
+             */
+            variation?: "small" | "medium" | "large" | "melody" | null;
         };
         /** @description A model family of the catalogue and the workers serving it now. */
         ModelView: {
@@ -1280,7 +1365,7 @@ export interface components {
         ProcessWithInput_demucs: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
-            input: components["schemas"]["JobOutputInput"];
+            input: components["schemas"]["JobInputRef"];
             /** @enum {string} */
             model: "demucs";
             models?: null;
@@ -1323,7 +1408,7 @@ export interface components {
         ProcessWithInput_gemma3n: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
-            input: components["schemas"]["JobOutputInput"];
+            input: components["schemas"]["JobInputRef"];
             /** @enum {string} */
             model: "gemma3n";
             models?: null;
@@ -1350,7 +1435,7 @@ export interface components {
         ProcessWithInput_musicgen: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
-            input: components["schemas"]["JobOutputInput"];
+            input: components["schemas"]["JobInputRef"];
             /** @enum {string} */
             model: "musicgen";
             models?: null;
@@ -1391,7 +1476,7 @@ export interface components {
         ProcessWithInput_pitch: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
-            input: components["schemas"]["JobOutputInput"];
+            input: components["schemas"]["JobInputRef"];
             /** @enum {string} */
             model: "pitch";
             models?: null;
@@ -1422,7 +1507,7 @@ export interface components {
         ProcessWithInput_whisper: {
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
-            input: components["schemas"]["JobOutputInput"];
+            input: components["schemas"]["JobInputRef"];
             /** @enum {string} */
             model: "whisper";
             models?: null;
