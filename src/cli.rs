@@ -83,6 +83,9 @@ enum Cmd {
         #[arg(long)]
         model_version: Option<String>,
     },
+    /// Print the API's OpenAPI document (YAML), as schemas/openapi/orchestrator.yaml holds it:
+    /// `roar openapi > schemas/openapi/orchestrator.yaml` regenerates that file.
+    Openapi,
     /// Print a signed development token (HS256, auth.jwt_secret; unset: the key `roar dev` made
     /// in dev.dir).
     Token {
@@ -205,6 +208,10 @@ async fn run_command(command: Cmd, cfg: Config) -> Result<()> {
                 "set auth.jwt_secret (ROAR_AUTH__JWT_SECRET), or run `roar dev` once in dev.dir",
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Cmd::Openapi => {
+            print!("{}", roar_orchestrator::openapi::yaml());
             Ok(())
         }
         Cmd::Topics { check } => {

@@ -18,6 +18,8 @@ use super::jobs::JobRequestView;
 use super::pipelines::PipelineRequestView;
 use super::schema as s;
 
+mod inputs;
+
 /// Most jobs one request may ask for (entries of `models`, or of a list body).
 pub const MAX_JOBS_PER_REQUEST: usize = 20;
 
@@ -260,32 +262,14 @@ fn chained_components(models: &[ModelSpec]) -> Vec<(String, RefOr<Schema>)> {
         )
         .required("output");
     let mut out = vec![("JobOutputInput".to_string(), job_output.build().into())];
-    // `{model, variation?, params?, output}`: one branch per model that writes audio, its
-    // output one of the names some job of that model writes.
+    // `{model, variation?, params?, output}`: a form per model that writes audio.
     let mut input = OneOfBuilder::new().item(reference("JobOutputInput"));
     for m in models {
-        let names = catalog::audio_output_names(m);
-        if names.is_empty() {
-            continue;
+        let forms = inputs::components(m);
+        if !forms.is_empty() {
+            input = input.item(reference(&inputs::component_name(m)));
         }
-        let name = format!("ModelOutputInput_{}", m.name);
-        let mut output = s::words(names.iter().map(String::as_str));
-        output.description = Some(
-            "an output's name; the job named by model, variation and params must write it \
-             (demucs with `two_stems: X` writes `X` and `no_X`)"
-                .into(),
-        );
-        let schema = model_fields(m)
-            .property("output", output)
-            .required("output")
-            .description(Some(format!(
-                "one output of the {} job on the upload with these variation and params; it \
-                 runs first, in a pipeline, when it has not completed",
-                m.name
-            )))
-            .build();
-        out.push((name.clone(), schema.into()));
-        input = input.item(reference(&name));
+        out.extend(forms);
     }
     out.push(("JobInputRef".to_string(), input.into()));
     for m in models {

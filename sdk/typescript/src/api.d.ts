@@ -814,17 +814,330 @@ export interface components {
              */
             variation?: "tiny.en" | "base" | null;
         };
-        /** @description one output of the demucs job on the upload with these variation and params; it runs first, in a pipeline, when it has not completed */
-        ModelOutputInput_demucs: {
+        /** @description one output of the demucs job on the upload with these variation and params: `two_stems: X` writes `X` and `no_X`, `stems` the chosen sources the variation has, neither every source of the variation */
+        ModelOutputInput_demucs: components["schemas"]["ModelOutputInput_demucs_two_stems_vocals"] | components["schemas"]["ModelOutputInput_demucs_two_stems_drums"] | components["schemas"]["ModelOutputInput_demucs_two_stems_bass"] | components["schemas"]["ModelOutputInput_demucs_two_stems_other"] | components["schemas"]["ModelOutputInput_demucs_two_stems_guitar"] | components["schemas"]["ModelOutputInput_demucs_two_stems_piano"] | components["schemas"]["ModelOutputInput_demucs_stems_vocals"] | components["schemas"]["ModelOutputInput_demucs_stems_drums"] | components["schemas"]["ModelOutputInput_demucs_stems_bass"] | components["schemas"]["ModelOutputInput_demucs_stems_other"] | components["schemas"]["ModelOutputInput_demucs_stems_guitar"] | components["schemas"]["ModelOutputInput_demucs_stems_piano"] | components["schemas"]["ModelOutputInput_demucs_htdemucs"] | components["schemas"]["ModelOutputInput_demucs_htdemucs_6s"] | components["schemas"]["ModelOutputInput_demucs_htdemucs_ft"];
+        /** @description one output of the demucs job on the upload with these variation and params (`htdemucs`, every source it separates); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_htdemucs: {
             /** @enum {string} */
             model: "demucs";
             /**
-             * @description an output's name; the job named by model, variation and params must write it (demucs with `two_stems: X` writes `X` and `no_X`)
+             * @description an output's name: its file name without the extension
              * @enum {string}
              */
-            output: "drums" | "bass" | "other" | "vocals" | "no_drums" | "no_bass" | "no_other" | "no_vocals" | "guitar" | "piano" | "no_guitar" | "no_piano";
-            /** @description demucs's parameters; absent ones take their defaults (see `GET /models`) */
+            output: "drums" | "bass" | "other" | "vocals";
             params?: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                stems?: null;
+                two_stems?: null;
+            } | null;
+            /** @enum {string|null} */
+            variation?: "htdemucs" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`htdemucs_6s`, every source it separates); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_htdemucs_6s: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "drums" | "bass" | "other" | "vocals" | "guitar" | "piano";
+            params?: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                stems?: null;
+                two_stems?: null;
+            } | null;
+            /** @enum {string} */
+            variation: "htdemucs_6s";
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`htdemucs_ft`, every source it separates); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_htdemucs_ft: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "drums" | "bass" | "other" | "vocals";
+            params?: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                stems?: null;
+                two_stems?: null;
+            } | null;
+            /** @enum {string} */
+            variation: "htdemucs_ft";
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`stems` with bass); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_stems_bass: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "bass";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write; they include the output read */
+                stems: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[];
+                two_stems?: null;
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`stems` with drums); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_stems_drums: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "drums";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write; they include the output read */
+                stems: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[];
+                two_stems?: null;
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`stems` with guitar); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_stems_guitar: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "guitar";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write; they include the output read */
+                stems: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[];
+                two_stems?: null;
+            };
+            /** @enum {string} */
+            variation: "htdemucs_6s";
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`stems` with other); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_stems_other: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "other";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write; they include the output read */
+                stems: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[];
+                two_stems?: null;
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`stems` with piano); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_stems_piano: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "piano";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write; they include the output read */
+                stems: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[];
+                two_stems?: null;
+            };
+            /** @enum {string} */
+            variation: "htdemucs_6s";
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`stems` with vocals); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_stems_vocals: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "vocals";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write; they include the output read */
+                stems: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[];
+                two_stems?: null;
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`two_stems: bass`); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_two_stems_bass: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "bass" | "no_bass";
+            params: {
                 /**
                  * @description clipping protection: scale the stem down to fit, or clamp samples
                  * @enum {string|null}
@@ -845,16 +1158,190 @@ export interface components {
                 shifts?: number | null;
                 /** @description stems to write (default: all of the variation) */
                 stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /** @enum {string} */
+                two_stems: "bass";
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`two_stems: drums`); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_two_stems_drums: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "drums" | "no_drums";
+            params: {
                 /**
-                 * @description write STEM and no_STEM only
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
                  * @enum {string|null}
                  */
-                two_stems?: "vocals" | "drums" | "bass" | "other" | "guitar" | "piano" | null;
-            } | null;
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /** @enum {string} */
+                two_stems: "drums";
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`two_stems: guitar`); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_two_stems_guitar: {
+            /** @enum {string} */
+            model: "demucs";
             /**
-             * @description default: htdemucs
-             * @enum {string|null}
+             * @description an output's name: its file name without the extension
+             * @enum {string}
              */
+            output: "guitar" | "no_guitar";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /** @enum {string} */
+                two_stems: "guitar";
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`two_stems: other`); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_two_stems_other: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "other" | "no_other";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /** @enum {string} */
+                two_stems: "other";
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`two_stems: piano`); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_two_stems_piano: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "piano" | "no_piano";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /** @enum {string} */
+                two_stems: "piano";
+            };
+            /** @enum {string|null} */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one output of the demucs job on the upload with these variation and params (`two_stems: vocals`); it runs first, in a pipeline, when it has not completed */
+        ModelOutputInput_demucs_two_stems_vocals: {
+            /** @enum {string} */
+            model: "demucs";
+            /**
+             * @description an output's name: its file name without the extension
+             * @enum {string}
+             */
+            output: "vocals" | "no_vocals";
+            params: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /** @enum {string} */
+                two_stems: "vocals";
+            };
+            /** @enum {string|null} */
             variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
         };
         /** @description one output of the musicgen job on the upload with these variation and params; it runs first, in a pipeline, when it has not completed */
@@ -862,13 +1349,13 @@ export interface components {
             /** @enum {string} */
             model: "musicgen";
             /**
-             * @description an output's name; the job named by model, variation and params must write it (demucs with `two_stems: X` writes `X` and `no_X`)
+             * @description an output's name: its file name without the extension
              * @enum {string}
              */
             output: "generated";
             /** @description musicgen's parameters; absent ones take their defaults (see `GET /models`) */
             params?: {
-                /** @description seconds of audio */
+                /** @description seconds of audio (at most musicgen.max_duration_seconds: 30 by default) */
                 duration?: number | null;
                 /**
                  * @description output format
@@ -881,7 +1368,7 @@ export interface components {
                 mp3_bitrate?: number | null;
                 /** @description what to generate */
                 prompt?: string | null;
-                /** @description continue the song: seconds of its end the new music follows on from */
+                /** @description continue the song: seconds of its end the new music follows on from (at most musicgen.max_prompt_seconds: 12 by default) */
                 prompt_seconds?: number | null;
                 /** @description the same seed and params generate the same music (default: from the job) */
                 seed?: number | null;
@@ -1355,7 +1842,7 @@ export interface components {
             models?: null;
             params?: null;
             /** @enum {string} */
-            preset: "karaoke" | "stems" | "transcribe-vocals";
+            preset: "karaoke" | "lyrics" | "stems" | "transcribe-vocals";
             variation?: null;
         };
         ProcessRequest: components["schemas"]["ProcessOne_demucs"] | components["schemas"]["ProcessOne_whisper"] | components["schemas"]["ProcessOne_pitch"] | components["schemas"]["ProcessOne_musicgen"] | components["schemas"]["ProcessOne_gemma3n"];
