@@ -68,6 +68,23 @@ async fn complete(svc: &Services, job: &Value, names: &[&str]) {
     svc.producer().send(JOB_EVENTS, file, &ev).await.unwrap();
 }
 
+/// Reports a job failed for good (out of memory) as its worker would.
+async fn fail(svc: &Services, file: &str, model: &str, job_id: &str, variation: &str) {
+    let ev = JobEvent {
+        meta: EventMeta::new("test", "worker:test"),
+        job_id: job_id.into(),
+        file_id: file.into(),
+        model: model.into(),
+        variation: variation.into(),
+        body: JobBody::Failed {
+            code: "oom".into(),
+            message: "out of memory".into(),
+            retryable: false,
+        },
+    };
+    svc.producer().send(JOB_EVENTS, file, &ev).await.unwrap();
+}
+
 fn no_workers(infra: &Infra) -> roar_common::Config {
     let mut cfg = infra.config();
     let none = infra.dir.path().join("no-models");
@@ -94,7 +111,7 @@ async fn a_preset_is_one_pipeline_request_and_the_status_shows_every_step_at_onc
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["karaoke", "stems", "transcribe-vocals"]);
+    assert_eq!(names, ["karaoke", "lyrics", "stems", "transcribe-vocals"]);
     let (_, models) = svc.get_json(&alice, "/models").await;
     assert_eq!(models["presets"], presets["presets"]);
 
@@ -108,7 +125,7 @@ async fn a_preset_is_one_pipeline_request_and_the_status_shows_every_step_at_onc
     assert_eq!(code, 202, "{p:#}");
     let pid = p["pipeline_id"].as_str().unwrap().to_string();
     assert_eq!(p["status"], "queued");
-    assert_eq!(p["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(p["steps"].as_array().unwrap().len(), 4);
 
     // One event, whose steps name the jobs the process manager will request.
     let events = pipeline_events(&svc);
@@ -214,7 +231,7 @@ async fn a_preset_is_one_pipeline_request_and_the_status_shows_every_step_at_onc
     assert_eq!(again["pipeline_id"], pid.as_str());
     assert_eq!(topic_len(&svc.cfg.kafka.brokers, PIPELINES), before);
 
-    // Progress: the separation completes; the pipeline is half-way through one of three steps.
+    // Progress: the separation completes; the pipeline is through one of its four steps.
     let sep_job = support::find_job(&st, sep_id.job_id()).unwrap().clone();
     complete(&svc, &sep_job, &["vocals", "no_vocals"]).await;
     svc.wait_job(&alice, &file, sep_id.job_id(), |j| {
@@ -224,14 +241,14 @@ async fn a_preset_is_one_pipeline_request_and_the_status_shows_every_step_at_onc
     let (_, one) = svc.get_json(&alice, &format!("/pipelines/{pid}")).await;
     assert_eq!(one["steps"][0]["status"], "completed");
     assert!(
-        (one["progress"].as_f64().unwrap() - 100.0 / 3.0).abs() < 0.01,
+        (one["progress"].as_f64().unwrap() - 100.0 / 4.0).abs() < 0.01,
         "{one:#}"
     );
 
-    // The manager requests the two steps that read the vocals. Waiting for both requests
+    // The manager requests the three steps that read the vocals. Waiting for their requests
     // fixes the order the manager sees the completion and the cancel in (the two come on
     // different topics): the cancel below then always meets requested steps.
-    for model in ["whisper", "pitch"] {
+    for model in ["whisper", "pitch", "gemma3n"] {
         let topic = jobs_topic(model);
         let mut waited = 0;
         while topic_len(&svc.cfg.kafka.brokers, &topic) < 1 {
@@ -389,7 +406,7 @@ async fn an_input_chains_on_another_job_and_bad_inputs_emit_nothing() {
         (
             json!({"file_id": file, "preset": "karaoky"}),
             422,
-            "karaoke, stems, transcribe-vocals",
+            "karaoke, lyrics, stems, transcribe-vocals",
         ),
         (
             json!({"file_id": file, "preset": "stems", "model": "pitch"}),
@@ -514,22 +531,14 @@ async fn an_input_chains_on_another_job_and_bad_inputs_emit_nothing() {
         .wait_job(&alice, &file, &tr_id, |j| j["input"]["output"] == "vocals")
         .await;
     assert_eq!(job["input"]["job_id"], sep_id.as_str());
-    let failed = JobEvent {
-        meta: EventMeta::new("test", "worker:test"),
-        job_id: tr_id.clone(),
-        file_id: file.clone(),
-        model: "whisper".into(),
-        variation: tr["variation"].as_str().unwrap().into(),
-        body: JobBody::Failed {
-            code: "oom".into(),
-            message: "out of memory".into(),
-            retryable: false,
-        },
-    };
-    svc.producer()
-        .send(JOB_EVENTS, &file, &failed)
-        .await
-        .unwrap();
+    fail(
+        &svc,
+        &file,
+        "whisper",
+        &tr_id,
+        tr["variation"].as_str().unwrap(),
+    )
+    .await;
     svc.wait_job(&alice, &file, &tr_id, |j| j["status"] == "failed")
         .await;
     let (code, retry) = svc
@@ -727,22 +736,14 @@ async fn an_admin_retry_of_a_failed_step_that_completes_revives_the_steps_failed
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let failed = JobEvent {
-        meta: EventMeta::new("test", "worker:test"),
-        job_id: sep_id.clone(),
-        file_id: file.clone(),
-        model: "demucs".into(),
-        variation: sep["variation"].as_str().unwrap().into(),
-        body: JobBody::Failed {
-            code: "oom".into(),
-            message: "out of memory".into(),
-            retryable: false,
-        },
-    };
-    svc.producer()
-        .send(JOB_EVENTS, &file, &failed)
-        .await
-        .unwrap();
+    fail(
+        &svc,
+        &file,
+        "demucs",
+        &sep_id,
+        sep["variation"].as_str().unwrap(),
+    )
+    .await;
     let tr = svc
         .wait_job(&alice, &file, &tr_id, |j| {
             j["error"]["code"] == "upstream_failed"

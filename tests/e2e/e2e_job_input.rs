@@ -6,49 +6,13 @@
 
 use roar_common::catalog;
 use roar_common::storage::job_output_dir;
-use roar_processors::runtime::Manifest;
 use roar_schemas::ids::JobIdentity;
 use roar_schemas::topics::jobs_topic;
-use roar_schemas::{EventMeta, JobInput, Output};
+use roar_schemas::{EventMeta, JobInput};
 use serde_json::{json, Value};
-use sha2::Digest;
 
+use crate::support::jobs::finished_separation;
 use crate::support::{melody_wav, produce, Infra, Services};
-
-/// Writes a finished demucs job's `vocals.wav` (440 Hz) and manifest; returns the job id.
-fn finished_upstream(infra: &Infra, file_id: &str) -> String {
-    let up = JobIdentity::new(file_id, "demucs", "htdemucs", &json!({}), "test-1");
-    let job_id = up.job_id().to_string();
-    let dir = job_output_dir(file_id, "demucs", "htdemucs", &job_id);
-    let vocals = melody_wav(&[(440.0, 1.5)], 16_000, 1);
-    let path = format!("{dir}vocals.wav");
-    let root = infra.store_dir();
-    std::fs::create_dir_all(root.join(&dir)).unwrap();
-    std::fs::write(root.join(&path), &vocals).unwrap();
-    let manifest = Manifest {
-        job_id: job_id.clone(),
-        file_id: file_id.into(),
-        model: "demucs".into(),
-        variation: "htdemucs".into(),
-        model_version: "test-1".into(),
-        params: json!({}),
-        created_at: chrono::Utc::now(),
-        duration_seconds: 1.0,
-        outputs: vec![Output {
-            path,
-            kind: "stem".into(),
-            content_type: "audio/wav".into(),
-            size: vocals.len() as i64,
-            sha256: hex::encode(sha2::Sha256::digest(&vocals)),
-        }],
-    };
-    std::fs::write(
-        root.join(format!("{dir}manifest.json")),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
-    job_id
-}
 
 /// Asks for pitch on `output` of the upstream job, as the process manager will; returns its id.
 async fn pitch_on(infra: &Infra, file_id: &str, upstream: &str, output: &str) -> String {
@@ -79,7 +43,7 @@ async fn a_job_reads_the_upstream_output_its_input_names_and_fails_clearly_witho
     let file_id = svc
         .ready_file(&alice, "mix.wav", melody_wav(&[(329.63, 1.5)], 16_000, 1))
         .await;
-    let upstream = finished_upstream(&infra, &file_id);
+    let upstream = finished_separation(&infra, &file_id, &melody_wav(&[(440.0, 1.5)], 16_000, 1));
 
     let on_vocals = pitch_on(&infra, &file_id, &upstream, "vocals").await;
     let missing = pitch_on(&infra, &file_id, &upstream, "drums").await;

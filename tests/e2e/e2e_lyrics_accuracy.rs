@@ -139,7 +139,7 @@ fn run(model: &Lyrics, audio: &[f32], params: Value) -> Vec<(String, f32)> {
 
 /// Word-level edit distance, and the (reference, hypothesis) index pairs of equal words on
 /// one cheapest path.
-fn edit_path(r: &[String], h: &[String]) -> (usize, Vec<(usize, usize)>) {
+pub(crate) fn edit_path(r: &[String], h: &[String]) -> (usize, Vec<(usize, usize)>) {
     let (n, m) = (r.len(), h.len());
     let mut d = vec![vec![0usize; m + 1]; n + 1];
     for (i, row) in d.iter_mut().enumerate() {

@@ -368,7 +368,10 @@ mod tests {
             assert_eq!(s.input, Some(("separate".into(), "vocals".into())));
         }
         let e = preset("karaoky").unwrap_err().to_string();
-        assert!(e.contains("karaoke, lyrics, stems, transcribe-vocals"), "{e}");
+        assert!(
+            e.contains("karaoke, lyrics, stems, transcribe-vocals"),
+            "{e}"
+        );
         let l = preset("lyrics").unwrap();
         let models: Vec<&str> = l.steps.iter().map(|s| s.model).collect();
         assert_eq!(models, ["demucs", "whisper", "gemma3n"]);

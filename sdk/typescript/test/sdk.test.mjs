@@ -131,14 +131,14 @@ test("presets run as one pipeline, followed and canceled through the SDK", { tim
   const { presets } = await client.presets();
   const karaoke = presets.find((p) => p.name === "karaoke");
   assert.ok(karaoke, JSON.stringify(presets.map((p) => p.name)));
-  assert.deepEqual(karaoke.steps.map((s) => s.name), ["separate", "transcribe", "pitch"]);
+  assert.deepEqual(karaoke.steps.map((s) => s.name), ["separate", "transcribe", "pitch", "lyrics"]);
 
   const { file_id } = await client.upload(sineWav(0.5, 262, 4), { filename: "karaoke.wav" });
   await collect(client.watch(file_id), (ev) => ev.kind === "file_probed");
   const asked = await client.process({ file_id, preset: "karaoke" });
   assert.ok("pipeline_id" in asked, JSON.stringify(asked));
   assert.match(asked.pipeline_id, /^p[0-9a-f]{32}$/);
-  assert.deepEqual(asked.steps.map((s) => s.name), ["separate", "transcribe", "pitch"]);
+  assert.deepEqual(asked.steps.map((s) => s.name), ["separate", "transcribe", "pitch", "lyrics"]);
 
   // This stack has no demucs worker: the first step waits, so the cancel always finds work.
   await client.status(file_id, { after: asked.consistency_token });

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod deploy;
+pub mod jobs;
 pub mod projection;
 
 use std::path::PathBuf;

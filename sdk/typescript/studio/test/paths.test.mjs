@@ -2,7 +2,7 @@
 // tests/e2e/e2e_studio.rs started for them: no model workers (every job stays queued until it
 // is canceled), uploads capped at 1 MiB, a per-user rate limit of 100 requests then 10 a
 // second. A file over the cap is a 413 message; a job is canceled, then retried as its next
-// attempt; the "karaoke" preset is one pipeline of three steps, canceled as a whole; a burst
+// attempt; the "karaoke" preset is one pipeline of four steps, canceled as a whole; a burst
 // of requests meets the 429 message; a refused token shows the sign-in form, never a blank page.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -68,19 +68,20 @@ test("too large, cancel, retry, a pipeline canceled, too many requests", { timeo
   await page.locator("#message", { hasText: "Retry of pitch requested (attempt 2)" }).waitFor();
   await shot("retried");
 
-  // The karaoke preset: one pipeline, three steps shown before and after it is asked for.
+  // The karaoke preset: one pipeline, four steps shown before and after it is asked for.
   await page.selectOption("#preset", "karaoke");
   const planned = await page.locator("#preset-steps li").allTextContents();
-  assert.equal(planned.length, 3, planned.join(" | "));
+  assert.equal(planned.length, 4, planned.join(" | "));
+  assert.match(planned[3], /^lyrics: gemma3n\/.*reads separate\/vocals/);
   assert.match(planned[1], /^transcribe: whisper\/.*reads separate\/vocals/);
   await page.click("#run");
   const running = await pipelineRow(page, "karaoke", "queued", 30_000);
   const steps = await running.locator(".steps li").evaluateAll((ls) => ls.map((l) => [l.dataset.step, l.dataset.status]));
-  assert.deepEqual(steps, [["separate", "queued"], ["transcribe", "queued"], ["pitch", "queued"]]);
+  assert.deepEqual(steps, [["separate", "queued"], ["transcribe", "queued"], ["pitch", "queued"], ["lyrics", "queued"]]);
   assert.equal(await running.locator(":scope > progress").evaluate((p) => p.value), 0);
   await shot("pipeline-queued");
   // Cancel it: the step already requested (separate) is canceled by the orchestrator, the
-  // two waiting on it by the pipeline manager; the pipeline ends canceled, without a button.
+  // three waiting on it by the pipeline manager; the pipeline ends canceled, without a button.
   await running.getByRole("button", { name: "cancel the karaoke pipeline" }).click();
   await page.locator("#message", { hasText: "Cancel requested for the karaoke pipeline" }).waitFor();
   const stopped = await pipelineRow(page, "karaoke", "canceled", 60_000);
