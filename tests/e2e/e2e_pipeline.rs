@@ -1,15 +1,18 @@
-//! Pipelines through the `roar pipeline` process manager and the real workers (issue 16): a
-//! karaoke-shaped DAG (demucs two_stems=vocals → whisper and pitch on the vocals stem) on a
-//! generated two-source file (a tone under espeak-ng speech); a failing step ending its
+//! Pipelines through the `roar pipeline` process manager and the real workers (issue 16): the
+//! karaoke preset (demucs two_stems=vocals → whisper, pitch and gemma3n lyrics on the vocals
+//! stem) on a generated two-source file (a tone under espeak-ng speech); no gemma3n worker runs
+//! here, so the lyrics step is only requested (e2e_lyrics runs the `lyrics` preset through to
+//! its files); a failing step ending its
 //! dependents `upstream_failed`; a pipeline canceled mid-run; the manager killed with SIGKILL
 //! mid-pipeline and restarted, after which every step ran exactly once and the read model equals
 //! a rebuild. Demucs is the small fixture network (processors/demucs/tests/fixtures), whisper
 //! tiny.en and CREPE tiny the real weights. The karaoke pipelines are asked for through HTTP
-//! (`POST /process {file_id, preset}`), and cancels through `POST /pipelines/{id}/cancel`. Two
-//! DAGs no request can build are produced on `roar.pipelines.v1` as the orchestrator records
-//! them: one whose step reads a stem its upstream never writes (the API refuses that request,
-//! so only a worker's failure can exercise the manager's `upstream_failed`), and a chain of
-//! long pitch steps to cancel mid-run (requests only chain on audio outputs).
+//! (`POST /process {file_id, preset}`), and cancels through `POST /pipelines/{id}/cancel`. The
+//! failing step is a separation whose song's stored upload vanished after its probe (the worker
+//! fails it for good, `missing_input`), so its dependents end `upstream_failed` from a request
+//! like any other. One DAG no request can build is produced on `roar.pipelines.v1` as the
+//! orchestrator records it: a chain of long pitch steps to cancel mid-run (requests only chain
+//! on audio outputs).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use roar::services::Roles;
 use roar_common::catalog;
-use roar_common::storage::job_output_dir;
+use roar_common::storage::{job_output_dir, upload_key};
 use roar_schemas::ids::{pipeline_id, step_identity};
 use roar_schemas::pipeline::{PipelineBody, PipelineEvent, PipelineStep, PipelineStepInput};
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS, PIPELINES};
@@ -128,7 +131,7 @@ async fn request_karaoke(
         })
         .collect::<HashMap<_, _>>();
     let names: Vec<&str> = jobs.keys().map(String::as_str).collect();
-    assert_eq!(jobs.len(), 3, "{names:?}");
+    assert_eq!(jobs.len(), 4, "{names:?}");
     (p["pipeline_id"].as_str().unwrap().to_string(), jobs)
 }
 
@@ -235,73 +238,52 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
     let file = svc.ready_file(&alice, "duet.wav", speech_over_tone()).await;
 
     let (kid, k) = request_karaoke(&svc, &alice, &file).await;
-    // A second pipeline on the same file shares the separation job, reads a stem two_stems
-    // does not write (so its step fails), and chains two more steps behind that one.
-    let broken = pipeline(
-        "alice",
-        &file,
-        vec![
-            step(
-                "separate",
-                "demucs",
-                None,
-                json!({"two_stems": "vocals"}),
-                None,
-            ),
-            step(
-                "drums",
-                "pitch",
-                Some("tiny"),
-                json!({}),
-                Some(("separate", "drums")),
-            ),
-            step(
-                "after",
-                "pitch",
-                Some("tiny"),
-                json!({"hop_ms": 20.0}),
-                Some(("drums", "f0")),
-            ),
-            step(
-                "after_that",
-                "whisper",
-                None,
-                json!({}),
-                Some(("after", "f0")),
-            ),
-        ],
-    );
-    assert_eq!(job_of(&broken, "separate"), k["separate"]);
-    produce(&infra, PIPELINES, &file, &broken).await;
+    // A second preset on the same file shares the separation and transcription jobs.
+    let (code, shared) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "preset": "transcribe-vocals"}),
+        )
+        .await;
+    assert_eq!(code, 202, "{shared:#}");
+    assert_eq!(shared["steps"][0]["job_id"], k["separate"].as_str());
+    assert_eq!(shared["steps"][1]["job_id"], k["transcribe"].as_str());
+    // A song whose stored upload vanished after its probe: karaoke on it fails at its first
+    // step, for good (the worker finds no input), and the manager ends every step after it.
+    let lost = svc
+        .ready_file(
+            &alice,
+            "lost.wav",
+            support::melody_wav(&[(330.0, 1.0)], 16_000, 1),
+        )
+        .await;
+    std::fs::remove_file(infra.store_dir().join(upload_key(&lost))).unwrap();
+    let (lid, l) = request_karaoke(&svc, &alice, &lost).await;
 
     let (sep, tr, pi) = (
         k["separate"].as_str(),
         k["transcribe"].as_str(),
         k["pitch"].as_str(),
     );
-    let (drums, after, after_that) = (
-        job_of(&broken, "drums"),
-        job_of(&broken, "after"),
-        job_of(&broken, "after_that"),
-    );
-    let st = wait_statuses(
-        &svc,
-        &alice,
-        &file,
-        &[
-            (sep, "completed"),
-            (tr, "completed"),
-            (pi, "completed"),
-            (drums, "failed"),
-            (after, "failed"),
-            (after_that, "failed"),
-        ],
-    )
-    .await;
+    let lost_sep = l["separate"].as_str();
+    let dependents: Vec<&str> = ["transcribe", "pitch", "lyrics"]
+        .iter()
+        .map(|n| l[*n].as_str())
+        .collect();
+    let mut want = vec![
+        (sep, "completed"),
+        (tr, "completed"),
+        (pi, "completed"),
+        (lost_sep, "failed"),
+    ];
+    want.extend(dependents.iter().map(|j| (*j, "failed")));
+    let st_lost = wait_statuses(&svc, &alice, &lost, &want[3..]).await;
+    let st = wait_statuses(&svc, &alice, &file, &want[..3]).await;
 
     // The dependents read the vocals stem: their requests name it, and the stem is the
     // separation job's own output (size and sha256 as its manifest says; the workers check it).
-    let reqs = requests(&infra, &["demucs", "whisper", "pitch"]).await;
+    let reqs = requests(&infra, &["demucs", "whisper", "pitch", "gemma3n"]).await;
     // The API recorded the preset as one pipeline; the manager's requests carry its request id.
     let recorded = read_all::<PipelineEvent>(&infra.broker.bootstrap(), PIPELINES).await;
     let recorded = recorded
@@ -318,12 +300,16 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
         variation: "htdemucs".into(),
         output: "vocals".into(),
     };
-    for job in [tr, pi] {
-        let r: Vec<_> = reqs.iter().filter(|r| r.job_id == job).collect();
+    // Each karaoke step was requested once for it (the transcription, which the second preset
+    // shares, once more for that pipeline, under its request id: the worker runs it once).
+    for job in [tr, pi, k["lyrics"].as_str()] {
+        let r: Vec<_> = reqs
+            .iter()
+            .filter(|r| r.job_id == job && r.meta.request_id == recorded.meta.request_id)
+            .collect();
         assert_eq!(r.len(), 1, "{job} requested once: {r:?}");
         assert_eq!(r[0].input.as_ref(), Some(&vocals), "{r:?}");
         assert_eq!(r[0].owner, "alice");
-        assert_eq!(r[0].meta.request_id, recorded.meta.request_id);
     }
     let sep_row = find_job(&st, sep).unwrap();
     let stems: Vec<&str> = sep_row["outputs"]
@@ -353,44 +339,54 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
             .map(|(_, _, t)| *t)
             .unwrap_or_else(|| panic!("no {kind} of {job}: {times:?}"))
     };
-    for job in [tr, pi, drums] {
+    for job in [tr, pi] {
         assert!(at(job, "started") >= at(sep, "completed"), "{times:?}");
     }
 
-    // The failing step failed on its own (the stem is not there); its dependents, never run,
-    // were ended by the manager naming the job they waited for.
-    let code = |job: &str| find_job(&st, job).unwrap()["error"]["code"].clone();
-    assert_eq!(code(drums), "missing_input");
-    for (job, upstream) in [(after, drums), (after_that, after)] {
-        let row = find_job(&st, job).unwrap();
-        assert_eq!(code(job), "upstream_failed", "{row:#}");
+    // The failing step failed on its own (its input is gone); its dependents, never run, were
+    // ended by the manager naming the job they waited for, and so was the pipeline.
+    let lost_row = |job: &str| find_job(&st_lost, job).unwrap().clone();
+    assert_eq!(lost_row(lost_sep)["error"]["code"], "missing_input");
+    let lost_reqs = requests(&infra, &["demucs", "whisper", "pitch", "gemma3n"]).await;
+    let kinds = support::history_kinds(&infra, &lost).await;
+    for job in &dependents {
+        let row = lost_row(job);
+        assert_eq!(row["error"]["code"], "upstream_failed", "{row:#}");
         assert_eq!(row["error"]["retryable"], false);
         let msg = row["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(upstream), "{msg}");
-    }
-    let kinds = support::history_kinds(&infra, &file).await;
-    for job in [after, after_that] {
+        assert!(msg.contains(lost_sep), "{msg}");
         assert_eq!(count(&kinds, job, "started"), 0, "{kinds:?}");
         assert!(
-            !reqs.iter().any(|r| r.job_id == job),
+            !lost_reqs.iter().any(|r| r.job_id == *job),
             "{job} was never requested"
         );
     }
-    // The shared separation ran once; the second pipeline's request of it was skipped.
-    assert_eq!(count(&kinds, sep, "started"), 1, "{kinds:?}");
-    assert_eq!(count(&kinds, sep, "completed"), 1, "{kinds:?}");
+    let shown = &st_lost["pipelines"][0];
+    assert_eq!(shown["pipeline_id"], lid.as_str());
+    assert_eq!(shown["status"], "failed", "{shown:#}");
+    let kinds = support::history_kinds(&infra, &file).await;
+    // The shared jobs ran once; the second pipeline's requests of them were skipped.
+    for job in [sep, tr] {
+        assert_eq!(count(&kinds, job, "started"), 1, "{kinds:?}");
+        assert_eq!(count(&kinds, job, "completed"), 1, "{kinds:?}");
+    }
 
     // The manager's request of the failed step delivered again (what a manager killed between
     // emitting and committing does) is dropped by the worker, not run a second time: a job
     // requested after it on the same partition completes, and the failed step still started
     // and failed once.
-    let again = reqs.iter().find(|r| r.job_id == drums).unwrap().clone();
-    produce(&infra, &jobs_topic("pitch"), &file, &again).await;
-    let marker = catalog::resolve("pitch", Some("tiny"), Some(&json!({"hop_ms": 30.0}))).unwrap();
+    let again = lost_reqs
+        .iter()
+        .find(|r| r.job_id == lost_sep)
+        .unwrap()
+        .clone();
+    produce(&infra, &jobs_topic("demucs"), &lost, &again).await;
+    let params = json!({"two_stems": "drums"});
+    let marker = catalog::resolve("demucs", None, Some(&params)).unwrap();
     let marker = roar_schemas::ids::JobIdentity::new(
-        &file,
-        "pitch",
-        "tiny",
+        &lost,
+        "demucs",
+        &marker.variation,
         &marker.params,
         &marker.model_version,
     )
@@ -399,11 +395,12 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
         "alice".into(),
         1,
     );
-    produce(&infra, &jobs_topic("pitch"), &file, &marker).await;
-    wait_statuses(&svc, &alice, &file, &[(&marker.job_id, "completed")]).await;
-    let kinds = support::history_kinds(&infra, &file).await;
-    assert_eq!(count(&kinds, drums, "started"), 1, "{kinds:?}");
-    assert_eq!(count(&kinds, drums, "failed"), 1, "{kinds:?}");
+    produce(&infra, &jobs_topic("demucs"), &lost, &marker).await;
+    // The marker reads the same lost upload: it fails too, after the redelivery was handled.
+    wait_statuses(&svc, &alice, &lost, &[(&marker.job_id, "failed")]).await;
+    let kinds = support::history_kinds(&infra, &lost).await;
+    assert_eq!(count(&kinds, lost_sep, "started"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, lost_sep, "failed"), 1, "{kinds:?}");
     svc.stop().await;
 }
 
@@ -594,8 +591,9 @@ async fn a_manager_killed_mid_pipeline_resumes_and_every_step_runs_once() {
             "{dir}: {found:?}"
         );
     }
-    let reqs = requests(&infra, &["demucs", "whisper", "pitch"]).await;
-    for job in [sep, tr, pi] {
+    // The lyrics step (no gemma3n worker here) was requested, once, like the others.
+    let reqs = requests(&infra, &["demucs", "whisper", "pitch", "gemma3n"]).await;
+    for job in [sep, tr, pi, k["lyrics"].as_str()] {
         let mut ids: Vec<&str> = reqs
             .iter()
             .filter(|r| r.job_id == job)
