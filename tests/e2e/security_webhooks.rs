@@ -519,6 +519,22 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // The user's three webhooks are listed, without secrets; the job's callback is not.
+    let (_, listed) = svc.get_json(&alice, "/webhooks").await;
+    let ids: Vec<&str> = listed["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["webhook_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{listed}");
+    assert!(
+        [&hook, &internal, &redirect]
+            .iter()
+            .all(|h| ids.contains(&h.as_str())),
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains("whsec_"), "{listed}");
     let answered = |k: &str| r.headers().get(k).unwrap().to_str().unwrap().to_string();
     let (callback, callback_secret) = (
         answered("callback-webhook-ids"),

@@ -74,10 +74,12 @@ pub async fn count(pool: &PgPool, owner: &str) -> Result<i64, sqlx::Error> {
     .await
 }
 
-/// `owner`'s registrations, oldest first.
+/// `owner`'s webhooks, oldest first (at most `webhooks.max_per_user`); job callbacks, one per
+/// job, are not listed: they are reached by the ids `POST /process` answered.
 pub async fn list(pool: &PgPool, owner: &str) -> Result<Vec<Registration>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT * FROM webhook_registrations WHERE owner = $1 ORDER BY created_at, webhook_id",
+        "SELECT * FROM webhook_registrations WHERE owner = $1 AND job_id IS NULL
+         ORDER BY created_at, webhook_id",
     )
     .bind(owner)
     .fetch_all(pool)

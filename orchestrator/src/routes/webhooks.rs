@@ -162,7 +162,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(r, true))))
 }
 
-/// `GET /webhooks`: the caller's webhooks and job callbacks, without secrets.
+/// `GET /webhooks`: the caller's webhooks, without secrets (job callbacks are not listed: one
+/// per job, they would make the list unbounded).
 pub async fn list(State(s): State<AppState>, user: User) -> Result<Json<WebhookList>, ApiError> {
     let rows = store::list(s.read.pool(), user.id()).await?;
     Ok(Json(WebhookList {
