@@ -4,16 +4,15 @@
 //! each stem is written as `<stem>.<ext>` after clip protection. `two_stems` writes the stem and
 //! `no_<stem>`, the sum of all the others.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use roar_demucs::apply::{self, ApplyOptions};
 use roar_demucs::{DemucsError, Device, SegmentModel, Separator};
 use serde_json::Value;
 
 use crate::encode::{self, Clip, Format};
-use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
+use crate::runtime::{Input, Loaded, Model, ModelError, OutputFile, RunContext};
 
 /// Recorded in manifests and liveness announcements.
 pub const VERSION: &str = "htdemucs-4.0.1-candle-1";
@@ -23,8 +22,7 @@ const VARIATIONS: [&str; 3] = ["htdemucs", "htdemucs_6s", "htdemucs_ft"];
 pub struct Demucs {
     dir: PathBuf,
     device: Device,
-    variations: Vec<String>,
-    loaded: Mutex<HashMap<String, Arc<Separator>>>,
+    loaded: Loaded<Separator>,
 }
 
 impl Demucs {
@@ -37,25 +35,17 @@ impl Demucs {
             tracing::debug!("allocator settings not applied (not glibc)");
         }
         let dir = models_dir.join("demucs");
-        let variations: Vec<String> = VARIATIONS
-            .iter()
-            .filter(|v| {
-                let d = dir.join(v);
-                d.join("model.safetensors").is_file() || d.join("bag.json").is_file()
-            })
-            .map(|v| v.to_string())
-            .collect();
-        if variations.is_empty() {
-            return Err(DemucsError::WeightsMissing {
-                variation: VARIATIONS[0].into(),
-                path: dir.join(VARIATIONS[0]).join("model.safetensors"),
-            });
-        }
+        let loaded = Loaded::present("demucs", &dir, &VARIATIONS, |d| {
+            d.join("model.safetensors").is_file() || d.join("bag.json").is_file()
+        })
+        .ok_or_else(|| DemucsError::WeightsMissing {
+            variation: VARIATIONS[0].into(),
+            path: dir.join(VARIATIONS[0]).join("model.safetensors"),
+        })?;
         Ok(Self {
             dir,
             device: Device::Cpu,
-            variations,
-            loaded: Mutex::new(HashMap::new()),
+            loaded,
         })
     }
 
@@ -66,22 +56,9 @@ impl Demucs {
     }
 
     fn separator(&self, variation: &str) -> Result<Arc<Separator>, ModelError> {
-        if !self.variations.iter().any(|v| v == variation) {
-            return Err(ModelError::permanent(
-                "unknown_variation",
-                format!(
-                    "demucs {variation:?} is not served here (weights present for: {})",
-                    self.variations.join(", ")
-                ),
-            ));
-        }
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = loaded.get(variation) {
-            return Ok(s.clone());
-        }
-        let s = Arc::new(Separator::load(&self.dir, variation, &self.device).map_err(error)?);
-        loaded.insert(variation.to_string(), s.clone());
-        Ok(s)
+        self.loaded.get(variation, || {
+            Separator::load(&self.dir, variation, &self.device).map_err(error)
+        })
     }
 }
 
@@ -289,7 +266,7 @@ impl Model for Demucs {
     }
 
     fn variations(&self) -> Vec<String> {
-        self.variations.clone()
+        self.loaded.variations().to_vec()
     }
 
     fn device(&self) -> String {

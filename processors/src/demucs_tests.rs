@@ -2,6 +2,7 @@
 //! input), so every written stem is known exactly; the network itself is tested in roar-demucs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use candle_core::Tensor;
 use serde_json::json;

@@ -4,16 +4,15 @@
 //! `melody` variation follows the upload's chroma. Writes `generated.<ext>` (the continued
 //! tail first, when there is one) and `generation.json` (prompt, seed, every parameter used).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use roar_common::config::MusicgenConfig;
 use roar_musicgen::{Device, MusicGen, MusicgenError, Request, Sampling, Stage};
 use serde_json::{json, Value};
 
 use crate::encode::{self, Clip, Format};
-use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
+use crate::runtime::{Input, Loaded, Model, ModelError, OutputFile, RunContext};
 
 /// Recorded in manifests and liveness announcements.
 pub const VERSION: &str = "musicgen-transformers-5.25-candle-1";
@@ -22,8 +21,7 @@ pub const VERSION: &str = "musicgen-transformers-5.25-candle-1";
 pub struct Musicgen {
     dir: PathBuf,
     device: Device,
-    variations: Vec<String>,
-    loaded: Mutex<HashMap<String, Arc<MusicGen>>>,
+    loaded: Loaded<MusicGen>,
     limits: MusicgenConfig,
 }
 
@@ -33,22 +31,17 @@ impl Musicgen {
     pub fn new(models_dir: &Path) -> Result<Self, MusicgenError> {
         let dir = models_dir.join("musicgen");
         let known = roar_musicgen::hub::VARIATIONS.map(|(v, _)| v);
-        let variations: Vec<String> = known
-            .iter()
-            .filter(|v| dir.join(v).join("config.json").is_file())
-            .map(|v| v.to_string())
-            .collect();
-        if variations.is_empty() {
-            return Err(MusicgenError::WeightsMissing {
-                variation: known[0].into(),
-                path: dir.join(known[0]).join("config.json"),
-            });
-        }
+        let loaded = Loaded::present("musicgen", &dir, &known, |d| {
+            d.join("config.json").is_file()
+        })
+        .ok_or_else(|| MusicgenError::WeightsMissing {
+            variation: known[0].into(),
+            path: dir.join(known[0]).join("config.json"),
+        })?;
         Ok(Self {
             dir,
             device: Device::Cpu,
-            variations,
-            loaded: Mutex::new(HashMap::new()),
+            loaded,
             limits: MusicgenConfig::default(),
         })
     }
@@ -67,24 +60,9 @@ impl Musicgen {
     }
 
     fn model(&self, variation: &str) -> Result<Arc<MusicGen>, ModelError> {
-        if !self.variations.iter().any(|v| v == variation) {
-            return Err(ModelError::permanent(
-                "unknown_variation",
-                format!(
-                    "musicgen {variation:?} is not served here (weights present for: {})",
-                    self.variations.join(", ")
-                ),
-            ));
-        }
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = loaded.get(variation) {
-            return Ok(m.clone());
-        }
-        let m =
-            MusicGen::load(&self.dir.join(variation), variation, &self.device).map_err(error)?;
-        let m = Arc::new(m);
-        loaded.insert(variation.to_string(), m.clone());
-        Ok(m)
+        self.loaded.get(variation, || {
+            MusicGen::load(&self.dir.join(variation), variation, &self.device).map_err(error)
+        })
     }
 }
 
@@ -266,7 +244,7 @@ impl Model for Musicgen {
     }
 
     fn variations(&self) -> Vec<String> {
-        self.variations.clone()
+        self.loaded.variations().to_vec()
     }
 
     fn device(&self) -> String {

@@ -3,6 +3,7 @@
 //! become in the generator's request, the outputs, reproducibility and cancel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use serde_json::json;
 

@@ -5,6 +5,7 @@
 
 pub mod gpu;
 mod input;
+mod loaded;
 pub mod manifest;
 mod model;
 mod progress;
@@ -12,6 +13,7 @@ mod serve;
 mod song;
 mod worker;
 
+pub use loaded::Loaded;
 pub use manifest::Manifest;
 pub use model::{Input, Model, ModelError, OutputFile, ProgressFn, RunContext};
 pub use serve::{options, serve, worker_id, RuntimeError};
