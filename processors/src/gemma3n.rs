@@ -194,7 +194,7 @@ impl Lyrics {
 
 fn gemma_error(e: GemmaError) -> ModelError {
     match e {
-        GemmaError::Cancelled => ModelError::Canceled,
+        GemmaError::Canceled => ModelError::Canceled,
         GemmaError::WeightsMissing { .. } => {
             ModelError::permanent("weights_missing", e.to_string())
         }
@@ -209,7 +209,7 @@ fn gemma_error(e: GemmaError) -> ModelError {
 
 fn whisper_error(e: WhisperError) -> ModelError {
     match e {
-        WhisperError::Cancelled => ModelError::Canceled,
+        WhisperError::Canceled => ModelError::Canceled,
         WhisperError::WeightsMissing { .. } => {
             ModelError::permanent("weights_missing", e.to_string())
         }

@@ -78,7 +78,7 @@ impl Pitch {
 
 fn crepe_error(e: CrepeError) -> ModelError {
     match e {
-        CrepeError::Cancelled => ModelError::Canceled,
+        CrepeError::Canceled => ModelError::Canceled,
         CrepeError::WeightsMissing { .. } => {
             ModelError::permanent("weights_missing", e.to_string())
         }

@@ -69,7 +69,7 @@ impl WhisperModel {
 
 fn error(e: WhisperError) -> ModelError {
     match e {
-        WhisperError::Cancelled => ModelError::Canceled,
+        WhisperError::Canceled => ModelError::Canceled,
         WhisperError::WeightsMissing { .. } => {
             ModelError::permanent("weights_missing", e.to_string())
         }

@@ -33,8 +33,8 @@ pub enum CrepeError {
     InvalidInput(String),
 
     /// The progress callback asked to stop.
-    #[error("pitch tracking cancelled")]
-    Cancelled,
+    #[error("pitch tracking canceled")]
+    Canceled,
 
     /// An error raised by candle while computing (out of memory, device error...).
     #[error("tensor computation failed: {0}")]
@@ -49,14 +49,14 @@ impl CrepeError {
     /// Whether running the same request again may succeed.
     ///
     /// Missing or invalid weights and bad input are permanent until someone
-    /// changes them; a cancelled run, a device error (e.g. out of memory) or an
+    /// changes them; a canceled run, a device error (e.g. out of memory) or an
     /// I/O hiccup may go through on a later try.
     pub fn is_retryable(&self) -> bool {
         match self {
             CrepeError::WeightsMissing { .. }
             | CrepeError::InvalidWeights { .. }
             | CrepeError::InvalidInput(_) => false,
-            CrepeError::Cancelled | CrepeError::Tensor(_) | CrepeError::Io(_) => true,
+            CrepeError::Canceled | CrepeError::Tensor(_) | CrepeError::Io(_) => true,
         }
     }
 }

@@ -210,7 +210,7 @@ impl Crepe {
 
     /// Activations (row-major `frames x 360`) for a whole 16 kHz signal,
     /// batch by batch. `progress` gets the fraction done after each batch
-    /// and stops the run (with [`CrepeError::Cancelled`]) by returning false.
+    /// and stops the run (with [`CrepeError::Canceled`]) by returning false.
     pub fn track_activations(
         &self,
         samples_16k: &[f32],
@@ -230,7 +230,7 @@ impl Crepe {
         let mut acts = Vec::with_capacity(total * PITCH_BINS);
         let mut buf = Vec::new();
         if !progress(0.0) {
-            return Err(CrepeError::Cancelled);
+            return Err(CrepeError::Canceled);
         }
         let mut done = 0;
         while done < total {
@@ -246,7 +246,7 @@ impl Crepe {
             acts.extend(self.activations_vec(&buf)?);
             done += count;
             if !progress(done as f32 / total as f32) {
-                return Err(CrepeError::Cancelled);
+                return Err(CrepeError::Canceled);
             }
         }
         Ok(acts)

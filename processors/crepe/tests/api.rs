@@ -67,7 +67,7 @@ fn progress_reports_and_cancel_stops_between_batches() {
             calls < 3
         })
         .unwrap_err();
-    assert!(matches!(err, CrepeError::Cancelled));
+    assert!(matches!(err, CrepeError::Canceled));
     assert!(err.is_retryable());
     assert_eq!(calls, 3);
 }

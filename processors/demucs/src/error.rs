@@ -15,7 +15,7 @@ pub enum DemucsError {
     /// The caller asked for something the model cannot do (bad shape, bad option).
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// Stopped between segments because the job was cancelled.
+    /// Stopped between segments because the job was canceled.
     #[error("canceled")]
     Canceled,
     #[error("tensor error: {0}")]

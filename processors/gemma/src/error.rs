@@ -15,8 +15,8 @@ pub enum GemmaError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// The caller's callback asked to stop.
-    #[error("cancelled")]
-    Cancelled,
+    #[error("canceled")]
+    Canceled,
     /// Downloading weights failed (network, HTTP status, checksum); trying again may help.
     #[error("downloading {url}: {message}")]
     Download { url: String, message: String },
@@ -37,7 +37,7 @@ impl GemmaError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            GemmaError::Cancelled
+            GemmaError::Canceled
                 | GemmaError::Tensor(_)
                 | GemmaError::Io(_)
                 | GemmaError::Download { .. }

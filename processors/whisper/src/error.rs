@@ -33,8 +33,8 @@ pub enum WhisperError {
     InvalidInput(String),
 
     /// The progress callback asked to stop.
-    #[error("transcription cancelled")]
-    Cancelled,
+    #[error("transcription canceled")]
+    Canceled,
 
     /// The tokenizer failed to encode or decode.
     #[error("tokenizer error: {0}")]
@@ -53,7 +53,7 @@ impl WhisperError {
     /// Whether running the same request again may succeed.
     ///
     /// Missing or invalid weights and bad input stay wrong until someone changes
-    /// them; a cancelled run, a device error (out of memory) or an I/O hiccup may
+    /// them; a canceled run, a device error (out of memory) or an I/O hiccup may
     /// go through on a later try.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -61,7 +61,7 @@ impl WhisperError {
             | WhisperError::InvalidModel { .. }
             | WhisperError::InvalidInput(_)
             | WhisperError::Tokenizer(_) => false,
-            WhisperError::Cancelled | WhisperError::Tensor(_) | WhisperError::Io(_) => true,
+            WhisperError::Canceled | WhisperError::Tensor(_) | WhisperError::Io(_) => true,
         }
     }
 

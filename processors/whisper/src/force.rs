@@ -111,7 +111,7 @@ impl Whisper {
             })
             .collect::<Result<Vec<_>>>()?;
         if !progress(0.0) {
-            return Err(WhisperError::Cancelled);
+            return Err(WhisperError::Canceled);
         }
         let mel = compute_mel(self, samples_16k);
         let dev = self.model.decoder.device();
@@ -159,7 +159,7 @@ impl Whisper {
                 );
             }
             if !progress((i + 1) as f32 / spans.len() as f32) {
-                return Err(WhisperError::Cancelled);
+                return Err(WhisperError::Canceled);
             }
         }
         Ok(words)

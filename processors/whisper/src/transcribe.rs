@@ -104,7 +104,7 @@ pub(crate) fn run(
         ));
     }
     if !progress(0.0) {
-        return Err(WhisperError::Cancelled);
+        return Err(WhisperError::Canceled);
     }
     let sp = w.tokenizer.specials.clone();
     let dev = w.model.decoder.device();
@@ -177,7 +177,7 @@ pub(crate) fn run(
         if silent {
             seek += len;
             if !progress(seek.min(content) as f32 / content as f32) {
-                return Err(WhisperError::Cancelled);
+                return Err(WhisperError::Canceled);
             }
             continue;
         }
@@ -268,7 +268,7 @@ pub(crate) fn run(
             prompt_reset = all_tokens.len();
         }
         if !progress(seek.min(content) as f32 / content as f32) {
-            return Err(WhisperError::Cancelled);
+            return Err(WhisperError::Canceled);
         }
     }
     let text = segments.iter().map(|s| s.text.as_str()).collect::<String>();

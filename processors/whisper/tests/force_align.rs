@@ -203,5 +203,5 @@ fn bad_spans_and_languages_are_invalid_input() {
         .unwrap();
     assert!(none.is_empty());
     let r = w.force_align(&audio, &[span(0.0, 1.0, "a b")], None, &mut |_| false);
-    assert!(matches!(r, Err(WhisperError::Cancelled)));
+    assert!(matches!(r, Err(WhisperError::Canceled)));
 }

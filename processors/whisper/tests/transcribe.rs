@@ -118,7 +118,7 @@ fn cancel_and_bad_input() {
     let err = w
         .transcribe(&[0.1; 1600], &greedy(), &mut |_| false)
         .unwrap_err();
-    assert!(matches!(err, WhisperError::Cancelled) && err.is_retryable());
+    assert!(matches!(err, WhisperError::Canceled) && err.is_retryable());
     let err = w.transcribe(&[], &greedy(), &mut |_| true).unwrap_err();
     assert!(matches!(err, WhisperError::InvalidInput(_)) && !err.is_retryable());
     let err = w

@@ -125,7 +125,7 @@ fn running_median(p: &[f32], window: usize) -> Vec<f32> {
 
 /// Running mean over `window` frames, centred where it fits; near the ends
 /// the window keeps its length and slides inward, so that vibrato stays
-/// cancelled at a run's edges too.
+/// canceled at a run's edges too.
 fn running_mean(p: &[f32], window: usize) -> Vec<f32> {
     let mut prefix = vec![0.0f64; p.len() + 1];
     for (i, &x) in p.iter().enumerate() {

@@ -95,7 +95,7 @@ impl Transcriber {
 
     /// The words sung in `samples_16k` (16 kHz mono), clip by clip, one clip's answer per
     /// paragraph. `progress` gets the share done after each clip and token; returning false
-    /// stops the work with [`GemmaError::Cancelled`].
+    /// stops the work with [`GemmaError::Canceled`].
     pub fn transcribe(
         &self,
         samples_16k: &[f32],
@@ -124,7 +124,7 @@ impl Transcriber {
                     !stopped
                 })?;
             if stopped {
-                return Err(GemmaError::Cancelled);
+                return Err(GemmaError::Canceled);
             }
             // Only text pieces are words: the stop token and any vision/audio id are not.
             let text: Vec<u32> = ids
@@ -140,7 +140,7 @@ impl Transcriber {
                 out.push(answer.to_string());
             }
             if !progress((i + 1) as f32 / clips.len() as f32) {
-                return Err(GemmaError::Cancelled);
+                return Err(GemmaError::Canceled);
             }
         }
         Ok(out.join("\n\n"))
