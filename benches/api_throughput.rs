@@ -16,6 +16,7 @@ use roar::stack::{find_tansu, free_port, Broker, Postgres, TansuFlavor};
 use roar_common::auth::Authenticator;
 use roar_common::config::Secret;
 use roar_common::Config;
+use roar_schemas::FileStatus;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -148,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .json()
             .await?;
-        if st["file"]["status"] == "ready" {
+        if st["file"]["status"] == FileStatus::Ready.as_str() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -20,7 +20,7 @@ use roar_common::kafka::{Delivery, EventProducer, HandleError, Handler};
 use roar_common::metrics::{PROBE_FILES, PROBE_SECONDS};
 use roar_common::storage::{Storage, StorageError};
 use roar_schemas::topics::FILES;
-use roar_schemas::{DeadLetterKind, FileBody, FileEvent, FileInfo, ProbeSummary};
+use roar_schemas::{DeadLetterKind, FileBody, FileEvent, FileInfo, FileStatus, ProbeSummary};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -182,7 +182,7 @@ impl Handler for Probe {
         if !matches!(ev.body, FileBody::Uploaded(_)) {
             return Ok(());
         }
-        metrics::counter!(PROBE_FILES, "outcome" => "failed").increment(1);
+        metrics::counter!(PROBE_FILES, "outcome" => FileStatus::Failed.as_str()).increment(1);
         let out = FileEvent {
             meta: ev.meta.follow(format!("service:{GROUP}")),
             file_id: ev.file_id.clone(),
@@ -207,7 +207,7 @@ impl Probe {
         let outcome = match &body {
             FileBody::ProbeFailed { code, message } => {
                 tracing::info!(%code, %message, "upload is not usable audio");
-                "failed"
+                FileStatus::Failed.as_str()
             }
             _ => "probed",
         };

@@ -14,7 +14,7 @@ use roar_common::kafka::{
 use roar_common::metrics::{INFERENCE_SECONDS, JOBS, JOBS_IN_FLIGHT, JOB_QUEUE_SECONDS};
 use roar_common::storage::{job_output_dir, Storage};
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
-use roar_schemas::{DeadLetterKind, JobBody, JobEvent, JobRequested, Output};
+use roar_schemas::{DeadLetterKind, JobBody, JobEvent, JobRequested, JobStatus, Output};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -140,7 +140,8 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if self.control.is_canceled(&req.job_id, req.meta.occurred_at) {
-            metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "canceled")
+            let outcome = JobStatus::Canceled.as_str();
+            metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => outcome)
                 .increment(1);
             return self
                 .emit(
@@ -185,14 +186,16 @@ impl Worker {
         .await?;
 
         let outcome = self.run(req, &dir, cancel).await?;
+        // The label is the job's final status where the job has one; `retried` and
+        // `abandoned` (shut down mid-job) say what the worker did instead.
         let outcome_name = match &outcome {
-            Outcome::Done(..) => "completed",
-            Outcome::Canceled => "canceled",
+            Outcome::Done(..) => JobStatus::Completed.as_str(),
+            Outcome::Canceled => JobStatus::Canceled.as_str(),
             Outcome::Abandoned => "abandoned",
             Outcome::Failed {
                 retryable: true, ..
             } if req.attempt < self.opts.max_attempts => "retried",
-            Outcome::Failed { .. } => "failed",
+            Outcome::Failed { .. } => JobStatus::Failed.as_str(),
         };
         metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => outcome_name)
             .increment(1);
@@ -496,7 +499,8 @@ impl Handler for Worker {
         {
             return Ok(());
         }
-        metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => "failed").increment(1);
+        let outcome = JobStatus::Failed.as_str();
+        metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => outcome).increment(1);
         self.emit(
             &req,
             JobBody::Failed {

@@ -27,7 +27,7 @@ use roar_schemas::ids::{is_valid_id, step_identity};
 use roar_schemas::pipeline::{PipelineBody, PipelineEvent, PipelineStep};
 use roar_schemas::topics::{self, jobs_topic, CONTROL, JOB_EVENTS, PIPELINES};
 use roar_schemas::{
-    now_micros, ControlBody, ControlEvent, DeadLetterKind, EventMeta, JobBody, JobEvent,
+    now_micros, ControlBody, ControlEvent, DeadLetterKind, EventMeta, JobBody, JobEvent, JobStatus,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ pub async fn run(cfg: &Config, pool: PgPool, cancel: CancellationToken) -> Resul
     };
     // Zero-valued series from the start, so dashboards and alerts see the role before its
     // first pipeline.
-    for outcome in ["requested", "upstream_failed", "canceled"] {
+    for outcome in ["requested", "upstream_failed", JobStatus::Canceled.as_str()] {
         metrics::counter!(PIPELINE_STEPS, "outcome" => outcome).increment(0);
     }
     tracing::info!("pipeline manager started");
@@ -186,7 +186,7 @@ impl Manager {
                 metrics::counter!(PIPELINE_STEPS, "outcome" => "upstream_failed").increment(1);
             }
             Action::Cancel { reason, .. } => {
-                let meta = Self::meta(p, &step.name, "canceled");
+                let meta = Self::meta(p, &step.name, JobStatus::Canceled.as_str());
                 let body = JobBody::Canceled {
                     reason: reason.clone(),
                 };
@@ -195,7 +195,8 @@ impl Manager {
                     .send(JOB_EVENTS, &p.file_id, &ev)
                     .await
                     .map_err(send_failed)?;
-                metrics::counter!(PIPELINE_STEPS, "outcome" => "canceled").increment(1);
+                metrics::counter!(PIPELINE_STEPS, "outcome" => JobStatus::Canceled.as_str())
+                    .increment(1);
             }
         }
         Ok(())
