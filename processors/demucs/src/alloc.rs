@@ -19,14 +19,7 @@ const TRIM_THRESHOLD: i32 = 1 << 30;
 pub fn tune_allocator() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
-        // One arena: inference runs on a worker thread, and a thread arena cannot hold blocks
-        // larger than its 64 MiB heaps, so those would be mmap'd again.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1) == 1
-                && libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-        }
+        crate::alloc_glibc::set_large_block_heap(MMAP_THRESHOLD, TRIM_THRESHOLD)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
