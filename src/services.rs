@@ -79,7 +79,7 @@ pub async fn orchestrator(
         cfg.clone(),
         EventProducer::new(&cfg.kafka)?,
         Storage::from_config(&cfg.storage)?,
-        ReadModel::new(pool),
+        pool,
         Authenticator::new(&cfg.auth),
         telemetry::metrics_handle(),
         control,

@@ -63,7 +63,7 @@ impl Admission {
         .bind(self.kind.as_str())
         .bind(&self.ref_id)
         .bind(self.at)
-        .execute(s.read.pool())
+        .execute(&s.db)
         .await;
         // It then counts until it ages out of the window: a refusal too many, never one short.
         if let Err(e) = done {
@@ -132,7 +132,7 @@ async fn count(tx: &mut sqlx::PgConnection, owner: &str) -> Result<Usage, sqlx::
 
 /// `owner`'s usage and limits (`GET /me/usage`).
 pub(crate) async fn usage(s: &AppState, owner: &str) -> Result<Usage, ApiError> {
-    let mut conn = s.read.pool().acquire().await?;
+    let mut conn = s.db.acquire().await?;
     let mut u = count(&mut conn, owner).await?;
     u.limits = limits(s);
     Ok(u)
@@ -179,7 +179,7 @@ pub(crate) async fn admit(
     bytes: u64,
     at: DateTime<Utc>,
 ) -> Result<Admission, ApiError> {
-    let mut tx = s.read.pool().begin().await?;
+    let mut tx = s.db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('roar-quota:' || $1, 0))")
         .bind(owner)
         .execute(&mut *tx)
@@ -248,7 +248,7 @@ pub(crate) async fn admit(
 pub(crate) async fn forget_old(s: &AppState) -> Result<u64, sqlx::Error> {
     let r = sqlx::query("DELETE FROM quota_admissions WHERE admitted_at < $1")
         .bind(Utc::now() - chrono::Duration::days(2))
-        .execute(s.read.pool())
+        .execute(&s.db)
         .await?;
     Ok(r.rows_affected())
 }

@@ -6,6 +6,7 @@ use roar_common::kafka::{ControlFollower, EventProducer};
 use roar_common::storage::Storage;
 use roar_common::Config;
 use roar_projections::ReadModel;
+use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +22,13 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub producer: EventProducer,
     pub storage: Storage,
+    /// Queries over the projection's tables.
     pub read: ReadModel,
+    /// The orchestrator's own tables (upload claims and registrations, quota admissions,
+    /// dead-letter re-drives, webhooks and their deliveries) and its advisory locks. The quota
+    /// count also reads the projection's `jobs` and `files` here, in the statement that counts
+    /// the admissions the read model does not reflect yet (one snapshot, under the user's lock).
+    pub(crate) db: PgPool,
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
     /// What the control topic says: live workers (for `/models`).
@@ -42,7 +49,7 @@ impl AppState {
         cfg: Arc<Config>,
         producer: EventProducer,
         storage: Storage,
-        read: ReadModel,
+        pool: PgPool,
         auth: Authenticator,
         metrics: PrometheusHandle,
         control: Arc<ControlFollower>,
@@ -54,7 +61,8 @@ impl AppState {
             cfg,
             producer,
             storage,
-            read,
+            read: ReadModel::new(pool.clone()),
+            db: pool,
             auth,
             metrics,
             control,

@@ -12,7 +12,6 @@
 //! Every replica runs the sweeper; a transaction-scoped advisory lock lets one sweep at a time.
 
 use chrono::Utc;
-use roar_schemas::FileStatus;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands;
@@ -60,7 +59,7 @@ pub(crate) fn spawn(s: AppState, cancel: CancellationToken) {
 
 /// One sweep; `None` when another replica holds the sweep lock.
 pub(crate) async fn sweep(s: &AppState) -> Result<Option<Swept>, crate::ApiError> {
-    let mut lock = s.read.pool().begin().await?;
+    let mut lock = s.db.begin().await?;
     let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(&mut *lock)
@@ -82,15 +81,7 @@ pub(crate) async fn sweep(s: &AppState) -> Result<Option<Swept>, crate::ApiError
     let mut swept = Swept::default();
     // A pending file's `updated_at` is its (latest) registration: its link expired
     // `link_ttl_seconds` later.
-    let pending: Vec<String> = sqlx::query_scalar(
-        "SELECT file_id FROM files WHERE status = $1 AND updated_at < $2
-         ORDER BY updated_at LIMIT $3",
-    )
-    .bind(FileStatus::PendingUpload.as_str())
-    .bind(cutoff)
-    .bind(BATCH as i64)
-    .fetch_all(&mut *lock)
-    .await?;
+    let pending = s.read.pending_uploads_before(cutoff, BATCH as i64).await?;
     for file_id in pending {
         commands::files::upload_expired(s, &file_id).await?;
         let staged = roar_common::storage::staging_key(&file_id);

@@ -47,7 +47,7 @@ pub(crate) async fn claim(
     .bind(now)
     .bind(now - STALE_CLAIM)
     .bind(deleted_at)
-    .execute(s.read.pool())
+    .execute(&s.db)
     .await?
     .rows_affected()
         == 1;
@@ -78,7 +78,7 @@ pub(crate) async fn is_claimed(
     )
     .bind(file_id)
     .bind(Utc::now() - STALE_CLAIM)
-    .fetch_optional(s.read.pool())
+    .fetch_optional(&s.db)
     .await?;
     Ok(claimed_at.is_some_and(|c| deleted_at.is_none_or(|d| c > d)))
 }
@@ -89,7 +89,7 @@ impl UploadClaim {
         let done = sqlx::query("UPDATE upload_claims SET token = $2 WHERE file_id = $1")
             .bind(&self.file_id)
             .bind(token)
-            .execute(s.read.pool())
+            .execute(&s.db)
             .await;
         // The event is durable either way; an unconfirmed claim only blocks for STALE_CLAIM.
         if let Err(e) = done {
@@ -101,7 +101,7 @@ impl UploadClaim {
     pub(crate) async fn release(self, s: &AppState) {
         let done = sqlx::query("DELETE FROM upload_claims WHERE file_id = $1 AND token IS NULL")
             .bind(&self.file_id)
-            .execute(s.read.pool())
+            .execute(&s.db)
             .await;
         if let Err(e) = done {
             tracing::warn!(file_id = %self.file_id, error = %e, "upload claim not released");
@@ -140,7 +140,7 @@ pub(crate) async fn record_registration(
     .bind(info.size)
     .bind(&info.sha256)
     .bind(Utc::now())
-    .execute(s.read.pool())
+    .execute(&s.db)
     .await?;
     Ok(())
 }
@@ -154,7 +154,7 @@ pub(crate) async fn registration(
         "SELECT owner, filename, mime, size, sha256 FROM upload_registrations WHERE file_id = $1",
     )
     .bind(file_id)
-    .fetch_optional(s.read.pool())
+    .fetch_optional(&s.db)
     .await?)
 }
 
@@ -165,7 +165,7 @@ pub(crate) async fn forget_registrations(
 ) -> Result<u64, sqlx::Error> {
     let r = sqlx::query("DELETE FROM upload_registrations WHERE registered_at < $1")
         .bind(before)
-        .execute(s.read.pool())
+        .execute(&s.db)
         .await?;
     Ok(r.rows_affected())
 }

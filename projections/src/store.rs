@@ -48,10 +48,22 @@ impl ReadModel {
         Self { pool }
     }
 
-    /// The database itself, for what is not a query over the projection (the dead-letter
-    /// re-drive record).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// Up to `limit` files still waiting for their direct upload whose latest registration
+    /// (`updated_at`) is older than `before`, oldest first: the uploads the sweeper expires.
+    pub async fn pending_uploads_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT file_id FROM files WHERE status = $1 AND updated_at < $2
+             ORDER BY updated_at LIMIT $3",
+        )
+        .bind(FileStatus::PendingUpload.as_str())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn file(&self, file_id: &str) -> Result<Option<FileRow>, sqlx::Error> {

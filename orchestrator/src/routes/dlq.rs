@@ -42,7 +42,7 @@ pub async fn dead_letters(
     user: User,
 ) -> Result<Json<DeadLettersPage>, ApiError> {
     require_admin(&user)?;
-    let letters = dlq::list(&s.cfg.kafka, s.read.pool()).await?;
+    let letters = dlq::list(&s.cfg.kafka, &s.db).await?;
     Ok(Json(DeadLettersPage {
         total: letters.len(),
         letters: letters
@@ -74,7 +74,7 @@ pub async fn redrive_letter(
     }
     let actor = format!("user:{}", user.id());
     let (done, sent_now) =
-        dlq::redrive(&s.cfg.kafka, &s.producer, s.read.pool(), &letter_id, &actor).await?;
+        dlq::redrive(&s.cfg.kafka, &s.producer, &s.db, &letter_id, &actor).await?;
     Ok(Json(RedriveAccepted {
         letter_id,
         redrive: RedriveView::from(&done),

@@ -111,7 +111,7 @@ pub(crate) async fn validate(
         None => sign::new_secret(),
     };
     let max = s.cfg.webhooks.max_per_user;
-    if counted && store::count(s.read.pool(), user.id()).await? as u64 >= max {
+    if counted && store::count(&s.db, user.id()).await? as u64 >= max {
         return Err(ApiError::Limit {
             code: "webhooks",
             message: format!(
@@ -146,7 +146,7 @@ pub(crate) async fn register(
         secret: secret.to_string(),
         created_at: Utc::now(),
     };
-    store::insert(s.read.pool(), &r).await?;
+    store::insert(&s.db, &r).await?;
     tracing::info!(webhook_id = %r.webhook_id, job_id = ?r.job_id, "webhook registered");
     Ok(r)
 }
@@ -165,7 +165,7 @@ pub async fn create(
 /// `GET /webhooks`: the caller's webhooks, without secrets (job callbacks are not listed: one
 /// per job, they would make the list unbounded).
 pub async fn list(State(s): State<AppState>, user: User) -> Result<Json<WebhookList>, ApiError> {
-    let rows = store::list(s.read.pool(), user.id()).await?;
+    let rows = store::list(&s.db, user.id()).await?;
     Ok(Json(WebhookList {
         webhooks: rows.into_iter().map(|r| view(r, false)).collect(),
     }))
@@ -178,7 +178,7 @@ pub async fn delete(
     user: User,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if store::delete(s.read.pool(), user.id(), &id).await? {
+    if store::delete(&s.db, user.id(), &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)
@@ -191,10 +191,10 @@ pub async fn deliveries(
     user: User,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    if store::get(s.read.pool(), user.id(), &id).await?.is_none() {
+    if store::get(&s.db, user.id(), &id).await?.is_none() {
         return Err(ApiError::NotFound);
     }
-    let rows = store::deliveries(s.read.pool(), &id, DELIVERIES_SHOWN).await?;
+    let rows = store::deliveries(&s.db, &id, DELIVERIES_SHOWN).await?;
     Ok(Json(DeliveryList {
         deliveries: rows
             .into_iter()
