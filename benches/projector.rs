@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use roar_common::kafka::EventProducer;
+use roar_schemas::ids::JobIdentity;
 use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS};
-use roar_schemas::{
-    ids, EventMeta, FileBody, FileEvent, FileInfo, JobBody, JobEvent, JobRequested, Output,
-};
+use roar_schemas::{ids, EventMeta, FileBody, FileEvent, FileInfo, JobBody, JobEvent, Output};
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
@@ -43,19 +42,11 @@ fn file_life(n: usize) -> Vec<Msg> {
             storage_key: format!("uploads/{file_id}/original"),
         }),
     };
-    let req = JobRequested {
-        meta: meta(),
-        job_id: ids::job_id(&file_id, "pitch", "tiny", "{}", "v1"),
-        file_id: file_id.clone(),
-        owner: "bench".into(),
-        model: "pitch".into(),
-        variation: "tiny".into(),
-        model_version: "v1".into(),
-        params_json: "{}".into(),
-        attempt: 1,
-        not_before: None,
-        input: None,
-    };
+    let req = JobIdentity::new(&file_id, "pitch", "tiny", &serde_json::json!({}), "v1").request(
+        meta(),
+        "bench".into(),
+        1,
+    );
     let job = |body| JobEvent {
         meta: meta(),
         job_id: req.job_id.clone(),

@@ -64,10 +64,21 @@ impl PendingRequests {
     }
 }
 
-/// The identity of `r` (a validated catalogue request) on `file_id`, recorded as
-/// `model_version`: the one place a request becomes a job id, for `/process` and replays alike.
-pub(super) fn identity(file_id: &str, r: &Resolved, model_version: &str) -> JobIdentity {
-    JobIdentity::new(file_id, r.model, &r.variation, &r.params, model_version)
+/// The identity of `r` (a validated catalogue request, recorded as `r.model_version`) on
+/// `file_id`, reading `input` (`None`: the upload): the one place a request becomes a job id,
+/// for `/process`, `/generate`, a pipeline's first step and replays alike. (A pipeline's
+/// steps get theirs from `ids::step_identity`, which the process manager shares; both build
+/// on `JobIdentity::new`.)
+pub(crate) fn identity_reading(
+    file_id: &str,
+    r: &Resolved,
+    input: Option<JobInput>,
+) -> JobIdentity {
+    let id = JobIdentity::new(file_id, r.model, &r.variation, &r.params, &r.model_version);
+    match input {
+        Some(i) => id.reading(i),
+        None => id,
+    }
 }
 
 /// What a job request turned into.
@@ -75,19 +86,6 @@ pub struct Requested {
     pub view: JobRequestView,
     /// Whether a new event was emitted.
     pub emitted: bool,
-}
-
-/// The identity of a job of `r` on `file_id`, reading `input` (`None`: the upload).
-pub(crate) fn identity_reading(
-    file_id: &str,
-    r: &Resolved,
-    input: Option<JobInput>,
-) -> JobIdentity {
-    let id = identity(file_id, r, &r.model_version);
-    match input {
-        Some(i) => id.reading(i),
-        None => id,
-    }
 }
 
 /// `POST /process` for one validated model request on a ready file, reading the upload or

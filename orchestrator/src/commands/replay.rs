@@ -14,7 +14,7 @@ use roar_projections::ReadModel;
 use roar_schemas::topics::jobs_topic;
 use roar_schemas::EventMeta;
 
-use super::jobs::identity;
+use super::jobs::identity_reading;
 
 /// What to replay.
 #[derive(Debug, Clone, Default)]
@@ -96,23 +96,19 @@ pub async fn replay(
             .variation
             .clone()
             .unwrap_or_else(|| j.variation.clone());
-        let resolved = match catalog::resolve(&spec.model, Some(&variation), Some(&j.params)) {
+        let mut resolved = match catalog::resolve(&spec.model, Some(&variation), Some(&j.params)) {
             Ok(r) => r,
             Err(e) => {
                 report.refused.push((j.job_id.clone(), e.to_string()));
                 continue;
             }
         };
-        let version = spec
-            .model_version
-            .clone()
-            .unwrap_or_else(|| resolved.model_version.clone());
+        if let Some(version) = &spec.model_version {
+            resolved.model_version = version.clone();
+        }
         // A job that read another job's output reads the same output again: the input is
         // part of the job's identity, and the upstream job is the same one.
-        let identity = match j.input() {
-            Some(input) => identity(&j.file_id, &resolved, &version).reading(input),
-            None => identity(&j.file_id, &resolved, &version),
-        };
+        let identity = identity_reading(&j.file_id, &resolved, j.input());
         let id = identity.job_id().to_string();
         if !seen.insert(id.clone()) {
             continue;
