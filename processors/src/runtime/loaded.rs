@@ -41,24 +41,31 @@ impl<T> Loaded<T> {
         &self.variations
     }
 
+    /// Whether `variation` is served here; one that is not fails the job for good
+    /// (`unknown_variation`, naming those that are).
+    pub fn serves(&self, variation: &str) -> Result<(), ModelError> {
+        if self.variations.iter().any(|v| v == variation) {
+            return Ok(());
+        }
+        Err(ModelError::permanent(
+            "unknown_variation",
+            format!(
+                "{} {variation:?} is not served here (weights present for: {})",
+                self.model,
+                self.variations.join(", ")
+            ),
+        ))
+    }
+
     /// `variation`'s model, loaded with `load` on first use. A variation not served here fails
-    /// the job for good (`unknown_variation`); a failed load is not kept, so the next job tries
+    /// the job for good ([`Self::serves`]); a failed load is not kept, so the next job tries
     /// again. Jobs wait for a load in progress rather than load the same weights twice.
     pub fn get(
         &self,
         variation: &str,
         load: impl FnOnce() -> Result<T, ModelError>,
     ) -> Result<Arc<T>, ModelError> {
-        if !self.variations.iter().any(|v| v == variation) {
-            return Err(ModelError::permanent(
-                "unknown_variation",
-                format!(
-                    "{} {variation:?} is not served here (weights present for: {})",
-                    self.model,
-                    self.variations.join(", ")
-                ),
-            ));
-        }
+        self.serves(variation)?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = cache.get(variation) {
             return Ok(m.clone());
