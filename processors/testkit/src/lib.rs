@@ -6,10 +6,13 @@
 //! [`kernel_ran`] is for tests of kernels that only run on some CPUs: it says which kernel ran,
 //! and fails when [`REQUIRE_AVX512`] asks for the AVX-512 one on a machine where it could not.
 //! With the `candle` feature, [`tensor`] compares candle tensors the same way; with `fuzz`,
-//! `fuzz` has the fuzz harnesses' strategies and runner.
+//! `fuzz` has the fuzz harnesses' strategies and runner; with `audio`, `audio` reads committed
+//! FLAC fixtures.
 
 use std::fmt;
 
+#[cfg(feature = "audio")]
+pub mod audio;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 #[cfg(feature = "candle")]

@@ -6,16 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 
+use roar_testkit::audio::flac_i16;
 use roar_testkit::max_abs_diff;
 use roar_whisper::{AlignSpan, WhisperError};
 use serde::Deserialize;
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
-use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 
 use common::load;
 
@@ -67,39 +61,10 @@ fn case(name: &str) -> Case {
 
 /// The FLAC's 16-bit samples / 32768, as the generator read them.
 fn flac(name: &str) -> Vec<f32> {
-    let path = fixtures().join(name);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let stream = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    hint.with_extension("flac");
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            stream,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .expect("a FLAC file");
-    let mut format = probed.format;
-    let track = format.default_track().expect("one audio track");
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .expect("a FLAC decoder");
-    let mut samples = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break
-            }
-            Err(e) => panic!("{path:?}: {e}"),
-        };
-        let decoded = decoder.decode(&packet).expect("a valid FLAC frame");
-        let mut buf = SampleBuffer::<i16>::new(decoded.capacity() as u64, *decoded.spec());
-        buf.copy_interleaved_ref(decoded);
-        samples.extend(buf.samples().iter().map(|&s| f32::from(s) / 32768.0));
-    }
-    samples
+    flac_i16(&fixtures().join(name))
+        .iter()
+        .map(|&s| f32::from(s) / 32768.0)
+        .collect()
 }
 
 fn check(name: &str) {

@@ -6,13 +6,6 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
-use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 
 use crate::Whisper;
 
@@ -124,37 +117,7 @@ pub(super) fn model(case: &Case) -> Whisper {
 /// The case's audio: its 16-bit samples / 32768, checked against the sums the generator saw.
 pub(super) fn audio(case: &Case) -> Vec<f32> {
     let path = fixtures().join(&case.audio);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let stream = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    hint.with_extension("flac");
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            stream,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .expect("a FLAC file");
-    let mut format = probed.format;
-    let track = format.default_track().expect("one audio track");
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .expect("a FLAC decoder");
-    let mut samples: Vec<i16> = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break
-            }
-            Err(e) => panic!("{path:?}: {e}"),
-        };
-        let decoded = decoder.decode(&packet).expect("a valid FLAC frame");
-        let mut buf = SampleBuffer::<i16>::new(decoded.capacity() as u64, *decoded.spec());
-        buf.copy_interleaved_ref(decoded);
-        samples.extend_from_slice(buf.samples());
-    }
+    let samples = roar_testkit::audio::flac_i16(&path);
     assert_eq!(samples.len(), case.samples, "{path:?}: sample count");
     let sum: i64 = samples.iter().map(|&s| i64::from(s)).sum();
     let weighted: i64 = samples
