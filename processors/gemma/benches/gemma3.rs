@@ -20,28 +20,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use candle_core::Device;
 use roar_gemma::gemma3::{Gemma3, Precision};
-use roar_gemma::generate::argmax;
 use roar_gemma::lyrics::clean;
+
+mod common;
+use common::{env_usize, median, threads, time_greedy};
 
 const TRANSCRIPT: &str = "i been walking down this empty road tonight with the city lights \
     behind me and the radio low oh i keep on running running till the morning comes \
     and i wont look back no i wont look back";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 struct Figures {
     prefill_tok_s: f64,
@@ -51,25 +40,21 @@ struct Figures {
 
 fn roar(path: &Path, precision: Precision, prompt: &[u32], new: usize, runs: usize) -> Figures {
     let (model, _) = Gemma3::load(path, precision, &Device::Cpu).expect("load the model");
-    let (mut prefill, mut decode, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut cache = model.new_cache();
-        let t0 = Instant::now();
-        let mut logits = model.forward(prompt, &mut cache, 1).expect("prefill");
-        let t1 = Instant::now();
-        tokens.clear();
-        for _ in 0..new {
-            let next = argmax(&logits).expect("argmax");
-            tokens.push(next);
-            logits = model.forward(&[next], &mut cache, 1).expect("decode");
-        }
-        let t2 = Instant::now();
-        prefill.push(prompt.len() as f64 / (t1 - t0).as_secs_f64());
-        decode.push(new as f64 / (t2 - t1).as_secs_f64());
-    }
+    let (times, tokens) = time_greedy(
+        prompt,
+        new,
+        runs,
+        || model.new_cache(),
+        |ids, cache| model.forward(ids, cache, 1).expect("forward"),
+    );
     Figures {
-        prefill_tok_s: median(prefill),
-        decode_tok_s: median(decode),
+        prefill_tok_s: median(
+            times
+                .iter()
+                .map(|t| prompt.len() as f64 / t.prefill_s)
+                .collect(),
+        ),
+        decode_tok_s: median(times.iter().map(|t| new as f64 / t.decode_s).collect()),
         tokens,
     }
 }
@@ -109,11 +94,7 @@ fn reference(
 }
 
 fn main() {
-    let threads = env_usize("GEMMA_BENCH_THREADS", 2);
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // Read by candle's thread pool when it first starts, which is after this.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    let threads = threads();
     let runs = env_usize("GEMMA_BENCH_RUNS", 3).max(1);
     let new = env_usize("GEMMA_BENCH_TOKENS", 64).max(1);
     let models: PathBuf = std::env::var_os("ROAR_MODELS_DIR")

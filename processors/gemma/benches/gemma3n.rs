@@ -21,23 +21,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use candle_core::Device;
 use roar_gemma::gemma3n::Gemma3n;
-use roar_gemma::generate::argmax;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod common;
+use common::{env_usize, median, threads, time_greedy};
 
 /// Median prefill and per-step milliseconds, and the greedy tokens of the last run.
 struct Figures {
@@ -52,28 +41,21 @@ fn roar(dir: &Path, prompt: Option<Vec<u32>>, len: usize, steps: usize, runs: us
     let text_ids = model.config.vision_vocab_offset.saturating_sub(3).max(1) as u32;
     let prompt =
         prompt.unwrap_or_else(|| (0..len as u32).map(|i| 3 + i * 1999 % text_ids).collect());
-    let prompt = prompt.as_slice();
-    let (mut prefill, mut step, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut cache = model.text.new_cache();
-        let t0 = Instant::now();
-        let mut logits = model.forward(prompt, None, &mut cache, 1).expect("prefill");
-        let t1 = Instant::now();
-        tokens.clear();
-        for _ in 0..steps {
-            let next = argmax(&logits).expect("argmax");
-            tokens.push(next);
-            logits = model
-                .forward(&[next], None, &mut cache, 1)
-                .expect("decode step");
-        }
-        let t2 = Instant::now();
-        prefill.push((t1 - t0).as_secs_f64() * 1e3);
-        step.push((t2 - t1).as_secs_f64() * 1e3 / steps as f64);
-    }
+    let (times, tokens) = time_greedy(
+        &prompt,
+        steps,
+        runs,
+        || model.text.new_cache(),
+        |ids, cache| model.forward(ids, None, cache, 1).expect("forward"),
+    );
     Figures {
-        prefill_ms: median(prefill),
-        step_ms: median(step),
+        prefill_ms: median(times.iter().map(|t| t.prefill_s * 1e3).collect()),
+        step_ms: median(
+            times
+                .iter()
+                .map(|t| t.decode_s * 1e3 / steps as f64)
+                .collect(),
+        ),
         tokens,
     }
 }
@@ -106,11 +88,7 @@ fn reference(python: &str, dir: &Path, args: [usize; 5]) -> (Figures, Vec<u32>) 
 }
 
 fn main() {
-    let threads = env_usize("GEMMA_BENCH_THREADS", 2);
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // Read by candle's thread pool when it first starts, which is after this.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    let threads = threads();
     let runs = env_usize("GEMMA_BENCH_RUNS", 3).max(1);
     let layers = env_usize("GEMMA3N_BENCH_LAYERS", 4).max(1);
     let prompt_len = env_usize("GEMMA3N_BENCH_PROMPT", 128).max(1);
