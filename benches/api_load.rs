@@ -16,17 +16,19 @@
 //! STREAMS idle `GET /status/{id}/events` streams, prints `open N` once all are open, holds
 //! them HOLD_SECONDS and fails if any ended meanwhile.
 
+mod common;
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use serde_json::json;
 
+use crate::common::load;
 use crate::support::{Infra, Services};
 
 #[tokio::main(flavor = "multi_thread")]
@@ -131,8 +133,8 @@ async fn requests(t: &Target, mode: &str, n: usize, c: usize) -> Result<()> {
     };
     // Warm the pool and the server's caches first.
     let _ = load(c * 4, c, &send).await;
-    let (lat, wall, failed) = load(n, c, &send).await;
-    report(mode, lat, wall, failed);
+    let run = load(n, c, &send).await;
+    report(mode, run.latencies, run.wall, run.failed.len());
     Ok(())
 }
 
@@ -145,37 +147,6 @@ fn start_id() -> u128 {
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     })
-}
-
-/// Runs `n` requests made by `make(i)` with `c` in flight: latencies of the 2xx answers, the
-/// wall time, and how many were not 2xx.
-async fn load<F, Fut>(n: usize, c: usize, make: &F) -> (Vec<Duration>, Duration, usize)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = u16>,
-{
-    let start = Instant::now();
-    let (mut lat, mut failed) = (Vec::with_capacity(n), 0);
-    let mut inflight = FuturesUnordered::new();
-    let mut next = 0;
-    while next < n || !inflight.is_empty() {
-        while next < n && inflight.len() < c {
-            let f = make(next);
-            inflight.push(async move {
-                let t = Instant::now();
-                (f.await, t.elapsed())
-            });
-            next += 1;
-        }
-        if let Some((code, d)) = inflight.next().await {
-            if (200..300).contains(&code) {
-                lat.push(d);
-            } else {
-                failed += 1;
-            }
-        }
-    }
-    (lat, start.elapsed(), failed)
 }
 
 fn report(name: &str, mut lat: Vec<Duration>, wall: Duration, failed: usize) {

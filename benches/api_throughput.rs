@@ -8,10 +8,11 @@
 //! throughput and latency percentiles; then the memory of N idle SSE subscribers (resident set
 //! growth of this process, which holds both the server and the client side of each stream).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+
 use roar::stack::{find_tansu, free_port, Broker, Postgres, TansuFlavor};
 use roar_common::auth::Authenticator;
 use roar_common::config::Secret;
@@ -19,6 +20,8 @@ use roar_common::Config;
 use roar_schemas::FileStatus;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+
+use common::load;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -44,32 +47,16 @@ fn report(name: &str, mut lat: Vec<Duration>, wall: Duration) {
     );
 }
 
-/// Runs `n` requests made by `make(i)` with `c` in flight; returns latencies and wall time.
-async fn load<F, Fut>(n: usize, c: usize, make: F) -> (Vec<Duration>, Duration)
+/// `n` requests of `make(i)` with `c` in flight: their latencies and the wall time. A bench of
+/// a path that answers anything but 2xx measures nothing: it stops there.
+async fn load_ok<F, Fut>(n: usize, c: usize, make: F) -> (Vec<Duration>, Duration)
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = u16>,
 {
-    let start = Instant::now();
-    let mut lat = Vec::with_capacity(n);
-    let mut inflight = FuturesUnordered::new();
-    let mut next = 0;
-    while next < n || !inflight.is_empty() {
-        while next < n && inflight.len() < c {
-            let f = make(next);
-            inflight.push(async move {
-                let t = Instant::now();
-                let code = f.await;
-                (code, t.elapsed())
-            });
-            next += 1;
-        }
-        if let Some((code, d)) = inflight.next().await {
-            assert!(code < 300, "status {code}");
-            lat.push(d);
-        }
-    }
-    (lat, start.elapsed())
+    let run = load(n, c, &make).await;
+    assert!(run.failed.is_empty(), "statuses {:?}", run.failed);
+    (run.latencies, run.wall)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -184,8 +171,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(599)
         }
     };
-    load(200, c, get).await; // warm-up
-    let (lat, wall) = load(n, c, get).await;
+    load_ok(200, c, get).await; // warm-up
+    let (lat, wall) = load_ok(n, c, get).await;
     report("GET /status/{file_id}", lat, wall);
 
     let post = |params: Value| {
@@ -203,12 +190,12 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     // Each request a new job: the duration param differs, so does the job id.
-    let (lat, wall) = load(n, c, |i| {
+    let (lat, wall) = load_ok(n, c, |i| {
         post(json!({"duration": 1.0 + (i as f64) * 28.0 / n as f64, "prompt": "bench"}))
     })
     .await;
     report("POST /process (new job, event)", lat, wall);
-    let (lat, wall) = load(n, c, |_| post(json!({"duration": 2}))).await;
+    let (lat, wall) = load_ok(n, c, |_| post(json!({"duration": 2}))).await;
     report("POST /process (existing job)", lat, wall);
 
     // Idle SSE subscribers: open them, let them settle, measure resident memory growth.
