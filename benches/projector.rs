@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use roar_common::kafka::EventProducer;
+use roar_projections::ReadModel;
 use roar_schemas::ids::JobIdentity;
 use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS};
 use roar_schemas::{ids, EventMeta, FileBody, FileEvent, FileInfo, JobBody, JobEvent, Output};
@@ -112,14 +113,10 @@ async fn send_all(p: &EventProducer, msgs: Vec<Msg>) {
     }
 }
 
-/// Events the projector has committed: the sum of its stored positions (every topic starts
-/// empty). A 21-row read, so polling it does not take CPU from the projector and the database
-/// the way `count(*)` over the growing history would.
+/// Events the projector has committed. A 21-row read, so polling it does not take CPU from
+/// the projector and the database the way `count(*)` over the growing history would.
 async fn projected(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT COALESCE(sum(next_offset), 0)::bigint FROM projector_offsets")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    ReadModel::new(pool.clone()).events_applied().await.unwrap()
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {

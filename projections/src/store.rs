@@ -48,6 +48,12 @@ impl ReadModel {
         Self { pool }
     }
 
+    /// Events the projector has applied in all (its stored positions summed; every topic
+    /// starting empty): cheap to poll while waiting for it to catch up.
+    pub async fn events_applied(&self) -> Result<i64, sqlx::Error> {
+        offsets::applied_total(&self.pool).await
+    }
+
     /// Up to `limit` files still waiting for their direct upload whose latest registration
     /// (`updated_at`) is older than `before`, oldest first: the uploads the sweeper expires.
     pub async fn pending_uploads_before(
