@@ -468,6 +468,30 @@ fn build() -> Vec<ModelSpec> {
     ]
 }
 
+/// Whether `s` can be a model version: 1–100 of `A-Z a-z 0-9 . _ -` (it is part of job ids and
+/// of the consumer group that serves it).
+pub fn is_version(s: &str) -> bool {
+    (1..=100).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The version a worker of `model` serves `variation` at: `overrides` (the worker's
+/// `processor.model_versions`) if it names one, else the catalogue's; `None` for a variation
+/// the catalogue does not know.
+pub fn served_version(
+    model: &str,
+    variation: &str,
+    overrides: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+) -> Option<String> {
+    if let Some(v) = overrides.get(model).and_then(|m| m.get(variation)) {
+        return Some(v.clone());
+    }
+    self::model(model)?
+        .variation(variation)
+        .map(|v| v.model_version.to_string())
+}
+
 /// The spec of `model`, if roar knows it.
 pub fn model(name: &str) -> Option<&'static ModelSpec> {
     models().iter().find(|m| m.name == name)
@@ -707,5 +731,32 @@ mod tests {
             }
         }
         assert_eq!(models().len(), roar_schemas::topics::MODELS.len());
+    }
+
+    #[test]
+    fn catalogue_versions_are_versions_and_overrides_win() {
+        for m in models() {
+            for v in &m.variations {
+                assert!(is_version(v.model_version), "{}", v.model_version);
+            }
+        }
+        assert!(!is_version("") && !is_version("a b") && !is_version("a/b"));
+        let mut over = std::collections::BTreeMap::new();
+        over.insert(
+            "pitch".to_string(),
+            [("tiny".to_string(), "crepe-tiny-new".to_string())].into(),
+        );
+        assert_eq!(
+            served_version("pitch", "tiny", &over).as_deref(),
+            Some("crepe-tiny-new")
+        );
+        assert_eq!(
+            served_version("pitch", "full", &over).as_deref(),
+            model("pitch")
+                .unwrap()
+                .variation("full")
+                .map(|v| v.model_version)
+        );
+        assert_eq!(served_version("pitch", "huge", &over), None);
     }
 }

@@ -3,6 +3,7 @@
 //! (`ROAR_KAFKA__BROKERS=host:9092`). Unknown keys are rejected and values are validated at
 //! start-up; secrets print as `***`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -270,6 +271,11 @@ pub struct ProcessorConfig {
     /// and one is there, else the CPU), `cpu`, `cuda:N` or `metal:N`; a GPU the build or the
     /// machine lacks stops the worker at start-up with an error saying so.
     pub device: DeviceSpec,
+    /// `model → variation → version`: the version a worker's weights are when they are not the
+    /// ones this build's catalogue names (new weights deployed without a new build, e.g. during
+    /// a rollout). A worker serves each variation at exactly one version, this one or the
+    /// catalogue's, and runs only jobs that ask for it (`docs/ARCHITECTURE.md`, model versions).
+    pub model_versions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Limits of music generation, checked by the orchestrator (422) and again by the musicgen
@@ -478,6 +484,7 @@ impl Default for ProcessorConfig {
             ops_addr: "127.0.0.1:9182".parse().expect("static address"),
             fetch_wait_ms: 10,
             device: DeviceSpec::Auto,
+            model_versions: BTreeMap::new(),
         }
     }
 }
@@ -614,6 +621,7 @@ impl Config {
         if self.processor.heartbeat_seconds < 1 {
             return bad("processor.heartbeat_seconds must be ≥ 1".into());
         }
+        self.check_model_versions().map_err(ConfigError::Invalid)?;
         if !(self.processor.max_audio_seconds.is_finite() && self.processor.max_audio_seconds > 0.0)
         {
             return bad("processor.max_audio_seconds must be > 0".into());
@@ -779,6 +787,29 @@ impl Config {
     /// The orchestrator's start-up check: where it signs links, `auth.link_secret` must be a
     /// real key. Kept out of `validate` because workers and the projector never sign links and
     /// should not need (or hold) the key.
+    /// `processor.model_versions` names catalogue models and variations, and versions that fit
+    /// in a job id and a consumer group name.
+    fn check_model_versions(&self) -> Result<(), String> {
+        for (model, variations) in &self.processor.model_versions {
+            let spec = crate::catalog::model(model)
+                .ok_or_else(|| format!("processor.model_versions: unknown model {model:?}"))?;
+            for (variation, version) in variations {
+                if spec.variation(variation).is_none() {
+                    return Err(format!(
+                        "processor.model_versions.{model}: unknown variation {variation:?}"
+                    ));
+                }
+                if !crate::catalog::is_version(version) {
+                    return Err(format!(
+                        "processor.model_versions.{model}.{variation}: {version:?} is not a \
+                         version (1–100 of A-Z a-z 0-9 . _ -)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate_link_signing(&self) -> Result<(), ConfigError> {
         if !self.signs_links() {
             return Ok(());

@@ -8,7 +8,9 @@ use std::time::Duration;
 use roar_common::config::KafkaConfig;
 use roar_common::kafka::BrokerWatch;
 use roar_common::metrics::{CONSUMER_LAG, DLQ_DEPTH, QUEUE_DEPTH};
-use roar_schemas::topics::{consumer_group, jobs_topic, DLQ, FILES, JOB_EVENTS, MODELS, PIPELINES};
+use roar_schemas::topics::{
+    consumer_group, jobs_topic, version_group, DLQ, FILES, JOB_EVENTS, MODELS, PIPELINES,
+};
 use roar_schemas::JobStatus;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +22,16 @@ const EVERY: Duration = Duration::from_secs(10);
 /// consumer role adds its (group, topic) here.
 pub fn watched_groups() -> Vec<(String, String)> {
     let mut v = vec![(consumer_group("probe"), FILES.to_string())];
-    v.extend(MODELS.iter().map(|m| (consumer_group(m), jobs_topic(m))));
+    // A model's workers form one group per (variation, version) they serve: the catalogue's
+    // versions are the ones jobs ask for unless a replay names another.
+    for m in roar_common::catalog::models() {
+        for var in &m.variations {
+            v.push((
+                version_group(m.name, var.name, var.model_version),
+                jobs_topic(m.name),
+            ));
+        }
+    }
     // The pipelines' process manager reads two topics; a lag on either delays hand-offs.
     for topic in [PIPELINES, JOB_EVENTS] {
         v.push((crate::pipeline::GROUP.to_string(), topic.to_string()));

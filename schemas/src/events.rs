@@ -765,6 +765,9 @@ pub enum ControlBody {
         device: String,
         interval_seconds: i32,
         stopping: bool,
+        /// The model version each of `variations` is served at (same order); empty from a
+        /// worker older than control_event v3.
+        versions: Vec<String>,
     },
 }
 
@@ -781,6 +784,7 @@ impl Event for ControlEvent {
                 &[
                     include_str!("../avro/history/control_event.v1.avsc"),
                     include_str!("../avro/history/control_event.v2.avsc"),
+                    include_str!("../avro/history/control_event.v3.avsc"),
                 ],
             )
         });
@@ -804,6 +808,7 @@ impl Event for ControlEvent {
                 device,
                 interval_seconds,
                 stopping,
+                versions,
             } => Value::Union(
                 1,
                 Box::new(record(vec![
@@ -817,6 +822,10 @@ impl Event for ControlEvent {
                     ("device", string(device)),
                     ("interval_seconds", Value::Int(*interval_seconds)),
                     ("stopping", Value::Boolean(*stopping)),
+                    (
+                        "versions",
+                        Value::Array(versions.iter().map(|v| string(v)).collect()),
+                    ),
                 ])),
             ),
         };
@@ -846,6 +855,7 @@ impl Event for ControlEvent {
                 device: b.string("device")?,
                 interval_seconds: b.int("interval_seconds")?,
                 stopping: b.boolean("stopping")?,
+                versions: b.strings("versions")?,
             },
             other => return Err(DecodeError::UnknownVariant(other.to_string())),
         };

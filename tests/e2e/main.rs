@@ -53,6 +53,7 @@ mod e2e_probe;
 mod e2e_runtime;
 mod e2e_sdk_typescript;
 mod e2e_studio;
+mod e2e_versions;
 mod ops_analytics;
 mod ops_metrics;
 mod ops_topics;

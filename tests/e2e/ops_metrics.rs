@@ -222,6 +222,16 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
     svc.wait_job(&alice, &file, &job, |j| j["status"] == "completed")
         .await;
 
+    // Pitch tiny's workers read as the group of the version they serve (leaked: the table
+    // below holds 'static labels).
+    let pitch_group: &'static str = String::leak(format!(
+        "group=\"{}\"",
+        roar_schemas::topics::version_group(
+            "pitch",
+            "tiny",
+            &crate::e2e_versions::served("pitch", "tiny")
+        )
+    ));
     // What each role must show once the work above went through it. The projector's view of
     // the pipeline refreshes on a timer: poll until it has caught up.
     let expect: [(&str, &str, Series); 6] = [
@@ -248,7 +258,7 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
                 ("roar_projector_batch_seconds_count", vec![]),
                 ("roar_projector_lag_seconds", vec![]),
                 ("roar_projector_lag_events", vec![]),
-                ("roar_consumer_lag", vec!["group=\"roar-pitch\""]),
+                ("roar_consumer_lag", vec![pitch_group]),
                 (
                     "roar_consumer_lag",
                     vec!["group=\"roar-pipeline\"", "topic=\"roar.job-events.v1\""],
@@ -294,7 +304,7 @@ async fn every_role_serves_health_ready_and_its_documented_metrics() {
                 ),
                 ("roar_jobs_in_flight", vec!["model=\"pitch\""]),
                 ("roar_inference_seconds_count", vec!["model=\"pitch\""]),
-                ("roar_messages_consumed_total", vec!["group=\"roar-pitch\""]),
+                ("roar_messages_consumed_total", vec![pitch_group]),
             ],
         ),
         (

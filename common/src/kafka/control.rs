@@ -31,10 +31,30 @@ pub struct LiveWorker {
     pub model: String,
     pub model_version: String,
     pub variations: Vec<String>,
+    /// The version each of `variations` is served at (same order); empty from a worker that
+    /// predates served versions.
+    pub versions: Vec<String>,
     pub device: String,
     pub last_seen: DateTime<Utc>,
     /// When the worker promised to announce itself again by.
     pub expires_at: DateTime<Utc>,
+}
+
+impl LiveWorker {
+    /// Whether this worker runs `model`'s jobs for `variation` at `version`. A worker that
+    /// announces no versions (an older build) runs its variations at any version.
+    pub fn serves(&self, model: &str, variation: &str, version: &str) -> bool {
+        if self.model != model {
+            return false;
+        }
+        if self.versions.is_empty() {
+            return self.variations.iter().any(|v| v == variation);
+        }
+        self.variations
+            .iter()
+            .zip(&self.versions)
+            .any(|(v, ver)| v == variation && ver == version)
+    }
 }
 
 #[derive(Default)]
@@ -180,6 +200,7 @@ impl ControlFollower {
                 device,
                 interval_seconds,
                 stopping,
+                versions,
             } => {
                 if stopping {
                     s.workers.remove(&worker);
@@ -196,6 +217,7 @@ impl ControlFollower {
                         model,
                         model_version,
                         variations,
+                        versions,
                         device,
                         last_seen,
                         expires_at,
@@ -292,6 +314,7 @@ mod tests {
                 device: "cpu".into(),
                 interval_seconds: 10,
                 stopping,
+                versions: vec!["v-tiny".into()],
             },
         }
     }
@@ -336,5 +359,15 @@ mod tests {
         let live = f.live_workers(now);
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].worker, "b");
+        assert!(live[0].serves("pitch", "tiny", "v-tiny"));
+        assert!(!live[0].serves("pitch", "tiny", "v-other"));
+        assert!(!live[0].serves("pitch", "full", "v-tiny"));
+        assert!(!live[0].serves("whisper", "tiny", "v-tiny"));
+        // An older worker's announcement names no versions: its variations at any version.
+        let old = LiveWorker {
+            versions: vec![],
+            ..live[0].clone()
+        };
+        assert!(old.serves("pitch", "tiny", "v-other") && !old.serves("pitch", "full", "v"));
     }
 }

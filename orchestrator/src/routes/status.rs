@@ -147,8 +147,15 @@ pub async fn status(
     let pipelines =
         crate::commands::pipelines::views_for_file(&s, &f.file_id, &jobs, q.as_of).await?;
     let mut views = Vec::with_capacity(jobs.len());
+    // Only today's workers tell why a job waits now, not at `as_of`.
+    let live = (q.as_of.is_none() && s.control.caught_up())
+        .then(|| s.control.live_workers(chrono::Utc::now()));
     for j in &jobs {
-        views.push(JobView::new(j, links::outputs_with_urls(&s, j).await));
+        let mut view = JobView::new(j, links::outputs_with_urls(&s, j).await);
+        if let Some(live) = &live {
+            view.explain_wait(live);
+        }
+        views.push(view);
     }
     Ok(Json(StatusView {
         file: FileView::from(&f),

@@ -2,6 +2,7 @@
 //! external workers send to `/notify`.
 
 use chrono::{DateTime, Utc};
+use roar_common::kafka::LiveWorker;
 use roar_projections::apply::JobRow;
 use roar_projections::store::HistoryRow;
 use roar_schemas::{JobInput, JobStatus};
@@ -133,6 +134,24 @@ impl JobView {
             finished_at: j.finished_at,
             updated_at: j.updated_at,
         }
+    }
+}
+
+impl JobView {
+    /// A queued job that no live worker in `live` serves at its variation and version says so
+    /// in `message`: it waits on its topic (never runs on other weights) until one starts.
+    pub fn explain_wait(&mut self, live: &[LiveWorker]) {
+        if self.status != JobStatus::Queued
+            || live
+                .iter()
+                .any(|w| w.serves(&self.model, &self.variation, &self.model_version))
+        {
+            return;
+        }
+        self.message = Some(format!(
+            "waiting: no live worker serves {} {} at version {}",
+            self.model, self.variation, self.model_version
+        ));
     }
 }
 

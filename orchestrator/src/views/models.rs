@@ -152,6 +152,8 @@ impl From<&LiveWorker> for WorkerView {
             model,
             model_version,
             variations,
+            // Not shown yet: a queued job's status says when no live worker serves its version.
+            versions: _,
             device,
             last_seen,
             expires_at,

@@ -10,6 +10,7 @@ pub mod manifest;
 mod model;
 mod progress;
 mod serve;
+mod served;
 mod song;
 mod worker;
 
@@ -17,4 +18,5 @@ pub use loaded::Loaded;
 pub use manifest::Manifest;
 pub use model::{Input, Model, ModelError, OutputFile, ProgressFn, RunContext};
 pub use serve::{options, serve, worker_id, RuntimeError};
+pub use served::{served, Member, Served};
 pub use worker::{Worker, WorkerOptions};

@@ -116,12 +116,16 @@ impl RunContext {
     }
 }
 
-/// A model family served by one consumer group (`roar-<name>`). Implementations are blocking
-/// and CPU/GPU-bound; the runtime calls [`Model::run`] on a blocking thread.
+/// A model family on its job topic, served by one consumer group per (variation, version)
+/// (`super::served`). Implementations are blocking and CPU/GPU-bound; the runtime calls
+/// [`Model::run`] on a blocking thread.
 pub trait Model: Send + Sync + 'static {
     /// `pitch`, `demucs`, ...: the job topic and the output folder.
     fn name(&self) -> &'static str;
-    /// Recorded in manifests and events, e.g. `crepe-torchcrepe-0.0.24`.
+    /// The implementation's release, e.g. `crepe-torchcrepe-0.0.24`, announced as the worker's
+    /// `model_version`. The version a job names and its manifest records is the variation's
+    /// (the catalogue's, or `processor.model_versions`'); this one serves a variation the
+    /// catalogue does not know.
     fn version(&self) -> String;
     /// The variations this worker can run, e.g. `tiny`, `full`.
     fn variations(&self) -> Vec<String>;

@@ -1,5 +1,6 @@
 //! Running one model's worker: the control-topic follower, the liveness announcements, and
-//! `processor.concurrency` members of the model's consumer group.
+//! `processor.concurrency` members of the consumer group of each (variation, version) it
+//! serves (`super::served`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use roar_schemas::{ControlBody, ControlEvent, EventMeta};
 use tokio_util::sync::CancellationToken;
 
 use super::model::Model;
+use super::served::{Member, Served};
 use super::worker::{Worker, WorkerOptions};
 
 /// Why a worker could not start or stopped.
@@ -76,14 +78,9 @@ pub async fn serve(
         options(cfg, id.clone()),
         cfg.processor.concurrency,
     );
-    let heartbeat = tokio::spawn(announce(
-        producer.clone(),
-        model.clone(),
-        id.clone(),
-        cfg.processor.heartbeat_seconds,
-        cancel.clone(),
-    ));
-    tracing::info!(worker = %id, model = model.name(), variations = ?model.variations(), "worker started");
+    let served = super::served::served(model.as_ref(), cfg);
+    let heartbeat_served = served.clone();
+    tracing::info!(worker = %id, model = model.name(), served = ?served, "worker started");
     metrics::gauge!(WORKER_DEVICE, "model" => model.name().to_string(), "device" => model.device())
         .set(1.0);
     let gpu = super::gpu::spawn(
@@ -92,21 +89,36 @@ pub async fn serve(
         Duration::from_secs(cfg.processor.gpu_metrics_seconds),
         cancel.clone(),
     );
+    // A group per served (variation, version), `concurrency` members each; the worker's
+    // slots bound the runs of all of them together.
     let mut members = tokio::task::JoinSet::new();
-    for _ in 0..cfg.processor.concurrency.max(1) {
-        let spec = ConsumerSpec {
-            group: worker.group(),
-            topics: vec![jobs_topic(model.name())],
-            kafka: cfg.kafka.clone(),
-            fetch_wait_ms: cfg.processor.fetch_wait_ms,
-        };
-        members.spawn(run_consumer(
-            spec,
-            worker.clone(),
-            producer.clone(),
-            cancel.clone(),
-        ));
+    for s in served {
+        let member = Member::new(worker.clone(), s);
+        for _ in 0..cfg.processor.concurrency.max(1) {
+            let spec = ConsumerSpec {
+                group: member.group().to_string(),
+                topics: vec![jobs_topic(model.name())],
+                kafka: cfg.kafka.clone(),
+                fetch_wait_ms: cfg.processor.fetch_wait_ms,
+            };
+            members.spawn(run_consumer(
+                spec,
+                member.clone(),
+                producer.clone(),
+                cancel.clone(),
+            ));
+        }
     }
+    // Announced once the groups are joining: a status that says a worker serves a version is
+    // then true by the time it reads the job.
+    let heartbeat = tokio::spawn(announce(
+        producer.clone(),
+        model.clone(),
+        heartbeat_served,
+        id.clone(),
+        cfg.processor.heartbeat_seconds,
+        cancel.clone(),
+    ));
     let mut result = Ok(());
     while let Some(r) = members.join_next().await {
         if let Ok(Err(e)) = r {
@@ -128,6 +140,7 @@ pub async fn serve(
 async fn announce(
     producer: EventProducer,
     model: Arc<dyn Model>,
+    served: Vec<Served>,
     worker: String,
     every_s: u64,
     cancel: CancellationToken,
@@ -139,7 +152,8 @@ async fn announce(
             worker: worker.clone(),
             model: model.name().into(),
             model_version: model.version(),
-            variations: model.variations(),
+            variations: served.iter().map(|s| s.variation.clone()).collect(),
+            versions: served.iter().map(|s| s.version.clone()).collect(),
             device: model.device(),
             interval_seconds: every_s.min(i32::MAX as u64) as i32,
             stopping,

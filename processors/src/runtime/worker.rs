@@ -6,11 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::Utc;
-use roar_common::kafka::{
-    send_dead_letter, ControlFollower, Delivery, EventProducer, HandleError, Handler,
-};
+use roar_common::kafka::{send_dead_letter, ControlFollower, Delivery, EventProducer, HandleError};
 use roar_common::metrics::{INFERENCE_SECONDS, JOBS, JOBS_IN_FLIGHT, JOB_QUEUE_SECONDS};
 use roar_common::storage::{job_output_dir, Storage};
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS};
@@ -87,9 +84,9 @@ impl Worker {
         })
     }
 
-    /// The consumer group of this worker's model.
-    pub fn group(&self) -> String {
-        roar_schemas::topics::consumer_group(self.model.name())
+    /// The model this worker runs.
+    pub fn model(&self) -> &Arc<dyn Model> {
+        &self.model
     }
 
     fn event(&self, req: &JobRequested, body: JobBody) -> JobEvent {
@@ -123,6 +120,7 @@ impl Worker {
         d: &Delivery,
         req: &JobRequested,
         cancel: &CancellationToken,
+        group: &str,
     ) -> Result<(), HandleError> {
         // A retry waits for its time while the loop keeps polling (bounded: the partition waits).
         if let Some(nb) = req.not_before {
@@ -242,7 +240,7 @@ impl Worker {
                     // The request itself is kept for inspection and manual replay.
                     send_dead_letter(
                         &self.producer,
-                        &self.group(),
+                        group,
                         d,
                         DeadLetterKind::JobFailed,
                         &format!("{code}: {message}"),
@@ -442,10 +440,16 @@ impl Worker {
     }
 }
 
-#[async_trait]
-impl Handler for Worker {
-    async fn handle(&self, d: &Delivery, cancel: &CancellationToken) -> Result<(), HandleError> {
-        let req: JobRequested = d.decode()?;
+/// The consumer loop's side, called by the member of the group serving the request's
+/// variation and version (`super::served`), which has decoded it.
+impl Worker {
+    pub(super) async fn handle(
+        &self,
+        d: &Delivery,
+        req: JobRequested,
+        cancel: &CancellationToken,
+        group: &str,
+    ) -> Result<(), HandleError> {
         if req.model != self.model.name() {
             return Err(HandleError::poison(
                 DeadLetterKind::WrongModel,
@@ -475,7 +479,7 @@ impl Handler for Worker {
                     .increment(1);
                 return Ok(());
             }
-            self.process(d, &req, cancel).await?;
+            self.process(d, &req, cancel, group).await?;
             manifest::mark_handled(&self.storage, &req).await;
             Ok(())
         }
@@ -485,15 +489,12 @@ impl Handler for Worker {
 
     /// A request in the DLQ ends its job as failed, so its status never stays queued or
     /// running (a request whose ids are not roar ids names no job anyone can see).
-    async fn dead_lettered(
+    pub(super) async fn dead_lettered(
         &self,
-        d: &Delivery,
+        req: &JobRequested,
         kind: DeadLetterKind,
         reason: &str,
     ) -> Result<(), HandleError> {
-        let Ok(req) = d.decode::<JobRequested>() else {
-            return Ok(());
-        };
         if !roar_schemas::ids::is_valid_id('j', &req.job_id)
             || !roar_schemas::ids::is_valid_id('f', &req.file_id)
         {
@@ -502,7 +503,7 @@ impl Handler for Worker {
         let outcome = JobStatus::Failed.as_str();
         metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => outcome).increment(1);
         self.emit(
-            &req,
+            req,
             JobBody::Failed {
                 code: crate::dead_letter_code(kind).into(),
                 message: reason.to_string(),
