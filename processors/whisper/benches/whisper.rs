@@ -9,13 +9,15 @@
 //!
 //! Environment: `WHISPER_BENCH_THREADS` (default 2, also applied to candle through
 //! `RAYON_NUM_THREADS` if unset), `WHISPER_BENCH_RUNS` (default 3), `FW_PYTHON` (skip
-//! faster-whisper when unset), `WHISPER_BENCH_VARIATION` (default `tiny.en`).
+//! faster-whisper when unset), `WHISPER_BENCH_VARIATION` (default `tiny.en`),
+//! `WHISPER_BENCH_PRECISIONS` (default `f32,int8`: roar's float32 and Q8_0 int8 weights, to
+//! set beside faster-whisper's float32 and int8).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use roar_whisper::{TranscribeOptions, Whisper};
+use roar_whisper::{Precision, TranscribeOptions, Whisper};
 
 const PASSAGE: &[&str] = &[
     "The weather today is sunny and warm.",
@@ -117,34 +119,40 @@ fn main() {
     println!("| engine | beam | seconds | real-time factor | WER |");
     println!("| --- | ---: | ---: | ---: | ---: |");
 
-    let w = Whisper::load(&models, &variation, &candle_core::Device::Cpu).expect("weights fetched");
-    for beam in [1usize, 5] {
-        for words in [false, true] {
-            let opts = TranscribeOptions {
-                beam_size: Some(beam),
-                word_timestamps: words,
-                ..Default::default()
-            };
-            let text = w.transcribe(&audio, &opts, &mut |_| true).unwrap().text;
-            let mut times: Vec<f32> = (0..runs)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    let _ = w.transcribe(&audio, &opts, &mut |_| true).unwrap();
-                    t0.elapsed().as_secs_f32()
-                })
-                .collect();
-            times.sort_by(f32::total_cmp);
-            let med = times[times.len() / 2];
-            let label = if words {
-                "roar-whisper f32 + words"
-            } else {
-                "roar-whisper f32"
-            };
-            let e = wer(&reference, &text);
-            println!(
-                "| {label} | {beam} | {med:.2} | {:.3} | {e:.3} |",
-                med / seconds
-            );
+    let precisions =
+        std::env::var("WHISPER_BENCH_PRECISIONS").unwrap_or_else(|_| "f32,int8".into());
+    for name in precisions.split(',').map(str::trim) {
+        let precision = match name {
+            "f32" => Precision::F32,
+            "int8" => Precision::Int8,
+            other => panic!("WHISPER_BENCH_PRECISIONS: {other:?} is neither f32 nor int8"),
+        };
+        let dev = candle_core::Device::Cpu;
+        let w = Whisper::load_with(&models, &variation, &dev, precision).expect("weights fetched");
+        for beam in [1usize, 5] {
+            for words in [false, true] {
+                let opts = TranscribeOptions {
+                    beam_size: Some(beam),
+                    word_timestamps: words,
+                    ..Default::default()
+                };
+                let text = w.transcribe(&audio, &opts, &mut |_| true).unwrap().text;
+                let mut times: Vec<f32> = (0..runs)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        let _ = w.transcribe(&audio, &opts, &mut |_| true).unwrap();
+                        t0.elapsed().as_secs_f32()
+                    })
+                    .collect();
+                times.sort_by(f32::total_cmp);
+                let med = times[times.len() / 2];
+                let label = format!("roar-whisper {name}{}", if words { " + words" } else { "" });
+                let e = wer(&reference, &text);
+                println!(
+                    "| {label} | {beam} | {med:.2} | {:.3} | {e:.3} |",
+                    med / seconds
+                );
+            }
         }
     }
     let Some(py) = std::env::var_os("FW_PYTHON") else {

@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
 
 use crate::error::{Result, WhisperError};
+use crate::Precision;
 
 /// Sizes of a Whisper model, read from its weights or config.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -31,6 +33,55 @@ pub struct Dims {
 pub(crate) struct Weights {
     pub(crate) map: HashMap<String, Tensor>,
     pub(crate) device: Device,
+    /// What the linear layers are built with.
+    pub(crate) precision: Precision,
+}
+
+/// A linear layer: float32, or 8-bit weights (Q8_0: blocks of 32 values sharing one scale)
+/// multiplied by candle's quantized kernels, which quantise the activations the same way.
+enum Lin {
+    F32(Linear),
+    Int8(QMatMul, Option<Tensor>),
+}
+
+impl Lin {
+    fn new(weight: Tensor, bias: Option<Tensor>, precision: Precision) -> Result<Self> {
+        Ok(match precision {
+            Precision::F32 => Self::F32(Linear::new(weight, bias)),
+            Precision::Int8 => Self::Int8(quantize(&weight)?, bias),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::F32(l) => l.forward(x)?,
+            Self::Int8(w, b) => {
+                let y = w.forward(&x.contiguous()?)?;
+                match b {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+        })
+    }
+}
+
+/// `[out, in]` float weights → Q8_0 on the weights' device (`in` must be a multiple of 32,
+/// as every Whisper width is). candle quantises on the CPU only.
+fn quantize(w: &Tensor) -> Result<QMatMul> {
+    let (_, k) = w.dims2()?;
+    if !k.is_multiple_of(GgmlDType::Q8_0.block_size()) {
+        return Err(WhisperError::InvalidModel {
+            path: "weights".into(),
+            reason: format!("int8 needs widths that are multiples of 32, not {k}"),
+        });
+    }
+    // A copy of exactly this tensor's values: candle quantises a tensor's whole storage, and
+    // the q/k/v weights are views into the fused CTranslate2 matrix.
+    let values = w.flatten_all()?.to_vec1::<f32>()?;
+    let cpu = Tensor::from_vec(values, w.shape(), &Device::Cpu)?;
+    let q = QTensor::quantize_onto(&cpu, GgmlDType::Q8_0, w.device())?;
+    Ok(QMatMul::from_qtensor(q)?)
 }
 
 impl Weights {
@@ -44,13 +95,13 @@ impl Weights {
             })?;
         Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
     }
-    fn linear(&self, p: &str, bias: bool) -> Result<Linear> {
+    fn linear(&self, p: &str, bias: bool) -> Result<Lin> {
         let b = if bias {
             Some(self.get(&format!("{p}.bias"))?)
         } else {
             None
         };
-        Ok(Linear::new(self.get(&format!("{p}.weight"))?, b))
+        Lin::new(self.get(&format!("{p}.weight"))?, b, self.precision)
     }
     fn norm(&self, p: &str) -> Result<LayerNorm> {
         Ok(LayerNorm::new(
@@ -62,10 +113,10 @@ impl Weights {
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    out: Lin,
     heads: usize,
 }
 
@@ -120,8 +171,8 @@ struct Block {
     attn: Attention,
     attn_ln: LayerNorm,
     cross: Option<(Attention, LayerNorm)>,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Lin,
+    fc2: Lin,
     mlp_ln: LayerNorm,
 }
 
@@ -215,6 +266,8 @@ impl Encoder {
 /// The text decoder (its output projection is tied to the token embedding).
 pub(crate) struct Decoder {
     embed: Tensor,
+    /// The output projection (the embedding's transpose), quantised at int8.
+    embed_q: Option<QMatMul>,
     pos: Tensor,
     blocks: Vec<Block>,
     ln: LayerNorm,
@@ -252,8 +305,14 @@ impl DecoderState {
 
 impl Decoder {
     pub(crate) fn load(w: &Weights, dims: &Dims) -> Result<Self> {
+        let embed = w.get("model.decoder.embed_tokens.weight")?;
+        let embed_q = match w.precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(quantize(&embed)?),
+        };
         Ok(Self {
-            embed: w.get("model.decoder.embed_tokens.weight")?,
+            embed,
+            embed_q,
             pos: w.get("model.decoder.embed_positions.weight")?,
             blocks: (0..dims.n_text_layer)
                 .map(|i| {
@@ -348,7 +407,10 @@ impl Decoder {
         }
         state.offset += n;
         let x = self.ln.forward(&x)?;
-        let logits = x.broadcast_matmul(&self.embed.t()?)?;
+        let logits = match &self.embed_q {
+            Some(q) => q.forward(&x.contiguous()?)?,
+            None => x.broadcast_matmul(&self.embed.t()?)?,
+        };
         let weights = if picked.is_empty() {
             None
         } else {

@@ -87,6 +87,7 @@ fn loaded(
         weights: Weights {
             map,
             device: device.clone(),
+            precision: crate::Precision::F32,
         },
         hints,
     }

@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use roar_testkit::audio::flac_i16;
 use roar_testkit::max_abs_diff;
 use roar_whisper::{AlignSpan, WhisperError};
 use serde::Deserialize;
 
-use common::load;
+use common::{fixtures, flac, load};
 
 /// Word start and end against the reference: the fidelity fixtures' bound for word times
 /// (two float32 implementations; DTW moves a boundary by whole 20 ms audio tokens).
@@ -49,22 +46,10 @@ struct RefWord {
     probability: f32,
 }
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/whisper")
-}
-
 fn case(name: &str) -> Case {
     let text = std::fs::read_to_string(fixtures().join("force_align.json")).unwrap();
     let mut f: Fixture = serde_json::from_str(&text).unwrap();
     f.cases.remove(name).expect("case in the fixture")
-}
-
-/// The FLAC's 16-bit samples / 32768, as the generator read them.
-fn flac(name: &str) -> Vec<f32> {
-    flac_i16(&fixtures().join(name))
-        .iter()
-        .map(|&s| f32::from(s) / 32768.0)
-        .collect()
 }
 
 fn check(name: &str) {

@@ -96,3 +96,16 @@ pub fn wer(reference: &str, hypothesis: &str) -> f32 {
     }
     prev[h.len()] as f32 / r.len().max(1) as f32
 }
+
+/// The committed fixtures (audio, reference results).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/whisper")
+}
+
+/// The FLAC's 16-bit samples / 32768, as the generator read them.
+pub fn flac(name: &str) -> Vec<f32> {
+    roar_testkit::audio::flac_i16(&fixtures().join(name))
+        .iter()
+        .map(|&s| f32::from(s) / 32768.0)
+        .collect()
+}
