@@ -85,10 +85,24 @@ impl JobRow {
     }
 }
 
-/// Records what a requested job reads. The job id covers its input, so a request without one
-/// (every request before inputs existed) leaves a recorded input as it is.
-pub fn apply_input(r: &mut JobRow, input: Option<&JobInput>) -> Result<(), Invalid> {
-    let Some(i) = input else {
+/// What a `JobRequested` says beyond its `JobQueued`: the attempt it asks for (so a retry shows
+/// as its attempt before a worker starts it) and what the job reads when not the upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub attempt: i32,
+    pub input: Option<JobInput>,
+}
+
+/// Records what a request adds to its `JobQueued`: the attempt it asks for (never lowering
+/// one seen already: requests and worker events interleave in any order) and what the job
+/// reads. The job id covers its input, so a request without one (every request before inputs
+/// existed) leaves a recorded input as it is.
+pub fn apply_request(r: &mut JobRow, req: Option<&Request>) -> Result<(), Invalid> {
+    let Some(req) = req else {
+        return Ok(());
+    };
+    r.attempt = r.attempt.max(req.attempt);
+    let Some(i) = &req.input else {
         return Ok(());
     };
     check_id('j', &i.job_id, "input job_id")?;
@@ -695,6 +709,52 @@ mod tests {
         };
         e.job_id = "../x".into();
         assert!(apply_job(None, &e).is_err());
+    }
+
+    #[test]
+    fn a_requested_attempt_shows_before_a_worker_starts_it_and_never_goes_back() {
+        let queued = |s| {
+            ev(
+                s,
+                JobBody::Queued {
+                    owner: "a".into(),
+                    model_version: "1".into(),
+                    params_json: "{}".into(),
+                },
+            )
+        };
+        // The job's request at `s` asking for `attempt`, as the projector applies it.
+        let request = |row: Option<JobRow>, s, attempt| {
+            let mut row = apply_job(row, &queued(s)).unwrap();
+            let req = Request {
+                attempt,
+                input: None,
+            };
+            apply_request(&mut row, Some(&req)).unwrap();
+            row
+        };
+        let first = request(None, 0, 1);
+        assert_eq!(first.attempt, 1);
+        // Canceled before any worker started it, then asked again: attempt 2 at once, so the
+        // next retry asks for attempt 3 (not for 2 once more).
+        let cancel = ev(
+            1,
+            JobBody::Canceled {
+                reason: "user".into(),
+            },
+        );
+        let again = request(Some(apply_job(Some(first), &cancel).unwrap()), 2, 2);
+        assert_eq!((again.status, again.attempt), (JobStatus::Queued, 2));
+        // A late start of the first attempt, or a late copy of its request, lowers nothing.
+        let start = ev(
+            1,
+            JobBody::Started {
+                worker: "w".into(),
+                attempt: 1,
+            },
+        );
+        assert_eq!(apply_job(Some(again.clone()), &start).unwrap().attempt, 2);
+        assert_eq!(request(Some(again), 0, 1).attempt, 2);
     }
 
     fn file_ev(body: FileBody) -> FileEvent {

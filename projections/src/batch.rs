@@ -14,7 +14,7 @@ use roar_common::metrics::{
 use roar_schemas::DeadLetterKind;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::apply::{apply_file, apply_input, apply_job, FileRow, JobRow};
+use crate::apply::{apply_file, apply_job, apply_request, FileRow, JobRow, Request};
 use crate::error::{Invalid, ProjectionError};
 use crate::event::{queued_steps, Decoded};
 use crate::offsets;
@@ -96,9 +96,9 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
                 files.entry(e.file_id.clone()).or_default();
                 decoded.push((d, Decoded::File(e)));
             }
-            Ok(Decoded::Job(e, input)) => {
+            Ok(Decoded::Job(e, req)) => {
                 jobs.entry(e.job_id.clone()).or_default();
-                decoded.push((d, Decoded::Job(e, input)));
+                decoded.push((d, Decoded::Job(e, req)));
             }
             Ok(Decoded::Pipeline(e)) => {
                 for (q, _) in queued_steps(&e) {
@@ -119,10 +119,10 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
                 let slot = files.get_mut(&e.file_id).expect("loaded above");
                 apply_file(slot.clone(), e).map(|row| *slot = Some(row))
             }
-            Decoded::Job(e, input) => {
+            Decoded::Job(e, req) => {
                 let slot = jobs.get_mut(&e.job_id).expect("loaded above");
                 apply_job(slot.clone(), e)
-                    .and_then(|mut row| apply_input(&mut row, input.as_ref()).map(|()| row))
+                    .and_then(|mut row| apply_request(&mut row, req.as_ref()).map(|()| row))
                     .map(|row| *slot = Some(row))
             }
             Decoded::Pipeline(e) => match apply_pipeline(&mut jobs, e) {
@@ -194,7 +194,9 @@ pub(crate) fn pipeline_job_rows(
         let requested = before.as_ref().and_then(|r| r.requested_at);
         let mut row = apply_job(before, &q)?;
         row.requested_at = requested;
-        apply_input(&mut row, input.as_ref())?;
+        // Not requested yet (the process manager asks for it when its input is ready): no
+        // attempt, only what it will read.
+        apply_request(&mut row, Some(&Request { attempt: 0, input }))?;
         rows.push(row);
     }
     Ok(rows)

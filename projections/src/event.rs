@@ -9,6 +9,8 @@ use roar_schemas::{
     PipelineEvent,
 };
 
+use crate::apply::Request;
+
 /// The files, job-event and pipeline topics, and every model's job topic: a `JobRequested` is
 /// what makes a job `queued`, so the orchestrator writes one event per request and never two;
 /// a `PipelineRequested` makes every step's job `queued` at once.
@@ -25,8 +27,8 @@ pub fn projected_topics() -> Vec<String> {
 /// An event as the state machine takes it.
 pub(crate) enum Decoded {
     File(FileEvent),
-    /// A job event; for a request (its `JobQueued`), what the job reads when not the upload.
-    Job(JobEvent, Option<JobInput>),
+    /// A job event; for a request (its `JobQueued`), what the request adds to it.
+    Job(JobEvent, Option<Request>),
     Pipeline(PipelineEvent),
 }
 
@@ -75,8 +77,14 @@ pub(crate) fn decode(topic: &str, payload: Option<&[u8]>) -> Result<Decoded, Str
     } else if topic == PIPELINES {
         roar_schemas::decode::<PipelineEvent>(bytes).map(Decoded::Pipeline)
     } else {
-        roar_schemas::decode::<JobRequested>(bytes)
-            .map(|r| Decoded::Job(queued_from_request(&r), r.input))
+        roar_schemas::decode::<JobRequested>(bytes).map(|r| {
+            let queued = queued_from_request(&r);
+            let req = Request {
+                attempt: r.attempt,
+                input: r.input,
+            };
+            Decoded::Job(queued, Some(req))
+        })
     };
     ev.map_err(|e| e.to_string())
 }

@@ -307,9 +307,9 @@ impl ReadModel {
         let mut jobs: BTreeMap<String, JobRow> = BTreeMap::new();
         for ev in self.history_until(file_id, t, true).await? {
             match ev {
-                Decoded::Job(e, input) => {
+                Decoded::Job(e, req) => {
                     let applied = apply_job(jobs.get(&e.job_id).cloned(), &e).and_then(|mut r| {
-                        crate::apply::apply_input(&mut r, input.as_ref()).map(|()| r)
+                        crate::apply::apply_request(&mut r, req.as_ref()).map(|()| r)
                     });
                     if let Ok(r) = applied {
                         jobs.insert(r.job_id.clone(), r);
