@@ -2,9 +2,10 @@
 //! Content-Security-Policy, unknown files), and the page itself in headless Chromium
 //! (sdk/typescript/studio/test/*.test.mjs, playwright-core driving Debian's chromium): the
 //! user's way through it against a stack with the pitch (CREPE tiny), demucs (the small fixture
-//! network) and whisper (tiny.en) workers, and the refused and interrupted paths (413, 429,
-//! cancel, retry, a pipeline canceled, a refused token) against a stack with no model worker, a
-//! 1 MiB upload cap and a low rate limit. scripts/test.sh installs chromium and the SDK's
+//! network), whisper (tiny.en), gemma3n (lyrics) and musicgen (the tiny fixture) workers, and
+//! the refused and interrupted paths (413, 422, 429, cancel, retry, a pipeline or a generation
+//! canceled, a refused token) against a stack with no model worker, a 1 MiB upload cap and a
+//! low rate limit. scripts/test.sh installs chromium and the SDK's
 //! packages.
 
 use std::path::{Path, PathBuf};
@@ -83,9 +84,11 @@ async fn the_studio_is_served_compressed_with_a_content_security_policy() {
     svc.stop().await;
 }
 
-/// A models directory with the CREPE and whisper weights the test command fetches and the
-/// demucs fixture as `demucs/htdemucs`: the pitch, whisper and demucs workers start, nothing
-/// else.
+/// A models directory with the CREPE, whisper and Gemma 3 270M weights the test command
+/// fetches, the demucs fixture as `demucs/htdemucs` and the tiny musicgen fixture as
+/// `musicgen/small`: the pitch, whisper, gemma3n (lyrics), demucs and musicgen workers start.
+/// The gemma3n worker loads nothing before a job needs it, and the page's lyrics job gives its
+/// own lyrics (timed by Whisper's forced alignment, no Gemma run), so it costs one tiny.en pass.
 fn studio_models() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for model in ["crepe", "whisper"] {
@@ -96,6 +99,24 @@ fn studio_models() -> tempfile::TempDir {
             weights.display()
         );
         std::os::unix::fs::symlink(&weights, dir.path().join(model)).unwrap();
+    }
+    let gemma = dir.path().join("gemma");
+    std::fs::create_dir_all(&gemma).unwrap();
+    let gguf = support::models_dir().join("gemma/gemma3-270m");
+    assert!(
+        gguf.join("model.gguf").exists(),
+        "{}: weights missing; scripts/test.sh fetches them",
+        gguf.display()
+    );
+    std::os::unix::fs::symlink(&gguf, gemma.join("gemma3-270m")).unwrap();
+    let musicgen = dir.path().join("musicgen/small");
+    std::fs::create_dir_all(&musicgen).unwrap();
+    let tiny = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/processors/musicgen/tests/fixtures/tiny"
+    );
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(format!("{tiny}/{f}"), musicgen.join(f)).unwrap();
     }
     let variation = dir.path().join("demucs/htdemucs");
     std::fs::create_dir_all(&variation).unwrap();
@@ -162,7 +183,7 @@ async fn the_studio_page_works_in_a_real_browser() {
         &svc,
         "studio-user",
         "studio/test/browser.test.mjs",
-        Duration::from_secs(360),
+        Duration::from_secs(450),
     )
     .await;
     svc.stop().await;

@@ -120,6 +120,27 @@ function setUpUpload(): void {
   });
 }
 
+// ---- generate ------------------------------------------------------------------------------
+
+/**
+ * `POST /generate`: the song exists at once (`generating`) and opens, read with the request's
+ * consistency token so it shows before the read model would otherwise have it; its job is
+ * followed live like any other.
+ */
+async function generate(): Promise<void> {
+  const prompt = $<HTMLTextAreaElement>("prompt").value.trim();
+  if (!prompt) {
+    show("Describe the music to generate first.");
+    $("prompt").focus();
+    return;
+  }
+  const seconds = $<HTMLInputElement>("generate-seconds").value;
+  const res = await api().generate({ prompt, duration_seconds: seconds === "" ? undefined : Number(seconds) });
+  show(`${res.filename}: ${res.job.status === "queued" ? "generating" : res.job.status}.`, "info");
+  await openSong(res.file_id, res.consistency_token ?? undefined);
+  await refreshSongs();
+}
+
 // ---- songs ---------------------------------------------------------------------------------
 
 async function refreshSongs(): Promise<void> {
@@ -144,7 +165,8 @@ function songItem(s: FileView): HTMLLIElement {
   return h("li", {}, b);
 }
 
-async function openSong(fileId: string): Promise<void> {
+/** Opens a song; `token`, a command's consistency token, waits until the read model has it. */
+async function openSong(fileId: string, token?: string): Promise<void> {
   current?.watch.abort();
   current = { fileId, watch: new AbortController(), status: null };
   for (const b of document.querySelectorAll<HTMLButtonElement>("#song-list button")) {
@@ -159,7 +181,7 @@ async function openSong(fileId: string): Promise<void> {
   $("jobs").replaceChildren();
   renderPipelines([], cancelPipeline);
   $("song").hidden = false;
-  await refreshStatus();
+  await refreshStatus(token);
   $("song-title").focus();
   void follow(current);
 }
@@ -420,6 +442,10 @@ function start(): void {
   $("sign-out").addEventListener("click", () => signOut());
   $("refresh").addEventListener("click", () => void guard(refreshSongs));
   $("model").addEventListener("change", fillModel);
+  $("generate-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    void guard(generate);
+  });
   $("process-form").addEventListener("submit", (e) => {
     e.preventDefault();
     void guard(runModel);

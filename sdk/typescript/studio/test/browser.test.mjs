@@ -3,8 +3,10 @@
 // whisper tiny.en): sign in by the link `roar dev` prints, upload a generated WAV with
 // progress, the duplicate and unprocessable messages, pitch to 100 % and its curve, a spoken
 // sentence transcribed, the "stems" preset as a pipeline to 100 %, the stems playing together
-// with solo while the transcript's current word is highlighted. The refused paths (413, 429,
-// cancel, retry, a pipeline canceled) are in paths.test.mjs. Every step leaves a screenshot in
+// with solo while the transcript's current word is highlighted, then the user's lyrics timed
+// by gemma3n and highlighted the same way, and a song generated from a prompt (musicgen's tiny
+// fixture) listed and ready. The refused paths (413, 422, 429, cancel, retry, a pipeline
+// canceled) are in paths.test.mjs. Every step leaves a screenshot in
 // $ROAR_STUDIO_SCREENSHOTS.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -29,7 +31,7 @@ after(async () => {
 
 const jobRow_ = (model, status, timeout) => jobRow(page, model, status, timeout);
 
-test("the studio, as a user goes through it", { timeout: 330_000 }, async () => {
+test("the studio, as a user goes through it", { timeout: 420_000 }, async () => {
   // Signed in by the link: the token leaves the address bar.
   await page.goto(`${base}/studio/#token=${token}`);
   await page.locator("#studio").waitFor();
@@ -180,4 +182,44 @@ test("the studio, as a user goes through it", { timeout: 330_000 }, async () => 
   await page.locator("#play", { hasText: "Pause" }).waitFor();
   await page.keyboard.press("Enter");
   await page.locator("#play", { hasText: "Play" }).waitFor();
+
+  // Lyrics (gemma3n) the user types in, timed to the audio by Whisper's forced alignment: the
+  // page shows them instead of the transcript (they are the typed words, not what tiny.en
+  // heard) and highlights the word being sung as the stems play.
+  await page.selectOption("#preset", "");
+  await page.selectOption("#model", "gemma3n");
+  await page.fill("#param-lyrics", sentence);
+  await page.selectOption("#param-whisper", "tiny.en");
+  await page.click("#run");
+  await jobRow_("gemma3n", "completed", 120_000);
+  await page.locator("#transcript-title", { hasText: "Lyrics" }).waitFor();
+  const lyric = await page.locator("#words span").allTextContents();
+  assert.deepEqual(lyric.map((w) => w.toLowerCase()), sentence.split(" "), `lyrics shown: ${lyric.join(" ")}`);
+  await page.evaluate(() => {
+    for (const a of document.querySelectorAll("#stems audio")) a.currentTime = 0;
+  });
+  await page.click("#play");
+  await page.waitForFunction(() => document.querySelectorAll("#words span.current").length === 1, null, { timeout: 30_000 });
+  const sung = await page.locator("#words span.current").evaluate((s) => ({ start: Number(s.dataset.start), now: document.querySelector("#stems audio").currentTime }));
+  assert.ok(sung.start <= sung.now + 0.5, `the highlighted lyric starts at ${sung.start} s, playback is at ${sung.now} s`);
+  // The highlight follows the song: a later word is lit as playback reaches it.
+  await page.waitForFunction(() => [...document.querySelectorAll("#words span")].findIndex((s) => s.classList.contains("current")) >= 3, null, { timeout: 30_000 });
+  await shot("lyrics-playing");
+  await page.click("#play");
+
+  // Generate: a prompt becomes a new song of the user's (the tiny musicgen model), open and
+  // listed at once, then ready once its audio is written and probed like an upload.
+  const prompt = `a calm piano ${Date.now()}`;
+  await page.fill("#prompt", prompt);
+  await page.fill("#generate-seconds", "1");
+  await page.click("#generate-run");
+  await page.locator("#song-title", { hasText: prompt }).waitFor();
+  const fileId = await page.locator('#song-list button[aria-current="true"]').getAttribute("data-file");
+  const listed = page.locator(`#song-list button[data-file="${fileId}"]`);
+  assert.match(await listed.textContent(), new RegExp(`^${prompt}\\.wav · `));
+  await shot("generating");
+  await jobRow_("musicgen", "completed", 120_000);
+  await page.locator("#song-meta", { hasText: /^ready · 1\.0 s, 32000 Hz/ }).waitFor({ timeout: 60_000 });
+  await listed.filter({ hasText: " · ready · " }).waitFor();
+  await shot("generated");
 });

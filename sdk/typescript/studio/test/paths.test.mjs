@@ -1,9 +1,11 @@
 // The studio's refused and interrupted paths in headless Chromium, against the stack that
 // tests/e2e/e2e_studio.rs started for them: no model workers (every job stays queued until it
 // is canceled), uploads capped at 1 MiB, a per-user rate limit of 100 requests then 10 a
-// second. A file over the cap is a 413 message; a job is canceled, then retried as its next
-// attempt; the "karaoke" preset is one pipeline of four steps, canceled as a whole; a burst
-// of requests meets the 429 message; a refused token shows the sign-in form, never a blank page.
+// second. A file over the cap is a 413 message; a generation over musicgen's duration limit
+// is a 422 message, a good one a new song whose queued job is canceled; a job is canceled,
+// then retried as its next attempt (shown as such while still queued); the "karaoke" preset
+// is one pipeline of four steps, canceled as a whole; a burst of requests meets the 429
+// message; a refused token shows the sign-in form, never a blank page.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 
@@ -50,9 +52,30 @@ test("too large, cancel, retry, a pipeline canceled, too many requests", { timeo
   await page.locator("#song-title", { hasText: "short.wav" }).waitFor();
   await page.locator("#song-meta", { hasText: /^ready/ }).waitFor({ timeout: 60_000 });
 
+  // Generate: a duration over musicgen.max_duration_seconds is the server's 422; a good request
+  // is a new song, open at once and `generating`, whose queued job can be canceled.
+  await page.fill("#prompt", `a calm piano with soft rain ${Date.now()}`);
+  await page.fill("#generate-seconds", "60");
+  await page.click("#generate-run");
+  await page.locator("#message", { hasText: "refused these settings" }).waitFor();
+  assert.match(await page.locator("#message").textContent(), /duration/);
+  await shot("generate-refused");
+  await page.fill("#generate-seconds", "5");
+  await page.click("#generate-run");
+  await page.locator("#song-meta", { hasText: /^generating/ }).waitFor();
+  const generated = await page.locator("#song-title").textContent();
+  await page.locator("#song-list button", { hasText: generated }).waitFor();
+  const generating = await jobRow(page, "musicgen", "queued", 30_000);
+  await generating.getByRole("button", { name: "Cancel" }).click();
+  await jobRow(page, "musicgen", "canceled", 30_000);
+  // Canceled before any worker started it: the song fails at once, with nothing stored.
+  await page.locator("#song-meta", { hasText: /^failed · generation_canceled/ }).waitFor({ timeout: 30_000 });
+  await shot("generate-canceled");
+  await page.locator("#song-list button", { hasText: "short.wav" }).click();
+  await page.locator("#song-title", { hasText: "short.wav" }).waitFor();
+
   // Cancel a job no worker has started: it ends canceled at once; Retry asks for it again,
-  // the same job's next attempt (the server's answer says which; the row shows the attempt a
-  // worker started, none here).
+  // the same job's next attempt, which its row shows at once, before any worker starts it.
   await page.selectOption("#model", "pitch");
   await page.click("#run");
   const queued = await jobRow(page, "pitch", "queued", 30_000);
@@ -66,6 +89,7 @@ test("too large, cancel, retry, a pipeline canceled, too many requests", { timeo
   const again = await jobRow(page, "pitch", "queued", 30_000);
   assert.equal(await again.getAttribute("data-job"), jobId, "a retry is the same job");
   await page.locator("#message", { hasText: "Retry of pitch requested (attempt 2)" }).waitFor();
+  assert.match(await again.textContent(), /queued \(attempt 2\)/);
   await shot("retried");
 
   // The karaoke preset: one pipeline, four steps shown before and after it is asked for.
