@@ -113,3 +113,112 @@ async fn bad_generation_params_are_refused_naming_them_and_nothing_is_queued() {
     assert_eq!(support::topic_len(&svc.cfg.kafka.brokers, &topic), 0);
     svc.stop().await;
 }
+
+/// A models directory with the tiny melody fixture as `musicgen/melody` and the small demucs
+/// fixture as `demucs/htdemucs`: the stems a melody can follow, and the model that follows it.
+fn melody_models() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let melody = dir.path().join("musicgen/melody");
+    std::fs::create_dir_all(&melody).unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/processors/musicgen/tests/fixtures/tiny-melody"
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(format!("{fixture}/{f}"), melody.join(f)).unwrap();
+    }
+    let demucs = dir.path().join("demucs/htdemucs");
+    std::fs::create_dir_all(&demucs).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/processors/demucs/tests/fixtures/small.safetensors"
+        ),
+        demucs.join("model.safetensors"),
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_melody_variation_follows_a_stem_through_a_pipeline_input() {
+    let infra = Infra::start().await;
+    let models = melody_models();
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = models.path().to_path_buf();
+    let svc = Services::start(cfg).await;
+    let alice = svc.token("alice", &[]);
+    let song = support::melody_wav(&[(220.0, 0.6), (330.0, 0.6)], 44_100, 2);
+    let file = svc.ready_file(&alice, "song.wav", song).await;
+    // A fixed seed: the same prompt, params and melody generate the same music on any file.
+    let params = json!({"prompt": "a calm piano", "duration": 1.0, "seed": 11});
+
+    // The melody of the vocals stem: demucs first, then musicgen on its `vocals` (one request,
+    // a two-step pipeline).
+    let (code, body) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "musicgen", "variation": "melody",
+                    "params": params, "input": {"model": "demucs", "output": "vocals"}}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body:#}");
+    assert!(body["pipeline_id"].is_string(), "{body:#}");
+    assert_eq!(
+        (
+            body["input"]["model"].as_str(),
+            body["input"]["output"].as_str()
+        ),
+        (Some("demucs"), Some("vocals"))
+    );
+    let job = body["job_id"].as_str().unwrap().to_string();
+    let sep = body["input"]["job_id"].as_str().unwrap().to_string();
+    let st = svc
+        .wait_job(&alice, &file, &job, |j| j["status"] == "completed")
+        .await;
+    let on_stem = st["outputs"].as_array().unwrap();
+    assert_eq!(name(&on_stem[0]), "generated.wav", "{st:#}");
+    let on_stem = svc.download(&alice, &on_stem[0]).await;
+    let audio = decode(on_stem.clone(), Some("wav"), 60.0).unwrap();
+    assert_eq!((audio.sample_rate, audio.frames()), (32_000, 50 * 640));
+
+    // The same request on an upload of that very stem generates the same music: what the
+    // pipeline's step followed was the stem.
+    let sep = svc
+        .wait_job(&alice, &file, &sep, |j| j["status"] == "completed")
+        .await;
+    let vocals = sep["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| name(o) == "vocals.wav")
+        .unwrap_or_else(|| panic!("no vocals.wav in {sep:#}"));
+    let vocals = svc.download(&alice, vocals).await;
+    let stem_file = svc.ready_file(&alice, "vocals.wav", vocals).await;
+    let (code, body) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": stem_file, "model": "musicgen", "variation": "melody",
+                    "params": params}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body:#}");
+    let direct = svc
+        .wait_job(&alice, &stem_file, body["job_id"].as_str().unwrap(), |j| {
+            j["status"] == "completed"
+        })
+        .await;
+    let direct = svc.download(&alice, &direct["outputs"][0]).await;
+    assert!(
+        direct == on_stem,
+        "the stem's melody generates the same music"
+    );
+    svc.stop().await;
+}
