@@ -194,7 +194,12 @@ async fn retryable_failures_are_retried_with_backoff_then_fail_for_good_into_the
         let payload = rdkafka::Message::payload(&m).unwrap();
         if rdkafka::Message::topic(&m) == DLQ {
             let d: DeadLetter = roar_schemas::decode(payload).unwrap();
-            if d.consumer_group == "roar-gemma3n" {
+            let group = roar_schemas::topics::version_group(
+                "gemma3n",
+                "e2b",
+                &crate::e2e_versions::served("gemma3n", "e2b"),
+            );
+            if d.consumer_group == group {
                 letter = Some(d);
             }
         } else {
