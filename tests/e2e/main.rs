@@ -22,6 +22,7 @@ mod support;
 
 mod api_bad_inputs;
 mod api_fuzz;
+mod api_fuzz_inputs;
 mod api_jwks;
 mod api_link_keys;
 mod api_pipelines;
@@ -54,6 +55,7 @@ mod e2e_runtime;
 mod e2e_sdk_typescript;
 mod e2e_studio;
 mod e2e_versions;
+mod fault_run;
 mod ops_analytics;
 mod ops_metrics;
 mod ops_topics;
