@@ -20,8 +20,8 @@ FROM ${BUILDER_IMAGE} AS builder
 ARG FEATURES=""
 WORKDIR /src
 COPY . .
-# librdkafka is built from source by rdkafka-sys (make + a C/C++ compiler, both in the rust
-# image); the caches keep the registry and the target dir between builds.
+# librdkafka is built from source by rdkafka-sys (make, a C/C++ compiler, OpenSSL's headers
+# and pkg-config, all in the rust image); the caches keep the registry and the target dir between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin roar ${FEATURES:+--features "$FEATURES"} \
@@ -29,9 +29,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM ${RUNTIME_IMAGE}
 # ca-certificates for https S3 endpoints; curl only for container healthchecks; zlib for
-# librdkafka's compression.
+# librdkafka's compression; libssl3 for its TLS and SASL/SCRAM (kafka.security.*).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl zlib1g \
+    && apt-get install -y --no-install-recommends ca-certificates curl zlib1g libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/roar roar \
     && mkdir -p /var/lib/roar/models /var/lib/roar/store \

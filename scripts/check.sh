@@ -13,6 +13,9 @@ for tool in fmt clippy; do
   }
 done
 
+# OpenSSL headers and pkg-config for librdkafka, before anything compiles it.
+scripts/install-build-deps.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

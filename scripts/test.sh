@@ -19,6 +19,7 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --no-create-home postgres
 fi
 
+scripts/install-build-deps.sh
 scripts/install-tansu.sh memory
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 

@@ -338,7 +338,20 @@ impl Broker {
     /// Starts tansu on 127.0.0.1:`port` with `storage` (`memory://tansu/` or
     /// `sqlite://path.db`), waiting until it accepts connections.
     pub fn start(bin: &Path, port: u16, storage: &str, log: &Path) -> Result<Self> {
+        Self::start_advertising(bin, port, port, storage, log)
+    }
+
+    /// [`Broker::start`], telling clients (in metadata) to reach it on `advertised_port`:
+    /// where a TLS terminator in front of the broker listens.
+    pub fn start_advertising(
+        bin: &Path,
+        port: u16,
+        advertised_port: u16,
+        storage: &str,
+        log: &Path,
+    ) -> Result<Self> {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised_port}");
         let logf =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
@@ -347,7 +360,7 @@ impl Broker {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
             "--storage-engine",
             storage,
         ])

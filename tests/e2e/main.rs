@@ -68,6 +68,7 @@ mod projection_text;
 mod security_bounds;
 mod security_downloads;
 mod security_jwks;
+mod security_kafka_tls;
 mod security_links;
 mod security_metrics;
 mod security_quotas;
