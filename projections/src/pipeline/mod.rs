@@ -31,6 +31,7 @@ use roar_schemas::{
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use plan::{Action, JobOutcome, Step, StepState};
 use store::{Pipeline, Tx};
@@ -302,17 +303,23 @@ impl Manager {
         if d.topic == PIPELINES {
             let ev: PipelineEvent = d.decode()?;
             let span = tracing::info_span!("pipeline", pipeline_id = %ev.pipeline_id, file_id = %ev.file_id, request_id = %ev.meta.request_id);
-            let _enter = span.enter();
-            match &ev.body {
-                PipelineBody::Requested { steps, .. } => {
-                    metrics::counter!(PIPELINE_EVENTS, "kind" => "requested").increment(1);
-                    self.on_requested(&ev, steps).await
-                }
-                PipelineBody::CancelRequested { reason } => {
-                    metrics::counter!(PIPELINE_EVENTS, "kind" => "cancel_requested").increment(1);
-                    self.on_cancel(&ev, reason.as_deref()).await
+            // Instrumented, not entered: a guard held across these awaits would leave the span
+            // on the stack of a thread the future left (see clippy.toml).
+            async {
+                match &ev.body {
+                    PipelineBody::Requested { steps, .. } => {
+                        metrics::counter!(PIPELINE_EVENTS, "kind" => "requested").increment(1);
+                        self.on_requested(&ev, steps).await
+                    }
+                    PipelineBody::CancelRequested { reason } => {
+                        metrics::counter!(PIPELINE_EVENTS, "kind" => "cancel_requested")
+                            .increment(1);
+                        self.on_cancel(&ev, reason.as_deref()).await
+                    }
                 }
             }
+            .instrument(span)
+            .await
         } else if d.topic == JOB_EVENTS {
             let ev: JobEvent = d.decode()?;
             self.on_job(&ev).await
