@@ -100,6 +100,13 @@ pub enum CatalogError {
 /// generate command sets it; it is not in the catalogue, so `POST /process` refuses it.
 pub const GENERATES_SONG: &str = "generates_song";
 
+/// The longest song MusicGen may be asked for, in seconds: `musicgen.max_duration_seconds` may
+/// only lower it (the catalogue owns the ceiling; the config refers to it, never the reverse).
+pub const MUSICGEN_DURATION_CEILING: f64 = 300.0;
+/// The longest tail of a song a continuation may take as its prompt, in seconds
+/// (`musicgen.max_prompt_seconds` may only lower it).
+pub const MUSICGEN_PROMPT_SECONDS_CEILING: f64 = 30.0;
+
 /// A validated request: the variation resolved and the params normalised (defaults filled,
 /// keys sorted when encoded canonically).
 #[derive(Debug, Clone, PartialEq)]
@@ -358,7 +365,7 @@ fn build() -> Vec<ModelSpec> {
                     "duration",
                     Float {
                         min: 1.0,
-                        max: crate::config::MusicgenConfig::DURATION_CEILING,
+                        max: MUSICGEN_DURATION_CEILING,
                     },
                     Some(json!(10.0)),
                     "seconds of audio (at most musicgen.max_duration_seconds: 30 by default)",
@@ -367,7 +374,7 @@ fn build() -> Vec<ModelSpec> {
                     "prompt_seconds",
                     Float {
                         min: 0.1,
-                        max: crate::config::MusicgenConfig::PROMPT_SECONDS_CEILING,
+                        max: MUSICGEN_PROMPT_SECONDS_CEILING,
                     },
                     None,
                     "continue the song: seconds of its end the new music follows on from \

@@ -295,9 +295,9 @@ pub struct MusicgenConfig {
 
 impl MusicgenConfig {
     /// What the catalogue accepts at most: a configured limit may only lower these.
-    pub const DURATION_CEILING: f64 = 300.0;
+    pub const DURATION_CEILING: f64 = crate::catalog::MUSICGEN_DURATION_CEILING;
     pub const PROMPT_CEILING: usize = 2000;
-    pub const PROMPT_SECONDS_CEILING: f64 = 30.0;
+    pub const PROMPT_SECONDS_CEILING: f64 = crate::catalog::MUSICGEN_PROMPT_SECONDS_CEILING;
 
     /// Checks a musicgen job's resolved parameters against these limits; the message names
     /// the parameter and its limit.
