@@ -63,13 +63,17 @@ def check_schemas(docs):
 
 
 def roar_group(deploy):
-    """The consumer group and topic of a processor Deployment (`roar processor <role>`)."""
+    """The consumer group (as a pattern) and topic of a processor Deployment (`roar processor
+    <role>`). The probe joins `roar-probe`; a model worker joins one group per (variation,
+    version) it serves, `roar-<model>-<variation>@<version>` (tests/e2e/deploy_config.rs checks
+    the exact name against the catalogue, which this script cannot read)."""
     args = deploy["spec"]["template"]["spec"]["containers"][0].get("args", [])
     if len(args) != 2 or args[0] != "processor":
         return None
     role = args[1]
-    topic = "roar.files.v1" if role == "probe" else f"roar.jobs.{role}.v1"
-    return f"roar-{role}", topic
+    if role == "probe":
+        return re.escape("roar-probe"), "roar.files.v1"
+    return rf"roar-{re.escape(role)}-[^@]+@.+", f"roar.jobs.{role}.v1"
 
 
 def check_references(docs):
@@ -88,7 +92,7 @@ def check_references(docs):
             for t in d["spec"]["triggers"]:
                 if t["type"] == "kafka" and want is not None:
                     got = (t["metadata"]["consumerGroup"], t["metadata"]["topic"])
-                    if got != want:
+                    if not (re.fullmatch(want[0], got[0]) and got[1] == want[1]):
                         errors.append(f"{name}: watches {got}, the worker consumes {want}")
         elif d["kind"] == "HorizontalPodAutoscaler":
             ref = d["spec"]["scaleTargetRef"]
