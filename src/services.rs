@@ -136,6 +136,15 @@ fn broker_check(ops: Ops, cfg: &Config, topic: String) -> Result<Ops> {
     }))
 }
 
+/// Readiness of a role that keeps state in PostgreSQL: the database answers.
+fn database_check(ops: Ops, pool: &sqlx::PgPool) -> Ops {
+    let read_model = Arc::new(ReadModel::new(pool.clone()));
+    ops.check("database", move || {
+        let read_model = read_model.clone();
+        async move { read_model.ping().await.map_err(|e| e.to_string()) }
+    })
+}
+
 /// Readiness of a role that reads or writes objects: the store answers.
 fn storage_check(ops: Ops, storage: Storage) -> Ops {
     ops.check("storage", move || {
@@ -161,11 +170,7 @@ pub async fn projector(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()
     )
     .await?;
     let pool = database(&cfg).await?;
-    let read_model = Arc::new(ReadModel::new(pool.clone()));
-    let ops = ops.check("database", move || {
-        let read_model = read_model.clone();
-        async move { read_model.ping().await.map_err(|e| e.to_string()) }
-    });
+    let ops = database_check(ops, &pool);
     let producer = EventProducer::new(&cfg.kafka)?;
     tokio::spawn(roar_projections::observe::report_loop(
         cfg.kafka.clone(),
@@ -190,11 +195,7 @@ pub async fn pipeline(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()>
     )
     .await?;
     let pool = database(&cfg).await?;
-    let read_model = Arc::new(ReadModel::new(pool.clone()));
-    let ops = ops.check("database", move || {
-        let read_model = read_model.clone();
-        async move { read_model.ping().await.map_err(|e| e.to_string()) }
-    });
+    let ops = database_check(ops, &pool);
     started("pipeline");
     ops.mark_started();
     roar_projections::pipeline::run(&cfg, pool, cancel).await?;
@@ -213,11 +214,7 @@ pub async fn webhooks(cfg: Arc<Config>, cancel: CancellationToken) -> Result<()>
     )
     .await?;
     let pool = database(&cfg).await?;
-    let read_model = Arc::new(ReadModel::new(pool.clone()));
-    let ops = ops.check("database", move || {
-        let read_model = read_model.clone();
-        async move { read_model.ping().await.map_err(|e| e.to_string()) }
-    });
+    let ops = database_check(ops, &pool);
     started("webhooks");
     ops.mark_started();
     roar_webhooks::run(&cfg, pool, cancel).await?;
