@@ -97,16 +97,19 @@ fn make_server_cert(dir: &Path, ca: &str) {
     );
 }
 
-/// The TLS terminator: accepts TLS on its listener, forwards the plaintext to the broker.
+/// The TLS terminator: accepts TLS on its listener, forwards the plaintext to the broker. It runs
+/// on a thread and a runtime of its own: the services under test share the test's runtime, and a
+/// proxy waiting behind their work delays the broker's answers until librdkafka's group
+/// requests time out (the whole test then took 85 s instead of a few).
 struct Terminator {
     port: u16,
     handshakes: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Terminator {
-    async fn start(pki: &Path, broker_port: u16) -> Terminator {
+    fn start(pki: &Path, broker_port: u16) -> Terminator {
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(&std::fs::read(pki.join("server.pem")).unwrap())
                 .collect::<Result<_, _>>()
@@ -121,31 +124,47 @@ impl Terminator {
             .with_single_cert(certs, key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let handshakes = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let (ok, bad) = (handshakes.clone(), refused.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, ok, bad) = (acceptor.clone(), ok.clone(), bad.clone());
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        bad.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    };
-                    ok.fetch_add(1, Ordering::SeqCst);
-                    if let Ok(mut up) = TcpStream::connect(("127.0.0.1", broker_port)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let (acceptor, ok, bad) = (acceptor.clone(), ok.clone(), bad.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                                bad.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            };
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(mut up) = TcpStream::connect(("127.0.0.1", broker_port)).await
+                            {
+                                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                            }
+                        });
                     }
-                });
-            }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
         });
         Terminator {
             port,
             handshakes,
             refused,
-            task,
+            stop: Some(stop),
         }
     }
 
@@ -159,16 +178,19 @@ impl Terminator {
 }
 
 impl Drop for Terminator {
+    /// Ends the terminator's runtime, and with it every connection it forwards.
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
 /// tansu on a port of its own, advertising the terminator's; the terminator in front of it.
-async fn broker_behind_tls(dir: &Path, pki: &Path) -> (Broker, Terminator) {
+fn broker_behind_tls(dir: &Path, pki: &Path) -> (Broker, Terminator) {
     let tansu = find_tansu("", TansuFlavor::Memory).expect("tansu (the README's test command)");
     let broker_port = free_port().unwrap();
-    let terminator = Terminator::start(pki, broker_port).await;
+    let terminator = Terminator::start(pki, broker_port);
     let broker = Broker::start_advertising(
         &tansu,
         broker_port,
@@ -195,7 +217,7 @@ async fn every_role_reaches_the_broker_over_tls_and_a_song_gets_probed() {
     std::fs::create_dir(&pki).unwrap();
     make_ca(&pki, "roar-ca");
     make_server_cert(&pki, "roar-ca");
-    let (broker, terminator) = broker_behind_tls(dir.path(), &pki).await;
+    let (broker, terminator) = broker_behind_tls(dir.path(), &pki);
     let pg = Postgres::start(&dir.path().join("pg"), free_port().unwrap()).unwrap();
     pg.ensure_database("roar").await.unwrap();
     let infra = Infra { pg, broker, dir };
@@ -232,7 +254,7 @@ async fn a_broker_certificate_another_ca_signed_or_a_plaintext_client_gets_nowhe
     make_ca(dir.path(), "roar-ca");
     make_ca(dir.path(), "other-ca");
     make_server_cert(dir.path(), "roar-ca");
-    let (_broker, terminator) = broker_behind_tls(dir.path(), dir.path()).await;
+    let (_broker, terminator) = broker_behind_tls(dir.path(), dir.path());
 
     let tls_port = terminator.port;
     let brokers_seen = move |security: KafkaSecurity| {
