@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use roar_common::config::KafkaConfig;
 use roar_common::kafka::{client_config, Delivery, EventProducer};
 use roar_common::Config;
 use sqlx::PgPool;
@@ -31,7 +32,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), ProjectionError> {
     let consumer = new_consumer(cfg)?;
-    assign_from_db(&consumer, &pool).await?;
+    assign_from_db(&consumer, &cfg.kafka, &pool).await?;
     let lag_task = tokio::spawn(lag::report_loop(
         cfg.kafka.clone(),
         pool.clone(),
@@ -191,23 +192,10 @@ pub(crate) async fn apply_until_done(
 /// lock its partitions' rows. Returns the partitions.
 pub(crate) async fn assign_from_db(
     consumer: &StreamConsumer,
+    kafka: &KafkaConfig,
     pool: &PgPool,
 ) -> Result<Vec<(String, i32)>, ProjectionError> {
-    let mut all = Vec::new();
-    for topic in projected_topics() {
-        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(ProjectionError::Other(format!(
-                "topic {topic} has no partitions (not bootstrapped?)"
-            )));
-        }
-        all.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
-    }
+    let all = projected_partitions(kafka).await?;
     offsets::ensure(pool, &all).await?;
     let stored = offsets::stored(pool).await?;
     let mut tpl = TopicPartitionList::new();
@@ -219,6 +207,33 @@ pub(crate) async fn assign_from_db(
     }
     consumer.assign(&tpl)?;
     Ok(all)
+}
+
+/// Every partition of the projected topics. The metadata calls block on the network, so they
+/// run off the executor, on a client of their own.
+async fn projected_partitions(kafka: &KafkaConfig) -> Result<Vec<(String, i32)>, ProjectionError> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config(&kafka).create()?;
+        let mut all = Vec::new();
+        for topic in projected_topics() {
+            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            let partitions: Vec<i32> = md
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(ProjectionError::Other(format!(
+                    "topic {topic} has no partitions (not bootstrapped?)"
+                )));
+            }
+            all.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
+        }
+        Ok(all)
+    })
+    .await
+    .map_err(|e| ProjectionError::Other(format!("partition lookup: {e}")))?
 }
 
 /// Kafka's committed offsets are only a hint for lag dashboards; the truth is in Postgres.

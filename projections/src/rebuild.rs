@@ -70,7 +70,7 @@ pub async fn rebuild(
     crate::db::migrate(&side).await?;
 
     let consumer = new_consumer(cfg)?;
-    assign_from_db(&consumer, &side).await?;
+    assign_from_db(&consumer, &cfg.kafka, &side).await?;
     let sink = Sink {
         pool: side.clone(),
         dlq: None,

@@ -114,28 +114,21 @@ impl ControlFollower {
         consumer: StreamConsumer,
         cancel: CancellationToken,
     ) -> Result<(), KafkaError> {
-        // Assign every partition from the beginning: no group membership, no rebalances.
-        let partitions = loop {
-            let md = consumer.fetch_metadata(Some(CONTROL), Duration::from_secs(5));
-            match md
-                .ok()
-                .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
-            {
-                Some(n) if n > 0 => break n,
-                _ => {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                }
-            }
+        // Metadata, assignment and watermarks block on the network: off the executor, where a
+        // slow broker would stall every task of the process (and deadlock one that forwards the
+        // broker's own traffic).
+        let consumer = Arc::new(consumer);
+        let setup = consumer.clone();
+        let stop = cancel.clone();
+        let assigned = tokio::task::spawn_blocking(move || assign_all(&setup, &stop))
+            .await
+            .map_err(|e| KafkaError::Read {
+                topic: CONTROL.into(),
+                reason: format!("assignment task: {e}"),
+            })??;
+        let Some(end) = assigned else {
+            return Ok(());
         };
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(CONTROL, p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
-        let end = high_watermarks(&consumer, partitions);
         let mut seen: HashMap<i32, i64> = HashMap::new();
         if end.iter().all(|&(_, h)| h <= 0) {
             self.caught_up.store(true, Ordering::Release);
@@ -274,16 +267,40 @@ impl ControlFollower {
     }
 }
 
-fn high_watermarks(consumer: &StreamConsumer, partitions: usize) -> Vec<(i32, i64)> {
-    (0..partitions as i32)
-        .map(|p| {
-            let h = consumer
-                .fetch_watermarks(CONTROL, p, Duration::from_secs(5))
-                .map(|(_, h)| h)
-                .unwrap_or(0);
-            (p, h)
-        })
-        .collect()
+/// Assigns every partition of the control topic from the beginning (no group membership, no
+/// rebalances), once the topic has partitions, and returns each partition's high watermark at
+/// that moment; `None` when `cancel` fires first. Blocking.
+fn assign_all(
+    consumer: &StreamConsumer,
+    cancel: &CancellationToken,
+) -> Result<Option<Vec<(i32, i64)>>, KafkaError> {
+    let partitions = loop {
+        let md = consumer.fetch_metadata(Some(CONTROL), Duration::from_secs(5));
+        match md
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+        {
+            Some(n) if n > 0 => break n,
+            _ if cancel.is_cancelled() => return Ok(None),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(CONTROL, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(Some(
+        (0..partitions as i32)
+            .map(|p| {
+                let h = consumer
+                    .fetch_watermarks(CONTROL, p, Duration::from_secs(5))
+                    .map(|(_, h)| h)
+                    .unwrap_or(0);
+                (p, h)
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
