@@ -2,7 +2,10 @@
 //! own: `serve` starts the real stack (tansu in memory and a throw-away PostgreSQL as child
 //! processes; orchestrator, projector, probe and pipeline manager in this process, no model
 //! worker), uploads one file with a few jobs, prints one JSON line (`base`, `token`,
-//! `file_id`, `pid`) and serves until stdin closes. The other modes are the load generator,
+//! `file_id`, `pid`) and serves until stdin closes; each `heap` line on stdin prints one JSON
+//! line of the allocator's own accounting (glibc `mallinfo2`: bytes in use, bytes free inside
+//! the heap, bytes in mmapped blocks), so the script can tell live data from what the
+//! allocator keeps. The other modes are the load generator,
 //! run as a second process against that line's values. `scripts/bench-api.sh` runs them all
 //! and reads the server's resident memory from /proc (see docs/benchmarks.md).
 //!
@@ -67,7 +70,14 @@ async fn serve() -> Result<()> {
     // No model worker here: the server's own cost is what is measured.
     let empty = tempfile::tempdir()?;
     cfg.processor.models_dir = empty.path().to_path_buf();
+    // One user sends every request: the rate limit and the per-user quotas (0 = unlimited)
+    // would turn the post-new row into 429s once its user has `jobs_in_flight` jobs queued
+    // (no worker runs them). Only this bench's stack is configured so; production keeps them.
     cfg.http.rate_limit_per_second = 0.0;
+    cfg.quota.jobs_in_flight = 0;
+    cfg.quota.jobs_per_day = 0;
+    cfg.quota.pending_uploads = 0;
+    cfg.quota.stored_bytes = 0;
     cfg.http.sse_max_streams_per_user = 1 << 20;
     cfg.database.max_connections = 10;
     cfg.telemetry.log_level = "error".into();
@@ -88,11 +98,34 @@ async fn serve() -> Result<()> {
         json!({"base": svc.base, "token": token, "file_id": file, "pid": std::process::id()});
     println!("{line}");
     std::io::stdout().flush()?;
-    // Serve until whoever started us closes our stdin.
-    tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines() {}).await?;
+    // Serve until whoever started us closes our stdin; answer its `heap` probes meanwhile.
+    tokio::task::spawn_blocking(|| {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_ok_and(|l| l.trim() == "heap") {
+                println!("{}", heap());
+                let _ = std::io::stdout().flush();
+            }
+        }
+    })
+    .await?;
     svc.stop().await;
     drop(infra);
     Ok(())
+}
+
+/// The allocator's accounting, as one JSON line: `in_use` (bytes handed out from the heap),
+/// `mmapped` (large blocks mapped on their own, also live) and `free` (freed bytes the heap
+/// keeps, which RSS still counts where they were touched). glibc only.
+fn heap() -> serde_json::Value {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value; it only
+        // reads the allocator's statistics under the allocator's own locks.
+        let m = unsafe { libc::mallinfo2() };
+        json!({"heap": {"in_use": m.uordblks, "mmapped": m.hblkhd, "free": m.fordblks}})
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    json!({"heap": null})
 }
 
 struct Target {
@@ -134,7 +167,7 @@ async fn requests(t: &Target, mode: &str, n: usize, c: usize) -> Result<()> {
     // Warm the pool and the server's caches first.
     let _ = load(c * 4, c, &send).await;
     let run = load(n, c, &send).await;
-    report(mode, run.latencies, run.wall, run.failed.len());
+    report(mode, run.latencies, run.wall, &run.failed);
     Ok(())
 }
 
@@ -149,22 +182,36 @@ fn start_id() -> u128 {
     })
 }
 
-fn report(name: &str, mut lat: Vec<Duration>, wall: Duration, failed: usize) {
+fn report(name: &str, mut lat: Vec<Duration>, wall: Duration, failed: &[u16]) {
     lat.sort();
     if lat.is_empty() {
-        println!("{name}: every request failed ({failed})");
+        println!("{name}: every request failed ({})", failures(failed));
         return;
     }
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{name:<14} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ({} ok, {failed} failed)",
+        "{name:<14} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ({} ok, {})",
         lat.len() as f64 / wall.as_secs_f64(),
         ms(pct(0.50)),
         ms(pct(0.99)),
         ms(*lat.last().expect("not empty")),
         lat.len(),
+        failures(failed),
     );
+}
+
+/// "0 failed", or the count per status, so a refused row says why it is not a figure.
+fn failures(codes: &[u16]) -> String {
+    if codes.is_empty() {
+        return "0 failed".into();
+    }
+    let mut by = std::collections::BTreeMap::<u16, usize>::new();
+    for c in codes {
+        *by.entry(*c).or_default() += 1;
+    }
+    let list: Vec<String> = by.iter().map(|(c, n)| format!("{n}× {c}")).collect();
+    format!("{} failed: {}; NOT A FIGURE", codes.len(), list.join(", "))
 }
 
 /// Opens `streams` idle SSE streams (a connection each), holds them `hold` seconds, then

@@ -86,7 +86,13 @@ async fn main() -> anyhow::Result<()> {
     cfg.storage.url = format!("file://{}", dir.path().join("store").display());
     cfg.auth.jwt_secret = Secret::new("bench-secret-0123456789abcdef");
     cfg.auth.link_secret = Secret::new("bench-link-key-4f1c9a7e2b8d6053a1e9");
+    // One user sends every request: without this the new-job row runs into the per-user
+    // quotas (0 = unlimited) after `jobs_in_flight` jobs. This bench's stack only.
     cfg.http.rate_limit_per_second = 0.0;
+    cfg.quota.jobs_in_flight = 0;
+    cfg.quota.jobs_per_day = 0;
+    cfg.quota.pending_uploads = 0;
+    cfg.quota.stored_bytes = 0;
     cfg.telemetry.log_level = "error".into();
     roar_common::telemetry::init_tracing(&cfg.telemetry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

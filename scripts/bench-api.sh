@@ -7,6 +7,8 @@
 #
 #   scripts/bench-api.sh [REQUESTS] [IN_FLIGHT] [SSE_STREAMS]      # default 20000 32 10000
 #   BENCH_OHA=1 scripts/bench-api.sh                                # also `oha` on GET /status
+#   BENCH_PROFILE=dev scripts/bench-api.sh 500 8 200                # a smoke run, not a figure
+#   BENCH_BIN=target/debug/deps/api_load-<hash> scripts/bench-api.sh  # a binary built already
 #
 # BENCH_OHA=1 installs oha (`cargo install oha --locked`) when it is not on PATH: an
 # independent load generator to cross-check the first row. Needs the in-memory tansu
@@ -24,7 +26,8 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((S + 1000)) ]; then
   exit 1
 fi
 
-BIN=$(cargo bench -q --bench api_load --no-run --message-format=json | python3 -c '
+BIN=${BENCH_BIN:-}
+[ -n "$BIN" ] || BIN=$(cargo bench -q --profile "${BENCH_PROFILE:-bench}" --bench api_load --no-run --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -66,7 +69,21 @@ if [ "${BENCH_OHA:-0}" = 1 ]; then
   oha --no-tui -n "$N" -c "$C" -H "Authorization: Bearer $TOKEN" "$BASE/status/$FILE"
 fi
 
+# The server's allocator accounting (one JSON line per `heap` sent to its stdin).
+heap() {
+  local n
+  n=$(grep -c '^{"heap"' "$DIR/serve.out" || true)
+  echo heap >&3
+  for _ in $(seq 100); do
+    [ "$(grep -c '^{"heap"' "$DIR/serve.out" || true)" -gt "$n" ] && break
+    sleep 0.1
+  done
+  grep '^{"heap"' "$DIR/serve.out" | tail -1
+}
+heap_field() { python3 -c "import json,sys; h=json.loads(sys.argv[1])['heap']; print(h[sys.argv[2]] if h else 0)" "$1" "$2"; }
+
 before=$(rss_kib)
+heap_before=$(heap)
 "$BIN" sse "$BASE" "$TOKEN" "$FILE" "$S" 10 >"$DIR/sse.out" 2>&1 &
 CLIENT=$!
 for _ in $(seq 3000); do
@@ -77,6 +94,11 @@ done
 grep -q '^open' "$DIR/sse.out" || { cat "$DIR/sse.out" >&2; exit 1; }
 sleep 5 # let every stream send its first event and settle
 after=$(rss_kib)
+heap_after=$(heap)
 wait $CLIENT
 cat "$DIR/sse.out"
 echo "$S idle SSE streams: server RSS $before -> $after KiB, +$(( after - before )) KiB ($(( (after - before) * 1024 / S )) bytes per stream)"
+# Live bytes (heap in use + mmapped blocks) against what the allocator holds free: the part of
+# the RSS growth that is data the streams keep, and the part that is the allocator's slack.
+live() { echo $(( $(heap_field "$1" in_use) + $(heap_field "$1" mmapped) )); }
+echo "  allocator: live $(live "$heap_before") -> $(live "$heap_after") bytes ($(( ($(live "$heap_after") - $(live "$heap_before")) / S )) bytes per stream), free in heap $(heap_field "$heap_before" free) -> $(heap_field "$heap_after" free) bytes"
