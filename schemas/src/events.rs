@@ -538,18 +538,24 @@ pub enum JobBody {
 }
 
 impl JobBody {
+    /// What happened, as an enum (webhook filters match on it).
+    pub fn event_kind(&self) -> crate::JobEventKind {
+        use crate::JobEventKind as K;
+        match self {
+            JobBody::Queued { .. } => K::Queued,
+            JobBody::Started { .. } => K::Started,
+            JobBody::Progress { .. } => K::Progress,
+            JobBody::Completed { .. } => K::Completed,
+            JobBody::Failed { .. } => K::Failed,
+            JobBody::RetryScheduled { .. } => K::RetryScheduled,
+            JobBody::Canceled { .. } => K::Canceled,
+            JobBody::Skipped { .. } => K::Skipped,
+        }
+    }
+
     /// The name used in the read model and in SSE event types.
     pub fn kind(&self) -> &'static str {
-        match self {
-            JobBody::Queued { .. } => "queued",
-            JobBody::Started { .. } => "started",
-            JobBody::Progress { .. } => "progress",
-            JobBody::Completed { .. } => "completed",
-            JobBody::Failed { .. } => "failed",
-            JobBody::RetryScheduled { .. } => "retry_scheduled",
-            JobBody::Canceled { .. } => "canceled",
-            JobBody::Skipped { .. } => "skipped",
-        }
+        self.event_kind().as_str()
     }
 }
 

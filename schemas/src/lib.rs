@@ -16,7 +16,7 @@ pub mod wire;
 
 pub use events::*;
 pub use pipeline::*;
-pub use vocab::{DeadLetterKind, FileStatus, JobStatus, UnknownWord};
+pub use vocab::{DeadLetterKind, FileStatus, JobEventKind, JobStatus, UnknownWord};
 pub use wire::{decode, encode, DecodeError};
 
 /// The README's examples are compiled and run as doc tests.

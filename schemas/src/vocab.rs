@@ -157,6 +157,22 @@ impl FileStatus {
 }
 
 text_enum! {
+    /// What a job event says happened (`JobBody::kind`): the `events.kind` column, SSE event
+    /// types, and webhook filters (`job.<kind>`).
+    JobEventKind ("job event kind") {
+        /// The request as the projector records it (never on the job-events topic).
+        Queued = "queued",
+        Started = "started",
+        Progress = "progress",
+        Completed = "completed",
+        Failed = "failed",
+        RetryScheduled = "retry_scheduled",
+        Canceled = "canceled",
+        Skipped = "skipped",
+    }
+}
+
+text_enum! {
     /// Why a message went to `roar.dlq.v1` (`DeadLetter::error_kind`).
     DeadLetterKind ("dead-letter kind") {
         /// The bytes are not a roar event (or not the event the topic carries).
@@ -200,6 +216,7 @@ mod tests {
         round_trips(JobStatus::ALL);
         round_trips(FileStatus::ALL);
         round_trips(DeadLetterKind::ALL);
+        round_trips(JobEventKind::ALL);
     }
 
     #[test]
@@ -213,6 +230,10 @@ mod tests {
         assert_eq!(
             FileStatus::valid(),
             "pending_upload, generating, uploaded, ready, failed, deleted"
+        );
+        assert_eq!(
+            JobEventKind::valid(),
+            "queued, started, progress, completed, failed, retry_scheduled, canceled, skipped"
         );
         assert_eq!(
             DeadLetterKind::valid(),

@@ -19,15 +19,35 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use roar_common::config::{Cidr, WebhooksConfig};
 use roar_webhooks::deliver::backoff;
-use roar_webhooks::dispatch::{check_filters, matches, DEFAULT_EVENTS};
+use roar_webhooks::dispatch::{check_filters, default_events, matches};
 use roar_webhooks::guard::{classify, Forbidden, Guard, GuardError, Lookup};
 use roar_webhooks::sign;
+use roar_webhooks::status::{DeliveryStatus, UnknownStatus};
 use serde_json::{json, Value};
 
 use crate::support::{melody_wav, Infra, Services};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+#[test]
+fn delivery_statuses_keep_their_stored_text() {
+    // These texts are in existing `webhook_deliveries` rows: a change needs a migration.
+    let words: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(words, ["pending", "delivered", "failed", "refused"]);
+    for s in DeliveryStatus::ALL {
+        assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
+        assert_eq!(DeliveryStatus::try_from(s.to_string()), Ok(s));
+        assert_eq!(s.is_final(), s != DeliveryStatus::Pending);
+    }
+    assert_eq!(
+        "Delivered".parse::<DeliveryStatus>(),
+        Err(UnknownStatus("Delivered".into()))
+    );
+    // The metric's outcome label: an attempt that leaves a delivery pending is a retry.
+    let labels: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.outcome()).collect();
+    assert_eq!(labels, ["retry", "delivered", "failed", "refused"]);
 }
 
 #[test]
@@ -250,7 +270,12 @@ fn networks_lists_filters_secrets_and_backoff_parse_as_documented() {
     assert!(!matches(&f(&["job.completed"]), "job.failed"));
     assert!(matches(&f(&["job.*"]), "job.progress"));
     assert!(matches(&f(&["*"]), "job.started"));
-    assert!(check_filters(&f(&DEFAULT_EVENTS)).is_ok());
+    assert_eq!(
+        default_events(),
+        f(&["job.completed", "job.failed", "job.canceled", "job.skipped"])
+    );
+    assert!(check_filters(&default_events()).is_ok());
+    assert!(check_filters(&f(&["job.retry_scheduled", "job.progress", "job.*", "*"])).is_ok());
     for bad in ["job.queued", "file.*", "job.", "completed", ""] {
         assert!(check_filters(&f(&[bad])).is_err(), "{bad}");
     }

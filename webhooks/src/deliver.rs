@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Guard, GuardError};
+use crate::status::DeliveryStatus;
 use crate::store::{self, Attempt, Due};
 use crate::{sign, WebhookError};
 
@@ -102,11 +103,7 @@ impl Sender {
         let now = Utc::now();
         let a = self.send(&d, now).await;
         metrics::histogram!(WEBHOOK_DELIVERY_SECONDS).record(started.elapsed().as_secs_f64());
-        let outcome = if a.status == "pending" {
-            "retry"
-        } else {
-            a.status
-        };
+        let outcome = a.status.outcome();
         metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
         tracing::info!(webhook_id = %d.webhook_id, event_id = %d.event_id, attempt = d.attempts + 1, outcome, status_code = ?a.status_code, error = ?a.error, "webhook attempt");
         if let Err(e) = store::finish_attempt(&self.pool, &d, &a, Utc::now()).await {
@@ -121,14 +118,14 @@ impl Sender {
         let again = |code: Option<i32>, error: String| {
             if attempts as u32 >= self.cfg.max_attempts {
                 Attempt {
-                    status: "failed",
+                    status: DeliveryStatus::Failed,
                     status_code: code,
                     error: Some(error),
                     retry_at: now,
                 }
             } else {
                 Attempt {
-                    status: "pending",
+                    status: DeliveryStatus::Pending,
                     status_code: code,
                     error: Some(error),
                     retry_at: now + backoff(&self.cfg, attempts as u32),
@@ -136,7 +133,7 @@ impl Sender {
             }
         };
         let refused = |e: &GuardError| Attempt {
-            status: "refused",
+            status: DeliveryStatus::Refused,
             status_code: None,
             error: Some(e.to_string()),
             retry_at: now,
@@ -180,7 +177,7 @@ impl Sender {
         let text = read_limited(resp, self.cfg.max_response_bytes).await;
         if code.is_success() {
             return Attempt {
-                status: "delivered",
+                status: DeliveryStatus::Delivered,
                 status_code: Some(code.as_u16() as i32),
                 error: None,
                 retry_at: now,

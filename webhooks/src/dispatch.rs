@@ -6,28 +6,51 @@ use async_trait::async_trait;
 use chrono::Utc;
 use roar_common::kafka::{Delivery, HandleError, Handler};
 use roar_schemas::topics::JOB_EVENTS;
-use roar_schemas::JobEvent;
+use roar_schemas::{JobEvent, JobEventKind};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::store;
 
-/// The event types a filter may name, as `job.<kind>` (`queued` is never on the topic: the
-/// projector derives it from the request).
-pub const JOB_KINDS: [&str; 7] = [
-    "started",
-    "progress",
-    "completed",
-    "failed",
-    "retry_scheduled",
-    "canceled",
-    "skipped",
+/// The kinds of job event a registration that names no filter gets: every way a job ends.
+pub const DEFAULT_KINDS: [JobEventKind; 4] = [
+    JobEventKind::Completed,
+    JobEventKind::Failed,
+    JobEventKind::Canceled,
+    JobEventKind::Skipped,
 ];
 
-/// The filters of a registration that names none: every way a job ends.
-pub const DEFAULT_EVENTS: [&str; 4] =
-    ["job.completed", "job.failed", "job.canceled", "job.skipped"];
+/// Whether a kind is ever on the job-events topic (`queued` is not: the projector derives it
+/// from the request), so a filter may name it.
+fn on_topic(kind: JobEventKind) -> bool {
+    kind != JobEventKind::Queued
+}
+
+/// The event type receivers see, and filters name: `job.<kind>`.
+pub fn event_type(kind: JobEventKind) -> String {
+    format!("job.{kind}")
+}
+
+/// The filters of a registration that names none ([`DEFAULT_KINDS`]).
+pub fn default_events() -> Vec<String> {
+    DEFAULT_KINDS.into_iter().map(event_type).collect()
+}
+
+/// Every filter a registration may name: `*`, `job.*`, then `job.<kind>` per kind on the topic.
+pub fn filter_words() -> Vec<String> {
+    ["*", "job.*"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(
+            JobEventKind::ALL
+                .iter()
+                .copied()
+                .filter(|k| on_topic(*k))
+                .map(event_type),
+        )
+        .collect()
+}
 
 /// Longest an event waits for the read model to name its job's owner before it goes to the
 /// job's own callbacks only (the projector normally knows the file long before its jobs run).
@@ -35,19 +58,14 @@ const OWNER_WAIT_SECONDS: i64 = 30;
 
 /// Checks filters: `*`, `job.*` or `job.<kind>`; the error names the valid ones.
 pub fn check_filters(events: &[String]) -> Result<(), String> {
-    for e in events {
-        let ok = e == "*"
-            || e == "job.*"
-            || e.strip_prefix("job.")
-                .is_some_and(|k| JOB_KINDS.contains(&k));
-        if !ok {
-            return Err(format!(
-                "unknown event filter {e:?}: use *, job.* or job.<{}>",
-                JOB_KINDS.join("|")
-            ));
-        }
+    let valid = filter_words();
+    match events.iter().find(|e| !valid.contains(e)) {
+        None => Ok(()),
+        Some(e) => Err(format!(
+            "unknown event filter {e:?}: use one of {}",
+            valid.join(", ")
+        )),
     }
-    Ok(())
 }
 
 /// Whether `filters` select the event type `ty` (`job.completed`).
@@ -60,7 +78,7 @@ pub fn matches(filters: &[String], ty: &str) -> bool {
 /// The JSON body receivers get: `{type, timestamp, data}`; no file names or user ids.
 pub fn body(ev: &JobEvent) -> String {
     json!({
-        "type": format!("job.{}", ev.body.kind()),
+        "type": event_type(ev.body.event_kind()),
         "timestamp": ev.meta.occurred_at,
         "data": {
             "event_id": ev.meta.event_id,
@@ -85,7 +103,7 @@ fn db(e: sqlx::Error) -> HandleError {
 
 impl Recorder {
     async fn on_job(&self, ev: &JobEvent) -> Result<(), HandleError> {
-        let ty = format!("job.{}", ev.body.kind());
+        let ty = event_type(ev.body.event_kind());
         let (regs, owner) = store::candidates(&self.pool, &ev.job_id, &ev.file_id)
             .await
             .map_err(db)?;

@@ -20,6 +20,7 @@ pub mod deliver;
 pub mod dispatch;
 pub mod guard;
 pub mod sign;
+pub mod status;
 pub mod store;
 
 /// The dispatcher's consumer group.
@@ -52,8 +53,8 @@ pub async fn run(
         fetch_wait_ms: cfg.webhooks.fetch_wait_ms,
     };
     // Zero-valued series from the start, so dashboards see the role before its first webhook.
-    for outcome in ["delivered", "retry", "failed", "refused"] {
-        metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
+    for status in status::DeliveryStatus::ALL {
+        metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => status.outcome()).increment(0);
     }
     metrics::gauge!(WEBHOOK_PENDING).set(0.0);
     // The sender stops with the consumer, whichever way that ends.

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::status::DeliveryStatus;
+
 /// One registration (`POST /webhooks`, or a job's `callback_url`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Registration {
@@ -22,7 +24,8 @@ pub struct DeliveryRow {
     pub webhook_id: String,
     pub event_id: String,
     pub event_type: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_status_code: Option<i32>,
@@ -174,7 +177,7 @@ pub async fn record(
     let r = sqlx::query(
         "INSERT INTO webhook_deliveries
              (webhook_id, event_id, event_type, body, status, next_attempt_at, created_at)
-         SELECT id, $2, $3, $4, 'pending', $5, $5 FROM unnest($1::text[]) AS id
+         SELECT id, $2, $3, $4, $6, $5, $5 FROM unnest($1::text[]) AS id
          ON CONFLICT DO NOTHING",
     )
     .bind(webhook_ids)
@@ -182,6 +185,7 @@ pub async fn record(
     .bind(event_type)
     .bind(body)
     .bind(now)
+    .bind(DeliveryStatus::Pending.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected())
@@ -197,7 +201,7 @@ pub async fn claim(
     sqlx::query_as(
         "WITH due AS (
              SELECT webhook_id, event_id FROM webhook_deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now()
+             WHERE status = $3 AND next_attempt_at <= now()
              ORDER BY next_attempt_at LIMIT $1
              FOR UPDATE SKIP LOCKED
          )
@@ -210,6 +214,7 @@ pub async fn claim(
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
+    .bind(DeliveryStatus::Pending.as_str())
     .fetch_all(pool)
     .await
 }
@@ -217,9 +222,8 @@ pub async fn claim(
 /// What one attempt came to.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    /// `delivered`, `failed` or `refused` when the delivery is over; `pending` to retry at
-    /// `retry_at`.
-    pub status: &'static str,
+    /// Final, or `Pending` to retry at `retry_at`.
+    pub status: DeliveryStatus,
     pub status_code: Option<i32>,
     pub error: Option<String>,
     pub retry_at: DateTime<Utc>,
@@ -232,7 +236,7 @@ pub async fn finish_attempt(
     a: &Attempt,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let finished = (a.status != "pending").then_some(now);
+    let finished = a.status.is_final().then_some(now);
     sqlx::query(
         "UPDATE webhook_deliveries
          SET status = $3, attempts = attempts + 1, next_attempt_at = $4,
@@ -241,7 +245,7 @@ pub async fn finish_attempt(
     )
     .bind(&d.webhook_id)
     .bind(&d.event_id)
-    .bind(a.status)
+    .bind(a.status.as_str())
     .bind(a.retry_at)
     .bind(a.status_code)
     .bind(&a.error)
@@ -253,7 +257,8 @@ pub async fn finish_attempt(
 
 /// Deliveries waiting for an attempt (the retry queue's depth).
 pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+    sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = $1")
+        .bind(DeliveryStatus::Pending.as_str())
         .fetch_one(pool)
         .await
 }
@@ -263,9 +268,10 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
 pub async fn sweep(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> {
     let deliveries = sqlx::query(
         "DELETE FROM webhook_deliveries
-         WHERE status <> 'pending' AND finished_at < now() - make_interval(days => $1)",
+         WHERE status <> $2 AND finished_at < now() - make_interval(days => $1)",
     )
     .bind(days as i32)
+    .bind(DeliveryStatus::Pending.as_str())
     .execute(pool)
     .await?
     .rows_affected();

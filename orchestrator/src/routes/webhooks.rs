@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use roar_webhooks::dispatch::{check_filters, DEFAULT_EVENTS};
+use roar_webhooks::dispatch::{check_filters, default_events};
 use roar_webhooks::guard::Guard;
 use roar_webhooks::{sign, store};
 use serde::{Deserialize, Serialize};
@@ -93,10 +93,7 @@ pub(crate) async fn validate(
     let url = guard
         .check_url(&req.url)
         .map_err(|e| ApiError::Unprocessable(format!("url: {e}")))?;
-    let events = req
-        .events
-        .clone()
-        .unwrap_or_else(|| DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect());
+    let events = req.events.clone().unwrap_or_else(default_events);
     if events.is_empty() || events.len() > 16 {
         return Err(ApiError::Unprocessable(
             "events: give 1 to 16 filters (or leave it out for every way a job ends)".into(),
@@ -199,10 +196,10 @@ pub async fn deliveries(
         deliveries: rows
             .into_iter()
             .map(|d| DeliveryView {
-                next_attempt_at: (d.status == "pending").then_some(d.next_attempt_at),
+                next_attempt_at: (!d.status.is_final()).then_some(d.next_attempt_at),
                 event_id: d.event_id,
                 event_type: d.event_type,
-                status: d.status,
+                status: d.status.to_string(),
                 attempts: d.attempts,
                 last_status_code: d.last_status_code,
                 last_error: d.last_error,
