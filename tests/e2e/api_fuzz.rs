@@ -5,8 +5,8 @@
 //! accepted and those it calls invalid refused, auth not ignored, other methods 405.
 //!
 //! The stack runs without model workers, so jobs stay queued and the run stays short. The
-//! examples phase gets a real file and job of the caller's, so the success paths are checked too
-//! (random ids only reach the 404s).
+//! examples phase gets a real file, job and webhook of the caller's, so the success paths are
+//! checked too (random ids only reach the 404s). No webhook dispatcher runs: nothing is sent.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,6 +81,12 @@ async fn every_operation_answers_as_its_openapi_document_says() {
     cfg.quota.jobs_per_day = 0;
     cfg.quota.pending_uploads = 0;
     cfg.quota.stored_bytes = 0;
+    // Webhooks: the document cannot say which addresses a deployment refuses (the guard's
+    // classes, or names resolved at delivery), so every network is open here, and the
+    // per-user limit is far above what one run registers. Registration resolves no name, and
+    // `Services::start` runs no dispatcher: nothing is ever sent to a generated URL.
+    cfg.webhooks.allow_networks = "0.0.0.0/0,::/0".into();
+    cfg.webhooks.max_per_user = 1_000_000;
     // `?after=` with a token far ahead waits this long; keep the run short.
     cfg.http.consistency_wait_ms = 100;
     // The document states the catalogue's ceilings; a deployment's lower musicgen limits (30 s
@@ -102,6 +108,15 @@ async fn every_operation_answers_as_its_openapi_document_says() {
         .await;
     assert_eq!(code, 202, "{job:#}");
     let job_id = job["job_id"].as_str().unwrap().to_string();
+    let (code, hook) = svc
+        .post_json(
+            &token,
+            "/webhooks",
+            &json!({"url": "https://hooks.example.com/roar", "events": ["job.completed"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{hook:#}");
+    let hook_id = hook["webhook_id"].as_str().unwrap().to_string();
 
     let mut spec: Value = serde_json::from_str(&roar_orchestrator::openapi::json()).unwrap();
     example_param(&mut spec, "/status/{file_id}", "get", "file_id", &file);
@@ -138,6 +153,18 @@ async fn every_operation_answers_as_its_openapi_document_says() {
         "/process",
         "post",
         json!({"file_id": file, "models": ["pitch", {"model": "musicgen", "params": {"duration": 2}}]}),
+    );
+    for (path, method) in [
+        ("/webhooks/{webhook_id}/deliveries", "get"),
+        ("/webhooks/{webhook_id}", "delete"),
+    ] {
+        example_param(&mut spec, path, method, "webhook_id", &hook_id);
+    }
+    example_body(
+        &mut spec,
+        "/webhooks",
+        "post",
+        json!({"url": "https://hooks.example.com/roar?to=roar", "events": ["job.*"]}),
     );
     example_body(
         &mut spec,

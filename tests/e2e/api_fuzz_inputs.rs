@@ -1,9 +1,9 @@
 //! Fuzzing the API's inputs in process: the real router (request ids, auth, extractors,
 //! handlers) on a real broker, PostgreSQL and object store, called without a socket so that
 //! 10,000 requests per target take seconds. Targets: JSON request bodies (garbage, and mutated
-//! valid bodies of `/process`, `/upload` and `/notify`), query strings of every route that takes
-//! one (mutated valid ones, and garbage), and multipart uploads (mutated valid forms, and
-//! garbage). Every answer must be a status the OpenAPI document lists for its operation, never a
+//! valid bodies of `/process`, `/webhooks`, `/upload` and `/notify`), query strings of every
+//! route that takes one (mutated valid ones, and garbage), and multipart uploads (mutated valid
+//! forms, and garbage). Every answer must be a status the OpenAPI document lists for its operation, never a
 //! 5xx, and every refusal the API's error body. The schemathesis test (`api_fuzz`) checks the
 //! answers' shapes against the document; this one throws what no document describes.
 
@@ -201,6 +201,16 @@ async fn the_api_answers_any_body_query_and_upload_with_a_documented_status() {
             "/process",
             user.clone(),
             json!([{"file_id": FILE, "model": "whisper", "params": {"language": "en"}}]),
+        ),
+        (
+            "/process",
+            user.clone(),
+            json!({"file_id": FILE, "model": "pitch", "callback_url": "https://hooks.example.com/roar?k=1", "callback_events": ["job.*"]}),
+        ),
+        (
+            "/webhooks",
+            user.clone(),
+            json!({"url": "https://hooks.example.com:8443/roar", "events": ["job.completed", "job.failed"], "secret": format!("whsec_{}", "QUJD".repeat(8))}),
         ),
         (
             "/upload",

@@ -27,6 +27,7 @@ mod api_jwks;
 mod api_link_keys;
 mod api_pipelines;
 mod api_process;
+mod api_routes_documented;
 mod api_status_as_of;
 mod api_stream;
 mod api_upload;

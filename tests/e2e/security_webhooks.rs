@@ -232,6 +232,88 @@ fn urls_that_cannot_be_delivered_safely_are_refused() {
         .contains("longer"));
 }
 
+/// The OpenAPI document's URL and secret patterns admit only what registration accepts: every
+/// URL of the pattern passes the guard's URL checks (with every network open, as the spec
+/// fuzzer runs), and a secret matches the pattern exactly when `sign::key` takes it.
+#[test]
+fn the_documented_url_and_secret_forms_are_what_registration_accepts() {
+    use roar_orchestrator::views::{is_webhook_secret, is_webhook_url};
+    let open = guard(&["0.0.0.0/0", "::/0"]);
+    // 2048 bytes, `webhooks.max_url_len`'s default; one more is too long.
+    let long_path = format!("http://a.b/{}", "x".repeat(2037));
+    let too_long = format!("{long_path}y");
+    assert_eq!(long_path.len(), 2048);
+    for url in [
+        "http://a",
+        "https://hooks.example.com/roar?k=1&b=%2F",
+        "http://0a.1.b9:65535/",
+        "http://255.255.255.255:1/a/b/../c",
+        "http://1.2.3.4",
+        "http://localhost:8080/x",
+        "http://x-y.z-0.w/%7E",
+        "https://a.b:10000/?",
+        long_path.as_str(),
+    ] {
+        assert!(is_webhook_url(url), "{url} is of the pattern");
+        assert!(
+            open.check_url(url).is_ok(),
+            "{url}: {:?}",
+            open.check_url(url)
+        );
+    }
+    for url in [
+        "http://a.1",
+        "http://a.0x",
+        "http://1.2.3.256",
+        "http://01.2.3.4",
+        "http://1.2.3",
+        "http://a:0",
+        "http://a:65536",
+        "http://xn--a.b",
+        "http://-a.b",
+        "http://[::1]/",
+        "http://a/b c",
+        "http://a/#f",
+        "ftp://a",
+        "http://u@a",
+        too_long.as_str(),
+    ] {
+        assert!(!is_webhook_url(url), "{url} is not of the pattern");
+    }
+
+    let b64 = |n: usize, fill: u8| {
+        use base64::engine::general_purpose::STANDARD;
+        format!("whsec_{}", STANDARD.encode(vec![fill; n]))
+    };
+    let mut samples: Vec<String> = (0..=70)
+        .flat_map(|n| [b64(n, 0xA5), b64(n, 0xFF)])
+        .collect();
+    let canonical = b64(25, 7);
+    samples.extend([
+        // Unpadded, a non-zero unused bit, padding in the middle, another alphabet, no prefix.
+        canonical.trim_end_matches('=').to_string(),
+        canonical.replace("Bw==", "Bx=="),
+        format!("{}={}", &canonical[..20], &canonical[20..]),
+        b64(30, 0xFB).replace('+', "-").replace('/', "_"),
+        b64(30, 0xFB).replace("whsec_", ""),
+        format!("{} ", b64(30, 1)),
+        sign::new_secret(),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    ]);
+    let mut accepted = 0;
+    for s in &samples {
+        let takes = sign::key(s).is_ok();
+        assert_eq!(
+            is_webhook_secret(s),
+            takes,
+            "{s}: sign::key takes it: {takes}"
+        );
+        accepted += usize::from(takes);
+    }
+    // 24 to 64 bytes in two fills, the new secret and the published example.
+    assert_eq!(accepted, 2 * 41 + 2);
+}
+
 #[test]
 fn networks_lists_filters_secrets_and_backoff_parse_as_documented() {
     let n = Cidr::parse("10.0.0.0/8").unwrap();
@@ -488,6 +570,21 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
         )
         .await;
     assert_eq!(code, 422, "{body}");
+    // Past the guard, forms the document's pattern does not admit are refused all the same.
+    for url in [
+        "http://[2606:4700::1111]/hook".to_string(),
+        format!("http://receiver.test:{port}/hook#part"),
+        format!("HTTP://receiver.test:{port}/hook"),
+    ] {
+        let (code, body) = svc
+            .post_json(&alice, "/webhooks", &json!({"url": url}))
+            .await;
+        assert_eq!(code, 422, "{url}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("OpenAPI pattern"),
+            "{url}: {body}"
+        );
+    }
     let (_, listed) = svc.get_json(&alice, "/webhooks").await;
     assert_eq!(listed["webhooks"], json!([]), "{listed}");
 
@@ -533,6 +630,34 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
     let file = svc
         .ready_file(&alice, "tone.wav", melody_wav(&[(440.0, 0.5)], 16_000, 1))
         .await;
+    // A callback's members are never null, and its events and secret need its URL.
+    let cb = format!("http://receiver.test:{port}/cb");
+    for (extra, why) in [
+        (json!({"callback_url": null}), "may not be null"),
+        (
+            json!({"callback_url": cb, "callback_secret": null}),
+            "may not be null",
+        ),
+        (
+            json!({"callback_events": ["job.*"]}),
+            "go with callback_url",
+        ),
+        (
+            json!({"callback_url": cb, "callback_events": []}),
+            "1 to 16",
+        ),
+    ] {
+        let mut req = json!({"file_id": file, "model": "pitch", "variation": "tiny"});
+        req.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (code, body) = svc.post_json(&alice, "/process", &req).await;
+        assert_eq!(code, 422, "{req}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(why),
+            "{req}: {body}"
+        );
+    }
     let r = reqwest::Client::new()
         .post(svc.url("/process"))
         .bearer_auth(&alice)

@@ -228,16 +228,29 @@ pub async fn process(
 }
 
 /// Removes `callback_url`, `callback_events` and `callback_secret` from a single request
-/// object: the job-scoped webhook they describe.
-fn take_callback(body: &mut Value) -> Result<Option<webhooks::WebhookRequest>, ApiError> {
+/// object: the job-scoped webhook they describe. Unlike the request's other members they may
+/// not be `null` (the document says so: a `null` would read as "no callback" while the other
+/// two asked for one).
+fn take_callback(body: &mut Value) -> Result<Option<crate::views::WebhookRequest>, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Ok(None);
     };
     let url = obj.remove("callback_url");
     let events = obj.remove("callback_events");
     let secret = obj.remove("callback_secret");
-    let Some(url) = url.filter(|v| !v.is_null()) else {
-        if events.is_some_and(|v| !v.is_null()) || secret.is_some_and(|v| !v.is_null()) {
+    for (name, v) in [
+        ("callback_url", &url),
+        ("callback_events", &events),
+        ("callback_secret", &secret),
+    ] {
+        if v.as_ref().is_some_and(Value::is_null) {
+            return Err(ApiError::Unprocessable(format!(
+                "{name} may not be null: leave it out for no callback"
+            )));
+        }
+    }
+    let Some(url) = url else {
+        if events.is_some() || secret.is_some() {
             return Err(ApiError::Unprocessable(
                 "callback_events and callback_secret go with callback_url".into(),
             ));
@@ -245,15 +258,13 @@ fn take_callback(body: &mut Value) -> Result<Option<webhooks::WebhookRequest>, A
         return Ok(None);
     };
     let bad = |m: String| ApiError::Unprocessable(m);
-    let req = webhooks::WebhookRequest {
+    let req = crate::views::WebhookRequest {
         url: serde_json::from_value(url).map_err(|e| bad(format!("callback_url: {e}")))?,
         events: events
-            .filter(|v| !v.is_null())
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| bad(format!("callback_events: {e}")))?,
         secret: secret
-            .filter(|v| !v.is_null())
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| bad(format!("callback_secret: {e}")))?,

@@ -2,72 +2,24 @@
 //! a user's outbound webhooks (delivered by `roar webhooks`), and the `callback_url` of
 //! `POST /process`, stored as a registration scoped to its jobs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use roar_webhooks::dispatch::{check_filters, default_events};
 use roar_webhooks::guard::Guard;
 use roar_webhooks::{sign, store};
-use serde::{Deserialize, Serialize};
 
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::middleware::User;
+use crate::views::{
+    is_webhook_secret, is_webhook_url, AuthErrors, DeliveryList, DeliveryView, ErrorBody,
+    JsonBodyErrors, WebhookList, WebhookPath, WebhookRequest, WebhookView, MAX_FILTERS,
+};
 use crate::{ApiError, AppState};
 
 /// Deliveries listed per webhook.
 const DELIVERIES_SHOWN: i64 = 100;
-
-/// `POST /webhooks` (and what `callback_url` takes).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookRequest {
-    pub url: String,
-    /// `job.completed`, `job.*`, `*`, ... (default: every way a job ends).
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// `whsec_<base64 of 24..64 bytes>`; absent: one is made and returned once.
-    #[serde(default)]
-    pub secret: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WebhookView {
-    pub webhook_id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    pub created_at: DateTime<Utc>,
-    /// Only in the answer to its creation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WebhookList {
-    pub webhooks: Vec<WebhookView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DeliveryView {
-    pub event_id: String,
-    pub event_type: String,
-    /// pending | delivered | failed | refused
-    pub status: String,
-    pub attempts: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub last_status_code: Option<i32>,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DeliveryList {
-    pub deliveries: Vec<DeliveryView>,
-}
 
 fn view(r: store::Registration, secret: bool) -> WebhookView {
     WebhookView {
@@ -81,8 +33,9 @@ fn view(r: store::Registration, secret: bool) -> WebhookView {
 }
 
 /// Validates a registration of `user`'s without storing it: the URL through the SSRF guard
-/// (422 naming the address class), filters, secret, and (`counted`: not a job's callback) the
-/// per-user limit (429 `webhooks`). Returns the request as stored and its secret.
+/// (422 naming the address class) and then its form (the document's pattern), filters, secret,
+/// and (`counted`: not a job's callback) the per-user limit (429 `webhooks`). Returns the
+/// request as stored and its secret.
 pub(crate) async fn validate(
     s: &AppState,
     user: &User,
@@ -93,16 +46,29 @@ pub(crate) async fn validate(
     let url = guard
         .check_url(&req.url)
         .map_err(|e| ApiError::Unprocessable(format!("url: {e}")))?;
-    let events = req.events.clone().unwrap_or_else(default_events);
-    if events.is_empty() || events.len() > 16 {
+    // After the guard, so an internal address is named as such; the form is what the
+    // document's pattern admits (a host name or dotted IPv4, no IPv6 literal or fragment).
+    if !is_webhook_url(&req.url) {
         return Err(ApiError::Unprocessable(
-            "events: give 1 to 16 filters (or leave it out for every way a job ends)".into(),
+            "url: use http(s)://host[:port][/path][?query] with a host name or dotted IPv4 \
+             address and unreserved or percent-escaped characters (see the OpenAPI pattern)"
+                .into(),
         ));
+    }
+    let events = req.events.clone().unwrap_or_else(default_events);
+    if events.is_empty() || events.len() > MAX_FILTERS {
+        return Err(ApiError::Unprocessable(format!(
+            "events: give 1 to {MAX_FILTERS} filters (or leave it out for every way a job ends)"
+        )));
     }
     check_filters(&events).map_err(|e| ApiError::Unprocessable(format!("events: {e}")))?;
     let secret = match &req.secret {
         Some(given) => {
             sign::key(given).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+            // sign::key accepts exactly this form; the check keeps the two from drifting.
+            if !is_webhook_secret(given) {
+                return Err(ApiError::Unprocessable(sign::BadSecret.to_string()));
+            }
             given.clone()
         }
         None => sign::new_secret(),
@@ -149,6 +115,14 @@ pub(crate) async fn register(
 }
 
 /// `POST /webhooks`: 201 with the registration and its secret (shown this once).
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks", operation_id = "create_webhook",
+    request_body = WebhookRequest,
+    responses(
+        (status = 201, description = "registered; `secret` signs every delivery and is shown only here", body = WebhookView),
+        JsonBodyErrors,
+        (status = 422, description = "the body does not have the documented shape, or the URL names a loopback, private, link-local or metadata address (or `localhost`): the message names the address class", body = ErrorBody),
+        AuthErrors,
+    ))]
 pub async fn create(
     State(s): State<AppState>,
     user: User,
@@ -161,6 +135,11 @@ pub async fn create(
 
 /// `GET /webhooks`: the caller's webhooks, without secrets (job callbacks are not listed: one
 /// per job, they would make the list unbounded).
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks", operation_id = "webhooks",
+    responses(
+        (status = 200, description = "the caller's webhooks, without their secrets", body = WebhookList),
+        AuthErrors,
+    ))]
 pub async fn list(State(s): State<AppState>, user: User) -> Result<Json<WebhookList>, ApiError> {
     let rows = store::list(&s.db, user.id()).await?;
     Ok(Json(WebhookList {
@@ -170,10 +149,17 @@ pub async fn list(State(s): State<AppState>, user: User) -> Result<Json<WebhookL
 
 /// `DELETE /webhooks/{id}`: 204; 404 when the caller holds no such webhook. Its pending
 /// deliveries go with it.
+#[utoipa::path(delete, path = "/webhooks/{webhook_id}", tag = "webhooks", operation_id = "delete_webhook",
+    params(WebhookPath),
+    responses(
+        (status = 204, description = "deleted, with its pending deliveries"),
+        (status = 404, description = "no such webhook of the caller's", body = ErrorBody),
+        AuthErrors,
+    ))]
 pub async fn delete(
     State(s): State<AppState>,
     user: User,
-    Path(id): Path<String>,
+    ApiPath(WebhookPath { webhook_id: id }): ApiPath<WebhookPath>,
 ) -> Result<StatusCode, ApiError> {
     if store::delete(&s.db, user.id(), &id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -183,10 +169,17 @@ pub async fn delete(
 }
 
 /// `GET /webhooks/{id}/deliveries`: the newest 100 deliveries and how each went.
+#[utoipa::path(get, path = "/webhooks/{webhook_id}/deliveries", tag = "webhooks", operation_id = "webhook_deliveries",
+    params(WebhookPath),
+    responses(
+        (status = 200, description = "the newest 100 deliveries, newest first", body = DeliveryList),
+        (status = 404, description = "no such webhook of the caller's", body = ErrorBody),
+        AuthErrors,
+    ))]
 pub async fn deliveries(
     State(s): State<AppState>,
     user: User,
-    Path(id): Path<String>,
+    ApiPath(WebhookPath { webhook_id: id }): ApiPath<WebhookPath>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     if store::get(&s.db, user.id(), &id).await?.is_none() {
         return Err(ApiError::NotFound);

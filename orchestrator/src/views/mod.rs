@@ -19,6 +19,7 @@ mod queries;
 pub(crate) mod schema;
 mod status;
 mod usage;
+mod webhooks;
 
 pub use dlq::{
     is_letter_id, DeadLetterView, DeadLettersPage, LetterPath, RedriveAccepted, RedriveView,
@@ -57,3 +58,7 @@ pub use queries::{
 pub use schema::PIPELINE_ID_PATTERN;
 pub use status::StatusView;
 pub use usage::{Usage, UsageLimits};
+pub use webhooks::{
+    events_schema, is_webhook_secret, is_webhook_url, secret_schema, url_schema, DeliveryList,
+    DeliveryView, WebhookList, WebhookPath, WebhookRequest, WebhookView, MAX_FILTERS,
+};

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use roar_common::catalog::{self, ModelSpec, ParamKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, Object, ObjectBuilder, OneOfBuilder, Ref, Schema,
     SchemaType, Type,
@@ -24,7 +25,8 @@ mod inputs;
 pub const MAX_JOBS_PER_REQUEST: usize = 20;
 
 /// One request: `model` (with `variation` and `params`) or `models`. `null` is the same as
-/// absent everywhere.
+/// absent everywhere but in the `callback_*` members (see [`with_callback`]), which the handler
+/// takes out before it reads the rest with this type.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessRequest {
@@ -153,12 +155,45 @@ fn model_fields(m: &ModelSpec) -> ObjectBuilder {
         .property("params", params)
 }
 
+/// `callback_url` with `callback_events` and `callback_secret`: a webhook for this request's
+/// jobs only, on a request object (not on a list's entries, presets or chained jobs). Unlike
+/// the other members, none of the three may be `null`, and the last two need `callback_url`
+/// (`dependentRequired`), as the handler enforces.
+fn with_callback(o: ObjectBuilder) -> ObjectBuilder {
+    let needs_url = serde_json::json!({
+        "callback_events": ["callback_url"],
+        "callback_secret": ["callback_url"],
+    });
+    o.property("callback_url", super::url_schema())
+        .property("callback_events", super::events_schema(false))
+        .property("callback_secret", super::secret_schema(false))
+        .extensions(Some(Extensions::from_iter([(
+            "dependentRequired",
+            needs_url,
+        )])))
+}
+
 fn choice_name(m: &ModelSpec) -> String {
     format!("ModelChoice_{}", m.name)
 }
 
 fn single_name(m: &ModelSpec) -> String {
     format!("ProcessOne_{}", m.name)
+}
+
+/// An entry of a list body: one job, no callback.
+fn item_name(m: &ModelSpec) -> String {
+    format!("ProcessItem_{}", m.name)
+}
+
+/// One `m` job on one file, the members every form of it shares.
+fn one_job(m: &ModelSpec) -> ObjectBuilder {
+    model_fields(m)
+        .property("file_id", s::file_id())
+        .required("file_id")
+        .property("models", null())
+        .property("input", null())
+        .property("preset", null())
 }
 
 fn reference(name: &str) -> Ref {
@@ -179,16 +214,18 @@ fn components() -> Vec<(String, RefOr<Schema>)> {
         ));
         out.push((
             single_name(m),
-            model_fields(m)
-                .property("file_id", s::file_id())
-                .required("file_id")
-                .property("models", null())
-                .property("input", null())
-                .property("preset", null())
+            with_callback(one_job(m))
                 .description(Some(format!(
                     "one {} job on one file: {}",
                     m.name, m.description
                 )))
+                .build()
+                .into(),
+        ));
+        out.push((
+            item_name(m),
+            one_job(m)
+                .description(Some(format!("one {} job on one file, in a list", m.name)))
                 .build()
                 .into(),
         ));
@@ -201,7 +238,7 @@ fn components() -> Vec<(String, RefOr<Schema>)> {
     }
     out.push((
         "ProcessMany".into(),
-        ObjectBuilder::new()
+        with_callback(ObjectBuilder::new())
             .schema_type(Type::Object)
             .additional_properties(Some(closed()))
             .description(Some(
@@ -316,7 +353,7 @@ impl PartialSchema for ProcessBody {
     fn schema() -> RefOr<Schema> {
         let mut single = OneOfBuilder::new();
         for m in catalog::models() {
-            single = single.item(reference(&single_name(m)));
+            single = single.item(reference(&item_name(m)));
         }
         let mut body = OneOfBuilder::new()
             .item(reference("ProcessRequest"))

@@ -22,9 +22,10 @@ const EXAMPLES = {
   process: { file_id: v("file_id"), model: "pitch", params: { hop_ms: 10 } },
   generate: { prompt: "a calm piano with soft rain", duration_seconds: 8, params: { seed: 7 } },
   notify: { job_id: v("job_id"), status: "progress", progress: 50, message: "halfway" },
+  create_webhook: { url: "https://hooks.example.com/roar", events: ["job.completed", "job.failed"] },
 };
 // What a path or query parameter is filled with.
-const VALUES = { file_id: v("file_id"), job_id: v("job_id"), name: v("output_name"), t: v("link_t"), sig: v("link_sig") };
+const VALUES = { file_id: v("file_id"), job_id: v("job_id"), webhook_id: v("webhook_id"), name: v("output_name"), t: v("link_t"), sig: v("link_sig") };
 
 function resolve(schema) {
   if (schema?.$ref) return resolve(schema.$ref.split("/").slice(1).reduce((o, k) => o[k], spec));
@@ -118,14 +119,14 @@ const workspace = {
   resources: {
     workspaces: [{
       model: "workspace", id: WS, createdAt: STAMP, updatedAt: STAMP, name: "roar",
-      description: `The roar orchestrator API (${spec.info.version}), generated from schemas/openapi/orchestrator.yaml. Pick an environment, paste a token (\`roar dev\` prints one), and set file_id / job_id from the answers.`,
+      description: `The roar orchestrator API (${spec.info.version}), generated from schemas/openapi/orchestrator.yaml. Pick an environment, paste a token (\`roar dev\` prints one), and set file_id / job_id / webhook_id from the answers.`,
       encryptionKeyChallenge: null,
       defaultAuthentication: { authentication: {}, authenticationType: null },
       defaultHeaders: [],
       settingValidateCertificates: true, settingFollowRedirects: true, settingRequestTimeout: 0,
     }],
     environments: [
-      env("ev_roar_base", "Global", true, { base_url: "http://127.0.0.1:8080", token: "", file_id: "", job_id: "", output_name: "", link_t: "", link_sig: "" }),
+      env("ev_roar_base", "Global", true, { base_url: "http://127.0.0.1:8080", token: "", file_id: "", job_id: "", webhook_id: "", output_name: "", link_t: "", link_sig: "" }),
       env("ev_roar_dev", "roar dev", false, { base_url: "http://127.0.0.1:8080", token: "paste the dev token roar dev prints" }),
       env("ev_roar_deployed", "deployed", false, { base_url: "https://roar.example.org", token: "a token from your identity provider" }),
     ],

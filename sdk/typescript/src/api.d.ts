@@ -405,6 +405,64 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /webhooks`: the caller's webhooks, without secrets (job callbacks are not listed: one
+         *     per job, they would make the list unbounded).
+         */
+        get: operations["webhooks"];
+        put?: never;
+        /** `POST /webhooks`: 201 with the registration and its secret (shown this once). */
+        post: operations["create_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * `DELETE /webhooks/{id}`: 204; 404 when the caller holds no such webhook. Its pending
+         *     deliveries go with it.
+         */
+        delete: operations["delete_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/webhooks/{webhook_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /webhooks/{id}/deliveries`: the newest 100 deliveries and how each went. */
+        get: operations["webhook_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -450,6 +508,33 @@ export interface components {
             letters: components["schemas"]["DeadLetterView"][];
             /** @description How many letters the topic holds (one per source message). */
             total: number;
+        };
+        /** @description `GET /webhooks/{webhook_id}/deliveries`: the newest 100. */
+        DeliveryList: {
+            deliveries: components["schemas"]["DeliveryView"][];
+        };
+        /** @description One event's delivery to one webhook. */
+        DeliveryView: {
+            /** Format: int32 */
+            attempts: number;
+            /** Format: date-time */
+            created_at: string;
+            /** @description The `webhook-id` header receivers deduplicate on (the same on every retry). */
+            event_id: string;
+            /** @description `job.<kind>`. */
+            event_type: string;
+            /** Format: date-time */
+            finished_at?: string | null;
+            last_error?: string | null;
+            /** Format: int32 */
+            last_status_code?: number | null;
+            /**
+             * Format: date-time
+             * @description When a pending delivery is tried next.
+             */
+            next_attempt_at?: string | null;
+            /** @enum {string} */
+            status: "pending" | "delivered" | "failed" | "refused";
         };
         /** @description Every error: a message, a stable code, and the request id to quote in a report. */
         ErrorBody: {
@@ -1646,9 +1731,190 @@ export interface components {
             sample_rate: number;
         };
         /** @description one model on one file, several models on one file, one model on another job's output (`input`), a preset's pipeline (`preset`), or a list of single-model requests; at most 20 jobs per request */
-        ProcessBody: components["schemas"]["ProcessRequest"] | components["schemas"]["ProcessMany"] | components["schemas"]["ProcessWithInput_demucs"] | components["schemas"]["ProcessWithInput_whisper"] | components["schemas"]["ProcessWithInput_pitch"] | components["schemas"]["ProcessWithInput_musicgen"] | components["schemas"]["ProcessWithInput_gemma3n"] | components["schemas"]["ProcessPreset"] | (components["schemas"]["ProcessOne_demucs"] | components["schemas"]["ProcessOne_whisper"] | components["schemas"]["ProcessOne_pitch"] | components["schemas"]["ProcessOne_musicgen"] | components["schemas"]["ProcessOne_gemma3n"])[];
+        ProcessBody: components["schemas"]["ProcessRequest"] | components["schemas"]["ProcessMany"] | components["schemas"]["ProcessWithInput_demucs"] | components["schemas"]["ProcessWithInput_whisper"] | components["schemas"]["ProcessWithInput_pitch"] | components["schemas"]["ProcessWithInput_musicgen"] | components["schemas"]["ProcessWithInput_gemma3n"] | components["schemas"]["ProcessPreset"] | (components["schemas"]["ProcessItem_demucs"] | components["schemas"]["ProcessItem_whisper"] | components["schemas"]["ProcessItem_pitch"] | components["schemas"]["ProcessItem_musicgen"] | components["schemas"]["ProcessItem_gemma3n"])[];
+        /** @description one demucs job on one file, in a list */
+        ProcessItem_demucs: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input?: null;
+            /** @enum {string} */
+            model: "demucs";
+            models?: null;
+            /** @description demucs's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /**
+                 * @description clipping protection: scale the stem down to fit, or clamp samples
+                 * @enum {string|null}
+                 */
+                clip?: "rescale" | "clamp" | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description segment overlap */
+                overlap?: number | null;
+                /** @description segment length, seconds (default: the model's) */
+                segment?: number | null;
+                /** @description random time shifts averaged */
+                shifts?: number | null;
+                /** @description stems to write (default: all of the variation) */
+                stems?: ("vocals" | "drums" | "bass" | "other" | "guitar" | "piano")[] | null;
+                /**
+                 * @description write STEM and no_STEM only
+                 * @enum {string|null}
+                 */
+                two_stems?: "vocals" | "drums" | "bass" | "other" | "guitar" | "piano" | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: htdemucs
+             * @enum {string|null}
+             */
+            variation?: "htdemucs" | "htdemucs_6s" | "htdemucs_ft" | null;
+        };
+        /** @description one gemma3n job on one file, in a list */
+        ProcessItem_gemma3n: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input?: null;
+            /** @enum {string} */
+            model: "gemma3n";
+            models?: null;
+            /** @description gemma3n's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /** @description ISO code of the language sung; detected when absent (Whisper base) */
+                language?: string | null;
+                /** @description your own lyrics (lines; a blank line or a [Chorus]-style label between sections): timed to the audio as given instead of written by the model */
+                lyrics?: string | null;
+                /**
+                 * @description the Whisper variation that hears the words and times them
+                 * @enum {string|null}
+                 */
+                whisper?: "base" | "tiny.en" | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: gemma3-270m
+             * @enum {string|null}
+             */
+            variation?: "gemma3-270m" | "e2b" | "e4b" | null;
+        };
+        /** @description one musicgen job on one file, in a list */
+        ProcessItem_musicgen: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input?: null;
+            /** @enum {string} */
+            model: "musicgen";
+            models?: null;
+            /** @description musicgen's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /** @description seconds of audio (at most musicgen.max_duration_seconds: 30 by default) */
+                duration?: number | null;
+                /**
+                 * @description output format
+                 * @enum {string|null}
+                 */
+                format?: "wav16" | "wav24" | "float32" | "flac" | "mp3" | null;
+                /** @description classifier-free guidance (1: off) */
+                guidance_scale?: number | null;
+                /** @description kbit/s when format is mp3 */
+                mp3_bitrate?: number | null;
+                /** @description what to generate */
+                prompt?: string | null;
+                /** @description continue the song: seconds of its end the new music follows on from (at most musicgen.max_prompt_seconds: 12 by default) */
+                prompt_seconds?: number | null;
+                /** @description the same seed and params generate the same music (default: from the job) */
+                seed?: number | null;
+                /** @description sampling temperature; 0 picks the likeliest code */
+                temperature?: number | null;
+                /** @description sample among the k likeliest codes (0: all) */
+                top_k?: number | null;
+                /** @description nucleus sampling mass (1: off) */
+                top_p?: number | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: small
+             * @enum {string|null}
+             */
+            variation?: "small" | "medium" | "large" | "melody" | null;
+        };
+        /** @description one pitch job on one file, in a list */
+        ProcessItem_pitch: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input?: null;
+            /** @enum {string} */
+            model: "pitch";
+            models?: null;
+            /** @description pitch's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /**
+                 * @description how a pitch is read from the activations
+                 * @enum {string|null}
+                 */
+                decoder?: "normalized_viterbi" | "viterbi" | "weighted_argmax" | "argmax" | null;
+                /** @description highest pitch, Hz */
+                fmax?: number | null;
+                /** @description lowest pitch, Hz */
+                fmin?: number | null;
+                /** @description time between pitch frames, ms */
+                hop_ms?: number | null;
+                /** @description confidence below which a frame is unvoiced */
+                voicing_threshold?: number | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: tiny
+             * @enum {string|null}
+             */
+            variation?: "tiny" | "full" | null;
+        };
+        /** @description one whisper job on one file, in a list */
+        ProcessItem_whisper: {
+            /** @description a file id: `f` and 32 lowercase hex digits */
+            file_id: string;
+            input?: null;
+            /** @enum {string} */
+            model: "whisper";
+            models?: null;
+            /** @description whisper's parameters; absent ones take their defaults (see `GET /models`) */
+            params?: {
+                /** @description 1 is greedy decoding */
+                beam_size?: number | null;
+                /** @description text that conditions the first window */
+                initial_prompt?: string | null;
+                /** @description ISO code; detected when absent (multilingual models) */
+                language?: string | null;
+                /**
+                 * @description translate goes to English
+                 * @enum {string|null}
+                 */
+                task?: "transcribe" | "translate" | null;
+                /** @description first sampling temperature (falls back upwards) */
+                temperature?: number | null;
+                /** @description word-level times from cross-attention */
+                word_timestamps?: boolean | null;
+            } | null;
+            preset?: null;
+            /**
+             * @description default: tiny.en
+             * @enum {string|null}
+             */
+            variation?: "tiny.en" | "base" | null;
+        };
         /** @description several models on one file; variation and params per model */
         ProcessMany: {
+            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input?: null;
@@ -1660,6 +1926,12 @@ export interface components {
         };
         /** @description one demucs job on one file: source separation (Hybrid Transformer Demucs v4) */
         ProcessOne_demucs: {
+            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input?: null;
@@ -1703,6 +1975,12 @@ export interface components {
         };
         /** @description one gemma3n job on one file: lyrics: the words sung, in lines and sections, each word timed (txt, json, enhanced LRC, SRT, WebVTT) */
         ProcessOne_gemma3n: {
+            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input?: null;
@@ -1730,6 +2008,12 @@ export interface components {
         };
         /** @description one musicgen job on one file: music generation from a text prompt (MusicGen); with prompt_seconds it continues the song's end, the melody variation follows its melody */
         ProcessOne_musicgen: {
+            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input?: null;
@@ -1771,6 +2055,12 @@ export interface components {
         };
         /** @description one pitch job on one file: monophonic pitch (CREPE), notes, key and tempo */
         ProcessOne_pitch: {
+            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input?: null;
@@ -1802,6 +2092,12 @@ export interface components {
         };
         /** @description one whisper job on one file: speech and lyrics transcription (Whisper) */
         ProcessOne_whisper: {
+            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input?: null;
@@ -2193,6 +2489,33 @@ export interface components {
             /** @description Part of every job id: a new version is a new job. */
             model_version: string;
             name: string;
+        };
+        /** @description `GET /webhooks`. */
+        WebhookList: {
+            webhooks: components["schemas"]["WebhookView"][];
+        };
+        /** @description `POST /webhooks`. `null` is the same as absent for `events` and `secret`. */
+        WebhookRequest: {
+            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
+            events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[] | null;
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            secret?: string | null;
+            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            url: string;
+        };
+        /** @description A registered webhook. */
+        WebhookView: {
+            /** Format: date-time */
+            created_at: string;
+            events: string[];
+            /** @description Set on a job's `callback_url` registration: the one job it follows. */
+            job_id?: string | null;
+            /** @description The signing secret: only in the answer to its creation. */
+            secret?: string | null;
+            /** @description As stored (normalised: a bare host gets its `/`). */
+            url: string;
+            /** @description a webhook id as `POST /webhooks` returned it */
+            webhook_id: string;
         };
         /** @description A worker that announced itself on the control topic and has not gone quiet. */
         WorkerView: {
@@ -4010,6 +4333,294 @@ export interface operations {
             };
             /** @description size or sha256 differs from the registration; the object is removed */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the caller's webhooks, without their secrets */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookRequest"];
+            };
+        };
+        responses: {
+            /** @description registered; `secret` signs every delivery and is shown only here */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookView"];
+                };
+            };
+            /** @description The body is not well-formed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than `http.max_body_bytes`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body does not have the documented shape, or the URL names a loopback, private, link-local or metadata address (or `localhost`): the message names the address class */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted, with its pending deliveries */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such webhook of the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    webhook_deliveries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the newest 100 deliveries, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryList"];
+                };
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such webhook of the caller's */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
