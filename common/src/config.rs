@@ -112,6 +112,10 @@ pub struct HttpConfig {
     pub rate_limit_per_second: f64,
     /// Requests one user may make in a burst.
     pub rate_limit_burst: u32,
+    /// Bytes per second all of one user's downloads (`GET /files/…`) together may take, after
+    /// a burst of one second's worth; the owner is the owner of the file a link names. 0
+    /// disables the limit.
+    pub download_bytes_per_second_per_user: u64,
     /// Interval between SSE heartbeat comments, in seconds.
     pub sse_heartbeat_seconds: u64,
     /// How often an SSE stream re-reads the history when no notification arrives, in ms.
@@ -398,6 +402,7 @@ impl Default for HttpConfig {
             consistency_wait_ms: 5000,
             rate_limit_per_second: 50.0,
             rate_limit_burst: 200,
+            download_bytes_per_second_per_user: 0,
             sse_heartbeat_seconds: 15,
             sse_poll_ms: 2000,
             sse_max_streams: 10_000,

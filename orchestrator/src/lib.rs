@@ -17,6 +17,7 @@ mod routes;
 mod state;
 mod streams;
 mod sweeper;
+mod throttle;
 mod timeouts;
 mod uploads;
 pub mod views;
