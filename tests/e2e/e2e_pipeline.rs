@@ -25,6 +25,7 @@ use roar_schemas::topics::{jobs_topic, JOB_EVENTS, PIPELINES};
 use roar_schemas::{EventMeta, JobBody, JobEvent, JobInput, JobRequested};
 use serde_json::{json, Value};
 
+use crate::support::jobs::write_separation;
 use crate::support::{self, find_job, produce, Infra, Services};
 
 /// A models directory: the demucs fixture as `htdemucs`, the real whisper and CREPE weights.
@@ -453,6 +454,8 @@ fn spawn_manager(infra: &Infra, cfg: &roar_common::Config, log: &str) -> Child {
         .env("ROAR_STORAGE__URL", &cfg.storage.url)
         .env("ROAR_PIPELINE__OPS_ADDR", "127.0.0.1:0")
         .env("ROAR_TELEMETRY__LOG_LEVEL", "info")
+        // One JSON object a line: the replica test reads which steps each manager requested.
+        .env("ROAR_TELEMETRY__LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -570,5 +573,159 @@ async fn a_manager_killed_mid_pipeline_resumes_and_every_step_runs_once() {
     let rebuilt = support::projection::snapshot(&pool, "public").await;
     assert_eq!(live, rebuilt);
     pool.close().await;
+    svc.stop().await;
+}
+
+/// The steps a manager's log says it requested, as (pipeline_id, step).
+fn requested_by(infra: &Infra, log: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(infra.dir.path().join(log)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "step requested")
+        .map(|v| {
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (field("pipeline_id"), field("step"))
+        })
+        .collect()
+}
+
+/// A models directory with only the real CREPE weights: a pitch worker, no demucs worker
+/// (the test completes the separations as their worker would).
+fn crepe_only() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = support::models_dir();
+    std::os::unix::fs::symlink(real.join("crepe"), dir.path().join("crepe")).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_manager_replicas_share_the_pipelines_and_a_kill_of_one_loses_and_repeats_nothing() {
+    let infra = Infra::start().await;
+    let models = crepe_only();
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = models.path().to_path_buf();
+    let svc = Services::start_with(
+        cfg.clone(),
+        Roles {
+            pipeline: false,
+            webhooks: false,
+        },
+    )
+    .await;
+    let alice = svc.token("alice", &[]);
+    // Two `roar pipeline` processes in the one group `roar-pipeline`; each file's events go to
+    // one partition, which one member owns.
+    let (a_log, b_log) = ("replica-a.log", "replica-b.log");
+    let mut a = spawn_manager(&infra, &cfg, a_log);
+    let mut b = spawn_manager(&infra, &cfg, b_log);
+
+    // Two-step pipelines (a separation, then pitch on its vocals) on one file each, until both
+    // replicas have requested a separation: the group has split the partitions between them.
+    // No demucs worker runs, so every pipeline stays mid-DAG: its first step requested, the
+    // second waiting.
+    let mut chains: Vec<(String, String, String, String)> = Vec::new(); // file, pipeline, sep, pitch
+    while requested_by(&infra, a_log).is_empty() || requested_by(&infra, b_log).is_empty() {
+        assert!(
+            chains.len() < 16,
+            "one replica never got a partition: {chains:?}"
+        );
+        let tone = support::melody_wav(&[(200.0 + 20.0 * chains.len() as f32, 1.0)], 16_000, 1);
+        let file = svc.ready_file(&alice, "tone.wav", tone).await;
+        let (code, v) = svc
+            .post_json(
+                &alice,
+                "/process",
+                &json!({"file_id": file, "model": "pitch", "variation": "tiny",
+                        "input": {"model": "demucs", "output": "vocals"}}),
+            )
+            .await;
+        assert_eq!(code, 202, "{v:#}");
+        let pid = v["pipeline_id"].as_str().unwrap().to_string();
+        let sep = v["input"]["job_id"].as_str().unwrap().to_string();
+        let pitch = v["job_id"].as_str().unwrap().to_string();
+        // Its separation is requested by one replica before the next file.
+        let mut waited = 0;
+        while ![a_log, b_log]
+            .iter()
+            .any(|l| requested_by(&infra, l).iter().any(|(p, _)| *p == pid))
+        {
+            assert!(waited < 600, "no replica requested {pid}'s separation");
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        chains.push((file, pid, sep, pitch));
+    }
+    let by_a: Vec<String> = requested_by(&infra, a_log)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    // Each pipeline was started by exactly one replica.
+    for (_, pid, _, _) in &chains {
+        let by_b = requested_by(&infra, b_log).iter().any(|(p, _)| p == pid);
+        assert!(by_a.contains(pid) != by_b, "{pid}: a {by_a:?}");
+    }
+
+    // A dies mid-DAG (SIGKILL: no drain, no final commit); then every separation completes.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let r = catalog::resolve("demucs", None, None).unwrap();
+    for (i, (file, _, sep, _)) in chains.iter().enumerate() {
+        let vocals = support::melody_wav(&[(300.0 + 20.0 * i as f32, 1.0)], 16_000, 1);
+        let stem = write_separation(&infra, file, sep, &r, &vocals);
+        let done = JobEvent {
+            meta: EventMeta::new("test", "worker:demucs"),
+            job_id: sep.clone(),
+            file_id: file.clone(),
+            model: "demucs".into(),
+            variation: r.variation.clone(),
+            body: JobBody::Completed {
+                outputs: vec![stem],
+                duration_seconds: 1.0,
+            },
+        };
+        svc.producer().send(JOB_EVENTS, file, &done).await.unwrap();
+    }
+    // B takes A's partitions over (from their committed offsets) and requests every pitch
+    // step, A's pipelines' included; each runs once.
+    for (file, _, _, pitch) in &chains {
+        wait_statuses(&svc, &alice, file, &[(pitch.as_str(), "completed")]).await;
+    }
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let by_b = requested_by(&infra, b_log);
+    for (file, pid, sep, pitch) in &chains {
+        assert!(
+            by_b.contains(&(pid.clone(), "pitch".into())),
+            "{pid}: B requested {by_b:?}"
+        );
+        let kinds = support::history_kinds(&infra, file).await;
+        assert_eq!(count(&kinds, pitch, "started"), 1, "{kinds:?}");
+        assert_eq!(count(&kinds, pitch, "completed"), 1, "{kinds:?}");
+        assert_eq!(count(&kinds, sep, "completed"), 1, "{kinds:?}");
+    }
+    // Nothing duplicated: each step's every request carries the one event id the manager gives
+    // it (a replay of an uncommitted decision re-emits the same event, which workers skip).
+    let reqs = requests(&infra, &["demucs", "pitch"]).await;
+    for (_, _, sep, pitch) in &chains {
+        for job in [sep, pitch] {
+            let mut ids: Vec<&str> = reqs
+                .iter()
+                .filter(|r| r.job_id == *job)
+                .map(|r| r.meta.event_id.as_str())
+                .collect();
+            ids.dedup();
+            assert_eq!(ids.len(), 1, "{job}: {ids:?}");
+        }
+    }
+    // One pitch manifest per pipeline (the separations' are the test's own).
+    let found = manifests(&infra.store_dir());
+    for (file, _, _, pitch) in &chains {
+        let dir = job_output_dir(file, "pitch", "tiny", pitch);
+        let n = found
+            .iter()
+            .filter(|m| m.ends_with(format!("{dir}manifest.json")))
+            .count();
+        assert_eq!(n, 1, "{dir}: {found:?}");
+    }
     svc.stop().await;
 }
