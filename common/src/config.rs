@@ -166,6 +166,13 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u32,
     /// Attempts at a message whose handler reports a retryable error before it goes to the DLQ.
     pub max_handler_attempts: u32,
+    /// librdkafka `enable.idempotence` for every roar producer. Off only against a broker that
+    /// records a producer's sequence number before the batch is durable (tansu 0.6 on S3,
+    /// docs/reliability.md): a retry after its crash is answered "duplicate", which librdkafka
+    /// counts as delivered, and the event is lost. Off, a retry may write an event twice
+    /// (every consumer tolerates a repeat) and one request is in flight per connection, so a
+    /// partition keeps its order.
+    pub idempotence: bool,
     /// TLS and SASL of the broker connection (`kafka.security.*`).
     pub security: KafkaSecurity,
 }
@@ -428,6 +435,7 @@ impl Default for KafkaConfig {
             max_poll_interval_ms: 300_000,
             commit_interval_ms: 1_000,
             max_handler_attempts: 8,
+            idempotence: true,
             security: KafkaSecurity::default(),
         }
     }
