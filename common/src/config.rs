@@ -108,14 +108,17 @@ pub struct HttpConfig {
     pub link_ttl_seconds: u64,
     /// Longest `GET /status/{id}?after=<token>` waits for the projection, in ms.
     pub consistency_wait_ms: u64,
+    /// Bytes of rendered `GET /status` bodies kept until the projection's next commit (0 turns
+    /// the cache off); a body over an eighth of this is rendered every time.
+    pub status_cache_bytes: usize,
+    /// Longest a cached `GET /status` body is served, in ms: bounds what changes without a
+    /// commit (the download links' remaining lifetime, a waiting job's live-worker note).
+    /// At most a tenth of `link_ttl_seconds`.
+    pub status_cache_max_age_ms: u64,
     /// Requests per second one user may make (token bucket refill); 0 disables the limit.
     pub rate_limit_per_second: f64,
     /// Requests one user may make in a burst.
     pub rate_limit_burst: u32,
-    /// Bytes per second all of one user's downloads (`GET /files/…`) together may take, after
-    /// a burst of one second's worth; the owner is the owner of the file a link names. 0
-    /// disables the limit.
-    pub download_bytes_per_second_per_user: u64,
     /// Interval between SSE heartbeat comments, in seconds.
     pub sse_heartbeat_seconds: u64,
     /// How often an SSE stream re-reads the history when no notification arrives, in ms.
@@ -166,13 +169,6 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u32,
     /// Attempts at a message whose handler reports a retryable error before it goes to the DLQ.
     pub max_handler_attempts: u32,
-    /// librdkafka `enable.idempotence` for every roar producer. Off only against a broker that
-    /// records a producer's sequence number before the batch is durable (tansu 0.6 on S3,
-    /// docs/reliability.md): a retry after its crash is answered "duplicate", which librdkafka
-    /// counts as delivered, and the event is lost. Off, a retry may write an event twice
-    /// (every consumer tolerates a repeat) and one request is in flight per connection, so a
-    /// partition keeps its order.
-    pub idempotence: bool,
     /// TLS and SASL of the broker connection (`kafka.security.*`).
     pub security: KafkaSecurity,
 }
@@ -407,9 +403,10 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             link_ttl_seconds: 3600,
             consistency_wait_ms: 5000,
+            status_cache_bytes: 64 << 20,
+            status_cache_max_age_ms: 1000,
             rate_limit_per_second: 50.0,
             rate_limit_burst: 200,
-            download_bytes_per_second_per_user: 0,
             sse_heartbeat_seconds: 15,
             sse_poll_ms: 2000,
             sse_max_streams: 10_000,
@@ -435,7 +432,6 @@ impl Default for KafkaConfig {
             max_poll_interval_ms: 300_000,
             commit_interval_ms: 1_000,
             max_handler_attempts: 8,
-            idempotence: true,
             security: KafkaSecurity::default(),
         }
     }
@@ -644,6 +640,16 @@ impl Config {
         }
         if self.http.link_ttl_seconds < 1 || self.http.link_ttl_seconds > 7 * 24 * 3600 {
             return bad("http.link_ttl_seconds must be in 1..=604800 (S3's limit)".into());
+        }
+        if self.http.status_cache_bytes > 0
+            && (self.http.status_cache_max_age_ms < 1
+                || self.http.status_cache_max_age_ms > self.http.link_ttl_seconds * 100)
+        {
+            return bad(
+                "http.status_cache_max_age_ms must be in 1..=link_ttl_seconds × 100 (a tenth of a \
+                 link's lifetime, so cached links stay usable)"
+                    .into(),
+            );
         }
         if self.http.rate_limit_per_second.is_nan() || self.http.rate_limit_per_second < 0.0 {
             return bad("http.rate_limit_per_second must be ≥ 0".into());

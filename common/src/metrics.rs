@@ -13,6 +13,7 @@ pub const HTTP_REQUESTS: &str = "roar_http_requests_total";
 pub const HTTP_LATENCY: &str = "roar_http_request_duration_seconds";
 pub const WORKERS_LIVE: &str = "roar_workers_live";
 pub const SSE_HISTORY_READS: &str = "roar_sse_history_reads_total";
+pub const STATUS_CACHE: &str = "roar_status_cache_total";
 // Every consumer group (probe, workers).
 pub const MESSAGES_CONSUMED: &str = "roar_messages_consumed_total";
 pub const DLQ_MESSAGES: &str = "roar_dlq_messages_total";
@@ -62,6 +63,10 @@ pub fn describe() {
         SSE_HISTORY_READS,
         "history reads for event streams, by kind: fanout (one per commit for all streams), \
          subscribe (first stream of a file), catch_up (a stream's backlog)"
+    );
+    describe_counter!(
+        STATUS_CACHE,
+        "plain GET /status reads by result: hit (answered from the cache), miss (read and kept)"
     );
     describe_gauge!(
         WORKERS_LIVE,

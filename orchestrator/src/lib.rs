@@ -15,9 +15,9 @@ mod quotas;
 mod ratelimit;
 mod routes;
 mod state;
+mod status_cache;
 mod streams;
 mod sweeper;
-mod throttle;
 mod timeouts;
 mod uploads;
 pub mod views;
@@ -61,7 +61,11 @@ pub async fn serve(
         .spawn(state.read.clone(), &state.notifier, poll, cancel.clone());
     state.auth.start_jwks(cancel.clone()).await;
     tracing::info!(%addr, "orchestrator listening");
-    axum::serve(listener, router(state))
+    // `into_make_service` resolves the routes once. Handing `serve` the router itself resolved
+    // them again for every connection: a deep copy of every route, its middleware and state
+    // that lived as long as the connection (most of an idle SSE stream's memory, see
+    // docs/benchmarks.md).
+    axum::serve(listener, router(state).into_make_service())
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
 }

@@ -14,8 +14,8 @@ use crate::commands::jobs::PendingRequests;
 use crate::fanout::Fanout;
 use crate::notifier::Notifier;
 use crate::ratelimit::RateLimiter;
+use crate::status_cache::StatusCache;
 use crate::streams::UserStreams;
-use crate::throttle::DownloadThrottle;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,7 +30,9 @@ pub struct AppState {
     /// count also reads the projection's `jobs` and `files` here, in the statement that counts
     /// the admissions the read model does not reflect yet (one snapshot, under the user's lock).
     pub(crate) db: PgPool,
-    pub auth: Authenticator,
+    /// Shared, not copied: axum clones the state for every request (and an SSE stream used to
+    /// keep a copy), and the authenticator's keys and validation rules are deep data.
+    pub auth: Arc<Authenticator>,
     pub metrics: PrometheusHandle,
     /// What the control topic says: live workers (for `/models`).
     pub control: Arc<ControlFollower>,
@@ -38,11 +40,11 @@ pub struct AppState {
     pub(crate) notifier: Notifier,
     /// One history read per commit for every open event stream.
     pub(crate) fanout: Fanout,
+    /// Rendered `GET /status` bodies, valid until the next projection commit.
+    pub(crate) status_cache: Arc<StatusCache>,
     pub(crate) limiter: RateLimiter,
     pub(crate) sse_slots: Arc<Semaphore>,
     pub(crate) user_streams: UserStreams,
-    /// `http.download_bytes_per_second_per_user`; `None` when off.
-    pub(crate) downloads: Option<DownloadThrottle>,
     /// Fires when the server stops, so long-lived streams end and shutdown is not held up.
     pub(crate) shutdown: CancellationToken,
 }
@@ -61,13 +63,16 @@ impl AppState {
             limiter: RateLimiter::new(cfg.http.rate_limit_per_second, cfg.http.rate_limit_burst),
             sse_slots: Arc::new(Semaphore::new(cfg.http.sse_max_streams)),
             user_streams: UserStreams::new(cfg.http.sse_max_streams_per_user),
-            downloads: DownloadThrottle::new(cfg.http.download_bytes_per_second_per_user),
+            status_cache: Arc::new(StatusCache::new(
+                cfg.http.status_cache_bytes,
+                std::time::Duration::from_millis(cfg.http.status_cache_max_age_ms),
+            )),
             cfg,
             producer,
             storage,
             read: ReadModel::new(pool.clone()),
             db: pool,
-            auth,
+            auth: Arc::new(auth),
             metrics,
             control,
             pending: PendingRequests::default(),

@@ -156,6 +156,95 @@ async fn sse_streams_history_and_live_events_and_resumes_without_loss_or_repeats
     svc.stop().await;
 }
 
+/// `roar_status_cache_total{result=...}` on the metrics page (0 when absent).
+async fn cache_count(metrics_url: &str, result: &str) -> f64 {
+    let page = reqwest::get(metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("roar_status_cache_total{{result=\"{result}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Issue 24: plain `GET /status` reads come from a cache of the rendered body, and a read made
+/// after a projector commit never gets the body rendered before it. The cache's age limit is
+/// set far beyond this test's length, so only the commit notification can make the reads
+/// right; the SSE event of the commit is the test's sign that the commit happened (the
+/// stream learns of it from the same notification).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_is_cached_until_the_projection_commits_and_never_served_stale() {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    cfg.http.status_cache_max_age_ms = 300_000;
+    // Only commits wake the event stream here, never the timer: its event then proves the
+    // notification arrived.
+    cfg.http.sse_poll_ms = 600_000;
+    let port = roar::stack::free_port().unwrap();
+    cfg.http.metrics_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let svc = Services::start(cfg).await;
+    let (alice, bob) = (svc.token("alice", &[]), svc.token("bob", &[]));
+    let file = svc
+        .ready_file(&alice, "sine.wav", fixture("sine.wav"))
+        .await;
+    let mut sse = SseReader::new(open_events(&svc, &alice, &file, None).await);
+    let wait = Duration::from_secs(20);
+    for kind in ["file_uploaded", "file_probed"] {
+        assert_eq!(sse.next(wait).await.unwrap().event.as_deref(), Some(kind));
+    }
+    let path = format!("/status/{file}");
+
+    // The same answer again, from the cache (three reads: an unrelated commit may fall
+    // between two); another user still gets 404.
+    let (code, first) = svc.get_json(&alice, &path).await;
+    assert_eq!(code, 200, "{first}");
+    let hits = cache_count(&metrics_url, "hit").await;
+    for _ in 0..3 {
+        assert_eq!(svc.get_json(&alice, &path).await.1, first);
+    }
+    assert!(
+        cache_count(&metrics_url, "hit").await > hits,
+        "no cache hit"
+    );
+    assert!(support_find_job(&first).is_none());
+    assert_eq!(svc.get_json(&bob, &path).await.0, 404);
+
+    // A commit: the next plain read shows it, at once.
+    queued_job(&svc, &file, "alice").await;
+    assert_eq!(
+        sse.next(wait).await.unwrap().event.as_deref(),
+        Some("queued")
+    );
+    let (_, after) = svc.get_json(&alice, &path).await;
+    assert_eq!(
+        support_find_job(&after).map(|j| j["status"].clone()),
+        Some(json!("queued")),
+        "a body rendered before the commit was served: {after:#}"
+    );
+    // And again for a change of an existing job (cached again meanwhile).
+    let _ = svc.get_json(&alice, &path).await;
+    progress(&svc, &file, 40.0).await;
+    assert_eq!(
+        sse.next(wait).await.unwrap().event.as_deref(),
+        Some("progress")
+    );
+    let (_, later) = svc.get_json(&alice, &path).await;
+    assert_eq!(
+        support_find_job(&later).map(|j| j["progress"].clone()),
+        Some(json!(40.0)),
+        "{later:#}"
+    );
+    svc.stop().await;
+}
+
+fn support_find_job(status: &Value) -> Option<&Value> {
+    crate::support::find_job(status, JOB)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn songs_page_models_list_live_workers_and_notify_publishes_job_events() {
     let infra = Infra::start().await;

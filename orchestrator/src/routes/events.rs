@@ -15,8 +15,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use roar_common::metrics::SSE_HISTORY_READS;
 use roar_projections::store::HistoryRow;
+use roar_projections::ReadModel;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 
 use crate::extract::{ApiPath, ApiQuery};
 use crate::middleware::User;
@@ -27,8 +29,12 @@ use crate::{ApiError, AppState};
 
 const PAGE: i64 = 200;
 
+/// What one open stream keeps while idle: the few handles it needs, not the whole `AppState`
+/// (thousands of idle streams each held a copy of it).
 struct Cursor {
-    s: AppState,
+    read: ReadModel,
+    shutdown: CancellationToken,
+    poll: Duration,
     file_id: String,
     last: i64,
     buf: VecDeque<Arc<HistoryRow>>,
@@ -117,10 +123,12 @@ pub async fn events(
         caught_up: false,
         _slot: slot,
         _user_slot: user_slot,
-        s,
+        read: s.read.clone(),
+        shutdown: s.shutdown.clone(),
+        poll: Duration::from_millis(s.cfg.http.sse_poll_ms),
     };
     let stream = futures::stream::unfold(cursor, |mut c| async move {
-        let poll = Duration::from_millis(c.s.cfg.http.sse_poll_ms);
+        let poll = c.poll;
         loop {
             if let Some(r) = c.buf.pop_front() {
                 if r.seq > c.last {
@@ -129,13 +137,18 @@ pub async fn events(
                 }
                 continue;
             }
-            if c.s.shutdown.is_cancelled() {
+            // A backlog page left room for 200 rows; an idle stream needs none.
+            c.buf.shrink_to(4);
+            if c.shutdown.is_cancelled() {
                 return None;
             }
-            let shutdown = c.s.shutdown.clone();
+            let shutdown = c.shutdown.clone();
             if !c.caught_up {
                 metrics::counter!(SSE_HISTORY_READS, "kind" => "catch_up").increment(1);
-                match c.s.read.history_after(&c.file_id, c.last, PAGE).await {
+                // Boxed: the query's state is needed only during the read, and inline it would
+                // size every idle stream's future.
+                let rows = Box::pin(c.read.history_after(&c.file_id, c.last, PAGE)).await;
+                match rows {
                     Ok(rows) => {
                         c.caught_up = (rows.len() as i64) < PAGE;
                         c.buf.extend(rows.into_iter().map(Arc::new));

@@ -1,8 +1,12 @@
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use roar_common::metrics::STATUS_CACHE;
 use roar_projections::apply::{FileRow, JobRow};
 use roar_schemas::FileStatus;
 
@@ -109,7 +113,8 @@ async fn check_as_of(s: &AppState, file_id: &str, t: DateTime<Utc>) -> Result<()
 }
 
 /// `GET /status/{file_id}[?after=token][&as_of=time]`: the file and every job on it, outputs
-/// with links.
+/// with links. A plain read is answered from [`crate::status_cache`] while the projection has
+/// not changed since the body was rendered.
 #[utoipa::path(get, path = "/status/{file_id}", tag = "status",
     params(FilePath, StatusQuery),
     responses(
@@ -124,14 +129,54 @@ pub async fn status(
     user: User,
     ApiPath(FilePath { file_id }): ApiPath<FilePath>,
     ApiQuery(q): ApiQuery<StatusQuery>,
-) -> Result<Json<StatusView>, ApiError> {
+) -> Result<Response, ApiError> {
+    // `?after=` (read-your-writes) and `as_of` always read; a plain read may be cached.
+    if q.after.is_some() || q.as_of.is_some() {
+        let (_, view) = render(&s, &user, &file_id, &q).await?;
+        return Ok(Json(view).into_response());
+    }
+    if !roar_schemas::ids::is_valid_id('f', &file_id) {
+        return Err(ApiError::NotFound);
+    }
+    if let Some(hit) = s.status_cache.get(&s.notifier, &file_id) {
+        metrics::counter!(STATUS_CACHE, "result" => "hit").increment(1);
+        // The same answer as `visible_file` gives on a miss: another user's file is not there.
+        if !user.may_access(&hit.owner) {
+            return Err(ApiError::NotFound);
+        }
+        return Ok(json_body(hit.body));
+    }
+    // Taken before the reads: a commit seen during them keeps their body out of the cache.
+    let generation = s.status_cache.generation(&s.notifier);
+    let (owner, view) = render(&s, &user, &file_id, &q).await?;
+    let body = Bytes::from(serde_json::to_vec(&view).map_err(ApiError::internal)?);
+    if let Some(g) = generation {
+        metrics::counter!(STATUS_CACHE, "result" => "miss").increment(1);
+        s.status_cache
+            .put(&s.notifier, g, &file_id, &owner, body.clone());
+    }
+    Ok(json_body(body))
+}
+
+fn json_body(body: Bytes) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The file and its jobs as `q` asks for them, and the file's owner.
+async fn render(
+    s: &AppState,
+    user: &User,
+    file_id: &str,
+    q: &StatusQuery,
+) -> Result<(String, StatusView), ApiError> {
     let consistent = match &q.after {
-        Some(t) => Some(wait_applied(&s, t).await?),
+        Some(t) => Some(wait_applied(s, t).await?),
         None => None,
     };
-    let f = visible_file(&s, &user, &file_id).await?;
+    let f = visible_file(s, user, file_id).await?;
+    let owner = f.owner.clone();
     if let Some(t) = q.as_of {
-        check_as_of(&s, &f.file_id, t).await?;
+        check_as_of(s, &f.file_id, t).await?;
     }
     let (f, jobs) = match q.as_of {
         // Ownership is checked on the current row above; the past one only has to exist.
@@ -145,26 +190,27 @@ pub async fn status(
         }
     };
     let pipelines =
-        crate::commands::pipelines::views_for_file(&s, &f.file_id, &jobs, q.as_of).await?;
+        crate::commands::pipelines::views_for_file(s, &f.file_id, &jobs, q.as_of).await?;
     let mut views = Vec::with_capacity(jobs.len());
     // Only today's workers tell why a job waits now, not at `as_of`.
     let live = (q.as_of.is_none() && s.control.caught_up())
         .then(|| s.control.live_workers(chrono::Utc::now()));
     for j in &jobs {
-        let mut view = JobView::new(j, links::outputs_with_urls(&s, j).await);
+        let mut view = JobView::new(j, links::outputs_with_urls(s, j).await);
         if let Some(live) = &live {
             view.explain_wait(live);
         }
         views.push(view);
     }
-    Ok(Json(StatusView {
+    let view = StatusView {
         file: FileView::from(&f),
         jobs: views,
         pipelines,
         as_of: q.as_of,
         // false: the wait ran out; what follows may not include the command yet.
         consistent,
-    }))
+    };
+    Ok((owner, view))
 }
 
 #[cfg(test)]

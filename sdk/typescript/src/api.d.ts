@@ -2580,8 +2580,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -2667,8 +2666,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -2748,8 +2746,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -2835,8 +2832,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -2922,8 +2918,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3126,8 +3121,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3224,8 +3218,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3282,8 +3275,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3340,8 +3332,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3465,8 +3456,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3534,8 +3524,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3612,8 +3601,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3670,8 +3658,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3795,8 +3782,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3895,8 +3881,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -3990,8 +3975,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -4080,8 +4064,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -4185,8 +4168,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -4361,8 +4343,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -4419,8 +4400,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -4517,8 +4497,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -4584,8 +4563,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
@@ -4653,8 +4631,7 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
-             *     `webhooks.max_per_user`).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
              */
             429: {
                 headers: {
