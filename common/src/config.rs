@@ -119,6 +119,10 @@ pub struct HttpConfig {
     pub rate_limit_per_second: f64,
     /// Requests one user may make in a burst.
     pub rate_limit_burst: u32,
+    /// Bytes per second all of one user's downloads (`GET /files/…`) together may take, after
+    /// a burst of one second's worth; the owner is the owner of the file a link names. 0
+    /// disables the limit.
+    pub download_bytes_per_second_per_user: u64,
     /// Interval between SSE heartbeat comments, in seconds.
     pub sse_heartbeat_seconds: u64,
     /// How often an SSE stream re-reads the history when no notification arrives, in ms.
@@ -169,6 +173,13 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u32,
     /// Attempts at a message whose handler reports a retryable error before it goes to the DLQ.
     pub max_handler_attempts: u32,
+    /// librdkafka `enable.idempotence` for every roar producer. Off only against a broker that
+    /// records a producer's sequence number before the batch is durable (tansu 0.6 on S3,
+    /// docs/reliability.md): a retry after its crash is answered "duplicate", which librdkafka
+    /// counts as delivered, and the event is lost. Off, a retry may write an event twice
+    /// (every consumer tolerates a repeat) and one request is in flight per connection, so a
+    /// partition keeps its order.
+    pub idempotence: bool,
     /// TLS and SASL of the broker connection (`kafka.security.*`).
     pub security: KafkaSecurity,
 }
@@ -407,6 +418,7 @@ impl Default for HttpConfig {
             status_cache_max_age_ms: 1000,
             rate_limit_per_second: 50.0,
             rate_limit_burst: 200,
+            download_bytes_per_second_per_user: 0,
             sse_heartbeat_seconds: 15,
             sse_poll_ms: 2000,
             sse_max_streams: 10_000,
@@ -432,6 +444,7 @@ impl Default for KafkaConfig {
             max_poll_interval_ms: 300_000,
             commit_interval_ms: 1_000,
             max_handler_attempts: 8,
+            idempotence: true,
             security: KafkaSecurity::default(),
         }
     }

@@ -18,6 +18,7 @@ mod state;
 mod status_cache;
 mod streams;
 mod sweeper;
+mod throttle;
 mod timeouts;
 mod uploads;
 pub mod views;

@@ -16,6 +16,7 @@ use crate::notifier::Notifier;
 use crate::ratelimit::RateLimiter;
 use crate::status_cache::StatusCache;
 use crate::streams::UserStreams;
+use crate::throttle::DownloadThrottle;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -45,6 +46,8 @@ pub struct AppState {
     pub(crate) limiter: RateLimiter,
     pub(crate) sse_slots: Arc<Semaphore>,
     pub(crate) user_streams: UserStreams,
+    /// `http.download_bytes_per_second_per_user`; `None` when off.
+    pub(crate) downloads: Option<DownloadThrottle>,
     /// Fires when the server stops, so long-lived streams end and shutdown is not held up.
     pub(crate) shutdown: CancellationToken,
 }
@@ -63,6 +66,7 @@ impl AppState {
             limiter: RateLimiter::new(cfg.http.rate_limit_per_second, cfg.http.rate_limit_burst),
             sse_slots: Arc::new(Semaphore::new(cfg.http.sse_max_streams)),
             user_streams: UserStreams::new(cfg.http.sse_max_streams_per_user),
+            downloads: DownloadThrottle::new(cfg.http.download_bytes_per_second_per_user),
             status_cache: Arc::new(StatusCache::new(
                 cfg.http.status_cache_bytes,
                 std::time::Duration::from_millis(cfg.http.status_cache_max_age_ms),

@@ -10,9 +10,8 @@
 //! (`POST /process {file_id, preset}`), and cancels through `POST /pipelines/{id}/cancel`. The
 //! failing step is a separation whose song's stored upload vanished after its probe (the worker
 //! fails it for good, `missing_input`), so its dependents end `upstream_failed` from a request
-//! like any other. One DAG no request can build is produced on `roar.pipelines.v1` as the
-//! orchestrator records it: a chain of long pitch steps to cancel mid-run (requests only chain
-//! on audio outputs).
+//! like any other. The canceled karaoke runs its separation on a long upload and is canceled
+//! through the API once /status shows that step running.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -21,12 +20,12 @@ use std::time::{Duration, Instant};
 use roar::services::Roles;
 use roar_common::catalog;
 use roar_common::storage::{job_output_dir, upload_key};
-use roar_schemas::ids::{pipeline_id, step_identity};
-use roar_schemas::pipeline::{PipelineBody, PipelineEvent, PipelineStep, PipelineStepInput};
+use roar_schemas::pipeline::{PipelineBody, PipelineEvent};
 use roar_schemas::topics::{jobs_topic, JOB_EVENTS, PIPELINES};
 use roar_schemas::{EventMeta, JobBody, JobEvent, JobInput, JobRequested};
 use serde_json::{json, Value};
 
+use crate::support::jobs::write_separation;
 use crate::support::{self, find_job, produce, Infra, Services};
 
 /// A models directory: the demucs fixture as `htdemucs`, the real whisper and CREPE weights.
@@ -65,47 +64,6 @@ fn speech_over_tone() -> Vec<u8> {
     roar_processors::audio::wav_pcm16(&mixed, speech.sample_rate, 1)
 }
 
-/// A step (its job id filled in by [`pipeline`]); `input`: (upstream step, output name).
-fn step(
-    name: &str,
-    model: &str,
-    variation: Option<&str>,
-    params: Value,
-    input: Option<(&str, &str)>,
-) -> PipelineStep {
-    let r = catalog::resolve(model, variation, Some(&params)).unwrap();
-    PipelineStep {
-        name: name.into(),
-        job_id: String::new(),
-        model: model.into(),
-        variation: r.variation,
-        model_version: r.model_version,
-        params_json: roar_schemas::ids::canonical_json(&r.params),
-        input: input.map(|(step, output)| PipelineStepInput {
-            step: step.into(),
-            output: output.into(),
-        }),
-    }
-}
-
-/// The `PipelineRequested` the orchestrator records for `steps` (upstream steps first).
-fn pipeline(owner: &str, file_id: &str, mut steps: Vec<PipelineStep>) -> PipelineEvent {
-    for i in 0..steps.len() {
-        let id = step_identity(file_id, &steps, &steps[i]).unwrap();
-        steps[i].job_id = id.job_id().to_string();
-    }
-    PipelineEvent {
-        meta: EventMeta::new("req-pipeline", format!("user:{owner}")),
-        pipeline_id: pipeline_id(owner, file_id, steps.iter().map(|s| s.job_id.as_str())),
-        file_id: file_id.into(),
-        owner: owner.into(),
-        body: PipelineBody::Requested {
-            preset: None,
-            steps,
-        },
-    }
-}
-
 /// `POST /process {file_id, preset: "karaoke"}` as `token`: the pipeline's id and its steps'
 /// job ids by step name.
 async fn request_karaoke(
@@ -133,17 +91,6 @@ async fn request_karaoke(
     let names: Vec<&str> = jobs.keys().map(String::as_str).collect();
     assert_eq!(jobs.len(), 4, "{names:?}");
     (p["pipeline_id"].as_str().unwrap().to_string(), jobs)
-}
-
-fn steps(p: &PipelineEvent) -> &[PipelineStep] {
-    match &p.body {
-        PipelineBody::Requested { steps, .. } => steps,
-        PipelineBody::CancelRequested { .. } => &[],
-    }
-}
-
-fn job_of<'a>(p: &'a PipelineEvent, name: &str) -> &'a str {
-    &steps(p).iter().find(|s| s.name == name).unwrap().job_id
 }
 
 /// Every event on `topic`, oldest first per partition (read up to the end as it is now).
@@ -404,83 +351,91 @@ async fn a_karaoke_pipeline_runs_each_step_on_its_upstream_and_a_failure_ends_it
     svc.stop().await;
 }
 
+/// A models directory with only the demucs fixture (as `htdemucs`): the separation runs, and
+/// no worker could run a step after it.
+fn demucs_only() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let demucs = dir.path().join("demucs/htdemucs");
+    std::fs::create_dir_all(&demucs).unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/processors/demucs/tests/fixtures/small.safetensors"
+    );
+    std::fs::copy(fixture, demucs.join("model.safetensors")).unwrap();
+    dir
+}
+
+/// The upload of the canceled karaoke: long enough that its separation (resampling to 44.1 kHz,
+/// then the fixture network on 1 s segments) runs for seconds, while the cancel reaches the
+/// worker a fraction of a second after /status shows the step running.
+const LONG_SECONDS: f32 = 240.0;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canceling_a_pipeline_mid_run_cancels_the_running_step_and_every_later_one() {
     let infra = Infra::start().await;
-    let svc = Services::start(infra.config()).await;
+    let models = demucs_only();
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = models.path().to_path_buf();
+    let svc = Services::start(cfg).await;
     let alice = svc.token("alice", &[]);
-    let long = support::melody_wav(&[(330.0, 120.0)], 16_000, 1);
+    let long = support::melody_wav(&[(330.0, LONG_SECONDS)], 16_000, 1);
     let file = svc.ready_file(&alice, "long.wav", long).await;
-    let p = pipeline(
-        "alice",
-        &file,
-        vec![
-            step("track", "pitch", Some("tiny"), json!({"hop_ms": 1.0}), None),
-            step(
-                "again",
-                "pitch",
-                Some("tiny"),
-                json!({}),
-                Some(("track", "f0")),
-            ),
-            step(
-                "transcribe",
-                "whisper",
-                None,
-                json!({}),
-                Some(("again", "f0")),
-            ),
-        ],
-    );
-    produce(&infra, PIPELINES, &file, &p).await;
-    let (track, again, tr) = (
-        job_of(&p, "track"),
-        job_of(&p, "again"),
-        job_of(&p, "transcribe"),
-    );
+    let (pid, k) = request_karaoke(&svc, &alice, &file).await;
+    let sep = k["separate"].as_str();
+    let dependents: Vec<&str> = ["transcribe", "pitch", "lyrics"]
+        .iter()
+        .map(|n| k[*n].as_str())
+        .collect();
+    // Mid-run: the separation is under way on its worker, as /status shows it.
     svc.wait_for_within(&alice, &file, Duration::from_secs(120), |v| {
-        find_job(v, track).is_some_and(|j| j["progress"].as_f64().unwrap_or(0.0) > 2.0)
+        find_job(v, sep).is_some_and(|j| j["status"] == "running")
     })
     .await;
     // Another user's cancel is refused and changes nothing.
     let bob = svc.token("bob", &[]);
-    let path = format!("/pipelines/{}/cancel", p.pipeline_id);
+    let path = format!("/pipelines/{pid}/cancel");
     let (code, _) = svc.post_json(&bob, &path, &json!({})).await;
     assert_eq!(code, 404);
     let (code, c) = svc.post_json(&alice, &path, &json!({})).await;
     assert_eq!(code, 202, "{c:#}");
     // The running step was asked to stop by the API; the others are the manager's to cancel.
-    assert_eq!(c["canceled_jobs"], json!([track]), "{c:#}");
-    let st = wait_statuses(
-        &svc,
-        &alice,
-        &file,
-        &[(track, "canceled"), (again, "canceled"), (tr, "canceled")],
-    )
-    .await;
-    assert!(find_job(&st, track).unwrap()["progress"].as_f64().unwrap() < 100.0);
+    assert_eq!(c["canceled_jobs"], json!([sep]), "{c:#}");
+    let mut want = vec![(sep, "canceled")];
+    want.extend(dependents.iter().map(|j| (*j, "canceled")));
+    let st = wait_statuses(&svc, &alice, &file, &want).await;
+    let row = find_job(&st, sep).unwrap();
+    assert!(row["progress"].as_f64().unwrap() < 100.0, "{row:#}");
+    assert_eq!(row["outputs"], json!([]), "{row:#}");
+    let shown = &st["pipelines"][0];
+    assert_eq!(shown["pipeline_id"], pid.as_str());
+    assert_eq!(shown["status"], "canceled", "{shown:#}");
+
+    // Each dependent's cause names the separation it waited on, whichever the manager read
+    // first: the pipeline's cancel or the separation's own JobCanceled.
+    let events = read_all::<JobEvent>(&infra.broker.bootstrap(), JOB_EVENTS).await;
     let kinds = support::history_kinds(&infra, &file).await;
-    for job in [again, tr] {
+    for job in &dependents {
+        let reasons: Vec<&str> = events
+            .iter()
+            .filter(|e| e.job_id == *job)
+            .filter_map(|e| match &e.body {
+                JobBody::Canceled { reason } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons.len(), 1, "{job}: {reasons:?}");
+        assert!(
+            reasons[0].contains(sep) && reasons[0].contains("step separate"),
+            "{job}: {}",
+            reasons[0]
+        );
         assert_eq!(count(&kinds, job, "started"), 0, "{kinds:?}");
     }
-    let events = read_all::<JobEvent>(&infra.broker.bootstrap(), JOB_EVENTS).await;
-    let reason = events
-        .iter()
-        .find_map(|e| match &e.body {
-            JobBody::Canceled { reason } if e.job_id == tr => Some(reason.clone()),
-            _ => None,
-        })
-        .unwrap();
-    // The cause names the pipeline's cancel and who asked for it.
-    assert!(
-        reason.contains("pipeline canceled") && reason.contains("user:alice"),
-        "{reason}"
-    );
-    // Nothing was requested after the cancel.
-    assert!(requests(&infra, &["pitch", "whisper"])
-        .await
-        .iter()
-        .all(|r| r.job_id == track));
+    // Nothing was requested but the separation, once.
+    let reqs = requests(&infra, &["demucs", "whisper", "pitch", "gemma3n"]).await;
+    let asked: Vec<&str> = reqs.iter().map(|r| r.job_id.as_str()).collect();
+    assert_eq!(asked, [sep], "{reqs:?}");
+    assert_eq!(count(&kinds, sep, "started"), 1, "{kinds:?}");
     svc.stop().await;
 }
 
@@ -499,6 +454,8 @@ fn spawn_manager(infra: &Infra, cfg: &roar_common::Config, log: &str) -> Child {
         .env("ROAR_STORAGE__URL", &cfg.storage.url)
         .env("ROAR_PIPELINE__OPS_ADDR", "127.0.0.1:0")
         .env("ROAR_TELEMETRY__LOG_LEVEL", "info")
+        // One JSON object a line: the replica test reads which steps each manager requested.
+        .env("ROAR_TELEMETRY__LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -616,5 +573,159 @@ async fn a_manager_killed_mid_pipeline_resumes_and_every_step_runs_once() {
     let rebuilt = support::projection::snapshot(&pool, "public").await;
     assert_eq!(live, rebuilt);
     pool.close().await;
+    svc.stop().await;
+}
+
+/// The steps a manager's log says it requested, as (pipeline_id, step).
+fn requested_by(infra: &Infra, log: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(infra.dir.path().join(log)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "step requested")
+        .map(|v| {
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (field("pipeline_id"), field("step"))
+        })
+        .collect()
+}
+
+/// A models directory with only the real CREPE weights: a pitch worker, no demucs worker
+/// (the test completes the separations as their worker would).
+fn crepe_only() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = support::models_dir();
+    std::os::unix::fs::symlink(real.join("crepe"), dir.path().join("crepe")).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_manager_replicas_share_the_pipelines_and_a_kill_of_one_loses_and_repeats_nothing() {
+    let infra = Infra::start().await;
+    let models = crepe_only();
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = models.path().to_path_buf();
+    let svc = Services::start_with(
+        cfg.clone(),
+        Roles {
+            pipeline: false,
+            webhooks: false,
+        },
+    )
+    .await;
+    let alice = svc.token("alice", &[]);
+    // Two `roar pipeline` processes in the one group `roar-pipeline`; each file's events go to
+    // one partition, which one member owns.
+    let (a_log, b_log) = ("replica-a.log", "replica-b.log");
+    let mut a = spawn_manager(&infra, &cfg, a_log);
+    let mut b = spawn_manager(&infra, &cfg, b_log);
+
+    // Two-step pipelines (a separation, then pitch on its vocals) on one file each, until both
+    // replicas have requested a separation: the group has split the partitions between them.
+    // No demucs worker runs, so every pipeline stays mid-DAG: its first step requested, the
+    // second waiting.
+    let mut chains: Vec<(String, String, String, String)> = Vec::new(); // file, pipeline, sep, pitch
+    while requested_by(&infra, a_log).is_empty() || requested_by(&infra, b_log).is_empty() {
+        assert!(
+            chains.len() < 16,
+            "one replica never got a partition: {chains:?}"
+        );
+        let tone = support::melody_wav(&[(200.0 + 20.0 * chains.len() as f32, 1.0)], 16_000, 1);
+        let file = svc.ready_file(&alice, "tone.wav", tone).await;
+        let (code, v) = svc
+            .post_json(
+                &alice,
+                "/process",
+                &json!({"file_id": file, "model": "pitch", "variation": "tiny",
+                        "input": {"model": "demucs", "output": "vocals"}}),
+            )
+            .await;
+        assert_eq!(code, 202, "{v:#}");
+        let pid = v["pipeline_id"].as_str().unwrap().to_string();
+        let sep = v["input"]["job_id"].as_str().unwrap().to_string();
+        let pitch = v["job_id"].as_str().unwrap().to_string();
+        // Its separation is requested by one replica before the next file.
+        let mut waited = 0;
+        while ![a_log, b_log]
+            .iter()
+            .any(|l| requested_by(&infra, l).iter().any(|(p, _)| *p == pid))
+        {
+            assert!(waited < 600, "no replica requested {pid}'s separation");
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        chains.push((file, pid, sep, pitch));
+    }
+    let by_a: Vec<String> = requested_by(&infra, a_log)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    // Each pipeline was started by exactly one replica.
+    for (_, pid, _, _) in &chains {
+        let by_b = requested_by(&infra, b_log).iter().any(|(p, _)| p == pid);
+        assert!(by_a.contains(pid) != by_b, "{pid}: a {by_a:?}");
+    }
+
+    // A dies mid-DAG (SIGKILL: no drain, no final commit); then every separation completes.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let r = catalog::resolve("demucs", None, None).unwrap();
+    for (i, (file, _, sep, _)) in chains.iter().enumerate() {
+        let vocals = support::melody_wav(&[(300.0 + 20.0 * i as f32, 1.0)], 16_000, 1);
+        let stem = write_separation(&infra, file, sep, &r, &vocals);
+        let done = JobEvent {
+            meta: EventMeta::new("test", "worker:demucs"),
+            job_id: sep.clone(),
+            file_id: file.clone(),
+            model: "demucs".into(),
+            variation: r.variation.clone(),
+            body: JobBody::Completed {
+                outputs: vec![stem],
+                duration_seconds: 1.0,
+            },
+        };
+        svc.producer().send(JOB_EVENTS, file, &done).await.unwrap();
+    }
+    // B takes A's partitions over (from their committed offsets) and requests every pitch
+    // step, A's pipelines' included; each runs once.
+    for (file, _, _, pitch) in &chains {
+        wait_statuses(&svc, &alice, file, &[(pitch.as_str(), "completed")]).await;
+    }
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let by_b = requested_by(&infra, b_log);
+    for (file, pid, sep, pitch) in &chains {
+        assert!(
+            by_b.contains(&(pid.clone(), "pitch".into())),
+            "{pid}: B requested {by_b:?}"
+        );
+        let kinds = support::history_kinds(&infra, file).await;
+        assert_eq!(count(&kinds, pitch, "started"), 1, "{kinds:?}");
+        assert_eq!(count(&kinds, pitch, "completed"), 1, "{kinds:?}");
+        assert_eq!(count(&kinds, sep, "completed"), 1, "{kinds:?}");
+    }
+    // Nothing duplicated: each step's every request carries the one event id the manager gives
+    // it (a replay of an uncommitted decision re-emits the same event, which workers skip).
+    let reqs = requests(&infra, &["demucs", "pitch"]).await;
+    for (_, _, sep, pitch) in &chains {
+        for job in [sep, pitch] {
+            let mut ids: Vec<&str> = reqs
+                .iter()
+                .filter(|r| r.job_id == *job)
+                .map(|r| r.meta.event_id.as_str())
+                .collect();
+            ids.dedup();
+            assert_eq!(ids.len(), 1, "{job}: {ids:?}");
+        }
+    }
+    // One pitch manifest per pipeline (the separations' are the test's own).
+    let found = manifests(&infra.store_dir());
+    for (file, _, _, pitch) in &chains {
+        let dir = job_output_dir(file, "pitch", "tiny", pitch);
+        let n = found
+            .iter()
+            .filter(|m| m.ends_with(format!("{dir}manifest.json")))
+            .count();
+        assert_eq!(n, 1, "{dir}: {found:?}");
+    }
     svc.stop().await;
 }

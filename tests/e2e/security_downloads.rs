@@ -1,7 +1,8 @@
 //! Issue 21, hole 5: `GET /files/…` read the whole object into memory before answering, and
 //! had no `Range`. It now streams the object (or one range of it: 206, 416 outside it), as S3
 //! serves its presigned URLs. The store's ranged stream is checked on both real stores (the
-//! local directory and an S3 server), the route through HTTP on the local one.
+//! local directory and an S3 server), the route through HTTP on the local one, with the
+//! per-user bandwidth limit on (`http.download_bytes_per_second_per_user`).
 
 use roar_common::storage::Storage;
 use roar_schemas::topics::JOB_EVENTS;
@@ -68,6 +69,9 @@ async fn downloads_stream_whole_or_one_range() {
     let mut cfg = infra.config();
     // No worker takes the job: the test reports its completion itself.
     cfg.processor.models_dir = infra.dir.path().join("no-models");
+    // All of alice's downloads share 2 MiB/s (after a burst of as much).
+    const RATE: u64 = 2 << 20;
+    cfg.http.download_bytes_per_second_per_user = RATE;
     let svc = Services::start(cfg).await;
     let alice = svc.token("alice", &[]);
     let file = svc
@@ -123,6 +127,21 @@ async fn downloads_stream_whole_or_one_range() {
         }
         r.send()
     };
+
+    // Four parallel downloads of 1 MiB share the owner's bucket: at most 2 MiB go in the burst,
+    // the rest at the rate. (A lower bound only: how fast the machine is does not matter.)
+    let started = std::time::Instant::now();
+    let all = futures::future::join_all(
+        (0..4).map(|_| async { get(None).await.unwrap().bytes().await.unwrap() }),
+    )
+    .await;
+    let paced = started.elapsed().as_secs_f64();
+    assert!(all.iter().all(|b| *b == bytes), "a paced download differs");
+    let floor = (4 * bytes.len() as u64 - RATE) as f64 / RATE as f64;
+    assert!(
+        paced >= floor,
+        "4 MiB took {paced:.2} s, under the {floor:.2} s the rate allows"
+    );
 
     let r = get(None).await.unwrap();
     assert_eq!(r.status(), 200);

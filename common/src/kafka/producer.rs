@@ -8,8 +8,9 @@ use super::{client_config, KafkaError};
 use crate::config::KafkaConfig;
 use crate::metrics::EVENTS_PRODUCED;
 
-/// An idempotent (`enable.idempotence=true`, `acks=all`) producer of roar events. `send`
-/// returns only once the broker has acknowledged the event, so callers can treat it as durable.
+/// A producer of roar events, idempotent (`enable.idempotence=true`) unless `kafka.idempotence`
+/// says otherwise, always `acks=all`. `send` returns only once the broker has acknowledged the
+/// event, so callers can treat it as durable.
 #[derive(Clone)]
 pub struct EventProducer {
     inner: FutureProducer,
@@ -17,9 +18,16 @@ pub struct EventProducer {
 
 impl EventProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
-        let inner: FutureProducer = client_config(cfg)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
+        let mut config = client_config(cfg);
+        config
+            .set("enable.idempotence", cfg.idempotence.to_string())
+            .set("acks", "all");
+        if !cfg.idempotence {
+            // Without sequence numbers, only one request in flight keeps a retried batch from
+            // landing behind a later one.
+            config.set("max.in.flight.requests.per.connection", "1");
+        }
+        let inner: FutureProducer = config
             .set("linger.ms", "2")
             .set("message.timeout.ms", "30000")
             .create()?;

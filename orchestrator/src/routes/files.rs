@@ -30,6 +30,23 @@ fn content_type(key: &str) -> &'static str {
     }
 }
 
+/// Whose bandwidth a download of `key` takes: the owner of the file it lies under. A key under
+/// no known file (or a read model that cannot answer) shares one anonymous bucket, so it is
+/// limited all the same.
+async fn owner_of(s: &AppState, key: &str) -> String {
+    let Some(file_id) = crate::throttle::file_of_key(key) else {
+        return String::new();
+    };
+    match s.read.file(file_id).await {
+        Ok(Some(f)) => f.owner,
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::warn!(file_id, error = %e, "download owner unknown; paced as anonymous");
+            String::new()
+        }
+    }
+}
+
 /// What a `Range` header asks of an object of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RangeAsk {
@@ -135,7 +152,11 @@ pub async fn download(
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
         .collect();
-    let mut resp = Response::new(Body::from_stream(stream));
+    let body = match &s.downloads {
+        Some(t) => Body::from_stream(t.pace(&owner_of(&s, &claims.k).await, stream)),
+        None => Body::from_stream(stream),
+    };
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
     let header = |v: String| HeaderValue::from_str(&v).map_err(ApiError::internal);
     h.insert(

@@ -31,7 +31,8 @@ pub enum AuthErrors {
     Unauthorized(ErrorBody),
     /// Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
     /// `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-    /// `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+    /// `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+    /// `webhooks.max_per_user`).
     #[response(status = 429, headers(("Retry-After" = u64, description = "seconds until a request is allowed again")))]
     RateLimited(ErrorBody),
     /// A dependency (broker, read model, object store) is unavailable, token verification

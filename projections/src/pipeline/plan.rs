@@ -215,9 +215,24 @@ pub fn advance(steps: &mut [Step], canceled: Option<&str>) -> Vec<Action> {
                 continue;
             }
             let action = if let Some(reason) = canceled {
+                // Named like an upstream's cancel would name it: which of the two events the
+                // manager reads first (the pipeline's cancel or the upstream job's) is a race
+                // between two topics, and the cause should read the same either way.
+                let waited = s
+                    .def
+                    .input
+                    .as_ref()
+                    .and_then(|i| steps.iter().find(|u| u.def.name == i.step))
+                    .map(|up| {
+                        format!(
+                            "; it waited on upstream job {} (step {})",
+                            up.def.job_id, up.def.name
+                        )
+                    })
+                    .unwrap_or_default();
                 Some(Action::Cancel {
                     step: s.def.name.clone(),
-                    reason: format!("pipeline canceled: {reason}"),
+                    reason: format!("pipeline canceled: {reason}{waited}"),
                 })
             } else {
                 match &s.def.input {
@@ -444,6 +459,13 @@ mod tests {
         assert!(
             matches!(&a[0], Action::Cancel { reason, .. } if reason.contains("changed my mind"))
         );
+        // Each names the step it waited on, as an upstream's own cancel would.
+        for (a, up) in a.iter().zip(["j-separate", "j-transcribe", "j-separate"]) {
+            assert!(
+                matches!(a, Action::Cancel { reason, .. } if reason.contains(up)),
+                "{a:?}"
+            );
+        }
         // The running root is left to its worker (the control topic's CancelRequested); its
         // completion after the cancel requests nothing.
         record_outcome(&mut steps, "j-separate", JobOutcome::Done);

@@ -2580,7 +2580,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -2666,7 +2667,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -2746,7 +2748,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -2832,7 +2835,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -2918,7 +2922,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3121,7 +3126,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3218,7 +3224,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3275,7 +3282,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3332,7 +3340,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3456,7 +3465,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3524,7 +3534,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3601,7 +3612,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3658,7 +3670,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3782,7 +3795,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3881,7 +3895,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -3975,7 +3990,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -4064,7 +4080,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -4168,7 +4185,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -4343,7 +4361,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -4400,7 +4419,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -4497,7 +4517,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -4563,7 +4584,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {
@@ -4631,7 +4653,8 @@ export interface operations {
             /**
              * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
              *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
-             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them).
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
              */
             429: {
                 headers: {

@@ -449,7 +449,14 @@ pub async fn status_and_json(r: reqwest::Response) -> (u16, Value) {
     (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-/// Every message on `topic` up to its high watermarks now.
+/// Every message on `topic`, from offset 0 to the end of each partition.
+///
+/// The end is the high watermark a Fetch response carries, not ListOffsets' answer: tansu 0.6's
+/// object-store engine (the S3 and memory storages) answers ListOffsets `latest` with the batch
+/// object modified last, not the highest offset, so batches written within one second of each
+/// other (S3 keeps seconds) or out of offset order give a high watermark too low, and a reader
+/// that trusted it stopped early. The start is offset 0 for the same reason (`earliest` is the
+/// batch modified first).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<roar_common::kafka::Delivery> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
@@ -457,41 +464,73 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<roar_common::kafka::Deliver
         .set("bootstrap.servers", brokers)
         .set("group.id", "roar-test-topic-reader")
         .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
-    let mut ends = std::collections::HashMap::new();
+    // Next offset to read, per partition.
+    let mut next: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
-        let (_, high) = c
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+        next.insert(p.id(), 0);
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(0))
             .unwrap();
-        if high > 0 {
-            ends.insert(p.id(), high);
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !ends.is_empty() {
+    let mut last_message = std::time::Instant::now();
+    loop {
         assert!(std::time::Instant::now() < deadline, "{topic} not read");
-        let Some(m) = c.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let d = roar_common::kafka::Delivery::from_message(&m.unwrap());
-        if ends
-            .get(&d.partition)
-            .is_some_and(|end| d.offset + 1 >= *end)
-        {
-            ends.remove(&d.partition);
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let d = roar_common::kafka::Delivery::from_message(&m.unwrap());
+            next.insert(d.partition, d.offset + 1);
+            out.push(d);
+            last_message = std::time::Instant::now();
         }
-        out.push(d);
+        // The client caches each partition's high watermark from its latest Fetch response
+        // (negative until one arrived). An offset the broker reserved and never wrote (it was
+        // killed between the two) leaves a gap: at the end of a partition, only a quiet spell
+        // says that nothing more is coming.
+        let highs: Vec<(i64, i64)> = next
+            .iter()
+            .map(|(p, at)| {
+                let high = fetched_high(&c, topic, *p);
+                (*at, high)
+            })
+            .collect();
+        let known = highs.iter().all(|(_, high)| *high >= 0);
+        let reached = highs.iter().all(|(at, high)| at >= high);
+        if known && (reached || last_message.elapsed() > Duration::from_secs(5)) {
+            return out;
+        }
     }
-    out
+}
+
+/// The high watermark of `topic`/`partition` that the client's latest Fetch response carried,
+/// or negative before one arrived (rdkafka has no safe binding for this cached value).
+fn fetched_high(c: &rdkafka::consumer::BaseConsumer, topic: &str, partition: i32) -> i64 {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).expect("a topic name without NUL");
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer lives as long as `c`, the name is a valid C string for the
+    // call, and the call only copies the client's cached offsets into the two locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            c.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    if err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        high
+    } else {
+        -1
+    }
 }
 
 /// The total number of messages on `topic` (sum of high watermarks).
