@@ -1,8 +1,9 @@
 //! What the projector watches of the whole pipeline, for dashboards and alerts: the jobs each
-//! model has queued (read model), every consumer group's lag on its topic and the dead-letter
-//! topic's depth (broker). The projector runs as one replica that is always up, so these series
+//! model has queued (read model), every consumer group's lag on its topic (a replayed version's
+//! group included) and the dead-letter topic's depth (broker). The projector runs as one replica that is always up, so these series
 //! exist even while a model's workers are scaled to zero, which is when they matter.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use roar_common::config::KafkaConfig;
@@ -41,6 +42,33 @@ pub fn watched_groups() -> Vec<(String, String)> {
     v
 }
 
+/// The (group, topic) of every version group that jobs now wait for or run in and that
+/// [`watched_groups`] does not name: the group of a version a replay asked for
+/// (`roar replay --model-version`). Its lag counts what that version's workers have left to
+/// read; a group no worker has formed yet counts the whole topic, which its first worker reads.
+pub async fn replayed_groups(pool: &PgPool) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT DISTINCT model, variation, model_version FROM jobs WHERE status IN ($1, $2)",
+    )
+    .bind(JobStatus::Queued.as_str())
+    .bind(JobStatus::Running.as_str())
+    .fetch_all(pool)
+    .await?;
+    let known = watched_groups();
+    let mut out: Vec<(String, String)> = rows
+        .into_iter()
+        .map(|(model, variation, version)| {
+            (
+                version_group(&model, &variation, &version),
+                jobs_topic(&model),
+            )
+        })
+        .filter(|pair| !known.contains(pair))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Jobs per model in status `queued`, every model present (0 when it has none).
 pub async fn queued_per_model(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows: Vec<(String, i64)> =
@@ -62,7 +90,14 @@ pub async fn queued_per_model(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx:
 /// tick; the gauges keep their last values meanwhile.
 pub async fn report_loop(kafka: KafkaConfig, pool: PgPool, cancel: CancellationToken) {
     let mut watch = None;
+    // Replayed versions' groups seen so far: still reported once their jobs are done, so the
+    // gauge falls to 0 instead of keeping its last value.
+    let mut replayed: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
+        match replayed_groups(&pool).await {
+            Ok(groups) => replayed.extend(groups),
+            Err(e) => tracing::debug!(error = %e, "replayed versions not read"),
+        }
         match queued_per_model(&pool).await {
             Ok(rows) => {
                 for (model, n) in rows {
@@ -73,13 +108,15 @@ pub async fn report_loop(kafka: KafkaConfig, pool: PgPool, cancel: CancellationT
         }
         let taken = watch.take();
         let kafka_cfg = kafka.clone();
+        let mut groups = watched_groups();
+        groups.extend(replayed.iter().cloned());
         // Broker calls block: off the executor, with the clients moved in and back out.
         let round = tokio::task::spawn_blocking(move || {
             let mut w = match taken {
                 Some(w) => w,
                 None => BrokerWatch::new(&kafka_cfg, Duration::from_secs(5))?,
             };
-            for (group, topic) in watched_groups() {
+            for (group, topic) in groups {
                 match w.group_lag(&group, &topic) {
                     Ok(lag) => metrics::gauge!(CONSUMER_LAG, "group" => group, "topic" => topic)
                         .set(lag as f64),

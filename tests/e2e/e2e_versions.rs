@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use roar_common::catalog;
+use roar_common::config::KafkaConfig;
 use roar_common::kafka::BrokerWatch;
 use roar_common::storage::job_output_dir;
 use roar_orchestrator::commands::replay::ReplaySpec;
@@ -94,6 +95,57 @@ fn starts(infra: &Infra, job: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits (30 s at most) until `GET /models` says live workers serve pitch tiny at exactly
+/// `expected` (sorted), and fails with what it said last otherwise: a worker's announcement
+/// reaches the API a moment after the worker starts.
+async fn expect_live_versions(svc: &Services, token: &str, expected: &[&str]) {
+    let mut said = Value::Null;
+    for _ in 0..150 {
+        let (code, models) = svc.get_json(token, "/models").await;
+        assert_eq!(code, 200, "{models}");
+        let pitch = models["models"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "pitch"))
+            .expect("pitch in the catalogue");
+        said = pitch["variations"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == "tiny"))
+            .expect("pitch tiny in the catalogue")["live_versions"]
+            .clone();
+        if said == json!(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("live versions of pitch tiny: {said}, expected {expected:?}");
+}
+
+/// What `group` has not committed of the pitch job topic (the projector's lag gauge reads the
+/// same), or -1 when the broker does not answer.
+async fn lag(kafka: &KafkaConfig, group: &str) -> i64 {
+    let (g, c) = (group.to_string(), kafka.clone());
+    tokio::task::spawn_blocking(move || {
+        BrokerWatch::new(&c, Duration::from_secs(5))
+            .and_then(|mut w| w.group_lag(&g, &jobs_topic("pitch")))
+            .unwrap_or(-1)
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits (30 s at most) until `group` has committed everything on the pitch job topic.
+async fn wait_read_past(kafka: &KafkaConfig, group: &str) {
+    let mut left = -1;
+    for _ in 0..150 {
+        left = lag(kafka, group).await;
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{group} did not read past the job: lag {left}");
+}
+
 /// The model version the manifest of `job` records.
 fn manifest_version(infra: &Infra, file: &str, job: &str) -> Option<String> {
     let path = infra
@@ -147,23 +199,7 @@ async fn a_job_runs_only_on_a_worker_serving_its_model_version() {
     // The current version's group has read past it (its offsets are committed) without
     // running it: no event of the job, no outputs.
     let group = version_group("pitch", "tiny", &current);
-    let watch_cfg = cfg.kafka.clone();
-    let mut lag = -1;
-    for _ in 0..150 {
-        let (g, c) = (group.clone(), watch_cfg.clone());
-        lag = tokio::task::spawn_blocking(move || {
-            BrokerWatch::new(&c, Duration::from_secs(5))
-                .and_then(|mut w| w.group_lag(&g, &jobs_topic("pitch")))
-                .unwrap_or(-1)
-        })
-        .await
-        .unwrap();
-        if lag == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(lag, 0, "{group} did not read past the job");
+    wait_read_past(&cfg.kafka, &group).await;
     assert!(starts(&infra, &next).is_empty());
     assert_eq!(manifest_version(&infra, &file, &next), None);
     let (_, st) = svc.get_json(&alice, &format!("/status/{file}")).await;
@@ -172,6 +208,30 @@ async fn a_job_runs_only_on_a_worker_serving_its_model_version() {
         (j["status"].as_str(), j["message"].as_str()),
         (Some("queued"), Some(waiting.as_str()))
     );
+    // The admin list says why it waits too, and /models shows which versions are served.
+    let admin = svc.token("root", &["admin"]);
+    let (code, page) = svc.get_json(&admin, "/admin/jobs?status=queued").await;
+    assert_eq!(code, 200, "{page}");
+    let listed = page["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["job_id"] == next.as_str()))
+        .unwrap_or_else(|| panic!("{next} not in {page:#}"));
+    assert_eq!(listed["message"], waiting.as_str(), "{listed:#}");
+    expect_live_versions(&svc, &alice, &[&current]).await;
+
+    // The projector's lag gauge watches the replayed version's group, which has read nothing
+    // of the topic yet (no worker formed it).
+    let pool = roar_projections::connect(cfg.database.url.expose(), 2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let next_group = version_group("pitch", "tiny", NEXT);
+    assert_eq!(
+        roar_projections::observe::replayed_groups(&pool)
+            .await
+            .unwrap(),
+        vec![(next_group.clone(), jobs_topic("pitch"))]
+    );
+    assert!(lag(&cfg.kafka, &next_group).await >= 1);
 
     // A worker serving it starts: it runs the job, and the manifest names its version.
     let worker = NextWorker::spawn(&infra, models.path());
@@ -192,8 +252,20 @@ async fn a_job_runs_only_on_a_worker_serving_its_model_version() {
         ran.len() == 1 && ran[0].ends_with(&worker.worker_id_suffix()),
         "{ran:?}"
     );
+    // Its group's lag falls to 0, and no job waits at that version any more.
+    wait_read_past(&cfg.kafka, &next_group).await;
+    assert_eq!(
+        roar_projections::observe::replayed_groups(&pool)
+            .await
+            .unwrap(),
+        vec![]
+    );
 
-    // Both versions live: each job runs once, on the worker of its own version.
+    // Both versions live, and /models lists both (its workers expire 2 s after going quiet).
+    let mut both = [current.as_str(), NEXT];
+    both.sort();
+    expect_live_versions(&svc, &alice, &both).await;
+    // Each job runs once, on the worker of its own version.
     let old = request(&infra, &file, json!({"hop_ms": 20.0}), &current).await;
     let new = request(&infra, &file, json!({"hop_ms": 20.0}), NEXT).await;
     for job in [&old, &new] {

@@ -121,12 +121,24 @@ pub async fn list(
     let next = more
         .then(|| page.last().map(|j| cursor::encode(j.updated_at, &j.job_id)))
         .flatten();
+    // A queued job no live worker serves says why it waits, as on /status (once the control
+    // topic has been read: before that, every worker would look absent).
+    let live = s
+        .control
+        .caught_up()
+        .then(|| s.control.live_workers(chrono::Utc::now()));
     Ok(Json(JobsPage {
         jobs: page
             .iter()
-            .map(|j| AdminJobView {
-                job: JobView::new(j, crate::views::stored_outputs(j)),
-                owner: j.owner.clone(),
+            .map(|j| {
+                let mut job = JobView::new(j, crate::views::stored_outputs(j));
+                if let Some(live) = &live {
+                    job.explain_wait(live);
+                }
+                AdminJobView {
+                    job,
+                    owner: j.owner.clone(),
+                }
             })
             .collect(),
         next_cursor: next,

@@ -40,8 +40,8 @@ pub use jobs::{
     NotifyError, NotifyOutput, NotifyRequest, NotifyStatus, Outcome, OutputView, RetryAccepted,
 };
 pub use models::{
-    HealthView, ModelView, ModelsView, ParamKindView, ParamView, ReadyView, VariationView,
-    WorkerView,
+    HealthView, ModelView, ModelsView, ParamKindView, ParamView, ReadyView, ServedView,
+    VariationView, WorkerView,
 };
 pub use pipelines::{
     overall, PipelineCancelAccepted, PipelinePath, PipelineRequestView, PipelineStepView,

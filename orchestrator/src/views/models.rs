@@ -1,5 +1,7 @@
 //! The catalogue as `GET /models` lists it, and the operational answers.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use roar_common::catalog::{ModelSpec, ParamKind, ParamSpec, VariationSpec};
 use roar_common::kafka::LiveWorker;
@@ -37,6 +39,10 @@ pub struct VariationView {
     /// Part of every job id: a new version is a new job.
     pub model_version: String,
     pub description: String,
+    /// The versions live workers serve this variation at (sorted): a job at any other version
+    /// waits until a worker serving it starts. A worker too old to announce its versions is
+    /// not counted here (it runs its variations at any version; see `workers`).
+    pub live_versions: Vec<String>,
 }
 
 /// A parameter a `/process` request may give in `params`.
@@ -83,10 +89,20 @@ pub struct WorkerView {
     pub model: String,
     pub model_version: String,
     pub variations: Vec<String>,
+    /// Each variation with the version this worker serves it at; empty from a worker that
+    /// predates served versions.
+    pub serves: Vec<ServedView>,
     pub device: String,
     pub last_seen: DateTime<Utc>,
     /// When it promised to announce itself again by.
     pub expires_at: DateTime<Utc>,
+}
+
+/// A (variation, version) pair a live worker runs jobs of.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServedView {
+    pub variation: String,
+    pub model_version: String,
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -130,17 +146,26 @@ impl From<&ParamSpec> for ParamView {
     }
 }
 
-impl From<&VariationSpec> for VariationView {
-    fn from(v: &VariationSpec) -> Self {
+impl VariationView {
+    /// A catalogue variation of `model` with the versions `live` workers serve it at.
+    fn new(model: &str, v: &VariationSpec, live: &[LiveWorker]) -> Self {
         let VariationSpec {
             name,
             model_version,
             description,
         } = v;
+        let served: BTreeSet<&str> = live
+            .iter()
+            .filter(|w| w.model == model)
+            .flat_map(|w| w.variations.iter().zip(&w.versions))
+            .filter(|(var, _)| var.as_str() == *name)
+            .map(|(_, version)| version.as_str())
+            .collect();
         VariationView {
             name: name.to_string(),
             model_version: model_version.to_string(),
             description: description.to_string(),
+            live_versions: served.into_iter().map(str::to_string).collect(),
         }
     }
 }
@@ -152,8 +177,7 @@ impl From<&LiveWorker> for WorkerView {
             model,
             model_version,
             variations,
-            // Not shown yet: a queued job's status says when no live worker serves its version.
-            versions: _,
+            versions,
             device,
             last_seen,
             expires_at,
@@ -163,6 +187,14 @@ impl From<&LiveWorker> for WorkerView {
             model: model.clone(),
             model_version: model_version.clone(),
             variations: variations.clone(),
+            serves: variations
+                .iter()
+                .zip(versions)
+                .map(|(variation, version)| ServedView {
+                    variation: variation.clone(),
+                    model_version: version.clone(),
+                })
+                .collect(),
             device: device.clone(),
             last_seen: *last_seen,
             expires_at: *expires_at,
@@ -189,7 +221,10 @@ impl ModelView {
             name: name.to_string(),
             description: description.to_string(),
             default_variation: default_variation.to_string(),
-            variations: variations.iter().map(VariationView::from).collect(),
+            variations: variations
+                .iter()
+                .map(|v| VariationView::new(name, v, live))
+                .collect(),
             params: params.iter().map(ParamView::from).collect(),
             live: !workers.is_empty(),
             workers,

@@ -2363,6 +2363,11 @@ export interface components {
             /** @enum {string} */
             status: "queued";
         };
+        /** @description A (variation, version) pair a live worker runs jobs of. */
+        ServedView: {
+            model_version: string;
+            variation: string;
+        };
         /** @description `GET /songs`: a page of the caller's files, newest first. */
         SongsPage: {
             /** @description Pass as `cursor` for the next page; null on the last. */
@@ -2486,6 +2491,12 @@ export interface components {
         };
         VariationView: {
             description: string;
+            /**
+             * @description The versions live workers serve this variation at (sorted): a job at any other version
+             *     waits until a worker serving it starts. A worker too old to announce its versions is
+             *     not counted here (it runs its variations at any version; see `workers`).
+             */
+            live_versions: string[];
             /** @description Part of every job id: a new version is a new job. */
             model_version: string;
             name: string;
@@ -2529,6 +2540,11 @@ export interface components {
             last_seen: string;
             model: string;
             model_version: string;
+            /**
+             * @description Each variation with the version this worker serves it at; empty from a worker that
+             *     predates served versions.
+             */
+            serves: components["schemas"]["ServedView"][];
             variations: string[];
             worker: string;
         };
