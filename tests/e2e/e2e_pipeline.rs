@@ -449,6 +449,9 @@ fn spawn_manager(infra: &Infra, cfg: &roar_common::Config, log: &str) -> Child {
         .env("ROAR_KAFKA__BROKERS", &cfg.kafka.brokers)
         .env("ROAR_KAFKA__PARTITIONS", cfg.kafka.partitions.to_string())
         .env("ROAR_KAFKA__SESSION_TIMEOUT_MS", "6000")
+        // librdkafka's rebalance timeout: how long the group may wait for a member that died
+        // without leaving to rejoin before the survivors get its partitions (default 5 min).
+        .env("ROAR_KAFKA__MAX_POLL_INTERVAL_MS", "10000")
         .env("ROAR_DATABASE__URL", cfg.database.url.expose())
         .env("ROAR_DATABASE__MAX_CONNECTIONS", "3")
         .env("ROAR_STORAGE__URL", &cfg.storage.url)
