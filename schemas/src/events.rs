@@ -98,6 +98,11 @@ pub struct FileEvent {
     pub meta: EventMeta,
     pub file_id: String,
     pub body: FileBody,
+    /// The body's personal fields, encrypted with the file's data key (schema version 3; `None`
+    /// in earlier records). The body then holds placeholders (`roar_projections::keys` seals and
+    /// opens them).
+    #[serde(skip)]
+    pub sealed: Option<Vec<u8>>,
 }
 
 /// What is known about an uploaded file's content.
@@ -201,6 +206,7 @@ impl Event for FileEvent {
                 &[
                     include_str!("../avro/history/file_event.v1.avsc"),
                     include_str!("../avro/history/file_event.v2.avsc"),
+                    include_str!("../avro/history/file_event.v3.avsc"),
                 ],
             )
         });
@@ -275,6 +281,7 @@ impl Event for FileEvent {
             ("meta", self.meta.to_value()),
             ("file_id", string(&self.file_id)),
             ("body", body),
+            ("sealed", opt_bytes(&self.sealed)),
         ])
     }
 
@@ -345,6 +352,7 @@ impl Event for FileEvent {
             meta,
             file_id,
             body,
+            sealed: f.opt_bytes("sealed")?,
         })
     }
 

@@ -70,6 +70,14 @@ impl SchemaSet {
         self.writers.iter().map(|(_, s, _)| s)
     }
 
+    /// The writer schema of fingerprint `fp`, if this build can read it.
+    pub(crate) fn writer(&self, fp: &[u8]) -> Option<&Schema> {
+        self.writers
+            .iter()
+            .find(|(f, _, _)| f.as_slice() == fp)
+            .map(|(_, s, _)| s)
+    }
+
     pub(crate) fn reader(&self, fp: &[u8]) -> Option<&GenericSingleObjectReader> {
         self.writers
             .iter()

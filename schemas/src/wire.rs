@@ -6,7 +6,8 @@
 //! version under `schemas/avro/history/`) and resolves the datum into the current schema, so old
 //! data stays readable. An unknown fingerprint is a clear error, never a guess.
 
-use apache_avro::to_avro_datum;
+use apache_avro::types::Value;
+use apache_avro::{to_avro_datum, Schema};
 
 use crate::events::Event;
 pub use crate::schema_set::{fingerprint, DecodeError, SchemaSet};
@@ -57,9 +58,14 @@ pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, DecodeError> {
     let value = if fp == set.current_fingerprint.as_slice() {
         value
     } else {
-        value
+        let written = value.clone();
+        let resolved = value
             .resolve(&set.current)
-            .map_err(|e| DecodeError::Avro(e.to_string()))?
+            .map_err(|e| DecodeError::Avro(e.to_string()))?;
+        match set.writer(fp) {
+            Some(writer) => keep_union_branches(writer, &written, &set.current, resolved)?,
+            None => resolved,
+        }
     };
     if !body.is_empty() {
         return Err(DecodeError::Avro(format!(
@@ -68,4 +74,75 @@ pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, DecodeError> {
         )));
     }
     E::from_value(value)
+}
+
+/// apache-avro resolves a union value into the first reader branch it fits by shape, so a
+/// record from an older writer can land in another record that has the same fields or fewer
+/// (any record fits `FileDeleted`, whose one field has a default). Avro matches named branches
+/// by name: each top-level union field whose resolved branch has another name than the written
+/// one is resolved again, into the reader's branch of the written name.
+fn keep_union_branches(
+    writer: &Schema,
+    written: &Value,
+    reader: &Schema,
+    resolved: Value,
+) -> Result<Value, DecodeError> {
+    let (Schema::Record(w), Schema::Record(r), Value::Record(wf)) = (writer, reader, written)
+    else {
+        return Ok(resolved);
+    };
+    let mut fields = match resolved {
+        Value::Record(f) => f,
+        other => return Ok(other),
+    };
+    for (name, value) in fields.iter_mut() {
+        let name = name.as_str();
+        let (Some(Schema::Union(wu)), Some(Schema::Union(ru))) =
+            (field_schema(w, name), field_schema(r, name))
+        else {
+            continue;
+        };
+        let Some((_, Value::Union(wi, inner))) = wf.iter().find(|(n, _)| n.as_str() == name) else {
+            continue;
+        };
+        let Some(want) = wu.variants().get(*wi as usize).and_then(branch_name) else {
+            continue;
+        };
+        let Value::Union(ri, _) = value else {
+            continue;
+        };
+        if ru.variants().get(*ri as usize).and_then(branch_name) == Some(want) {
+            continue;
+        }
+        let j = ru
+            .variants()
+            .iter()
+            .position(|v| branch_name(v) == Some(want))
+            .ok_or_else(|| {
+                DecodeError::Shape(format!("{name}: the current schema has no {want}"))
+            })?;
+        let branch = inner
+            .as_ref()
+            .clone()
+            .resolve_schemata(&ru.variants()[j], vec![reader])
+            .map_err(|e| DecodeError::Avro(e.to_string()))?;
+        *value = Value::Union(j as u32, Box::new(branch));
+    }
+    Ok(Value::Record(fields))
+}
+
+fn field_schema<'a>(rec: &'a apache_avro::schema::RecordSchema, name: &str) -> Option<&'a Schema> {
+    rec.fields
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| &f.schema)
+}
+
+/// The name of a named union branch (a record, inline or by reference).
+fn branch_name(s: &Schema) -> Option<&str> {
+    match s {
+        Schema::Record(r) => Some(r.name.name.as_str()),
+        Schema::Ref { name } => Some(name.name.as_str()),
+        _ => None,
+    }
 }

@@ -44,6 +44,7 @@ fn output() -> Output {
 
 fn file_events() -> Vec<(&'static str, FileEvent)> {
     let ev = |body| FileEvent {
+        sealed: None,
         meta: meta(),
         file_id: "f1".into(),
         body,
@@ -337,6 +338,7 @@ fn every_event_round_trips_and_matches_golden_bytes() {
     for (name, e) in job_events() {
         errors.extend(check(name, &e).err());
     }
+    errors.extend(check("file_uploaded_sealed", &file_uploaded_sealed()).err());
     errors.extend(check("job_requested", &job_request()).err());
     errors.extend(check("job_requested_with_input", &job_request_with_input()).err());
     errors.extend(check("control_cancel_requested", &control()).err());
@@ -567,4 +569,38 @@ fn a_job_request_written_before_inputs_existed_decodes_as_reading_the_upload() {
     let old: JobRequested = decode(&v1).unwrap();
     assert_eq!(old, job_request());
     assert_eq!(old.input, None);
+}
+
+/// A version 3 upload whose filename is sealed: the body keeps a placeholder, `sealed` the
+/// ciphertext (opaque bytes to this crate).
+fn file_uploaded_sealed() -> FileEvent {
+    let (_, mut e) = file_events().remove(1);
+    if let FileBody::Uploaded(info) = &mut e.body {
+        info.filename = "sealed.flac".into();
+    }
+    e.sealed = Some((0u8..=40).collect());
+    e
+}
+
+#[test]
+fn file_events_written_before_sealing_decode_unsealed() {
+    // The golden bytes file_event v2 wrote (kept when v3 added `sealed`): uploads and song
+    // requests from before crypto-shredding, still on the topics, decode as they were, with
+    // their names in clear and nothing sealed.
+    let v2_schema =
+        apache_avro::Schema::parse_str(include_str!("../avro/history/file_event.v2.avsc")).unwrap();
+    assert_ne!(
+        fingerprint(&v2_schema),
+        FileEvent::schemas().current_fingerprint
+    );
+    // Every variant, each into its own: Avro matches union branches by name, and apache-avro's
+    // resolution by shape alone put a v2 `FileGenerationRequested` into `FileDeleted` (every
+    // record fits its one defaulted field) and a `FileGenerationFailed` into `FileProbeFailed`.
+    for (name, expected) in file_events() {
+        let v2 = std::fs::read(format!("{GOLDEN}/{name}.v2.bin")).unwrap();
+        assert_eq!(v2[2..10], fingerprint(&v2_schema), "{name}");
+        let old: FileEvent = decode(&v2).unwrap();
+        assert_eq!(old, expected, "{name}");
+        assert_eq!(old.sealed, None, "{name}");
+    }
 }
