@@ -759,6 +759,7 @@ mod tests {
 
     fn file_ev(body: FileBody) -> FileEvent {
         FileEvent {
+            sealed: None,
             meta: EventMeta::new("r", "t"),
             file_id: F.into(),
             body,

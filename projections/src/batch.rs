@@ -11,12 +11,13 @@ use roar_common::kafka::{send_dead_letter, Delivery, EventProducer};
 use roar_common::metrics::{
     DLQ_MESSAGES, PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_LAG_SECONDS,
 };
-use roar_schemas::DeadLetterKind;
+use roar_schemas::{DeadLetterKind, FileBody};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::apply::{apply_file, apply_job, apply_request, FileRow, JobRow, Request};
 use crate::error::{Invalid, ProjectionError};
 use crate::event::{queued_steps, Decoded};
+use crate::keys;
 use crate::offsets;
 use crate::rows::{upsert_files, upsert_jobs, History};
 
@@ -35,6 +36,9 @@ pub(crate) struct Sink {
     pub dlq: Option<EventProducer>,
     /// Whether to `pg_notify` readers after each commit (only the live model has readers).
     pub notify: bool,
+    /// The data key table (`file_keys`), schema-qualified for a rebuild: it stays with the
+    /// live model, never rebuilt.
+    pub keys_table: String,
 }
 
 /// Applies a batch in one transaction with its offsets. If a row breaks a rule of the data
@@ -109,11 +113,49 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
             Err(e) => dead_letter(sink, d, DeadLetterKind::Undecodable, &e).await?,
         }
     }
+    let mut ids: Vec<String> = decoded
+        .iter()
+        .map(|(_, e)| e.file_id().to_string())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let key_states = keys::load(&mut *tx, &sink.keys_table, &ids).await?;
+    for (_, ev) in &mut decoded {
+        if let Decoded::File(e) = ev {
+            if e.sealed.is_none() {
+                continue;
+            }
+            let opened = match key_states.get(&e.file_id).and_then(|s| s.key.as_ref()) {
+                Some(key) => keys::open(e, key),
+                None => Err(keys::KeyError::Unreadable),
+            };
+            // An erased file's events are skipped below; any other that does not open shows
+            // its placeholder rather than losing the file.
+            if opened.is_err() && !erased(&key_states, ev) {
+                tracing::warn!(file_id = %ev.file_id(), "sealed fields do not open with the file's key");
+            }
+        }
+    }
     load_rows(&mut tx, &mut files, &mut jobs).await?;
 
     let mut history = History::default();
     let mut newest = None;
+    let mut purge = Vec::new();
     for (d, ev) in decoded {
+        if erased(&key_states, &ev) {
+            // Deleted with its key: nothing of it is projected again; the deletion itself
+            // removes what was projected before it.
+            if let Decoded::File(e) = &ev {
+                if let (FileBody::Deleted { .. }, Some(t)) = (
+                    &e.body,
+                    key_states.get(&e.file_id).and_then(|s| s.erased_before),
+                ) {
+                    files.insert(e.file_id.clone(), None);
+                    purge.push((e.file_id.clone(), t));
+                }
+            }
+            continue;
+        }
         let applied = match &ev {
             Decoded::File(e) => {
                 let slot = files.get_mut(&e.file_id).expect("loaded above");
@@ -145,6 +187,9 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
     upsert_files(&mut tx, &files.values().flatten().collect::<Vec<_>>()).await?;
     upsert_jobs(&mut tx, &jobs.values().flatten().collect::<Vec<_>>()).await?;
     history.insert(&mut tx).await?;
+    for (file_id, before) in &purge {
+        purge_file(&mut tx, file_id, *before).await?;
+    }
     offsets::store(&mut tx, batch).await?;
     if sink.notify {
         sqlx::query("SELECT pg_notify($1, '')")
@@ -163,6 +208,39 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
             metrics::gauge!(PROJECTOR_LAG_SECONDS).set(lag);
         }
     }
+    Ok(())
+}
+
+/// Whether the event belongs to a deleted file's erased past (see [`keys`]).
+fn erased(states: &HashMap<String, keys::KeyState>, ev: &Decoded) -> bool {
+    states
+        .get(ev.file_id())
+        .is_some_and(|s| s.erased(ev.meta().occurred_at))
+}
+
+/// Removes everything the read model holds of a file up to its deletion at `before`: its row,
+/// its jobs, pipelines and history. A life the file began after (the same song uploaded again:
+/// the same id) is newer and stays.
+async fn purge_file(
+    tx: &mut Transaction<'_, Postgres>,
+    file_id: &str,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    for sql in [
+        "DELETE FROM files WHERE file_id = $1 AND created_at <= $2",
+        "DELETE FROM jobs WHERE file_id = $1 AND created_at <= $2",
+        "DELETE FROM events WHERE file_id = $1 AND occurred_at <= $2",
+        "DELETE FROM pipeline_steps WHERE pipeline_id IN
+           (SELECT pipeline_id FROM pipelines WHERE file_id = $1 AND created_at <= $2)",
+        "DELETE FROM pipelines WHERE file_id = $1 AND created_at <= $2",
+    ] {
+        sqlx::query(sql)
+            .bind(file_id)
+            .bind(before)
+            .execute(&mut **tx)
+            .await?;
+    }
+    tracing::info!(%file_id, "deleted file purged from the read model");
     Ok(())
 }
 

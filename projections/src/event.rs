@@ -46,6 +46,15 @@ impl Decoded {
         }
     }
 
+    /// The file the event is about.
+    pub(crate) fn file_id(&self) -> &str {
+        match self {
+            Decoded::File(e) => &e.file_id,
+            Decoded::Job(e, _) => &e.file_id,
+            Decoded::Pipeline(e) => &e.file_id,
+        }
+    }
+
     /// The history's `kind` (and the SSE event name): `file_uploaded`, `queued`, `progress`, ...
     pub(crate) fn kind(&self) -> &'static str {
         match self {

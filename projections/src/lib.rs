@@ -12,16 +12,18 @@
 //!
 //! Modules, each using only those above it (no cycles): [`db`], [`error`]; `event` (what a
 //! delivery decodes to); [`apply`] (the state machine over rows); `offsets` (every statement on
-//! `projector_offsets`); `rows` (upserts and history rows); `batch` (one transaction per batch,
-//! with its offsets); [`lag`]; `projector` (the loop); `rebuild`; [`store`] (the read side,
-//! [`ReadModel`]). The crate emits nothing but its own bookkeeping: `roar replay`'s requests
-//! come from the orchestrator's commands.
+//! `projector_offsets`); [`keys`] (per-file data keys: sealing and crypto-shredding); `rows`
+//! (upserts and history rows); `batch` (one transaction per batch, with its offsets); [`lag`];
+//! `projector` (the loop); `rebuild`; [`store`] (the read side, [`ReadModel`]). The crate emits
+//! nothing but its own bookkeeping: `roar replay`'s requests come from the orchestrator's
+//! commands.
 
 pub mod apply;
 mod batch;
 pub mod db;
 pub mod error;
 mod event;
+pub mod keys;
 pub mod lag;
 pub mod observe;
 mod offsets;
@@ -39,5 +41,5 @@ pub use error::ProjectionError;
 pub use event::{projected_topics, queued_from_request};
 pub use pipelines::{PipelineRow, PipelineStepRow};
 pub use projector::run;
-pub use rebuild::{rebuild, RebuildReport, REBUILD_SCHEMA, RETIRED_SCHEMA};
+pub use rebuild::{purge_retired, rebuild, RebuildReport, REBUILD_SCHEMA, RETIRED_SCHEMA};
 pub use store::{Commits, ReadModel};

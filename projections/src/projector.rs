@@ -43,6 +43,7 @@ pub async fn run(
         pool,
         dlq: Some(producer),
         notify: true,
+        keys_table: crate::keys::TABLE.to_string(),
     };
     let batching = Batching::from(cfg);
     // The next batch is gathered (and librdkafka's queue drained) while the current one is in

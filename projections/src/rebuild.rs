@@ -75,6 +75,9 @@ pub async fn rebuild(
         pool: side.clone(),
         dlq: None,
         notify: false,
+        // The keys stay in the live schema (never rebuilt): a name opens in the rebuild as it
+        // did live, and a deleted file's destroyed key keeps it out of the rebuilt model.
+        keys_table: format!("{}.{}", quote(&live_schema), crate::keys::TABLE),
     };
     let batching = Batching::from(cfg);
     let near = cfg.projector.batch_size as i64;
@@ -167,6 +170,32 @@ async fn swap(tx: &mut Transaction<'_, Postgres>, live_schema: &str) -> Result<(
         ))
         .execute(&mut **tx)
         .await?;
+    }
+    Ok(())
+}
+
+/// Removes a deleted file from the tables the last rebuild retired (kept as a manual way
+/// back), which would otherwise still hold its rows and name. Nothing to do without them.
+pub async fn purge_retired(live: &PgPool, file_id: &str) -> Result<(), sqlx::Error> {
+    let retired: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT to_regclass('{RETIRED_SCHEMA}.files')::text"
+    ))
+    .fetch_one(live)
+    .await?;
+    if retired.is_none() {
+        return Ok(());
+    }
+    for sql in [
+        format!(
+            "DELETE FROM {RETIRED_SCHEMA}.pipeline_steps WHERE pipeline_id IN
+               (SELECT pipeline_id FROM {RETIRED_SCHEMA}.pipelines WHERE file_id = $1)"
+        ),
+        format!("DELETE FROM {RETIRED_SCHEMA}.pipelines WHERE file_id = $1"),
+        format!("DELETE FROM {RETIRED_SCHEMA}.events WHERE file_id = $1"),
+        format!("DELETE FROM {RETIRED_SCHEMA}.jobs WHERE file_id = $1"),
+        format!("DELETE FROM {RETIRED_SCHEMA}.files WHERE file_id = $1"),
+    ] {
+        sqlx::query(&sql).bind(file_id).execute(live).await?;
     }
     Ok(())
 }

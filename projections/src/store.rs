@@ -223,6 +223,16 @@ impl ReadModel {
         .await
     }
 
+    /// Which of `file_ids` the read model still shows (not deleted): the event streams of
+    /// the others end.
+    pub async fn files_present(&self, file_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT file_id FROM files WHERE file_id = ANY($1) AND status <> $2")
+            .bind(file_ids)
+            .bind(roar_schemas::FileStatus::Deleted.as_str())
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// The sequence number of the file's last history entry (0 when it has none).
     pub async fn last_seq(&self, file_id: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COALESCE(max(seq), 0)::bigint FROM events WHERE file_id = $1")
@@ -365,10 +375,27 @@ impl ReadModel {
         .bind(roar_schemas::topics::PIPELINES)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        let mut events: Vec<Decoded> = rows
             .into_iter()
             .filter_map(|(topic, payload)| decode(&topic, payload.as_deref()).ok())
-            .collect())
+            .collect();
+        // The payloads are the log's bytes: a sealed name opens with the file's key.
+        if events
+            .iter()
+            .any(|e| matches!(e, Decoded::File(f) if f.sealed.is_some()))
+        {
+            let states =
+                crate::keys::load(&self.pool, crate::keys::TABLE, &[file_id.to_string()]).await?;
+            if let Some(key) = states.get(file_id).and_then(|s| s.key.as_ref()) {
+                for e in &mut events {
+                    if let Decoded::File(f) = e {
+                        // A name that does not open stays a placeholder.
+                        let _ = crate::keys::open(f, key);
+                    }
+                }
+            }
+        }
+        Ok(events)
     }
 
     /// Whether the projector has applied the message at (`topic`, `partition`, `offset`).
