@@ -74,6 +74,15 @@ impl Fanout {
             }
             metrics::counter!(SSE_HISTORY_READS, "kind" => "fanout").increment(1);
             let rows = read.history_after_each(&cursors, PAGE).await?;
+            // A file deleted meanwhile: dropping its sender ends its streams (after the rows
+            // read above), instead of leaving them open on a file that is gone.
+            let ids: Vec<String> = cursors.iter().map(|(f, _)| f.clone()).collect();
+            let present = read.files_present(&ids).await?;
+            if present.len() < ids.len() {
+                // Only files checked now: one subscribed meanwhile was not asked about.
+                self.lock()
+                    .retain(|f, _| !ids.contains(f) || present.contains(f));
+            }
             let full = rows.len() as i64 >= PAGE;
             let mut files = self.lock();
             for (file_id, row) in rows {

@@ -85,6 +85,7 @@ impl Modify for NotifyConditions {
         crate::routes::status::status,
         crate::routes::events::events,
         crate::routes::catalog::songs,
+        crate::routes::catalog::delete_song,
         crate::routes::me::usage,
         crate::routes::catalog::models,
         crate::routes::pipelines::presets,

@@ -8,6 +8,8 @@
 //!   publishing) and is removed.
 //!
 //! - Upload registrations (who registered what) older than that are forgotten.
+//! - The objects of files deleted within that time are erased again (a worker canceled by the
+//!   deletion may have finished a write after it).
 //!
 //! Every replica runs the sweeper; a transaction-scoped advisory lock lets one sweep at a time.
 
@@ -106,6 +108,14 @@ pub(crate) async fn sweep(s: &AppState) -> Result<Option<Swept>, crate::ApiError
                 .map_err(crate::ApiError::internal)?;
             swept.objects += 1;
         }
+    }
+    // A worker that was mid-write when its file was deleted may have written after the
+    // deletion erased the file's objects: erase them again while such a write can still land.
+    let recently = roar_projections::keys::erased_since(s.read.pool(), cutoff, BATCH as i64)
+        .await
+        .map_err(commands::erase::key_error)?;
+    for file_id in recently {
+        swept.objects += commands::erase::erase_objects(s, &file_id).await?;
     }
     crate::quotas::forget_old(s).await?;
     crate::uploads::forget_registrations(s, cutoff).await?;

@@ -1,8 +1,10 @@
 //! File events: `FileRegistered` when a direct upload gets its ticket, `FileUploaded` once the
 //! bytes are stored and checked (multipart, signed PUT, or a presigned PUT's completion), and
-//! `FileDeleted` (reason `upload_expired`) when the sweeper gives up on a direct upload.
+//! `FileDeleted` (reason `upload_expired`) when the sweeper gives up on a direct upload. Every
+//! file event goes out through [`send`], which seals its personal fields ([`keys`]).
 
 use chrono::{DateTime, Utc};
+use roar_projections::keys;
 use roar_schemas::topics::FILES;
 use roar_schemas::{EventMeta, FileBody, FileEvent, FileInfo};
 
@@ -19,11 +21,24 @@ async fn emit(
     body: FileBody,
 ) -> Result<String, ApiError> {
     let event = FileEvent {
+        sealed: None,
         meta: EventMeta::new(current_request_id(), actor),
         file_id: file_id.to_string(),
         body,
     };
-    let (p, o) = s.producer.send(FILES, file_id, &event).await?;
+    send(s, event).await
+}
+
+/// Sends a file event, its personal fields (the filename; a generation's prompt) first sealed
+/// with the file's data key, which is durable in Postgres before the event can be read.
+pub(crate) async fn send(s: &AppState, mut event: FileEvent) -> Result<String, ApiError> {
+    if keys::has_personal_fields(&event) {
+        let key = keys::key_for_sealing(s.read.pool(), &event.file_id)
+            .await
+            .map_err(super::erase::key_error)?;
+        keys::seal(&mut event, &key).map_err(super::erase::key_error)?;
+    }
+    let (p, o) = s.producer.send(FILES, &event.file_id, &event).await?;
     Ok(consistency_token(FILES, p, o))
 }
 

@@ -10,7 +10,7 @@ use roar_schemas::topics::FILES;
 use roar_schemas::{EventMeta, FileBody, FileEvent, FileStatus, Generation};
 use serde_json::Value;
 
-use super::{consistency_token, jobs};
+use super::jobs;
 use crate::middleware::{current_request_id, User};
 use crate::views::{song_filename, GenerateAccepted};
 use crate::{ApiError, AppState};
@@ -54,6 +54,7 @@ pub async fn canceled(
     reason: &str,
 ) -> Result<(), ApiError> {
     let event = FileEvent {
+        sealed: None,
         meta: EventMeta::new(current_request_id(), format!("user:{}", user.id())),
         file_id: job.file_id.clone(),
         body: FileBody::GenerationFailed {
@@ -106,6 +107,7 @@ pub async fn song(
     let mut token = None;
     if announce {
         let event = FileEvent {
+            sealed: None,
             meta: EventMeta::new(current_request_id(), format!("user:{owner}")),
             file_id: file_id.clone(),
             body: FileBody::GenerationRequested(Generation {
@@ -118,8 +120,7 @@ pub async fn song(
                 duration_seconds: r.params["duration"].as_f64().unwrap_or_default(),
             }),
         };
-        let (p, o) = s.producer.send(FILES, &file_id, &event).await?;
-        token = Some(consistency_token(FILES, p, o));
+        token = Some(super::files::send(s, event).await?);
         tracing::info!(%file_id, %job_id, "song generation requested");
     }
     let file = existing.unwrap_or_else(|| unprojected(&file_id, owner, &filename));

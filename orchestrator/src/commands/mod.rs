@@ -2,7 +2,10 @@
 //! authorise, then call a command; a command decides what to emit, sends it, and answers with
 //! the view and consistency token the route returns. New emission code belongs in this module.
 //!
-//! - [`files`]: `FileRegistered` (a direct upload's ticket) and `FileUploaded`.
+//! - [`files`]: `FileRegistered` (a direct upload's ticket) and `FileUploaded`, their names
+//!   sealed with the file's data key.
+//! - [`erase`]: `FileDeleted` of `DELETE /songs/{file_id}`: work canceled, data key destroyed,
+//!   objects erased.
 //! - [`jobs`]: `JobRequested` for `POST /process` and for retries (idempotent by job id).
 //! - [`cancel`]: `CancelRequested` on the control topic, and `JobCanceled` for a queued job.
 //! - [`notify`]: the job events external workers report through `POST /notify`.
@@ -15,6 +18,7 @@
 
 pub(crate) mod cancel;
 pub mod dlq;
+pub(crate) mod erase;
 pub(crate) mod files;
 pub(crate) mod generate;
 pub(crate) mod jobs;

@@ -1,13 +1,16 @@
-//! `GET /models` and `GET /songs`.
+//! `GET /models`, `GET /songs` and `DELETE /songs/{file_id}`.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 
-use crate::extract::ApiQuery;
+use crate::commands;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::middleware::User;
 use crate::routes::cursor;
 use crate::views::{
-    AuthErrors, ErrorBody, FileView, ModelView, ModelsView, PageQuery, PresetsView, SongsPage,
+    AuthErrors, ErrorBody, FilePath, FileView, ModelView, ModelsView, PageQuery, PresetsView,
+    SongsPage,
 };
 use crate::{ApiError, AppState};
 
@@ -62,4 +65,25 @@ pub async fn songs(
         songs: rows.iter().map(FileView::from).collect(),
         next_cursor: next,
     }))
+}
+
+/// `DELETE /songs/{file_id}`: deletes a song for good (its owner, or an admin). Its jobs are
+/// canceled, its objects erased, its rows removed once the deletion is projected, and the data
+/// key that sealed its name in the event log is destroyed, so no rebuild brings any of it back
+/// (docs/security.md, "Deletion").
+#[utoipa::path(delete, path = "/songs/{file_id}", tag = "files",
+    params(FilePath),
+    responses(
+        (status = 204, description = "deleted: work canceled, objects erased, key destroyed; the rows go when the deletion is projected (until then a second DELETE repeats it, then 404)"),
+        (status = 404, description = "no such song, another user's, or deleted already", body = ErrorBody),
+        AuthErrors,
+    ))]
+pub async fn delete_song(
+    State(s): State<AppState>,
+    user: User,
+    ApiPath(FilePath { file_id }): ApiPath<FilePath>,
+) -> Result<StatusCode, ApiError> {
+    let file = crate::routes::status::visible_file(&s, &user, &file_id).await?;
+    commands::erase::erase(&s, &user, &file).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -45,6 +45,7 @@ pub fn routes(http: &HttpConfig) -> Router<AppState> {
         .route("/process", post(process::process))
         .route("/generate", post(generate::generate))
         .route("/songs", get(catalog::songs))
+        .route("/songs/{file_id}", delete(catalog::delete_song))
         .route("/me/usage", get(me::usage))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/webhooks/{webhook_id}", delete(webhooks::delete))
