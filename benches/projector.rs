@@ -32,6 +32,7 @@ fn file_life(n: usize) -> Vec<Msg> {
     let file_id = ids::file_id("bench", &sha);
     let meta = || EventMeta::new(format!("r{n}"), "bench");
     let up = FileEvent {
+        sealed: None,
         meta: meta(),
         file_id: file_id.clone(),
         body: FileBody::Uploaded(FileInfo {

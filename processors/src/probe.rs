@@ -39,6 +39,7 @@ pub fn metadata_key(file_id: &str) -> String {
 #[derive(Debug, Serialize)]
 pub struct Metadata<'a> {
     pub file_id: &'a str,
+    /// As the log carries it: `sealed.<ext>` for uploads whose name is sealed (docs/security.md).
     pub original_filename: &'a str,
     pub uploaded_by: &'a str,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -184,6 +185,7 @@ impl Handler for Probe {
         }
         metrics::counter!(PROBE_FILES, "outcome" => FileStatus::Failed.as_str()).increment(1);
         let out = FileEvent {
+            sealed: None,
             meta: ev.meta.follow(format!("service:{GROUP}")),
             file_id: ev.file_id.clone(),
             body: FileBody::ProbeFailed {
@@ -213,6 +215,7 @@ impl Probe {
         };
         metrics::counter!(PROBE_FILES, "outcome" => outcome).increment(1);
         let out = FileEvent {
+            sealed: None,
             meta: ev.meta.follow(format!("service:{GROUP}")),
             file_id: ev.file_id.clone(),
             body,

@@ -119,6 +119,7 @@ async fn dead_lettered_requests_and_uploads_end_failed_with_their_cause() {
     let sha = format!("{:064x}", 7);
     let bad_file = ids::file_id("alice", &sha);
     let up = FileEvent {
+        sealed: None,
         meta: EventMeta::new("up-bad", "user:alice"),
         file_id: bad_file.clone(),
         body: FileBody::Uploaded(FileInfo {
@@ -143,6 +144,7 @@ async fn dead_lettered_requests_and_uploads_end_failed_with_their_cause() {
     let sha = format!("{:064x}", 8);
     let down_file = ids::file_id("alice", &sha);
     let up = FileEvent {
+        sealed: None,
         meta: EventMeta::new("up-down", "user:alice"),
         file_id: down_file.clone(),
         body: FileBody::Uploaded(FileInfo {

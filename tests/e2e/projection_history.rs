@@ -19,6 +19,7 @@ async fn status_as_of_a_past_time_folds_the_history_up_to_it() {
     let mut meta = EventMeta::new("probe", "test");
     meta.occurred_at = at(10);
     let probed = FileEvent {
+        sealed: None,
         meta,
         file_id: up.file_id.clone(),
         body: FileBody::Probed(ProbeSummary {

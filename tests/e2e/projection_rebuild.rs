@@ -53,6 +53,7 @@ async fn workload(p: &EventProducer, range: std::ops::Range<usize>) -> Sent {
             let mut meta = EventMeta::new("probe", "test");
             meta.occurred_at = at(t + 1);
             let probed = FileEvent {
+                sealed: None,
                 meta,
                 file_id: up.file_id.clone(),
                 body: FileBody::Probed(ProbeSummary {

@@ -27,6 +27,7 @@ async fn emit(
     body: FileBody,
 ) -> Result<(), HandleError> {
     let ev = FileEvent {
+        sealed: None,
         meta: req.meta.follow(actor.to_string()),
         file_id: req.file_id.clone(),
         body,

@@ -166,6 +166,7 @@ pub fn file_id(owner: &str, n: usize) -> String {
 pub fn uploaded(owner: &str, n: usize, s: i64) -> FileEvent {
     let file_id = file_id(owner, n);
     FileEvent {
+        sealed: None,
         meta: meta(s, &format!("up-{n}")),
         body: FileBody::Uploaded(FileInfo {
             owner: owner.into(),

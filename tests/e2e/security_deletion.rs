@@ -1,0 +1,337 @@
+//! `DELETE /songs/{file_id}` and crypto-shredding, from outside: a song is uploaded and
+//! processed (pitch, tiny), then deleted; its objects, its rows and every readable trace of its
+//! name are gone, in the live model and after `roar projector rebuild`, while the log's raw
+//! bytes never held the name at all. Another tenant's DELETE is a 404 that changes nothing; a
+//! deletion while a job runs cancels the job and leaves no output behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS};
+use roar_schemas::{JobBody, JobEvent};
+use serde_json::{json, Value};
+
+use crate::support::{melody_wav, read_topic, topic_len, Infra, Services};
+
+/// A name no audio, id or key can contain by chance.
+const SECRET_NAME: &str = "Grandmas-Surprise-Zq7x.wav";
+const KEPT_NAME: &str = "Keeper-Wv3k.wav";
+
+async fn delete(svc: &Services, token: &str, file_id: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(svc.url(&format!("/songs/{file_id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Every object key under `dir` (recursively), relative to it.
+fn objects(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn objects_of(infra: &Infra, file_id: &str) -> Vec<String> {
+    objects(&infra.store_dir())
+        .into_iter()
+        .filter(|k| k.contains(file_id) && !k.starts_with("handled/"))
+        .collect()
+}
+
+/// Rows anywhere in the read model that name the file, by table.
+async fn rows_of(pool: &sqlx::PgPool, file_id: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for table in [
+        "files",
+        "jobs",
+        "events",
+        "pipelines",
+        "upload_registrations",
+    ] {
+        let n: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE file_id = $1"))
+                .bind(file_id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if n > 0 {
+            out.push((table.to_string(), n));
+        }
+    }
+    out
+}
+
+/// Whether `needle` is anywhere in the database's readable text: every row of every table, in
+/// the live model and in the tables a rebuild retired, as text.
+async fn db_mentions(pool: &sqlx::PgPool, needle: &str) -> Vec<String> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables
+         WHERE table_schema IN ('public', 'roar_retired')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut hits = Vec::new();
+    for t in tables {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {t} x WHERE strpos(x::text, $1) > 0"
+        ))
+        .bind(needle)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            hits.push(t);
+        }
+    }
+    hits
+}
+
+/// Topics whose raw message bytes contain `needle`.
+fn topics_mentioning(brokers: &str, needle: &str) -> Vec<String> {
+    let mut topics = vec![FILES.to_string(), JOB_EVENTS.to_string()];
+    topics.push(jobs_topic("pitch"));
+    topics
+        .into_iter()
+        .filter(|t| {
+            read_topic(brokers, t).iter().any(|d| {
+                d.payload
+                    .as_deref()
+                    .is_some_and(|p| p.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            })
+        })
+        .collect()
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within 30 s: {what}");
+}
+
+async fn rebuild(svc: &Services, pool: &sqlx::PgPool) {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        roar_projections::rebuild(&svc.cfg, pool, &tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("rebuild within 2 minutes")
+    .expect("rebuild succeeds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebuild() {
+    let infra = Infra::start().await;
+    let svc = Services::start(infra.config()).await;
+    let brokers = svc.cfg.kafka.brokers.clone();
+    let pool = sqlx::PgPool::connect(&infra.pg.url("roar")).await.unwrap();
+    let alice = svc.token("alice", &[]);
+    let bob = svc.token("bob", &[]);
+
+    let wav = |hz: f32| melody_wav(&[(hz, 0.5)], 16_000, 1);
+    let file = svc.ready_file(&alice, SECRET_NAME, wav(440.0)).await;
+    let kept = svc.ready_file(&alice, KEPT_NAME, wav(660.0)).await;
+    let (code, job) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "pitch", "variation": "tiny"}),
+        )
+        .await;
+    assert_eq!(code, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    let done = svc
+        .wait_job(&alice, &file, &job_id, |j| j["status"] == "completed")
+        .await;
+    let output = done["outputs"][0].clone();
+    // The projector opened the sealed name; the log never held it readable.
+    let (_, st) = svc.get_json(&alice, &format!("/status/{file}")).await;
+    assert_eq!(st["file"]["filename"], SECRET_NAME);
+    assert_eq!(
+        topics_mentioning(&brokers, SECRET_NAME),
+        Vec::<String>::new()
+    );
+    assert!(!objects_of(&infra, &file).is_empty());
+
+    // A rebuild before the deletion: the retired tables then hold the name too.
+    rebuild(&svc, &pool).await;
+    let before = db_mentions(&pool, "Grandmas").await;
+    for t in ["public.files", "roar_retired.files"] {
+        assert!(before.iter().any(|b| b == t), "{t}: {before:?}");
+    }
+
+    // Another tenant: 404, nothing emitted, nothing erased.
+    let files_before = topic_len(&brokers, FILES);
+    assert_eq!(delete(&svc, &bob, &file).await, 404);
+    assert_eq!(topic_len(&brokers, FILES), files_before);
+    assert_eq!(
+        svc.get_json(&alice, &format!("/status/{file}")).await.0,
+        200
+    );
+    svc.download(&alice, &output).await;
+
+    let stream = reqwest::Client::new()
+        .get(svc.url(&format!("/status/{file}/events")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = crate::support::SseReader::new(stream);
+
+    assert_eq!(delete(&svc, &alice, &file).await, 204);
+    assert!(
+        objects_of(&infra, &file).is_empty(),
+        "{:?}",
+        objects_of(&infra, &file)
+    );
+    // The open event stream ends once the deletion is projected (not by a timeout).
+    let started = std::time::Instant::now();
+    let bound = Duration::from_secs(30);
+    loop {
+        let left = bound.saturating_sub(started.elapsed());
+        match stream.heartbeat(left).await {
+            Ok(()) | Err(Some(_)) => continue,
+            Err(None) => break,
+        }
+    }
+    assert!(started.elapsed() < bound, "the stream stayed open");
+    wait_until("the deletion is projected", || async {
+        rows_of(&pool, &file).await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        svc.get_json(&alice, &format!("/status/{file}")).await.0,
+        404
+    );
+    assert_eq!(delete(&svc, &alice, &file).await, 404, "deleted already");
+    let (_, songs) = svc.get_json(&alice, "/songs").await;
+    let listed: Vec<&str> = songs["songs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{songs}"))
+        .iter()
+        .map(|s| s["file_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [kept.as_str()]);
+    let url = output["url"].as_str().unwrap();
+    let url = if url.starts_with("http") {
+        url.to_string()
+    } else {
+        svc.url(url)
+    };
+    let r = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a link to a deleted output");
+    let key: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT data_key FROM file_keys WHERE file_id = $1")
+            .bind(&file)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(key, None, "the data key is destroyed");
+    assert_eq!(db_mentions(&pool, "Grandmas").await, Vec::<String>::new());
+    assert_eq!(
+        topics_mentioning(&brokers, "Grandmas"),
+        Vec::<String>::new()
+    );
+
+    // A rebuild from the topics brings none of it back, and still opens the kept song's name.
+    rebuild(&svc, &pool).await;
+    assert_eq!(rows_of(&pool, &file).await, Vec::<(String, i64)>::new());
+    assert_eq!(db_mentions(&pool, "Grandmas").await, Vec::<String>::new());
+    let (code, st) = svc.get_json(&alice, &format!("/status/{kept}")).await;
+    assert_eq!(code, 200);
+    assert_eq!(st["file"]["filename"], KEPT_NAME);
+    assert_eq!(
+        svc.get_json(&alice, &format!("/status/{file}")).await.0,
+        404
+    );
+
+    // The same content again: the same id, a new key, a new life; the erased one stays gone.
+    let again = svc.ready_file(&alice, "Again-Hn2p.wav", wav(440.0)).await;
+    assert_eq!(again, file);
+    let (_, st) = svc.get_json(&alice, &format!("/status/{file}")).await;
+    assert_eq!(st["file"]["filename"], "Again-Hn2p.wav");
+    assert_eq!(st["jobs"], json!([]), "{st:#}");
+    assert_eq!(db_mentions(&pool, "Grandmas").await, Vec::<String>::new());
+
+    pool.close().await;
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_song_while_its_job_runs_cancels_the_job_and_leaves_no_output() {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    // The sweeper erases what the canceled worker may still write after the deletion.
+    cfg.http.sweep_interval_seconds = 1;
+    let svc = Services::start(cfg).await;
+    let alice = svc.token("alice", &[]);
+    // Two minutes at a 1 ms hop: tracking lasts far longer than the test waits.
+    let file = svc
+        .ready_file(&alice, "long.wav", melody_wav(&[(330.0, 120.0)], 16_000, 1))
+        .await;
+    let (code, job) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "pitch", "variation": "tiny", "params": {"hop_ms": 1.0}}),
+        )
+        .await;
+    assert_eq!(code, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    svc.wait_job(&alice, &file, &job_id, |j| {
+        j["progress"].as_f64().unwrap_or(0.0) > 2.0
+    })
+    .await;
+
+    assert_eq!(delete(&svc, &alice, &file).await, 204);
+    let brokers = svc.cfg.kafka.brokers.clone();
+    let canceled = |brokers: String, job_id: String| async move {
+        read_topic(&brokers, JOB_EVENTS).iter().any(|d| {
+            roar_schemas::decode::<JobEvent>(d.payload.as_deref().unwrap_or_default())
+                .is_ok_and(|e| e.job_id == job_id && matches!(e.body, JobBody::Canceled { .. }))
+        })
+    };
+    wait_until("the worker confirms the cancel", || {
+        canceled(brokers.clone(), job_id.clone())
+    })
+    .await;
+    let no_completion = !read_topic(&brokers, JOB_EVENTS).iter().any(|d| {
+        roar_schemas::decode::<JobEvent>(d.payload.as_deref().unwrap_or_default())
+            .is_ok_and(|e| e.job_id == job_id && matches!(e.body, JobBody::Completed { .. }))
+    });
+    assert!(no_completion, "the job ran to its end");
+    wait_until("no object of the file is left", || async {
+        objects_of(&infra, &file).is_empty()
+    })
+    .await;
+    let (code, v): (u16, Value) = svc.get_json(&alice, &format!("/status/{file}")).await;
+    assert_eq!(code, 404, "{v}");
+    svc.stop().await;
+}
