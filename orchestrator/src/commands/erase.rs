@@ -69,16 +69,16 @@ pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiE
         },
         sealed: None,
     };
-    keys::erase(s.read.pool(), file_id, event.meta.occurred_at)
+    keys::erase(&s.db, file_id, event.meta.occurred_at)
         .await
         .map_err(key_error)?;
     let objects = erase_objects(s, file_id).await?;
-    roar_projections::purge_retired(s.read.pool(), file_id).await?;
+    roar_projections::purge_retired(&s.db, file_id).await?;
     // The same content may be uploaded again (the same id, a new key and a new life).
     for table in ["upload_registrations", "upload_claims"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE file_id = $1"))
             .bind(file_id)
-            .execute(s.read.pool())
+            .execute(&s.db)
             .await?;
     }
     // Its bytes no longer count against the owner's storage (jobs requested today still count).
@@ -86,7 +86,7 @@ pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiE
         "DELETE FROM quota_admissions WHERE ref_id = $1 AND kind IN ('upload', 'registration')",
     )
     .bind(file_id)
-    .execute(s.read.pool())
+    .execute(&s.db)
     .await?;
     super::files::send(s, event).await?;
     tracing::info!(%file_id, jobs_canceled = canceled, objects, "file deleted and its key destroyed");

@@ -33,7 +33,7 @@ async fn emit(
 /// with the file's data key, which is durable in Postgres before the event can be read.
 pub(crate) async fn send(s: &AppState, mut event: FileEvent) -> Result<String, ApiError> {
     if keys::has_personal_fields(&event) {
-        let key = keys::key_for_sealing(s.read.pool(), &event.file_id)
+        let key = keys::key_for_sealing(&s.db, &event.file_id)
             .await
             .map_err(super::erase::key_error)?;
         keys::seal(&mut event, &key).map_err(super::erase::key_error)?;
