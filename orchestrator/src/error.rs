@@ -92,6 +92,17 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A file's data key could not be read or written (`roar_projections::keys`): the database's
+/// errors are retryable like any read-model error, the rest are ours.
+impl From<roar_projections::keys::KeyError> for ApiError {
+    fn from(e: roar_projections::keys::KeyError) -> Self {
+        match e {
+            roar_projections::keys::KeyError::Db(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_code();

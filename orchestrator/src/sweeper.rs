@@ -111,9 +111,7 @@ pub(crate) async fn sweep(s: &AppState) -> Result<Option<Swept>, crate::ApiError
     }
     // A worker that was mid-write when its file was deleted may have written after the
     // deletion erased the file's objects: erase them again while such a write can still land.
-    let recently = roar_projections::keys::erased_since(&s.db, cutoff, BATCH as i64)
-        .await
-        .map_err(commands::erase::key_error)?;
+    let recently = roar_projections::keys::erased_since(&s.db, cutoff, BATCH as i64).await?;
     for file_id in recently {
         swept.objects += commands::erase::erase_objects(s, &file_id).await?;
     }

@@ -69,9 +69,7 @@ pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiE
         },
         sealed: None,
     };
-    keys::erase(&s.db, file_id, event.meta.occurred_at)
-        .await
-        .map_err(key_error)?;
+    keys::erase(&s.db, file_id, event.meta.occurred_at).await?;
     let objects = erase_objects(s, file_id).await?;
     roar_projections::purge_retired(&s.db, file_id).await?;
     // The same content may be uploaded again (the same id, a new key and a new life).
@@ -116,11 +114,4 @@ pub(crate) async fn erase_objects(s: &AppState, file_id: &str) -> Result<usize, 
         }
     }
     Ok(n)
-}
-
-pub(crate) fn key_error(e: keys::KeyError) -> ApiError {
-    match e {
-        keys::KeyError::Db(e) => e.into(),
-        other => ApiError::internal(other),
-    }
 }

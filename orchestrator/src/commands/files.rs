@@ -33,10 +33,8 @@ async fn emit(
 /// with the file's data key, which is durable in Postgres before the event can be read.
 pub(crate) async fn send(s: &AppState, mut event: FileEvent) -> Result<String, ApiError> {
     if keys::has_personal_fields(&event) {
-        let key = keys::key_for_sealing(&s.db, &event.file_id)
-            .await
-            .map_err(super::erase::key_error)?;
-        keys::seal(&mut event, &key).map_err(super::erase::key_error)?;
+        let key = keys::key_for_sealing(&s.db, &event.file_id).await?;
+        keys::seal(&mut event, &key)?;
     }
     let (p, o) = s.producer.send(FILES, &event.file_id, &event).await?;
     Ok(consistency_token(FILES, p, o))
