@@ -263,6 +263,9 @@ impl KeyState {
     }
 }
 
+/// A `file_keys` row: file id, data key (none once destroyed), erasure mark.
+type KeyRow = (String, Option<Vec<u8>>, Option<DateTime<Utc>>);
+
 /// The key state of `file_ids`, from `table` (the live model's `file_keys`, qualified when
 /// read from a rebuild's side schema). Files without a row have none.
 pub(crate) async fn load<'e>(
@@ -273,7 +276,7 @@ pub(crate) async fn load<'e>(
     if file_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, Option<Vec<u8>>, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
+    let rows: Vec<KeyRow> = sqlx::query_as(&format!(
         "SELECT file_id, data_key, erased_before FROM {table} WHERE file_id = ANY($1)"
     ))
     .bind(file_ids)
