@@ -317,6 +317,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/songs/{file_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * `DELETE /songs/{file_id}`: deletes a song for good (its owner, or an admin). Its jobs are
+         *     canceled, its objects erased, its rows removed once the deletion is projected, and the data
+         *     key that sealed its name in the event log is destroyed, so no rebuild brings any of it back
+         *     (docs/security.md, "Deletion").
+         */
+        delete: operations["delete_song"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/status/{file_id}": {
         parameters: {
             query?: never;
@@ -3902,6 +3924,73 @@ export interface operations {
             };
             /** @description The token is missing, malformed, forged, expired, or for another audience. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description Over the per-user rate limit (`http.rate_limit_per_second`, `http.rate_limit_burst`;
+             *     `rate_limited`), or, where the route creates work, over a quota (`jobs_in_flight`,
+             *     `jobs_per_day`, `pending_uploads`: `GET /me/usage` shows them; `webhooks`:
+             *     `webhooks.max_per_user`).
+             */
+            429: {
+                headers: {
+                    /** @description seconds until a request is allowed again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description A dependency (broker, read model, object store) is unavailable, token verification
+             *     is not configured, or the request was not answered within
+             *     `http.request_timeout_seconds` (`timeout`); retry later.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_song: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted: work canceled, objects erased, key destroyed; the rows go when the deletion is projected (until then a second DELETE repeats it, then 404) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The token is missing, malformed, forged, expired, or for another audience. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such song, another user's, or deleted already */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
