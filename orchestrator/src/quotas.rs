@@ -11,6 +11,11 @@
 //!
 //! An admission is reflected once the read model's row for its job or file was updated at or
 //! after it (the event's own time is the admission's, or later).
+//!
+//! A pipeline (a preset, or a job on an output of a job not completed yet) is admitted as a
+//! whole when it is requested ([`admit_jobs`]): every step that will run counts at once, or the
+//! request is refused. The process manager then requests the steps without asking again: a
+//! pipeline once accepted runs to its end instead of stopping halfway on a limit.
 
 use chrono::{DateTime, Utc};
 use roar_schemas::{FileStatus, JobStatus};
@@ -48,7 +53,8 @@ impl Kind {
 pub(crate) struct Admission {
     owner: String,
     kind: Kind,
-    ref_id: String,
+    /// One id, or a pipeline's jobs admitted together.
+    ref_ids: Vec<String>,
     at: DateTime<Utc>,
 }
 
@@ -57,17 +63,17 @@ impl Admission {
     pub(crate) async fn release(self, s: &AppState) {
         let done = sqlx::query(
             "DELETE FROM quota_admissions
-             WHERE owner = $1 AND kind = $2 AND ref_id = $3 AND admitted_at = $4",
+             WHERE owner = $1 AND kind = $2 AND ref_id = ANY($3) AND admitted_at = $4",
         )
         .bind(&self.owner)
         .bind(self.kind.as_str())
-        .bind(&self.ref_id)
+        .bind(&self.ref_ids)
         .bind(self.at)
         .execute(&s.db)
         .await;
         // It then counts until it ages out of the window: a refusal too many, never one short.
         if let Err(e) = done {
-            tracing::warn!(error = %e, ref_id = %self.ref_id, "quota admission not released");
+            tracing::warn!(error = %e, ref_ids = ?self.ref_ids, "quota admission not released");
         }
     }
 }
@@ -179,6 +185,29 @@ pub(crate) async fn admit(
     bytes: u64,
     at: DateTime<Utc>,
 ) -> Result<Admission, ApiError> {
+    admit_all(s, owner, kind, vec![ref_id.to_string()], bytes, at).await
+}
+
+/// Admits the jobs `job_ids` of one pipeline together at `at`, or none of them: refused when
+/// they would take `owner` past a job limit.
+pub(crate) async fn admit_jobs(
+    s: &AppState,
+    owner: &str,
+    job_ids: Vec<String>,
+    at: DateTime<Utc>,
+) -> Result<Admission, ApiError> {
+    admit_all(s, owner, Kind::Job, job_ids, 0, at).await
+}
+
+async fn admit_all(
+    s: &AppState,
+    owner: &str,
+    kind: Kind,
+    ref_ids: Vec<String>,
+    bytes: u64,
+    at: DateTime<Utc>,
+) -> Result<Admission, ApiError> {
+    let n = ref_ids.len() as u64;
     let mut tx = s.db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('roar-quota:' || $1, 0))")
         .bind(owner)
@@ -186,15 +215,24 @@ pub(crate) async fn admit(
         .await?;
     let u = count(&mut tx, owner).await?;
     let q = &s.cfg.quota;
-    let over = |limit: u64, used: u64| limit > 0 && used >= limit;
+    let over = |limit: u64, used: u64| limit > 0 && used.saturating_add(n) > limit;
+    // What a pipeline's refusal adds to the message: its size against the limit.
+    let steps = |limit: u64| {
+        if n > 1 {
+            format!(" (this pipeline has {n} jobs to run; the limit is {limit})")
+        } else {
+            String::new()
+        }
+    };
     match kind {
         Kind::Job if over(q.jobs_in_flight, u.jobs_in_flight) => {
             return Err(ApiError::Limit {
                 code: "jobs_in_flight",
                 message: format!(
-                    "{} of your jobs are queued or running, the most allowed at once; retry \
+                    "{} of your jobs are queued or running, the most allowed at once{}; retry \
                      when one has finished",
-                    u.jobs_in_flight
+                    u.jobs_in_flight,
+                    steps(q.jobs_in_flight)
                 ),
             })
         }
@@ -202,8 +240,9 @@ pub(crate) async fn admit(
             return Err(ApiError::Limit {
                 code: "jobs_per_day",
                 message: format!(
-                    "you requested {} jobs in the last 24 hours, the most allowed; retry later",
-                    u.jobs_today
+                    "you requested {} jobs in the last 24 hours, the most allowed{}; retry later",
+                    u.jobs_today,
+                    steps(q.jobs_per_day)
                 ),
             })
         }
@@ -226,11 +265,11 @@ pub(crate) async fn admit(
     }
     sqlx::query(
         "INSERT INTO quota_admissions (owner, kind, ref_id, bytes, admitted_at)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT $1, $2, r, $4, $5 FROM unnest($3::text[]) AS r",
     )
     .bind(owner)
     .bind(kind.as_str())
-    .bind(ref_id)
+    .bind(&ref_ids)
     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
     .bind(at)
     .execute(&mut *tx)
@@ -239,7 +278,7 @@ pub(crate) async fn admit(
     Ok(Admission {
         owner: owner.to_string(),
         kind,
-        ref_id: ref_id.to_string(),
+        ref_ids,
         at,
     })
 }

@@ -6,7 +6,7 @@
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::support::{fixture, sha256_hex, Infra, Services};
+use crate::support::{find_job, fixture, sha256_hex, Infra, Services};
 
 async fn request_job(svc: &Services, token: &str, file: &str, seconds: u32) -> (u16, Value) {
     let body = json!({"file_id": file, "model": "musicgen", "params": {"duration": seconds}});
@@ -130,5 +130,79 @@ async fn quotas_refuse_bursts_and_show_in_usage() {
         flac.len() + 3,
         "the pending upload reserves its size: {u}"
     );
+    svc.stop().await;
+}
+
+/// A pipeline (here a preset) is admitted as a whole when it is requested: all the jobs it will
+/// run count against `jobs_in_flight` and `jobs_per_day` at once, or it is refused and nothing
+/// is emitted. The process manager then requests the steps without asking again, and the
+/// projected steps do not count twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipeline_counts_every_step_when_it_is_requested() {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    cfg.processor.models_dir = infra.dir.path().join("no-models");
+    cfg.http.rate_limit_per_second = 0.0;
+    cfg.quota.jobs_in_flight = 3;
+    cfg.quota.jobs_per_day = 4;
+    let svc = Services::start(cfg).await;
+    let alice = svc.token("alice", &[]);
+    let file = svc
+        .ready_file(&alice, "sine.wav", fixture("sine.wav"))
+        .await;
+    let preset = |name: &str| json!({"file_id": file, "preset": name});
+    let usage = || async {
+        let (_, u) = svc.get_json(&alice, "/me/usage").await;
+        (u["jobs_in_flight"].as_u64(), u["jobs_today"].as_u64())
+    };
+
+    // Karaoke runs four jobs: more than three in flight, refused whole.
+    let (code, v) = svc.post_json(&alice, "/process", &preset("karaoke")).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (429, Some("jobs_in_flight")),
+        "{v}"
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("this pipeline has 4 jobs to run"),
+        "{v}"
+    );
+    assert_eq!(usage().await, (Some(0), Some(0)));
+
+    // Lyrics runs three: all three count at once, before anything is projected.
+    let (code, v) = svc.post_json(&alice, "/process", &preset("lyrics")).await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(usage().await, (Some(3), Some(3)));
+    let jobs: Vec<String> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(jobs.len(), 3, "{v}");
+    // Once the steps are projected (and the manager requested the first), still three.
+    let st = svc
+        .wait_for(&alice, &file, |st| {
+            jobs.iter().all(|j| find_job(st, j).is_some())
+        })
+        .await;
+    assert_eq!(st["pipelines"].as_array().unwrap().len(), 1, "{st:#}");
+    assert_eq!(usage().await, (Some(3), Some(3)));
+
+    // One more job of any kind is past the limit, as a pipeline or alone.
+    let (code, v) = svc.post_json(&alice, "/process", &preset("stems")).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (429, Some("jobs_in_flight")),
+        "{v}"
+    );
+    let (code, v) = request_job(&svc, &alice, &file, 5).await;
+    assert_eq!((code, v["code"].as_str()), (429, Some("jobs_in_flight")));
+    let (_, st) = svc.get_json(&alice, &format!("/status/{file}")).await;
+    assert_eq!(st["pipelines"].as_array().unwrap().len(), 1, "{st:#}");
+    assert_eq!(usage().await, (Some(3), Some(3)));
     svc.stop().await;
 }

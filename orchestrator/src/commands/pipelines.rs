@@ -17,6 +17,7 @@ use roar_schemas::{
 use super::jobs::{self, Requested};
 use super::{actor, cancel, consistency_token};
 use crate::middleware::{current_request_id, User};
+use crate::quotas::Admission;
 use crate::views::{
     JobInputView, JobRequestView, Outcome, PipelineCancelAccepted, PipelineRequestView,
     PipelineStepView, PipelineView, StepInputView,
@@ -119,8 +120,18 @@ async fn emit(
             emitted: false,
         });
     }
+    let meta = EventMeta::new(current_request_id(), actor(user));
+    // Every step that will run counts against the owner's quota now, all or none (429 when
+    // they do not fit): the process manager requests them later without asking again.
+    let admission = match admit_steps(s, file, &steps, meta.occurred_at).await {
+        Ok(a) => a,
+        Err(e) => {
+            s.pending.release(&pipeline_id);
+            return Err(e);
+        }
+    };
     let ev = PipelineEvent {
-        meta: EventMeta::new(current_request_id(), actor(user)),
+        meta,
         pipeline_id: pipeline_id.clone(),
         file_id: file.file_id.clone(),
         owner: file.owner.clone(),
@@ -143,10 +154,36 @@ async fn emit(
             })
         }
         Err(e) => {
+            if let Some(a) = admission {
+                a.release(s).await;
+            }
             s.pending.release(&pipeline_id);
             Err(e.into())
         }
     }
+}
+
+/// Admits the jobs of `steps` that will run: not those the read model shows queued, running
+/// (counted already) or completed (their worker skips them). None when no step will run.
+async fn admit_steps(
+    s: &AppState,
+    file: &FileRow,
+    steps: &[PipelineStep],
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Admission>, ApiError> {
+    let mut to_run = Vec::with_capacity(steps.len());
+    for st in steps {
+        match s.read.job(&st.job_id).await? {
+            Some(j) if !j.status.is_closed() => {}
+            _ => to_run.push(st.job_id.clone()),
+        }
+    }
+    if to_run.is_empty() {
+        return Ok(None);
+    }
+    crate::quotas::admit_jobs(s, &file.owner, to_run, at)
+        .await
+        .map(Some)
 }
 
 /// `POST /process {file_id, preset}`: the preset's steps as one pipeline.
