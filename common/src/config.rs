@@ -142,6 +142,11 @@ pub struct HttpConfig {
     /// Longest a request body may stall between two chunks, in seconds (the upload ends with
     /// 400 beyond).
     pub body_idle_timeout_seconds: u64,
+    /// Longest a client may take to send a request's head (request line and headers), in
+    /// seconds, from the connection's start or the end of its previous request: the
+    /// connection is closed beyond (slowloris). Also how long an idle keep-alive connection
+    /// stays open.
+    pub header_read_timeout_seconds: u64,
     /// How often the orchestrator sweeps expired direct uploads and leftover temporary objects,
     /// in seconds; 0 disables the sweeper.
     pub sweep_interval_seconds: u64,
@@ -426,6 +431,7 @@ impl Default for HttpConfig {
             sse_max_streams_per_user: 16,
             request_timeout_seconds: 30,
             body_idle_timeout_seconds: 30,
+            header_read_timeout_seconds: 10,
             sweep_interval_seconds: 300,
             upload_grace_seconds: 3600,
             as_of_max_events: 10_000,
@@ -691,6 +697,9 @@ impl Config {
         }
         if self.http.body_idle_timeout_seconds < 1 {
             return bad("http.body_idle_timeout_seconds must be ≥ 1".into());
+        }
+        if self.http.header_read_timeout_seconds < 1 {
+            return bad("http.header_read_timeout_seconds must be ≥ 1".into());
         }
         if self.http.as_of_max_events < 1 {
             return bad("http.as_of_max_events must be ≥ 1".into());

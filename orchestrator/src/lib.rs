@@ -14,6 +14,7 @@ pub mod openapi;
 mod quotas;
 mod ratelimit;
 mod routes;
+mod server;
 mod state;
 mod status_cache;
 mod streams;
@@ -62,11 +63,10 @@ pub async fn serve(
         .spawn(state.read.clone(), &state.notifier, poll, cancel.clone());
     state.auth.start_jwks(cancel.clone()).await;
     tracing::info!(%addr, "orchestrator listening");
-    // `into_make_service` resolves the routes once. Handing `serve` the router itself resolved
-    // them again for every connection: a deep copy of every route, its middleware and state
-    // that lived as long as the connection (most of an idle SSE stream's memory, see
-    // docs/benchmarks.md).
-    axum::serve(listener, router(state).into_make_service())
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    // The router is built once and shared by every connection (a clone is a reference count):
+    // never resolved again per connection, which kept a deep copy of every route, its
+    // middleware and state for an idle SSE stream's life (see docs/benchmarks.md).
+    let header_read = std::time::Duration::from_secs(state.cfg.http.header_read_timeout_seconds);
+    server::run(listener, router(state), header_read, cancel).await;
+    Ok(())
 }

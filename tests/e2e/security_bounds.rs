@@ -1,8 +1,8 @@
 //! Issue 21, hole 8: nothing bounded how long a request or its body could take, abandoned
 //! direct uploads stayed pending (and their staged bytes stored) for ever, and `?as_of=` folded
 //! however much history a file had. Each is attacked here from outside: a body that stalls, a
-//! request stuck on a locked table, uploads registered and abandoned, leftovers in the store,
-//! and `as_of` reads out of range.
+//! request stuck on a locked table, a request head sent byte by byte (slowloris), uploads
+//! registered and abandoned, leftovers in the store, and `as_of` reads out of range.
 
 use std::time::Duration;
 
@@ -30,6 +30,32 @@ async fn stalled_put(base: &str, path_and_query: &str, body: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Opens a connection and sends a request's head one byte every 100 ms (a minute for the whole
+/// head), never finishing it; returns what the server sent before it closed the connection.
+async fn dribbled_head(base: &str) -> String {
+    let addr = base.trim_start_matches("http://").to_string();
+    let conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
+    let reader = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = rd.read_to_end(&mut answer).await;
+        answer
+    });
+    let head = format!(
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}",
+        "a".repeat(600)
+    );
+    for b in head.bytes() {
+        if reader.is_finished() || wr.write_all(&[b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    let answer = answer.expect("the server waited for the whole dribbled head");
+    String::from_utf8_lossy(&answer.unwrap()).into_owned()
+}
+
 async fn register(svc: &Services, token: &str, bytes: &[u8], name: &str) -> Value {
     let req = json!({"filename": name, "size": bytes.len(), "sha256": sha256_hex(bytes)});
     let (code, reg) = svc.post_json(token, "/upload", &req).await;
@@ -45,9 +71,20 @@ async fn a_stalled_body_and_a_stuck_request_end_with_an_answer() {
     cfg.http.request_timeout_seconds = 2;
     cfg.http.consistency_wait_ms = 500;
     cfg.http.sweep_interval_seconds = 0;
+    cfg.http.header_read_timeout_seconds = 1;
     let svc = Services::start(cfg).await;
     let alice = svc.token("alice", &[]);
     let audio = fixture("sine.flac");
+
+    // A head sent byte by byte (slowloris) is cut off after the header read timeout: the
+    // connection is closed without an answer, long before the head would be complete.
+    let started = std::time::Instant::now();
+    let answer = dribbled_head(&svc.base).await;
+    assert_eq!(answer, "", "no answer to a head that never completed");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "closed after {took:?}");
+    let (code, _) = svc.get_json(&alice, "/me/usage").await;
+    assert_eq!(code, 200, "the server still serves other clients");
     let reg = register(&svc, &alice, &audio, "song.flac").await;
     let file = reg["file_id"].as_str().unwrap().to_string();
     let url = reg["upload_url"].as_str().unwrap();
