@@ -18,7 +18,6 @@ cd "$(dirname "$0")/.."
 N=${1:-20000}
 C=${2:-32}
 S=${3:-10000}
-for d in /usr/lib/postgresql/*/bin; do PATH=$d:$PATH; done
 # Every SSE stream is a socket at both ends.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((S + 1000)) ]; then
@@ -26,30 +25,8 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((S + 1000)) ]; then
   exit 1
 fi
 
-BIN=${BENCH_BIN:-}
-[ -n "$BIN" ] || BIN=$(cargo bench -q --profile "${BENCH_PROFILE:-bench}" --bench api_load --no-run --message-format=json | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "api_load":
-        print(m["executable"])
-')
-[ -x "$BIN" ] || { echo "bench-api: cargo did not report the api_load bench binary" >&2; exit 1; }
-
-DIR=$(mktemp -d)
-mkfifo "$DIR/stdin"
-"$BIN" serve <"$DIR/stdin" >"$DIR/serve.out" 2>"$DIR/serve.err" &
-SERVER=$!
-exec 3>"$DIR/stdin" # the server serves until this closes
-trap 'exec 3>&-; wait $SERVER 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 1200); do
-  grep -q '^{"base"' "$DIR/serve.out" && break
-  kill -0 $SERVER 2>/dev/null || { cat "$DIR/serve.err" >&2; exit 1; }
-  sleep 0.1
-done
-LINE=$(grep -m1 '^{"base"' "$DIR/serve.out") || { echo "bench-api: the server did not start" >&2; exit 1; }
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$LINE" "$1"; }
-BASE=$(field base) TOKEN=$(field token) FILE=$(field file_id)
+. scripts/api-stack.sh
+api_stack_start "${BENCH_PROFILE:-bench}"
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
