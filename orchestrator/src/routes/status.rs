@@ -113,8 +113,9 @@ async fn check_as_of(s: &AppState, file_id: &str, t: DateTime<Utc>) -> Result<()
 }
 
 /// `GET /status/{file_id}[?after=token][&as_of=time]`: the file and every job on it, outputs
-/// with links. A plain read is answered from [`crate::status_cache`] while the projection has
-/// not changed since the body was rendered.
+/// with links.
+// A plain read is answered from `crate::status_cache` while the projection has not changed
+// since the body was rendered (not in the doc comment: that one is the OpenAPI summary).
 #[utoipa::path(get, path = "/status/{file_id}", tag = "status",
     params(FilePath, StatusQuery),
     responses(
