@@ -90,6 +90,9 @@ fn dev_secret(dir: &Path, name: &str) -> Result<String> {
     Ok(s)
 }
 
+/// `kafka.idle_pause_ms` under `roar dev` when the configuration leaves it unset.
+const DEV_IDLE_PAUSE_MS: u64 = 1000;
+
 /// The file in dev.dir holding the token key `roar dev` made.
 pub const TOKEN_KEY_FILE: &str = "dev-secret";
 
@@ -188,6 +191,10 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
         }
     }
 
+    // Every role runs in this process, so an event wakes its idle consumer at once: pausing
+    // idle consumers costs no latency here and spares the broker a fetch per consumer every
+    // few milliseconds.
+    cfg.kafka.idle_pause_ms.get_or_insert(DEV_IDLE_PAUSE_MS);
     if cfg.storage.url == roar_common::config::StorageConfig::default().url {
         cfg.storage.url = format!("file://{}", dir.join("store").display());
     }

@@ -185,6 +185,16 @@ pub struct KafkaConfig {
     /// (every consumer tolerates a repeat) and one request is in flight per connection, so a
     /// partition keeps its order.
     pub idempotence: bool,
+    /// A consumer that has seen no message for this long pauses its partitions (no fetches
+    /// at all) until this process produces to one of its topics or `idle_peek_ms` passes; 0
+    /// never pauses. Unset: 1000 under `roar dev` (one process, so an event wakes its
+    /// consumer at once), 0 elsewhere (roles in separate processes would see each other's
+    /// events only at the next peek).
+    pub idle_pause_ms: Option<u64>,
+    /// How often a paused consumer looks for events produced by another process (a resume of
+    /// at least 500 ms); bounds their extra delay on an idle topic. Each look costs the fetches
+    /// of that half second, so a shorter period raises the idle cost.
+    pub idle_peek_ms: u64,
     /// TLS and SASL of the broker connection (`kafka.security.*`).
     pub security: KafkaSecurity,
 }
@@ -451,6 +461,8 @@ impl Default for KafkaConfig {
             commit_interval_ms: 1_000,
             max_handler_attempts: 8,
             idempotence: true,
+            idle_pause_ms: None,
+            idle_peek_ms: 10_000,
             security: KafkaSecurity::default(),
         }
     }
@@ -640,6 +652,17 @@ impl Config {
                 "kafka.partitions must be ≥ 1, got {}",
                 self.kafka.partitions
             ));
+        }
+        if !(1000..=600_000).contains(&self.kafka.idle_peek_ms) {
+            return bad(format!(
+                "kafka.idle_peek_ms must be in 1000..=600000, got {}",
+                self.kafka.idle_peek_ms
+            ));
+        }
+        if matches!(self.kafka.idle_pause_ms, Some(ms) if ms > 0 && ms < 500) {
+            // A resumed member needs a few hundred ms to fetch again: a shorter pause would
+            // pause it before that fetch, and the event would wait for the next peek.
+            return bad("kafka.idle_pause_ms must be 0 or ≥ 500".into());
         }
         if !self.processor.progress_per_second.is_finite()
             || self.processor.progress_per_second <= 0.0

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use roar_common::config::KafkaConfig;
-use roar_common::kafka::{client_config, Delivery, EventProducer};
+use roar_common::kafka::{client_config, Delivery, EventProducer, IdleGate};
 use roar_common::Config;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -46,10 +46,11 @@ pub async fn run(
         keys_table: crate::keys::TABLE.to_string(),
     };
     let batching = Batching::from(cfg);
+    let mut gate = IdleGate::new(&cfg.kafka, &projected_topics(), cfg.projector.fetch_wait_ms);
     // The next batch is gathered (and librdkafka's queue drained) while the current one is in
     // its transaction, so the process is not idle while Postgres works, nor Postgres while the
     // process decodes. Batches still apply strictly in order, one transaction at a time.
-    let mut pending = next_batch(&consumer, &batching, &cancel, None).await;
+    let mut pending = next_batch(&consumer, &batching, &cancel, None, &mut gate).await;
     while let Some(batch) = pending {
         let applying = async {
             let done = apply_until_done(&sink, &batch, &cancel)
@@ -60,7 +61,8 @@ pub async fn run(
             }
             done
         };
-        let (done, next) = tokio::join!(applying, next_batch(&consumer, &batching, &cancel, None));
+        let next = next_batch(&consumer, &batching, &cancel, None, &mut gate);
+        let (done, next) = tokio::join!(applying, next);
         if !done {
             break;
         }
@@ -120,18 +122,20 @@ impl From<&Config> for Batching {
 
 /// Waits for the next batch; `None` once `cancel` fires, an empty batch if no event came
 /// within `idle` (when given). Dropping `recv` early is safe: a message is taken off the queue
-/// only when it is returned.
+/// only when it is returned. `gate` pauses the partitions while nothing comes.
 pub(crate) async fn next_batch(
     consumer: &StreamConsumer,
     b: &Batching,
     cancel: &CancellationToken,
     idle: Option<Duration>,
+    gate: &mut IdleGate,
 ) -> Option<Vec<Delivery>> {
     let idle_until = idle.map(|d| tokio::time::Instant::now() + d);
     let first = loop {
         let m = tokio::select! {
             _ = cancel.cancelled() => return None,
             _ = sleep_until(idle_until) => return Some(Vec::new()),
+            () = gate.step(consumer) => continue,
             m = consumer.recv() => m,
         };
         match m {
@@ -142,6 +146,7 @@ pub(crate) async fn next_batch(
             }
         }
     };
+    gate.busy();
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + b.linger;
     while batch.len() < b.size {

@@ -15,6 +15,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use roar_common::kafka::IdleGate;
 use roar_common::Config;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -221,9 +222,16 @@ async fn next_batch_within(
     cancel: &CancellationToken,
     idle: Duration,
 ) -> Option<Vec<roar_common::kafka::Delivery>> {
-    next_batch(consumer, batching, cancel, Some(idle))
-        .await
-        .filter(|b| !b.is_empty())
+    // A rebuild reads until it has caught up and then stops: it never idles long.
+    next_batch(
+        consumer,
+        batching,
+        cancel,
+        Some(idle),
+        &mut IdleGate::disabled(),
+    )
+    .await
+    .filter(|b| !b.is_empty())
 }
 
 /// Events below `target` that the rebuild does not hold yet.

@@ -35,6 +35,7 @@ mod api_upload_repeat;
 mod cli_device;
 mod cli_fetch;
 mod cli_token;
+mod consumer_idle;
 mod consumer_loop;
 mod consumer_rebalance;
 mod deploy_config;

@@ -5,7 +5,8 @@
 //! is safely in the dead-letter topic, so a crash redelivers rather than loses. The loop keeps
 //! polling while a handler runs, pausing the assigned partitions once a message arrives
 //! meanwhile, so a job that runs for an hour never trips `max.poll.interval.ms` and the member
-//! keeps its partitions.
+//! keeps its partitions. A member idle for `kafka.idle_pause_ms` pauses its partitions until
+//! this process produces to its topics or its next peek ([`super::idle`]).
 //!
 //! Rebalances: a message fetched for a partition this member has since lost is dropped, not
 //! processed (its new owner reads it from the committed offset), and an offset of a lost
@@ -30,6 +31,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use roar_schemas::{DeadLetter, DeadLetterKind, Event, EventMeta};
 use tokio_util::sync::CancellationToken;
 
+use super::idle::IdleGate;
 use super::rebalance::LoopContext;
 use super::{client_config, EventProducer, KafkaError};
 use crate::config::KafkaConfig;
@@ -186,6 +188,7 @@ pub async fn run_consumer(
     tracing::info!(group = %spec.group, topics = ?spec.topics, "consumer started");
 
     let ctx = consumer.context().clone();
+    let mut idle = IdleGate::new(&spec.kafka, &spec.topics, spec.fetch_wait_ms);
     let mut buffered: Buffer = VecDeque::new();
     // Offset to commit per partition, with the generation it was stored at.
     let mut stored: HashMap<(String, i32), (i64, u64)> = HashMap::new();
@@ -197,6 +200,7 @@ pub async fn run_consumer(
             }
             Some(d) => d,
             None => tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
                 m = consumer.recv() => match m {
                     Ok(m) => (ctx.generation(), Delivery::from_message(&m)),
@@ -206,9 +210,14 @@ pub async fn run_consumer(
                         continue;
                     }
                 },
+                () = idle.step(&consumer) => {
+                    idle.rebalanced(ctx.generation());
+                    continue;
+                }
             },
         };
 
+        idle.busy();
         let outcome = handle_with_retries(
             &spec,
             &consumer,
@@ -269,6 +278,8 @@ pub async fn run_consumer(
                 tracing::debug!(error = %e, topic = %delivery.topic, partition = delivery.partition, "offset not stored")
             }
         }
+        idle.rebalanced(ctx.generation());
+        idle.busy();
         if cancel.is_cancelled() {
             break;
         }

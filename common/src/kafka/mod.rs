@@ -7,6 +7,7 @@ mod admin;
 mod consumer;
 mod control;
 pub mod dlq;
+mod idle;
 mod producer;
 mod rebalance;
 mod watch;
@@ -14,6 +15,7 @@ mod watch;
 pub use admin::ensure_topics;
 pub use consumer::{run_consumer, send_dead_letter, ConsumerSpec, Delivery, HandleError, Handler};
 pub use control::{ControlFollower, LiveWorker, RunningGuard};
+pub use idle::{produced, IdleGate};
 pub use producer::EventProducer;
 pub use watch::BrokerWatch;
 

@@ -104,6 +104,8 @@ impl EventProducer {
         match self.inner.send(record, Duration::from_secs(30)).await {
             Ok(delivery) => {
                 metrics::counter!(EVENTS_PRODUCED, "topic" => topic.to_string()).increment(1);
+                // The broker has it: this process's idle consumers of the topic may fetch.
+                super::produced(topic);
                 Ok(delivery)
             }
             Err((e, _)) => Err(KafkaError::Delivery {
