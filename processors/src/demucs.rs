@@ -31,7 +31,7 @@ impl Demucs {
     pub fn new(models_dir: &Path) -> Result<Self, DemucsError> {
         // Process-wide, before any model memory exists: a demucs worker reuses its freed
         // tensor memory instead of faulting it in again for every segment.
-        if !roar_demucs::alloc::tune_allocator() {
+        if !crate::alloc::tune_allocator() {
             tracing::debug!("allocator settings not applied (not glibc)");
         }
         let dir = models_dir.join("demucs");

@@ -4,6 +4,7 @@
 //! models, each in its own module (`pitch`, `whisper`, `demucs`, `musicgen`, `gemma3n`: lyrics),
 //! and [`encode`] writes audio outputs (WAV, FLAC, MP3).
 
+pub mod alloc;
 pub mod audio;
 pub mod demucs;
 pub mod device;

@@ -41,7 +41,7 @@ fn main() {
     // What the demucs worker does at start-up; `--allocator default` measures glibc's defaults.
     let allocator = arg(&args, "--allocator", "tuned");
     if allocator == "tuned" {
-        assert!(roar_demucs::alloc::tune_allocator(), "mallopt refused");
+        roar_testkit::bench::with_worker_allocator();
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -7,7 +7,7 @@ use roar_demucs::{HTDemucs, HTDemucsConfig};
 fn main() {
     // As the worker runs it; ROAR_DEMUCS_DEFAULT_ALLOC=1 keeps glibc's defaults for comparison.
     if std::env::var_os("ROAR_DEMUCS_DEFAULT_ALLOC").is_none() {
-        roar_demucs::alloc::tune_allocator();
+        roar_testkit::bench::with_worker_allocator();
     }
     let cfg = HTDemucsConfig::htdemucs();
     let model = HTDemucs::random(&cfg, &Device::Cpu).unwrap();

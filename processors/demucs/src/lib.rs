@@ -10,19 +10,15 @@
 //!
 //! `unsafe` is kept to the modules that need it: `gemm` (matrix products over checked
 //! views), `parallel` (blocks of a buffer written by parallel tasks), `simd_x86` (dispatch to
-//! the CPU's vector extensions), the `*_x86` kernels (intrinsics) and `alloc_glibc` (the one
-//! foreign call, glibc's `mallopt`, behind the safe `alloc::tune_allocator`). Every other
-//! module is safe code over their safe interfaces: the compiler holds them to it
-//! (`unsafe_code` is denied but for the modules named here).
+//! the CPU's vector extensions) and the `*_x86` kernels (intrinsics). Every other module is
+//! safe code over their safe interfaces: the compiler holds them to it (`unsafe_code` is denied
+//! but for the modules named here). Process-wide allocator settings are the worker's
+//! (`roar_processors::alloc`), not this library's.
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod alloc;
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-mod alloc_glibc;
 pub mod apply;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]

@@ -7,12 +7,13 @@
 //! and fails when [`REQUIRE_AVX512`] asks for the AVX-512 one on a machine where it could not.
 //! With the `candle` feature, [`tensor`] compares candle tensors the same way; with `fuzz`,
 //! `fuzz` has the fuzz harnesses' strategies and runner; with `audio`, `audio` reads committed
-//! FLAC fixtures.
+//! FLAC fixtures. [`bench`] runs a benchmark with the demucs worker's allocator settings.
 
 use std::fmt;
 
 #[cfg(feature = "audio")]
 pub mod audio;
+pub mod bench;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 #[cfg(feature = "candle")]

@@ -1,4 +1,6 @@
-//! glibc allocator settings for a process that runs HTDemucs.
+//! glibc allocator settings for a worker process that runs HTDemucs. Process-wide settings
+//! belong to the process, not to the model library (roar-demucs keeps its `unsafe` to its
+//! kernels); the demucs bench gives glibc the same settings as tunables.
 //!
 //! A forward pass allocates and frees tensors of tens to hundreds of megabytes many times.
 //! By default glibc serves such blocks with fresh `mmap`s and unmaps them on free, so every
@@ -19,7 +21,15 @@ const TRIM_THRESHOLD: i32 = 1 << 30;
 pub fn tune_allocator() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        crate::alloc_glibc::set_large_block_heap(MMAP_THRESHOLD, TRIM_THRESHOLD)
+        // SAFETY: mallopt reads nothing but its two integer arguments and only changes
+        // allocator parameters, which glibc allows at any time, from any thread. One arena:
+        // inference runs on a worker thread, and a thread arena cannot hold blocks larger than
+        // its 64 MiB heaps, so those would be mmap'd again.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+                && libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
