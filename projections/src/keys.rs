@@ -367,9 +367,10 @@ mod tests {
     #[test]
     fn unsealed_events_open_unchanged_and_others_are_not_sealed() {
         let key = DataKey::generate().unwrap();
-        let mut old = uploaded("song.wav");
+        let written = uploaded("song.wav");
+        let mut old = written.clone();
         open(&mut old, &key).unwrap();
-        assert_eq!(old, uploaded("song.wav"));
+        assert_eq!(old, written);
         let mut deleted = FileEvent {
             body: FileBody::Deleted { reason: None },
             ..uploaded("x")

@@ -15,6 +15,7 @@
 //! A worker that was mid-write when its cancel arrived may still write an output after step 3:
 //! the sweeper erases the objects of recently deleted files again ([`erase_objects`]).
 
+use futures::stream::{self, StreamExt};
 use roar_projections::apply::FileRow;
 use roar_projections::keys;
 use roar_schemas::{EventMeta, FileBody, FileEvent};
@@ -37,6 +38,9 @@ fn folders(file_id: &str) -> [String; 3] {
     ]
 }
 
+/// Jobs canceled concurrently while a song is deleted.
+const CANCELS_AT_ONCE: usize = 32;
+
 /// Most objects deleted per listing; a folder is listed again until it is empty.
 const PAGE: usize = 500;
 
@@ -51,14 +55,26 @@ pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiE
             }
         }
     }
+    // Each cancel waits for the broker's acknowledgements: a song with many unfinished jobs
+    // would keep the caller waiting for them one by one.
+    let open: Vec<_> = s
+        .read
+        .jobs_for_file(file_id)
+        .await?
+        .into_iter()
+        .filter(|job| !job.status.is_terminal())
+        .collect();
+    let outcomes: Vec<_> = stream::iter(open)
+        .map(|job| async move { super::cancel::cancel(s, user, &job).await })
+        .buffer_unordered(CANCELS_AT_ONCE)
+        .collect()
+        .await;
     let mut canceled = 0;
-    for job in s.read.jobs_for_file(file_id).await? {
-        if !job.status.is_terminal() {
-            match super::cancel::cancel(s, user, &job).await {
-                Ok(_) => canceled += 1,
-                Err(ApiError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
+    for outcome in outcomes {
+        match outcome {
+            Ok(_) => canceled += 1,
+            Err(ApiError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     let event = FileEvent {

@@ -348,8 +348,7 @@ export interface paths {
         };
         /**
          * `GET /status/{file_id}[?after=token][&as_of=time]`: the file and every job on it, outputs
-         *     with links. A plain read is answered from [`crate::status_cache`] while the projection has
-         *     not changed since the body was rendered.
+         *     with links.
          */
         get: operations["status"];
         put?: never;
