@@ -44,7 +44,7 @@ pub async fn replay(cfg: &Config, spec: ReplaySpec) -> Result<ReplayReport> {
     let read = ReadModel::new(live_pool(cfg).await?);
     let producer = EventProducer::new(&cfg.kafka)?;
     let report = roar_orchestrator::commands::replay::replay(&read, &producer, &spec).await?;
-    producer.flush(Duration::from_secs(5));
+    producer.drain(Duration::from_secs(5)).await;
     for (file_id, job_id) in &report.requested {
         println!("requested {job_id} for {file_id}");
     }

@@ -258,7 +258,7 @@ async fn run_probe(cfg: Arc<Config>, ops: Ops, cancel: CancellationToken) -> Res
     started("probe");
     ops.mark_started();
     run_consumer(spec, handler, producer.clone(), cancel).await?;
-    producer.flush(Duration::from_secs(5));
+    producer.drain(Duration::from_secs(5)).await;
     Ok(())
 }
 

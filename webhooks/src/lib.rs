@@ -65,6 +65,6 @@ pub async fn run(
     let result = run_consumer(spec, handler, producer.clone(), cancel).await;
     stop_sending.cancel();
     let _ = sending.await;
-    producer.flush(Duration::from_secs(5));
+    producer.drain(Duration::from_secs(5)).await;
     Ok(result?)
 }

@@ -290,14 +290,24 @@ pub async fn run_consumer(
     // the consumer's close on drop: with auto-commit on, librdkafka commits the stored offsets
     // then (it refuses to store any for a partition this member no longer holds).
     stored.retain(|(topic, partition), (_, tag)| !ctx.revoked_since(topic, *partition, *tag));
-    if !stored.is_empty() {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), (offset, _)) in &stored {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), (offset, _)) in &stored {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    // The commit waits for the broker and dropping the consumer leaves its group (another round
+    // trip): both block, so they run on a blocking thread, not on the executor other tasks share.
+    let group = spec.group.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(group = %group, error = %e, "final commit failed; messages may be redelivered");
+            }
         }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-            tracing::warn!(group = %spec.group, error = %e, "final commit failed; messages may be redelivered");
-        }
+        drop(consumer);
+    })
+    .await;
+    if let Err(e) = closed {
+        tracing::warn!(group = %spec.group, error = %e, "closing the consumer failed");
     }
     tracing::info!(group = %spec.group, "consumer stopped");
     Ok(())

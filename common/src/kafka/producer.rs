@@ -115,8 +115,17 @@ impl EventProducer {
         }
     }
 
-    /// Waits for in-flight messages (shutdown).
+    /// Waits for in-flight messages (shutdown), blocking the calling thread: for code that is
+    /// not on the async executor (the CLI's one-shot commands).
     pub fn flush(&self, timeout: Duration) {
         let _ = self.inner.flush(timeout);
+    }
+
+    /// Waits for in-flight messages (shutdown) on a blocking thread: librdkafka's flush blocks
+    /// for up to `timeout`, which on the executor would stall every other task of the process
+    /// (the consumers still committing, the HTTP server still draining).
+    pub async fn drain(&self, timeout: Duration) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.flush(timeout)).await;
     }
 }

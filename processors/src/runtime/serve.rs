@@ -131,7 +131,7 @@ pub async fn serve(
     if let Some(gpu) = gpu {
         let _ = gpu.await;
     }
-    producer.flush(Duration::from_secs(5));
+    producer.drain(Duration::from_secs(5)).await;
     result
 }
 

@@ -68,7 +68,7 @@ pub async fn run(cfg: &Config, pool: PgPool, cancel: CancellationToken) -> Resul
     }
     tracing::info!("pipeline manager started");
     let result = run_consumer(spec, handler, producer.clone(), cancel).await;
-    producer.flush(Duration::from_secs(5));
+    producer.drain(Duration::from_secs(5)).await;
     result
 }
 
