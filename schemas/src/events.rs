@@ -763,13 +763,27 @@ pub struct ControlEvent {
     pub body: ControlBody,
 }
 
+impl ControlEvent {
+    /// The cancel of every job of `file_id` requested up to it, whatever their ids: `job_id`
+    /// is empty (a song's deletion sends one, not one per job). Keyed by the file id.
+    pub fn song_cancel(meta: EventMeta, file_id: &str, reason: impl Into<String>) -> Self {
+        Self {
+            meta,
+            job_id: String::new(),
+            body: ControlBody::CancelRequested {
+                file_id: file_id.to_string(),
+                reason: reason.into(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlBody {
-    CancelRequested {
-        file_id: String,
-        reason: String,
-    },
+    /// Stop job `job_id` of `file_id`; with an empty `job_id`, every job of `file_id` requested
+    /// up to this event ([`ControlEvent::song_cancel`]).
+    CancelRequested { file_id: String, reason: String },
     /// A processor instance is alive (sent every `interval_seconds`); `job_id` is empty.
     WorkerAlive {
         worker: String,

@@ -2,16 +2,18 @@
 //! processed (pitch, tiny), then deleted; its objects, its rows and every readable trace of its
 //! name are gone, in the live model and after `roar projector rebuild`, while the log's raw
 //! bytes never held the name at all. Another tenant's DELETE is a 404 that changes nothing; a
-//! deletion while a job runs cancels the job and leaves no output behind.
+//! deletion while a job runs cancels the job and leaves no output behind; a song with hundreds
+//! of queued jobs is deleted by one cancel for them all, which a worker started afterwards
+//! honours job by job.
 
 use std::path::Path;
 use std::time::Duration;
 
-use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS};
-use roar_schemas::{JobBody, JobEvent};
+use roar_schemas::topics::{jobs_topic, CONTROL, FILES, JOB_EVENTS, PIPELINES};
+use roar_schemas::{EventMeta, JobBody, JobEvent, JobRequested};
 use serde_json::{json, Value};
 
-use crate::support::{melody_wav, read_topic, topic_len, Infra, Services};
+use crate::support::{melody_wav, produce, read_topic, topic_len, Infra, Services};
 
 /// A name no audio, id or key can contain by chance.
 const SECRET_NAME: &str = "Grandmas-Surprise-Zq7x.wav";
@@ -200,7 +202,7 @@ async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebui
     assert_eq!(stream.status(), 200);
     let mut stream = crate::support::SseReader::new(stream);
 
-    assert_eq!(delete(&svc, &alice, &file).await, 204);
+    assert_eq!(delete(&svc, &alice, &file).await, 202);
     assert!(
         objects_of(&infra, &file).is_empty(),
         "{:?}",
@@ -310,7 +312,7 @@ async fn deleting_a_song_while_its_job_runs_cancels_the_job_and_leaves_no_output
     })
     .await;
 
-    assert_eq!(delete(&svc, &alice, &file).await, 204);
+    assert_eq!(delete(&svc, &alice, &file).await, 202);
     let brokers = svc.cfg.kafka.brokers.clone();
     let canceled = |brokers: String, job_id: String| async move {
         read_topic(&brokers, JOB_EVENTS).iter().any(|d| {
@@ -333,5 +335,178 @@ async fn deleting_a_song_while_its_job_runs_cancels_the_job_and_leaves_no_output
     .await;
     let (code, v): (u16, Value) = svc.get_json(&alice, &format!("/status/{file}")).await;
     assert_eq!(code, 404, "{v}");
+    svc.stop().await;
+}
+
+/// The job events on the log for the jobs `ids`, decoded.
+fn job_events(brokers: &str, ids: &std::collections::HashSet<String>) -> Vec<JobEvent> {
+    read_topic(brokers, JOB_EVENTS)
+        .iter()
+        .filter_map(|d| roar_schemas::decode::<JobEvent>(d.payload.as_deref()?).ok())
+        .filter(|e| ids.contains(&e.job_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_song_with_hundreds_of_queued_jobs_is_deleted_by_one_cancel_and_each_job_ends_canceled() {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    let models = cfg.processor.models_dir.clone();
+    // No model worker at first: the jobs stay queued, as on a busy or scaled-down cluster.
+    let no_models = infra.dir.path().join("no-models");
+    std::fs::create_dir_all(&no_models).unwrap();
+    cfg.processor.models_dir = no_models;
+    cfg.quota.jobs_in_flight = 0;
+    cfg.quota.jobs_per_day = 0;
+    cfg.http.rate_limit_per_second = 0.0;
+    let svc = Services::start(cfg).await;
+    let brokers = svc.cfg.kafka.brokers.clone();
+    let pool = sqlx::PgPool::connect(&infra.pg.url("roar")).await.unwrap();
+    let alice = svc.token("alice", &[]);
+    let file = svc
+        .ready_file(&alice, "many.wav", melody_wav(&[(440.0, 0.5)], 16_000, 1))
+        .await;
+
+    // 500 pitch jobs, 20 per request (the most one takes), all different.
+    let mut jobs = std::collections::HashSet::new();
+    for r in 0..25 {
+        let batch: Vec<Value> = (0..20)
+            .map(|i| {
+                let hop = 1.0 + 0.1 * f64::from(r * 20 + i);
+                json!({"file_id": file, "model": "pitch", "variation": "tiny", "params": {"hop_ms": hop}})
+            })
+            .collect();
+        let (code, body) = svc.post_json(&alice, "/process", &json!(batch)).await;
+        assert_eq!(code, 202, "{body}");
+        for j in body["jobs"].as_array().unwrap() {
+            jobs.insert(j["job_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(jobs.len(), 500);
+    // And a pipeline: pitch on the vocals of a separation that no worker has run yet.
+    let (code, chained) = svc
+        .post_json(
+            &alice,
+            "/process",
+            &json!({"file_id": file, "model": "pitch", "input": {"model": "demucs", "output": "vocals"}}),
+        )
+        .await;
+    assert_eq!(code, 202, "{chained}");
+    let step = chained["job_id"].as_str().unwrap().to_string();
+    let upstream = chained["input"]["job_id"].as_str().unwrap().to_string();
+    wait_until("the jobs are projected", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE file_id = $1")
+            .bind(&file)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n == 502
+    })
+    .await;
+
+    let before = |t: &str| topic_len(&brokers, t);
+    let (control, events, pipelines) = (before(CONTROL), before(JOB_EVENTS), before(PIPELINES));
+    let started = std::time::Instant::now();
+    assert_eq!(delete(&svc, &alice, &file).await, 202);
+    let took = started.elapsed();
+    // One cancel for the whole song, nothing per job or per pipeline: the request's cost does
+    // not grow with the song's jobs (it took tens of seconds for thousands, job by job).
+    assert_eq!(topic_len(&brokers, CONTROL), control + 1);
+    assert_eq!(topic_len(&brokers, JOB_EVENTS), events);
+    assert_eq!(topic_len(&brokers, PIPELINES), pipelines);
+    // A client's usual 10 s timeout is far off, whatever the load on the machine.
+    assert!(took < Duration::from_secs(10), "DELETE took {took:?}");
+    wait_until("the deletion is projected", || async {
+        rows_of(&pool, &file).await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        svc.get_json(&alice, &format!("/status/{file}")).await.0,
+        404
+    );
+
+    // The separation completes just as the song goes (its worker had not seen the cancel): the
+    // pipeline manager cancels the pitch step instead of requesting it.
+    let done = JobEvent {
+        meta: EventMeta::new("late", "worker:demucs-test"),
+        job_id: upstream.clone(),
+        file_id: file.clone(),
+        model: "demucs".into(),
+        variation: "htdemucs".into(),
+        body: JobBody::Completed {
+            outputs: vec![],
+            duration_seconds: 1.0,
+        },
+    };
+    produce(&infra, JOB_EVENTS, &file, &done).await;
+    let step_ids = std::collections::HashSet::from([step.clone()]);
+    let brokers2 = brokers.clone();
+    wait_until(
+        "the manager cancels the pipeline's waiting step",
+        move || {
+            let (b, ids) = (brokers2.clone(), step_ids.clone());
+            async move {
+                job_events(&b, &ids)
+                    .iter()
+                    .any(|e| matches!(e.body, JobBody::Canceled { .. }))
+            }
+        },
+    )
+    .await;
+
+    // A worker started now cancels every queued job of the song, runs none, and leaves no
+    // marker behind.
+    let mut worker_cfg = (*svc.cfg).clone();
+    worker_cfg.processor.models_dir = models;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(roar::services::processor(
+        std::sync::Arc::new(worker_cfg),
+        "pitch",
+        stop.clone(),
+    ));
+    let mut all = jobs.clone();
+    all.insert(step.clone());
+    let mut canceled = 0;
+    for _ in 0..1200 {
+        let evs = job_events(&brokers, &jobs);
+        canceled = evs
+            .iter()
+            .filter(|e| matches!(e.body, JobBody::Canceled { .. }))
+            .map(|e| e.job_id.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        if canceled == jobs.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        canceled,
+        jobs.len(),
+        "jobs canceled by the worker within 120 s"
+    );
+    let evs = job_events(&brokers, &all);
+    let ran: Vec<&JobEvent> = evs
+        .iter()
+        .filter(|e| !matches!(e.body, JobBody::Canceled { .. }))
+        .collect();
+    assert!(ran.is_empty(), "{ran:?}");
+    let requested_step = read_topic(&brokers, &jobs_topic("pitch"))
+        .iter()
+        .filter_map(|d| roar_schemas::decode::<JobRequested>(d.payload.as_deref()?).ok())
+        .any(|r| r.job_id == step);
+    assert!(!requested_step, "the step of a deleted song was requested");
+    let markers: Vec<String> = objects(&infra.store_dir())
+        .into_iter()
+        .filter(|k| k.contains(&file))
+        .collect();
+    assert_eq!(markers, Vec::<String>::new());
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    pool.close().await;
     svc.stop().await;
 }

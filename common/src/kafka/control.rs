@@ -3,6 +3,9 @@
 //! every orchestrator knows which workers are alive. Nothing here stores offsets: a restart
 //! re-reads the topic from the beginning (it is small and has a short retention), which also
 //! catches a cancel that was sent before the job reached a worker.
+//!
+//! A cancel with an empty job id stands for every job of its file requested up to it: one
+//! event for a deleted song, however many jobs it had (`DELETE /songs/{file_id}`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::{client_config, KafkaError};
 use crate::config::KafkaConfig;
 
-/// Canceled job ids remembered; older ones are forgotten first (bounded memory).
+/// Canceled job ids (and canceled songs) remembered; older ones are forgotten first (bounded
+/// memory).
 const MAX_CANCELED: usize = 100_000;
 
 /// A worker as its last announcement described it.
@@ -57,13 +61,57 @@ impl LiveWorker {
     }
 }
 
+/// When cancels were asked for, by key (a job id, or a song's file id), the oldest forgotten
+/// first.
+#[derive(Default)]
+struct Canceled {
+    at: HashMap<String, DateTime<Utc>>,
+    order: VecDeque<String>,
+}
+
+impl Canceled {
+    /// Records a cancel at `at`; a later one for the same key moves its time forward.
+    fn insert(&mut self, key: &str, at: DateTime<Utc>) {
+        match self.at.get_mut(key) {
+            Some(t) => *t = (*t).max(at),
+            None => {
+                self.at.insert(key.to_string(), at);
+                self.order.push_back(key.to_string());
+                while self.order.len() > MAX_CANCELED {
+                    if let Some(old) = self.order.pop_front() {
+                        self.at.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a cancel for `key` came at or after `requested_at`.
+    fn covers(&self, key: &str, requested_at: DateTime<Utc>) -> bool {
+        self.at.get(key).is_some_and(|at| *at >= requested_at)
+    }
+}
+
+/// A job running in this process.
+struct Running {
+    file_id: String,
+    requested_at: DateTime<Utc>,
+    flag: Arc<AtomicBool>,
+}
+
 #[derive(Default)]
 struct State {
-    /// Job id → when its latest cancel was asked for.
-    canceled: HashMap<String, DateTime<Utc>>,
-    canceled_order: VecDeque<String>,
-    running: HashMap<String, Arc<AtomicBool>>,
+    jobs: Canceled,
+    /// Songs whose every job requested up to the cancel is canceled, by file id.
+    songs: Canceled,
+    running: HashMap<String, Running>,
     workers: HashMap<String, LiveWorker>,
+}
+
+impl State {
+    fn canceled(&self, job_id: &str, file_id: &str, requested_at: DateTime<Utc>) -> bool {
+        self.jobs.covers(job_id, requested_at) || self.songs.covers(file_id, requested_at)
+    }
 }
 
 /// What the control topic has said so far.
@@ -169,21 +217,20 @@ impl ControlFollower {
     pub fn apply(&self, ev: ControlEvent) {
         let mut s = self.lock();
         match ev.body {
-            ControlBody::CancelRequested { .. } => {
-                if let Some(flag) = s.running.get(&ev.job_id) {
-                    flag.store(true, Ordering::Relaxed);
-                }
-                if s.canceled
-                    .insert(ev.job_id.clone(), ev.meta.occurred_at)
-                    .is_none()
-                {
-                    s.canceled_order.push_back(ev.job_id);
-                    while s.canceled_order.len() > MAX_CANCELED {
-                        if let Some(old) = s.canceled_order.pop_front() {
-                            s.canceled.remove(&old);
-                        }
+            ControlBody::CancelRequested { file_id, .. } if ev.job_id.is_empty() => {
+                let at = ev.meta.occurred_at;
+                for r in s.running.values() {
+                    if r.file_id == file_id && r.requested_at <= at {
+                        r.flag.store(true, Ordering::Relaxed);
                     }
                 }
+                s.songs.insert(&file_id, at);
+            }
+            ControlBody::CancelRequested { .. } => {
+                if let Some(r) = s.running.get(&ev.job_id) {
+                    r.flag.store(true, Ordering::Relaxed);
+                }
+                s.jobs.insert(&ev.job_id, ev.meta.occurred_at);
             }
             ControlBody::WorkerAlive {
                 worker,
@@ -225,28 +272,39 @@ impl ControlFollower {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    /// Whether a cancel for `job_id` was asked for at or after `requested_at`: a request made
-    /// after a cancel (a retry) runs again.
-    pub fn is_canceled(&self, job_id: &str, requested_at: DateTime<Utc>) -> bool {
-        self.lock()
-            .canceled
-            .get(job_id)
-            .is_some_and(|at| *at >= requested_at)
+    /// Whether a cancel for `job_id`, or for every job of its song `file_id`, was asked for at
+    /// or after `requested_at`: a request made after a cancel (a retry, a new life of a song
+    /// uploaded again) runs.
+    pub fn is_canceled(&self, job_id: &str, file_id: &str, requested_at: DateTime<Utc>) -> bool {
+        self.lock().canceled(job_id, file_id, requested_at)
     }
 
-    /// Registers a running job; its flag is raised when a cancel for it arrives (or already
-    /// had, for the request made at `requested_at`). The registration ends when the guard drops.
+    /// Whether every job of `file_id` requested at `requested_at` was canceled at once (its
+    /// song was deleted).
+    pub fn is_song_canceled(&self, file_id: &str, requested_at: DateTime<Utc>) -> bool {
+        self.lock().songs.covers(file_id, requested_at)
+    }
+
+    /// Registers a running job of `file_id`; its flag is raised when a cancel for it or its
+    /// song arrives (or already had, for the request made at `requested_at`). The
+    /// registration ends when the guard drops.
     pub fn register(
         self: &Arc<Self>,
         job_id: &str,
+        file_id: &str,
         requested_at: DateTime<Utc>,
         flag: Arc<AtomicBool>,
     ) -> RunningGuard {
         let mut s = self.lock();
-        if s.canceled.get(job_id).is_some_and(|at| *at >= requested_at) {
+        if s.canceled(job_id, file_id, requested_at) {
             flag.store(true, Ordering::Relaxed);
         }
-        s.running.insert(job_id.to_string(), flag);
+        let running = Running {
+            file_id: file_id.to_string(),
+            requested_at,
+            flag,
+        };
+        s.running.insert(job_id.to_string(), running);
         RunningGuard {
             follower: self.clone(),
             job_id: job_id.to_string(),
@@ -341,25 +399,60 @@ mod tests {
         let f = Arc::new(ControlFollower::default());
         let before = Utc::now() - chrono::Duration::seconds(5);
         let running = Arc::new(AtomicBool::new(false));
-        let _g = f.register("j1", before, running.clone());
+        let _g = f.register("j1", "f", before, running.clone());
         f.apply(cancel("j1"));
         assert!(running.load(Ordering::Relaxed));
 
         f.apply(cancel("j2"));
         let later = Arc::new(AtomicBool::new(false));
-        let g2 = f.register("j2", before, later.clone());
+        let g2 = f.register("j2", "f", before, later.clone());
         assert!(later.load(Ordering::Relaxed));
         drop(g2);
         assert!(!f.lock().running.contains_key("j2"));
-        assert!(f.is_canceled("j2", before));
-        assert!(!f.is_canceled("j3", before));
+        assert!(f.is_canceled("j2", "f", before));
+        assert!(!f.is_canceled("j3", "f", before));
 
         // A retry requested after the cancel is not canceled by it.
         let retry_at = Utc::now() + chrono::Duration::seconds(5);
-        assert!(!f.is_canceled("j2", retry_at));
+        assert!(!f.is_canceled("j2", "f", retry_at));
         let retry = Arc::new(AtomicBool::new(false));
-        let _g3 = f.register("j2", retry_at, retry.clone());
+        let _g3 = f.register("j2", "f", retry_at, retry.clone());
         assert!(!retry.load(Ordering::Relaxed));
+    }
+
+    fn song_cancel(file: &str) -> ControlEvent {
+        ControlEvent::song_cancel(EventMeta::new("r", "u"), file, "song deleted")
+    }
+
+    #[test]
+    fn a_song_cancel_stops_every_job_of_the_song_requested_before_it_and_no_other() {
+        let f = Arc::new(ControlFollower::default());
+        let before = Utc::now() - chrono::Duration::seconds(5);
+        let (mine, other) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let _g1 = f.register("j1", "f1", before, mine.clone());
+        let _g2 = f.register("j2", "f2", before, other.clone());
+        let cancel = song_cancel("f1");
+        let at = cancel.meta.occurred_at;
+        let redelivered = cancel.clone();
+        f.apply(cancel);
+        assert!(mine.load(Ordering::Relaxed), "the song's running job stops");
+        assert!(!other.load(Ordering::Relaxed), "another song's job runs on");
+        // Queued jobs of the song (any id) do not start; the job ids were never named.
+        assert!(f.is_canceled("j9", "f1", before) && f.is_song_canceled("f1", at));
+        assert!(!f.is_canceled("j9", "f2", before) && !f.is_song_canceled("f2", before));
+        // A job requested after the cancel (the song uploaded again: the same id) runs.
+        let later = at + chrono::Duration::seconds(1);
+        assert!(!f.is_canceled("j1", "f1", later));
+        let fresh = Arc::new(AtomicBool::new(false));
+        let _g3 = f.register("j3", "f1", later, fresh.clone());
+        assert!(!fresh.load(Ordering::Relaxed));
+        // Read again (a redelivery, a restart re-reading the topic): nothing changes.
+        f.apply(redelivered);
+        assert!(!fresh.load(Ordering::Relaxed) && !f.is_song_canceled("f1", later));
+        assert!(f.is_canceled("j9", "f1", before));
     }
 
     #[test]

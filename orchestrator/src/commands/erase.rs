@@ -1,24 +1,34 @@
 //! Deleting a song for good (`DELETE /songs/{file_id}`), in this order:
 //!
-//! 1. its work stops: unfinished pipelines and jobs are canceled (a queued job at once, a
-//!    running one by its worker);
+//! 1. its work stops: one `CancelRequested` for the whole song on the control topic (an empty
+//!    job id: every job of the file requested up to it), however many jobs it has. Workers
+//!    stop its running jobs and cancel its queued ones when they reach them (`JobCanceled`
+//!    each, after the answer); the pipeline manager requests no further step of the song and
+//!    cancels the rest (`roar_projections::pipeline`);
 //! 2. `FileDeleted` (reason `erased`) is made, and the file's data key destroyed with the
 //!    event's time as the erasure mark, before the event is sent: from then on nobody can read
 //!    the name sealed in the file's events, and the projector drops every event of the file up
-//!    to the mark, live and in a rebuild (`roar_projections::keys`);
+//!    to the mark, and any later one, live and in a rebuild (`roar_projections::keys`);
 //! 3. its objects are erased (upload, staging, outputs: stems, transcripts, manifests,
 //!    metadata), with the registration of a direct upload, its upload claim (the same content
 //!    may be uploaded again), its quota admission and its rows in the tables the last rebuild
 //!    retired;
-//! 4. the event is sent; the projector removes the file's rows when it applies it.
+//! 4. the event is sent, and the request answered (202): the projector removes the file's
+//!    rows, its jobs with them, when it applies the event.
+//!
+//! Each step is idempotent, so a request that failed half-way is simply repeated (the song
+//! stays visible until step 4). The request costs the same few events and statements for a
+//! song with thousands of jobs as for one with none: cancelling job by job (two acknowledged
+//! events each, and a pipeline's steps one after another) kept such a request waiting for
+//! tens of seconds.
 //!
 //! A worker that was mid-write when its cancel arrived may still write an output after step 3:
 //! the sweeper erases the objects of recently deleted files again ([`erase_objects`]).
 
-use futures::stream::{self, StreamExt};
 use roar_projections::apply::FileRow;
 use roar_projections::keys;
-use roar_schemas::{EventMeta, FileBody, FileEvent};
+use roar_schemas::topics::CONTROL;
+use roar_schemas::{ControlEvent, EventMeta, FileBody, FileEvent};
 
 use super::actor;
 use crate::middleware::{current_request_id, User};
@@ -38,47 +48,22 @@ fn folders(file_id: &str) -> [String; 3] {
     ]
 }
 
-/// Jobs canceled concurrently while a song is deleted.
-const CANCELS_AT_ONCE: usize = 32;
-
 /// Most objects deleted per listing; a folder is listed again until it is empty.
 const PAGE: usize = 500;
 
 /// Deletes `file` (visible to `user`, the owner or an admin) as described above.
 pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiError> {
     let file_id = &file.file_id;
-    for p in s.read.pipelines_for_file(file_id).await? {
-        if p.canceled_at.is_none() {
-            match super::pipelines::cancel(s, user, &p).await {
-                Ok(_) | Err(ApiError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    // Each cancel waits for the broker's acknowledgements: a song with many unfinished jobs
-    // would keep the caller waiting for them one by one.
-    let open: Vec<_> = s
-        .read
-        .jobs_for_file(file_id)
-        .await?
-        .into_iter()
-        .filter(|job| !job.status.is_terminal())
-        .collect();
-    let outcomes: Vec<_> = stream::iter(open)
-        .map(|job| async move { super::cancel::cancel(s, user, &job).await })
-        .buffer_unordered(CANCELS_AT_ONCE)
-        .collect()
-        .await;
-    let mut canceled = 0;
-    for outcome in outcomes {
-        match outcome {
-            Ok(_) => canceled += 1,
-            Err(ApiError::Conflict { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let meta = EventMeta::new(current_request_id(), actor(user));
+    // Taken now, so it covers every job requested before this request began.
+    let cancel = ControlEvent::song_cancel(
+        meta.clone(),
+        file_id,
+        format!("song deleted by {}", actor(user)),
+    );
+    s.producer.send(CONTROL, file_id, &cancel).await?;
     let event = FileEvent {
-        meta: EventMeta::new(current_request_id(), actor(user)),
+        meta: meta.follow(actor(user)),
         file_id: file_id.clone(),
         body: FileBody::Deleted {
             reason: Some(ERASED.into()),
@@ -102,8 +87,17 @@ pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiE
     .bind(file_id)
     .execute(&s.db)
     .await?;
+    // This instance's memory of its requests not projected yet: the same job asked for on the
+    // song uploaded again must be requested anew, not answered from the erased life.
+    let jobs: Vec<String> = sqlx::query_scalar("SELECT job_id FROM jobs WHERE file_id = $1")
+        .bind(file_id)
+        .fetch_all(&s.db)
+        .await?;
+    for job_id in &jobs {
+        s.pending.release(job_id);
+    }
     super::files::send(s, event).await?;
-    tracing::info!(%file_id, jobs_canceled = canceled, objects, "file deleted and its key destroyed");
+    tracing::info!(%file_id, jobs = jobs.len(), objects, "file deleted and its key destroyed; its jobs are canceled by one song-wide cancel");
     Ok(())
 }
 

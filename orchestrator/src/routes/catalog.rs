@@ -67,14 +67,15 @@ pub async fn songs(
     }))
 }
 
-/// `DELETE /songs/{file_id}`: deletes a song for good (its owner, or an admin). Its jobs are
-/// canceled, its objects erased, its rows removed once the deletion is projected, and the data
-/// key that sealed its name in the event log is destroyed, so no rebuild brings any of it back
-/// (docs/security.md, "Deletion").
+/// `DELETE /songs/{file_id}`: deletes a song for good (its owner, or an admin). Its objects are
+/// erased and the data key that sealed its name in the event log is destroyed before the
+/// answer, so no rebuild brings any of it back; its jobs are canceled by one event for the
+/// whole song (workers confirm each job's cancel afterwards), and its rows go once the
+/// deletion is projected (docs/security.md, "Deletion").
 #[utoipa::path(delete, path = "/songs/{file_id}", tag = "files",
     params(FilePath),
     responses(
-        (status = 204, description = "deleted: work canceled, objects erased, key destroyed; the rows go when the deletion is projected (until then a second DELETE repeats it, then 404)"),
+        (status = 202, description = "deleted: objects erased, key destroyed, the deletion and the cancel of every job of the song durable; the jobs end `canceled` and the rows go when the deletion is projected (until then a second DELETE repeats it, then 404)"),
         (status = 404, description = "no such song, another user's, or deleted already", body = ErrorBody),
         AuthErrors,
     ))]
@@ -85,5 +86,5 @@ pub async fn delete_song(
 ) -> Result<StatusCode, ApiError> {
     let file = crate::routes::status::visible_file(&s, &user, &file_id).await?;
     commands::erase::erase(&s, &user, &file).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::ACCEPTED)
 }

@@ -137,15 +137,26 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if self.control.is_canceled(&req.job_id, req.meta.occurred_at) {
+        if self
+            .control
+            .is_canceled(&req.job_id, &req.file_id, req.meta.occurred_at)
+        {
             let outcome = JobStatus::Canceled.as_str();
             metrics::counter!(JOBS, "model" => req.model.clone(), "outcome" => outcome)
                 .increment(1);
+            let reason = if self
+                .control
+                .is_song_canceled(&req.file_id, req.meta.occurred_at)
+            {
+                "its song was deleted before it started"
+            } else {
+                "canceled before it started"
+            };
             return self
                 .emit(
                     req,
                     JobBody::Canceled {
-                        reason: "canceled before it started".into(),
+                        reason: reason.into(),
                     },
                 )
                 .await;
@@ -347,9 +358,12 @@ impl Worker {
             .map_err(|_| HandleError::Abandoned)?;
         let stop = Arc::new(AtomicBool::new(false));
         let abandoned = Arc::new(AtomicBool::new(false));
-        let _registered = self
-            .control
-            .register(&req.job_id, req.meta.occurred_at, stop.clone());
+        let _registered = self.control.register(
+            &req.job_id,
+            &req.file_id,
+            req.meta.occurred_at,
+            stop.clone(),
+        );
         // Shutdown lets the job finish within the grace period, then stops it at a checkpoint.
         let watcher = {
             let (stop, abandoned, cancel, grace) = (
@@ -480,7 +494,15 @@ impl Worker {
                 return Ok(());
             }
             self.process(d, &req, cancel, group).await?;
-            manifest::mark_handled(&self.storage, &req).await;
+            // No marker for a deleted song's job: one written now would outlive the song's
+            // erased objects, and the request, if it came back, is canceled again by the song's
+            // cancel (while the control topic keeps it; later it finds no input to run on).
+            if !self
+                .control
+                .is_song_canceled(&req.file_id, req.meta.occurred_at)
+            {
+                manifest::mark_handled(&self.storage, &req).await;
+            }
             Ok(())
         }
         .instrument(span)

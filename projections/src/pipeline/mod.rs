@@ -1,7 +1,8 @@
 //! The pipelines' process manager (`roar pipeline`, consumer group `roar-pipeline`): reads
 //! `roar.pipelines.v1` and `roar.job-events.v1` and requests each step's job once the step it
 //! reads from is done, ends the dependents of a failed or canceled step (`upstream_failed`,
-//! `JobCanceled`), and cancels what a canceled pipeline has not run yet.
+//! `JobCanceled`), and cancels what a canceled pipeline, or one whose song was deleted, has
+//! not run yet.
 //!
 //! Its state is in Postgres (`manager_pipelines`, `manager_steps`), never only in memory. For
 //! each event: lock the pipeline's row → decide ([`plan`]) → emit → write the new states →
@@ -212,6 +213,15 @@ impl Manager {
         before: &[Step],
         trigger: Option<DateTime<Utc>>,
     ) -> Result<(), HandleError> {
+        // A deleted song's pipeline ends here: its song's one cancel stopped the steps already
+        // requested (the workers follow it), and nothing more is requested for it.
+        if p.cancel_reason.is_none() && store::song_deleted(tx, &p.pipeline_id).await.map_err(db)? {
+            let reason = "its song was deleted";
+            store::cancel(tx, &p.pipeline_id, reason)
+                .await
+                .map_err(db)?;
+            p.cancel_reason = Some(reason.into());
+        }
         let actions = plan::advance(&mut p.steps, p.cancel_reason.as_deref());
         for a in &actions {
             self.emit(p, a, trigger).await?;

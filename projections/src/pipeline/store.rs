@@ -179,6 +179,21 @@ pub(crate) async fn cancel(tx: &mut Tx<'_>, id: &str, reason: &str) -> Result<()
     .map(|_| ())
 }
 
+/// Whether pipeline `id`'s song was deleted (`DELETE /songs/{file_id}` destroyed its data key,
+/// [`crate::keys`]) in the life the pipeline belongs to: the key is still gone, or the
+/// deletion came after the manager recorded the pipeline.
+pub(crate) async fn song_deleted(tx: &mut Tx<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM manager_pipelines p JOIN {} k ON k.file_id = p.file_id
+         WHERE p.pipeline_id = $1 AND k.erased_before IS NOT NULL
+           AND (k.data_key IS NULL OR k.erased_before >= p.created_at))",
+        crate::keys::TABLE
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
 /// Writes the states of `p`'s steps that differ from `before`.
 pub(crate) async fn save_states(
     tx: &mut Tx<'_>,

@@ -328,10 +328,11 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * `DELETE /songs/{file_id}`: deletes a song for good (its owner, or an admin). Its jobs are
-         *     canceled, its objects erased, its rows removed once the deletion is projected, and the data
-         *     key that sealed its name in the event log is destroyed, so no rebuild brings any of it back
-         *     (docs/security.md, "Deletion").
+         * `DELETE /songs/{file_id}`: deletes a song for good (its owner, or an admin). Its objects are
+         *     erased and the data key that sealed its name in the event log is destroyed before the
+         *     answer, so no rebuild brings any of it back; its jobs are canceled by one event for the
+         *     whole song (workers confirm each job's cancel afterwards), and its rows go once the
+         *     deletion is projected (docs/security.md, "Deletion").
          */
         delete: operations["delete_song"];
         options?: never;
@@ -3972,8 +3973,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description deleted: work canceled, objects erased, key destroyed; the rows go when the deletion is projected (until then a second DELETE repeats it, then 404) */
-            204: {
+            /** @description deleted: objects erased, key destroyed, the deletion and the cancel of every job of the song durable; the jobs end `canceled` and the rows go when the deletion is projected (until then a second DELETE repeats it, then 404) */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
