@@ -53,7 +53,7 @@ fn objects(dir: &Path) -> Vec<String> {
 fn objects_of(infra: &Infra, file_id: &str) -> Vec<String> {
     objects(&infra.store_dir())
         .into_iter()
-        .filter(|k| k.contains(file_id) && !k.starts_with("handled/"))
+        .filter(|k| k.contains(file_id))
         .collect()
 }
 
@@ -175,6 +175,14 @@ async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebui
         Vec::<String>::new()
     );
     assert!(!objects_of(&infra, &file).is_empty());
+    // The worker's marker of the request it handled (ids only): erased with the song too.
+    let marker = format!("handled/{file}/");
+    wait_until("the worker marks the request handled", || async {
+        objects_of(&infra, &file)
+            .iter()
+            .any(|k| k.starts_with(&marker))
+    })
+    .await;
 
     // A rebuild before the deletion: the retired tables then hold the name too.
     rebuild(&svc, &pool).await;

@@ -10,7 +10,7 @@
 //!    the name sealed in the file's events, and the projector drops every event of the file up
 //!    to the mark, and any later one, live and in a rebuild (`roar_projections::keys`);
 //! 3. its objects are erased (upload, staging, outputs: stems, transcripts, manifests,
-//!    metadata), with the registration of a direct upload, its upload claim (the same content
+//!    metadata; the workers' handled-request markers), with the registration of a direct upload, its upload claim (the same content
 //!    may be uploaded again), its quota admission and its rows in the tables the last rebuild
 //!    retired;
 //! 4. the event is sent, and the request answered (202): the projector removes the file's
@@ -37,14 +37,16 @@ use crate::{ApiError, AppState};
 /// The reason of the `FileDeleted` a deletion by the owner or an admin emits.
 pub const ERASED: &str = "erased";
 
-/// The object folders that hold a file's content or anything derived from it. (`handled/`
-/// markers name only ids: they stay, so a redelivered request of a deleted file's job is still
-/// recognised as done.)
-fn folders(file_id: &str) -> [String; 3] {
+/// The object folders that hold a file's content or anything derived from it, and the workers'
+/// markers of its handled requests (`handled/{file_id}/`: ids only, but nothing of a deleted
+/// song should outlive it). Erasing the markers keeps exactly-once: a request of the song that
+/// comes back (a redelivery) is canceled by the song's cancel before the marker would be read.
+fn folders(file_id: &str) -> [String; 4] {
     [
         format!("uploads/{file_id}/"),
         format!("staging/{file_id}/"),
         format!("outputs/{file_id}/"),
+        format!("handled/{file_id}/"),
     ]
 }
 

@@ -97,7 +97,8 @@ pub(crate) fn valid_output_name(name: &str) -> bool {
 /// `handled/{file_id}/{job_id}/{event_id}`, beside the file's outputs rather than among a job's
 /// own files. The same request delivered again (a redelivery, a process manager that emitted it
 /// twice across a crash) is then dropped instead of run a second time; a new request for the
-/// job (an admin retry, the next attempt) has another event id and runs.
+/// job (an admin retry, the next attempt) has another event id and runs. Deleting the song
+/// erases its folder of markers with its outputs.
 fn handled_key(req: &JobRequested) -> String {
     // Event ids are UUIDs; anything else is hashed so it cannot leave the folder.
     let id = &req.meta.event_id;
