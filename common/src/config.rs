@@ -120,8 +120,9 @@ pub struct HttpConfig {
     /// Requests one user may make in a burst.
     pub rate_limit_burst: u32,
     /// Bytes per second all of one user's downloads (`GET /files/…`) together may take, after
-    /// a burst of one second's worth; the owner is the owner of the file a link names. 0
-    /// disables the limit.
+    /// a burst of one second's worth; the owner is the owner of the file a link names. Per
+    /// orchestrator instance. While set, output links on S3 are the orchestrator's own, not
+    /// presigned URLs (whose bytes would bypass it). 0 disables the limit.
     pub download_bytes_per_second_per_user: u64,
     /// Interval between SSE heartbeat comments, in seconds.
     pub sse_heartbeat_seconds: u64,

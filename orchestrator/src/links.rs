@@ -105,16 +105,19 @@ pub fn verify(keys: &LinkKeys, t: &str, sig: &str, method: &str) -> Result<LinkC
 }
 
 /// A URL a client can GET `key` from until the link expires: presigned on S3, signed by the
-/// orchestrator otherwise.
+/// orchestrator otherwise, and also on S3 while `http.download_bytes_per_second_per_user` is
+/// set: a presigned URL's bytes never pass the orchestrator, so they could not be limited.
 pub async fn download_url(s: &AppState, key: &str) -> Result<String, ApiError> {
     let ttl = s.cfg.http.link_ttl_seconds;
-    if let Some(url) = s
-        .storage
-        .presign("GET", key, Duration::from_secs(ttl))
-        .await
-        .map_err(ApiError::internal)?
-    {
-        return Ok(url.to_string());
+    if s.cfg.http.download_bytes_per_second_per_user == 0 {
+        if let Some(url) = s
+            .storage
+            .presign("GET", key, Duration::from_secs(ttl))
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Ok(url.to_string());
+        }
     }
     let claims = LinkClaims {
         m: "GET".into(),

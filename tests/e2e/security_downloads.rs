@@ -2,7 +2,8 @@
 //! had no `Range`. It now streams the object (or one range of it: 206, 416 outside it), as S3
 //! serves its presigned URLs. The store's ranged stream is checked on both real stores (the
 //! local directory and an S3 server), the route through HTTP on the local one, with the
-//! per-user bandwidth limit on (`http.download_bytes_per_second_per_user`).
+//! per-user bandwidth limit on (`http.download_bytes_per_second_per_user`), which on S3 hands
+//! out the orchestrator's links instead of presigned URLs.
 
 use roar_common::storage::Storage;
 use roar_schemas::topics::JOB_EVENTS;
@@ -63,16 +64,9 @@ async fn ranged_streams_on_the_local_store_and_on_s3() {
     check_ranges(&Storage::from_config(&cfg.storage).unwrap()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn downloads_stream_whole_or_one_range() {
-    let infra = Infra::start().await;
-    let mut cfg = infra.config();
-    // No worker takes the job: the test reports its completion itself.
-    cfg.processor.models_dir = infra.dir.path().join("no-models");
-    // All of alice's downloads share 2 MiB/s (after a burst of as much).
-    const RATE: u64 = 2 << 20;
-    cfg.http.download_bytes_per_second_per_user = RATE;
-    let svc = Services::start(cfg).await;
+/// A job of alice's on a fresh song, completed with `object()` as its one output (no worker:
+/// the test reports the completion itself); the output's download link, and the store.
+async fn output_link(svc: &Services) -> (String, Storage, String) {
     let alice = svc.token("alice", &[]);
     let file = svc
         .ready_file(&alice, "sine.wav", fixture("sine.wav"))
@@ -119,6 +113,22 @@ async fn downloads_stream_whole_or_one_range() {
         .wait_job(&alice, &file, &job, |j| j["status"] == "completed")
         .await;
     let url = completed["outputs"][0]["url"].as_str().unwrap().to_string();
+    (url, storage, key)
+}
+
+/// All of a user's downloads share this (2 MiB/s, after a burst of as much).
+const RATE: u64 = 2 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn downloads_stream_whole_or_one_range() {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    // No worker takes the job: the test reports its completion itself.
+    cfg.processor.models_dir = infra.dir.path().join("no-models");
+    cfg.http.download_bytes_per_second_per_user = RATE;
+    let svc = Services::start(cfg).await;
+    let (url, storage, key) = output_link(&svc).await;
+    let bytes = object();
     let client = reqwest::Client::new();
     let get = |range: Option<&str>| {
         let mut r = client.get(&url);
@@ -183,5 +193,27 @@ async fn downloads_stream_whole_or_one_range() {
     // The link still names one object: gone from the store, it is 404, not an empty 200.
     storage.delete(&key).await.unwrap();
     assert_eq!(get(None).await.unwrap().status(), 404);
+    svc.stop().await;
+}
+
+/// On S3 the limit would not reach presigned URLs (their bytes never pass roar): while it is
+/// on, output links are the orchestrator's own, which stream from S3 through the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_limit_on_s3_outputs_are_served_through_the_orchestrator() {
+    let s3 = S3Server::start("roar-limited").await;
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    s3.configure(&mut cfg);
+    cfg.processor.models_dir = infra.dir.path().join("no-models");
+    cfg.http.download_bytes_per_second_per_user = RATE;
+    let svc = Services::start(cfg).await;
+    let (url, _, _) = output_link(&svc).await;
+    assert!(
+        url.starts_with(&format!("{}/files/", svc.base)) && !url.starts_with(&s3.endpoint),
+        "{url}"
+    );
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == object(), "the download differs");
     svc.stop().await;
 }

@@ -1,4 +1,5 @@
-//! `GET /files/{name}?t=&sig=`: serves an object of the local store to whoever holds a signed
+//! `GET /files/{name}?t=&sig=`: serves an object of the local store (of S3 too, while the
+//! download limit is on: see `links::download_url`) to whoever holds a signed
 //! link (the link is the credential, as a presigned S3 URL would be), streamed (memory stays
 //! bounded whatever the object's size), whole or one byte range (`Range`, 206/416), as S3
 //! serves its presigned URLs.
