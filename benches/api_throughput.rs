@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.storage.url = format!("file://{}", dir.path().join("store").display());
     cfg.auth.jwt_secret = Secret::new("bench-secret-0123456789abcdef");
     cfg.auth.link_secret = Secret::new("bench-link-key-4f1c9a7e2b8d6053a1e9");
+    cfg.webhooks.secret_key = Secret::new("bench-webhook-key-7a2e9c1f4b6d8035e2a7");
     // One user sends every request: without this the new-job row runs into the per-user
     // quotas (0 = unlimited) after `jobs_in_flight` jobs. This bench's stack only.
     cfg.http.rate_limit_per_second = 0.0;

@@ -205,6 +205,10 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
     if cfg.auth.link_secret.expose().is_empty() {
         cfg.auth.link_secret = Secret::new(dev_secret(&dir, "dev-link-secret")?);
     }
+    // And the webhooks' signing secrets are sealed under a third.
+    if cfg.webhooks.secret_key.expose().is_empty() {
+        cfg.webhooks.secret_key = Secret::new(dev_secret(&dir, "dev-webhook-key")?);
+    }
     cfg.validate()?;
 
     let listener = tokio::net::TcpListener::bind(cfg.http.addr)

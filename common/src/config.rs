@@ -21,7 +21,7 @@ mod webhooks;
 
 pub use kafka_security::KafkaSecurity;
 pub use link_keys::{LinkKeys, MIN_LINK_SECRET_LEN};
-pub use webhooks::{Cidr, WebhooksConfig};
+pub use webhooks::{Cidr, WebhooksConfig, MIN_WEBHOOK_KEY_LEN};
 
 /// A value that must never reach a log line.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -833,6 +833,16 @@ impl Config {
         // the orchestrator's question (`validate_link_signing`).
         LinkKeys::from_config(&self.auth)?;
         self.webhooks.validate()?;
+        // One key per purpose: a leaked sealing key must not mint tokens nor sign links.
+        for (_, key) in self.webhooks.secret_keys()? {
+            if key == self.auth.jwt_secret.expose() || key == self.auth.link_secret.expose() {
+                return bad(
+                    "webhooks.secret_key must differ from auth.jwt_secret and auth.link_secret: \
+                     one key per purpose"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 

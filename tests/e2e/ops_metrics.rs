@@ -33,7 +33,7 @@ fn spawn_role(infra: &Infra, log: &str, args: &[&str], env: &[(&str, String)]) -
     let log = std::fs::File::create(infra.dir.path().join(log)).expect("log file");
     // Each role gets only the secrets it uses: the API keys go to the orchestrator alone (the
     // other roles refuse to start with them).
-    let api_keys: Vec<(&str, &str)> = if args == ["orchestrator"] {
+    let mut api_keys: Vec<(&str, &str)> = if args == ["orchestrator"] {
         vec![
             ("ROAR_AUTH__JWT_SECRET", cfg.auth.jwt_secret.expose()),
             ("ROAR_AUTH__LINK_SECRET", cfg.auth.link_secret.expose()),
@@ -41,6 +41,13 @@ fn spawn_role(infra: &Infra, log: &str, args: &[&str], env: &[(&str, String)]) -
     } else {
         Vec::new()
     };
+    // The webhook sealing key: the API seals with it, the dispatcher opens with it.
+    if args == ["orchestrator"] || args == ["webhooks"] {
+        api_keys.push((
+            "ROAR_WEBHOOKS__SECRET_KEY",
+            cfg.webhooks.secret_key.expose(),
+        ));
+    }
     Command::new(env!("CARGO_BIN_EXE_roar"))
         .args(args)
         .env_clear()

@@ -4,7 +4,8 @@
 //! loopback receiver this test runs (opened by the development allow-list) that answers 500
 //! first and is retried, a job's `callback_url`, a name that resolves to a private address
 //! (refused before any connection), and a redirect to a loopback address outside the
-//! allow-list (never followed). No traffic leaves loopback.
+//! allow-list (never followed); the signing secrets sealed at rest (no row or topic holds them
+//! readable) and a rotated key reported on the delivery. No traffic leaves loopback.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use roar_common::config::{Cidr, WebhooksConfig};
+use roar_common::config::{Cidr, Secret, WebhooksConfig};
+use roar_schemas::topics::{jobs_topic, FILES, JOB_EVENTS};
 use roar_webhooks::deliver::backoff;
 use roar_webhooks::dispatch::{check_filters, default_events, matches};
 use roar_webhooks::guard::{classify, Forbidden, Guard, GuardError, Lookup};
@@ -25,7 +27,7 @@ use roar_webhooks::sign;
 use roar_webhooks::status::{DeliveryStatus, UnknownStatus};
 use serde_json::{json, Value};
 
-use crate::support::{melody_wav, Infra, Services};
+use crate::support::{melody_wav, read_topic, Infra, Services, WEBHOOK_KEY};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -751,11 +753,41 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
         expected_signature(&sign::new_secret(), cbs[0])
     );
 
-    // Records past webhooks.retention_days go: finished deliveries, then job callbacks with
-    // nothing left; a user's webhook and fresh records stay.
+    // The secrets that signed those deliveries are readable nowhere: every registration row is
+    // sealed under the configured key (its id beside it), and no topic carries them.
     let pool = sqlx::PgPool::connect(svc.cfg.database.url.expose())
         .await
         .unwrap();
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT row_to_json(r)::text, r.secret, r.secret_key_id FROM webhook_registrations r",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4, "three webhooks and one callback");
+    let brokers = svc.cfg.kafka.brokers.clone();
+    for secret in [&hook_secret, &callback_secret] {
+        let key_part = secret.strip_prefix("whsec_").unwrap();
+        for (row, clear, key_id) in &rows {
+            assert!(!row.contains(key_part), "a secret in a row: {row}");
+            assert_eq!((clear, key_id.as_deref()), (&None, Some("1")), "{row}");
+        }
+        for topic in [
+            FILES.to_string(),
+            JOB_EVENTS.to_string(),
+            jobs_topic("pitch"),
+        ] {
+            let carried = read_topic(&brokers, &topic).iter().any(|d| {
+                d.payload
+                    .as_deref()
+                    .is_some_and(|p| p.windows(key_part.len()).any(|w| w == key_part.as_bytes()))
+            });
+            assert!(!carried, "{topic} carries a signing secret");
+        }
+    }
+
+    // Records past webhooks.retention_days go: finished deliveries, then job callbacks with
+    // nothing left; a user's webhook and fresh records stay.
     for (table, column, id) in [
         ("webhook_deliveries", "finished_at", &hook),
         ("webhook_deliveries", "finished_at", &callback),
@@ -785,6 +817,68 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
         404
     );
     deliveries_until(&svc, &alice, &redirect, |d| d["status"] == "failed").await;
+
+    // Key rotation: re-sealed under a new key (id 2, the old one kept as previous), the rows
+    // open with the new configuration only. The running dispatcher holds key 1 alone, so its
+    // next attempt on that webhook fails with the reason, naming the key id it lacks.
+    let rotated = roar_webhooks::seal::SealKeys::from_config(&WebhooksConfig {
+        secret_key: Secret::new("e2e-rotated-webhook-key-8d1f3a5c7e9b0246"),
+        secret_key_id: "2".into(),
+        previous_secret_keys: Secret::new(format!("1:{WEBHOOK_KEY}")),
+        ..WebhooksConfig::default()
+    })
+    .unwrap();
+    let (resealed, unreadable) = roar_webhooks::store::reseal(&pool, &rotated).await.unwrap();
+    assert_eq!((resealed, unreadable), (3, 0), "the three webhooks left");
+    assert_eq!(
+        roar_webhooks::store::reseal(&pool, &rotated).await.unwrap(),
+        (0, 0)
+    );
+    let mut tx = pool.begin().await.unwrap();
+    roar_webhooks::store::record(
+        &mut tx,
+        std::slice::from_ref(&hook),
+        "evt-after-rotation",
+        "job.completed",
+        "{}",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let start = Instant::now();
+    let stuck = loop {
+        let (_, v) = svc
+            .get_json(&alice, &format!("/webhooks/{hook}/deliveries"))
+            .await;
+        let d = v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["event_id"] == "evt-after-rotation" && d["status"] == "failed")
+            .cloned();
+        if let Some(d) = d {
+            break d;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{v:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let e = stuck["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("signing secret") && e.contains("\"2\"") && !e.contains(WEBHOOK_KEY),
+        "{stuck}"
+    );
+    assert_eq!(
+        of("hook").len(),
+        receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.path == "hook")
+            .count(),
+        "a delivery went out without its secret"
+    );
 
     // Deleting a webhook removes it and its record.
     let r = reqwest::Client::new()

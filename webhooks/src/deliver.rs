@@ -1,6 +1,8 @@
 //! The sending side: claims due deliveries from Postgres, sends each signed attempt through
 //! the guarded client, and records the outcome: delivered, retried later with exponential
-//! backoff, failed after `webhooks.max_attempts`, or refused by the SSRF guard.
+//! backoff, failed after `webhooks.max_attempts`, or refused by the SSRF guard. Each attempt
+//! opens the registration's sealed secret; the periodic sweep also re-seals secrets left clear
+//! or under a retired key.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::guard::{Guard, GuardError};
+use crate::seal::{SealError, SealKeys};
 use crate::status::DeliveryStatus;
 use crate::store::{self, Attempt, Due};
 use crate::{sign, WebhookError};
@@ -27,6 +30,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 pub struct Sender {
     pool: PgPool,
     guard: Guard,
+    keys: SealKeys,
     client: reqwest::Client,
     cfg: WebhooksConfig,
 }
@@ -34,6 +38,11 @@ pub struct Sender {
 impl Sender {
     pub fn new(pool: PgPool, cfg: &WebhooksConfig) -> Result<Sender, WebhookError> {
         let guard = Guard::from_config(cfg)?;
+        // Without the key no secret opens: refuse to start rather than fail every delivery.
+        let keys = SealKeys::from_config(cfg)?;
+        if keys.current_id().is_none() {
+            return Err(SealError::NoKey.into());
+        }
         let client = reqwest::Client::builder()
             // Every name the client connects to is resolved and vetted by the guard.
             .dns_resolver(Arc::new(guard.clone()))
@@ -48,6 +57,7 @@ impl Sender {
         Ok(Sender {
             pool,
             guard,
+            keys,
             client,
             cfg: cfg.clone(),
         })
@@ -69,6 +79,17 @@ impl Sender {
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot sweep old webhook records"),
+                }
+                match store::reseal(&self.pool, &self.keys).await {
+                    Ok((n, left)) if n + left > 0 => {
+                        tracing::info!(
+                            resealed = n,
+                            unreadable = left,
+                            "webhook secrets re-sealed under the current key"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot re-seal webhook secrets"),
                 }
             }
             let claimed = match store::claim(&self.pool, self.cfg.concurrency as i64, lease).await {
@@ -143,7 +164,13 @@ impl Sender {
             Ok(u) => u,
             Err(e) => return refused(&e),
         };
-        let key = match sign::key(&d.secret) {
+        // A key problem is the operator's to fix (a retired key dropped too early): the
+        // delivery waits for its next attempt, its record saying why.
+        let secret = match d.signing_secret(&self.keys) {
+            Ok(s) => s,
+            Err(e) => return again(None, format!("cannot open the signing secret: {e}")),
+        };
+        let key = match sign::key(&secret) {
             Ok(k) => k,
             Err(e) => return refused(&GuardError::InvalidUrl(e.to_string())),
         };

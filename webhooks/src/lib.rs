@@ -2,7 +2,8 @@
 //! event filters; the dispatcher (`roar webhooks`, consumer group `roar-webhooks`) records one
 //! delivery per matching job event in Postgres before its offset moves, then sends each as a
 //! signed request (Standard Webhooks headers, [`sign`]) through the SSRF [`guard`], retrying
-//! with exponential backoff and recording every outcome. Sending is decoupled from consuming,
+//! with exponential backoff and recording every outcome. Signing secrets are kept sealed
+//! ([`seal`]): the dispatcher holds the key that opens them. Sending is decoupled from consuming,
 //! so a dead endpoint delays only its own deliveries.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub mod deliver;
 pub mod dispatch;
 pub mod guard;
+pub mod seal;
 pub mod sign;
 pub mod status;
 pub mod store;
@@ -35,6 +37,9 @@ pub enum WebhookError {
     Client(String),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// No sealing key: the dispatcher could open no secret (`webhooks.secret_key`).
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
 }
 
 /// Runs the dispatcher until `cancel` fires: the consumer that records deliveries and the

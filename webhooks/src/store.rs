@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::seal::{SealError, SealKeys};
 use crate::status::DeliveryStatus;
 
 /// One registration (`POST /webhooks`, or a job's `callback_url`).
@@ -14,7 +15,13 @@ pub struct Registration {
     pub job_id: Option<String>,
     pub url: String,
     pub events: Vec<String>,
-    pub secret: String,
+    /// The signing secret in clear: only rows written before secrets were sealed, until the
+    /// dispatcher re-seals them ([`reseal`]).
+    pub secret: Option<String>,
+    /// The id of the `webhooks.secret_key` that sealed `secret_sealed`.
+    pub secret_key_id: Option<String>,
+    /// The signing secret sealed ([`crate::seal`]).
+    pub secret_sealed: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -42,7 +49,21 @@ pub struct Due {
     pub body: String,
     pub attempts: i32,
     pub url: String,
-    pub secret: String,
+    pub secret: Option<String>,
+    pub secret_key_id: Option<String>,
+    pub secret_sealed: Option<Vec<u8>>,
+}
+
+impl Due {
+    /// The signing secret: opened with `keys`, or a not yet re-sealed row's clear one.
+    pub fn signing_secret(&self, keys: &SealKeys) -> Result<String, SealError> {
+        match (&self.secret_key_id, &self.secret_sealed, &self.secret) {
+            (Some(id), Some(bytes), _) => keys.open(&self.webhook_id, id, bytes),
+            (_, _, Some(clear)) => Ok(clear.clone()),
+            // The table's check constraint rules this out.
+            _ => Err(SealError::Unreadable(String::new())),
+        }
+    }
 }
 
 /// A new webhook id.
@@ -52,8 +73,9 @@ pub fn new_id() -> String {
 
 pub async fn insert(pool: &PgPool, r: &Registration) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO webhook_registrations (webhook_id, owner, job_id, url, events, secret, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO webhook_registrations
+             (webhook_id, owner, job_id, url, events, secret, secret_key_id, secret_sealed, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&r.webhook_id)
     .bind(&r.owner)
@@ -61,6 +83,8 @@ pub async fn insert(pool: &PgPool, r: &Registration) -> Result<(), sqlx::Error> 
     .bind(&r.url)
     .bind(&r.events)
     .bind(&r.secret)
+    .bind(&r.secret_key_id)
+    .bind(&r.secret_sealed)
     .bind(r.created_at)
     .execute(pool)
     .await?;
@@ -210,7 +234,8 @@ pub async fn claim(
          FROM due, webhook_registrations r
          WHERE d.webhook_id = due.webhook_id AND d.event_id = due.event_id
            AND r.webhook_id = d.webhook_id
-         RETURNING d.webhook_id, d.event_id, d.body, d.attempts, r.url, r.secret",
+         RETURNING d.webhook_id, d.event_id, d.body, d.attempts, r.url, r.secret,
+                   r.secret_key_id, r.secret_sealed",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
@@ -285,4 +310,61 @@ pub async fn sweep(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> 
     .await?
     .rows_affected();
     Ok((deliveries, callbacks))
+}
+
+/// Seals every secret not sealed under the current key: rows from before sealing (clear) and
+/// rows under a retired key, so `webhooks.previous_secret_keys` can be emptied after one pass.
+/// Returns (re-sealed, left as they were because no held key opens them).
+pub async fn reseal(pool: &PgPool, keys: &SealKeys) -> Result<(u64, u64), sqlx::Error> {
+    let Some(current) = keys.current_id() else {
+        return Ok((0, 0));
+    };
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        webhook_id: String,
+        secret: Option<String>,
+        secret_key_id: Option<String>,
+        secret_sealed: Option<Vec<u8>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT webhook_id, secret, secret_key_id, secret_sealed FROM webhook_registrations
+         WHERE secret IS NOT NULL OR secret_key_id IS DISTINCT FROM $1",
+    )
+    .bind(current)
+    .fetch_all(pool)
+    .await?;
+    let (mut done, mut unreadable) = (0, 0);
+    for r in rows {
+        let opened = match (&r.secret_key_id, &r.secret_sealed, &r.secret) {
+            (Some(id), Some(bytes), _) => keys.open(&r.webhook_id, id, bytes),
+            (_, _, Some(clear)) => Ok(clear.clone()),
+            _ => Err(SealError::Unreadable(String::new())),
+        };
+        let sealed = opened.and_then(|plain| keys.seal(&r.webhook_id, &plain));
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(webhook_id = %r.webhook_id, error = %e, "webhook secret not re-sealed");
+                unreadable += 1;
+                continue;
+            }
+        };
+        // Only if the row is still what was read (another dispatcher may have been first).
+        let n = sqlx::query(
+            "UPDATE webhook_registrations
+             SET secret = NULL, secret_key_id = $2, secret_sealed = $3
+             WHERE webhook_id = $1 AND secret IS NOT DISTINCT FROM $4
+               AND secret_key_id IS NOT DISTINCT FROM $5",
+        )
+        .bind(&r.webhook_id)
+        .bind(&sealed.key_id)
+        .bind(&sealed.bytes)
+        .bind(&r.secret)
+        .bind(&r.secret_key_id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        done += n;
+    }
+    Ok((done, unreadable))
 }

@@ -5,7 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, Secret};
+
+/// Shortest `webhooks.secret_key` accepted (it derives an AES-256 key: 256 bits of entropy in
+/// hex or base64 take at least this many characters).
+pub const MIN_WEBHOOK_KEY_LEN: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -44,6 +48,17 @@ pub struct WebhooksConfig {
     /// Development and tests only: names resolved here instead of by DNS, comma-separated
     /// `name=address` pairs (`receiver.test=127.0.0.1`); the guard vets these addresses too.
     pub resolve: String,
+    /// Key that seals the webhooks' signing secrets in PostgreSQL (AES-256-GCM): at least 32
+    /// characters, not another purpose's key (nor a placeholder, where a role starts). The API (which seals) and the
+    /// dispatcher (which opens) hold it; `roar webhooks` refuses to start without it, and the
+    /// API answers 503 to webhook registrations while it is unset. `roar dev` makes one.
+    pub secret_key: Secret,
+    /// Id of `secret_key`, stored beside every secret it seals (1 to 16 of `A-Za-z0-9_-`).
+    pub secret_key_id: String,
+    /// Retired sealing keys that still open what they sealed, `<id>:<key>` pairs separated by
+    /// commas; the dispatcher re-seals those rows under `secret_key` at start and every ten
+    /// minutes, after which the pair can go.
+    pub previous_secret_keys: Secret,
 }
 
 impl Default for WebhooksConfig {
@@ -64,6 +79,9 @@ impl Default for WebhooksConfig {
             retention_days: 30,
             allow_networks: String::new(),
             resolve: String::new(),
+            secret_key: Secret::default(),
+            secret_key_id: "1".into(),
+            previous_secret_keys: Secret::default(),
         }
     }
 }
@@ -140,9 +158,58 @@ impl WebhooksConfig {
             .collect()
     }
 
+    /// The sealing keys as (id, key), the current one first; empty when `secret_key` is.
+    pub fn secret_keys(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let valid_id = |id: &str| {
+            (1..=16).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !valid_id(&self.secret_key_id) {
+            return bad(format!(
+                "webhooks.secret_key_id must be 1 to 16 of A-Z a-z 0-9 _ -, got {:?}",
+                self.secret_key_id
+            ));
+        }
+        let mut keys = Vec::new();
+        let current = self.secret_key.expose();
+        if !current.is_empty() {
+            check_key("webhooks.secret_key (ROAR_WEBHOOKS__SECRET_KEY)", current)?;
+            keys.push((self.secret_key_id.clone(), current.to_string()));
+        }
+        for (n, entry) in split(self.previous_secret_keys.expose()).enumerate() {
+            let what = format!(
+                "webhooks.previous_secret_keys (ROAR_WEBHOOKS__PREVIOUS_SECRET_KEYS) entry {}",
+                n + 1
+            );
+            let Some((id, key)) = entry.split_once(':') else {
+                return bad(format!("{what} must be `<id>:<key>`"));
+            };
+            if !valid_id(id) {
+                return bad(format!("{what}: the id must be 1 to 16 of A-Z a-z 0-9 _ -"));
+            }
+            if id == self.secret_key_id || keys.iter().any(|(k, _)| k == id) {
+                return bad(format!("{what}: key id {id:?} is used twice"));
+            }
+            check_key(&what, key)?;
+            keys.push((id.to_string(), key.to_string()));
+        }
+        if current.is_empty() && !keys.is_empty() {
+            return bad(
+                "webhooks.previous_secret_keys is set but webhooks.secret_key is not: the \
+                 current key seals, the previous ones only open"
+                    .into(),
+            );
+        }
+        Ok(keys)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(format!("webhooks.{m}")));
         self.allowed_networks()?;
+        self.secret_keys()?;
         self.static_names()?;
         if !(1..=300).contains(&self.timeout_seconds) {
             return bad("timeout_seconds must be in 1..=300");
@@ -173,6 +240,17 @@ impl WebhooksConfig {
         }
         Ok(())
     }
+}
+
+/// A sealing key must be long (the key itself is never named in the error). Placeholders are
+/// refused where a role starts (`check_role_secrets`), so the shipped templates still load.
+fn check_key(what: &str, key: &str) -> Result<(), ConfigError> {
+    if key.len() < MIN_WEBHOOK_KEY_LEN {
+        return Err(ConfigError::Invalid(format!(
+            "{what} must be at least {MIN_WEBHOOK_KEY_LEN} characters (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    Ok(())
 }
 
 fn split(list: &str) -> impl Iterator<Item = &str> {

@@ -1,6 +1,7 @@
 //! `POST /webhooks`, `GET /webhooks`, `DELETE /webhooks/{id}`, `GET /webhooks/{id}/deliveries`:
 //! a user's outbound webhooks (delivered by `roar webhooks`), and the `callback_url` of
-//! `POST /process`, stored as a registration scoped to its jobs.
+//! `POST /process`, stored as a registration scoped to its jobs. The signing secret is stored
+//! sealed (`roar_webhooks::seal`); it is shown once, in the answer that created it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,6 +9,7 @@ use axum::Json;
 use chrono::Utc;
 use roar_webhooks::dispatch::{check_filters, default_events};
 use roar_webhooks::guard::Guard;
+use roar_webhooks::seal::SealKeys;
 use roar_webhooks::{sign, store};
 
 use crate::extract::{ApiJson, ApiPath};
@@ -21,15 +23,30 @@ use crate::{ApiError, AppState};
 /// Deliveries listed per webhook.
 const DELIVERIES_SHOWN: i64 = 100;
 
-fn view(r: store::Registration, secret: bool) -> WebhookView {
+/// A registration as answered; `secret` only in the answer to its creation.
+fn view(r: store::Registration, secret: Option<String>) -> WebhookView {
     WebhookView {
         webhook_id: r.webhook_id,
         url: r.url,
         events: r.events,
         job_id: r.job_id,
         created_at: r.created_at,
-        secret: secret.then_some(r.secret),
+        secret,
     }
+}
+
+/// The keys that seal signing secrets; 503 while `webhooks.secret_key` is unset (nothing is
+/// ever stored in clear).
+fn sealing_keys(s: &AppState) -> Result<SealKeys, ApiError> {
+    let keys = SealKeys::from_config(&s.cfg.webhooks).map_err(ApiError::internal)?;
+    if keys.current_id().is_none() {
+        return Err(ApiError::Unavailable(
+            "webhooks are off on this service: it has no webhooks.secret_key to seal their \
+             signing secrets with"
+                .into(),
+        ));
+    }
+    Ok(keys)
 }
 
 /// Validates a registration of `user`'s without storing it: the URL through the SSRF guard
@@ -42,6 +59,7 @@ pub(crate) async fn validate(
     req: WebhookRequest,
     counted: bool,
 ) -> Result<(WebhookRequest, String), ApiError> {
+    sealing_keys(s)?;
     let guard = Guard::from_config(&s.cfg.webhooks).map_err(ApiError::internal)?;
     let url = guard
         .check_url(&req.url)
@@ -100,13 +118,19 @@ pub(crate) async fn register(
     secret: &str,
     job_id: Option<String>,
 ) -> Result<store::Registration, ApiError> {
+    let webhook_id = store::new_id();
+    let sealed = sealing_keys(s)?
+        .seal(&webhook_id, secret)
+        .map_err(ApiError::internal)?;
     let r = store::Registration {
-        webhook_id: store::new_id(),
+        webhook_id,
         owner: user.id().to_string(),
         job_id,
         url: req.url.clone(),
         events: req.events.clone().unwrap_or_default(),
-        secret: secret.to_string(),
+        secret: None,
+        secret_key_id: Some(sealed.key_id),
+        secret_sealed: Some(sealed.bytes),
         created_at: Utc::now(),
     };
     store::insert(&s.db, &r).await?;
@@ -130,7 +154,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     let (req, secret) = validate(&s, &user, req, true).await?;
     let r = register(&s, &user, &req, &secret, None).await?;
-    Ok((StatusCode::CREATED, Json(view(r, true))))
+    Ok((StatusCode::CREATED, Json(view(r, Some(secret)))))
 }
 
 /// `GET /webhooks`: the caller's webhooks, without secrets (job callbacks are not listed: one
@@ -143,7 +167,7 @@ pub async fn create(
 pub async fn list(State(s): State<AppState>, user: User) -> Result<Json<WebhookList>, ApiError> {
     let rows = store::list(&s.db, user.id()).await?;
     Ok(Json(WebhookList {
-        webhooks: rows.into_iter().map(|r| view(r, false)).collect(),
+        webhooks: rows.into_iter().map(|r| view(r, None)).collect(),
     }))
 }
 

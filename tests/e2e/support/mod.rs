@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub const SECRET: &str = "e2e-token-key-7c2a9f4e1b3d8065a7";
 /// The link-signing key of test servers: its own key, never the token key.
 pub const LINK_KEY: &str = "e2e-link-key-5b0d8f3a9c1e7246b8d0f2";
+/// The key that seals webhook signing secrets in test servers: a third purpose, a third key.
+pub const WEBHOOK_KEY: &str = "e2e-webhook-key-3e8a1c6f0d2b9475e1c3";
 
 pub struct Infra {
     pub pg: Postgres,
@@ -68,6 +70,7 @@ impl Infra {
         cfg.storage.url = format!("file://{}", self.store_dir().display());
         cfg.auth.jwt_secret = Secret::new(SECRET);
         cfg.auth.link_secret = Secret::new(LINK_KEY);
+        cfg.webhooks.secret_key = Secret::new(WEBHOOK_KEY);
         cfg.http.addr = "127.0.0.1:0".parse().unwrap();
         // Tests run in parallel: every ops endpoint on a port of its own.
         cfg.projector.ops_addr = "127.0.0.1:0".parse().unwrap();
