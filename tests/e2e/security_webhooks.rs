@@ -109,6 +109,18 @@ fn the_classifier_names_every_internal_range_and_passes_public_ones() {
         ("ff02::1", Some(Multicast)),
         ("2606:4700:4700::1111", None),
         ("2a00:1450:4001::200e", None),
+        ("2001:200:dff:fff1::1", None),
+        // SIIT's translated form carries an IPv4 address too.
+        ("::ffff:0:7f00:1", Some(Loopback)),
+        ("::ffff:0:808:808", None),
+        // The IETF protocol block (benchmarking, ORCHID), SRv6, and whatever lies outside
+        // global unicast (2000::/3).
+        ("2001:2::1", Some(Reserved)),
+        ("2001:20::1", Some(Reserved)),
+        ("5f00::1", Some(Reserved)),
+        ("1::1", Some(Reserved)),
+        ("4000::1", Some(Reserved)),
+        ("e000::1", Some(Reserved)),
     ];
     for (addr, want) in table {
         assert_eq!(classify(ip(addr)), want, "{addr}");
@@ -254,6 +266,17 @@ fn the_documented_url_and_secret_forms_are_what_registration_accepts() {
         "http://localhost:8080/x",
         "http://x-y.z-0.w/%7E",
         "https://a.b:10000/?",
+        "http://[::1]/",
+        "http://[::]/",
+        "http://[2001:db8::1]/hook",
+        "https://[2606:4700:4700::1111]:8443/x?y=1",
+        "http://[1:2:3:4:5:6:7:8]/",
+        "http://[1::]/",
+        "http://[1:2:3:4:5:6:7::]/",
+        "http://[fe80::1:2:3:4:5:6]/",
+        "http://[::ffff:8.8.8.8]/",
+        "http://[1:2:3:4:5:6:1.2.3.4]/",
+        "http://[ABCD:ef01::2]/",
         long_path.as_str(),
     ] {
         assert!(is_webhook_url(url), "{url} is of the pattern");
@@ -273,7 +296,16 @@ fn the_documented_url_and_secret_forms_are_what_registration_accepts() {
         "http://a:65536",
         "http://xn--a.b",
         "http://-a.b",
-        "http://[::1]/",
+        "http://[1:2:3:4:5:6:7:8:9]/",
+        "http://[1:2:3:4:5:6:7]/",
+        "http://[:::1]/",
+        "http://[1::2::3]/",
+        "http://[12345::1]/",
+        "http://[::1%25eth0]/",
+        "http://[::1.2.3]/",
+        "http://[::01.2.3.4]/",
+        "http://[]/",
+        "http://::1/",
         "http://a/b c",
         "http://a/#f",
         "ftp://a",
@@ -549,6 +581,11 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
         (format!("http://[::1]:{port}/hook"), "loopback"),
         (format!("http://127.0.0.2:{port}/hook"), "loopback"),
         (format!("http://[::ffff:10.0.0.1]:{port}/"), "private"),
+        ("http://[2001:db8::1]/hook".into(), "documentation"),
+        ("http://[fd00::1]/hook".into(), "unique local"),
+        ("http://[fe80::1]/hook".into(), "link-local"),
+        ("http://[64:ff9b::a00:1]/hook".into(), "private"),
+        ("http://[5f00::1]/hook".into(), "reserved"),
         ("ftp://receiver.test/hook".into(), "only http and https"),
         (
             format!("http://u:p@receiver.test:{port}/hook"),
@@ -574,7 +611,6 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
     assert_eq!(code, 422, "{body}");
     // Past the guard, forms the document's pattern does not admit are refused all the same.
     for url in [
-        "http://[2606:4700::1111]/hook".to_string(),
         format!("http://receiver.test:{port}/hook#part"),
         format!("HTTP://receiver.test:{port}/hook"),
     ] {
@@ -589,6 +625,35 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
     }
     let (_, listed) = svc.get_json(&alice, "/webhooks").await;
     assert_eq!(listed["webhooks"], json!([]), "{listed}");
+    // A bracketed IPv6 literal is a URL like any other: a public one is registered (and
+    // deleted at once: nothing may be sent there), and the allow-list's IPv4 network opens
+    // its mapped form too.
+    for (url, stored) in [
+        (
+            "http://[2606:4700:4700::1111]/hook".to_string(),
+            "http://[2606:4700:4700::1111]/hook".to_string(),
+        ),
+        (
+            format!("http://[::FFFF:127.0.0.1]:{port}/mapped"),
+            format!("http://[::ffff:7f00:1]:{port}/mapped"),
+        ),
+    ] {
+        let (code, body) = svc
+            .post_json(&alice, "/webhooks", &json!({"url": url}))
+            .await;
+        assert_eq!(code, 201, "{url}: {body}");
+        assert_eq!(body["url"], stored.as_str(), "{body}");
+        let r = reqwest::Client::new()
+            .delete(svc.url(&format!(
+                "/webhooks/{}",
+                body["webhook_id"].as_str().unwrap()
+            )))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
 
     let register = |url: String| {
         let (svc, alice) = (&svc, &alice);

@@ -109,8 +109,9 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
     let bits = u128::from(ip);
     let low32 = Ipv4Addr::from(bits as u32);
     // Forms that carry an IPv4 address reach that address: judge it.
-    if in6(ip, 0xffff << 32, 96) || in6(ip, 0x0064_ff9b << 96, 96) {
-        // ::ffff:a.b.c.d (mapped) and 64:ff9b::a.b.c.d (NAT64).
+    if in6(ip, 0xffff << 32, 96) || in6(ip, 0xffff << 48, 96) || in6(ip, 0x0064_ff9b << 96, 96) {
+        // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (SIIT's translated form) and
+        // 64:ff9b::a.b.c.d (NAT64).
         return classify_v4(low32);
     }
     if in6(ip, 0x2002 << 112, 16) {
@@ -125,19 +126,25 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
         (0xfd00_0ec2 << 96 | 0x254, 128, Metadata),
         (0x0064_ff9b_0001 << 80, 48, Private),
         (0x0100 << 112, 64, Reserved),
-        // Teredo: tunnels to an obfuscated IPv4 address.
-        (0x2001_0000 << 96, 32, Reserved),
         (0x2001_0db8 << 96, 32, Documentation),
+        // IETF protocol assignments: Teredo (tunnels to an obfuscated IPv4 address),
+        // benchmarking, ORCHID and the like; none is a web server's address.
+        (0x2001_0000 << 96, 23, Reserved),
         (0x3fff << 112, 20, Documentation),
+        // SRv6 segment identifiers: routing instructions, not hosts.
+        (0x5f00 << 112, 16, Reserved),
         (0xfc00 << 112, 7, UniqueLocal),
         (0xfe80 << 112, 10, LinkLocal),
         (0xfec0 << 112, 10, UniqueLocal),
         (0xff00 << 112, 8, Multicast),
     ];
-    table
+    let named = table
         .iter()
         .find(|(net, prefix, _)| in6(ip, *net, *prefix))
-        .map(|(_, _, class)| *class)
+        .map(|(_, _, class)| *class);
+    // Only 2000::/3 is allocated for global unicast: whatever else is not named above is
+    // unassigned or reserved, never a public server.
+    named.or_else(|| (!in6(ip, 0x2000 << 112, 3)).then_some(Reserved))
 }
 
 /// Why a URL or an address was refused.

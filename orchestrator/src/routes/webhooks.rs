@@ -65,11 +65,12 @@ pub(crate) async fn validate(
         .check_url(&req.url)
         .map_err(|e| ApiError::Unprocessable(format!("url: {e}")))?;
     // After the guard, so an internal address is named as such; the form is what the
-    // document's pattern admits (a host name or dotted IPv4, no IPv6 literal or fragment).
+    // document's pattern admits (a host name, dotted IPv4 or bracketed IPv6, no fragment).
     if !is_webhook_url(&req.url) {
         return Err(ApiError::Unprocessable(
-            "url: use http(s)://host[:port][/path][?query] with a host name or dotted IPv4 \
-             address and unreserved or percent-escaped characters (see the OpenAPI pattern)"
+            "url: use http(s)://host[:port][/path][?query] with a host name, a dotted IPv4 \
+             address or a bracketed IPv6 one, and unreserved or percent-escaped characters \
+             (see the OpenAPI pattern)"
                 .into(),
         ));
     }

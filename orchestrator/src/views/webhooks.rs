@@ -26,18 +26,46 @@ const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
 /// A percent-encoded byte.
 const PCT: &str = "%[0-9A-Fa-f]{2}";
 
+/// A bracketed IPv6 address in the forms of RFC 3986's `IPv6address` (no zone id): eight
+/// groups, or fewer around one `::`, the last 32 bits possibly a dotted IPv4 address. The
+/// brackets are the only escapes of the pattern, which every regex dialect reads alike.
+fn ipv6_pattern() -> String {
+    let h = "[0-9A-Fa-f]{1,4}";
+    let ls32 = format!("({h}:{h}|({OCTET}[.]){{3}}{OCTET})");
+    let groups = |n: usize| match n {
+        0 => String::new(),
+        n => format!("({h}:){{{n}}}"),
+    };
+    // Up to `before + 1` groups ahead of the `::` (none at all allowed).
+    let head = |before: usize| match before {
+        0 => format!("({h})?"),
+        b => format!("(({h}:){{0,{b}}}{h})?"),
+    };
+    let mut forms = vec![
+        format!("{}{ls32}", groups(6)),
+        format!("::{}{ls32}", groups(5)),
+    ];
+    for before in 0..=4 {
+        forms.push(format!("{}::{}{ls32}", head(before), groups(4 - before)));
+    }
+    forms.push(format!("{}::{h}", head(5)));
+    forms.push(format!("{}::", head(6)));
+    format!("\\[({})\\]", forms.join("|"))
+}
+
 /// The URL forms a webhook may name: http(s); a host name whose last label starts with a
 /// letter (one ending in a number is read as an IPv4 address) and has no `--` (which starts
-/// punycode), or a dotted IPv4 address; a port 1-65535; a path and query of unreserved
-/// characters and percent escapes. Written with `[.]` and `[?]` rather than escapes, so every
-/// regex dialect that reads the document reads it the same way.
+/// punycode), a dotted IPv4 address or a bracketed IPv6 one; a port 1-65535; a path and query
+/// of unreserved characters and percent escapes. Written with `[.]` and `[?]` rather than
+/// escapes, so every regex dialect that reads the document reads it the same way.
 pub fn url_pattern() -> String {
     let label = "[A-Za-z0-9]+(-[A-Za-z0-9]+)*";
     let last = "[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*";
     let port =
         "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
+    let ipv6 = ipv6_pattern();
     format!(
-        "^https?://(({OCTET}[.]){{3}}{OCTET}|({label}[.])*{last})(:{port})?\
+        "^https?://(({OCTET}[.]){{3}}{OCTET}|({label}[.])*{last}|{ipv6})(:{port})?\
          (/([A-Za-z0-9._~-]|{PCT})*)*([?]([A-Za-z0-9._~=&+-]|{PCT})*)?$"
     )
 }
@@ -73,11 +101,12 @@ pub fn url_schema() -> Object {
         .max_length(Some(URL_MAX_LENGTH))
         .pattern(Some(url_pattern()))
         .description(Some(
-            "where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 \
-             literal, no credentials), optional port, path and query. A literal loopback, \
-             private, link-local or metadata address (and `localhost`) answers 422; a name is \
-             resolved at each delivery and refused there when it resolves to one \
-             (`webhooks.allow_networks` opens networks in development).",
+            "where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed \
+             IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional \
+             port, path and query. A literal loopback, private, link-local, metadata or other \
+             non-public address (and `localhost`) answers 422; a name is resolved at each \
+             delivery and refused there when it resolves to one (`webhooks.allow_networks` \
+             opens networks in development).",
         ))
         .build()
 }
