@@ -37,7 +37,7 @@ fn lengths(svc: &Services) -> Vec<(String, i64)> {
 }
 
 /// Reports a job completed with `names` (wav files) as its worker would.
-async fn complete(svc: &Services, job: &Value, names: &[&str]) {
+pub(crate) async fn complete(svc: &Services, job: &Value, names: &[&str]) {
     let (file, model, variation, jid) = (
         job["file_id"].as_str().unwrap(),
         job["model"].as_str().unwrap(),
@@ -85,7 +85,7 @@ async fn fail(svc: &Services, file: &str, model: &str, job_id: &str, variation: 
     svc.producer().send(JOB_EVENTS, file, &ev).await.unwrap();
 }
 
-fn no_workers(infra: &Infra) -> roar_common::Config {
+pub(crate) fn no_workers(infra: &Infra) -> roar_common::Config {
     let mut cfg = infra.config();
     let none = infra.dir.path().join("no-models");
     std::fs::create_dir_all(&none).unwrap();

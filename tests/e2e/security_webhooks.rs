@@ -961,3 +961,172 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
     );
     svc.stop().await;
 }
+
+/// Posts `body` to `/process`; the answer, the callback's webhook ids and its secret.
+async fn process_with_callback(
+    svc: &Services,
+    token: &str,
+    body: &Value,
+) -> (u16, Value, Vec<String>, String) {
+    let r = reqwest::Client::new()
+        .post(svc.url("/process"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let header = |k: &str| {
+        r.headers()
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let ids = header("callback-webhook-ids")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let secret = header("callback-secret");
+    (code, r.json().await.unwrap(), ids, secret)
+}
+
+/// Waits until the broker holds a request on `model`'s job topic (the process manager asked).
+async fn requested(svc: &Services, model: &str) {
+    let start = Instant::now();
+    while crate::support::topic_len(&svc.cfg.kafka.brokers, &jobs_topic(model)) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no {model} job requested"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A preset's `callback_url` is one registration that hears every step's job and the
+/// pipeline's end; a chained job on a completed one gets its own. No model worker runs: the
+/// test reports each job done as its worker would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_follows_every_job_of_a_preset_and_the_pipelines_end() {
+    let receiver = Receiver::default();
+    let app = axum::Router::new()
+        .route("/{path}", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let infra = Infra::start().await;
+    let mut cfg = crate::api_pipelines::no_workers(&infra);
+    cfg.webhooks.allow_networks = "127.0.0.1/32".into();
+    cfg.webhooks.resolve = "receiver.test=127.0.0.1".into();
+    cfg.webhooks.poll_interval_ms = 50;
+    let svc = Services::start_with(
+        cfg,
+        roar::services::Roles {
+            pipeline: true,
+            webhooks: true,
+        },
+    )
+    .await;
+    let alice = svc.token("alice", &[]);
+    let file = svc
+        .ready_file(&alice, "tone.wav", melody_wav(&[(440.0, 0.5)], 16_000, 1))
+        .await;
+
+    let (code, p, ids, secret) = process_with_callback(
+        &svc,
+        &alice,
+        &json!({"file_id": file, "preset": "transcribe-vocals",
+                "callback_url": format!("http://receiver.test:{port}/preset")}),
+    )
+    .await;
+    assert_eq!(code, 202, "{p:#}");
+    assert_eq!(ids.len(), 1, "one registration for the whole preset");
+    let hook = &ids[0];
+    let pipeline = p["pipeline_id"].as_str().unwrap();
+    let job = |i: usize| {
+        let st = &p["steps"][i];
+        json!({"file_id": file, "job_id": st["job_id"], "model": st["model"],
+               "variation": st["variation"]})
+    };
+    let (separate, transcribe) = (job(0), job(1));
+    requested(&svc, "demucs").await;
+    crate::api_pipelines::complete(&svc, &separate, &["vocals", "no_vocals"]).await;
+    requested(&svc, "whisper").await;
+    crate::api_pipelines::complete(&svc, &transcribe, &["words"]).await;
+
+    let start = Instant::now();
+    loop {
+        let (_, v) = svc
+            .get_json(&alice, &format!("/webhooks/{hook}/deliveries"))
+            .await;
+        let d = v["deliveries"].as_array().unwrap();
+        if d.len() == 3 && d.iter().all(|d| d["status"] == "delivered") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{v:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got: Vec<Value> = receiver
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|g| g.path == "preset")
+        .map(|g| verify(&secret, g))
+        .collect();
+    // The last job's event and the pipeline's end are sent at once: compare as sets.
+    let mut kinds: Vec<(&str, &str)> = got
+        .iter()
+        .map(|v| {
+            let id = v["data"]["job_id"].as_str().unwrap_or("");
+            (v["type"].as_str().unwrap(), id)
+        })
+        .collect();
+    kinds.sort();
+    let sep_id = separate["job_id"].as_str().unwrap();
+    let tr_id = transcribe["job_id"].as_str().unwrap();
+    let mut want = vec![
+        ("job.completed", sep_id),
+        ("job.completed", tr_id),
+        ("pipeline.completed", ""),
+    ];
+    want.sort();
+    assert_eq!(kinds, want, "{got:#?}");
+    let end = &got
+        .iter()
+        .find(|v| v["type"] == "pipeline.completed")
+        .unwrap()["data"];
+    assert_eq!(end["pipeline_id"], pipeline, "{end}");
+    assert_eq!(
+        end["jobs"],
+        json!([{"job_id": sep_id, "ended": "completed"}, {"job_id": tr_id, "ended": "completed"}])
+    );
+
+    // A job chained on the completed separation is one job: its callback hears it alone.
+    let (code, j, ids, secret) = process_with_callback(
+        &svc,
+        &alice,
+        &json!({"file_id": file, "model": "pitch", "input": {"job_id": sep_id, "output": "vocals"},
+                "callback_url": format!("http://receiver.test:{port}/chained"),
+                "callback_events": ["job.completed"]}),
+    )
+    .await;
+    assert_eq!(code, 202, "{j:#}");
+    assert_eq!(ids.len(), 1);
+    crate::api_pipelines::complete(&svc, &j, &["pitch"]).await;
+    let done = deliveries_until(&svc, &alice, &ids[0], |d| d["status"] == "delivered").await;
+    assert_eq!(done["event_type"], "job.completed", "{done}");
+    let chained: Vec<Value> = receiver
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|g| g.path == "chained")
+        .map(|g| verify(&secret, g))
+        .collect();
+    assert_eq!(chained.len(), 1);
+    assert_eq!(chained[0]["data"]["job_id"], j["job_id"]);
+    svc.stop().await;
+}

@@ -32,12 +32,30 @@ pub fn event_type(kind: JobEventKind) -> String {
     format!("job.{kind}")
 }
 
+/// How a pipeline a callback follows ended: `pipeline.<outcome>` once every job of it has.
+pub const PIPELINE_OUTCOMES: [&str; 3] = ["completed", "failed", "canceled"];
+
+/// The pipeline's outcome from how each of its jobs ended: failed if one failed, else canceled
+/// if one was, else completed (`skipped` jobs had their outputs already).
+pub fn pipeline_outcome<'a>(kinds: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let kinds: Vec<&str> = kinds.into_iter().collect();
+    if kinds.contains(&"failed") {
+        "failed"
+    } else if kinds.contains(&"canceled") {
+        "canceled"
+    } else {
+        "completed"
+    }
+}
+
 /// The filters of a registration that names none ([`DEFAULT_KINDS`]).
 pub fn default_events() -> Vec<String> {
     DEFAULT_KINDS.into_iter().map(event_type).collect()
 }
 
-/// Every filter a registration may name: `*`, `job.*`, then `job.<kind>` per kind on the topic.
+/// Every filter a registration may name: `*`, `job.*`, `job.<kind>` per kind on the topic,
+/// then `pipeline.*` and `pipeline.<outcome>` (delivered to the callbacks of a preset or
+/// chained request, which follow a pipeline).
 pub fn filter_words() -> Vec<String> {
     ["*", "job.*"]
         .into_iter()
@@ -49,6 +67,8 @@ pub fn filter_words() -> Vec<String> {
                 .filter(|k| on_topic(*k))
                 .map(event_type),
         )
+        .chain(std::iter::once("pipeline.*".to_string()))
+        .chain(PIPELINE_OUTCOMES.iter().map(|o| format!("pipeline.{o}")))
         .collect()
 }
 
@@ -68,11 +88,40 @@ pub fn check_filters(events: &[String]) -> Result<(), String> {
     }
 }
 
-/// Whether `filters` select the event type `ty` (`job.completed`).
+/// Whether `filters` select the event type `ty` (`job.completed`, `pipeline.failed`).
 pub fn matches(filters: &[String], ty: &str) -> bool {
-    filters
+    filters.iter().any(|f| {
+        f == "*"
+            || f == ty
+            || f.strip_suffix('*')
+                .is_some_and(|ns| ns.ends_with('.') && ty.starts_with(ns))
+    })
+}
+
+/// The body of a pipeline's end: `{type, timestamp, data: {event_id, pipeline_id, file_id,
+/// jobs: [{job_id, ended}]}}`, the jobs in the pipeline's order.
+pub fn pipeline_body(
+    event_id: &str,
+    outcome: &str,
+    pipeline_id: &str,
+    ev: &JobEvent,
+    jobs: &[(String, String)],
+) -> String {
+    let jobs: Vec<_> = jobs
         .iter()
-        .any(|f| f == "*" || f == ty || (f == "job.*" && ty.starts_with("job.")))
+        .map(|(j, k)| json!({"job_id": j, "ended": k}))
+        .collect();
+    json!({
+        "type": format!("pipeline.{outcome}"),
+        "timestamp": ev.meta.occurred_at,
+        "data": {
+            "event_id": event_id,
+            "pipeline_id": pipeline_id,
+            "file_id": ev.file_id,
+            "jobs": jobs,
+        },
+    })
+    .to_string()
 }
 
 /// The JSON body receivers get: `{type, timestamp, data}`; no file names or user ids.
@@ -121,13 +170,41 @@ impl Recorder {
             .filter(|r| matches(&r.events, &ty))
             .map(|r| r.webhook_id.clone())
             .collect();
-        if ids.is_empty() {
+        // Callbacks following a pipeline this job ends a step of.
+        let ends = DEFAULT_KINDS.contains(&ev.body.event_kind());
+        let following: Vec<&store::Registration> = regs
+            .iter()
+            .filter(|r| ends && r.pipeline_id.is_some() && r.job_ids.contains(&ev.job_id))
+            .collect();
+        if ids.is_empty() && following.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let n = store::record(&mut tx, &ids, &ev.meta.event_id, &ty, &body(ev), Utc::now())
+        let mut n = store::record(&mut tx, &ids, &ev.meta.event_id, &ty, &body(ev), Utc::now())
             .await
             .map_err(db)?;
+        let kind = ev.body.event_kind().to_string();
+        for r in following {
+            let Some(jobs) = store::mark_ended(&mut tx, &r.webhook_id, &ev.job_id, &kind)
+                .await
+                .map_err(db)?
+            else {
+                continue;
+            };
+            let outcome = pipeline_outcome(jobs.iter().map(|(_, k)| k.as_str()));
+            let pty = format!("pipeline.{outcome}");
+            if !matches(&r.events, &pty) {
+                continue;
+            }
+            let pipeline_id = r.pipeline_id.as_deref().unwrap_or_default();
+            // One end per pipeline and registration: a repeat records nothing new.
+            let event_id = format!("{pipeline_id}.ended");
+            let pbody = pipeline_body(&event_id, outcome, pipeline_id, ev, &jobs);
+            let one = std::slice::from_ref(&r.webhook_id);
+            n += store::record(&mut tx, one, &event_id, &pty, &pbody, Utc::now())
+                .await
+                .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         tracing::debug!(job_id = %ev.job_id, file_id = %ev.file_id, event_type = %ty, deliveries = n, "webhook deliveries recorded");
         Ok(())

@@ -12,7 +12,12 @@ use crate::status::DeliveryStatus;
 pub struct Registration {
     pub webhook_id: String,
     pub owner: String,
+    /// A callback's job (the one its request answered about); `None` for a user's webhook.
     pub job_id: Option<String>,
+    /// The pipeline a preset's or chained request's callback follows to its end.
+    pub pipeline_id: Option<String>,
+    /// Every job a callback follows (`job_id` among them); empty for a user's webhook.
+    pub job_ids: Vec<String>,
     pub url: String,
     pub events: Vec<String>,
     /// The signing secret in clear: only rows written before secrets were sealed, until the
@@ -74,12 +79,15 @@ pub fn new_id() -> String {
 pub async fn insert(pool: &PgPool, r: &Registration) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO webhook_registrations
-             (webhook_id, owner, job_id, url, events, secret, secret_key_id, secret_sealed, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             (webhook_id, owner, job_id, pipeline_id, job_ids, url, events, secret,
+              secret_key_id, secret_sealed, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&r.webhook_id)
     .bind(&r.owner)
     .bind(&r.job_id)
+    .bind(&r.pipeline_id)
+    .bind(&r.job_ids)
     .bind(&r.url)
     .bind(&r.events)
     .bind(&r.secret)
@@ -154,8 +162,8 @@ pub async fn deliveries(
     .await
 }
 
-/// The registrations an event of `job_id` (on `file_id`) may go to: the job's callbacks, and
-/// every webhook of the job's owner (from the read model; `None` while the projector has not
+/// The registrations an event of `job_id` (on `file_id`) may go to: the callbacks following
+/// the job (its own, or its pipeline's), and every webhook of the job's owner (from the read model; `None` while the projector has not
 /// seen the job or its file yet). Filters are matched by the caller.
 pub async fn candidates(
     pool: &PgPool,
@@ -172,7 +180,7 @@ pub async fn candidates(
     .await?;
     let regs = sqlx::query_as(
         "SELECT * FROM webhook_registrations
-         WHERE job_id = $1 OR (job_id IS NULL AND owner = $2)",
+         WHERE job_id = $1 OR job_ids @> ARRAY[$1]::text[] OR (job_id IS NULL AND owner = $2)",
     )
     .bind(job_id)
     .bind(owner.as_deref().unwrap_or(""))
@@ -213,6 +221,34 @@ pub async fn record(
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected())
+}
+
+/// Records that `job_id`, one of the jobs `webhook_id` follows, ended as `kind` (`completed`,
+/// `failed`, ...); returns how every followed job has ended, in `job_ids` order, once the last
+/// of them has (a repeat of the same event changes nothing and answers the same).
+pub async fn mark_ended(
+    tx: &mut Transaction<'_, Postgres>,
+    webhook_id: &str,
+    job_id: &str,
+    kind: &str,
+) -> Result<Option<Vec<(String, String)>>, sqlx::Error> {
+    let (ended, job_ids): (serde_json::Value, Vec<String>) = sqlx::query_as(
+        "UPDATE webhook_registrations SET ended = ended || jsonb_build_object($2::text, $3::text)
+         WHERE webhook_id = $1 RETURNING ended, job_ids",
+    )
+    .bind(webhook_id)
+    .bind(job_id)
+    .bind(kind)
+    .fetch_one(&mut **tx)
+    .await?;
+    let all: Option<Vec<(String, String)>> = job_ids
+        .into_iter()
+        .map(|j| {
+            let k = ended.get(&j)?.as_str()?.to_string();
+            Some((j, k))
+        })
+        .collect();
+    Ok(all)
 }
 
 /// Claims up to `limit` due deliveries for `lease` (another dispatcher skips them meanwhile;

@@ -25,6 +25,7 @@ pub(crate) mod jobs;
 pub(crate) mod notify;
 pub(crate) mod pipelines;
 pub mod replay;
+pub(crate) mod webhooks;
 
 use crate::middleware::User;
 

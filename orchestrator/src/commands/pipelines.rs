@@ -15,6 +15,7 @@ use roar_schemas::{
 };
 
 use super::jobs::{self, Requested};
+use super::webhooks::{register_callback, Callback, Scope};
 use super::{actor, cancel, consistency_token};
 use crate::middleware::{current_request_id, User};
 use crate::quotas::Admission;
@@ -90,17 +91,28 @@ pub struct PipelineRequested {
     pub view: PipelineRequestView,
     /// Whether a new event was emitted.
     pub emitted: bool,
+    /// The callback registered for the pipeline's jobs, if the request had one.
+    pub callback_id: Option<String>,
 }
 
 /// Emits `PipelineRequested` for `steps` unless the pipeline exists (or is pending) already.
+/// A callback is stored first, following every step's job (and the pipeline's end), so the
+/// dispatcher knows it before the first step's first event.
 async fn emit(
     s: &AppState,
     user: &User,
     file: &FileRow,
     preset: Option<&str>,
     steps: Vec<PipelineStep>,
+    callback: Option<&Callback>,
 ) -> Result<PipelineRequested, ApiError> {
     let (pipeline_id, steps) = with_ids(file, steps)?;
+    let callback_id = register_callback(s, user, callback, || Scope {
+        job_id: steps.last().map(|st| st.job_id.clone()).unwrap_or_default(),
+        pipeline_id: Some(pipeline_id.clone()),
+        job_ids: steps.iter().map(|st| st.job_id.clone()).collect(),
+    })
+    .await?;
     if let Some(p) = s.read.pipeline(&pipeline_id).await? {
         return Ok(PipelineRequested {
             view: PipelineRequestView {
@@ -108,6 +120,7 @@ async fn emit(
                 consistency_token: None,
             },
             emitted: false,
+            callback_id,
         });
     }
     let fresh = fresh_view(file, &pipeline_id, preset, &steps);
@@ -118,6 +131,7 @@ async fn emit(
                 consistency_token: Some(token),
             },
             emitted: false,
+            callback_id,
         });
     }
     let meta = EventMeta::new(current_request_id(), actor(user));
@@ -151,6 +165,7 @@ async fn emit(
                     consistency_token: Some(token),
                 },
                 emitted: true,
+                callback_id,
             })
         }
         Err(e) => {
@@ -193,12 +208,13 @@ pub async fn request_preset(
     file: &FileRow,
     preset: &str,
     planned: &[PlannedStep],
+    callback: Option<&Callback>,
 ) -> Result<PipelineRequested, ApiError> {
     let steps = planned
         .iter()
         .map(|p| step(&p.name, &p.resolved, p.input.clone()))
         .collect();
-    emit(s, user, file, Some(preset), steps).await
+    emit(s, user, file, Some(preset), steps, callback).await
 }
 
 /// The job an `input` names, as a pipeline step.
@@ -303,7 +319,8 @@ impl Upstream {
 
 /// `POST /process {file_id, model, input}`: a job on one output of `up`'s job. A completed
 /// upstream job is read at once (one `JobRequested`); otherwise a pipeline runs the upstream
-/// job (after the jobs it reads through, if any), then this one.
+/// job (after the jobs it reads through, if any), then this one. A callback follows the one
+/// job, or every job of the pipeline and its end; its id comes back with the job.
 pub async fn request_with_input(
     s: &AppState,
     user: &User,
@@ -311,7 +328,8 @@ pub async fn request_with_input(
     r: &Resolved,
     up: Upstream,
     output: &str,
-) -> Result<Requested, ApiError> {
+    callback: Option<&Callback>,
+) -> Result<(Requested, Option<String>), ApiError> {
     let input = JobInput {
         job_id: up.step.job_id.clone(),
         model: up.step.model.clone(),
@@ -321,7 +339,8 @@ pub async fn request_with_input(
     let identity = jobs::identity_reading(&file.file_id, r, Some(input.clone()));
     let existing = s.read.job(identity.job_id()).await?;
     if up.completed || existing.is_some_and(|j| !j.status.is_closed()) {
-        return jobs::request(s, user, file, r, Some(input)).await;
+        let id = register_callback(s, user, callback, || Scope::job(identity.job_id())).await?;
+        return Ok((jobs::request(s, user, file, r, Some(input)).await?, id));
     }
     let upstream_name = up.step.name.clone();
     let mut steps = up.ancestors;
@@ -332,7 +351,7 @@ pub async fn request_with_input(
         r.model.to_string()
     };
     steps.push(step(&name, r, Some((upstream_name, output.into()))));
-    let out = emit(s, user, file, None, steps).await?;
+    let out = emit(s, user, file, None, steps, callback).await?;
     let job = out
         .view
         .pipeline
@@ -344,7 +363,7 @@ pub async fn request_with_input(
             "a requested pipeline lost its step".into(),
         ))?;
     debug_assert_eq!(job.0, identity.job_id());
-    Ok(Requested {
+    let requested = Requested {
         view: JobRequestView {
             job_id: job.0,
             file_id: file.file_id.clone(),
@@ -360,7 +379,8 @@ pub async fn request_with_input(
             pipeline_id: Some(out.view.pipeline.pipeline_id),
         },
         emitted: out.emitted,
-    })
+    };
+    Ok((requested, out.callback_id))
 }
 
 /// A pipeline the caller may see, or 404 (other users' included).

@@ -149,22 +149,30 @@ pub async fn process(
 ) -> Result<Response, ApiError> {
     let callback = take_callback(&mut body)?;
     let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
-    if callback.is_some() && (given("preset") || given("input")) {
-        return Err(ApiError::Unprocessable(
-            "callback_url goes with `model` or `models` requests; for presets and chained jobs \
-             register a webhook (POST /webhooks)"
-                .into(),
-        ));
-    }
-    if body.is_object() && given("preset") {
-        return chained::preset(&s, &user, body)
-            .await
-            .map(IntoResponse::into_response);
-    }
-    if body.is_object() && given("input") {
-        return chained::with_input(&s, &user, body)
-            .await
-            .map(IntoResponse::into_response);
+    let chained = body.is_object() && (given("preset") || given("input"));
+    // A preset or a chained job may start a pipeline: its callback also hears how that ended,
+    // unless the caller chose the events.
+    let callback = match callback {
+        Some(req) => {
+            let defaulted = req.events.is_none();
+            let (mut req, secret) = webhooks::validate(&s, &user, req, false).await?;
+            if chained && defaulted {
+                req.events
+                    .get_or_insert_with(Vec::new)
+                    .push("pipeline.*".into());
+            }
+            Some(commands::webhooks::Callback { req, secret })
+        }
+        None => None,
+    };
+    if chained {
+        let (code, response, ids) = if given("preset") {
+            chained::preset(&s, &user, body, callback.as_ref()).await?
+        } else {
+            chained::with_input(&s, &user, body, callback.as_ref()).await?
+        };
+        let headers = callback_headers(callback.as_ref(), &ids)?;
+        return Ok((code, headers, response).into_response());
     }
     let single = !body.is_array() && body.get("models").is_none_or(Value::is_null);
     let wanted = parse(body)?;
@@ -186,21 +194,17 @@ pub async fn process(
     }
     // Validated before anything is stored or emitted; stored before each job's request, so the
     // dispatcher knows the callback before the job's first event.
-    let callback = match callback {
-        Some(req) => Some(webhooks::validate(&s, &user, req, false).await?),
-        None => None,
-    };
     let mut callback_ids = Vec::new();
     let mut results = Vec::with_capacity(wanted.len());
     let mut emitted = false;
     for (file_id, r) in &wanted {
-        if let Some((req, secret)) = &callback {
-            let job_id = commands::jobs::identity_reading(file_id, r, None)
-                .job_id()
-                .to_string();
-            let reg = webhooks::register(&s, &user, req, secret, Some(job_id)).await?;
-            callback_ids.push(reg.webhook_id);
-        }
+        let id = commands::webhooks::register_callback(&s, &user, callback.as_ref(), || {
+            commands::webhooks::Scope::job(
+                commands::jobs::identity_reading(file_id, r, None).job_id(),
+            )
+        })
+        .await?;
+        callback_ids.extend(id);
         let out = commands::jobs::request(&s, &user, &files[file_id], r, None).await?;
         emitted |= out.emitted;
         results.push(out.view);
@@ -215,16 +219,24 @@ pub async fn process(
     } else {
         ProcessResponse::Many(RequestedJobs { jobs: results })
     };
+    let headers = callback_headers(callback.as_ref(), &callback_ids)?;
+    Ok((code, headers, Json(response)).into_response())
+}
+
+/// The body's shape is the same with or without a callback: its ids and secret (for the
+/// signatures) travel as headers.
+fn callback_headers(
+    callback: Option<&commands::webhooks::Callback>,
+    ids: &[String],
+) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::new();
-    if let Some((_, secret)) = &callback {
-        // The body's shape is the same with or without a callback: its ids and secret (for
-        // the signatures) travel as headers.
-        let ids = HeaderValue::from_str(&callback_ids.join(","));
+    if let Some(cb) = callback {
+        let ids = HeaderValue::from_str(&ids.join(","));
         headers.insert("callback-webhook-ids", ids.map_err(ApiError::internal)?);
-        let secret = HeaderValue::from_str(secret).map_err(ApiError::internal)?;
+        let secret = HeaderValue::from_str(&cb.secret).map_err(ApiError::internal)?;
         headers.insert("callback-secret", secret);
     }
-    Ok((code, headers, Json(response)).into_response())
+    Ok(headers)
 }
 
 /// Removes `callback_url`, `callback_events` and `callback_secret` from a single request

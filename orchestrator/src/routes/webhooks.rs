@@ -6,12 +6,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
 use roar_webhooks::dispatch::{check_filters, default_events};
 use roar_webhooks::guard::Guard;
-use roar_webhooks::seal::SealKeys;
 use roar_webhooks::{sign, store};
 
+use crate::commands;
 use crate::extract::{ApiJson, ApiPath};
 use crate::middleware::User;
 use crate::views::{
@@ -35,20 +34,6 @@ fn view(r: store::Registration, secret: Option<String>) -> WebhookView {
     }
 }
 
-/// The keys that seal signing secrets; 503 while `webhooks.secret_key` is unset (nothing is
-/// ever stored in clear).
-fn sealing_keys(s: &AppState) -> Result<SealKeys, ApiError> {
-    let keys = SealKeys::from_config(&s.cfg.webhooks).map_err(ApiError::internal)?;
-    if keys.current_id().is_none() {
-        return Err(ApiError::Unavailable(
-            "webhooks are off on this service: it has no webhooks.secret_key to seal their \
-             signing secrets with"
-                .into(),
-        ));
-    }
-    Ok(keys)
-}
-
 /// Validates a registration of `user`'s without storing it: the URL through the SSRF guard
 /// (422 naming the address class) and then its form (the document's pattern), filters, secret,
 /// and (`counted`: not a job's callback) the per-user limit (429 `webhooks`). Returns the
@@ -59,7 +44,7 @@ pub(crate) async fn validate(
     req: WebhookRequest,
     counted: bool,
 ) -> Result<(WebhookRequest, String), ApiError> {
-    sealing_keys(s)?;
+    commands::webhooks::sealing_keys(s)?;
     let guard = Guard::from_config(&s.cfg.webhooks).map_err(ApiError::internal)?;
     let url = guard
         .check_url(&req.url)
@@ -111,34 +96,6 @@ pub(crate) async fn validate(
     ))
 }
 
-/// Stores a validated registration.
-pub(crate) async fn register(
-    s: &AppState,
-    user: &User,
-    req: &WebhookRequest,
-    secret: &str,
-    job_id: Option<String>,
-) -> Result<store::Registration, ApiError> {
-    let webhook_id = store::new_id();
-    let sealed = sealing_keys(s)?
-        .seal(&webhook_id, secret)
-        .map_err(ApiError::internal)?;
-    let r = store::Registration {
-        webhook_id,
-        owner: user.id().to_string(),
-        job_id,
-        url: req.url.clone(),
-        events: req.events.clone().unwrap_or_default(),
-        secret: None,
-        secret_key_id: Some(sealed.key_id),
-        secret_sealed: Some(sealed.bytes),
-        created_at: Utc::now(),
-    };
-    store::insert(&s.db, &r).await?;
-    tracing::info!(webhook_id = %r.webhook_id, job_id = ?r.job_id, "webhook registered");
-    Ok(r)
-}
-
 /// `POST /webhooks`: 201 with the registration and its secret (shown this once).
 #[utoipa::path(post, path = "/webhooks", tag = "webhooks", operation_id = "create_webhook",
     request_body = WebhookRequest,
@@ -154,7 +111,7 @@ pub async fn create(
     ApiJson(req): ApiJson<WebhookRequest>,
 ) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     let (req, secret) = validate(&s, &user, req, true).await?;
-    let r = register(&s, &user, &req, &secret, None).await?;
+    let r = commands::webhooks::register(&s, &user, &req, &secret, None).await?;
     Ok((StatusCode::CREATED, Json(view(r, Some(secret)))))
 }
 

@@ -156,9 +156,10 @@ fn model_fields(m: &ModelSpec) -> ObjectBuilder {
 }
 
 /// `callback_url` with `callback_events` and `callback_secret`: a webhook for this request's
-/// jobs only, on a request object (not on a list's entries, presets or chained jobs). Unlike
-/// the other members, none of the three may be `null`, and the last two need `callback_url`
-/// (`dependentRequired`), as the handler enforces.
+/// jobs only, on a request object (not on a list's entries); on a preset or a chained job, for
+/// every job of the pipeline it starts and the pipeline's end. Unlike the other members, none
+/// of the three may be `null`, and the last two need `callback_url` (`dependentRequired`), as
+/// the handler enforces.
 fn with_callback(o: ObjectBuilder) -> ObjectBuilder {
     let needs_url = serde_json::json!({
         "callback_events": ["callback_url"],
@@ -312,7 +313,7 @@ fn chained_components(models: &[ModelSpec]) -> Vec<(String, RefOr<Schema>)> {
     for m in models {
         out.push((
             with_input_name(m),
-            model_fields(m)
+            with_callback(model_fields(m))
                 .property("file_id", s::file_id())
                 .required("file_id")
                 .property("input", reference("JobInputRef"))
@@ -327,7 +328,7 @@ fn chained_components(models: &[ModelSpec]) -> Vec<(String, RefOr<Schema>)> {
                 .into(),
         ));
     }
-    let preset = ObjectBuilder::new()
+    let preset = with_callback(ObjectBuilder::new())
         .schema_type(Type::Object)
         .additional_properties(Some(closed()))
         .description(Some(

@@ -124,8 +124,11 @@ pub fn events_schema(null_too: bool) -> Array {
         .min_items(Some(1))
         .max_items(Some(MAX_FILTERS))
         .description(Some(
-            "which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job \
-             ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`)",
+            "which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or \
+             `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: \
+             its callback only); absent: every way a job ends (`job.completed`, `job.failed`, \
+             `job.canceled`, `job.skipped`), and for a preset or chained request's callback \
+             also `pipeline.*`",
         ));
     if null_too {
         a = a.schema_type(SchemaType::from_iter([Type::Array, Type::Null]));

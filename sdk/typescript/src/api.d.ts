@@ -1932,11 +1932,11 @@ export interface components {
         };
         /** @description several models on one file; variation and params per model */
         ProcessMany: {
-            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
-            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
             /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
             callback_secret?: string;
-            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
             callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -1949,11 +1949,11 @@ export interface components {
         };
         /** @description one demucs job on one file: source separation (Hybrid Transformer Demucs v4) */
         ProcessOne_demucs: {
-            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
-            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
             /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
             callback_secret?: string;
-            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
             callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -1998,11 +1998,11 @@ export interface components {
         };
         /** @description one gemma3n job on one file: lyrics: the words sung, in lines and sections, each word timed (txt, json, enhanced LRC, SRT, WebVTT) */
         ProcessOne_gemma3n: {
-            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
-            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
             /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
             callback_secret?: string;
-            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
             callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -2031,11 +2031,11 @@ export interface components {
         };
         /** @description one musicgen job on one file: music generation from a text prompt (MusicGen); with prompt_seconds it continues the song's end, the melody variation follows its melody */
         ProcessOne_musicgen: {
-            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
-            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
             /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
             callback_secret?: string;
-            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
             callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -2078,11 +2078,11 @@ export interface components {
         };
         /** @description one pitch job on one file: monophonic pitch (CREPE), notes, key and tempo */
         ProcessOne_pitch: {
-            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
-            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
             /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
             callback_secret?: string;
-            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
             callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -2115,11 +2115,11 @@ export interface components {
         };
         /** @description one whisper job on one file: speech and lyrics transcription (Whisper) */
         ProcessOne_whisper: {
-            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
-            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[];
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
             /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
             callback_secret?: string;
-            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
             callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
@@ -2154,6 +2154,12 @@ export interface components {
         };
         /** @description a preset's steps on one file, as one pipeline (see `GET /presets`) */
         ProcessPreset: {
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input?: null;
@@ -2169,6 +2175,12 @@ export interface components {
         ProcessResponse: components["schemas"]["JobRequestView"] | components["schemas"]["RequestedJobs"] | components["schemas"]["PipelineRequestView"];
         /** @description one demucs job on one output of another job (on the same file) instead of the upload */
         ProcessWithInput_demucs: {
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input: components["schemas"]["JobInputRef"];
@@ -2212,6 +2224,12 @@ export interface components {
         };
         /** @description one gemma3n job on one output of another job (on the same file) instead of the upload */
         ProcessWithInput_gemma3n: {
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input: components["schemas"]["JobInputRef"];
@@ -2239,6 +2257,12 @@ export interface components {
         };
         /** @description one musicgen job on one output of another job (on the same file) instead of the upload */
         ProcessWithInput_musicgen: {
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input: components["schemas"]["JobInputRef"];
@@ -2280,6 +2304,12 @@ export interface components {
         };
         /** @description one pitch job on one output of another job (on the same file) instead of the upload */
         ProcessWithInput_pitch: {
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input: components["schemas"]["JobInputRef"];
@@ -2311,6 +2341,12 @@ export interface components {
         };
         /** @description one whisper job on one output of another job (on the same file) instead of the upload */
         ProcessWithInput_whisper: {
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            callback_events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[];
+            /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
+            callback_secret?: string;
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            callback_url?: string;
             /** @description a file id: `f` and 32 lowercase hex digits */
             file_id: string;
             input: components["schemas"]["JobInputRef"];
@@ -2530,11 +2566,11 @@ export interface components {
         };
         /** @description `POST /webhooks`. `null` is the same as absent for `events` and `secret`. */
         WebhookRequest: {
-            /** @description which events are delivered: `*`, `job.*` or `job.<kind>`; absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`) */
-            events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped")[] | null;
+            /** @description which events are delivered: `*`, `job.*`, `job.<kind>`, `pipeline.*` or `pipeline.<outcome>` (the end of the pipeline a preset or chained request started: its callback only); absent: every way a job ends (`job.completed`, `job.failed`, `job.canceled`, `job.skipped`), and for a preset or chained request's callback also `pipeline.*` */
+            events?: ("*" | "job.*" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.retry_scheduled" | "job.canceled" | "job.skipped" | "pipeline.*" | "pipeline.completed" | "pipeline.failed" | "pipeline.canceled")[] | null;
             /** @description `whsec_` and the base64 of 24 to 64 random bytes; absent: one is made and returned once */
             secret?: string | null;
-            /** @description where deliveries go: http(s), a host name or a dotted IPv4 address (no IPv6 literal, no credentials), optional port, path and query. A literal loopback, private, link-local or metadata address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
+            /** @description where deliveries go: http(s), a host name, a dotted IPv4 address or a bracketed IPv6 one (`http://[2001:db8::1]/hook`; no zone id, no credentials), optional port, path and query. A literal loopback, private, link-local, metadata or other non-public address (and `localhost`) answers 422; a name is resolved at each delivery and refused there when it resolves to one (`webhooks.allow_networks` opens networks in development). */
             url: string;
         };
         /** @description A registered webhook. */

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::check_ready;
 use crate::commands::pipelines::{self, Upstream};
+use crate::commands::webhooks::Callback;
 use crate::middleware::User;
 use crate::routes::status::visible_file;
 use crate::views::{stored_outputs, JobOutputRef, ModelOutputRef, ProcessRequest, ProcessResponse};
@@ -27,12 +28,16 @@ fn code(emitted: bool) -> StatusCode {
     }
 }
 
+/// What a chained request answers: its status, its body and the callback it registered.
+pub(super) type Answer = (StatusCode, Json<ProcessResponse>, Vec<String>);
+
 /// `{file_id, preset}`.
 pub(super) async fn preset(
     s: &AppState,
     user: &User,
     body: Value,
-) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
+    callback: Option<&Callback>,
+) -> Result<Answer, ApiError> {
     let req: ProcessRequest = serde_json::from_value(body).map_err(bad)?;
     let alone = req.model.is_none()
         && req.models.is_none()
@@ -50,8 +55,12 @@ pub(super) async fn preset(
     let preset = catalog::preset(&name).map_err(bad)?;
     let steps: Vec<StepRequest> = preset.steps.iter().map(StepRequest::from).collect();
     let planned = catalog::plan(&steps).map_err(bad)?;
-    let out = pipelines::request_preset(s, user, &file, preset.name, &planned).await?;
-    Ok((code(out.emitted), Json(ProcessResponse::Pipeline(out.view))))
+    let out = pipelines::request_preset(s, user, &file, preset.name, &planned, callback).await?;
+    Ok((
+        code(out.emitted),
+        Json(ProcessResponse::Pipeline(out.view)),
+        out.callback_id.into_iter().collect(),
+    ))
 }
 
 /// The input's reference, told apart by `job_id`.
@@ -96,7 +105,8 @@ pub(super) async fn with_input(
     s: &AppState,
     user: &User,
     body: Value,
-) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
+    callback: Option<&Callback>,
+) -> Result<Answer, ApiError> {
     let req: ProcessRequest = serde_json::from_value(body).map_err(bad)?;
     if req.models.is_some() {
         return Err(bad("`input` goes with one `model`, not `models`"));
@@ -127,8 +137,13 @@ pub(super) async fn with_input(
         }
         (InputRef::Model(_), None) => return Err(ApiError::Internal("unresolved input".into())),
     };
-    let out = pipelines::request_with_input(s, user, &file, &r, up, &output).await?;
-    Ok((code(out.emitted), Json(ProcessResponse::One(out.view))))
+    let (out, callback_id) =
+        pipelines::request_with_input(s, user, &file, &r, up, &output, callback).await?;
+    Ok((
+        code(out.emitted),
+        Json(ProcessResponse::One(out.view)),
+        callback_id.into_iter().collect(),
+    ))
 }
 
 /// The upstream job an `input: {job_id, output}` names: the caller's, on the same file, with
