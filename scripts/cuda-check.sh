@@ -7,7 +7,7 @@
 #
 #   scripts/cuda-check.sh            # venv in target/cuda-venv, separate target/cuda-check dir
 #
-# The toolkit comes from scripts/cuda-env.sh. Cost: about 0.9 GB of wheels (the venv), plus a
+# The toolkit comes from scripts/cuda-env.sh. Cost: about 1 GB of wheels (the venv), plus a
 # check build of the dependency tree with the cuda feature in its own target dir (tens of
 # minutes on 2 cores). Not part of .ci/run.
 # CUDA_COMPUTE_CAP picks the PTX target (default 80); nothing here queries a GPU.

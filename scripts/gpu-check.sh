@@ -32,12 +32,31 @@ build() {
   cp "${CARGO_TARGET_DIR:-target/cuda-release}/release/examples/gpu_check" "$BIN"
   strip "$BIN" 2>/dev/null || true
   echo "gpu-check: built $BIN ($(du -h "$BIN" | cut -f1))"
+  # It has to travel to a GPU machine that may be lent with a 64 MiB limit on what it carries.
+  if [ "$(stat -c %s "$BIN")" -gt $((64 << 20)) ]; then
+    echo "gpu-check: $BIN is over 64 MiB" >&2
+    exit 1
+  fi
 }
 
 run() {
   local bin=${1:-$BIN}
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc)"
+  # The binary links the CUDA 13 libraries by soname (libcublas.so.13, libcurand.so.10,
+  # libnvrtc.so.13, libcudart.so.13; libcuda.so.1 from the driver). Without a system toolkit,
+  # take them from the NVIDIA wheels of the machine's Python (a PyTorch venv has them).
+  if ldd "$bin" | grep -q 'not found'; then
+    local dirs
+    dirs=$(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in sorted(os.listdir(p))))' 2>/dev/null || true)
+    for d in $dirs; do
+      [ -d "$d" ] && LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
+    done
+    export LD_LIBRARY_PATH
+    if ldd "$bin" | grep 'not found' >&2; then
+      echo "gpu-check: CUDA libraries missing (above)" >&2
+    fi
+  fi
   local models=()
   [ -n "${GPU_CHECK_MODELS:-}" ] && models=(--models "$GPU_CHECK_MODELS")
   "$bin" --device "${GPU_CHECK_DEVICE:-cuda:0}" \
