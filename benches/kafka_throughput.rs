@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         rate(total, loop_time)
     );
 
-    let bare: StreamConsumer = roar_common::kafka::client_config(&cfg.kafka)
+    let bare: StreamConsumer = roar_common::kafka::consumer_config(&cfg.kafka)
         .set("group.id", "bench-bare")
         .set("auto.offset.reset", "earliest")
         .create()?;

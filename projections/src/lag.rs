@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use roar_common::config::KafkaConfig;
-use roar_common::kafka::client_config;
+use roar_common::kafka::consumer_config;
 use roar_common::metrics::{PROJECTOR_LAG_EVENTS, PROJECTOR_LAG_SECONDS};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ pub async fn events_behind(kafka: &KafkaConfig, pool: &PgPool) -> Result<u64, Pr
     let kafka = kafka.clone();
     // Watermark and metadata calls block on the network: keep them off the executor.
     let highs = tokio::task::spawn_blocking(move || -> Result<Vec<_>, ProjectionError> {
-        let consumer: BaseConsumer = client_config(&kafka).create()?;
+        let consumer: BaseConsumer = consumer_config(&kafka).create()?;
         let mut out = Vec::new();
         for topic in projected_topics() {
             let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use roar_common::config::KafkaConfig;
-use roar_common::kafka::{client_config, Delivery, EventProducer, IdleGate};
+use roar_common::kafka::{consumer_config, Delivery, EventProducer, IdleGate};
 use roar_common::Config;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ fn batch_span(batch: &[Delivery]) -> tracing::Span {
 
 /// A consumer for manual assignment; its group only names it in Kafka's lag tooling.
 pub(crate) fn new_consumer(cfg: &Config) -> Result<StreamConsumer, ProjectionError> {
-    Ok(client_config(&cfg.kafka)
+    Ok(consumer_config(&cfg.kafka)
         .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -220,7 +220,7 @@ pub(crate) async fn assign_from_db(
 async fn projected_partitions(kafka: &KafkaConfig) -> Result<Vec<(String, i32)>, ProjectionError> {
     let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = client_config(&kafka).create()?;
+        let consumer: BaseConsumer = consumer_config(&kafka).create()?;
         let mut all = Vec::new();
         for topic in projected_topics() {
             let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::idle::IdleGate;
 use super::rebalance::LoopContext;
-use super::{client_config, EventProducer, KafkaError};
+use super::{consumer_config, EventProducer, KafkaError};
 use crate::config::KafkaConfig;
 use crate::metrics::{DLQ_MESSAGES, HANDLER_RETRIES, MESSAGES_CONSUMED};
 
@@ -164,7 +164,7 @@ pub async fn run_consumer(
     producer: EventProducer,
     cancel: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer<LoopContext> = client_config(&spec.kafka)
+    let consumer: StreamConsumer<LoopContext> = consumer_config(&spec.kafka)
         .set("group.id", &spec.group)
         .set("enable.auto.commit", "true")
         .set(

@@ -21,7 +21,7 @@ use roar_schemas::{ControlBody, ControlEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{client_config, KafkaError};
+use super::{consumer_config, KafkaError};
 use crate::config::KafkaConfig;
 
 /// Canceled job ids (and canceled songs) remembered; older ones are forgotten first (bounded
@@ -141,7 +141,7 @@ impl ControlFollower {
 
     /// Starts following the topic in the background until `cancel` fires.
     pub fn spawn(kafka: &KafkaConfig, cancel: CancellationToken) -> Result<Arc<Self>, KafkaError> {
-        let consumer: StreamConsumer = client_config(kafka)
+        let consumer: StreamConsumer = consumer_config(kafka)
             .set("group.id", format!("roar-control-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

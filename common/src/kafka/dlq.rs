@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use roar_schemas::topics::DLQ;
 use roar_schemas::DeadLetter;
 
-use super::{client_config, EventProducer, KafkaError};
+use super::{consumer_config, EventProducer, KafkaError};
 use crate::config::KafkaConfig;
 
 /// The Kafka header a re-driven message carries: the id of the letter it came from, so a
@@ -58,7 +58,7 @@ pub async fn read_dead_letters(cfg: &KafkaConfig) -> Result<Vec<StoredLetter>, K
 }
 
 fn read_blocking(cfg: &KafkaConfig) -> Result<Vec<StoredLetter>, KafkaError> {
-    let consumer: BaseConsumer = client_config(cfg)
+    let consumer: BaseConsumer = consumer_config(cfg)
         .set(
             "group.id",
             format!("roar-dlq-reader-{}", uuid::Uuid::new_v4()),

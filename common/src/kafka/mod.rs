@@ -55,3 +55,14 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     cfg.security.apply(&mut c);
     c
 }
+
+/// [`client_config`] for a consumer (anything that fetches or lists offsets). Consumers read
+/// uncommitted: roar writes no Kafka transactions, so both isolation levels deliver the same
+/// records (the last stable offset is the high watermark), and tansu's PostgreSQL engine, which
+/// `roar dev` runs on, cannot answer a read-committed ListOffsets on PostgreSQL 15 (its query
+/// needs 16's syntax; the broker drops the connection instead).
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("isolation.level", "read_uncommitted");
+    c
+}

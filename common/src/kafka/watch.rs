@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{client_config, KafkaError};
+use super::{consumer_config, KafkaError};
 use crate::config::KafkaConfig;
 
 /// Clients kept between rounds: one without a group for metadata and watermarks, one per
@@ -26,7 +26,7 @@ impl BrokerWatch {
     pub fn new(kafka: &KafkaConfig, timeout: Duration) -> Result<Self, KafkaError> {
         Ok(Self {
             kafka: kafka.clone(),
-            plain: client_config(kafka).create()?,
+            plain: consumer_config(kafka).create()?,
             groups: HashMap::new(),
             timeout,
         })
@@ -63,7 +63,7 @@ impl BrokerWatch {
     pub fn group_lag(&mut self, group: &str, topic: &str) -> Result<i64, KafkaError> {
         let marks = self.watermarks(topic)?;
         if !self.groups.contains_key(group) {
-            let c: BaseConsumer = client_config(&self.kafka)
+            let c: BaseConsumer = consumer_config(&self.kafka)
                 .set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .create()?;
