@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let tansu = find_tansu("", TansuFlavor::Memory)
-        .ok_or_else(|| anyhow::anyhow!("tansu not found: run scripts/install-tansu.sh memory"))?;
+        .ok_or_else(|| anyhow::anyhow!("tansu not found: run scripts/install-tansu.sh"))?;
     let broker = Broker::start(
         &tansu,
         free_port()?,

@@ -11,7 +11,7 @@
 #   BENCH_BIN=target/debug/deps/api_load-<hash> scripts/bench-api.sh  # a binary built already
 #
 # BENCH_OHA=1 installs oha (`cargo install oha --locked`) when it is not on PATH: an
-# independent load generator to cross-check the first row. Needs the in-memory tansu
+# independent load generator to cross-check the first row. Needs tansu
 # (scripts/install-tansu.sh) and PostgreSQL's server binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."

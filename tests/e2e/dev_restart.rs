@@ -3,12 +3,10 @@
 //! `roar dev` again on the same directory must start (also over a server an earlier run left
 //! behind) and the interrupted job must complete, once.
 //!
-//! `roar dev` keeps its broker state in SQLite, which needs tansu's 25-minute libsql build that
-//! CI does not install; the test's tansu keeps the state in S3 (moto) instead, through a wrapper
-//! script that swaps the storage argument, so the broker state survives like SQLite's would.
+//! `roar dev`'s broker keeps its log in the dev PostgreSQL (tansu's PostgreSQL engine, schema
+//! `tansu`), so the interrupted job's events are still there after the restart.
 //! The process-tying helpers (`roar::stack::tied`) are tested on their own below.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,12 +16,11 @@ use roar_common::config::AuthConfig;
 use roar_common::config::Secret;
 use serde_json::{json, Value};
 
-use crate::support::{melody_wav, models_dir, S3Server, SECRET};
+use crate::support::{melody_wav, models_dir, SECRET};
 
 struct Dev {
     dir: std::path::PathBuf,
-    wrapper: std::path::PathBuf,
-    s3: S3Server,
+    tansu: std::path::PathBuf,
     http: u16,
     pg: u16,
     kafka: u16,
@@ -46,7 +43,7 @@ impl Dev {
             .env_remove("DATABASE_URL")
             .env_remove("ROAR_DATABASE__URL")
             .env("ROAR_DEV__DIR", &self.dir)
-            .env("ROAR_DEV__TANSU_BIN", &self.wrapper)
+            .env("ROAR_DEV__TANSU_BIN", &self.tansu)
             .env("ROAR_DEV__KAFKA_PORT", self.kafka.to_string())
             .env("ROAR_DEV__POSTGRES_PORT", self.pg.to_string())
             .env("ROAR_HTTP__ADDR", format!("127.0.0.1:{}", self.http))
@@ -60,12 +57,6 @@ impl Dev {
             .env("ROAR_PROCESSOR__SHUTDOWN_GRACE_SECONDS", "0")
             .env("ROAR_TELEMETRY__LOG_LEVEL", "info")
             .env("RUST_LOG", "info")
-            // What the wrapped tansu needs to reach its S3 storage.
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_ENDPOINT", &self.s3.endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -135,17 +126,6 @@ async fn all_gone(pids: &[u32], within: Duration) -> bool {
     false
 }
 
-/// A script that runs tansu with S3 storage in place of the SQLite path `roar dev` asks for.
-fn write_wrapper(path: &Path, tansu: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let script = format!(
-        "#!/bin/sh\nfor a; do shift; case \"$a\" in sqlite://*) set -- \"$@\" s3://tansu/ ;; *) set -- \"$@\" \"$a\" ;; esac; done\nexec '{}' \"$@\"\n",
-        tansu.display()
-    );
-    std::fs::write(path, script).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 async fn status(base: &str, token: &str, file_id: &str) -> Value {
     let r = reqwest::Client::new()
         .get(format!("{base}/status/{file_id}"))
@@ -187,15 +167,12 @@ async fn roar_dev_killed_mid_job_restarts_and_completes_the_job_once() {
     let tmp = tempfile::tempdir().unwrap();
     let tansu = find_tansu(
         &std::env::var("ROAR_DEV__TANSU_BIN").unwrap_or_default(),
-        TansuFlavor::Memory,
+        TansuFlavor::Durable,
     )
-    .expect("tansu is installed (scripts/install-tansu.sh)");
-    let wrapper = tmp.path().join("tansu-s3");
-    write_wrapper(&wrapper, &tansu);
+    .expect("tansu with PostgreSQL storage is installed (scripts/install-tansu.sh)");
     let dev = Dev {
         dir: tmp.path().join("dev"),
-        wrapper,
-        s3: S3Server::start("tansu").await,
+        tansu,
         http: free_port().unwrap(),
         pg: free_port().unwrap(),
         kafka: free_port().unwrap(),
@@ -284,7 +261,13 @@ async fn roar_dev_killed_mid_job_restarts_and_completes_the_job_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
+    // The broker's log is in the same database (what carried the job across the kill).
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM tansu.record")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     pool.close().await;
+    assert!(records > 0, "the broker's log is not in PostgreSQL");
     let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
     assert_eq!(count("completed"), 1, "{kinds:?}; status {st:#}");
     assert_eq!(
