@@ -42,7 +42,7 @@ pub(crate) fn align_words(
     tokens.push(sp.no_timestamps);
     tokens.extend_from_slice(text_tokens);
     tokens.push(sp.eot);
-    let mut state = model.decoder.start(win.audio, 1)?;
+    let mut state = model.decoder.start(win.audio)?;
     let t = Tensor::new(tokens.as_slice(), win.audio.device())?.unsqueeze(0)?;
     let (logits, weights) = model.decoder.forward(&t, &mut state, heads)?;
     let Some(weights) = weights else {

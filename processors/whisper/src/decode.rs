@@ -44,8 +44,10 @@ struct Rules<'a> {
 }
 
 impl Rules<'_> {
-    /// Masks what may not come next after `seq` (the sampled tokens so far).
-    fn apply(&self, logits: &mut [f32], seq: &[u32]) {
+    /// Masks what may not come next after `seq` (the sampled tokens so far) and returns the
+    /// log-sum-exp of the masked logits, so that `logits[t] - lse` is exactly what
+    /// `log_softmax(logits)[t]` gives, without a second pass over the vocabulary.
+    fn apply(&self, logits: &mut [f32], seq: &[u32]) -> f32 {
         let sp = self.sp;
         let mut ban = |t: u32| {
             if let Some(l) = logits.get_mut(t as usize) {
@@ -77,7 +79,7 @@ impl Rules<'_> {
         let n = logits.len();
         if !self.timestamps {
             logits[tb.min(n)..].fill(f32::NEG_INFINITY);
-            return;
+            return logsumexp(logits);
         }
         logits[sp.no_timestamps as usize] = f32::NEG_INFINITY;
         let is_ts = |t: u32| t >= sp.timestamp_begin;
@@ -109,12 +111,20 @@ impl Rules<'_> {
             }
         }
         // If the timestamps together outweigh every single text token, take a timestamp.
-        let lp = log_softmax(logits);
-        let ts_mass = logsumexp(&lp[tb..]);
-        let best_text = lp[..tb].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        // (The log-probabilities are formed on the fly, value for value as `log_softmax`.)
+        let lse = logsumexp(logits);
+        let ts_mass = logsumexp_of(logits[tb..].iter().map(|v| v - lse));
+        let best_text = logits[..tb]
+            .iter()
+            .map(|v| v - lse)
+            .fold(f32::NEG_INFINITY, f32::max);
         if ts_mass > best_text {
             logits[..tb].fill(f32::NEG_INFINITY);
+            // Only timestamps are left: the same sum as over the whole row, whose masked
+            // entries add exact zeros.
+            return logsumexp(&logits[tb..]);
         }
+        lse
     }
 }
 
@@ -124,11 +134,15 @@ pub(crate) fn log_softmax(x: &[f32]) -> Vec<f32> {
 }
 
 fn logsumexp(x: &[f32]) -> f32 {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    logsumexp_of(x.iter().copied())
+}
+
+fn logsumexp_of(x: impl Iterator<Item = f32> + Clone) -> f32 {
+    let m = x.clone().fold(f32::NEG_INFINITY, f32::max);
     if m == f32::NEG_INFINITY {
         return m;
     }
-    m + x.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
+    m + x.map(|v| (v - m).exp()).sum::<f32>().ln()
 }
 
 /// xorshift64*: a small deterministic generator for temperature sampling.
@@ -181,7 +195,7 @@ pub(crate) fn decode_window(
         timestamps: p.timestamps,
         max_initial: (p.max_initial_timestamp / 0.02).round() as u32,
     };
-    let mut state = model.decoder.start(audio, 1)?;
+    let mut state = model.decoder.start(audio)?;
     let t = Tensor::new(init.as_slice(), dev)?.unsqueeze(0)?;
     let (logits, _) = model.decoder.forward(&t, &mut state, &[])?;
     let at_sot: Vec<f32> = logits.i((0, sot_index))?.to_vec1()?;
@@ -198,12 +212,14 @@ pub(crate) fn decode_window(
         let mut sum = 0f32;
         let mut next = first;
         while seq.len() < sample_len {
-            rules.apply(&mut next, &seq);
-            let lp = log_softmax(&next);
+            let lse = rules.apply(&mut next, &seq);
             let tok = if p.temperature == 0.0 {
                 argmax(&next)
             } else {
-                let probs: Vec<f32> = lp.iter().map(|l| (l / p.temperature).exp()).collect();
+                let probs: Vec<f32> = next
+                    .iter()
+                    .map(|l| ((l - lse) / p.temperature).exp())
+                    .collect();
                 let total: f32 = probs.iter().sum();
                 let mut r = rng.next_f32() * total;
                 probs
@@ -214,11 +230,10 @@ pub(crate) fn decode_window(
                     })
                     .unwrap_or_else(|| argmax(&next))
             } as u32;
+            sum += next[tok as usize] - lse;
             if tok == sp.eot {
-                sum += lp[tok as usize];
                 break;
             }
-            sum += lp[tok as usize];
             seq.push(tok);
             let t = Tensor::new(&[[tok]], dev)?;
             let (l, _) = model.decoder.forward(&t, &mut state, &[])?;
@@ -262,16 +277,21 @@ fn beam_search(
     let mut beams: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
     let mut logits = vec![first];
     let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+    // Reused every step: a hypothesis's log-probabilities and the token order to rank them.
+    let mut lp: Vec<f32> = Vec::new();
+    let mut idx: Vec<usize> = Vec::new();
     for step in 0..sample_len {
         let last_step = step + 1 == sample_len;
         // Each hypothesis offers its best beam + 1 tokens: enough for the best `beam`
         // candidates overall and, after at most one end of text each, `beam` to go on.
         let mut cands: Vec<(f32, usize, u32)> = Vec::new();
         for (i, (seq, score)) in beams.iter().enumerate() {
-            let mut l = logits[i].clone();
-            rules.apply(&mut l, seq);
-            let lp = log_softmax(&l);
-            let mut idx: Vec<usize> = (0..lp.len()).collect();
+            let l = &mut logits[i];
+            let lse = rules.apply(l, seq);
+            lp.clear();
+            lp.extend(l.iter().map(|v| v - lse));
+            idx.clear();
+            idx.extend(0..lp.len());
             let k = (beam + 1).min(idx.len());
             idx.select_nth_unstable_by(k - 1, |&a, &b| lp[b].total_cmp(&lp[a]));
             for &t in &idx[..k] {

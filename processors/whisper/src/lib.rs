@@ -28,6 +28,7 @@ mod format;
 mod hub;
 pub mod mel;
 mod model;
+mod project;
 pub mod tokenizer;
 mod transcribe;
 mod weights;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Storage, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
 
 use crate::error::{Result, WhisperError};
@@ -165,6 +165,20 @@ impl Attention {
         let o = w.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
         Ok((self.out.forward(&o)?, w))
     }
+
+    /// Attends every row of `x` (`[b, n, d]`) to one set of keys/values
+    /// (`[1, heads, frames, d/heads]`, the audio all hypotheses share): the rows go through
+    /// one `[1, heads, b·n, ·]` product instead of the keys being copied per hypothesis and
+    /// multiplied one row at a time. The weights come back as `[1, heads, b·n, frames]`.
+    fn attend_shared(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, n, d) = x.dims3()?;
+        let scale = 1.0 / ((d / self.heads) as f64).sqrt();
+        let q = self.q.forward(x)?.reshape((1, b * n, d))?;
+        let q = (self.split(&q)? * scale)?;
+        let w = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let o = w.matmul(v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        Ok((self.out.forward(&o)?, w))
+    }
 }
 
 struct Block {
@@ -273,7 +287,8 @@ pub(crate) struct Decoder {
     ln: LayerNorm,
 }
 
-/// Decoding state for one audio window: cached keys/values, one batch row per hypothesis.
+/// Decoding state for one audio window: cached keys/values, one batch row per hypothesis
+/// for the text, one for the audio they all attend to.
 pub(crate) struct DecoderState {
     cross: Vec<(Tensor, Tensor)>,
     selfkv: Vec<Option<(Tensor, Tensor)>>,
@@ -286,18 +301,6 @@ impl DecoderState {
         let idx = Tensor::new(rows, self.cross[0].0.device())?;
         for kv in self.selfkv.iter_mut().flatten() {
             *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
-        }
-        let n = rows.len();
-        for kv in &mut self.cross {
-            if kv.0.dim(0)? != n {
-                let one = |t: &Tensor| -> Result<Tensor> {
-                    let t = t.i(0..1)?;
-                    let mut s = t.dims().to_vec();
-                    s[0] = n;
-                    Ok(t.broadcast_as(s)?.contiguous()?)
-                };
-                *kv = (one(&kv.0)?, one(&kv.1)?);
-            }
         }
         Ok(())
     }
@@ -332,8 +335,9 @@ impl Decoder {
         self.embed.device().clone()
     }
 
-    /// A fresh state for `audio` (`[1, 1500, d]`), with `batch` hypotheses.
-    pub(crate) fn start(&self, audio: &Tensor, batch: usize) -> Result<DecoderState> {
+    /// A fresh state for `audio` (`[1, 1500, d]`), with one hypothesis
+    /// ([`DecoderState::reorder`] makes more).
+    pub(crate) fn start(&self, audio: &Tensor) -> Result<DecoderState> {
         let cross = self
             .blocks
             .iter()
@@ -345,15 +349,11 @@ impl Decoder {
                     .kv(audio)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut s = DecoderState {
+        Ok(DecoderState {
             cross,
             selfkv: vec![None; self.blocks.len()],
             offset: 0,
-        };
-        if batch != 1 {
-            s.reorder(&vec![0; batch])?;
-        }
-        Ok(s)
+        })
     }
 
     /// Runs `tokens` (`[b, n]`) after what the state has seen. Returns the logits of
@@ -398,9 +398,10 @@ impl Decoder {
                 .expect("decoder blocks have cross-attention");
             let h = cross_ln.forward(&x)?;
             let (ck, cv) = &state.cross[li];
-            let (o, w) = cross.attend(&h, ck, cv, None)?;
+            let (o, w) = cross.attend_shared(&h, ck, cv)?;
             for &(_, head) in heads.iter().filter(|(l, _)| *l == li) {
-                picked.push(w.i((0, head))?);
+                // Rows 0..n of the stacked rows are batch row 0's.
+                picked.push(w.i((0, head))?.narrow(0, 0, n)?);
             }
             x = (&x + o)?;
             x = b.mlp(&x)?;
@@ -409,7 +410,7 @@ impl Decoder {
         let x = self.ln.forward(&x)?;
         let logits = match &self.embed_q {
             Some(q) => q.forward(&x.contiguous()?)?,
-            None => x.broadcast_matmul(&self.embed.t()?)?,
+            None => self.project(&x)?,
         };
         let weights = if picked.is_empty() {
             None
@@ -417,6 +418,27 @@ impl Decoder {
             Some(Tensor::stack(&picked, 0)?)
         };
         Ok((logits, weights))
+    }
+}
+
+impl Decoder {
+    /// `[b, n, d]` → logits `[b, n, vocab]` through the tied embedding: the crate's own
+    /// one-pass kernel on the CPU ([`crate::project`]), candle's product elsewhere.
+    fn project(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        {
+            let (storage, layout) = self.embed.storage_and_layout();
+            if let (Storage::Cpu(cpu), Some((start, end))) =
+                (&*storage, layout.contiguous_offsets())
+            {
+                let embed = &cpu.as_slice::<f32>()?[start..end];
+                let rows = x.flatten_all()?.to_vec1::<f32>()?;
+                let y = crate::project::logits(&rows, embed, d);
+                let vocab = y.len() / (b * n).max(1);
+                return Ok(Tensor::from_vec(y, (b, n, vocab), x.device())?);
+            }
+        }
+        Ok(x.broadcast_matmul(&self.embed.t()?)?)
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) fn language_probs(w: &Whisper, audio: &Tensor) -> Result<(String, f32
     if !w.is_multilingual() || sp.languages.is_empty() {
         return Ok(("en".into(), 1.0));
     }
-    let mut state = w.model.decoder.start(audio, 1)?;
+    let mut state = w.model.decoder.start(audio)?;
     let t = Tensor::new(&[[sp.sot]], audio.device())?;
     let (logits, _) = w.model.decoder.forward(&t, &mut state, &[])?;
     let row: Vec<f32> = logits.i((0, 0))?.to_vec1()?;

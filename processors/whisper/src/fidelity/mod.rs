@@ -97,7 +97,7 @@ fn check_model(name: &str) {
         let what = format!("{name}: encoder output, window {j} (seek {})", probe.seek);
         compare(&case, &what, &picked, &t, &format!("encoder_w{j}"));
 
-        let mut state = w.model.decoder.start(&enc, 1).expect("decoder state");
+        let mut state = w.model.decoder.start(&enc).expect("decoder state");
         let tokens = Tensor::new(probe.prompt.as_slice(), &Device::Cpu)
             .and_then(|t| t.unsqueeze(0))
             .expect("prompt");
