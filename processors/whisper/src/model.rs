@@ -467,8 +467,15 @@ pub(crate) struct Model {
 
 impl Model {
     pub(crate) fn load(w: &Weights, dims: Dims) -> Result<Self> {
+        // int8 is for the decoder, whose every step reads all its weights for a few rows:
+        // on the encoder's 1500-row products candle's 8-bit kernels lose to its float32 gemm.
+        let encoder_weights = Weights {
+            map: w.map.clone(),
+            device: w.device.clone(),
+            precision: Precision::F32,
+        };
         Ok(Self {
-            encoder: Encoder::load(w, &dims)?,
+            encoder: Encoder::load(&encoder_weights, &dims)?,
             decoder: Decoder::load(w, &dims)?,
             dims,
         })
