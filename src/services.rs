@@ -305,7 +305,8 @@ pub fn load_model(cfg: &Config, name: &str) -> Result<Arc<dyn Model>> {
         }
         "whisper" => {
             let m = roar_processors::whisper::WhisperModel::new(&cfg.processor.models_dir)
-                .context("starting the whisper worker (processor.models_dir)")?;
+                .context("starting the whisper worker (processor.models_dir)")?
+                .with_precision(cfg.whisper.precision);
             Ok(Arc::new(m.on(device()?)))
         }
         "demucs" => {

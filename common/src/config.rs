@@ -53,6 +53,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub processor: ProcessorConfig,
     pub musicgen: MusicgenConfig,
+    pub whisper: WhisperConfig,
     pub projector: ProjectorConfig,
     pub pipeline: PipelineConfig,
     pub telemetry: TelemetryConfig,
@@ -310,6 +311,33 @@ pub struct ProcessorConfig {
     /// a rollout). A worker serves each variation at exactly one version, this one or the
     /// catalogue's, and runs only jobs that ask for it (`docs/ARCHITECTURE.md`, model versions).
     pub model_versions: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// How the whisper worker runs Whisper.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhisperConfig {
+    /// Arithmetic of the network's linear layers. `f32` is the reference's; `int8` keeps 8-bit
+    /// weights (blocks of 32 sharing a scale: a quarter of the weight memory), slower than f32
+    /// with candle's kernels on the CPUs measured (docs/benchmarks-whisper.md), and its
+    /// transcripts can differ. An int8 worker serves every variation at the version +
+    /// [`WhisperPrecision::VERSION_SUFFIX`], so a job asking for the float weights' version
+    /// never runs on these.
+    pub precision: WhisperPrecision,
+}
+
+/// [`WhisperConfig::precision`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WhisperPrecision {
+    #[default]
+    F32,
+    Int8,
+}
+
+impl WhisperPrecision {
+    /// Appended to the versions an int8 worker serves.
+    pub const VERSION_SUFFIX: &'static str = "-int8";
 }
 
 /// Limits of music generation, checked by the orchestrator (422) and again by the musicgen
@@ -874,10 +902,18 @@ impl Config {
                         "processor.model_versions.{model}: unknown variation {variation:?}"
                     ));
                 }
-                if !crate::catalog::is_version(version) {
+                // An int8 whisper worker serves the version with a suffix: that must fit too.
+                let int8 = model == "whisper" && self.whisper.precision == WhisperPrecision::Int8;
+                let suffix = if int8 {
+                    WhisperPrecision::VERSION_SUFFIX
+                } else {
+                    ""
+                };
+                if !crate::catalog::is_version(&format!("{version}{suffix}")) {
                     return Err(format!(
                         "processor.model_versions.{model}.{variation}: {version:?} is not a \
-                         version (1–100 of A-Z a-z 0-9 . _ -)"
+                         version (1–{} of A-Z a-z 0-9 . _ -)",
+                        100 - suffix.len()
                     ));
                 }
             }

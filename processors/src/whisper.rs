@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use roar_common::config::WhisperPrecision;
 use roar_crepe::Device;
-use roar_whisper::{Task, TranscribeOptions, Whisper, WhisperError};
+use roar_whisper::{Precision, Task, TranscribeOptions, Whisper, WhisperError};
 use serde_json::Value;
 
 use crate::runtime::{Input, Loaded, Model, ModelError, OutputFile, RunContext};
@@ -20,6 +21,7 @@ const VARIATIONS: [&str; 2] = ["tiny.en", "base"];
 pub struct WhisperModel {
     dir: PathBuf,
     device: Device,
+    precision: WhisperPrecision,
     loaded: Loaded<Whisper>,
 }
 
@@ -40,8 +42,16 @@ impl WhisperModel {
         Ok(Self {
             dir,
             device: Device::Cpu,
+            precision: WhisperPrecision::F32,
             loaded,
         })
+    }
+
+    /// Loads the weights at `precision` (`whisper.precision`). At int8 the worker serves other
+    /// versions than float32's (see [`Model::weights_version`]).
+    pub fn with_precision(mut self, precision: WhisperPrecision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Runs the model on `device` (from `processor.device`) instead of the CPU.
@@ -52,7 +62,11 @@ impl WhisperModel {
 
     fn model(&self, variation: &str) -> Result<Arc<Whisper>, ModelError> {
         self.loaded.get(variation, || {
-            Whisper::load(&self.dir, variation, &self.device).map_err(error)
+            let precision = match self.precision {
+                WhisperPrecision::F32 => Precision::F32,
+                WhisperPrecision::Int8 => Precision::Int8,
+            };
+            Whisper::load_with(&self.dir, variation, &self.device, precision).map_err(error)
         })
     }
 }
@@ -119,7 +133,14 @@ impl Model for WhisperModel {
     }
 
     fn version(&self) -> String {
-        VERSION.into()
+        self.weights_version(VERSION.into())
+    }
+
+    fn weights_version(&self, version: String) -> String {
+        match self.precision {
+            WhisperPrecision::F32 => version,
+            WhisperPrecision::Int8 => version + WhisperPrecision::VERSION_SUFFIX,
+        }
     }
 
     fn variations(&self) -> Vec<String> {
@@ -198,6 +219,36 @@ mod tests {
         assert!(!o.word_timestamps);
         assert!(options(&json!({"task": "translate"}), false).is_err());
         assert!(options(&json!({"task": "translate"}), true).is_ok());
+    }
+
+    /// int8 weights are not the float32 version's: a worker loading them serves other
+    /// versions (so its consumer groups and the jobs it takes differ), catalogued or not.
+    #[test]
+    fn an_int8_worker_serves_versions_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("whisper").join("tiny.en");
+        std::fs::create_dir_all(&v).unwrap();
+        std::fs::write(v.join("tokenizer.json"), "{}").unwrap();
+        let mut cfg = roar_common::Config::default();
+        let versions = |m: &WhisperModel, cfg: &roar_common::Config| -> Vec<String> {
+            crate::runtime::served(m, cfg)
+                .into_iter()
+                .map(|s| s.version)
+                .collect()
+        };
+        let f32 = WhisperModel::new(dir.path()).unwrap();
+        let int8 = WhisperModel::new(dir.path())
+            .unwrap()
+            .with_precision(WhisperPrecision::Int8);
+        assert_eq!(versions(&f32, &cfg), ["whisper-tiny.en-1"]);
+        assert_eq!(versions(&int8, &cfg), ["whisper-tiny.en-1-int8"]);
+        assert_eq!(int8.version(), format!("{VERSION}-int8"));
+        cfg.processor.model_versions.insert(
+            "whisper".into(),
+            [("tiny.en".to_string(), "whisper-tiny.en-7".to_string())].into(),
+        );
+        assert_eq!(versions(&f32, &cfg), ["whisper-tiny.en-7"]);
+        assert_eq!(versions(&int8, &cfg), ["whisper-tiny.en-7-int8"]);
     }
 
     #[test]

@@ -127,6 +127,13 @@ pub trait Model: Send + Sync + 'static {
     /// (the catalogue's, or `processor.model_versions`'); this one serves a variation the
     /// catalogue does not know.
     fn version(&self) -> String;
+    /// The version this worker serves where `version` is the one catalogued or configured for a
+    /// variation: the same unless the weights it loaded differ from that version's (e.g.
+    /// quantised), when it must be another, so that a job asking for `version` never runs on
+    /// other weights.
+    fn weights_version(&self, version: String) -> String {
+        version
+    }
     /// The variations this worker can run, e.g. `tiny`, `full`.
     fn variations(&self) -> Vec<String>;
     /// Where the model runs: `cpu`, `cuda:0`, ... ([`crate::device::label`]).

@@ -39,7 +39,8 @@ impl Served {
 
 /// What `model` serves under `cfg`: each of its variations at the version
 /// `processor.model_versions` names for it, else the catalogue's; a variation the catalogue
-/// does not know (a model outside it) at the model's own [`Model::version`].
+/// does not know (a model outside it) at the model's own [`Model::version`]; each as
+/// [`Model::weights_version`] says for the weights loaded.
 pub fn served(model: &dyn Model, cfg: &Config) -> Vec<Served> {
     model
         .variations()
@@ -50,6 +51,7 @@ pub fn served(model: &dyn Model, cfg: &Config) -> Vec<Served> {
                 &variation,
                 &cfg.processor.model_versions,
             )
+            .map(|v| model.weights_version(v))
             .unwrap_or_else(|| model.version());
             Served { variation, version }
         })
