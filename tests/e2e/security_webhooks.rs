@@ -527,10 +527,8 @@ async fn deliveries_until(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() {
-    // The receiver on 127.0.0.1 (allow-listed); the redirect's target on 127.0.0.2 (loopback,
-    // not allow-listed) only counts connections.
+/// A receiver on 127.0.0.1 (the tests' allow-listed address), serving until the test ends.
+async fn serve_receiver() -> (Receiver, u16) {
     let receiver = Receiver::default();
     let app = axum::Router::new()
         .route("/{path}", axum::routing::post(receive))
@@ -538,6 +536,14 @@ async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (receiver, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhooks_are_signed_retried_recorded_and_kept_off_internal_addresses() {
+    // The receiver on 127.0.0.1 (allow-listed); the redirect's target on 127.0.0.2 (loopback,
+    // not allow-listed) only counts connections.
+    let (receiver, port) = serve_receiver().await;
     let trap = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let trap_port = trap.local_addr().unwrap().port();
     let trapped = Arc::new(Mutex::new(0usize));
@@ -1008,13 +1014,7 @@ async fn requested(svc: &Services, model: &str) {
 /// test reports each job done as its worker would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_callback_follows_every_job_of_a_preset_and_the_pipelines_end() {
-    let receiver = Receiver::default();
-    let app = axum::Router::new()
-        .route("/{path}", axum::routing::post(receive))
-        .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (receiver, port) = serve_receiver().await;
 
     let infra = Infra::start().await;
     let mut cfg = crate::api_pipelines::no_workers(&infra);
