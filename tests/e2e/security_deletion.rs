@@ -57,6 +57,15 @@ fn objects_of(infra: &Infra, file_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the projector has erased the song's rows, then checks `/status` no longer knows it.
+async fn projected_gone(svc: &Services, token: &str, pool: &sqlx::PgPool, file: &str) {
+    wait_until("the deletion is projected", || async {
+        rows_of(pool, file).await.is_empty()
+    })
+    .await;
+    assert_eq!(svc.get_json(token, &format!("/status/{file}")).await.0, 404);
+}
+
 /// Rows anywhere in the read model that name the file, by table.
 async fn rows_of(pool: &sqlx::PgPool, file_id: &str) -> Vec<(String, i64)> {
     let mut out = Vec::new();
@@ -227,14 +236,7 @@ async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebui
         }
     }
     assert!(started.elapsed() < bound, "the stream stayed open");
-    wait_until("the deletion is projected", || async {
-        rows_of(&pool, &file).await.is_empty()
-    })
-    .await;
-    assert_eq!(
-        svc.get_json(&alice, &format!("/status/{file}")).await.0,
-        404
-    );
+    projected_gone(&svc, &alice, &pool, &file).await;
     assert_eq!(delete(&svc, &alice, &file).await, 404, "deleted already");
     let (_, songs) = svc.get_json(&alice, "/songs").await;
     let listed: Vec<&str> = songs["songs"]
@@ -424,14 +426,7 @@ async fn a_song_with_hundreds_of_queued_jobs_is_deleted_by_one_cancel_and_each_j
     assert_eq!(topic_len(&brokers, PIPELINES), pipelines);
     // A client's usual 10 s timeout is far off, whatever the load on the machine.
     assert!(took < Duration::from_secs(10), "DELETE took {took:?}");
-    wait_until("the deletion is projected", || async {
-        rows_of(&pool, &file).await.is_empty()
-    })
-    .await;
-    assert_eq!(
-        svc.get_json(&alice, &format!("/status/{file}")).await.0,
-        404
-    );
+    projected_gone(&svc, &alice, &pool, &file).await;
 
     // The separation completes just as the song goes (its worker had not seen the cancel): the
     // pipeline manager cancels the pitch step instead of requesting it.
