@@ -26,6 +26,8 @@ if [ -n "${ROAR_IDLE_PID:-}" ]; then
 fi
 
 BIN=${ROAR_BIN:-target/release/roar}
+# roar refuses unknown ROAR_* settings: its child must not inherit the script's own.
+unset ROAR_BIN ROAR_IDLE_PID
 [ -x "$BIN" ] || cargo build --release --bin roar
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DIR=$(mktemp -d)
