@@ -3,7 +3,9 @@
 //! same stale count; every accepted job request and upload is therefore admitted first:
 //!
 //! - under a per-user advisory lock (one admission of a user at a time, on every replica), the
-//!   usage is counted: the read model plus the admissions it does not reflect yet;
+//!   usage is counted: the read model plus the admissions it does not reflect yet, only for
+//!   the limits that are on and only up to one past each ([`counts`]); with no limit on for
+//!   the request's kind there is nothing to count and neither lock nor transaction is taken;
 //! - over a limit, the request is refused (429 with the limit's code, 413 `storage_quota`);
 //! - otherwise the admission row is written in the same (short) transaction; a request whose
 //!   event then never reaches the topic deletes it again ([`Admission::release`]). No
@@ -18,14 +20,14 @@
 //! pipeline once accepted runs to its end instead of stopping halfway on a limit.
 
 use chrono::{DateTime, Utc};
-use roar_schemas::{FileStatus, JobStatus};
+use roar_common::config::QuotaConfig;
+
+mod counts;
+
+use counts::{count, Plan};
 
 use crate::views::{Usage, UsageLimits};
 use crate::{ApiError, AppState};
-
-/// Admissions older than this are reflected in the read model or never will be (their event
-/// was lost with its request); they still count for `jobs_per_day`.
-const UNREFLECTED_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 
 /// What an admission is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,68 +80,10 @@ impl Admission {
     }
 }
 
-/// A user's usage, counted inside `tx` (which may hold the user's lock).
-async fn count(tx: &mut sqlx::PgConnection, owner: &str) -> Result<Usage, sqlx::Error> {
-    let since = Utc::now() - UNREFLECTED_WINDOW;
-    let day = Utc::now() - chrono::Duration::days(1);
-    let (in_flight, today): (i64, i64) = sqlx::query_as(
-        "SELECT
-           (SELECT count(*) FROM jobs WHERE owner = $1 AND status IN ($2, $3))
-           + (SELECT count(*) FROM quota_admissions a
-              WHERE a.owner = $1 AND a.kind = 'job' AND a.admitted_at > $4
-                AND NOT EXISTS (SELECT 1 FROM jobs j
-                                WHERE j.job_id = a.ref_id AND j.updated_at >= a.admitted_at)),
-           (SELECT count(*) FROM quota_admissions
-            WHERE owner = $1 AND kind = 'job' AND admitted_at > $5)",
-    )
-    .bind(owner)
-    .bind(JobStatus::Queued.as_str())
-    .bind(JobStatus::Running.as_str())
-    .bind(since)
-    .bind(day)
-    .fetch_one(&mut *tx)
-    .await?;
-    // A file's bytes count once: its row when it has one (pending rows reserve the declared
-    // size), else the admission the read model does not show yet.
-    let (stored, pending): (i64, i64) = sqlx::query_as(
-        "SELECT
-           COALESCE((SELECT sum(size) FROM files WHERE owner = $1 AND status <> $2), 0)::bigint
-           + COALESCE((SELECT sum(CASE WHEN jsonb_typeof(o->'size') = 'number'
-                                  THEN LEAST(GREATEST((o->>'size')::numeric, 0), 1e15)
-                                  ELSE 0 END)
-                       FROM jobs j, jsonb_array_elements(CASE WHEN jsonb_typeof(j.outputs) = 'array'
-                                                          THEN j.outputs ELSE '[]' END) o
-                       WHERE j.owner = $1), 0)::bigint
-           + COALESCE((SELECT sum(a.bytes) FROM quota_admissions a
-                       WHERE a.owner = $1 AND a.kind IN ('upload', 'registration')
-                         AND a.admitted_at > $3
-                         AND NOT EXISTS (SELECT 1 FROM files f WHERE f.file_id = a.ref_id
-                           AND (f.status <> $2 OR f.updated_at >= a.admitted_at))), 0)::bigint,
-           (SELECT count(*) FROM files WHERE owner = $1 AND status = $4)
-           + (SELECT count(*) FROM quota_admissions a
-              WHERE a.owner = $1 AND a.kind = 'registration' AND a.admitted_at > $3
-                AND NOT EXISTS (SELECT 1 FROM files f WHERE f.file_id = a.ref_id
-                                AND f.updated_at >= a.admitted_at))",
-    )
-    .bind(owner)
-    .bind(FileStatus::Deleted.as_str())
-    .bind(since)
-    .bind(FileStatus::PendingUpload.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(Usage {
-        jobs_in_flight: in_flight.max(0) as u64,
-        jobs_today: today.max(0) as u64,
-        stored_bytes: stored.max(0) as u64,
-        pending_uploads: pending.max(0) as u64,
-        limits: UsageLimits::default(),
-    })
-}
-
 /// `owner`'s usage and limits (`GET /me/usage`).
 pub(crate) async fn usage(s: &AppState, owner: &str) -> Result<Usage, ApiError> {
     let mut conn = s.db.acquire().await?;
-    let mut u = count(&mut conn, owner).await?;
+    let mut u = count(&mut conn, owner, Plan::EXACT).await?;
     u.limits = limits(s);
     Ok(u)
 }
@@ -161,7 +105,9 @@ pub(crate) async fn check_storage(s: &AppState, owner: &str) -> Result<(), ApiEr
     if max == 0 {
         return Ok(());
     }
-    let used = usage(s, owner).await?.stored_bytes;
+    let mut conn = s.db.acquire().await?;
+    let only_bytes = Plan::admission(Kind::Upload, &s.cfg.quota);
+    let used = count(&mut conn, owner, only_bytes).await?.stored_bytes;
     if used >= max {
         return Err(over_storage(used, 0, max));
     }
@@ -207,73 +153,36 @@ async fn admit_all(
     bytes: u64,
     at: DateTime<Utc>,
 ) -> Result<Admission, ApiError> {
+    let plan = Plan::admission(kind, &s.cfg.quota);
+    if !plan.reads_anything() {
+        // No limit of this kind is on: nothing to count, so nothing to serialise. The row is
+        // still written, so that `GET /me/usage` and a limit turned on later count it.
+        record(
+            &mut *s.db.acquire().await?,
+            owner,
+            kind,
+            &ref_ids,
+            bytes,
+            at,
+        )
+        .await?;
+        return Ok(Admission {
+            owner: owner.to_string(),
+            kind,
+            ref_ids,
+            at,
+        });
+    }
     let n = ref_ids.len() as u64;
+    // The lock makes count-then-write atomic per user: it is all this transaction holds.
     let mut tx = s.db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('roar-quota:' || $1, 0))")
         .bind(owner)
         .execute(&mut *tx)
         .await?;
-    let u = count(&mut tx, owner).await?;
-    let q = &s.cfg.quota;
-    let over = |limit: u64, used: u64| limit > 0 && used.saturating_add(n) > limit;
-    // What a pipeline's refusal adds to the message: its size against the limit.
-    let steps = |limit: u64| {
-        if n > 1 {
-            format!(" (this pipeline has {n} jobs to run; the limit is {limit})")
-        } else {
-            String::new()
-        }
-    };
-    match kind {
-        Kind::Job if over(q.jobs_in_flight, u.jobs_in_flight) => {
-            return Err(ApiError::Limit {
-                code: "jobs_in_flight",
-                message: format!(
-                    "{} of your jobs are queued or running, the most allowed at once{}; retry \
-                     when one has finished",
-                    u.jobs_in_flight,
-                    steps(q.jobs_in_flight)
-                ),
-            })
-        }
-        Kind::Job if over(q.jobs_per_day, u.jobs_today) => {
-            return Err(ApiError::Limit {
-                code: "jobs_per_day",
-                message: format!(
-                    "you requested {} jobs in the last 24 hours, the most allowed{}; retry later",
-                    u.jobs_today,
-                    steps(q.jobs_per_day)
-                ),
-            })
-        }
-        Kind::Registration if over(q.pending_uploads, u.pending_uploads) => {
-            return Err(ApiError::Limit {
-                code: "pending_uploads",
-                message: format!(
-                    "{} of your direct uploads are registered and not completed, the most \
-                     allowed; complete them or let them expire",
-                    u.pending_uploads
-                ),
-            })
-        }
-        Kind::Upload | Kind::Registration
-            if q.stored_bytes > 0 && u.stored_bytes.saturating_add(bytes) > q.stored_bytes =>
-        {
-            return Err(over_storage(u.stored_bytes, bytes, q.stored_bytes))
-        }
-        _ => {}
-    }
-    sqlx::query(
-        "INSERT INTO quota_admissions (owner, kind, ref_id, bytes, admitted_at)
-         SELECT $1, $2, r, $4, $5 FROM unnest($3::text[]) AS r",
-    )
-    .bind(owner)
-    .bind(kind.as_str())
-    .bind(&ref_ids)
-    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
+    let u = count(&mut tx, owner, plan).await?;
+    refuse_over(&s.cfg.quota, kind, &u, n, bytes)?;
+    record(&mut tx, owner, kind, &ref_ids, bytes, at).await?;
     tx.commit().await?;
     Ok(Admission {
         owner: owner.to_string(),
@@ -283,6 +192,83 @@ async fn admit_all(
     })
 }
 
+/// Writes the admission rows of `ref_ids`.
+async fn record(
+    conn: &mut sqlx::PgConnection,
+    owner: &str,
+    kind: Kind,
+    ref_ids: &[String],
+    bytes: u64,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO quota_admissions (owner, kind, ref_id, bytes, admitted_at)
+         SELECT $1, $2, r, $4, $5 FROM unnest($3::text[]) AS r",
+    )
+    .bind(owner)
+    .bind(kind.as_str())
+    .bind(ref_ids)
+    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The refusal for `n` more of `kind` (or `bytes` more) on top of `u`, if it passes a limit.
+/// A count read up to one past its limit shows as "more than" the limit.
+fn refuse_over(q: &QuotaConfig, kind: Kind, u: &Usage, n: u64, bytes: u64) -> Result<(), ApiError> {
+    let over = |limit: u64, used: u64| limit > 0 && used.saturating_add(n) > limit;
+    let shown = |limit: u64, used: u64| {
+        if used > limit {
+            format!("more than {limit}")
+        } else {
+            used.to_string()
+        }
+    };
+    // What a pipeline's refusal adds to the message: its size against the limit.
+    let steps = |limit: u64| {
+        if n > 1 {
+            format!(" (this pipeline has {n} jobs to run; the limit is {limit})")
+        } else {
+            String::new()
+        }
+    };
+    match kind {
+        Kind::Job if over(q.jobs_in_flight, u.jobs_in_flight) => Err(ApiError::Limit {
+            code: "jobs_in_flight",
+            message: format!(
+                "{} of your jobs are queued or running, the most allowed at once{}; retry when \
+                 one has finished",
+                shown(q.jobs_in_flight, u.jobs_in_flight),
+                steps(q.jobs_in_flight)
+            ),
+        }),
+        Kind::Job if over(q.jobs_per_day, u.jobs_today) => Err(ApiError::Limit {
+            code: "jobs_per_day",
+            message: format!(
+                "you requested {} jobs in the last 24 hours, the most allowed{}; retry later",
+                shown(q.jobs_per_day, u.jobs_today),
+                steps(q.jobs_per_day)
+            ),
+        }),
+        Kind::Registration if over(q.pending_uploads, u.pending_uploads) => Err(ApiError::Limit {
+            code: "pending_uploads",
+            message: format!(
+                "{} of your direct uploads are registered and not completed, the most \
+                 allowed; complete them or let them expire",
+                shown(q.pending_uploads, u.pending_uploads)
+            ),
+        }),
+        Kind::Upload | Kind::Registration
+            if q.stored_bytes > 0 && u.stored_bytes.saturating_add(bytes) > q.stored_bytes =>
+        {
+            Err(over_storage(u.stored_bytes, bytes, q.stored_bytes))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Forgets admissions no limit counts any more (the sweeper calls it).
 pub(crate) async fn forget_old(s: &AppState) -> Result<u64, sqlx::Error> {
     let r = sqlx::query("DELETE FROM quota_admissions WHERE admitted_at < $1")
@@ -290,4 +276,51 @@ pub(crate) async fn forget_old(s: &AppState) -> Result<u64, sqlx::Error> {
         .execute(&s.db)
         .await?;
     Ok(r.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off() -> QuotaConfig {
+        QuotaConfig {
+            jobs_in_flight: 0,
+            jobs_per_day: 0,
+            stored_bytes: 0,
+            pending_uploads: 0,
+        }
+    }
+
+    #[test]
+    fn the_refusal_says_more_than_the_limit_for_a_count_at_its_cap() {
+        let q = QuotaConfig {
+            jobs_in_flight: 2,
+            ..off()
+        };
+        let u = Usage {
+            jobs_in_flight: 3,
+            jobs_today: 0,
+            stored_bytes: 0,
+            pending_uploads: 0,
+            limits: UsageLimits::default(),
+        };
+        match refuse_over(&q, Kind::Job, &u, 1, 0) {
+            Err(ApiError::Limit { code, message }) => {
+                assert_eq!(code, "jobs_in_flight");
+                assert!(message.starts_with("more than 2 of your jobs"), "{message}");
+            }
+            other => panic!("not refused: {:?}", other.err()),
+        }
+        assert!(refuse_over(
+            &q,
+            Kind::Job,
+            &Usage {
+                jobs_in_flight: 1,
+                ..u
+            },
+            1,
+            0
+        )
+        .is_ok());
+    }
 }
