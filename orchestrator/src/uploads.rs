@@ -8,7 +8,9 @@
 //!   emitted, and confirmed with the event's consistency token once the broker has it;
 //! - a send that fails releases it, so the client's retry is not refused as a duplicate;
 //! - a claim never confirmed (the orchestrator died between the two) is taken over after
-//!   [`STALE_CLAIM`];
+//!   [`STALE_CLAIM`]; until then another upload of the content is told the first is still
+//!   being accepted (409 `upload_in_progress`, try again), never that it was accepted: the
+//!   event of a claim whose holder died is never sent, so "duplicate" would lose the upload;
 //! - a claim older than the file's deletion is taken over (the content may be uploaded again).
 
 use chrono::{DateTime, Utc};
@@ -52,35 +54,80 @@ pub(crate) async fn claim(
     .rows_affected()
         == 1;
     if taken {
-        Ok(UploadClaim {
+        return Ok(UploadClaim {
             file_id: file_id.to_string(),
-        })
-    } else {
-        Err(ApiError::Duplicate {
+        });
+    }
+    Err(match holder(s, file_id).await? {
+        Holder::Confirmed => ApiError::Duplicate {
             file_id: file_id.to_string(),
-        })
+        },
+        Holder::Unconfirmed | Holder::None => in_progress(),
+    })
+}
+
+/// What holds the content's claim, as far as a newcomer is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Nothing (or only a claim a deletion or staleness released).
+    None,
+    /// An upload whose event the broker has: the content is accepted.
+    Confirmed,
+    /// An upload being accepted (or whose orchestrator died before the event: taken over
+    /// after [`STALE_CLAIM`]).
+    Unconfirmed,
+}
+
+async fn holder(s: &AppState, file_id: &str) -> Result<Holder, ApiError> {
+    let token: Option<Option<String>> =
+        sqlx::query_scalar("SELECT token FROM upload_claims WHERE file_id = $1")
+            .bind(file_id)
+            .fetch_optional(&s.db)
+            .await?;
+    Ok(match token {
+        None => Holder::None,
+        Some(Some(_)) => Holder::Confirmed,
+        Some(None) => Holder::Unconfirmed,
+    })
+}
+
+/// The answer to an upload of content another upload is still being accepted for.
+pub(crate) fn in_progress() -> ApiError {
+    ApiError::Conflict {
+        code: "upload_in_progress",
+        message: "an upload of this content is still being accepted; try again in a few seconds"
+            .into(),
     }
 }
 
-/// Whether an upload of `file_id` was accepted (or is being accepted) after the read model's
-/// `existing` row: a new upload ticket for it would be a duplicate.
-pub(crate) async fn is_claimed(
+/// Whether an upload of `file_id` was accepted, or is being accepted, after the read model's
+/// `existing` row: a new upload ticket for it would be a duplicate, or must wait.
+pub(crate) async fn claimed(
     s: &AppState,
     file_id: &str,
     existing: Option<&FileRow>,
-) -> Result<bool, ApiError> {
+) -> Result<Holder, ApiError> {
     let deleted_at = existing
         .filter(|f| f.status == FileStatus::Deleted)
         .map(|f| f.updated_at);
-    let claimed_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT claimed_at FROM upload_claims
+    let claim: Option<(DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT claimed_at, token IS NOT NULL FROM upload_claims
          WHERE file_id = $1 AND (token IS NOT NULL OR claimed_at >= $2)",
     )
     .bind(file_id)
     .bind(Utc::now() - STALE_CLAIM)
     .fetch_optional(&s.db)
     .await?;
-    Ok(claimed_at.is_some_and(|c| deleted_at.is_none_or(|d| c > d)))
+    Ok(match claim {
+        Some((c, confirmed)) if deleted_at.is_none_or(|d| c > d) => {
+            if confirmed {
+                Holder::Confirmed
+            } else {
+                Holder::Unconfirmed
+            }
+        }
+        _ => Holder::None,
+    })
 }
 
 impl UploadClaim {

@@ -81,3 +81,69 @@ async fn a_repeat_upload_is_a_duplicate_before_the_read_model_shows_the_first() 
     cancel.cancel();
     api.await.unwrap().unwrap();
 }
+
+/// An orchestrator killed between taking a content's claim and sending its event leaves an
+/// unconfirmed claim, and no event will ever come. A retry of the upload must not be told
+/// "duplicate" (the client would wait for a file that never appears): it is told to try again
+/// and, once the claim is stale, takes it over and is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_left_by_a_killed_orchestrator_is_taken_over_not_a_duplicate() {
+    let infra = Infra::start().await;
+    let mut cfg = infra.config();
+    roar::services::bootstrap_topics(&cfg).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    cfg.http.public_url = base.clone();
+    let cancel = CancellationToken::new();
+    let api = tokio::spawn(roar::services::orchestrator(
+        Arc::new(cfg.clone()),
+        listener,
+        cancel.clone(),
+    ));
+    let db = sqlx::PgPool::connect(cfg.database.url.expose())
+        .await
+        .unwrap();
+    let svc = Services::attach(base, cfg).await;
+    let alice = svc.token("alice", &[]);
+    let audio = melody_wav(&[(660.0, 0.3)], 8000, 1);
+    let sha = sha256_hex(&audio);
+    let file_id = roar_schemas::ids::file_id("alice", &sha);
+    // What the killed orchestrator left: its claim, never confirmed.
+    sqlx::query("INSERT INTO upload_claims (file_id, claimed_at, token) VALUES ($1, now(), NULL)")
+        .bind(&file_id)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let r = svc.upload(&alice, "a.wav", audio.clone()).await;
+    assert_eq!(r.status(), 409);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "upload_in_progress", "{v:#}");
+    let req = json!({"filename": "a.wav", "size": audio.len(), "sha256": sha});
+    let (code, v) = svc.post_json(&alice, "/upload", &req).await;
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (409, Some("upload_in_progress")),
+        "{v:#}"
+    );
+
+    // Once the claim is stale, the retry takes it over and is accepted.
+    sqlx::query(
+        "UPDATE upload_claims SET claimed_at = now() - interval '5 minutes' WHERE file_id = $1",
+    )
+    .bind(&file_id)
+    .execute(&db)
+    .await
+    .unwrap();
+    let r = svc.upload(&alice, "a.wav", audio.clone()).await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["file_id"], file_id.as_str(), "{v:#}");
+    // And the content is now accepted: a repeat is a duplicate.
+    let r = svc.upload(&alice, "a.wav", audio).await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "duplicate", "{v:#}");
+
+    cancel.cancel();
+    api.await.unwrap().unwrap();
+}

@@ -72,8 +72,10 @@ pub async fn register(
         }
     }
     // Accepted a moment ago, before the projector has shown it: still a duplicate.
-    if uploads::is_claimed(&s, &file_id, existing.as_ref()).await? {
-        return Err(ApiError::Duplicate { file_id });
+    match uploads::claimed(&s, &file_id, existing.as_ref()).await? {
+        uploads::Holder::Confirmed => return Err(ApiError::Duplicate { file_id }),
+        uploads::Holder::Unconfirmed => return Err(uploads::in_progress()),
+        uploads::Holder::None => {}
     }
     let ttl = s.cfg.http.link_ttl_seconds;
     let expires_at = roar_schemas::events::now_micros() + chrono::Duration::seconds(ttl as i64);
@@ -154,7 +156,7 @@ pub async fn register(
         (status = 201, description = "stored and checked; FileUploaded emitted", body = Uploaded),
         (status = 400, description = "a parameter missing or unknown, or the upload was interrupted", body = ErrorBody),
         (status = 403, description = "invalid or expired link, or a link for another file", body = ErrorBody),
-        (status = 409, description = "already uploaded (`duplicate`)", body = ErrorBody),
+        (status = 409, description = "already uploaded (`duplicate`), or an upload of it is still being accepted (`upload_in_progress`: try again in a few seconds)", body = ErrorBody),
         (status = 413, description = "more bytes than registered", body = ErrorBody),
         (status = 422, description = "fewer bytes than registered, or another sha256", body = ErrorBody),
         (status = 503, description = "the read model or the object store is unavailable", body = ErrorBody),
@@ -262,7 +264,7 @@ pub async fn put_signed(
     responses(
         (status = 200, description = "checked; FileUploaded emitted", body = Uploaded),
         (status = 404, description = "no such file of the caller's", body = ErrorBody),
-        (status = 409, description = "nothing uploaded yet (`upload_missing`) or the file is not waiting for an upload (`not_pending`)", body = ErrorBody),
+        (status = 409, description = "nothing uploaded yet (`upload_missing`), the file is not waiting for an upload (`not_pending`), or another upload of the content is still being accepted (`upload_in_progress`: try again)", body = ErrorBody),
         (status = 422, description = "size or sha256 differs from the registration; the object is removed", body = ErrorBody),
         AuthErrors,
     ))]

@@ -27,7 +27,7 @@ use crate::{ApiError, AppState};
     responses(
         (status = 201, description = "JSON: where to PUT the bytes (`UploadTicket`); multipart: the file, uploaded (`Uploaded`)", body = UploadCreated),
         (status = 400, description = "malformed JSON or multipart body, no `file` part, a part other than `file`, or an empty file", body = ErrorBody),
-        (status = 409, description = "the caller already uploaded this content (`duplicate`): `file_id` names it", body = ErrorBody),
+        (status = 409, description = "the caller already uploaded this content (`duplicate`): `file_id` names it; or an upload of it is still being accepted (`upload_in_progress`: try again in a few seconds)", body = ErrorBody),
         (status = 413, description = "larger than `http.max_upload_bytes` (a JSON body: larger than `http.max_body_bytes`), or it would take the caller past `quota.stored_bytes` (`storage_quota`)", body = ErrorBody),
         (status = 415, description = "neither JSON nor multipart/form-data", body = ErrorBody),
         (status = 422, description = "JSON of another shape: a missing or unknown field, a size of 0, a sha256 that is not 64 hex digits", body = ErrorBody),

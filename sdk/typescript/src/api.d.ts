@@ -4288,7 +4288,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description the caller already uploaded this content (`duplicate`): `file_id` names it */
+            /** @description the caller already uploaded this content (`duplicate`): `file_id` names it; or an upload of it is still being accepted (`upload_in_progress`: try again in a few seconds) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4406,7 +4406,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description already uploaded (`duplicate`) */
+            /** @description already uploaded (`duplicate`), or an upload of it is still being accepted (`upload_in_progress`: try again in a few seconds) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4482,7 +4482,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description nothing uploaded yet (`upload_missing`) or the file is not waiting for an upload (`not_pending`) */
+            /** @description nothing uploaded yet (`upload_missing`), the file is not waiting for an upload (`not_pending`), or another upload of the content is still being accepted (`upload_in_progress`: try again) */
             409: {
                 headers: {
                     [name: string]: unknown;

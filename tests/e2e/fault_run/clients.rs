@@ -86,20 +86,38 @@ struct Api {
 impl Api {
     /// Uploads `wav`; returns its file id.
     async fn upload(&self, wav: Vec<u8>, name: &str) -> String {
-        let (code, up) = call(
-            || {
-                let part = reqwest::multipart::Part::bytes(wav.clone()).file_name(name.to_string());
-                self.http
-                    .post(format!("{}/upload", self.base))
-                    .bearer_auth(&self.token)
-                    .multipart(reqwest::multipart::Form::new().part("file", part))
-            },
-            "upload",
-        )
-        .await;
-        // 409: an earlier try was accepted but its answer was lost (the orchestrator was killed).
-        assert!(code == 201 || code == 409, "upload {name}: {code} {up}");
-        up["file_id"].as_str().expect("a file id").to_string()
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (code, up) = call(
+                || {
+                    let part =
+                        reqwest::multipart::Part::bytes(wav.clone()).file_name(name.to_string());
+                    self.http
+                        .post(format!("{}/upload", self.base))
+                        .bearer_auth(&self.token)
+                        .multipart(reqwest::multipart::Form::new().part("file", part))
+                },
+                "upload",
+            )
+            .await;
+            // An earlier try is still being accepted, or its orchestrator was killed before the
+            // event was sent (taken over once its claim is stale): try again, as asked.
+            if code == 409 && up["code"] == "upload_in_progress" {
+                assert!(
+                    Instant::now() < deadline,
+                    "upload {name}: still in progress"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            // 409 `duplicate`: an earlier try was accepted but its answer was lost (the
+            // orchestrator was killed after the broker had the event).
+            assert!(
+                code == 201 || (code == 409 && up["code"] == "duplicate"),
+                "upload {name}: {code} {up}"
+            );
+            return up["file_id"].as_str().expect("a file id").to_string();
+        }
     }
 
     async fn status(&self, file_id: &str) -> (u16, Value) {
