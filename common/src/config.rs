@@ -187,6 +187,12 @@ pub struct KafkaConfig {
     /// (every consumer tolerates a repeat) and one request is in flight per connection, so a
     /// partition keeps its order.
     pub idempotence: bool,
+    /// librdkafka `batch.num.messages`: the most events one produce request carries per
+    /// partition. 1 only against a broker that answers a fetch with the batches *starting* at or
+    /// after the fetch offset (tansu 0.6's object-store engine, docs/reliability.md): a consumer
+    /// resuming inside a batch of several events (after a pause, a restart or a rebalance)
+    /// would never see the batch's rest. One event per batch leaves no inside to resume at.
+    pub batch_max_messages: u32,
     /// A consumer that has seen no message for this long pauses its partitions (no fetches
     /// at all) until this process produces to one of its topics or `idle_peek_ms` passes; 0
     /// never pauses. Unset: 1000 under `roar dev` (one process, so an event wakes its
@@ -490,6 +496,7 @@ impl Default for KafkaConfig {
             commit_interval_ms: 1_000,
             max_handler_attempts: 8,
             idempotence: true,
+            batch_max_messages: 10_000,
             idle_pause_ms: None,
             idle_peek_ms: 10_000,
             security: KafkaSecurity::default(),
@@ -686,6 +693,12 @@ impl Config {
             return bad(format!(
                 "kafka.idle_peek_ms must be in 1000..=600000, got {}",
                 self.kafka.idle_peek_ms
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.kafka.batch_max_messages) {
+            return bad(format!(
+                "kafka.batch_max_messages must be in 1..=1000000, got {}",
+                self.kafka.batch_max_messages
             ));
         }
         if matches!(self.kafka.idle_pause_ms, Some(ms) if ms > 0 && ms < 500) {
@@ -1037,6 +1050,12 @@ mod tests {
         let mut c = Config::default();
         c.auth.jwt_secret = Secret::new("short");
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.kafka.batch_max_messages = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka.batch_max_messages"), "{e}");
+        c.kafka.batch_max_messages = 1;
+        c.validate().unwrap();
         let mut c = Config::default();
         c.http.studio_dir = "/nonexistent/roar-studio".into();
         let e = c.validate().unwrap_err().to_string();

@@ -21,6 +21,7 @@ impl EventProducer {
         let mut config = client_config(cfg);
         config
             .set("enable.idempotence", cfg.idempotence.to_string())
+            .set("batch.num.messages", cfg.batch_max_messages.to_string())
             .set("acks", "all");
         if !cfg.idempotence {
             // Without sequence numbers, only one request in flight keeps a retried batch from

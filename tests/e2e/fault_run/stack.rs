@@ -190,6 +190,11 @@ impl Stack {
             // "duplicate", which librdkafka counts as delivered (the event is lost). Without
             // idempotence the retry writes the event (docs/reliability.md).
             .env("ROAR_KAFKA__IDEMPOTENCE", "false")
+            // tansu 0.6 on S3 answers a fetch with the batches that start at or after its
+            // offset: a member resuming inside a batch of several events (after a pause, a kill
+            // or a rebalance) never sees the rest of it. One event per batch leaves no inside
+            // (docs/reliability.md).
+            .env("ROAR_KAFKA__BATCH_MAX_MESSAGES", "1")
             .env("ROAR_DATABASE__URL", self.db_url("roar"))
             .env(
                 "ROAR_STORAGE__URL",
