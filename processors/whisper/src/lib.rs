@@ -26,6 +26,7 @@ mod force;
 mod format;
 #[cfg(feature = "hub")]
 mod hub;
+mod kernels;
 pub mod mel;
 mod model;
 mod project;

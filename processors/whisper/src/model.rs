@@ -12,7 +12,7 @@ use candle_core::{DType, Device, IndexOp, Module, Storage, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
 
 use crate::error::{Result, WhisperError};
-use crate::Precision;
+use crate::{kernels, Precision};
 
 /// Sizes of a Whisper model, read from its weights or config.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -63,6 +63,30 @@ impl Lin {
                 }
             }
         })
+    }
+
+    /// `gelu(forward(x))`, with the bias added in the same in-place pass as GELU
+    /// ([`crate::kernels`]) instead of into a fresh tensor first.
+    fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, bias) = match self {
+            // The product exactly as candle's `Linear::forward` forms it, without the bias.
+            Self::F32(l) => {
+                let w = l.weight().t()?;
+                let y = match *x.dims() {
+                    [b, m, k] if x.is_contiguous() => {
+                        x.reshape((b * m, k))?.matmul(&w)?.reshape((b, m, ()))?
+                    }
+                    [b, _, _] => x.matmul(&l.weight().broadcast_left(b)?.t()?)?,
+                    _ => x.matmul(&w)?,
+                };
+                (y, l.bias())
+            }
+            Self::Int8(w, b) => (w.forward(&x.contiguous()?)?, b.as_ref()),
+        };
+        match bias {
+            Some(b) => kernels::bias_gelu_tensor(y, b),
+            None => kernels::gelu_tensor(y),
+        }
     }
 }
 
@@ -211,7 +235,7 @@ impl Block {
     }
 
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.fc1.forward(&self.mlp_ln.forward(x)?)?.gelu_erf()?;
+        let h = self.fc1.forward_gelu(&self.mlp_ln.forward(x)?)?;
         Ok((x + self.fc2.forward(&h)?)?)
     }
 }
@@ -263,8 +287,8 @@ impl Encoder {
 
     /// `[b, n_mels, 3000]` → `[b, 1500, d]`.
     pub(crate) fn forward(&self, mel: &Tensor) -> Result<Tensor> {
-        let x = self.conv1.forward(mel)?.gelu_erf()?;
-        let x = self.conv2.forward(&x)?.gelu_erf()?.transpose(1, 2)?;
+        let x = kernels::gelu_tensor(self.conv1.forward(mel)?)?;
+        let x = kernels::gelu_tensor(self.conv2.forward(&x)?)?.transpose(1, 2)?;
         let t = x.dim(1)?;
         let mut x = x.broadcast_add(&self.pos.narrow(0, 0, t)?)?;
         for b in &self.blocks {
