@@ -1,11 +1,11 @@
 //! The encoder's element-wise work on the CPU, in place and vectorised: GELU (exact, through
-//! an `erf` approximation).
+//! an `erf` approximation) and the attention softmax (through a polynomial `exp`).
 //!
-//! candle computes GELU with libm's scalar `erff` per element, into a fresh tensor, and runs
-//! large element-wise maps on its own spinning thread pool beside rayon's (which runs the
-//! matrix products). Here each loop is compiled for AVX-512, for AVX2+FMA and for the
-//! baseline, the widest the CPU has is picked once at run time, and the work is split on
-//! rayon's pool, the one the matrix products use.
+//! candle computes GELU with libm's scalar `erff` per element and softmax with the scalar
+//! `exp`, each into a fresh tensor, and runs large element-wise maps on its own spinning
+//! thread pool beside rayon's (which runs the matrix products). Here each loop is compiled
+//! for AVX-512, for AVX2+FMA and for the baseline, the widest the CPU has is picked once at
+//! run time, and the work is split on rayon's pool, the one the matrix products use.
 //!
 //! Accuracy: `erf` is within 1.4e-7 of the exact function (two fitted polynomials, below;
 //! tested here ≤ 1e-6), so GELU stays the reference's erf form; `exp` reduces to `2^n · e^r`
@@ -103,8 +103,8 @@ macro_rules! multiversion {
 /// Lanes per block: one AVX-512 register (two AVX2 ones).
 const LANES: usize = 16;
 
-/// `e^x` for `x ≤ 88` (`erf` only feeds it `x ≤ 0`); 0 below −87.3 (where f32 would be
-/// subnormal).
+/// `e^x` for `x ≤ 88` (softmax and `erf` only feed it `x ≤ 0`); 0 below −87.3 (where f32
+/// would be subnormal), so `e^-∞ = 0` as the masked attention scores need.
 #[inline(always)]
 fn exp_lane(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -221,6 +221,41 @@ multiversion!(bias_gelu_rows, (xs: &mut [f32], bias: &[f32]), {
     }
 });
 
+multiversion!(softmax_rows, (xs: &mut [f32], width: usize, scale: f32), {
+    for row in xs.chunks_exact_mut(width) {
+        // Block-wise maxima and sums: independent lanes, so they vectorise without the
+        // compiler having to reorder one running sum.
+        let mut m = [f32::NEG_INFINITY; LANES];
+        let mut blocks = row.chunks_exact(LANES);
+        for b in &mut blocks {
+            for (mi, &v) in m.iter_mut().zip(b) {
+                *mi = if v > *mi { v } else { *mi };
+            }
+        }
+        let mut max = f32::NEG_INFINITY;
+        for &v in m.iter().chain(blocks.remainder()) {
+            max = if v > max { v } else { max };
+        }
+        let mut s = [0f32; LANES];
+        let mut blocks = row.chunks_exact_mut(LANES);
+        for b in &mut blocks {
+            for (si, v) in s.iter_mut().zip(b.iter_mut()) {
+                *v = exp_lane((*v - max) * scale);
+                *si += *v;
+            }
+        }
+        let mut sum = 0f32;
+        for v in blocks.into_remainder() {
+            *v = exp_lane((*v - max) * scale);
+            sum += *v;
+        }
+        sum += s.iter().sum::<f32>();
+        for v in row.iter_mut() {
+            *v /= sum;
+        }
+    }
+});
+
 /// `xs` in place: GELU, split across rayon's pool when large.
 pub(crate) fn gelu(level: Level, xs: &mut [f32]) {
     if xs.len() < PAR_MIN {
@@ -244,10 +279,25 @@ pub(crate) fn bias_gelu(level: Level, xs: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// `xs` (rows of `width`) in place: `softmax(scale · row)` for each row (`scale > 0`).
+pub(crate) fn softmax(level: Level, xs: &mut [f32], width: usize, scale: f32) {
+    if width == 0 {
+        return;
+    }
+    if xs.len() < PAR_MIN {
+        softmax_rows(level, xs, width, scale);
+    } else {
+        let rows = (CHUNK / width).max(1);
+        xs.par_chunks_mut(rows * width)
+            .for_each(|c| softmax_rows(level, c, width, scale));
+    }
+}
+
 /// The tensor-level ops: in place on a contiguous float32 CPU tensor, else candle's own.
 enum Op<'a> {
     Gelu,
     BiasGelu(&'a [f32]),
+    Softmax(f32),
 }
 
 impl InplaceOp1 for Op<'_> {
@@ -255,6 +305,7 @@ impl InplaceOp1 for Op<'_> {
         match self {
             Op::Gelu => "roar-gelu",
             Op::BiasGelu(_) => "roar-bias-gelu",
+            Op::Softmax(_) => "roar-softmax",
         }
     }
 
@@ -274,6 +325,7 @@ impl InplaceOp1 for Op<'_> {
                 }
                 bias_gelu(level, xs, b)
             }
+            Op::Softmax(scale) => softmax(level, xs, width, *scale),
         }
         Ok(())
     }
@@ -305,6 +357,17 @@ pub(crate) fn bias_gelu_tensor(x: Tensor, bias: &Tensor) -> Result<Tensor> {
         Ok(x)
     } else {
         Ok(x.broadcast_add(bias)?.gelu_erf()?)
+    }
+}
+
+/// `softmax(scale · x)` over the last dimension (`x` is the caller's own, as above).
+pub(crate) fn softmax_tensor(x: Tensor, scale: f64) -> Result<Tensor> {
+    if on_cpu(&x) && scale > 0.0 {
+        let x = x.contiguous()?;
+        x.inplace_op1(&Op::Softmax(scale as f32))?;
+        Ok(x)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(&(x * scale)?)?)
     }
 }
 
@@ -400,6 +463,43 @@ mod tests {
     }
 
     #[test]
+    fn softmax_matches_f64_with_masks_and_scale() {
+        let width = 1501; // an odd width like the decoder's growing rows
+        let rows = 30;
+        let mut xs: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 104_729 % 10_007) as f32 / 10_007.0 - 0.5) * 60.0)
+            .collect();
+        // A causal-mask-like tail of −∞ on every other row.
+        for r in (0..rows).step_by(2) {
+            for v in &mut xs[r * width + width / 2..(r + 1) * width] {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+        for level in Level::available() {
+            let mut got = xs.clone();
+            softmax(level, &mut got, width, 0.125);
+            for (r, (row, out)) in xs.chunks(width).zip(got.chunks(width)).enumerate() {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                let e: Vec<f64> = row
+                    .iter()
+                    .map(|&v| ((v as f64 - max) * 0.125).exp())
+                    .collect();
+                let sum: f64 = e.iter().sum();
+                for (j, (&o, &w)) in out.iter().zip(&e).enumerate() {
+                    let want = w / sum;
+                    assert!(
+                        (o as f64 - want).abs() <= 1e-6 * want.max(1e-3),
+                        "{level:?}: row {r} col {j}: {o} vs {want}"
+                    );
+                    if row[j] == f32::NEG_INFINITY {
+                        assert_eq!(o, 0.0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn tensor_ops_agree_with_candle() {
         let dev = candle_core::Device::Cpu;
         let x = Tensor::from_vec(grid(-8.0, 8.0, 4095), (8, 512), &dev).unwrap();
@@ -417,12 +517,19 @@ mod tests {
             &want,
             4e-6,
         );
+        let want = candle_nn::ops::softmax_last_dim(&(&x * 0.125).unwrap()).unwrap();
+        cmp(
+            &softmax_tensor(x.copy().unwrap(), 0.125).unwrap(),
+            &want,
+            5e-7,
+        );
         // A transposed view is copied first (and its source left alone).
         let t = x.t().unwrap();
+        let want = candle_nn::ops::softmax_last_dim(&(&t * 0.125).unwrap().contiguous().unwrap());
         cmp(
-            &gelu_tensor(t.clone()).unwrap(),
-            &t.gelu_erf().unwrap(),
-            4e-6,
+            &softmax_tensor(t.clone(), 0.125).unwrap(),
+            &want.unwrap(),
+            5e-7,
         );
         cmp(&t.t().unwrap(), &x, 0.0);
     }

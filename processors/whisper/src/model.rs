@@ -179,13 +179,16 @@ impl Attention {
         mask: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
         let (b, t, d) = x.dims3()?;
+        // The 1/√(d/heads) scale is applied inside the softmax, not to the queries: a pass
+        // less, and the same values (Whisper's head width is 64, so the scale is 1/8, a
+        // power of two, and scaling before or after the product rounds alike).
         let scale = 1.0 / ((d / self.heads) as f64).sqrt();
-        let q = (self.split(&self.q.forward(x)?)? * scale)?;
+        let q = self.split(&self.q.forward(x)?)?;
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(m) = mask {
             scores = scores.broadcast_add(m)?;
         }
-        let w = candle_nn::ops::softmax_last_dim(&scores)?;
+        let w = kernels::softmax_tensor(scores, scale)?;
         let o = w.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
         Ok((self.out.forward(&o)?, w))
     }
@@ -198,8 +201,8 @@ impl Attention {
         let (b, n, d) = x.dims3()?;
         let scale = 1.0 / ((d / self.heads) as f64).sqrt();
         let q = self.q.forward(x)?.reshape((1, b * n, d))?;
-        let q = (self.split(&q)? * scale)?;
-        let w = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let q = self.split(&q)?;
+        let w = kernels::softmax_tensor(q.matmul(&k.t()?)?, scale)?;
         let o = w.matmul(v)?.transpose(1, 2)?.reshape((b, n, d))?;
         Ok((self.out.forward(&o)?, w))
     }
