@@ -99,6 +99,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 /// Lanes per block: one AVX-512 register (two AVX2 ones).
 const LANES: usize = 16;

@@ -26,6 +26,7 @@ mod force;
 mod format;
 #[cfg(feature = "hub")]
 mod hub;
+mod int8;
 mod kernels;
 pub mod mel;
 mod model;
@@ -115,11 +116,12 @@ pub enum Precision {
     /// float32, as the reference computes.
     #[default]
     F32,
-    /// 8-bit weights in blocks of 32 with one scale each (candle's Q8_0 quantized matmul,
-    /// which quantises each activation row the same way) for the decoder, where a step reads
-    /// every weight for a handful of rows; the encoder, attention products and norms stay
-    /// float32 (on the encoder's 1500-row products candle's 8-bit kernels are slower than its
-    /// float32 gemm). About a quarter of the decoder's weight memory.
+    /// 8-bit weights in blocks of 32 with one scale each for the decoder, where a step reads
+    /// every weight for a handful of rows: on the CPU the crate's own product (float32
+    /// activations, on rayon's pool), elsewhere candle's Q8_0 quantized matmul (which
+    /// quantises each activation row the same way). The encoder, attention products and norms
+    /// stay float32 (on the encoder's 1500-row products candle's 8-bit kernels are slower than
+    /// its float32 gemm). About a quarter of the decoder's weight memory.
     Int8,
 }
 

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, IndexOp, Module, Storage, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
 
 use crate::error::{Result, WhisperError};
+use crate::int8::Q8;
 use crate::{kernels, Precision};
 
 /// Sizes of a Whisper model, read from its weights or config.
@@ -37,31 +38,38 @@ pub(crate) struct Weights {
     pub(crate) precision: Precision,
 }
 
-/// A linear layer: float32, or 8-bit weights (Q8_0: blocks of 32 values sharing one scale)
-/// multiplied by candle's quantized kernels, which quantise the activations the same way.
+/// A linear layer: float32, or 8-bit weights (blocks of 32 values sharing one scale): on the
+/// CPU the crate's own product ([`crate::int8`], float32 activations, rayon's pool), elsewhere
+/// candle's Q8_0 kernels, which quantise the activations the same way.
 enum Lin {
     F32(Linear),
     Int8(QMatMul, Option<Tensor>),
+    Q8(Q8, Option<Tensor>),
 }
 
 impl Lin {
     fn new(weight: Tensor, bias: Option<Tensor>, precision: Precision) -> Result<Self> {
         Ok(match precision {
             Precision::F32 => Self::F32(Linear::new(weight, bias)),
+            Precision::Int8 if weight.device().is_cpu() => {
+                let (rows, cols) = weight.dims2()?;
+                check_int8_width(cols)?;
+                let values = weight.flatten_all()?.to_vec1::<f32>()?;
+                Self::Q8(Q8::quantize(&values, rows, cols), bias)
+            }
             Precision::Int8 => Self::Int8(quantize(&weight)?, bias),
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Self::F32(l) => l.forward(x)?,
-            Self::Int8(w, b) => {
-                let y = w.forward(&x.contiguous()?)?;
-                match b {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                }
-            }
+        let (y, b) = match self {
+            Self::F32(l) => return Ok(l.forward(x)?),
+            Self::Int8(w, b) => (w.forward(&x.contiguous()?)?, b),
+            Self::Q8(w, b) => (q8_forward(w, x)?, b),
+        };
+        Ok(match b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
         })
     }
 
@@ -82,6 +90,7 @@ impl Lin {
                 (y, l.bias())
             }
             Self::Int8(w, b) => (w.forward(&x.contiguous()?)?, b.as_ref()),
+            Self::Q8(w, b) => (q8_forward(w, x)?, b.as_ref()),
         };
         match bias {
             Some(b) => kernels::bias_gelu_tensor(y, b),
@@ -90,16 +99,34 @@ impl Lin {
     }
 }
 
-/// `[out, in]` float weights → Q8_0 on the weights' device (`in` must be a multiple of 32,
-/// as every Whisper width is). candle quantises on the CPU only.
+/// `[.., in]` → `[.., out]` through the crate's 8-bit product.
+fn q8_forward(w: &Q8, x: &Tensor) -> Result<Tensor> {
+    let mut shape = x.dims().to_vec();
+    let values = x.flatten_all()?.to_vec1::<f32>()?;
+    let y = w.matmul(&values);
+    if let Some(last) = shape.last_mut() {
+        *last = w.rows();
+    }
+    Ok(Tensor::from_vec(y, shape, x.device())?)
+}
+
+/// int8 needs input widths that are multiples of the block (every Whisper width is).
+fn check_int8_width(k: usize) -> Result<()> {
+    if k.is_multiple_of(crate::int8::BLOCK) {
+        return Ok(());
+    }
+    Err(WhisperError::InvalidModel {
+        path: "weights".into(),
+        reason: format!("int8 needs widths that are multiples of 32, not {k}"),
+    })
+}
+
+/// `[out, in]` float weights → Q8_0 on the weights' (non-CPU) device. candle quantises on
+/// the CPU only.
 fn quantize(w: &Tensor) -> Result<QMatMul> {
     let (_, k) = w.dims2()?;
-    if !k.is_multiple_of(GgmlDType::Q8_0.block_size()) {
-        return Err(WhisperError::InvalidModel {
-            path: "weights".into(),
-            reason: format!("int8 needs widths that are multiples of 32, not {k}"),
-        });
-    }
+    check_int8_width(k)?;
+    debug_assert_eq!(GgmlDType::Q8_0.block_size(), crate::int8::BLOCK);
     // A copy of exactly this tensor's values: candle quantises a tensor's whole storage, and
     // the q/k/v weights are views into the fused CTranslate2 matrix.
     let values = w.flatten_all()?.to_vec1::<f32>()?;
@@ -308,7 +335,7 @@ impl Encoder {
 pub(crate) struct Decoder {
     embed: Tensor,
     /// The output projection (the embedding's transpose), quantised at int8.
-    embed_q: Option<QMatMul>,
+    embed_q: Option<Lin>,
     pos: Tensor,
     blocks: Vec<Block>,
     ln: LayerNorm,
@@ -338,7 +365,7 @@ impl Decoder {
         let embed = w.get("model.decoder.embed_tokens.weight")?;
         let embed_q = match w.precision {
             Precision::F32 => None,
-            Precision::Int8 => Some(quantize(&embed)?),
+            Precision::Int8 => Some(Lin::new(embed.clone(), None, Precision::Int8)?),
         };
         Ok(Self {
             embed,
@@ -436,7 +463,7 @@ impl Decoder {
         state.offset += n;
         let x = self.ln.forward(&x)?;
         let logits = match &self.embed_q {
-            Some(q) => q.forward(&x.contiguous()?)?,
+            Some(q) => q.forward(&x)?,
             None => self.project(&x)?,
         };
         let weights = if picked.is_empty() {
