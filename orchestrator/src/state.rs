@@ -45,6 +45,10 @@ pub struct AppState {
     pub(crate) status_cache: Arc<StatusCache>,
     pub(crate) limiter: RateLimiter,
     pub(crate) sse_slots: Arc<Semaphore>,
+    /// Backlog pages SSE streams may read at once: half the pool (`database.max_connections`),
+    /// so that streams replaying a long history never hold every connection and the other
+    /// requests always find one.
+    pub(crate) sse_catch_up: Arc<Semaphore>,
     pub(crate) user_streams: UserStreams,
     /// `http.download_bytes_per_second_per_user`; `None` when off.
     pub(crate) downloads: Option<DownloadThrottle>,
@@ -65,6 +69,9 @@ impl AppState {
         Self {
             limiter: RateLimiter::new(cfg.http.rate_limit_per_second, cfg.http.rate_limit_burst),
             sse_slots: Arc::new(Semaphore::new(cfg.http.sse_max_streams)),
+            sse_catch_up: Arc::new(Semaphore::new(catch_up_readers(
+                cfg.database.max_connections,
+            ))),
             user_streams: UserStreams::new(cfg.http.sse_max_streams_per_user),
             downloads: DownloadThrottle::new(cfg.http.download_bytes_per_second_per_user),
             status_cache: Arc::new(StatusCache::new(
@@ -84,5 +91,25 @@ impl AppState {
             fanout: Fanout::default(),
             shutdown: CancellationToken::new(),
         }
+    }
+}
+
+/// How many SSE backlog pages may be read at once with a pool of `pool` connections: half of
+/// it, and at least one.
+fn catch_up_readers(pool: u32) -> usize {
+    (pool as usize / 2).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_backlogs_leave_half_the_pool_to_requests() {
+        assert_eq!(super::catch_up_readers(10), 5);
+        assert_eq!(super::catch_up_readers(5), 2);
+        assert_eq!(
+            super::catch_up_readers(1),
+            1,
+            "a stream still reads its backlog"
+        );
     }
 }

@@ -17,7 +17,7 @@ use roar_common::metrics::SSE_HISTORY_READS;
 use roar_projections::store::HistoryRow;
 use roar_projections::ReadModel;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::extract::{ApiPath, ApiQuery};
@@ -33,6 +33,8 @@ const PAGE: i64 = 200;
 /// (thousands of idle streams each held a copy of it).
 struct Cursor {
     read: ReadModel,
+    /// [`AppState::sse_catch_up`]: held for each backlog page read.
+    catch_up: Arc<Semaphore>,
     shutdown: CancellationToken,
     poll: Duration,
     file_id: String,
@@ -124,6 +126,7 @@ pub async fn events(
         _slot: slot,
         _user_slot: user_slot,
         read: s.read.clone(),
+        catch_up: s.sse_catch_up.clone(),
         shutdown: s.shutdown.clone(),
         poll: Duration::from_millis(s.cfg.http.sse_poll_ms),
     };
@@ -144,6 +147,14 @@ pub async fn events(
             }
             let shutdown = c.shutdown.clone();
             if !c.caught_up {
+                // Streams opening on a long history each read it page by page; without a bound
+                // their pages took every pooled connection and other requests waited until the
+                // pool gave up (503 `unavailable`, first seen at stream 3,725 of the API bench).
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    p = c.catch_up.acquire() => p,
+                };
+                let Ok(_permit) = permit else { return None };
                 metrics::counter!(SSE_HISTORY_READS, "kind" => "catch_up").increment(1);
                 // Boxed: the query's state is needed only during the read, and inline it would
                 // size every idle stream's future.
