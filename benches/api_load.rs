@@ -1,25 +1,35 @@
 //! The orchestrator under load from another process, so the server's CPU and memory are its
 //! own: `serve` starts the real stack (tansu in memory and a throw-away PostgreSQL as child
 //! processes; orchestrator, projector, probe and pipeline manager in this process, no model
-//! worker), uploads one file with a few jobs, prints one JSON line (`base`, `token`,
-//! `file_id`, `pid`) and serves until stdin closes; each `heap` line on stdin prints one JSON
-//! line of the allocator's own accounting (glibc `mallinfo2`: bytes in use, bytes free inside
-//! the heap, bytes in mmapped blocks), so the script can tell live data from what the
-//! allocator keeps. The other modes are the load generator,
-//! run as a second process against that line's values. `scripts/bench-api.sh` runs them all
-//! and reads the server's resident memory from /proc (see docs/benchmarks.md).
+//! worker), uploads two files with a few jobs each, prints one JSON line (`base`, `token`,
+//! `file_id`, `sse_file_id` (the idle streams' song), `pid`, `brokers`) and serves until stdin
+//! closes; each `heap` line on stdin prints one JSON line of the allocator's own accounting
+//! (glibc `mallinfo2`: bytes in use, bytes free inside the heap, bytes in mmapped blocks), so
+//! the script can tell live data from what the allocator keeps. The other modes are the load
+//! generator, run as a second process against that line's values. `scripts/bench-api.sh` runs
+//! them all and reads the server's resident memory from /proc (see docs/benchmarks.md).
 //!
 //! ```sh
-//! cargo bench --bench api_load -- serve
+//! cargo bench --bench api_load -- serve [worker]
 //! cargo bench --bench api_load -- get|post-new|post-existing BASE TOKEN FILE_ID [REQUESTS] [IN_FLIGHT]
 //! cargo bench --bench api_load -- sse BASE TOKEN FILE_ID [STREAMS] [HOLD_SECONDS]
+//! cargo bench --bench api_load -- job-started BASE TOKEN FILE_ID BROKERS [REQUESTS] [IN_FLIGHT]
 //! ```
+//!
+//! `serve worker` also runs a pitch worker in the server process: the real worker runtime
+//! around a model that answers at once (`job_started::NoopPitch`), for the `job-started` mode
+//! (`scripts/bench-job-started.sh`); the line it prints then has `brokers` for that mode's
+//! observer. The other rows are taken without it.
 //!
 //! The load modes print one line: requests per second, p50/p99/max latency. `sse` opens
 //! STREAMS idle `GET /status/{id}/events` streams, prints `open N` once all are open, holds
-//! them HOLD_SECONDS and fails if any ended meanwhile.
+//! them HOLD_SECONDS and fails if any ended meanwhile (or was refused: the answer's body says
+//! which limit). `job-started` prints the same line for new pitch jobs, each counted from its
+//! request to its worker's `JobStarted`, then the split (see `api_load/job_started.rs`).
 
 mod common;
+#[path = "api_load/job_started.rs"]
+mod job_started;
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
 
@@ -30,6 +40,8 @@ use anyhow::{bail, Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use serde_json::json;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::common::load;
 use crate::support::{Infra, Services};
@@ -51,7 +63,7 @@ async fn main() -> Result<()> {
             .map_or(Ok(default), |a| a.parse().context("not a number"))
     };
     match args.first().map(String::as_str) {
-        Some("serve") => serve().await,
+        Some("serve") => serve(args.get(1).is_some_and(|a| a == "worker")).await,
         Some(mode @ ("get" | "post-new" | "post-existing")) => {
             let target = Target::new(arg(1)?, arg(2)?, arg(3)?);
             requests(&target, mode, num(4, 5000)?, num(5, 32)?).await
@@ -60,11 +72,18 @@ async fn main() -> Result<()> {
             let target = Target::new(arg(1)?, arg(2)?, arg(3)?);
             sse(&target, num(4, 10_000)?, num(5, 10)?).await
         }
-        _ => bail!("usage: api_load serve | get | post-new | post-existing | sse (see the header)"),
+        Some("job-started") => {
+            let target = Target::new(arg(1)?, arg(2)?, arg(3)?);
+            job_started::run(&target, &arg(4)?, num(5, 5000)?, num(6, 32)?).await
+        }
+        _ => bail!(
+            "usage: api_load serve | get | post-new | post-existing | sse | job-started (see the \
+             header)"
+        ),
     }
 }
 
-async fn serve() -> Result<()> {
+async fn serve(with_worker: bool) -> Result<()> {
     let infra = Infra::start().await;
     let mut cfg = infra.config();
     // No model worker here: the server's own cost is what is measured.
@@ -81,21 +100,36 @@ async fn serve() -> Result<()> {
     cfg.http.sse_max_streams_per_user = 1 << 20;
     cfg.database.max_connections = 10;
     cfg.telemetry.log_level = "error".into();
+    let worker_cfg = cfg.clone();
     let svc = Services::start(cfg).await;
+    let stop_worker = CancellationToken::new();
+    let worker = with_worker.then(|| {
+        let cancel = stop_worker.clone();
+        tokio::spawn(async move {
+            let model = std::sync::Arc::new(job_started::NoopPitch);
+            roar_processors::runtime::serve(model, &worker_cfg, cancel).await
+        })
+    });
     let token = svc.token("bench", &[]);
-    let file = svc
-        .ready_file(&token, "sine.wav", support::fixture("sine.wav"))
-        .await;
-    // A few jobs, so /status has rows to render (no worker runs them).
-    for d in 0..5 {
-        let body = json!({"file_id": file, "model": "musicgen", "params": {"duration": 2 + d}});
-        let (code, _) = svc.post_json(&token, "/process", &body).await;
-        if code != 202 {
-            bail!("POST /process answered {code}");
+    // Two songs of 5 jobs each (no worker runs them), so /status has rows to render: the load
+    // rows use the first (post-new adds its jobs there), the idle streams the second. A stream
+    // opens with its song's whole history: on the first, after post-new, that is thousands of
+    // events per stream, which is not an idle stream.
+    let mut files = Vec::new();
+    for name in ["sine.wav", "sine.flac"] {
+        let file = svc.ready_file(&token, name, support::fixture(name)).await;
+        for d in 0..5 {
+            let body = json!({"file_id": file, "model": "musicgen", "params": {"duration": 2 + d}});
+            let (code, _) = svc.post_json(&token, "/process", &body).await;
+            if code != 202 {
+                bail!("POST /process answered {code}");
+            }
         }
+        files.push(file);
     }
-    let line =
-        json!({"base": svc.base, "token": token, "file_id": file, "pid": std::process::id()});
+    let line = json!({"base": svc.base, "token": token, "file_id": files[0],
+                      "sse_file_id": files[1], "pid": std::process::id(),
+                      "brokers": svc.cfg.kafka.brokers});
     println!("{line}");
     std::io::stdout().flush()?;
     // Serve until whoever started us closes our stdin; answer its `heap` probes meanwhile.
@@ -108,6 +142,10 @@ async fn serve() -> Result<()> {
         }
     })
     .await?;
+    stop_worker.cancel();
+    if let Some(w) = worker {
+        w.await??;
+    }
     svc.stop().await;
     drop(infra);
     Ok(())
@@ -231,9 +269,11 @@ async fn sse(t: &Target, streams: usize, hold: usize) -> Result<()> {
             next += 1;
         }
         if let Some(r) = pending.next().await {
-            let r = r.context("opening a stream")?;
+            let r = r.with_context(|| format!("opening stream {}", open.len()))?;
             if r.status() != 200 {
-                bail!("stream {} answered {}", open.len(), r.status());
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                bail!("stream {} answered {status}: {body}", open.len());
             }
             open.push(r.bytes_stream());
         }

@@ -61,14 +61,20 @@ heap_field() { python3 -c "import json,sys; h=json.loads(sys.argv[1])['heap']; p
 
 before=$(rss_kib)
 heap_before=$(heap)
-"$BIN" sse "$BASE" "$TOKEN" "$FILE" "$S" 10 >"$DIR/sse.out" 2>&1 &
+"$BIN" sse "$BASE" "$TOKEN" "$SSE_FILE" "$S" 10 >"$DIR/sse.out" 2>&1 &
 CLIENT=$!
 for _ in $(seq 3000); do
   grep -q '^open' "$DIR/sse.out" && break
   kill -0 $CLIENT 2>/dev/null || break
   sleep 0.1
 done
-grep -q '^open' "$DIR/sse.out" || { cat "$DIR/sse.out" >&2; exit 1; }
+if ! grep -q '^open' "$DIR/sse.out"; then
+  # The client says which stream was refused and the answer's body; the server's log why.
+  cat "$DIR/sse.out" >&2
+  echo "bench-api: the server's last errors:" >&2
+  grep -i error "$DIR/serve.err" | tail -n 5 >&2 || true
+  exit 1
+fi
 sleep 5 # let every stream send its first event and settle
 after=$(rss_kib)
 heap_after=$(heap)
