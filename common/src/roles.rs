@@ -92,6 +92,17 @@ impl Config {
                         )));
                     }
                 }
+                // Without the key every registration would be refused (503) at run time: a
+                // deployment that forgot it is told now, not by its users.
+                if self.webhooks.enabled && self.webhooks.secret_key.expose().is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "webhooks.secret_key (ROAR_WEBHOOKS__SECRET_KEY) is not set: the API seals \
+                         webhook signing secrets with it (the dispatcher's key; e.g. `openssl \
+                         rand -hex 32`), or set webhooks.enabled=false \
+                         (ROAR_WEBHOOKS__ENABLED) to run without webhooks"
+                            .into(),
+                    ));
+                }
                 Ok(())
             }
             Role::Projector | Role::Processor | Role::Webhooks => {
@@ -139,10 +150,10 @@ mod tests {
 
     const SEALING_KEY: &str = "5d2b8f0e4a6c1e3f7b9d0a2c4e6f8b1d";
 
-    /// A configuration as the role would have it: the dispatcher with its sealing key.
+    /// A configuration as the role would have it: the API and the dispatcher with the sealing key.
     fn base(role: Role) -> Config {
         let mut c = Config::default();
-        if role == Role::Webhooks {
+        if matches!(role, Role::Webhooks | Role::Orchestrator) {
             c.webhooks.secret_key = Secret::new(SEALING_KEY);
         }
         c
@@ -177,6 +188,25 @@ mod tests {
     }
 
     #[test]
+    fn the_api_needs_the_sealing_key_unless_webhooks_are_off() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = Secret::new(TOKEN_KEY);
+        let e = c
+            .check_role_secrets(Role::Orchestrator)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ROAR_WEBHOOKS__SECRET_KEY") && e.contains("webhooks.enabled"),
+            "{e}"
+        );
+        c.webhooks.enabled = false;
+        assert!(c.check_role_secrets(Role::Orchestrator).is_ok());
+        c.webhooks.enabled = true;
+        c.webhooks.secret_key = Secret::new(SEALING_KEY);
+        assert!(c.check_role_secrets(Role::Orchestrator).is_ok());
+    }
+
+    #[test]
     fn workers_and_the_projector_refuse_the_api_keys() {
         for role in [Role::Processor, Role::Projector, Role::Webhooks] {
             assert!(base(role).check_role_secrets(role).is_ok());
@@ -194,7 +224,7 @@ mod tests {
 
     #[test]
     fn the_api_refuses_template_keys_and_accepts_random_ones() {
-        let mut c = Config::default();
+        let mut c = base(Role::Orchestrator);
         c.auth.jwt_secret = Secret::new(TOKEN_KEY);
         c.auth.link_secret = Secret::new(LINK_KEY);
         assert!(c.check_role_secrets(Role::Orchestrator).is_ok());

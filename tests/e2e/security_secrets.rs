@@ -94,6 +94,23 @@ fn the_api_refuses_the_shipped_example_keys() {
     let e = start_error(&["orchestrator"], &dev, Duration::from_secs(30))
         .expect("the orchestrator started with a development token key");
     assert!(e.contains("placeholder"), "{e}");
+    // Real API keys but no webhook sealing key: refused at start, not answered 503 later;
+    // with webhooks turned off it needs none (then it passes its checks and waits on the
+    // broker, which nothing serves here).
+    let no_sealing = env(&[("ROAR_AUTH__JWT_SECRET", REAL_KEY)]);
+    let e = start_error(&["orchestrator"], &no_sealing, Duration::from_secs(30))
+        .expect("the orchestrator started without a webhook sealing key");
+    assert!(
+        e.contains("ROAR_WEBHOOKS__SECRET_KEY") && e.contains("webhooks.enabled"),
+        "{e}"
+    );
+    let off = env(&[
+        ("ROAR_AUTH__JWT_SECRET", REAL_KEY),
+        ("ROAR_WEBHOOKS__ENABLED", "false"),
+    ]);
+    if let Some(e) = start_error(&["orchestrator"], &off, Duration::from_secs(3)) {
+        assert!(!e.contains("ROAR_WEBHOOKS__SECRET_KEY"), "{e}");
+    }
 }
 
 fn role_of(args: &[String]) -> Option<Role> {

@@ -14,6 +14,10 @@ pub const MIN_WEBHOOK_KEY_LEN: usize = 32;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
+    /// Whether the API takes webhook registrations (`POST /webhooks`, a request's
+    /// `callback_url`). On by default; then `roar orchestrator` refuses to start without
+    /// `secret_key`. Off: those requests answer 503 and the API needs no sealing key.
+    pub enabled: bool,
     /// Where the dispatcher (`roar webhooks`) serves `/metrics`, `/health` and `/ready`; port 0
     /// picks a free one.
     pub ops_addr: SocketAddr,
@@ -50,8 +54,8 @@ pub struct WebhooksConfig {
     pub resolve: String,
     /// Key that seals the webhooks' signing secrets in PostgreSQL (AES-256-GCM): at least 32
     /// characters, not another purpose's key (nor a placeholder, where a role starts). The API (which seals) and the
-    /// dispatcher (which opens) hold it; `roar webhooks` refuses to start without it, and the
-    /// API answers 503 to webhook registrations while it is unset. `roar dev` makes one.
+    /// dispatcher (which opens) hold it; `roar webhooks` refuses to start without it, and so
+    /// does `roar orchestrator` while `enabled` is on. `roar dev` makes one.
     pub secret_key: Secret,
     /// Id of `secret_key`, stored beside every secret it seals (1 to 16 of `A-Za-z0-9_-`).
     pub secret_key_id: String,
@@ -64,6 +68,7 @@ pub struct WebhooksConfig {
 impl Default for WebhooksConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             ops_addr: "127.0.0.1:9184".parse().expect("static address"),
             fetch_wait_ms: 100,
             timeout_seconds: 10,

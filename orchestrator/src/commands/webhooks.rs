@@ -40,9 +40,15 @@ pub struct Callback {
     pub secret: String,
 }
 
-/// The keys that seal signing secrets; 503 while `webhooks.secret_key` is unset (nothing is
-/// ever stored in clear).
+/// The keys that seal signing secrets; 503 while webhooks are off or `webhooks.secret_key` is
+/// unset (nothing is ever stored in clear; `roar orchestrator` refuses to start in the second
+/// case, so only an API embedded without the start-up check meets it).
 pub fn sealing_keys(s: &AppState) -> Result<SealKeys, ApiError> {
+    if !s.cfg.webhooks.enabled {
+        return Err(ApiError::Unavailable(
+            "webhooks are off on this service (webhooks.enabled = false)".into(),
+        ));
+    }
     let keys = SealKeys::from_config(&s.cfg.webhooks).map_err(ApiError::internal)?;
     if keys.current_id().is_none() {
         return Err(ApiError::Unavailable(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use roar::stack::{find_tansu, free_port, tied, Postgres, TansuFlavor};
 use sqlx::Connection;
 
-use crate::support::{models_dir, S3Server, LINK_KEY, SECRET};
+use crate::support::{models_dir, S3Server, LINK_KEY, SECRET, WEBHOOK_KEY};
 
 /// The consumer groups' session timeout: how long the broker keeps a killed member.
 pub(super) const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
@@ -225,10 +225,12 @@ impl Stack {
         // Only the API holds the token and link keys: the other roles refuse to start with them.
         if args.first() == Some(&"orchestrator") {
             cmd.env("ROAR_AUTH__JWT_SECRET", SECRET)
-                .env("ROAR_AUTH__LINK_SECRET", LINK_KEY);
+                .env("ROAR_AUTH__LINK_SECRET", LINK_KEY)
+                .env("ROAR_WEBHOOKS__SECRET_KEY", WEBHOOK_KEY);
         } else {
             cmd.env_remove("ROAR_AUTH__JWT_SECRET")
-                .env_remove("ROAR_AUTH__LINK_SECRET");
+                .env_remove("ROAR_AUTH__LINK_SECRET")
+                .env_remove("ROAR_WEBHOOKS__SECRET_KEY");
         }
         cmd
     }
