@@ -227,6 +227,20 @@ pub async fn erase(
     Ok(())
 }
 
+/// Whether the file was deleted and has not begun a new life since: its key is destroyed
+/// ([`erase`]) and none was made again (an upload of the same content makes one). The API
+/// asks before it requests any work on a file, so a request accepted after a deletion but
+/// before the projector removed the file's rows starts nothing.
+pub async fn is_erased<'e>(db: impl PgExecutor<'e>, file_id: &str) -> Result<bool, KeyError> {
+    let erased: Option<bool> = sqlx::query_scalar(
+        "SELECT data_key IS NULL FROM file_keys WHERE file_id = $1 AND erased_before IS NOT NULL",
+    )
+    .bind(file_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(erased == Some(true))
+}
+
 /// Files deleted since `since`, newest first, at most `max`: the sweeper erases whatever a
 /// worker still wrote for them after the deletion.
 pub async fn erased_since(

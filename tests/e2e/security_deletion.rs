@@ -348,6 +348,66 @@ async fn deleting_a_song_while_its_job_runs_cancels_the_job_and_leaves_no_output
     svc.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_asked_for_after_a_deletion_is_refused_before_the_deletion_is_projected() {
+    let infra = Infra::start().await;
+    let svc = Services::start(infra.config()).await;
+    let alice = svc.token("alice", &[]);
+    let file = svc
+        .ready_file(&alice, "race.wav", melody_wav(&[(440.0, 0.5)], 16_000, 1))
+        .await;
+    let cfg = (*svc.cfg).clone();
+    svc.stop().await;
+    // The API alone: no projector removes the song's rows, so the read model shows the song
+    // for as long as this test looks (a lagging projector, held still).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let api = tokio::spawn(roar::services::orchestrator(
+        std::sync::Arc::new(cfg.clone()),
+        listener,
+        stop.clone(),
+    ));
+    let svc = Services::attach(base, cfg).await;
+    let pool = sqlx::PgPool::connect(&infra.pg.url("roar")).await.unwrap();
+    let brokers = svc.cfg.kafka.brokers.clone();
+    let pitch = jobs_topic("pitch");
+    let (jobs_before, pipelines_before) =
+        (topic_len(&brokers, &pitch), topic_len(&brokers, PIPELINES));
+
+    assert_eq!(delete(&svc, &alice, &file).await, 202);
+    for body in [
+        json!({"file_id": file, "model": "pitch", "variation": "tiny"}),
+        json!([{"file_id": file, "model": "pitch", "variation": "full"}]),
+        json!({"file_id": file, "preset": "karaoke"}),
+        json!({"file_id": file, "model": "pitch", "input": {"model": "demucs", "output": "vocals"}}),
+    ] {
+        let (code, v) = svc.post_json(&alice, "/process", &body).await;
+        assert_eq!(code, 404, "{body}: {v}");
+    }
+    assert_eq!(
+        topic_len(&brokers, &pitch),
+        jobs_before,
+        "a job was requested"
+    );
+    assert_eq!(
+        topic_len(&brokers, PIPELINES),
+        pipelines_before,
+        "a pipeline was requested"
+    );
+    // Refused by the deletion's record, not by the read model: the song's row is still there.
+    assert!(
+        rows_of(&pool, &file)
+            .await
+            .iter()
+            .any(|(t, _)| t == "files"),
+        "the deletion was projected: this test proves nothing"
+    );
+    stop.cancel();
+    api.await.unwrap().unwrap();
+    pool.close().await;
+}
+
 /// The job events on the log for the jobs `ids`, decoded.
 fn job_events(brokers: &str, ids: &std::collections::HashSet<String>) -> Vec<JobEvent> {
     read_topic(brokers, JOB_EVENTS)

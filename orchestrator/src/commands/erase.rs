@@ -1,14 +1,15 @@
 //! Deleting a song for good (`DELETE /songs/{file_id}`), in this order:
 //!
-//! 1. its work stops: one `CancelRequested` for the whole song on the control topic (an empty
+//! 1. `FileDeleted` (reason `erased`) is made, and the file's data key destroyed with the
+//!    event's time as the erasure mark, before the event is sent: from then on nobody can read
+//!    the name sealed in the file's events, the projector drops every event of the file up
+//!    to the mark, and any later one, live and in a rebuild (`roar_projections::keys`), and
+//!    the API requests no more work on the song ([`refuse_if_erased`]: 404);
+//! 2. its work stops: one `CancelRequested` for the whole song on the control topic (an empty
 //!    job id: every job of the file requested up to it), however many jobs it has. Workers
 //!    stop its running jobs and cancel its queued ones when they reach them (`JobCanceled`
 //!    each, after the answer); the pipeline manager requests no further step of the song and
 //!    cancels the rest (`roar_projections::pipeline`);
-//! 2. `FileDeleted` (reason `erased`) is made, and the file's data key destroyed with the
-//!    event's time as the erasure mark, before the event is sent: from then on nobody can read
-//!    the name sealed in the file's events, and the projector drops every event of the file up
-//!    to the mark, and any later one, live and in a rebuild (`roar_projections::keys`);
 //! 3. its objects are erased (upload, staging, outputs: stems, transcripts, manifests,
 //!    metadata; the workers' handled-request markers), with the registration of a direct upload, its upload claim (the same content
 //!    may be uploaded again), its quota admission and its rows in the tables the last rebuild
@@ -57,22 +58,26 @@ const PAGE: usize = 500;
 pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiError> {
     let file_id = &file.file_id;
     let meta = EventMeta::new(current_request_id(), actor(user));
-    // Taken now, so it covers every job requested before this request began.
-    let cancel = ControlEvent::song_cancel(
-        meta.clone(),
-        file_id,
-        format!("song deleted by {}", actor(user)),
-    );
-    s.producer.send(CONTROL, file_id, &cancel).await?;
     let event = FileEvent {
-        meta: meta.follow(actor(user)),
+        meta: meta.clone(),
         file_id: file_id.clone(),
         body: FileBody::Deleted {
             reason: Some(ERASED.into()),
         },
         sealed: None,
     };
+    // Recorded first (read-your-writes, like the upload claims): from here on no instance
+    // accepts new work on the song ([`refuse_if_erased`]), although the read model shows it
+    // until the projector applies the `FileDeleted`.
     keys::erase(&s.db, file_id, event.meta.occurred_at).await?;
+    // Timed after the record, so it covers every job requested before it: a request that
+    // passed the check above was stamped before the record existed.
+    let cancel = ControlEvent::song_cancel(
+        meta.follow(actor(user)),
+        file_id,
+        format!("song deleted by {}", actor(user)),
+    );
+    s.producer.send(CONTROL, file_id, &cancel).await?;
     let objects = erase_objects(s, file_id).await?;
     roar_projections::purge_retired(&s.db, file_id).await?;
     // The same content may be uploaded again (the same id, a new key and a new life).
@@ -100,6 +105,18 @@ pub async fn erase(s: &AppState, user: &User, file: &FileRow) -> Result<(), ApiE
     }
     super::files::send(s, event).await?;
     tracing::info!(%file_id, jobs = jobs.len(), objects, "file deleted and its key destroyed; its jobs are canceled by one song-wide cancel");
+    Ok(())
+}
+
+/// 404, as for a file that does not exist, when `file_id` was deleted and has not begun a new
+/// life since. Called before any job or pipeline is requested, after the request's events were
+/// stamped: a request that passes was stamped before the deletion's record, so the song-wide
+/// cancel sent after that record covers it.
+pub(crate) async fn refuse_if_erased(s: &AppState, file_id: &str) -> Result<(), ApiError> {
+    if keys::is_erased(&s.db, file_id).await? {
+        tracing::info!(%file_id, "work refused: the song was deleted");
+        return Err(ApiError::NotFound);
+    }
     Ok(())
 }
 

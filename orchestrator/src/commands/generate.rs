@@ -99,6 +99,13 @@ pub async fn song(
                 message: format!("song {file_id} was deleted"),
             })
         }
+        // Deleted a moment ago (the read model shows it until the deletion is projected).
+        Some(_) if roar_projections::keys::is_erased(&s.db, &file_id).await? => {
+            return Err(ApiError::Conflict {
+                code: "file_deleted",
+                message: format!("song {file_id} was deleted"),
+            })
+        }
         Some(f) => f.status == FileStatus::Failed,
     };
     let job_id = jobs::identity_reading(&file_id, &r, None)

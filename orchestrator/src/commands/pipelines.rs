@@ -135,6 +135,10 @@ async fn emit(
         });
     }
     let meta = EventMeta::new(current_request_id(), actor(user));
+    if let Err(e) = super::erase::refuse_if_erased(s, &file.file_id).await {
+        s.pending.release(&pipeline_id);
+        return Err(e);
+    }
     // Every step that will run counts against the owner's quota now, all or none (429 when
     // they do not fit): the process manager requests them later without asking again.
     let admission = match admit_steps(s, file, &steps, meta.occurred_at).await {
