@@ -43,7 +43,9 @@ pub async fn replay(cfg: &Config, spec: ReplaySpec) -> Result<ReplayReport> {
     services::bootstrap_topics(cfg).await?;
     let read = ReadModel::new(live_pool(cfg).await?);
     let producer = EventProducer::new(&cfg.kafka)?;
-    let report = roar_orchestrator::commands::replay::replay(&read, &producer, &spec).await?;
+    let storage = roar_common::storage::Storage::from_config(&cfg.storage)?;
+    let report =
+        roar_orchestrator::commands::replay::replay(&read, &producer, &storage, &spec).await?;
     producer.drain(Duration::from_secs(5)).await;
     for (file_id, job_id) in &report.requested {
         println!("requested {job_id} for {file_id}");

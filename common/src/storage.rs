@@ -271,6 +271,19 @@ pub fn upload_key(file_id: &str) -> String {
     format!("uploads/{file_id}/original")
 }
 
+/// The request parameter that names the object a job's prompt is in (a musicgen prompt is
+/// personal: it never travels on a topic readable).
+pub const PROMPT_OBJECT: &str = "prompt_object";
+/// The request parameter beside it that holds the prompt sealed with the file's data key (for
+/// the projector; workers hold no key and ignore it).
+pub const PROMPT_SEALED: &str = "prompt_sealed";
+
+/// `uploads/{file_id}/prompts/{job_id}`: the text prompt of one job of the file, written by the
+/// API before the job is requested and erased with the song (under its `uploads/` folder).
+pub fn prompt_key(file_id: &str, job_id: &str) -> String {
+    format!("uploads/{file_id}/prompts/{job_id}")
+}
+
 /// `staging/{file_id}/upload`: where a presigned PUT lands. `POST /upload/{id}/complete` copies
 /// it (hashing what it copies) to `upload_key` and deletes it, so no link ever writes the key
 /// the workers read, and a PUT after completion changes nothing that was checked.

@@ -11,7 +11,7 @@ use roar_common::kafka::{send_dead_letter, Delivery, EventProducer};
 use roar_common::metrics::{
     DLQ_MESSAGES, PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_LAG_SECONDS,
 };
-use roar_schemas::{DeadLetterKind, FileBody};
+use roar_schemas::{DeadLetterKind, FileBody, JobBody};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::apply::{apply_file, apply_job, apply_request, FileRow, JobRow, Request};
@@ -121,6 +121,16 @@ async fn apply_in_tx(sink: &Sink, batch: &[Delivery]) -> Result<(), ProjectionEr
     ids.dedup();
     let key_states = keys::load(&mut *tx, &sink.keys_table, &ids).await?;
     for (_, ev) in &mut decoded {
+        // A request's sealed prompt (musicgen): the row and the history show what the client
+        // sent, while the topic holds it readable by the file's key only.
+        if let Decoded::Job(e, _) = ev {
+            if let JobBody::Queued { params_json, .. } = &mut e.body {
+                let key = key_states.get(&e.file_id).and_then(|s| s.key.as_ref());
+                if let Some(opened) = keys::open_prompt(params_json, &e.file_id, key) {
+                    *params_json = opened;
+                }
+            }
+        }
         if let Decoded::File(e) = ev {
             if e.sealed.is_none() {
                 continue;

@@ -27,6 +27,13 @@ use sqlx::{PgExecutor, PgPool};
 pub const TABLE: &str = "file_keys";
 /// Bytes of a data key (AES-256).
 pub const KEY_LEN: usize = 32;
+/// A model request's free-text prompt (musicgen's `prompt`): personal, never on a topic readable.
+pub const PROMPT: &str = "prompt";
+/// Where the worker reads a request's prompt: `uploads/{file_id}/prompts/{job_id}`, erased with
+/// the song ([`roar_common::storage::prompt_key`]).
+pub const PROMPT_OBJECT: &str = roar_common::storage::PROMPT_OBJECT;
+/// The prompt sealed with the file's key, for the projector (hex).
+pub const PROMPT_SEALED: &str = roar_common::storage::PROMPT_SEALED;
 /// The first byte of a sealed field: the format (AES-256-GCM, 12-byte nonce, JSON inside).
 const FORMAT: u8 = 1;
 
@@ -134,7 +141,13 @@ pub fn seal(ev: &mut FileEvent, key: &DataKey) -> Result<(), KeyError> {
         _ => return Ok(()),
     };
     // Serializing two strings cannot fail.
-    let mut buf = serde_json::to_vec(&personal).unwrap_or_default();
+    let buf = serde_json::to_vec(&personal).unwrap_or_default();
+    ev.sealed = Some(seal_bytes(key, &ev.file_id, buf)?);
+    Ok(())
+}
+
+/// `plain` encrypted with `key`, bound to `file_id`: format byte, random nonce, ciphertext.
+fn seal_bytes(key: &DataKey, file_id: &str, mut buf: Vec<u8>) -> Result<Vec<u8>, KeyError> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
@@ -142,7 +155,7 @@ pub fn seal(ev: &mut FileEvent, key: &DataKey) -> Result<(), KeyError> {
     key.aead()
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(ev.file_id.as_bytes()),
+            Aad::from(file_id.as_bytes()),
             &mut buf,
         )
         .map_err(|_| KeyError::Random)?;
@@ -150,8 +163,28 @@ pub fn seal(ev: &mut FileEvent, key: &DataKey) -> Result<(), KeyError> {
     sealed.push(FORMAT);
     sealed.extend_from_slice(&nonce);
     sealed.extend_from_slice(&buf);
-    ev.sealed = Some(sealed);
-    Ok(())
+    Ok(sealed)
+}
+
+/// The plain bytes of what [`seal_bytes`] made with `key` for `file_id`.
+fn open_bytes(key: &DataKey, file_id: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+    if sealed.len() < 1 + NONCE_LEN || sealed[0] != FORMAT {
+        return Err(KeyError::Unreadable);
+    }
+    let nonce =
+        <[u8; NONCE_LEN]>::try_from(&sealed[1..1 + NONCE_LEN]).map_err(|_| KeyError::Unreadable)?;
+    let mut buf = sealed[1 + NONCE_LEN..].to_vec();
+    let n = key
+        .aead()
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(file_id.as_bytes()),
+            &mut buf,
+        )
+        .map_err(|_| KeyError::Unreadable)?
+        .len();
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Puts the sealed personal fields back into the body and clears `sealed`. An event without
@@ -160,21 +193,8 @@ pub fn open(ev: &mut FileEvent, key: &DataKey) -> Result<(), KeyError> {
     let Some(sealed) = &ev.sealed else {
         return Ok(());
     };
-    if sealed.len() < 1 + NONCE_LEN || sealed[0] != FORMAT {
-        return Err(KeyError::Unreadable);
-    }
-    let nonce =
-        <[u8; NONCE_LEN]>::try_from(&sealed[1..1 + NONCE_LEN]).map_err(|_| KeyError::Unreadable)?;
-    let mut buf = sealed[1 + NONCE_LEN..].to_vec();
-    let plain = key
-        .aead()
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(ev.file_id.as_bytes()),
-            &mut buf,
-        )
-        .map_err(|_| KeyError::Unreadable)?;
-    let p: Personal = serde_json::from_slice(plain).map_err(|_| KeyError::Unreadable)?;
+    let plain = open_bytes(key, &ev.file_id, sealed)?;
+    let p: Personal = serde_json::from_slice(&plain).map_err(|_| KeyError::Unreadable)?;
     match &mut ev.body {
         FileBody::Registered { info, .. } | FileBody::Uploaded(info) => info.filename = p.filename,
         FileBody::GenerationRequested(g) => {
@@ -185,6 +205,81 @@ pub fn open(ev: &mut FileEvent, key: &DataKey) -> Result<(), KeyError> {
     }
     ev.sealed = None;
     Ok(())
+}
+
+/// A job request's params with its prompt sealed in: `prompt` moved to
+/// [`PROMPT_SEALED`] (hex of [`seal_bytes`]) beside `prompt_object`, the object the worker reads
+/// it from. Params without a (non-empty) prompt come back unchanged.
+pub fn seal_prompt(
+    params: &serde_json::Value,
+    file_id: &str,
+    object: &str,
+    key: &DataKey,
+) -> Result<serde_json::Value, KeyError> {
+    let mut p = params.clone();
+    let Some(obj) = p.as_object_mut() else {
+        return Ok(p);
+    };
+    let Some(prompt) = obj.get(PROMPT).and_then(serde_json::Value::as_str) else {
+        return Ok(p);
+    };
+    if prompt.is_empty() {
+        return Ok(p);
+    }
+    let sealed = seal_bytes(key, file_id, prompt.as_bytes().to_vec())?;
+    obj.remove(PROMPT);
+    obj.insert(PROMPT_OBJECT.into(), object.into());
+    obj.insert(PROMPT_SEALED.into(), hex::encode(sealed).into());
+    Ok(p)
+}
+
+/// The params a client sent, back from what [`seal_prompt`] made: the prompt opened with the
+/// file's `key`, the two internal fields gone. `None` when there is nothing sealed; without a
+/// key that opens it the internal fields go and the prompt stays unknown.
+pub fn open_prompt(params_json: &str, file_id: &str, key: Option<&DataKey>) -> Option<String> {
+    if !params_json.contains(PROMPT_SEALED) {
+        return None;
+    }
+    let mut p: serde_json::Value = serde_json::from_str(params_json).ok()?;
+    let obj = p.as_object_mut()?;
+    let sealed = obj.remove(PROMPT_SEALED)?;
+    obj.remove(PROMPT_OBJECT);
+    let prompt = sealed
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .zip(key)
+        .and_then(|(b, k)| open_bytes(k, file_id, &b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    if let Some(prompt) = prompt {
+        obj.insert(PROMPT.into(), prompt.into());
+    }
+    Some(roar_schemas::ids::canonical_json(&p))
+}
+
+/// The key to seal a job request's personal params with: the file's key, or a new one when
+/// it has none and was never deleted (a file uploaded before keys existed); `None` when the
+/// file was deleted and has not begun a new life since (nothing may be requested on it).
+/// Unlike [`key_for_sealing`], a deleted file's key is never made again here.
+pub async fn key_for_request(pool: &PgPool, file_id: &str) -> Result<Option<DataKey>, KeyError> {
+    let fresh = DataKey::generate()?;
+    let key: Option<Vec<u8>> = sqlx::query_scalar(
+        "INSERT INTO file_keys (file_id, data_key, created_at) VALUES ($1, $2, now())
+         ON CONFLICT (file_id) DO UPDATE
+           SET data_key = CASE WHEN file_keys.erased_before IS NULL
+                               THEN COALESCE(file_keys.data_key, EXCLUDED.data_key)
+                               ELSE file_keys.data_key END
+         RETURNING data_key",
+    )
+    .bind(file_id)
+    .bind(fresh.0.as_slice())
+    .fetch_one(pool)
+    .await?;
+    match key {
+        Some(k) => DataKey::from_slice(&k)
+            .map(Some)
+            .ok_or(KeyError::Unreadable),
+        None => Ok(None),
+    }
 }
 
 /// The key to seal a file's events with: the file's existing key, or a new one written before
@@ -394,6 +489,30 @@ mod tests {
         let mut garbage = uploaded("x");
         garbage.sealed = Some(vec![1, 2, 3]);
         assert!(open(&mut garbage, &key).is_err());
+    }
+
+    #[test]
+    fn a_sealed_prompt_is_not_in_the_params_and_opens_with_the_files_key_only() {
+        let key = DataKey::generate().unwrap();
+        let params = serde_json::json!({"prompt": "lullaby for Mia", "duration": 4.0});
+        let sealed = seal_prompt(&params, "f1", "uploads/f1/prompts/j1", &key).unwrap();
+        let json = roar_schemas::ids::canonical_json(&sealed);
+        assert!(!json.contains("Mia"), "{json}");
+        assert_eq!(sealed[PROMPT_OBJECT], "uploads/f1/prompts/j1");
+        let back: serde_json::Value =
+            serde_json::from_str(&open_prompt(&json, "f1", Some(&key)).unwrap()).unwrap();
+        assert_eq!(back, params);
+        // Another file's or no key: the internal fields go, no prompt comes back.
+        let other = DataKey::generate().unwrap();
+        for (file, key) in [("f2", Some(&key)), ("f1", Some(&other)), ("f1", None)] {
+            let opened: serde_json::Value =
+                serde_json::from_str(&open_prompt(&json, file, key).unwrap()).unwrap();
+            assert_eq!(opened, serde_json::json!({"duration": 4.0}), "{file}");
+        }
+        // Nothing to seal, nothing to open.
+        let plain = serde_json::json!({"prompt": "", "duration": 4.0});
+        assert_eq!(seal_prompt(&plain, "f1", "o", &key).unwrap(), plain);
+        assert_eq!(open_prompt(r#"{"prompt":"x"}"#, "f1", Some(&key)), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use roar_schemas::{FileStatus, JobStatus};
+use roar_schemas::{FileStatus, JobBody, JobStatus};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
@@ -46,6 +46,11 @@ impl Commits {
 impl ReadModel {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// The pool it reads through (the live model's database).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Events the projector has applied in all (its stored positions summed; every topic
@@ -379,19 +384,34 @@ impl ReadModel {
             .into_iter()
             .filter_map(|(topic, payload)| decode(&topic, payload.as_deref()).ok())
             .collect();
-        // The payloads are the log's bytes: a sealed name opens with the file's key.
+        // The payloads are the log's bytes: a sealed name or prompt opens with the file's key.
+        let sealed_prompt = |e: &Decoded| {
+            matches!(e, Decoded::Job(j, _) if matches!(&j.body,
+                JobBody::Queued { params_json, .. } if params_json.contains(crate::keys::PROMPT_SEALED)))
+        };
         if events
             .iter()
-            .any(|e| matches!(e, Decoded::File(f) if f.sealed.is_some()))
+            .any(|e| matches!(e, Decoded::File(f) if f.sealed.is_some()) || sealed_prompt(e))
         {
             let states =
                 crate::keys::load(&self.pool, crate::keys::TABLE, &[file_id.to_string()]).await?;
-            if let Some(key) = states.get(file_id).and_then(|s| s.key.as_ref()) {
-                for e in &mut events {
-                    if let Decoded::File(f) = e {
-                        // A name that does not open stays a placeholder.
-                        let _ = crate::keys::open(f, key);
+            let key = states.get(file_id).and_then(|s| s.key.as_ref());
+            for e in &mut events {
+                match e {
+                    // A name that does not open stays a placeholder.
+                    Decoded::File(f) => {
+                        if let Some(key) = key {
+                            let _ = crate::keys::open(f, key);
+                        }
                     }
+                    Decoded::Job(j, _) => {
+                        if let JobBody::Queued { params_json, .. } = &mut j.body {
+                            if let Some(p) = crate::keys::open_prompt(params_json, file_id, key) {
+                                *params_json = p;
+                            }
+                        }
+                    }
+                    Decoded::Pipeline(_) => {}
                 }
             }
         }

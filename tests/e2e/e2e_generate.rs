@@ -237,9 +237,12 @@ async fn a_generation_canceled_mid_run_ends_canceled_with_no_song() {
     let j = support::find_job(&st, &job).unwrap();
     assert_eq!(j["status"], "canceled");
     assert!(j["outputs"].as_array().unwrap().is_empty(), "{j:#}");
-    // Nothing was written: no song, no outputs.
+    // Nothing was written: no song, no outputs (only the prompt the API put aside, which
+    // goes with the song).
     let store = infra.store_dir();
-    assert!(!store.join("uploads").join(&file).exists());
+    let uploads = store.join("uploads").join(&file);
+    assert!(!uploads.join("original").exists());
+    assert!(uploads.join("prompts").join(&job).exists());
     assert!(!store.join("outputs").join(&file).exists());
     // A canceled song is not processable.
     let (code, _) = svc

@@ -179,7 +179,10 @@ async fn replay_requests_a_new_version_beside_the_old_job() {
     let read_err = |spec| {
         let read = read.clone();
         let producer = env.producer.clone();
-        async move { roar_orchestrator::commands::replay::replay(&read, &producer, &spec).await }
+        let storage = roar_common::storage::Storage::from_config(&env.cfg.storage).unwrap();
+        async move {
+            roar_orchestrator::commands::replay::replay(&read, &producer, &storage, &spec).await
+        }
     };
     let bogus = ReplaySpec {
         model: "pitch".into(),

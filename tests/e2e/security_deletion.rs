@@ -4,7 +4,9 @@
 //! bytes never held the name at all. Another tenant's DELETE is a 404 that changes nothing; a
 //! deletion while a job runs cancels the job and leaves no output behind; a song with hundreds
 //! of queued jobs is deleted by one cancel for them all, which a worker started afterwards
-//! honours job by job.
+//! honours job by job. A generated song's prompt is on no topic readable (it is in an object
+//! erased with the song), and work asked for after a deletion that is not projected yet is
+//! refused (404) with nothing emitted.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +20,8 @@ use crate::support::{melody_wav, produce, read_topic, topic_len, Infra, Services
 /// A name no audio, id or key can contain by chance.
 const SECRET_NAME: &str = "Grandmas-Surprise-Zq7x.wav";
 const KEPT_NAME: &str = "Keeper-Wv3k.wav";
+/// A generated song's prompt, as distinctive.
+const SECRET_PROMPT: &str = "lullaby for Quillon Vexmarch";
 
 async fn delete(svc: &Services, token: &str, file_id: &str) -> u16 {
     reqwest::Client::new()
@@ -117,8 +121,13 @@ async fn db_mentions(pool: &sqlx::PgPool, needle: &str) -> Vec<String> {
 
 /// Topics whose raw message bytes contain `needle`.
 fn topics_mentioning(brokers: &str, needle: &str) -> Vec<String> {
-    let mut topics = vec![FILES.to_string(), JOB_EVENTS.to_string()];
+    let mut topics = vec![
+        FILES.to_string(),
+        JOB_EVENTS.to_string(),
+        PIPELINES.to_string(),
+    ];
     topics.push(jobs_topic("pitch"));
+    topics.push(jobs_topic("musicgen"));
     topics
         .into_iter()
         .filter(|t| {
@@ -163,6 +172,32 @@ async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebui
     let wav = |hz: f32| melody_wav(&[(hz, 0.5)], 16_000, 1);
     let file = svc.ready_file(&alice, SECRET_NAME, wav(440.0)).await;
     let kept = svc.ready_file(&alice, KEPT_NAME, wav(660.0)).await;
+    // A generated song (no musicgen worker here: its job stays queued). Its prompt is in an
+    // object under the song's uploads/ folder, shown by /status, and on no topic readable.
+    let (code, g) = svc
+        .post_json(
+            &alice,
+            "/generate",
+            &json!({"prompt": SECRET_PROMPT, "duration_seconds": 1.0}),
+        )
+        .await;
+    assert_eq!(code, 202, "{g}");
+    let song = g["file_id"].as_str().unwrap().to_string();
+    let song_job = g["job"]["job_id"].as_str().unwrap().to_string();
+    let st = svc
+        .wait_for(&alice, &song, |v| {
+            v["jobs"][0]["params"]["prompt"].is_string()
+        })
+        .await;
+    assert_eq!(st["file"]["generation"]["prompt"], SECRET_PROMPT, "{st:#}");
+    assert_eq!(st["jobs"][0]["params"]["prompt"], SECRET_PROMPT, "{st:#}");
+    assert!(
+        st["jobs"][0]["params"].get("prompt_object").is_none(),
+        "{st:#}"
+    );
+    assert!(objects_of(&infra, &song)
+        .iter()
+        .any(|k| k == &format!("uploads/{song}/prompts/{song_job}")));
     let (code, job) = svc
         .post_json(
             &alice,
@@ -183,6 +218,7 @@ async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebui
         topics_mentioning(&brokers, SECRET_NAME),
         Vec::<String>::new()
     );
+    assert_eq!(topics_mentioning(&brokers, "Quillon"), Vec::<String>::new());
     assert!(!objects_of(&infra, &file).is_empty());
     // The worker's marker of the request it handled (ids only): erased with the song too.
     let marker = format!("handled/{file}/");
@@ -238,6 +274,9 @@ async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebui
     assert!(started.elapsed() < bound, "the stream stayed open");
     projected_gone(&svc, &alice, &pool, &file).await;
     assert_eq!(delete(&svc, &alice, &file).await, 404, "deleted already");
+    assert_eq!(delete(&svc, &alice, &song).await, 202);
+    assert_eq!(objects_of(&infra, &song), Vec::<String>::new());
+    projected_gone(&svc, &alice, &pool, &song).await;
     let (_, songs) = svc.get_json(&alice, "/songs").await;
     let listed: Vec<&str> = songs["songs"]
         .as_array()
@@ -267,15 +306,17 @@ async fn a_deleted_song_leaves_no_object_row_or_readable_name_even_after_a_rebui
             .unwrap();
     assert_eq!(key, None, "the data key is destroyed");
     assert_eq!(db_mentions(&pool, "Grandmas").await, Vec::<String>::new());
-    assert_eq!(
-        topics_mentioning(&brokers, "Grandmas"),
-        Vec::<String>::new()
-    );
+    assert_eq!(db_mentions(&pool, "Quillon").await, Vec::<String>::new());
+    for needle in ["Grandmas", "Quillon"] {
+        assert_eq!(topics_mentioning(&brokers, needle), Vec::<String>::new());
+    }
 
     // A rebuild from the topics brings none of it back, and still opens the kept song's name.
     rebuild(&svc, &pool).await;
     assert_eq!(rows_of(&pool, &file).await, Vec::<(String, i64)>::new());
+    assert_eq!(rows_of(&pool, &song).await, Vec::<(String, i64)>::new());
     assert_eq!(db_mentions(&pool, "Grandmas").await, Vec::<String>::new());
+    assert_eq!(db_mentions(&pool, "Quillon").await, Vec::<String>::new());
     let (code, st) = svc.get_json(&alice, &format!("/status/{kept}")).await;
     assert_eq!(code, 200);
     assert_eq!(st["file"]["filename"], KEPT_NAME);

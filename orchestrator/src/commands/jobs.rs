@@ -155,11 +155,15 @@ pub async fn request(
 }
 
 /// Sends a JobRequested unless the same or a later attempt is pending already.
-async fn emit_request(s: &AppState, ev: JobRequested) -> Result<(bool, i32, String), ApiError> {
+async fn emit_request(s: &AppState, mut ev: JobRequested) -> Result<(bool, i32, String), ApiError> {
     // A song deleted a moment ago is still in the read model: its deletion's record says no.
     super::erase::refuse_if_erased(s, &ev.file_id).await?;
     if let Err((attempt, token)) = s.pending.reserve(&ev.job_id, ev.attempt) {
         return Ok((false, attempt, token));
+    }
+    if let Err(e) = super::prompts::put_aside(&s.db, &s.storage, &mut ev).await {
+        s.pending.release(&ev.job_id);
+        return Err(e.into());
     }
     // The owner's quota counts the request from here on (429 when it is full).
     let admission = match crate::quotas::admit(

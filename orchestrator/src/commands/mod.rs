@@ -7,6 +7,8 @@
 //! - [`erase`]: `FileDeleted` of `DELETE /songs/{file_id}`: work canceled, data key destroyed,
 //!   objects erased.
 //! - [`jobs`]: `JobRequested` for `POST /process` and for retries (idempotent by job id).
+//! - [`prompts`]: a musicgen prompt put aside in an object (erased with the song) before its
+//!   request is emitted, so no topic holds it readable.
 //! - [`cancel`]: `CancelRequested` on the control topic, and `JobCanceled` for a queued job.
 //! - [`notify`]: the job events external workers report through `POST /notify`.
 //! - [`dlq`]: a dead letter's message back on its source topic (`POST /admin/dlq/{id}/redrive`,
@@ -24,6 +26,7 @@ pub(crate) mod generate;
 pub(crate) mod jobs;
 pub(crate) mod notify;
 pub(crate) mod pipelines;
+pub mod prompts;
 pub mod replay;
 pub(crate) mod webhooks;
 

@@ -4,17 +4,21 @@
 //! old jobs come from the read model (a query); the requests go to `roar.jobs.<model>.v1` like
 //! any other, with the job identity `/process` derives. A job that read another job's output
 //! (a pipeline step) is asked for on the same output; its upstream job is not replayed.
+//! A prompt is put aside as for any request ([`super::prompts`]); a job whose song was deleted
+//! (and whose rows the projector has not removed yet) is refused, not requested.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use roar_common::catalog::{self, CatalogError};
 use roar_common::kafka::{EventProducer, KafkaError};
+use roar_common::storage::Storage;
 use roar_projections::ReadModel;
 use roar_schemas::topics::jobs_topic;
 use roar_schemas::EventMeta;
 
 use super::jobs::identity_reading;
+use super::prompts::{put_aside, PromptError};
 
 /// What to replay.
 #[derive(Debug, Clone, Default)]
@@ -57,11 +61,18 @@ pub enum ReplayError {
     Db(#[from] sqlx::Error),
     #[error("replay: {0}")]
     Kafka(#[from] KafkaError),
+    /// A prompt could not be put aside (the key table or the object store).
+    #[error("replay: {0}")]
+    Prompt(#[from] PromptError),
 }
 
 impl ReplayError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ReplayError::Db(_) | ReplayError::Kafka(_))
+        match self {
+            ReplayError::Db(_) | ReplayError::Kafka(_) => true,
+            ReplayError::Prompt(e) => e.is_retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -69,6 +80,7 @@ impl ReplayError {
 pub async fn replay(
     read: &ReadModel,
     producer: &EventProducer,
+    storage: &Storage,
     spec: &ReplaySpec,
 ) -> Result<ReplayReport, ReplayError> {
     // Fail on a bad model/variation before touching anything.
@@ -119,7 +131,16 @@ pub async fn replay(
         }
         let mut meta = base.follow(spec.actor.clone());
         meta.request_id = report.request_id.clone();
-        to_send.push(identity.request(meta, j.owner.clone(), 1));
+        let mut req = identity.request(meta, j.owner.clone(), 1);
+        match put_aside(read.pool(), storage, &mut req).await {
+            Ok(()) => to_send.push(req),
+            Err(PromptError::Erased(_)) => {
+                report
+                    .refused
+                    .push((j.job_id.clone(), "its song was deleted".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let topic = jobs_topic(&spec.model);
     for chunk in to_send.chunks(256) {

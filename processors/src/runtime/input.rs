@@ -3,7 +3,9 @@
 //! input that is gone or altered is a permanent failure with a clear code, never a hang.
 
 use roar_common::kafka::HandleError;
-use roar_common::storage::{job_output_dir, upload_key, Storage, StorageError};
+use roar_common::storage::{
+    job_output_dir, prompt_key, upload_key, Storage, StorageError, PROMPT_OBJECT, PROMPT_SEALED,
+};
 use roar_schemas::{JobInput, JobRequested, Output};
 use sha2::{Digest, Sha256};
 
@@ -40,6 +42,47 @@ fn storage_failure(e: StorageError, what: &str) -> Unavailable {
         },
         e => Unavailable::permanent("storage_error", e.to_string()),
     }
+}
+
+/// Puts the request's prompt back into `params` from the object the API wrote it to
+/// (`prompt_object`: a musicgen prompt never travels on a topic readable), dropping the sealed
+/// copy meant for the projector. The object must be this job's own; once the song is deleted
+/// it is gone and the job fails `prompt_erased` (a replay or redelivery of a deleted song's
+/// request runs nothing).
+pub(crate) async fn prompt(
+    storage: &Storage,
+    req: &JobRequested,
+    params: &mut serde_json::Value,
+) -> Result<(), Unavailable> {
+    let Some(obj) = params.as_object_mut() else {
+        return Ok(());
+    };
+    obj.remove(PROMPT_SEALED);
+    let Some(named) = obj.remove(PROMPT_OBJECT) else {
+        return Ok(());
+    };
+    let own = prompt_key(&req.file_id, &req.job_id);
+    if named.as_str() != Some(own.as_str()) {
+        return Err(Unavailable::permanent(
+            "invalid_params",
+            format!("{PROMPT_OBJECT} must be {own}, this job's own"),
+        ));
+    }
+    let bytes = match storage.get(&own).await {
+        Ok(b) => b,
+        Err(StorageError::NotFound(_)) => {
+            return Err(Unavailable::permanent(
+                "prompt_erased",
+                "the prompt is gone: its song was deleted".into(),
+            ))
+        }
+        Err(e) => return Err(storage_failure(e, "the prompt")),
+    };
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        Unavailable::permanent("invalid_params", "the prompt object is not UTF-8".into())
+    })?;
+    obj.insert("prompt".into(), text.into());
+    Ok(())
 }
 
 /// The output `name` (its file name without the extension) among `outputs`.

@@ -313,7 +313,7 @@ impl Worker {
                 false,
             ));
         }
-        let params: serde_json::Value = match serde_json::from_str(&req.params_json) {
+        let mut params: serde_json::Value = match serde_json::from_str(&req.params_json) {
             Ok(p @ serde_json::Value::Object(_)) => p,
             _ => {
                 return Ok(failed(
@@ -323,6 +323,9 @@ impl Worker {
                 ))
             }
         };
+        if let Err(u) = input::prompt(&self.storage, req, &mut params).await {
+            return Ok(failed(u.code, u.message, u.retryable));
+        }
         let generating = song::generates_song(&req.params_json);
         let audio = if generating {
             // It makes its file's content: there is nothing to read.
