@@ -1010,7 +1010,8 @@ async fn requested(svc: &Services, model: &str) {
 }
 
 /// A preset's `callback_url` is one registration that hears every step's job and the
-/// pipeline's end; a chained job on a completed one gets its own. No model worker runs: the
+/// pipeline's end, and so does the user's own webhook that takes `pipeline.*`; a chained job on
+/// a completed one gets its own. No model worker runs: the
 /// test reports each job done as its worker would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_callback_follows_every_job_of_a_preset_and_the_pipelines_end() {
@@ -1033,6 +1034,19 @@ async fn a_callback_follows_every_job_of_a_preset_and_the_pipelines_end() {
     let file = svc
         .ready_file(&alice, "tone.wav", melody_wav(&[(440.0, 0.5)], 16_000, 1))
         .await;
+    // Alice's own webhook for her pipelines' ends: the same filters, signature and end.
+    let (code, user) = svc
+        .post_json(
+            &alice,
+            "/webhooks",
+            &json!({"url": format!("http://receiver.test:{port}/user"), "events": ["pipeline.*"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{user}");
+    let (user_hook, user_secret) = (
+        user["webhook_id"].as_str().unwrap().to_string(),
+        user["secret"].as_str().unwrap().to_string(),
+    );
 
     let (code, p, ids, secret) = process_with_callback(
         &svc,
@@ -1103,6 +1117,23 @@ async fn a_callback_follows_every_job_of_a_preset_and_the_pipelines_end() {
         end["jobs"],
         json!([{"job_id": sep_id, "ended": "completed"}, {"job_id": tr_id, "ended": "completed"}])
     );
+    let to_user = deliveries_until(&svc, &alice, &user_hook, |d| d["status"] == "delivered").await;
+    assert_eq!(to_user["event_type"], "pipeline.completed", "{to_user}");
+    let user_got: Vec<Value> = receiver
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|g| g.path == "user")
+        .map(|g| verify(&user_secret, g))
+        .collect();
+    assert_eq!(user_got.len(), 1, "{user_got:#?}");
+    assert_eq!(
+        user_got[0]["data"],
+        got.iter()
+            .find(|v| v["type"] == "pipeline.completed")
+            .unwrap()["data"]
+    );
 
     // A job chained on the completed separation is one job: its callback hears it alone.
     let (code, j, ids, secret) = process_with_callback(
@@ -1128,5 +1159,10 @@ async fn a_callback_follows_every_job_of_a_preset_and_the_pipelines_end() {
         .collect();
     assert_eq!(chained.len(), 1);
     assert_eq!(chained[0]["data"]["job_id"], j["job_id"]);
+    // One job is no pipeline: the user's webhook heard the preset's end alone.
+    let (_, v) = svc
+        .get_json(&alice, &format!("/webhooks/{user_hook}/deliveries"))
+        .await;
+    assert_eq!(v["deliveries"].as_array().unwrap().len(), 1, "{v:#}");
     svc.stop().await;
 }

@@ -55,7 +55,8 @@ pub fn default_events() -> Vec<String> {
 
 /// Every filter a registration may name: `*`, `job.*`, `job.<kind>` per kind on the topic,
 /// then `pipeline.*` and `pipeline.<outcome>` (delivered to the callbacks of a preset or
-/// chained request, which follow a pipeline).
+/// chained request, which follow a pipeline, and to a user's webhooks for each pipeline of
+/// theirs).
 pub fn filter_words() -> Vec<String> {
     ["*", "job.*"]
         .into_iter()
@@ -176,7 +177,23 @@ impl Recorder {
             .iter()
             .filter(|r| ends && r.pipeline_id.is_some() && r.job_ids.contains(&ev.job_id))
             .collect();
-        if ids.is_empty() && following.is_empty() {
+        // The owner's own webhooks that take a pipeline's end hear the end of every pipeline
+        // this job is a step of.
+        let takes_ends = |r: &&store::Registration| {
+            r.job_id.is_none()
+                && PIPELINE_OUTCOMES
+                    .iter()
+                    .any(|o| matches(&r.events, &format!("pipeline.{o}")))
+        };
+        let users: Vec<&store::Registration> = regs.iter().filter(takes_ends).collect();
+        let pipelines = if ends && !users.is_empty() {
+            store::pipelines_of(&self.pool, &ev.job_id)
+                .await
+                .map_err(db)?
+        } else {
+            Vec::new()
+        };
+        if ids.is_empty() && following.is_empty() && pipelines.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -202,6 +219,30 @@ impl Recorder {
             let pbody = pipeline_body(&event_id, outcome, pipeline_id, ev, &jobs);
             let one = std::slice::from_ref(&r.webhook_id);
             n += store::record(&mut tx, one, &event_id, &pty, &pbody, Utc::now())
+                .await
+                .map_err(db)?;
+        }
+        for pipeline_id in &pipelines {
+            let Some(jobs) = store::pipeline_step_ended(&mut tx, pipeline_id, &ev.job_id, &kind)
+                .await
+                .map_err(db)?
+            else {
+                continue;
+            };
+            let outcome = pipeline_outcome(jobs.iter().map(|(_, k)| k.as_str()));
+            let pty = format!("pipeline.{outcome}");
+            let to: Vec<String> = users
+                .iter()
+                .filter(|r| matches(&r.events, &pty))
+                .map(|r| r.webhook_id.clone())
+                .collect();
+            if to.is_empty() {
+                continue;
+            }
+            // The same id as a callback's: a receiver that gets both drops the repeat.
+            let event_id = format!("{pipeline_id}.ended");
+            let pbody = pipeline_body(&event_id, outcome, pipeline_id, ev, &jobs);
+            n += store::record(&mut tx, &to, &event_id, &pty, &pbody, Utc::now())
                 .await
                 .map_err(db)?;
         }

@@ -251,6 +251,46 @@ pub async fn mark_ended(
     Ok(all)
 }
 
+/// The pipelines `job_id` is a step of (the read model's `pipeline_steps`).
+pub async fn pipelines_of(pool: &PgPool, job_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT pipeline_id FROM pipeline_steps WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// Records that `job_id`, a step's job of `pipeline_id`, ended as `kind`, for the users'
+/// webhooks; returns how every step's job has ended, in the pipeline's order, once the last
+/// of them has (a repeat of the same event changes nothing and answers the same).
+pub async fn pipeline_step_ended(
+    tx: &mut Transaction<'_, Postgres>,
+    pipeline_id: &str,
+    job_id: &str,
+    kind: &str,
+) -> Result<Option<Vec<(String, String)>>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhook_pipeline_ends (pipeline_id, job_id, ended) VALUES ($1, $2, $3)
+         ON CONFLICT (pipeline_id, job_id) DO UPDATE SET ended = EXCLUDED.ended",
+    )
+    .bind(pipeline_id)
+    .bind(job_id)
+    .bind(kind)
+    .execute(&mut **tx)
+    .await?;
+    let steps: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT s.job_id, e.ended FROM pipeline_steps s
+         LEFT JOIN webhook_pipeline_ends e ON e.pipeline_id = s.pipeline_id AND e.job_id = s.job_id
+         WHERE s.pipeline_id = $1 ORDER BY s.position",
+    )
+    .bind(pipeline_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    if steps.is_empty() {
+        return Ok(None);
+    }
+    Ok(steps.into_iter().map(|(j, k)| Some((j, k?))).collect())
+}
+
 /// Claims up to `limit` due deliveries for `lease` (another dispatcher skips them meanwhile;
 /// one that dies mid-attempt leaves them due again when the lease ends).
 pub async fn claim(
@@ -324,8 +364,9 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// Deletes finished deliveries older than `days`, and job callbacks older than that with no
-/// delivery left; returns (deliveries, callbacks) deleted.
+/// Deletes finished deliveries older than `days`, job callbacks older than that with no
+/// delivery left, and the pipeline step ends recorded before then; returns (deliveries,
+/// callbacks) deleted.
 pub async fn sweep(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> {
     let deliveries = sqlx::query(
         "DELETE FROM webhook_deliveries
@@ -345,6 +386,12 @@ pub async fn sweep(pool: &PgPool, days: u32) -> Result<(u64, u64), sqlx::Error> 
     .execute(pool)
     .await?
     .rows_affected();
+    sqlx::query(
+        "DELETE FROM webhook_pipeline_ends WHERE recorded_at < now() - make_interval(days => $1)",
+    )
+    .bind(days as i32)
+    .execute(pool)
+    .await?;
     Ok((deliveries, callbacks))
 }
 
