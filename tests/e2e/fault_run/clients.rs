@@ -59,7 +59,7 @@ pub(super) struct Done {
 /// A client's request, tried again (as a real client would) while the part that answers it is
 /// down: a connection error, a timeout, a 5xx or a 429 mean "later".
 async fn call(build: impl Fn() -> reqwest::RequestBuilder, what: &str) -> (u16, Value) {
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + *PATIENCE;
     loop {
         if let Ok(r) = build().timeout(Duration::from_secs(10)).send().await {
             let code = r.status().as_u16();
@@ -69,7 +69,8 @@ async fn call(build: impl Fn() -> reqwest::RequestBuilder, what: &str) -> (u16, 
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: no answer within {PATIENCE:?}"
+            "{what}: no answer within {:?}",
+            *PATIENCE
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -86,7 +87,7 @@ struct Api {
 impl Api {
     /// Uploads `wav`; returns its file id.
     async fn upload(&self, wav: Vec<u8>, name: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + *PATIENCE;
         loop {
             let (code, up) = call(
                 || {
@@ -134,7 +135,7 @@ impl Api {
 
     /// Polls until the file is `ready`; it must never fail.
     async fn wait_ready(&self, file_id: &str) {
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + *PATIENCE;
         loop {
             let (code, v) = self.status(file_id).await;
             if code == 200 && v["file"]["status"] == "ready" {
@@ -183,7 +184,7 @@ pub(super) async fn client(base: String, token: String, n: usize) -> Done {
         "process {file_id}: {code} {req}"
     );
     let job_id = req["job_id"].as_str().expect("a job id").to_string();
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + *PATIENCE;
     loop {
         let (_, v) = api.status(&file_id).await;
         let job = v["jobs"]
