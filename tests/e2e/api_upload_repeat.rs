@@ -10,8 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{melody_wav, sha256_hex, Infra, Services};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_repeat_upload_is_a_duplicate_before_the_read_model_shows_the_first() {
+type Api = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// The orchestrator alone on its own broker and database (no projector: the read model never
+/// catches up), with a client attached.
+async fn orchestrator_only() -> (Infra, Services, Api, CancellationToken) {
     let infra = Infra::start().await;
     let mut cfg = infra.config();
     roar::services::bootstrap_topics(&cfg).await.unwrap();
@@ -25,6 +28,12 @@ async fn a_repeat_upload_is_a_duplicate_before_the_read_model_shows_the_first() 
         cancel.clone(),
     ));
     let svc = Services::attach(base, cfg).await;
+    (infra, svc, api, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeat_upload_is_a_duplicate_before_the_read_model_shows_the_first() {
+    let (_infra, svc, api, cancel) = orchestrator_only().await;
     let alice = svc.token("alice", &[]);
 
     // Multipart, twice in a row: the second is refused with the first's id.
@@ -88,22 +97,10 @@ async fn a_repeat_upload_is_a_duplicate_before_the_read_model_shows_the_first() 
 /// and, once the claim is stale, takes it over and is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_claim_left_by_a_killed_orchestrator_is_taken_over_not_a_duplicate() {
-    let infra = Infra::start().await;
-    let mut cfg = infra.config();
-    roar::services::bootstrap_topics(&cfg).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    cfg.http.public_url = base.clone();
-    let cancel = CancellationToken::new();
-    let api = tokio::spawn(roar::services::orchestrator(
-        Arc::new(cfg.clone()),
-        listener,
-        cancel.clone(),
-    ));
-    let db = sqlx::PgPool::connect(cfg.database.url.expose())
+    let (_infra, svc, api, cancel) = orchestrator_only().await;
+    let db = sqlx::PgPool::connect(svc.cfg.database.url.expose())
         .await
         .unwrap();
-    let svc = Services::attach(base, cfg).await;
     let alice = svc.token("alice", &[]);
     let audio = melody_wav(&[(660.0, 0.3)], 8000, 1);
     let sha = sha256_hex(&audio);
