@@ -280,16 +280,8 @@ pub(crate) async fn forget_old(s: &AppState) -> Result<u64, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::counts::tests::off;
     use super::*;
-
-    fn off() -> QuotaConfig {
-        QuotaConfig {
-            jobs_in_flight: 0,
-            jobs_per_day: 0,
-            stored_bytes: 0,
-            pending_uploads: 0,
-        }
-    }
 
     #[test]
     fn the_refusal_says_more_than_the_limit_for_a_count_at_its_cap() {

@@ -207,12 +207,13 @@ pub(super) async fn count(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use roar_schemas::{FileStatus, JobStatus};
 
     use super::*;
 
-    fn off() -> QuotaConfig {
+    /// Every limit off (the defaults have them on).
+    pub(in crate::quotas) fn off() -> QuotaConfig {
         QuotaConfig {
             jobs_in_flight: 0,
             jobs_per_day: 0,
